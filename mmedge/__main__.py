@@ -1,0 +1,5 @@
+import sys
+
+from mmedge.cli import main
+
+sys.exit(main())

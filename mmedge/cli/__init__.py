@@ -1,0 +1,39 @@
+"""The `mmedge` command: one module per verb, each with add_parser() and run()."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mmedge import __version__
+from mmedge.errors import MMEdgeError
+
+VERBS = ("train", "eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="mmedge", description="Train, evaluate and deploy adaptive "
+                                     "vision-language models on edge devices.")
+    parser.add_argument("--version", action="version", version=f"mmedge {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb in VERBS:
+        importlib.import_module(f"mmedge.cli.{verb}_cmd").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except MMEdgeError as exc:
+        print(f"mmedge {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmedge {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

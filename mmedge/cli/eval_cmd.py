@@ -1,0 +1,45 @@
+"""mmedge eval: accuracy per exit, question type and keep ratio; accuracy against FLOPs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+EPILOG = """examples:
+  mmedge eval --model models/vqa-default --split test
+  mmedge eval --model models/vqa-default --split compositional --limit 500 --json comp.json
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on a grounded-scenes split",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--split", default="test", choices=("val", "test", "compositional"))
+    p.add_argument("--limit", type=int, default=2000, help="number of samples (default 2000)")
+    p.add_argument("--data-seed", type=int, default=0, help="scene generator seed (default 0)")
+    p.add_argument("--keep-ratios", type=float, nargs="+", help="prefilter keep ratios (default: the model's)")
+    p.add_argument("--json", help="also write the full result as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmedge.errors import ConfigError
+    from mmedge.evaluation.evaluate import evaluate, format_report
+    from mmedge.models.checkpoint import atomic_write, from_pretrained
+
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}", "arguments")
+    if args.keep_ratios and any(not 0 < r <= 1 for r in args.keep_ratios):
+        raise ConfigError(f"--keep-ratios {args.keep_ratios} must be in (0, 1]", "arguments")
+    model, tokenizer = from_pretrained(args.model)
+    result = evaluate(model, tokenizer, args.split, args.limit, args.data_seed, args.keep_ratios,
+                      progress=not args.no_progress)
+    result["model"] = str(args.model)
+    print(format_report(result))
+    if args.json:
+        atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(result, indent=1)))
+        print(f"\nwrote {args.json}")
+    return 0

@@ -1,0 +1,1 @@
+"""Grounded-scenes data: scene rendering, task generators, tokenizer, preprocessing (no torch)."""

@@ -1,0 +1,102 @@
+"""Image preprocessing with numpy and Pillow only: one implementation for training and runtime.
+
+Conversions (documented in the README):
+- any Pillow mode becomes RGB; transparency is composited over the scene background grey;
+  16-bit and 32-bit integer images are scaled to 8 bits; float arrays are read as 0..1;
+- a non-square image is padded to a square with the background grey (centred), then resized
+  with bilinear filtering to the model's image size;
+- images under 8 px or over 16384 px on a side are refused with an ImageError.
+Output: float32 (3, S, S), each channel scaled as (x / 255 - 0.5) / 0.5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mmedge.data.scenes import BACKGROUND
+from mmedge.errors import ImageError
+
+MIN_SIDE, MAX_SIDE = 8, 16384
+MEAN, STD = 0.5, 0.5
+
+ImageLike = Image.Image | np.ndarray | str | Path
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(f"image array has shape {arr.shape}; expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+    if arr.dtype == np.uint8:
+        pass
+    elif arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError("image array contains NaN or infinite values")
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    else:
+        raise ImageError(f"image array dtype {arr.dtype} is not supported; use uint8, uint16 or float in 0..1")
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[arr.ndim if arr.ndim == 2 else arr.shape[2]]
+    return Image.fromarray(np.ascontiguousarray(arr), mode)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray((np.clip(arr / top, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = _from_array(np.asarray(img, dtype=np.float32))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(image: ImageLike) -> Image.Image:
+    """Open and convert any supported input to an RGB Pillow image, or raise ImageError."""
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as opened:
+                opened.load()
+                img = opened.copy()
+        except FileNotFoundError as exc:
+            raise ImageError(f"image file not found: {image}") from exc
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"cannot read image {image}: {exc}") from exc
+    elif isinstance(image, np.ndarray):
+        img = _from_array(image)
+    elif isinstance(image, Image.Image):
+        img = image
+    else:
+        raise ImageError(f"unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a path")
+    w, h = img.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"image is {w}x{h}; at least {MIN_SIDE} px per side is needed")
+    if max(w, h) > MAX_SIDE:
+        raise ImageError(f"image is {w}x{h}; downscale it below {MAX_SIDE} px per side first")
+    return _to_rgb(img)
+
+
+def preprocess_image(image: ImageLike, image_size: int) -> np.ndarray:
+    """An input image as the model's float32 (3, S, S) array."""
+    img = load_image(image)
+    w, h = img.size
+    if w != h:
+        side = max(w, h)
+        canvas = Image.new("RGB", (side, side), BACKGROUND)
+        canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+        img = canvas
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32) / 255.0  # (S, S, 3)
+    return ((arr - MEAN) / STD).transpose(2, 0, 1).copy()  # (3, S, S)
+
+
+def preprocess_batch(images: list[ImageLike], image_size: int) -> np.ndarray:
+    return np.stack([preprocess_image(im, image_size) for im in images])  # (B, 3, S, S)

@@ -1,0 +1,36 @@
+"""Typed errors raised by mmedge. Each message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class MMEdgeError(Exception):
+    """Base class of every error mmedge raises on purpose."""
+
+
+class ConfigError(MMEdgeError, ValueError):
+    """A configuration file or object is invalid (unknown fields, bad values)."""
+
+    def __init__(self, problems: list[str] | str, source: str = "config") -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid {source}:\n{lines}")
+
+
+class CheckpointError(MMEdgeError, OSError):
+    """A model directory is missing, incomplete or corrupt."""
+
+
+class ImageError(MMEdgeError, ValueError):
+    """An input image cannot be used (unreadable, too small, too large)."""
+
+
+class TextError(MMEdgeError, ValueError):
+    """An input text cannot be used (empty after normalisation)."""
+
+
+class UnknownTaskError(MMEdgeError, ValueError):
+    """A task name that mmedge does not know."""
+
+
+class MissingDependencyError(MMEdgeError, ImportError):
+    """An optional package is needed; the message gives the install command."""

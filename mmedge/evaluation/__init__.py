@@ -1,0 +1,1 @@
+"""Evaluation: run a model over a split, accuracy tables, threshold sweeps, FLOPs."""

@@ -1,0 +1,1 @@
+"""Training-side models: config, attention variants, the adaptive encoder, checkpoints."""

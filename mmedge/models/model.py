@@ -1,0 +1,177 @@
+"""The adaptive single-stream vision-language transformer (ViLT-like).
+
+Sequence: [CLS] + text tokens + visual tokens (patch embeddings kept by the prefilter).
+Each exit layer ends a *stage*; a stage returns its hidden state and its exit's logits and
+confidence. ``forward`` is literally the stages run in order, so the per-stage forwards that
+export traces give the same numbers as training. No Python branch depends on tensor values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmedge.models.attention import ATTENTION
+from mmedge.models.config import ModelConfig
+
+MASK_VALUE = -1e4  # additive attention mask for padding (finite: safe in fp16 and int8 paths)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer with a pluggable attention module."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
+        self.attn = ATTENTION[cfg.attention](cfg.dim, cfg.num_heads, cfg.dropout)
+        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio), cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attn_out, probs = self.attn(self.norm1(x), mask)
+        x = x + attn_out
+        return x + self.mlp(self.norm2(x)), probs
+
+
+class ExitHead(nn.Module):
+    """Task classifier on [CLS] plus a learned confidence that this exit's answer is right.
+
+    The confidence head sees the (detached) [CLS] features and the top-2 class probabilities;
+    it is trained with binary cross-entropy against "the argmax equals the label".
+    """
+
+    def __init__(self, dim: int, num_labels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.classifier = nn.Linear(dim, num_labels)
+        self.confidence = nn.Sequential(nn.Linear(dim + 2, 64), nn.GELU(), nn.Linear(64, 1))
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norm(hidden[:, 0])  # (B, D): the [CLS] token
+        logits = self.classifier(h)  # (B, L)
+        top2 = logits.softmax(dim=-1).topk(2, dim=-1).values  # (B, 2)
+        feats = torch.cat([h, top2], dim=-1).detach()  # (B, D + 2)
+        return logits, torch.sigmoid(self.confidence(feats)).squeeze(-1)  # (B, L), (B,)
+
+
+class VisualPrefilter(nn.Module):
+    """Scores each visual token against the pooled text; cost O(N * prefilter_dim)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.visual = nn.Linear(dim, hidden)
+        self.text = nn.Linear(dim, hidden)
+        self.score = nn.Linear(hidden, 1)
+
+    def forward(self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """visual (B, N, D), text (B, L, D), text_mask (B, L) -> scores (B, N)."""
+        m = text_mask.to(text.dtype).unsqueeze(-1)  # (B, L, 1)
+        pooled = (text * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
+        h = F.gelu(self.visual(visual) + self.text(pooled).unsqueeze(1))  # (B, N, H)
+        return self.score(h).squeeze(-1)  # (B, N)
+
+
+@dataclass
+class ModelOutput:
+    logits: list[torch.Tensor]        # per exit, (B, L)
+    confidence: list[torch.Tensor]    # per exit, (B,)
+    kept_index: torch.Tensor | None   # (B, k) visual tokens kept, None when all are kept
+    prefilter_scores: torch.Tensor | None  # (B, N)
+    attention: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nh, T, T) if asked
+
+
+@dataclass
+class Embedded:
+    hidden: torch.Tensor              # (B, T, D)
+    mask: torch.Tensor                # (B, T) float, 1 = real token
+    kept_index: torch.Tensor | None
+    prefilter_scores: torch.Tensor | None
+
+
+class AdaptiveVLModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        D = cfg.dim
+        self.patch_embed = nn.Conv2d(3, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.token_embed = nn.Embedding(cfg.vocab_size, D)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.text_pos = nn.Parameter(torch.zeros(1, cfg.max_text_len, D))
+        self.image_pos = nn.Parameter(torch.zeros(1, cfg.num_patches, D))
+        self.type_embed = nn.Parameter(torch.zeros(2, D))  # 0 = text, 1 = image
+        self.prefilter = VisualPrefilter(D, cfg.prefilter_dim)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.exit_heads = nn.ModuleList(ExitHead(D, cfg.num_labels) for _ in cfg.exits)
+        for p in (self.cls_token, self.text_pos, self.image_pos, self.type_embed):
+            nn.init.trunc_normal_(p, std=0.02)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def num_stages(self) -> int:
+        return len(self.config.exits)
+
+    def stage_layers(self, stage: int) -> range:
+        """The layer indices that stage `stage` runs."""
+        exits = self.config.exits
+        start = 0 if stage == 0 else exits[stage - 1] + 1
+        return range(start, exits[stage] + 1)
+
+    # ------------------------------------------------------------------ forwards
+    def embed(self, pixels: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor,
+              keep_ratio: float = 1.0, score_all: bool = False) -> Embedded:
+        """pixels (B, 3, S, S), input_ids/text_mask (B, L) -> the stage-0 input sequence."""
+        cfg = self.config
+        visual = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (B, N, D)
+        visual = visual + self.image_pos + self.type_embed[1]
+        text = self.token_embed(input_ids) + self.text_pos + self.type_embed[0]  # (B, L, D)
+        k = cfg.kept_tokens(keep_ratio)
+        scores = kept = None
+        if k < cfg.num_patches or score_all:
+            scores = self.prefilter(visual, text, text_mask)  # (B, N)
+        if k < cfg.num_patches:
+            kept = scores.topk(k, dim=1).indices  # (B, k)
+            visual = torch.gather(visual, 1, kept.unsqueeze(-1).expand(-1, -1, visual.shape[-1]))  # (B, k, D)
+        B = pixels.shape[0]
+        hidden = torch.cat([self.cls_token.expand(B, -1, -1), text, visual], dim=1)  # (B, 1 + L + k, D)
+        ones = torch.ones(B, 1, dtype=hidden.dtype, device=hidden.device)
+        mask = torch.cat([ones, text_mask.to(hidden.dtype), ones.expand(B, visual.shape[1])], dim=1)
+        return Embedded(hidden, mask, kept, scores)
+
+    def forward_stage(self, stage: int, hidden: torch.Tensor, mask: torch.Tensor,
+                      attention: list[torch.Tensor] | None = None):
+        """Run stage `stage` on (B, T, D) hidden and (B, T) mask -> hidden, logits, confidence."""
+        additive = ((1.0 - mask) * MASK_VALUE)[:, None, None, :]  # (B, 1, 1, T)
+        for i in self.stage_layers(stage):
+            hidden, probs = self.blocks[i](hidden, additive)
+            if attention is not None:
+                attention.append(probs)
+        logits, confidence = self.exit_heads[stage](hidden)
+        return hidden, logits, confidence
+
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor,
+                keep_ratio: float = 1.0, return_attention: bool = False,
+                score_all: bool = False) -> ModelOutput:
+        """The full-depth forward: every stage in order, every exit's outputs."""
+        emb = self.embed(pixels, input_ids, text_mask, keep_ratio, score_all)
+        attention: list[torch.Tensor] | None = [] if return_attention else None
+        hidden, logits, confs = emb.hidden, [], []
+        for stage in range(self.num_stages):
+            hidden, lg, cf = self.forward_stage(stage, hidden, emb.mask, attention)
+            logits.append(lg)
+            confs.append(cf)
+        return ModelOutput(logits, confs, emb.kept_index, emb.prefilter_scores, attention or [])
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,1 @@
+"""Training: config, losses, FLOP accounting, distributed set-up, the trainer."""

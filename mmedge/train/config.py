@@ -1,0 +1,68 @@
+"""Training configuration: a dataclass read from JSON, every problem reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmedge.data.tasks import TASKS
+from mmedge.errors import ConfigError
+from mmedge.models.config import ModelConfig, from_dict, read_json
+
+# ModelConfig fields a training config may set (labels and vocab come from the task/tokenizer).
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"labels", "vocab_size", "task", "version"}
+
+
+@dataclass
+class TrainConfig:
+    task: str = "vqa"                   # vqa | verify | match
+    seed: int = 0                       # seeds init and order; same seed -> same run
+    data_seed: int = 0                  # seeds the scene generator (val/test sets depend only on it)
+    steps: int = 3000                   # optimizer steps
+    batch_size: int = 64                # per process (global = batch_size * world size)
+    lr: float = 1e-3                    # peak AdamW learning rate
+    min_lr_ratio: float = 0.05          # cosine decay floor, as a fraction of lr
+    warmup_steps: int = 150             # linear warm-up
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    exit_weighting: str = "linear"      # linear: exit i weighs (i+1); uniform: all equal
+    confidence_loss_weight: float = 1.0  # BCE of the learned confidence heads
+    prefilter_loss_weight: float = 1.0  # KL of prefilter scores to the model's attention
+    train_keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # cycled per step
+    train_size: int = 200_000           # distinct training scenes (indices wrap around)
+    max_objects: int = 4                # objects per scene, 1..max
+    eval_every: int = 250               # steps between validations
+    eval_samples: int = 512             # validation samples per check
+    checkpoint_every: int = 250         # steps between resumable checkpoints
+    log_every: int = 25                 # steps between metric rows
+    threads: int | None = None          # torch threads per process; None = cores / processes
+    model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, depth, ...)
+
+    def __post_init__(self) -> None:
+        p = []
+        if self.task not in TASKS:
+            p.append(f"task {self.task!r} unknown; choose one of {', '.join(TASKS)}")
+        if self.exit_weighting not in ("linear", "uniform"):
+            p.append(f"exit_weighting {self.exit_weighting!r} must be 'linear' or 'uniform'")
+        for name in ("steps", "batch_size", "eval_every", "eval_samples", "checkpoint_every", "log_every",
+                     "train_size", "max_objects"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                p.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.train_keep_ratios or any(not 0 < r <= 1 for r in self.train_keep_ratios):
+            p.append(f"train_keep_ratios {self.train_keep_ratios} must be in (0, 1]")
+        for key in sorted(set(self.model) - _MODEL_FIELDS):
+            p.append(f"model.{key} is not a model field (known: {', '.join(sorted(_MODEL_FIELDS))})")
+        if p:
+            raise ConfigError(p, "training config")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        return from_dict(cls, read_json(path), f"training config {path}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))

@@ -1,0 +1,50 @@
+"""FLOP counting with torch.utils.flop_counter (counts matmuls, convs and attention ops)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mmedge.models.model import AdaptiveVLModel
+
+
+@contextmanager
+def count_flops():
+    """with count_flops() as result: ...; result["flops"] holds the total afterwards."""
+    result = {"flops": 0}
+    mode = FlopCounterMode(display=False)
+    with mode:
+        yield result
+    result["flops"] = int(mode.get_total_flops())
+
+
+@torch.no_grad()
+def stage_flops(model: AdaptiveVLModel, keep_ratio: float) -> list[int]:
+    """FLOPs of each stage for one sample at `keep_ratio` (stage 0 includes embeddings + prefilter)."""
+    cfg = model.config
+    pixels = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+    ids = torch.zeros(1, cfg.max_text_len, dtype=torch.long)
+    mask = torch.ones(1, cfg.max_text_len, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    per_stage = []
+    with count_flops() as embed_cost:
+        emb = model.embed(pixels, ids, mask, keep_ratio)
+    hidden = emb.hidden
+    for stage in range(model.num_stages):
+        with count_flops() as cost:
+            hidden, _, _ = model.forward_stage(stage, hidden, emb.mask)
+        per_stage.append(cost["flops"] + (embed_cost["flops"] if stage == 0 else 0))
+    model.train(was_training)
+    return per_stage
+
+
+def exit_flops(model: AdaptiveVLModel, keep_ratio: float) -> list[int]:
+    """Cumulative FLOPs to reach each exit for one sample."""
+    out, total = [], 0
+    for f in stage_flops(model, keep_ratio):
+        total += f
+        out.append(total)
+    return out

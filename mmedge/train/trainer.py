@@ -1,0 +1,239 @@
+"""The training loop: all exits jointly, the confidence heads and the prefilter, under DDP or not.
+
+Data order is a pure function of (data_seed, step, rank), so a resumed run sees exactly the
+batches an uninterrupted one would. Rank 0 validates, logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from mmedge.data.batches import build_batch, generate
+from mmedge.data.tasks import LABELS
+from mmedge.data.tokenizer import WordTokenizer, default_tokenizer
+from mmedge.errors import CheckpointError, ConfigError
+from mmedge.evaluation.metrics import accuracy_per_exit
+from mmedge.evaluation.predict import make_batches, run_model, to_torch
+from mmedge.models.checkpoint import atomic_write, from_pretrained, save_pretrained
+from mmedge.models.config import ModelConfig
+from mmedge.models.model import AdaptiveVLModel
+from mmedge.train import losses
+from mmedge.train.config import TrainConfig
+from mmedge.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from mmedge.train.flops import count_flops
+
+CHECKPOINT_DIR, STATE_FILE, OPTIM_FILE = "checkpoint", "trainer_state.json", "optimizer.safetensors"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    wall_s: float
+    train_flops: int
+    final_val_accuracy: list[float]
+
+
+def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Path | None = None) -> AdaptiveVLModel:
+    """A fresh model for cfg.task, or one whose encoder starts from a pretrained directory."""
+    model_cfg = ModelConfig(task=cfg.task, labels=list(LABELS[cfg.task]), vocab_size=len(tokenizer.vocab),
+                            **cfg.model)
+    torch.manual_seed(cfg.seed)
+    model = AdaptiveVLModel(model_cfg)
+    if init_from is not None:
+        source, _ = from_pretrained(init_from)
+        own = model.state_dict()
+        shared = {k: v for k, v in source.state_dict().items()
+                  if k in own and own[k].shape == v.shape and not k.startswith("exit_heads.")}
+        model.load_state_dict(shared, strict=False)
+    return model
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to cfg.min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_indices(cfg: TrainConfig, step: int, dist: DistInfo) -> np.ndarray:
+    """This rank's sample indices for `step` (disjoint across ranks, wrapping at train_size)."""
+    start = (step * dist.world_size + dist.rank) * cfg.batch_size
+    return np.arange(start, start + cfg.batch_size) % cfg.train_size
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, resume: bool = False, force: bool = False,
+                 init_from: str | Path | None = None, progress: bool = True) -> None:
+        self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
+        self.dist = init_distributed()
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // self.dist.world_size))
+        self._prepare_out_dir(resume, force)
+        self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
+        self.model = build_model(cfg, self.tokenizer, init_from)
+        self.weights = losses.exit_weights(self.model.num_stages, cfg.exit_weighting)
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embed" not in n and "pos" not in n]
+        no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embed" not in n
+                                                                        and "pos" not in n)]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        self.step, self.train_flops, self.wall_offset = 0, 0, 0.0
+        self.step_flops: dict[float, int] = {}
+        if resume and (self.out_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
+            self._load_checkpoint()
+        self.ddp = DistributedDataParallel(self.model) if self.dist.enabled else None
+        self.val_batches = make_batches(cfg.task, cfg.data_seed, "val", cfg.eval_samples, self.tokenizer,
+                                        self.model.config.image_size, 128, cfg.max_objects)
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare_out_dir(self, resume: bool, force: bool) -> None:
+        has_run = (self.out_dir / CHECKPOINT_DIR).exists() or (self.out_dir / "metrics.jsonl").exists()
+        if has_run and not (resume or force):
+            raise ConfigError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
+                              f"or --force to start over", "output directory")
+        barrier(self.dist)
+        if self.dist.is_main:
+            if force and not resume:
+                for name in (CHECKPOINT_DIR, "metrics.jsonl"):
+                    path = self.out_dir / name
+                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(self.out_dir / "train_config.json")
+        barrier(self.dist)
+
+    def _load_checkpoint(self) -> None:
+        ckpt = self.out_dir / CHECKPOINT_DIR
+        try:
+            state = json.loads((ckpt / STATE_FILE).read_text())
+            saved_cfg = TrainConfig(**state["train_config"])
+            if saved_cfg.to_dict() != self.cfg.to_dict():
+                raise ConfigError("the training config differs from the checkpoint's; resume with the same "
+                                  "--config, or start over with --force", "resume")
+            model, _ = from_pretrained(ckpt)
+            self.model.load_state_dict(model.state_dict())
+            tensors = load_file(str(ckpt / OPTIM_FILE))
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot resume from {ckpt}: {exc}") from exc
+        optim_state = state["optimizer"]
+        for key, value in tensors.items():
+            if key.startswith("state."):
+                _, idx, name = key.split(".", 2)
+                optim_state["state"].setdefault(int(idx), {})[name] = value
+        optim_state["state"] = {int(k): v for k, v in optim_state["state"].items()}
+        self.optimizer.load_state_dict(optim_state)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step, self.train_flops = state["step"], state["train_flops"]
+        self.wall_offset = state["wall_s"]
+        self.step_flops = {float(k): v for k, v in state["step_flops"].items()}
+
+    def _save_checkpoint(self, wall_s: float) -> None:
+        ckpt = self.out_dir / CHECKPOINT_DIR
+        save_pretrained(self.model, self.tokenizer, ckpt)
+        optim_state = self.optimizer.state_dict()
+        tensors = {"rng.torch": torch.get_rng_state()}
+        for idx, param_state in optim_state["state"].items():
+            for name, value in param_state.items():
+                tensors[f"state.{idx}.{name}"] = value.contiguous()
+        meta = {"step": self.step, "train_flops": self.train_flops, "wall_s": wall_s,
+                "step_flops": self.step_flops, "train_config": self.cfg.to_dict(),
+                "optimizer": {"state": {}, "param_groups": optim_state["param_groups"]}}
+        atomic_write(ckpt / OPTIM_FILE, lambda p: save_file(tensors, str(p)))
+        atomic_write(ckpt / STATE_FILE, lambda p: p.write_text(json.dumps(meta)))
+
+    # ------------------------------------------------------------------ loop
+    def _train_step(self, keep_ratio: float) -> dict:
+        cfg, model = self.cfg, self.ddp or self.model
+        samples = generate(cfg.task, cfg.data_seed, "train", batch_indices(cfg, self.step, self.dist),
+                           self.model.config.image_size, cfg.max_objects)
+        batch = build_batch(samples, self.tokenizer, self.model.config.image_size)
+        pixels, ids, mask = to_torch(batch)
+        labels = torch.from_numpy(batch.labels)
+        full = keep_ratio >= 1.0
+        out = model(pixels, ids, mask, keep_ratio=keep_ratio, return_attention=full, score_all=True)
+        task_loss, per_exit = losses.exit_loss(out, labels, self.weights)
+        conf_loss = losses.confidence_loss(out, labels)
+        if full:
+            teacher = losses.attention_teacher(out.attention, mask, ids.shape[1])
+            pf_loss = losses.prefilter_loss(out.prefilter_scores, teacher)
+        else:  # no teacher when tokens were dropped; keep the scorer in the graph for DDP
+            pf_loss = 0.0 * out.prefilter_scores.sum()
+        loss = task_loss + cfg.confidence_loss_weight * conf_loss + cfg.prefilter_loss_weight * pf_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        acc = (out.logits[-1].argmax(-1) == labels).float().mean().item()
+        return {"loss": loss.item(), "exit_losses": per_exit, "confidence_loss": conf_loss.item(),
+                "prefilter_loss": float(pf_loss.detach()), "train_acc_last_exit": acc}
+
+    def _validate(self) -> dict:
+        ratios = self.model.config.keep_ratios
+        run = run_model(self.model, self.val_batches, ratios)
+        return {f"val_acc_keep_{r:g}": accuracy_per_exit(run, r) for r in ratios}
+
+    def _log(self, row: dict) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        start = time.perf_counter() - self.wall_offset
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.task}",
+                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
+        val = {}
+        try:
+            while self.step < cfg.steps:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(self.step, cfg)
+                keep = cfg.train_keep_ratios[self.step % len(cfg.train_keep_ratios)]
+                if keep not in self.step_flops:  # count one step of each kind (fwd + bwd, all ranks)
+                    with count_flops() as cost:
+                        stats = self._train_step(keep)
+                    self.step_flops[keep] = cost["flops"] * self.dist.world_size
+                else:
+                    stats = self._train_step(keep)
+                self.train_flops += self.step_flops[keep]
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_acc_last_exit']:.2f}")
+                wall = time.perf_counter() - start
+                if self.dist.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                    self._log({"kind": "train", "step": self.step, "keep_ratio": keep,
+                               "lr": self.optimizer.param_groups[0]["lr"], "train_flops": self.train_flops,
+                               "wall_s": round(wall, 3), "samples": self.step * cfg.batch_size * self.dist.world_size,
+                               **stats})
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    if self.dist.is_main:
+                        val = self._validate()
+                        self._log({"kind": "val", "step": self.step, "train_flops": self.train_flops,
+                                   "wall_s": round(time.perf_counter() - start, 3), **val})
+                        bar.write(f"step {self.step}: " + ", ".join(
+                            f"{k} last={v[-1]:.3f}" for k, v in val.items()))
+                    barrier(self.dist)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    if self.dist.is_main:
+                        self._save_checkpoint(time.perf_counter() - start)
+                    barrier(self.dist)
+        finally:
+            bar.close()
+        wall = time.perf_counter() - start
+        if self.dist.is_main:
+            save_pretrained(self.model, self.tokenizer, self.out_dir,
+                            metadata={"train_steps": str(self.step), "train_flops": str(self.train_flops)})
+        barrier(self.dist)
+        shutdown(self.dist)
+        last = val.get("val_acc_keep_1", [])
+        return TrainResult(self.out_dir, self.step, wall, self.train_flops, last)

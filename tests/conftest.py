@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny training config and one tiny model trained once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+TINY = {
+    "steps": 8, "batch_size": 8, "eval_every": 4, "eval_samples": 32, "checkpoint_every": 4, "log_every": 2,
+    "warmup_steps": 2, "threads": 1,
+    "model": {"dim": 32, "depth": 3, "num_heads": 2, "image_size": 48, "patch_size": 8, "max_text_len": 24,
+              "keep_ratios": [1.0, 0.5, 0.25]},
+}
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from mmedge.train.config import TrainConfig
+    from mmedge.train.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    Trainer(TrainConfig(**TINY), out, progress=False).fit()
+    return out

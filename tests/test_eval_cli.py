@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mmedge.cli import VERBS, main
+from mmedge.evaluation.metrics import early_exit
+
+
+def run_cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "mmedge", *args], capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_eval_writes_tables_and_json(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(tiny_model_dir), "--split", "test", "--limit", "40", "--json", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "Accuracy per exit and keep ratio" in text and "Accuracy per question type" in text
+    result = json.loads(out.read_text())
+    assert result["samples"] == 40 and set(result["keep_ratios"]) == {"1", "0.5", "0.25"}
+    full, quarter = result["keep_ratios"]["1"], result["keep_ratios"]["0.25"]
+    assert len(full["accuracy_per_exit"]) == 3 and quarter["exit_flops"][-1] < full["exit_flops"][-1]
+    assert sum(v["n"] for v in full["accuracy_per_qtype"].values()) == 40
+    sweep = full["threshold_sweep"]["learned"]
+    assert sweep[0]["mean_exit"] == 0 and sweep[-1]["mean_exit"] == 2  # threshold 0 / above 1
+    assert sweep[-1]["accuracy"] == pytest.approx(full["accuracy_per_exit"][-1])
+    assert 0 <= quarter["prefilter"]["object_token_recall"] <= 1 and full["prefilter"] is None
+    assert quarter["random_selection"]["accuracy_per_exit"]
+
+
+def test_early_exit_picks_the_first_confident_exit():
+    conf = np.array([[0.2, 0.95, 0.99], [0.99, 0.1, 0.1], [0.1, 0.2, 0.3]])
+    assert early_exit(conf, 0.9).tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help_with_examples(verb):
+    code, out, _ = run_cli(verb, "--help")
+    assert code == 0 and "examples:" in out and f"mmedge {verb}" in out
+
+
+def test_errors_are_clear_and_not_tracebacks(tmp_path, tiny_model_dir):
+    code, _, err = run_cli("eval", "--model", str(tmp_path / "missing"))
+    assert code == 2 and "model directory not found" in err and "Traceback" not in err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"stepz": 1}))
+    code, _, err = run_cli("train", "--config", str(bad), "--out", str(tmp_path / "o"))
+    assert code == 2 and "unknown field 'stepz'" in err and "Traceback" not in err
+    code, _, err = run_cli("train", "--task", "caption", "--out", str(tmp_path / "o"))
+    assert code == 2 and "invalid choice" in err
+    code, _, err = run_cli("eval", "--model", str(tiny_model_dir), "--limit", "0")
+    assert code == 2 and "--limit" in err

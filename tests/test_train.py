@@ -1,0 +1,112 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import TINY
+from mmedge.errors import ConfigError
+from mmedge.train.config import TrainConfig
+from mmedge.train.losses import exit_weights
+from mmedge.train.trainer import Trainer, lr_factor
+
+
+def weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_metrics_log_has_flops_wall_clock_and_validation(tiny_model_dir):
+    rows = [json.loads(line) for line in (tiny_model_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["kind"] == "train"]
+    val = [r for r in rows if r["kind"] == "val"]
+    assert [r["step"] for r in train] == [2, 4, 6, 8] and [r["step"] for r in val] == [4, 8]
+    flops = [r["train_flops"] for r in train]
+    assert all(0 < a < b for a, b in zip(flops, flops[1:]))
+    assert all(r["wall_s"] > 0 for r in rows)
+    assert len(val[-1]["val_acc_keep_1"]) == 3  # one accuracy per exit
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_config.json"):
+        assert (tiny_model_dir / name).is_file()
+
+
+def test_training_is_deterministic_and_learns(tmp_path):
+    cfg = TrainConfig(**{**TINY, "steps": 30, "eval_every": 30, "checkpoint_every": 30, "lr": 3e-3})
+    a = Trainer(cfg, tmp_path / "a", progress=False).fit()
+    Trainer(cfg, tmp_path / "b", progress=False).fit()
+    assert same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert min(losses[-3:]) < losses[0]
+    assert a.steps == 30
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = TrainConfig(**TINY)
+    Trainer(cfg, tmp_path / "straight", progress=False).fit()
+
+    class Interrupted(Trainer):
+        def _train_step(self, keep):
+            if self.step == 4:  # after the step-4 checkpoint
+                raise KeyboardInterrupt
+            return super()._train_step(keep)
+
+    with pytest.raises(KeyboardInterrupt):
+        Interrupted(cfg, tmp_path / "resumed", progress=False).fit()
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(cfg, tmp_path / "resumed", progress=False)
+    Trainer(cfg, tmp_path / "resumed", resume=True, progress=False).fit()
+    assert same_weights(weights(tmp_path / "straight"), weights(tmp_path / "resumed"))
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    cfg = TrainConfig(**TINY)
+    Trainer(cfg, tmp_path, progress=False).fit()
+    with pytest.raises(ConfigError, match="differs"):
+        Trainer(TrainConfig(**{**TINY, "lr": 0.5}), tmp_path, resume=True, progress=False)
+
+
+def test_config_problems_are_reported_together(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(task="caption", steps=0, exit_weighting="cubic", model={"dimm": 3})
+    assert len(info.value.problems) == 4
+    (tmp_path / "c.json").write_text(json.dumps({"stepz": 3, "lr": 0.1}))
+    with pytest.raises(ConfigError, match="unknown field 'stepz'"):
+        TrainConfig.load(tmp_path / "c.json")
+
+
+def test_exit_weights_and_schedule():
+    assert exit_weights(4, "linear") == [0.1, 0.2, 0.3, 0.4]
+    assert exit_weights(2, "uniform") == [0.5, 0.5]
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(99, cfg) == pytest.approx(0.1, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run(tmp_path, tiny_config):
+    """torchrun --nproc_per_node 2: both ranks train on disjoint data, rank 0 writes the model."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "mmedge", "train", "--task", "verify", "--config", str(tiny_config), "--out", str(tmp_path / "ddp"),
+           "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trained 8 steps" in proc.stdout
+    rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r["kind"] == "train"][-1]
+    assert last["samples"] == 8 * 8 * 2  # steps x batch x world size
+    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["task"] == "verify"
+
+
+def test_ranks_draw_disjoint_batches():
+    from mmedge.train.distributed import DistInfo
+    from mmedge.train.trainer import batch_indices
+
+    cfg = TrainConfig(batch_size=4, train_size=1000)
+    seen = [set(batch_indices(cfg, s, DistInfo(r, 2))) for s in range(3) for r in range(2)]
+    assert sum(len(s) for s in seen) == len(set().union(*seen)) == 24
