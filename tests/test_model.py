@@ -29,8 +29,9 @@ def inputs(cfg: ModelConfig, batch: int = 3):
 
 
 @pytest.mark.parametrize("keep", [1.0, 0.5, 0.25])
-def test_stage_forwards_equal_full_forward(keep):
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("variant", [{}, {"exit_pool": "text", "text_film": True, "patch_embed": "conv_stem"}])
+def test_stage_forwards_equal_full_forward(keep, variant):
+    cfg = tiny_cfg(**variant)
     model = AdaptiveVLModel(cfg).eval()
     x = inputs(cfg)
     full = model(*x, keep_ratio=keep)
@@ -43,9 +44,12 @@ def test_stage_forwards_equal_full_forward(keep):
         assert ((conf >= 0) & (conf <= 1)).all()
 
 
-def test_padding_does_not_change_the_answer():
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("pool", ["cls", "text"])
+def test_padding_does_not_change_the_answer(pool):
+    cfg = tiny_cfg(exit_pool=pool, text_film=True)
     model = AdaptiveVLModel(cfg).eval()
+    for p in model.text_film.parameters():  # leave the identity init so the FiLM path matters
+        torch.nn.init.normal_(p, std=0.1)
     pixels, ids, mask = inputs(cfg, 1)
     mask[0, 5:] = 0
     other = ids.clone()
@@ -141,3 +145,24 @@ def test_bad_checkpoints_are_typed_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**data, "colour": "red"}))
     with pytest.raises(CheckpointError, match="unknown field"):
         from_pretrained(tmp_path)
+
+
+def test_token_tagger_is_training_only_and_sincos_positions():
+    from mmedge.models.model import sincos_2d
+
+    cfg = tiny_cfg(token_classes=19)
+    model = AdaptiveVLModel(cfg).eval()
+    out = model(*inputs(cfg), keep_ratio=0.5)
+    assert model.token_tagger(out.hidden[0]).shape[-1] == 19
+    assert AdaptiveVLModel(tiny_cfg()).token_tagger is None
+    code = sincos_2d(4, 32)
+    assert code.shape == (16, 32) and torch.allclose(model.image_pos[0], code)
+    assert not torch.allclose(code[0], code[1]) and not torch.allclose(code[0], code[4])
+
+
+def test_conv_stem_matches_patch_grid():
+    cfg = tiny_cfg(patch_embed="conv_stem")
+    model = AdaptiveVLModel(cfg)
+    assert model.patch_embed(torch.zeros(1, 3, 32, 32)).shape == (1, cfg.dim, 4, 4)
+    with pytest.raises(ConfigError, match="power-of-two"):
+        tiny_cfg(patch_embed="conv_stem", patch_size=6, image_size=36)

@@ -73,3 +73,17 @@ def test_object_pixels_have_the_object_colour():
 def test_unknown_task_is_a_typed_error():
     with pytest.raises(UnknownTaskError, match="choose one of"):
         make_sample("captioning", 0, "train", 0)
+
+
+def test_token_classes_follow_the_drawn_objects():
+    from mmedge.data.batches import token_classes
+    from mmedge.data.scenes import object_class
+
+    for i in range(30):
+        s = make_sample("vqa", 0, "train", i)
+        classes = token_classes(s, 8).reshape(12, 12)
+        assert (classes == 0).mean() > 0.5
+        for o in s.objects:
+            # the patch under the object's centre carries its class unless a neighbour covers more of it
+            assert object_class(o) in classes[max(0, o.cy // 8 - 1): o.cy // 8 + 2, max(0, o.cx // 8 - 1): o.cx // 8 + 2]
+        assert set(np.unique(classes)) <= {0} | {object_class(o) for o in s.objects}

@@ -110,3 +110,17 @@ def test_ranks_draw_disjoint_batches():
     cfg = TrainConfig(batch_size=4, train_size=1000)
     seen = [set(batch_indices(cfg, s, DistInfo(r, 2))) for s in range(3) for r in range(2)]
     assert sum(len(s) for s in seen) == len(set().union(*seen)) == 24
+
+
+def test_init_from_copies_the_encoder_but_not_the_exits(tiny_model_dir):
+    import torch
+
+    from mmedge.data.tokenizer import default_tokenizer
+    from mmedge.models.checkpoint import from_pretrained
+    from mmedge.train.trainer import build_model
+
+    source, _ = from_pretrained(tiny_model_dir)
+    cfg = TrainConfig(**{**TINY, "task": "verify", "seed": 5})
+    model = build_model(cfg, default_tokenizer(), init_from=tiny_model_dir)
+    assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    assert model.exit_heads[0].classifier.weight.shape[0] == 2  # verify's labels, freshly initialised

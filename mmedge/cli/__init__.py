@@ -8,7 +8,7 @@ import sys
 from mmedge import __version__
 from mmedge.errors import MMEdgeError
 
-VERBS = ("train", "eval")
+VERBS = ("train", "eval", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

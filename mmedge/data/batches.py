@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmedge.data.preprocess import preprocess_image
+from mmedge.data.scenes import Scene, object_class, render_object_map
 from mmedge.data.tasks import Sample, make_sample
 from mmedge.data.tokenizer import WordTokenizer
 
@@ -19,6 +20,7 @@ class Batch:
     labels: np.ndarray      # (B,) int64
     qtypes: list[str]
     boxes: list[list[tuple[int, int, int, int]]]
+    token_classes: np.ndarray | None = None  # (B, N) object class under each visual token, 0 = background
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -29,13 +31,32 @@ def generate(task: str, seed: int, split: str, indices, image_size: int = 96,
     return [make_sample(task, seed, split, int(i), image_size, max_objects) for i in indices]
 
 
-def build_batch(samples: list[Sample], tokenizer: WordTokenizer, image_size: int) -> Batch:
+def token_classes(sample: Sample, patch: int) -> np.ndarray:
+    """(N,) int64 over row-major patches: the colour-shape class of the object covering most of
+    each visual token (at least 1/16 of it), 0 for background."""
+    size = sample.image.shape[0]
+    side = size // patch
+    owner = render_object_map(Scene(sample.objects, size, 0))  # (S, S)
+    tiles = owner.reshape(side, patch, side, patch).transpose(0, 2, 1, 3).reshape(side * side, patch * patch)
+    classes = np.zeros(side * side, dtype=np.int64)
+    best = np.zeros(side * side, dtype=np.int64)
+    for i, obj in enumerate(sample.objects):
+        cover = (tiles == i + 1).sum(1)  # (N,)
+        take = (cover * 16 >= patch * patch) & (cover > best)
+        classes[take], best[take] = object_class(obj), cover[take]
+    return classes
+
+
+def build_batch(samples: list[Sample], tokenizer: WordTokenizer, image_size: int,
+                patch_size: int | None = None) -> Batch:
+    """Stack samples; with patch_size, also label each visual token with its object class."""
     ids, mask = tokenizer.encode_batch([s.text for s in samples])
     return Batch(
         pixels=np.stack([preprocess_image(s.image, image_size) for s in samples]),
         input_ids=ids, text_mask=mask,
         labels=np.array([s.label for s in samples], dtype=np.int64),
         qtypes=[s.qtype for s in samples], boxes=[list(s.boxes) for s in samples],
+        token_classes=None if patch_size is None else np.stack([token_classes(s, patch_size) for s in samples]),
     )
 
 

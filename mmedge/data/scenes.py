@@ -99,6 +99,17 @@ def _separated(a: SceneObject, b: SceneObject, margin: int) -> bool:
     return ax1 + margin <= bx0 or bx1 + margin <= ax0 or ay1 + margin <= by0 or by1 + margin <= ay0
 
 
+def _draw_objects(draw: ImageDraw.ImageDraw, scene: Scene, fills: list) -> None:
+    for obj, fill in zip(scene.objects, fills):
+        x0, y0, x1, y1 = obj.box
+        if obj.shape == "circle":
+            draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
+        else:
+            draw.polygon([(obj.cx, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=fill)
+
+
 def render_scene(scene: Scene) -> np.ndarray:
     """Draw the scene as an (H, W, 3) uint8 array."""
     size = scene.image_size
@@ -107,15 +118,24 @@ def render_scene(scene: Scene) -> np.ndarray:
     gradient = np.linspace(-12, 12, size)[None, :, None]
     base = np.clip(np.array(BACKGROUND)[None, None, :] + noise + gradient, 0, 255)
     image = Image.fromarray(base.astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(image)
+    fills = []
     for obj in scene.objects:
         jitter = rng.integers(-12, 13, size=3)
-        fill = tuple(int(v) for v in np.clip(np.array(COLORS[obj.color]) + jitter, 0, 255))
-        x0, y0, x1, y1 = obj.box
-        if obj.shape == "circle":
-            draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
-        elif obj.shape == "square":
-            draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
-        else:
-            draw.polygon([(obj.cx, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=fill)
+        fills.append(tuple(int(v) for v in np.clip(np.array(COLORS[obj.color]) + jitter, 0, 255)))
+    _draw_objects(ImageDraw.Draw(image), scene, fills)
     return np.asarray(image, dtype=np.uint8)
+
+
+def render_object_map(scene: Scene) -> np.ndarray:
+    """(H, W) uint8: 0 for background, i + 1 where object i is drawn (same shapes as the image)."""
+    canvas = Image.new("L", (scene.image_size, scene.image_size), 0)
+    _draw_objects(ImageDraw.Draw(canvas), scene, list(range(1, len(scene.objects) + 1)))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def object_class(obj: SceneObject) -> int:
+    """1 + the index of the object's colour-shape pair (0 is background)."""
+    return 1 + list(COLORS).index(obj.color) * len(SHAPES) + SHAPES.index(obj.shape)
+
+
+NUM_OBJECT_CLASSES = 1 + len(COLORS) * len(SHAPES)

@@ -21,6 +21,7 @@ class ModelConfig:
     max_text_len: int = 24            # text tokens after padding/truncation
     image_size: int = 96              # square input side, px
     patch_size: int = 8               # px per side of a visual token (96/8 -> 144 tokens)
+    patch_embed: str = "linear"       # linear: one conv per patch; conv_stem: log2(patch) stride-2 3x3 convs
     dim: int = 128                    # hidden width
     depth: int = 4                    # transformer layers
     num_heads: int = 4                # attention heads
@@ -28,7 +29,10 @@ class ModelConfig:
     dropout: float = 0.0              # dropout in attention and MLP
     attention: str = "full"           # attention variant (see mmedge.models.attention.ATTENTION)
     exit_layers: list[int] | None = None  # 0-based layers followed by an exit; None = every layer
+    exit_pool: str = "cls"            # exit heads read: cls = the [CLS] token; text = mean of [CLS] + text
+    text_film: bool = False           # FiLM: pooled text scales/shifts visual tokens before the layers
     prefilter_dim: int = 32           # width of the visual-token prefilter scorer
+    token_classes: int = 0            # >0: a training-only head tags visual tokens with object classes
     keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # trained keep ratios
     version: int = CONFIG_VERSION
 
@@ -59,6 +63,12 @@ class ModelConfig:
             p.append("labels must list the answer vocabulary")
         if self.image_size % self.patch_size:
             p.append(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.patch_embed not in ("linear", "conv_stem"):
+            p.append(f"patch_embed {self.patch_embed!r} must be 'linear' or 'conv_stem'")
+        elif self.patch_embed == "conv_stem" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            p.append(f"patch_embed 'conv_stem' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.exit_pool not in ("cls", "text"):
+            p.append(f"exit_pool {self.exit_pool!r} must be 'cls' or 'text'")
         if self.dim % self.num_heads:
             p.append(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.exit_layers is not None:

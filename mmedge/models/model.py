@@ -30,6 +30,39 @@ class MLP(nn.Module):
         return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
 
 
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """(side * side, dim) fixed 2-D sine-cosine position code (MAE style), row-major patches."""
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # (D/4,)
+    ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                            indexing="ij")
+    out_x = xs.reshape(-1, 1) * omega  # (N, D/4)
+    out_y = ys.reshape(-1, 1) * omega
+    code = torch.cat([out_x.sin(), out_x.cos(), out_y.sin(), out_y.cos()], dim=1)  # (N, 4 * D/4)
+    return torch.nn.functional.pad(code, (0, dim - code.shape[1]))
+
+
+class ConvStem(nn.Module):
+    """log2(patch) stride-2 3x3 convolutions (Xiao et al. 2021, "Early convolutions help
+    transformers see better"): the same downsampling as patches, with a local inductive bias."""
+
+    def __init__(self, dim: int, patch_size: int) -> None:
+        super().__init__()
+        steps = patch_size.bit_length() - 1
+        if patch_size < 2 or 2 ** steps != patch_size:
+            raise ValueError("the conv stem needs a power-of-two patch_size")
+        widths = [3] + [max(8, dim >> (steps - i)) for i in range(1, steps)] + [dim]
+        layers: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(zip(widths, widths[1:])):
+            layers.append(nn.Conv2d(cin, cout, 3, stride=2, padding=1))
+            if i < steps - 1:
+                layers.append(nn.GELU())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.layers(pixels)  # (B, D, S/patch, S/patch)
+
+
 class Block(nn.Module):
     """Pre-norm transformer layer with a pluggable attention module."""
 
@@ -52,18 +85,30 @@ class ExitHead(nn.Module):
     it is trained with binary cross-entropy against "the argmax equals the label".
     """
 
-    def __init__(self, dim: int, num_labels: int) -> None:
+    def __init__(self, dim: int, num_labels: int, pool: str = "cls", num_text: int = 0) -> None:
         super().__init__()
+        self.pool, self.num_text = pool, num_text
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, num_labels)
         self.confidence = nn.Sequential(nn.Linear(dim + 2, 64), nn.GELU(), nn.Linear(64, 1))
 
-    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.norm(hidden[:, 0])  # (B, D): the [CLS] token
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden (B, T, D), mask (B, T) -> logits (B, L), confidence (B,)."""
+        if self.pool == "cls":
+            h = self.norm(hidden[:, 0])  # (B, D): the [CLS] token
+        else:  # mean over [CLS] and the real text tokens
+            w = mask[:, : 1 + self.num_text].unsqueeze(-1)  # (B, 1 + L, 1)
+            h = self.norm((hidden[:, : 1 + self.num_text] * w).sum(1) / w.sum(1))  # (B, D)
         logits = self.classifier(h)  # (B, L)
         top2 = logits.softmax(dim=-1).topk(2, dim=-1).values  # (B, 2)
         feats = torch.cat([h, top2], dim=-1).detach()  # (B, D + 2)
         return logits, torch.sigmoid(self.confidence(feats)).squeeze(-1)  # (B, L), (B,)
+
+
+def pool_text(text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real text tokens: (B, L, D), (B, L) -> (B, D)."""
+    m = text_mask.to(text.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (text * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class VisualPrefilter(nn.Module):
@@ -77,9 +122,7 @@ class VisualPrefilter(nn.Module):
 
     def forward(self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """visual (B, N, D), text (B, L, D), text_mask (B, L) -> scores (B, N)."""
-        m = text_mask.to(text.dtype).unsqueeze(-1)  # (B, L, 1)
-        pooled = (text * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, D)
-        h = F.gelu(self.visual(visual) + self.text(pooled).unsqueeze(1))  # (B, N, H)
+        h = F.gelu(self.visual(visual) + self.text(pool_text(text, text_mask)).unsqueeze(1))  # (B, N, H)
         return self.score(h).squeeze(-1)  # (B, N)
 
 
@@ -90,6 +133,7 @@ class ModelOutput:
     kept_index: torch.Tensor | None   # (B, k) visual tokens kept, None when all are kept
     prefilter_scores: torch.Tensor | None  # (B, N)
     attention: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nh, T, T) if asked
+    hidden: list[torch.Tensor] = field(default_factory=list)     # per stage (B, T, D)
 
 
 @dataclass
@@ -105,7 +149,10 @@ class AdaptiveVLModel(nn.Module):
         super().__init__()
         self.config = cfg
         D = cfg.dim
-        self.patch_embed = nn.Conv2d(3, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        if cfg.patch_embed == "conv_stem":
+            self.patch_embed = ConvStem(D, cfg.patch_size)
+        else:
+            self.patch_embed = nn.Conv2d(3, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.token_embed = nn.Embedding(cfg.vocab_size, D)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.text_pos = nn.Parameter(torch.zeros(1, cfg.max_text_len, D))
@@ -113,9 +160,19 @@ class AdaptiveVLModel(nn.Module):
         self.type_embed = nn.Parameter(torch.zeros(2, D))  # 0 = text, 1 = image
         self.prefilter = VisualPrefilter(D, cfg.prefilter_dim)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
-        self.exit_heads = nn.ModuleList(ExitHead(D, cfg.num_labels) for _ in cfg.exits)
-        for p in (self.cls_token, self.text_pos, self.image_pos, self.type_embed):
+        self.exit_heads = nn.ModuleList(ExitHead(D, cfg.num_labels, cfg.exit_pool, cfg.max_text_len)
+                                        for _ in cfg.exits)
+        # Optional FiLM: the pooled text scales and shifts every visual token (identity at init).
+        self.text_film = nn.Linear(D, 2 * D) if cfg.text_film else None
+        if self.text_film is not None:
+            nn.init.zeros_(self.text_film.weight)
+            nn.init.zeros_(self.text_film.bias)
+        # Training-only: tags each visual token after stage 0 with the object under it.
+        self.token_tagger = nn.Linear(D, cfg.token_classes) if cfg.token_classes else None
+        for p in (self.cls_token, self.text_pos, self.type_embed, self.token_embed.weight):
             nn.init.trunc_normal_(p, std=0.02)
+        with torch.no_grad():  # learned, but starting from 2-D sin-cos so that layout is there from step 0
+            self.image_pos.copy_(sincos_2d(cfg.image_size // cfg.patch_size, D).unsqueeze(0))
 
     # ------------------------------------------------------------------ structure
     @property
@@ -136,6 +193,9 @@ class AdaptiveVLModel(nn.Module):
         visual = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (B, N, D)
         visual = visual + self.image_pos + self.type_embed[1]
         text = self.token_embed(input_ids) + self.text_pos + self.type_embed[0]  # (B, L, D)
+        if self.text_film is not None:
+            scale, shift = self.text_film(pool_text(text, text_mask)).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, D) x2
+            visual = visual * (1 + scale) + shift
         k = cfg.kept_tokens(keep_ratio)
         scores = kept = None
         if k < cfg.num_patches or score_all:
@@ -157,7 +217,7 @@ class AdaptiveVLModel(nn.Module):
             hidden, probs = self.blocks[i](hidden, additive)
             if attention is not None:
                 attention.append(probs)
-        logits, confidence = self.exit_heads[stage](hidden)
+        logits, confidence = self.exit_heads[stage](hidden, mask)
         return hidden, logits, confidence
 
     def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor,
@@ -166,12 +226,13 @@ class AdaptiveVLModel(nn.Module):
         """The full-depth forward: every stage in order, every exit's outputs."""
         emb = self.embed(pixels, input_ids, text_mask, keep_ratio, score_all)
         attention: list[torch.Tensor] | None = [] if return_attention else None
-        hidden, logits, confs = emb.hidden, [], []
+        hidden, logits, confs, states = emb.hidden, [], [], []
         for stage in range(self.num_stages):
             hidden, lg, cf = self.forward_stage(stage, hidden, emb.mask, attention)
             logits.append(lg)
             confs.append(cf)
-        return ModelOutput(logits, confs, emb.kept_index, emb.prefilter_scores, attention or [])
+            states.append(hidden)
+        return ModelOutput(logits, confs, emb.kept_index, emb.prefilter_scores, attention or [], states)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

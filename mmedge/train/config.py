@@ -30,6 +30,7 @@ class TrainConfig:
     exit_weighting: str = "linear"      # linear: exit i weighs (i+1); uniform: all equal
     confidence_loss_weight: float = 1.0  # BCE of the learned confidence heads
     prefilter_loss_weight: float = 1.0  # KL of prefilter scores to the model's attention
+    token_loss_weight: float = 0.0      # tagging visual tokens with their object class (0 = off)
     train_keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # cycled per step
     train_size: int = 200_000           # distinct training scenes (indices wrap around)
     max_objects: int = 4                # objects per scene, 1..max

@@ -46,3 +46,15 @@ def attention_teacher(attention: list[torch.Tensor], text_mask: torch.Tensor, nu
 def prefilter_loss(scores: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """KL(teacher || softmax(scores)), batch mean."""
     return F.kl_div(F.log_softmax(scores, dim=-1), teacher, reduction="batchmean")
+
+
+def token_tag_loss(out: ModelOutput, tagger: torch.nn.Module, token_classes: torch.Tensor,
+                   num_text: int) -> torch.Tensor:
+    """Cross-entropy of the tagger on the kept visual tokens after stage 0.
+
+    token_classes: (B, N) object class of every visual token; the kept ones are gathered.
+    """
+    visual = out.hidden[0][:, 1 + num_text:]  # (B, k, D)
+    target = token_classes if out.kept_index is None else torch.gather(token_classes, 1, out.kept_index)
+    logits = tagger(visual)  # (B, k, C)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mmedge.data.batches import build_batch, generate
+from mmedge.data.scenes import NUM_OBJECT_CLASSES
 from mmedge.data.tasks import LABELS
 from mmedge.data.tokenizer import WordTokenizer, default_tokenizer
 from mmedge.errors import CheckpointError, ConfigError
@@ -49,7 +50,7 @@ class TrainResult:
 def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Path | None = None) -> AdaptiveVLModel:
     """A fresh model for cfg.task, or one whose encoder starts from a pretrained directory."""
     model_cfg = ModelConfig(task=cfg.task, labels=list(LABELS[cfg.task]), vocab_size=len(tokenizer.vocab),
-                            **cfg.model)
+                            token_classes=NUM_OBJECT_CLASSES if cfg.token_loss_weight > 0 else 0, **cfg.model)
     torch.manual_seed(cfg.seed)
     model = AdaptiveVLModel(model_cfg)
     if init_from is not None:
@@ -96,7 +97,7 @@ class Trainer:
             self._load_checkpoint()
         self.ddp = DistributedDataParallel(self.model) if self.dist.enabled else None
         self.val_batches = make_batches(cfg.task, cfg.data_seed, "val", cfg.eval_samples, self.tokenizer,
-                                        self.model.config.image_size, 128, cfg.max_objects)
+                                        self.model.config.image_size, 128, cfg.max_objects) if self.dist.is_main else []
 
     # ------------------------------------------------------------------ set-up
     def _prepare_out_dir(self, resume: bool, force: bool) -> None:
@@ -158,7 +159,9 @@ class Trainer:
         cfg, model = self.cfg, self.ddp or self.model
         samples = generate(cfg.task, cfg.data_seed, "train", batch_indices(cfg, self.step, self.dist),
                            self.model.config.image_size, cfg.max_objects)
-        batch = build_batch(samples, self.tokenizer, self.model.config.image_size)
+        tagging = self.model.token_tagger is not None
+        batch = build_batch(samples, self.tokenizer, self.model.config.image_size,
+                            self.model.config.patch_size if tagging else None)
         pixels, ids, mask = to_torch(batch)
         labels = torch.from_numpy(batch.labels)
         full = keep_ratio >= 1.0
@@ -171,13 +174,19 @@ class Trainer:
         else:  # no teacher when tokens were dropped; keep the scorer in the graph for DDP
             pf_loss = 0.0 * out.prefilter_scores.sum()
         loss = task_loss + cfg.confidence_loss_weight * conf_loss + cfg.prefilter_loss_weight * pf_loss
+        tag_loss = torch.zeros(())
+        if tagging:
+            tag_loss = losses.token_tag_loss(out, self.model.token_tagger, torch.from_numpy(batch.token_classes),
+                                             ids.shape[1])
+            loss = loss + cfg.token_loss_weight * tag_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         acc = (out.logits[-1].argmax(-1) == labels).float().mean().item()
         return {"loss": loss.item(), "exit_losses": per_exit, "confidence_loss": conf_loss.item(),
-                "prefilter_loss": float(pf_loss.detach()), "train_acc_last_exit": acc}
+                "prefilter_loss": float(pf_loss.detach()), "token_loss": tag_loss.item(),
+                "train_acc_last_exit": acc}
 
     def _validate(self) -> dict:
         ratios = self.model.config.keep_ratios
