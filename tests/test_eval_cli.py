@@ -54,3 +54,32 @@ def test_errors_are_clear_and_not_tracebacks(tmp_path, tiny_model_dir):
     assert code == 2 and "invalid choice" in err
     code, _, err = run_cli("eval", "--model", str(tiny_model_dir), "--limit", "0")
     assert code == 2 and "--limit" in err
+
+
+def test_predict_converts_odd_images_and_refuses_bad_input(tiny_model_dir, tmp_path):
+    from PIL import Image
+
+    from mmedge.data.tasks import make_sample
+    from mmedge.errors import ImageError, TextError
+    from mmedge.models.predictor import TorchPredictor
+
+    predictor = TorchPredictor(tiny_model_dir)
+    s = make_sample("vqa", 0, "test", 0, image_size=48)
+    rgb = predictor.predict(s.image, s.text, keep_ratio=0.5)
+    assert len(rgb.exits) == 3 and len(rgb.kept_visual_tokens) == 18
+    assert rgb.answer in predictor.config.labels
+    for mode in ("CMYK", "RGBA", "L"):
+        assert predictor.predict(Image.fromarray(s.image).convert(mode), s.text).answer in predictor.config.labels
+    big = Image.fromarray(s.image).resize((480, 300))  # other size, not square
+    assert predictor.predict(big, s.text).answer in predictor.config.labels
+    with pytest.raises(TextError):
+        predictor.predict(s.image, "  ")
+    with pytest.raises(ImageError):
+        predictor.predict(np.zeros((1, 1, 3), dtype=np.uint8), s.text)
+    Image.fromarray(s.image).save(tmp_path / "scene.png")
+    code, out, _ = run_cli("predict", "--model", str(tiny_model_dir), "--image", str(tmp_path / "scene.png"),
+                           "--text", s.text, "--json")
+    assert code == 0 and json.loads(out)["answer"] in predictor.config.labels
+    code, _, err = run_cli("predict", "--model", str(tiny_model_dir), "--image", str(tmp_path / "nope.png"),
+                           "--text", s.text)
+    assert code == 2 and "image file not found" in err and "Traceback" not in err

@@ -8,7 +8,7 @@ import sys
 from mmedge import __version__
 from mmedge.errors import MMEdgeError
 
-VERBS = ("train", "eval", "data")
+VERBS = ("train", "eval", "predict", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
