@@ -51,7 +51,7 @@ def test_resume_continues_exactly(tmp_path):
 
     class Interrupted(Trainer):
         def _train_step(self, keep):
-            if self.step == 4:  # after the step-4 checkpoint
+            if self.step == 6:  # two steps (one logged row) after the step-4 checkpoint
                 raise KeyboardInterrupt
             return super()._train_step(keep)
 
@@ -61,6 +61,10 @@ def test_resume_continues_exactly(tmp_path):
         Trainer(cfg, tmp_path / "resumed", progress=False)
     Trainer(cfg, tmp_path / "resumed", resume=True, progress=False).fit()
     assert same_weights(weights(tmp_path / "straight"), weights(tmp_path / "resumed"))
+    def rows(run):  # (kind, step) of every metric row
+        return [(r["kind"], r["step"]) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
+
+    assert rows("resumed") == rows("straight")  # the row logged after the checkpoint is not duplicated
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
@@ -124,3 +128,5 @@ def test_init_from_copies_the_encoder_but_not_the_exits(tiny_model_dir):
     model = build_model(cfg, default_tokenizer(), init_from=tiny_model_dir)
     assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
     assert model.exit_heads[0].classifier.weight.shape[0] == 2  # verify's labels, freshly initialised
+    same_task = build_model(TrainConfig(**{**TINY, "seed": 5}), default_tokenizer(), init_from=tiny_model_dir)
+    assert torch.equal(same_task.exit_heads[1].classifier.weight, source.exit_heads[1].classifier.weight)

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, help="override the config's number of steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--force", action="store_true", help="start over even if OUT holds a run")
-    p.add_argument("--init-from", help="initialise the encoder from a model directory (e.g. pretrained)")
+    p.add_argument("--init-from", help="initialise from a model directory: matching weights are copied, exit "
+                   "heads only when it was trained on the same task (e.g. a pretrained encoder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

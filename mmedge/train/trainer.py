@@ -48,16 +48,18 @@ class TrainResult:
 
 
 def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Path | None = None) -> AdaptiveVLModel:
-    """A fresh model for cfg.task, or one whose encoder starts from a pretrained directory."""
+    """A fresh model for cfg.task, or one initialised from a model directory: every weight whose
+    name and shape match is copied; exit heads only when the source was trained on the same task."""
     model_cfg = ModelConfig(task=cfg.task, labels=list(LABELS[cfg.task]), vocab_size=len(tokenizer.vocab),
                             token_classes=NUM_OBJECT_CLASSES if cfg.token_loss_weight > 0 else 0, **cfg.model)
     torch.manual_seed(cfg.seed)
     model = AdaptiveVLModel(model_cfg)
     if init_from is not None:
         source, _ = from_pretrained(init_from)
+        same_task = source.config.task == cfg.task
         own = model.state_dict()
         shared = {k: v for k, v in source.state_dict().items()
-                  if k in own and own[k].shape == v.shape and not k.startswith("exit_heads.")}
+                  if k in own and own[k].shape == v.shape and (same_task or not k.startswith("exit_heads."))}
         model.load_state_dict(shared, strict=False)
     return model
 
@@ -139,6 +141,11 @@ class Trainer:
         self.step, self.train_flops = state["step"], state["train_flops"]
         self.wall_offset = state["wall_s"]
         self.step_flops = {float(k): v for k, v in state["step_flops"].items()}
+        if self.dist.is_main:  # drop metric rows logged after the checkpoint: they will be logged again
+            log = self.out_dir / "metrics.jsonl"
+            if log.exists():
+                kept = [r for r in log.read_text().splitlines() if json.loads(r)["step"] <= self.step]
+                atomic_write(log, lambda p: p.write_text("".join(r + "\n" for r in kept)))
 
     def _save_checkpoint(self, wall_s: float) -> None:
         ckpt = self.out_dir / CHECKPOINT_DIR
