@@ -1,10 +1,11 @@
 """Write a model directory's README.md (its model card) from measured files only.
 
-Inputs, all inside the model directory: config.json, train_config.json, metrics.jsonl (from
-`mmedge train`), eval/test.json and eval/compositional.json (from `mmedge eval --json`), and an
-optional NOTES.md (hand-written analysis) that is copied in verbatim.
+Inputs, all inside the model directory: config.json; training/<stage>/train_config.json and
+metrics.jsonl for each training stage, in name order (from `mmedge train`); eval/test.json and
+eval/compositional.json (from `mmedge eval --json`); and an optional NOTES.md (hand-written
+analysis) that is copied in verbatim.
 
-    python scripts/model_card.py models/vqa-default --train-command "mmedge train ..."
+    python scripts/model_card.py models/vqa-default --train-commands "mmedge train ..." --eval-commands ...
 """
 
 from __future__ import annotations
@@ -53,16 +54,32 @@ def sweep_table(result: dict, keep: str = "1") -> str:
                     tablefmt="github")
 
 
+def stage_table(stages) -> str:
+    rows = []
+    for name, tcfg, last in stages:
+        extra = []
+        if tcfg.get("qtype_weights"):
+            extra.append(f"question weights {tcfg['qtype_weights']}")
+        if tcfg.get("train_relations"):
+            extra.append(f"relations {tcfg['train_relations']}")
+        rows.append([name, last["step"], tcfg["batch_size"], tcfg["lr"], ", ".join(extra) or "all question types",
+                     f"{last['wall_s'] / 60:.1f}", f"{last['train_flops'] / 1e15:.2f}"])
+    return tabulate(rows, ["stage", "steps", "batch", "peak lr", "data", "minutes", "PFLOPs"], tablefmt="github")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--train-command", required=True)
-    parser.add_argument("--eval-commands", nargs="+", required=True)
+    parser.add_argument("--train-commands", nargs="+", required=True, help="the exact commands that trained it")
+    parser.add_argument("--eval-commands", nargs="+", required=True, help="the commands that wrote eval/*.json")
     args = parser.parse_args()
     d = args.model_dir
-    cfg, tcfg = load(d / "config.json"), load(d / "train_config.json")
-    rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
-    last_train = [r for r in rows if r["kind"] == "train"][-1]
+    cfg = load(d / "config.json")
+    stages = []
+    for stage_dir in sorted(p for p in (d / "training").iterdir() if p.is_dir()):
+        rows = [json.loads(x) for x in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+        stages.append((stage_dir.name, load(stage_dir / "train_config.json"),
+                       [r for r in rows if r["kind"] == "train"][-1]))
     test, comp = load(d / "eval" / "test.json"), load(d / "eval" / "compositional.json")
     size_mb = (d / "model.safetensors").stat().st_size / 1e6
     notes = (d / "NOTES.md").read_text() if (d / "NOTES.md").exists() else ""
@@ -78,9 +95,11 @@ eval/*.json); nothing in the tables is typed by hand.
 
 ## Reproduce
 
+`bash scripts/reproduce_default_model.sh` (about an hour on 2 cores) runs exactly these, then
+copies the run's files here and rewrites this card:
+
 ```
-{args.train_command}
-""" + "\n".join(args.eval_commands) + f"""
+""" + "\n".join(args.train_commands + args.eval_commands) + f"""
 ```
 
 ## Model
@@ -97,11 +116,14 @@ eval/*.json); nothing in the tables is typed by hand.
 
 ## Training
 
-{last_train['step']} steps x {tcfg['batch_size']} samples ({last_train['samples']:,} samples seen), keep ratios
-cycled {tcfg['train_keep_ratios']}, exit loss weighting `{tcfg['exit_weighting']}`, AdamW lr {tcfg['lr']}
-with cosine decay. Wall-clock {last_train['wall_s'] / 60:.1f} min on the 2-core CPU machine, training
-compute {last_train['train_flops'] / 1e15:.2f} PFLOPs (forward + backward, counted with
-torch.utils.flop_counter on one step per keep ratio).
+{stage_table(stages)}
+
+Total: {sum(t['step'] for _, _, t in stages):,} steps, {sum(t['samples'] for _, _, t in stages):,} samples,
+{sum(t['wall_s'] for _, _, t in stages) / 60:.1f} min wall-clock on the 2-core CPU machine,
+{sum(t['train_flops'] for _, _, t in stages) / 1e15:.2f} PFLOPs of training compute (forward + backward,
+counted with torch.utils.flop_counter on one step per keep ratio). Every stage uses AdamW with
+warm-up and cosine decay, exit losses weighted `{stages[0][1]['exit_weighting']}`, and cycles the keep
+ratios {stages[0][1]['train_keep_ratios']}.
 
 ## Test split: accuracy per exit and keep ratio, FLOPs per sample
 

@@ -87,3 +87,24 @@ def test_token_classes_follow_the_drawn_objects():
             # the patch under the object's centre carries its class unless a neighbour covers more of it
             assert object_class(o) in classes[max(0, o.cy // 8 - 1): o.cy // 8 + 2, max(0, o.cx // 8 - 1): o.cx // 8 + 2]
         assert set(np.unique(classes)) <= {0} | {object_class(o) for o in s.objects}
+
+
+def test_question_type_weights_shift_training_draws_only():
+    from mmedge.errors import ConfigError
+
+    plain = [make_sample("vqa", 0, "train", i).qtype for i in range(300)]
+    heavy = [make_sample("vqa", 0, "train", i, qtype_weights={"spatial": 5}).qtype for i in range(300)]
+    assert heavy.count("spatial") > 2 * plain.count("spatial")
+    assert make_sample("vqa", 0, "test", 4).text == make_sample("vqa", 0, "test", 4).text
+    with pytest.raises(ConfigError, match="question types of vqa"):
+        make_sample("vqa", 0, "train", 0, qtype_weights={"relation": 1.0})
+
+
+def test_relation_curriculum_limits_spatial_relations():
+    from mmedge.errors import ConfigError
+
+    for task in ("vqa", "verify"):
+        words = {w for i in range(200) for w in make_sample(task, 0, "train", i, relations=("left",)).text.split()}
+        assert "left" in words and not words & {"right", "above", "below"}
+    with pytest.raises(ConfigError, match="subset"):
+        make_sample("vqa", 0, "train", 0, relations=("behind",))

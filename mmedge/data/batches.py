@@ -27,8 +27,10 @@ class Batch:
 
 
 def generate(task: str, seed: int, split: str, indices, image_size: int = 96,
-             max_objects: int = 4) -> list[Sample]:
-    return [make_sample(task, seed, split, int(i), image_size, max_objects) for i in indices]
+             max_objects: int = 4, qtype_weights: dict[str, float] | None = None,
+             relations: tuple[str, ...] | None = None) -> list[Sample]:
+    return [make_sample(task, seed, split, int(i), image_size, max_objects, qtype_weights, relations)
+            for i in indices]
 
 
 def token_classes(sample: Sample, patch: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from mmedge.data.scenes import (COLORS, HELD_OUT_PAIRS, NEAR_COLOR, SHAPES, Scene, SceneObject, render_scene,
                                 sample_scene, scene_rng)
-from mmedge.errors import UnknownTaskError
+from mmedge.errors import ConfigError, UnknownTaskError
 
 NUMBERS = ("0", "1", "2", "3", "4")
 RELATIONS = ("left", "right", "above", "below")
@@ -57,14 +57,27 @@ def check_task(task: str) -> str:
 
 
 def make_sample(task: str, seed: int, split: str, index: int, image_size: int = 96,
-                max_objects: int = 4) -> Sample:
-    """The sample `index` of `split`, deterministic by seed."""
+                max_objects: int = 4, qtype_weights: dict[str, float] | None = None,
+                relations: tuple[str, ...] | None = None) -> Sample:
+    """The sample `index` of `split`, deterministic by seed.
+
+    Training-only options (every evaluation split is made without them):
+    qtype_weights re-weights which question type is tried first (default: uniform);
+    relations limits the spatial relations asked (a curriculum: e.g. left and above first).
+    """
     check_task(task)
+    weights = check_qtype_weights(task, qtype_weights)
+    builders = {"vqa": _VQA, "verify": _VERIFY, "match": _MATCH}[task]
+    if relations is not None:
+        check_relations(relations)
+        spatial = _vqa_spatial if task == "vqa" else _verify_spatial
+        builders = {**builders, "spatial": lambda sc, rng, t: spatial(sc, rng, t, tuple(relations))}
     comp = split == "compositional"
     scene = sample_scene(scene_rng(seed, split, index, 0), image_size, 1, max_objects, comp)
     target = scene.objects[0] if comp else None
     for stream in range(1, 50):  # outside the compositional split, never name a held-out pair
-        text, answer, qtype = _GENERATORS[task](scene, scene_rng(seed, split, index, stream), target)
+        rng = scene_rng(seed, split, index, stream)
+        text, answer, qtype = _try(rng, QUESTION_TYPES[task], builders, scene, target, weights)
         if comp or not mentions_held_out_pair(text):
             break
     return Sample(
@@ -139,9 +152,24 @@ def _absent_pair(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- generators
-def _try(rng: np.random.Generator, qtypes: tuple[str, ...], builders: dict, scene, target):
+def check_qtype_weights(task: str, weights: dict[str, float] | None) -> np.ndarray | None:
+    if weights is None:
+        return None
+    unknown = sorted(set(weights) - set(QUESTION_TYPES[task]))
+    if unknown or any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+        raise ConfigError(f"qtype_weights {weights} must give non-negative weights (not all zero) to "
+                          f"question types of {task}: {', '.join(QUESTION_TYPES[task])}", "question-type weights")
+    w = np.array([float(weights.get(q, 1.0)) for q in QUESTION_TYPES[task]])
+    return w / w.sum()
+
+
+def _try(rng: np.random.Generator, qtypes: tuple[str, ...], builders: dict, scene, target,
+         weights: np.ndarray | None = None):
     """Draw a question type, then try until its builder succeeds (falling back to others)."""
     order = list(rng.permutation(len(qtypes)))
+    if weights is not None:  # the weighted draw goes first, the rest keep their random order
+        first = int(rng.choice(len(qtypes), p=weights))
+        order = [first] + [q for q in order if q != first]
     for qi in order:
         qtype = qtypes[qi]
         for _ in range(12):
@@ -189,12 +217,19 @@ def _vqa_count(scene, rng, target):
     return text, str(n)
 
 
-def _vqa_spatial(scene, rng, target):
+def check_relations(relations) -> None:
+    bad = sorted(set(relations) - set(RELATIONS))
+    if bad or not relations:
+        raise ConfigError(f"relations {list(relations)} must be a non-empty subset of {list(RELATIONS)}",
+                          "spatial relations")
+
+
+def _vqa_spatial(scene, rng, target, relations: tuple[str, ...] = RELATIONS):
     pair = _pair(scene, rng, target)
     if pair is None:
         return None
     a, b, ra, rb = pair
-    rel = _pick(rng, RELATIONS)
+    rel = _pick(rng, relations)
     holds = _relation_holds(a, b, rel)
     if holds is None:
         return None
@@ -232,8 +267,8 @@ def _verify_count(scene, rng, target):
     return f"there are {n} {noun} .", truth
 
 
-def _verify_spatial(scene, rng, target):
-    out = _vqa_spatial(scene, rng, target)
+def _verify_spatial(scene, rng, target, relations: tuple[str, ...] = RELATIONS):
+    out = _vqa_spatial(scene, rng, target, relations)
     if out is None:
         return None
     text, ans = out
@@ -280,11 +315,6 @@ _VQA = {"color": _vqa_color, "shape": _vqa_shape, "exist": _vqa_exist, "count": 
 _VERIFY = {"exist": _verify_exist, "count": _verify_count, "spatial": _verify_spatial,
            "compare": _verify_compare}
 _MATCH = {a: _match_builder(a) for a in QUESTION_TYPES["match"]}
-_GENERATORS = {
-    "vqa": lambda scene, rng, t: _try(rng, QUESTION_TYPES["vqa"], _VQA, scene, t),
-    "verify": lambda scene, rng, t: _try(rng, QUESTION_TYPES["verify"], _VERIFY, scene, t),
-    "match": lambda scene, rng, t: _try(rng, QUESTION_TYPES["match"], _MATCH, scene, t),
-}
 
 
 def vocabulary_words() -> list[str]:

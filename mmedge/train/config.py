@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmedge.data.tasks import TASKS
+from mmedge.data.tasks import TASKS, check_qtype_weights, check_relations
 from mmedge.errors import ConfigError
 from mmedge.models.config import ModelConfig, from_dict, read_json
 
@@ -34,6 +34,8 @@ class TrainConfig:
     train_keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # cycled per step
     train_size: int = 200_000           # distinct training scenes (indices wrap around)
     max_objects: int = 4                # objects per scene, 1..max
+    qtype_weights: dict | None = None   # training only: relative odds of each question type (default uniform)
+    train_relations: list[str] | None = None  # training only: spatial relations asked (curriculum); None = all
     eval_every: int = 250               # steps between validations
     eval_samples: int = 512             # validation samples per check
     checkpoint_every: int = 250         # steps between resumable checkpoints
@@ -53,6 +55,16 @@ class TrainConfig:
                 p.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not self.train_keep_ratios or any(not 0 < r <= 1 for r in self.train_keep_ratios):
             p.append(f"train_keep_ratios {self.train_keep_ratios} must be in (0, 1]")
+        if self.qtype_weights is not None and self.task in TASKS:
+            try:
+                check_qtype_weights(self.task, self.qtype_weights)
+            except ConfigError as exc:
+                p.extend(exc.problems)
+        if self.train_relations is not None:
+            try:
+                check_relations(self.train_relations)
+            except ConfigError as exc:
+                p.extend(exc.problems)
         for key in sorted(set(self.model) - _MODEL_FIELDS):
             p.append(f"model.{key} is not a model field (known: {', '.join(sorted(_MODEL_FIELDS))})")
         if p:

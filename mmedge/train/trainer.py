@@ -165,7 +165,8 @@ class Trainer:
     def _train_step(self, keep_ratio: float) -> dict:
         cfg, model = self.cfg, self.ddp or self.model
         samples = generate(cfg.task, cfg.data_seed, "train", batch_indices(cfg, self.step, self.dist),
-                           self.model.config.image_size, cfg.max_objects)
+                           self.model.config.image_size, cfg.max_objects, cfg.qtype_weights,
+                           None if cfg.train_relations is None else tuple(cfg.train_relations))
         tagging = self.model.token_tagger is not None
         batch = build_batch(samples, self.tokenizer, self.model.config.image_size,
                             self.model.config.patch_size if tagging else None)
