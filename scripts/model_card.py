@@ -95,7 +95,7 @@ eval/*.json); nothing in the tables is typed by hand.
 
 ## Reproduce
 
-`bash scripts/reproduce_default_model.sh` (about an hour on 2 cores) runs exactly these, then
+`bash scripts/reproduce_default_model.sh` (about 50 minutes on 2 cores) runs exactly these, then
 copies the run's files here and rewrites this card:
 
 ```

@@ -123,6 +123,7 @@ def test_save_and_load_roundtrip(tmp_path):
     x = inputs(cfg)
     assert torch.equal(model(*x).logits[-1], again(*x).logits[-1])
     assert not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o044  # readable by others, not 0600
 
 
 def test_bad_checkpoints_are_typed_errors(tmp_path):
