@@ -167,3 +167,15 @@ def test_conv_stem_matches_patch_grid():
     assert model.patch_embed(torch.zeros(1, 3, 32, 32)).shape == (1, cfg.dim, 4, 4)
     with pytest.raises(ConfigError, match="power-of-two"):
         tiny_cfg(patch_embed="conv_stem", patch_size=6, image_size=36)
+
+
+def test_linear_position_ramps():
+    from mmedge.models.model import sincos_2d
+
+    code = sincos_2d(4, 32, linear=True)  # quarter = 8: channel 7 is x, channel 23 is y
+    assert torch.allclose(code[:4, 7], torch.linspace(-1, 1, 4)) and torch.allclose(code[::4, 23], torch.linspace(-1, 1, 4))
+    assert torch.equal(code[:, :7], sincos_2d(4, 32)[:, :7])
+    model = AdaptiveVLModel(tiny_cfg(position_code="sincos_linear"))
+    assert torch.allclose(model.image_pos[0], sincos_2d(4, 32, linear=True))
+    with pytest.raises(ConfigError, match="position_code"):
+        tiny_cfg(position_code="rope")

@@ -22,6 +22,7 @@ class ModelConfig:
     image_size: int = 96              # square input side, px
     patch_size: int = 8               # px per side of a visual token (96/8 -> 144 tokens)
     patch_embed: str = "linear"       # linear: one conv per patch; conv_stem: log2(patch) stride-2 3x3 convs
+    position_code: str = "sincos"     # image position init: sincos, or sincos_linear (+ linear x and y ramps)
     dim: int = 128                    # hidden width
     depth: int = 4                    # transformer layers
     num_heads: int = 4                # attention heads
@@ -67,6 +68,8 @@ class ModelConfig:
             p.append(f"patch_embed {self.patch_embed!r} must be 'linear' or 'conv_stem'")
         elif self.patch_embed == "conv_stem" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
             p.append(f"patch_embed 'conv_stem' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.position_code not in ("sincos", "sincos_linear"):
+            p.append(f"position_code {self.position_code!r} must be 'sincos' or 'sincos_linear'")
         if self.exit_pool not in ("cls", "text"):
             p.append(f"exit_pool {self.exit_pool!r} must be 'cls' or 'text'")
         if self.dim % self.num_heads:

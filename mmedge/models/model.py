@@ -30,8 +30,11 @@ class MLP(nn.Module):
         return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
 
 
-def sincos_2d(side: int, dim: int) -> torch.Tensor:
-    """(side * side, dim) fixed 2-D sine-cosine position code (MAE style), row-major patches."""
+def sincos_2d(side: int, dim: int, linear: bool = False) -> torch.Tensor:
+    """(side * side, dim) fixed 2-D sine-cosine position code (MAE style), row-major patches.
+
+    linear=True replaces the two lowest-frequency sine channels (nearly constant over the grid)
+    with x and y ramps from -1 to 1, so that "further left" is a linear feature."""
     quarter = dim // 4
     omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # (D/4,)
     ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
@@ -39,6 +42,9 @@ def sincos_2d(side: int, dim: int) -> torch.Tensor:
     out_x = xs.reshape(-1, 1) * omega  # (N, D/4)
     out_y = ys.reshape(-1, 1) * omega
     code = torch.cat([out_x.sin(), out_x.cos(), out_y.sin(), out_y.cos()], dim=1)  # (N, 4 * D/4)
+    if linear:
+        code[:, quarter - 1] = xs.reshape(-1) / max(1, side - 1) * 2 - 1
+        code[:, 3 * quarter - 1] = ys.reshape(-1) / max(1, side - 1) * 2 - 1
     return torch.nn.functional.pad(code, (0, dim - code.shape[1]))
 
 
@@ -172,7 +178,8 @@ class AdaptiveVLModel(nn.Module):
         for p in (self.cls_token, self.text_pos, self.type_embed, self.token_embed.weight):
             nn.init.trunc_normal_(p, std=0.02)
         with torch.no_grad():  # learned, but starting from 2-D sin-cos so that layout is there from step 0
-            self.image_pos.copy_(sincos_2d(cfg.image_size // cfg.patch_size, D).unsqueeze(0))
+            code = sincos_2d(cfg.image_size // cfg.patch_size, D, linear=cfg.position_code == "sincos_linear")
+            self.image_pos.copy_(code.unsqueeze(0))
 
     # ------------------------------------------------------------------ structure
     @property
