@@ -79,3 +79,8 @@ def test_reads_files(tmp_path):
     img = make_sample("vqa", 0, "test", 2).image
     Image.fromarray(img).save(tmp_path / "scene.png")
     assert np.allclose(preprocess_image(tmp_path / "scene.png", 96), preprocess_image(img, 96))
+
+
+def test_pillow_float_images_keep_their_brightness():
+    gray = Image.fromarray(make_sample("vqa", 0, "test", 1).image).convert("L")
+    assert np.allclose(preprocess_image(gray.convert("F"), 96), preprocess_image(gray, 96))

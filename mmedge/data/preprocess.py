@@ -2,7 +2,8 @@
 
 Conversions (documented in the README):
 - any Pillow mode becomes RGB; transparency is composited over the scene background grey;
-  16-bit and 32-bit integer images are scaled to 8 bits; float arrays are read as 0..1;
+  16-bit and 32-bit integer images are scaled to 8 bits; float arrays are read as 0..1, Pillow
+  float ("F") images as 0..255 (or 0..1 when no value exceeds 1);
 - a non-square image is padded to a square with the background grey (centred), then resized
   with bilinear filtering to the model's image size;
 - images under 8 px or over 16384 px on a side are refused with an ImageError.
@@ -49,8 +50,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray((np.clip(arr / top, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
-    elif img.mode == "F":
-        img = _from_array(np.asarray(img, dtype=np.float32))
+    elif img.mode == "F":  # Pillow's float images hold 0..255; arrays of 0..1 are also accepted
+        arr = np.asarray(img, dtype=np.float32)
+        img = _from_array(arr / 255.0 if np.isfinite(arr).all() and arr.max() > 1.0 else arr)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))

@@ -88,9 +88,9 @@ class Trainer:
         self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
         self.model = build_model(cfg, self.tokenizer, init_from)
         self.weights = losses.exit_weights(self.model.num_stages, cfg.exit_weighting)
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embed" not in n and "pos" not in n]
-        no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embed" not in n
-                                                                        and "pos" not in n)]
+        decays = {n: p.ndim >= 2 and "embed" not in n and "pos" not in n for n, p in self.model.named_parameters()}
+        decay = [p for n, p in self.model.named_parameters() if decays[n]]
+        no_decay = [p for n, p in self.model.named_parameters() if not decays[n]]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         self.step, self.train_flops, self.wall_offset = 0, 0, 0.0
