@@ -34,3 +34,15 @@ class UnknownTaskError(MMEdgeError, ValueError):
 
 class MissingDependencyError(MMEdgeError, ImportError):
     """An optional package is needed; the message gives the install command."""
+
+
+class BackendUnavailableError(MMEdgeError, RuntimeError):
+    """A backend cannot run on this platform (e.g. Core ML prediction off macOS)."""
+
+
+class ExportError(MMEdgeError, RuntimeError):
+    """An export failed: an unsupported op, a failed conversion, or parity out of tolerance."""
+
+
+class BundleError(MMEdgeError, OSError):
+    """An artifact bundle is missing, incomplete, tampered with or of an unknown schema version."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -11,31 +9,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mmedge.data.tokenizer import WordTokenizer
+from mmedge.fileio import atomic_write  # noqa: F401  (re-exported: callers import it from here)
 from mmedge.errors import CheckpointError, ConfigError
 from mmedge.models.config import ModelConfig
 from mmedge.models.model import AdaptiveVLModel
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_pretrained(model: AdaptiveVLModel, tokenizer: WordTokenizer, directory: str | Path,

@@ -1,0 +1,61 @@
+"""mmedge export: a trained model -> a validated bundle for ONNX Runtime, ExecuTorch and Core ML."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  mmedge export --model models/vqa-default --target all --out bundles/vqa-default.mmedge
+  mmedge export --model models/vqa-default --target onnx --keep-ratio 0.5 --out /tmp/vqa-k05.mmedge
+  mmedge export --model models/vqa-default --recipe export/executorch-xnnpack-int8.json --out /tmp/vqa-et.mmedge
+
+The bundle holds manifest.json (schema: mmedge/bundle/manifest.schema.json), tokenizer.json,
+the backend files and report.md / report.json (sizes, op counts, parity). Every stage is checked
+against PyTorch in each runtime that runs here; out of tolerance, nothing is written.
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX / ExecuTorch / Core ML as a validated bundle",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--out", required=True, help="bundle directory to create (e.g. NAME.mmedge)")
+    p.add_argument("--target", choices=("onnx", "executorch", "coreml", "all"),
+                   help="backend to export (default: the recipe's, else all)")
+    p.add_argument("--quantize", choices=("int8",), help="also export int8 (each backend's own quantizer)")
+    p.add_argument("--keep-ratio", type=float, nargs="+", dest="keep_ratios",
+                   help="prefilter keep ratio(s) to export (default: the model's trained ones)")
+    p.add_argument("--recipe", help="export recipe JSON (see export/); flags override it")
+    p.add_argument("--parity-samples", type=int, help="validation samples for the parity check (default 32)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from mmedge.export.recipe import TARGETS, ExportRecipe
+
+    recipe = ExportRecipe.load(args.recipe) if args.recipe else ExportRecipe()
+    changes = {}
+    if args.target:
+        changes["targets"] = list(TARGETS) if args.target == "all" else [args.target]
+    if args.quantize:
+        changes["quantize"] = args.quantize
+    if args.keep_ratios:
+        changes["keep_ratios"] = args.keep_ratios
+    if args.parity_samples is not None:
+        changes["parity_samples"] = args.parity_samples
+    recipe = dataclasses.replace(recipe, **changes)  # re-validated by __post_init__
+
+    from mmedge.export.exporter import export_bundle
+    from mmedge.export.report import render
+
+    out = export_bundle(args.model, args.out, recipe, force=args.force)
+    import json
+    from pathlib import Path
+
+    info = json.loads((Path(out) / "report.json").read_text())
+    print()
+    print(render(Path(out), info))
+    return 0

@@ -1,0 +1,291 @@
+"""`mmedge export`: a trained model directory -> a validated artifact bundle, atomically.
+
+Everything is written into a hidden temporary directory beside the destination, checked (parity
+in every runtime that runs here, Core ML structure), described (report + manifest with hashes),
+and only then renamed into place. Any failure or interruption removes the temporary directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from mmedge.bundle.manifest import SCHEMA_VERSION, hash_files, write_manifest
+from mmedge.data.batches import build_batch, generate
+from mmedge.data.preprocess import MEAN, STD
+from mmedge.data.scenes import BACKGROUND
+from mmedge.data.tokenizer import _SPLIT, PAD, UNK
+from mmedge.errors import BundleError, ExportError
+from mmedge.export import coreml_target, executorch_target, ingraph, onnx_target
+from mmedge.export.parity import accuracy, compare, run_chain, stage0_feeds
+from mmedge.export.recipe import ExportRecipe
+from mmedge.export.report import write_report
+from mmedge.export.stages import StageSpec, example_inputs, stage_specs
+from mmedge.models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, from_pretrained
+from mmedge.runtime.backends import open_session
+from mmedge.runtime.backends.torch_backend import TorchSession
+
+TOOLS = ("mmedge", "torch", "onnx", "onnxscript", "onnxruntime", "executorch", "torchao", "coremltools", "numpy")
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _io(spec: StageSpec, names, tensors) -> list[dict]:
+    return [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+            for n, t in zip(names, tensors)]
+
+
+def expected_io(model, specs: list[StageSpec]) -> dict[str, dict]:
+    """Each stage's input and output names, shapes and dtypes, read off the reference."""
+    import torch
+
+    from mmedge.export.stages import stage_module
+
+    out = {}
+    for spec in specs:
+        inputs = example_inputs(model, spec)
+        with torch.no_grad():
+            outputs = stage_module(model, spec)(*inputs)
+        out[spec.name] = {"inputs": _io(spec, spec.inputs, inputs), "outputs": _io(spec, spec.outputs, outputs)}
+    return out
+
+
+def _groups(specs: list[StageSpec]) -> dict[float, list[StageSpec]]:
+    groups: dict[float, list[StageSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.keep_ratio, []).append(spec)
+    return groups
+
+
+def _samples(model, tokenizer, split: str, n: int, seed: int):
+    cfg = model.config
+    return build_batch(generate(cfg.task, seed, split, range(n), cfg.image_size), tokenizer, cfg.image_size)
+
+
+def _check_artifact(artifact: dict, root: Path, groups, reference, feeds, acc_feeds, acc_labels,
+                    recipe: ExportRecipe, log) -> None:
+    """Parity (and, when asked, val accuracy) of one runnable artifact; results go into the entry."""
+    session = open_session(artifact["runtime"], root, artifact)
+    parity, acc = {}, {}
+    for ratio, specs in groups.items():
+        got = [run_chain(session, specs, f) for f in feeds]
+        parity[str(ratio)] = compare(reference[ratio], got, recipe.default_threshold,
+                                     recipe.tolerances(artifact["precision"]))
+        if acc_feeds is not None:
+            acc[str(ratio)] = accuracy(session, specs, acc_feeds, acc_labels, recipe.default_threshold)
+    artifact["parity"] = {"status": "measured", "backend": artifact["runtime"], "by_keep_ratio": parity,
+                          "passed": all(p["passed"] for p in parity.values())}
+    if acc:
+        artifact["accuracy"] = {"split": "val", "by_keep_ratio": acc}
+    worst = max(s["logits_max_abs_err"] for p in parity.values() for s in p["stages"])
+    log(f"  parity {artifact['target']}/{artifact['format']}/{artifact['precision']}: "
+        f"max logits error {worst:.2e}, {'passed' if artifact['parity']['passed'] else 'FAILED'}")
+
+
+def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recipe, artifacts, in_graph,
+              flops, seconds, root: Path) -> dict:
+    cfg = model.config
+    io = expected_io(model, specs)
+    stages = {s.name: {"stage": s.stage, "keep_ratio": s.keep_ratio, "layers": list(model.stage_layers(s.stage)),
+                       **io[s.name], "flops": flops[s.keep_ratio][s.stage]} for s in specs}
+    keep = [{"keep_ratio": r, "kept_tokens": ss[0].kept_tokens, "seq_len": ss[0].seq_len,
+             "stages": [s.name for s in ss], "exit_flops": np.cumsum(flops[r]).astype(int).tolist()}
+            for r, ss in groups.items()]
+    return {
+        "schema_version": SCHEMA_VERSION, "name": name,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": cfg.task, "labels": list(cfg.labels),
+        "model": {"config": cfg.to_dict(), "parameters": model.num_parameters(), "source": str(model_dir)},
+        "exit_layers": cfg.exits,
+        "preprocessing": {"image_size": cfg.image_size, "channel_order": "RGB", "layout": "NCHW",
+                          "scale": 1 / 255, "mean": [MEAN] * 3, "std": [STD] * 3,
+                          "resize": "pad to square with pad_color (centred), then bilinear resize",
+                          "pad_color": list(BACKGROUND)},
+        "tokenizer": {"file": TOKENIZER_FILE, "max_length": tokenizer.max_length, "lowercase": True,
+                      "split_regex": _SPLIT.pattern, "pad_id": tokenizer.vocab[PAD], "unk_id": tokenizer.vocab[UNK]},
+        "keep_ratios": keep, "stages": stages,
+        "thresholds": {"source": "default", "policy": "confidence", "confidence": recipe.default_threshold,
+                       "max_probability": recipe.default_threshold, "patience": 2, "keep_ratio": max(groups)},
+        "artifacts": artifacts, **({"in_graph": in_graph} if in_graph else {}),
+        "files": hash_files(root), "tools": tool_versions(),
+        "export": {"recipe": recipe.to_dict(), "seconds": seconds},
+    }
+
+
+def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, force: bool = False,
+                  log=print) -> Path:
+    """Export, validate and atomically publish the bundle at `out`; returns its path."""
+    from mmedge.train.flops import stage_flops
+
+    started = time.perf_counter()
+    model_dir, out = Path(model_dir), Path(out)
+    if out.exists() and not force:
+        raise BundleError(f"{out} already exists; pass --force to replace it")
+    model, tokenizer = from_pretrained(model_dir)
+    model.eval()
+    cfg = model.config
+    ratios = recipe.keep_ratios or list(cfg.keep_ratios)
+    specs = stage_specs(model, ratios)
+    groups = _groups(specs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        seconds: dict[str, float] = {}
+        log(f"exporting {model_dir} -> {out}: {len(groups)} keep ratio(s) x {model.num_stages} stages, "
+            f"targets {', '.join(recipe.targets)}, precisions {', '.join(recipe.precisions)}")
+        parity_batch = _samples(model, tokenizer, "val", recipe.parity_samples, recipe.data_seed)
+        feeds = stage0_feeds(parity_batch)
+        reference_session = TorchSession(model, specs)
+        reference = {r: [run_chain(reference_session, ss, f) for f in feeds] for r, ss in groups.items()}
+        acc_feeds = acc_labels = calibration = None
+        if recipe.quantize:
+            acc_batch = _samples(model, tokenizer, "val", recipe.accuracy_samples, recipe.data_seed + 1)
+            acc_feeds, acc_labels = stage0_feeds(acc_batch), acc_batch.labels
+            calibration = _calibration(model, tokenizer, specs, groups, recipe, reference_session)
+
+        artifacts: list[dict] = []
+        for target in recipe.targets:
+            t0 = time.perf_counter()
+            if target == "onnx":
+                made = onnx_target.export(model, specs, tmp, recipe, log=log)
+            elif target == "executorch":
+                made = executorch_target.export(model, specs, tmp, recipe, calibration, log=log)
+            else:
+                made = coreml_target.export(model, specs, tmp, recipe, expected_io(model, specs), log=log)
+            for artifact in made:
+                if artifact["runtime"] == "coreml" and not coreml_target.can_predict():
+                    artifact["parity"] = {"status": "not run", "passed": None,
+                                          "reason": "Core ML prediction needs macOS; this export was checked "
+                                                    "structurally (functions, inputs, outputs, shapes, dtypes)"}
+                    continue
+                _check_artifact(artifact, tmp, groups, reference, feeds, acc_feeds, acc_labels, recipe, log)
+            artifacts += made
+            seconds[target] = time.perf_counter() - t0
+
+        in_graph = None
+        if recipe.in_graph and "onnx" in recipe.targets:
+            t0 = time.perf_counter()
+            in_graph = _in_graph(model, groups, tmp, recipe, feeds, artifacts, log)
+            seconds["onnx_in_graph"] = time.perf_counter() - t0
+
+        if recipe.quantize:
+            _reference_accuracy(artifacts, reference_session, groups, acc_feeds, acc_labels, recipe)
+        shutil.copy2(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        artifacts.append(_torch_reference(model_dir, tmp, specs))
+        flops = {r: stage_flops(model, r) for r in groups}
+        seconds["total"] = time.perf_counter() - started
+        failures = [f"{a['target']}/{a['format']}/{a['precision']} keep {r}: {f}"
+                    for a in artifacts if a.get("parity", {}).get("status") == "measured"
+                    for r, p in a["parity"]["by_keep_ratio"].items() for f in p["failures"]]
+        if in_graph and not in_graph["check"]["passed"]:
+            failures.append(f"in-graph ONNX disagrees with the staged form: {in_graph['check']}")
+        failures += _accuracy_failures(artifacts, recipe)
+        manifest_stub = {"name": out.name, "artifacts": artifacts, "in_graph": in_graph, "seconds": seconds,
+                         "recipe": recipe.to_dict(), "model": str(model_dir), "tools": tool_versions(),
+                         "failures": failures}
+        write_report(tmp, manifest_stub)
+        if failures:
+            raise ExportError("exported files are out of tolerance against the PyTorch reference:\n  "
+                              + "\n  ".join(failures))
+        manifest = _manifest(out.name, model, model_dir, tokenizer, specs, groups, recipe, artifacts, in_graph,
+                             flops, seconds, tmp)
+        write_manifest(tmp, manifest)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+    return out
+
+
+def _torch_reference(model_dir: Path, root: Path, specs: list[StageSpec]) -> dict:
+    """The PyTorch checkpoint itself (torch/): the reference, and the runtime's `torch` backend."""
+    (root / "torch").mkdir()
+    for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
+        shutil.copy2(model_dir / name, root / "torch" / name)
+    return {"target": "torch", "format": "safetensors", "precision": "fp32", "runtime": "torch", "file": "torch",
+            "stages": {s.name: {} for s in specs},
+            "parity": {"status": "reference", "passed": True, "reason": "the PyTorch reference itself"}}
+
+
+def _calibration(model, tokenizer, specs, groups, recipe, reference_session) -> dict[str, list[tuple]]:
+    """int8 calibration inputs per stage from real training samples (later stages: the reference's
+    own hidden states at that point)."""
+    import torch
+
+    batch = _samples(model, tokenizer, "train", recipe.calibration_samples, recipe.data_seed)
+    calibration: dict[str, list[tuple]] = {s.name: [] for s in specs}
+    for feed in stage0_feeds(batch):
+        for ratio, ss in groups.items():
+            chain = run_chain(reference_session, ss, feed)
+            calibration[ss[0].name].append(tuple(torch.from_numpy(v) for v in feed.values()))
+            for spec, prev in zip(ss[1:], chain[:-1]):
+                calibration[spec.name].append((torch.from_numpy(prev["hidden"]),
+                                               torch.from_numpy(chain[0]["attention_mask"])))
+    return calibration
+
+
+def _in_graph(model, groups, root: Path, recipe, feeds, artifacts, log) -> dict:
+    onnx_fp32 = next(a for a in artifacts if a["target"] == "onnx" and a["format"] == "onnx"
+                     and a["precision"] == "fp32")
+    session = open_session("onnxruntime", root, onnx_fp32)
+    entries = {}
+    for ratio, specs in groups.items():
+        path = root / "onnx" / "in_graph" / f"k{specs[0].kept_tokens}_exits.onnx"
+        log(f"  onnx: in-graph exits (keep {ratio})")
+        ingraph.export(model, specs[0], path, recipe.opset)
+        chains = [run_chain(session, specs, f) for f in feeds]
+        entries[str(ratio)] = {"file": str(path.relative_to(root)), "ops": onnx_target.op_counts(path),
+                               "check": ingraph.check_against_staged(path, chains, feeds)}
+    return {"inputs": list(ingraph.INPUTS), "outputs": list(ingraph.OUTPUTS), "by_keep_ratio": entries,
+            "check": {"passed": all(e["check"]["passed"] for e in entries.values())}}
+
+
+def _reference_accuracy(artifacts, reference_session, groups, feeds, labels, recipe) -> None:
+    """The PyTorch fp32 accuracy on the same samples, and each artifact's change against it."""
+    ref = {str(r): accuracy(reference_session, ss, feeds, labels, recipe.default_threshold) for r, ss in groups.items()}
+    for artifact in artifacts:
+        if "accuracy" in artifact:
+            artifact["accuracy"]["reference"] = ref
+            for r, a in artifact["accuracy"]["by_keep_ratio"].items():
+                a["change_vs_reference"] = a["final_exit_accuracy"] - ref[r]["final_exit_accuracy"]
+
+
+def _accuracy_failures(artifacts, recipe) -> list[str]:
+    out = []
+    for a in artifacts:
+        tol = recipe.tolerances(a["precision"])
+        for r, acc in a.get("accuracy", {}).get("by_keep_ratio", {}).items():
+            if -acc.get("change_vs_reference", 0.0) > tol.max_accuracy_drop + 1e-9:
+                out.append(f"{a['target']}/{a['format']}/{a['precision']} keep {r}: val accuracy drops "
+                           f"{-acc['change_vs_reference']:.3f} > {tol.max_accuracy_drop}")
+    return out
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished bundle into place (replacing an old one only after the new one is whole)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; give the usual directory mode
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{int(time.time())}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

@@ -1,0 +1,146 @@
+"""ONNX: one file per stage (torch.onnx dynamo exporter), checked for ORT Mobile, converted to
+ORT format, and int8 by onnxruntime's dynamic quantization (weights int8 per channel)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from mmedge.export.recipe import ExportRecipe
+from mmedge.export.stages import StageSpec, example_inputs, stage_module
+from mmedge.export.tooling import export_failure, quiet, require
+from mmedge.models.model import AdaptiveVLModel
+
+INSTALL = "pip install onnx onnxruntime onnxscript"
+
+
+def export_stage(model: AdaptiveVLModel, spec: StageSpec, path: Path, opset: int) -> None:
+    """Trace one stage to a self-contained ONNX file (weights embedded, static shapes)."""
+    torch = require("torch", "pip install torch==2.13.0")
+    require("onnxscript", INSTALL)
+    onnx = require("onnx", INSTALL)
+    module, inputs = stage_module(model, spec), example_inputs(model, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with quiet():
+            program = torch.onnx.export(module, inputs, input_names=list(spec.inputs),
+                                        output_names=list(spec.outputs), opset_version=opset,
+                                        dynamo=True, optimize=True, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - every exporter failure becomes one typed error
+        raise export_failure("onnx", model, spec, exc) from exc
+    proto = program.model_proto
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    """Node count per op type of an ONNX file (subgraphs included)."""
+    onnx = require("onnx", INSTALL)
+    counts: dict[str, int] = {}
+
+    def walk(graph):
+        for node in graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    walk(attr.g)
+
+    walk(onnx.load(str(path), load_external_data=False).graph)
+    return dict(sorted(counts.items()))
+
+
+def mobile_usability(path: Path) -> dict:
+    """onnxruntime's ORT Mobile usability check; returns its verdicts and log lines."""
+    usability = require("onnxruntime.tools.mobile_helpers.usability_checker", INSTALL)
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger(f"mmedge.export.usability.{path.stem}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            may_use_eps = usability.analyze_model(path, skip_optimize=False, logger=logger)
+    finally:
+        logger.removeHandler(handler)
+    verdicts = {line.split(" as is: ")[0].replace("Model should perform well with ", ""): line.split(": ")[-1]
+                for line in records if " as is: " in line}
+    dynamic = [line for line in records if "dynamic" in line.lower() and "input" in line.lower()]
+    return {"passed": True, "nnapi_or_coreml_ep_may_help": bool(may_use_eps), "ep_verdicts": verdicts,
+            "dynamic_input_notes": dynamic}
+
+
+def convert_to_ort(onnx_dir: Path, out_dir: Path) -> dict[str, Path]:
+    """Run ``python -m onnxruntime.tools.convert_onnx_models_to_ort`` on a folder of stage files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(onnx_dir),
+           "--output_dir", str(out_dir), "--optimization_style", "Fixed"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        from mmedge.errors import ExportError
+        raise ExportError(f"ORT format conversion failed ({' '.join(cmd[1:4])}):\n{done.stderr[-2000:]}")
+    for extra in out_dir.glob("*.config"):  # the reduced-build op config: not needed at run time
+        extra.unlink()
+    return {p.stem: p for p in sorted(out_dir.glob("*.ort"))}
+
+
+def weight_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul/Gemm nodes that multiply by a constant weight (not attention's Q.K and P.V)."""
+    onnx = require("onnx", INSTALL)
+    graph = onnx.load(str(path)).graph
+    constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(i in constants for i in n.input)]
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """onnxruntime dynamic quantization of the weight MatMul/Gemm nodes: int8 weights per channel,
+    activations quantized at run time. Attention's activation-by-activation products stay fp32."""
+    quant = require("onnxruntime.quantization", INSTALL)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with quiet():
+        quant.quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                               nodes_to_quantize=weight_matmuls(src), weight_type=quant.QuantType.QInt8)
+
+
+def export(model: AdaptiveVLModel, specs: list[StageSpec], root: Path, recipe: ExportRecipe,
+           log=print) -> list[dict]:
+    """Write every stage (fp32, optionally int8; ONNX and ORT format) under root/onnx.
+
+    Returns manifest artifact entries (files relative to root) with per-stage checks."""
+    artifacts = []
+    fp32_dir = root / "onnx" / "fp32"
+    for spec in specs:
+        log(f"  onnx: {spec.name}")
+        export_stage(model, spec, fp32_dir / f"{spec.name}.onnx", recipe.opset)
+    dirs = {"fp32": fp32_dir}
+    if recipe.quantize == "int8":
+        dirs["int8"] = root / "onnx" / "int8"
+        for spec in specs:
+            quantize_int8(fp32_dir / f"{spec.name}.onnx", dirs["int8"] / f"{spec.name}.onnx")
+    for precision, folder in dirs.items():
+        stages = {}
+        for spec in specs:
+            path = folder / f"{spec.name}.onnx"
+            stages[spec.name] = {"file": str(path.relative_to(root)), "ops": op_counts(path),
+                                 "mobile_usability": mobile_usability(path)}
+        artifacts.append({"target": "onnx", "format": "onnx", "precision": precision,
+                          "runtime": "onnxruntime", "stages": stages})
+        if recipe.ort_format:
+            log(f"  onnx: ORT format ({precision})")
+            ort_files = convert_to_ort(folder, root / "ort" / precision)
+            missing = [s.name for s in specs if s.name not in ort_files]
+            if missing:
+                from mmedge.errors import ExportError
+                raise ExportError(f"ORT format conversion produced no file for stages {missing}")
+            artifacts.append({"target": "onnx", "format": "ort", "precision": precision, "runtime": "onnxruntime",
+                              "stages": {s.name: {"file": str(ort_files[s.name].relative_to(root))} for s in specs}})
+    return artifacts

@@ -1,0 +1,1 @@
+"""The thin runtime: numpy + Pillow + one backend (no torch for onnxruntime)."""

@@ -1,0 +1,34 @@
+"""ONNX Runtime: one InferenceSession per stage file (.onnx or ORT format .ort)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mmedge.runtime.backends.base import require
+
+INSTALL = "pip install onnxruntime"
+
+
+class OnnxRuntimeSession:
+    backend = "onnxruntime"
+
+    def __init__(self, files: dict[str, Path], threads: int | None = None) -> None:
+        ort = require("onnxruntime", INSTALL)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.stage_names = list(files)
+        self._sessions = {name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                          for name, path in files.items()}
+        self._outputs = {name: [o.name for o in s.get_outputs()] for name, s in self._sessions.items()}
+
+    def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self._sessions[stage].run(None, feeds)
+        return dict(zip(self._outputs[stage], values))
+
+
+def open_session(root: Path, artifact: dict, threads: int | None = None) -> OnnxRuntimeSession:
+    return OnnxRuntimeSession({name: root / entry["file"] for name, entry in artifact["stages"].items()}, threads)
