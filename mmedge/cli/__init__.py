@@ -8,7 +8,7 @@ import sys
 from mmedge import __version__
 from mmedge.errors import MMEdgeError
 
-VERBS = ("train", "eval", "predict", "data")
+VERBS = ("train", "eval", "predict", "data", "export", "calibrate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,43 @@
+"""mmedge calibrate: choose exit thresholds and keep ratio within an accuracy drop, into the manifest."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  mmedge calibrate --artifact bundles/vqa-default.mmedge --max-drop 0.01
+  mmedge calibrate --artifact bundles/vqa-default.mmedge --max-drop 0.02 --samples 2000 --dry-run
+
+Every exported keep ratio and the policies confidence / max_probability (thresholds 0.5-1.0),
+patience (2..exits) and full depth are tried on the validation split; the cheapest in expected
+FLOPs whose paired accuracy drop against full depth with every token stays within --max-drop at
+its one-sided 95% upper limit is written into manifest.json (atomically).
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("calibrate", help="pick exit thresholds and keep ratio for a bundle",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", required=True, help="bundle directory made by `mmedge export`")
+    p.add_argument("--max-drop", type=float, default=0.01, help="allowed accuracy drop (default 0.01)")
+    p.add_argument("--samples", type=int, default=1000, help="validation samples (default 1000)")
+    p.add_argument("--backend", default="auto", help="runtime to calibrate with (default: auto)")
+    p.add_argument("--z", type=float, default=1.645, help="sigmas of the upper limit on the drop (default 1.645)")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--dry-run", action="store_true", help="print the table, leave the manifest as it is")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmedge.errors import ConfigError
+    from mmedge.runtime.calibrate import calibrate, format_table
+
+    if args.samples < 2:
+        raise ConfigError(f"--samples must be at least 2, got {args.samples}", "arguments")
+    result = calibrate(args.artifact, args.max_drop, args.samples, "val", args.data_seed, args.backend, args.z,
+                       progress=not args.no_progress, write=not args.dry_run)
+    print(format_table(result))
+    if not args.dry_run and result["chosen"] is not None:
+        print(f"\nwrote the thresholds into {args.artifact}/manifest.json")
+    return 0

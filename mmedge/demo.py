@@ -1,0 +1,169 @@
+"""`mmedge demo`, the main job: shipped model -> bundle (every target) -> calibration -> adaptive
+inference over the test split in every runtime that runs here -> table, JSON, Markdown and plot.
+
+Latencies are measured here, per query (preprocessing + the stages run), on this machine's CPU;
+the speed-up is the ratio of medians to full depth within the same runtime and run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmedge.bundle.manifest import load_manifest
+from mmedge.data.batches import generate
+from mmedge.errors import MMEdgeError
+from mmedge.fileio import atomic_write, sha256_file
+from mmedge.runtime.controller import Policy
+from mmedge.runtime.engine import Engine
+
+DEMO_RECIPE = dict(targets=["onnx", "executorch", "coreml"], quantize="int8", in_graph=False,
+                   parity_samples=32, accuracy_samples=200)
+RUNTIMES = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("executorch", "fp32"), ("executorch", "int8")]
+
+
+def ensure_bundle(model_dir: Path, bundle: Path, force: bool, log=print) -> Path:
+    """Export unless a verified bundle of exactly these weights is already there."""
+    from mmedge.export.exporter import export_bundle
+    from mmedge.export.recipe import ExportRecipe
+
+    if bundle.exists() and not force:
+        try:
+            manifest = load_manifest(bundle)
+            same = manifest["files"].get("torch/model.safetensors", {}).get("sha256") == \
+                sha256_file(model_dir / "model.safetensors")
+            if same:
+                log(f"reusing the verified bundle {bundle} (same weights; --force-export to redo)")
+                return bundle
+        except MMEdgeError as exc:
+            log(f"re-exporting: {exc}")
+    return export_bundle(model_dir, bundle, ExportRecipe(**DEMO_RECIPE), force=True, log=log)
+
+
+def policies(manifest: dict) -> dict[str, tuple[Policy, float]]:
+    """The four policies compared: (policy, keep ratio)."""
+    th = manifest["thresholds"]
+    full_ratio = max(k["keep_ratio"] for k in manifest["keep_ratios"])
+    kind = th["policy"]
+    calibrated = Policy(kind, threshold=th["max_probability"] if kind == "max_probability" else th["confidence"],
+                        patience=th["patience"]) if kind != "latency_budget" else Policy("confidence", th["confidence"])
+    return {"full depth, every token": (Policy("full"), full_ratio),
+            "prefilter only": (Policy("full"), th["keep_ratio"]),
+            "exits only": (calibrated, full_ratio),
+            "prefilter + exits": (calibrated, th["keep_ratio"])}
+
+
+def run_policy(engine: Engine, samples, policy: Policy, keep_ratio: float) -> dict:
+    correct, exits, kept, latency = [], [], [], []
+    labels = engine.labels
+    for s in samples:
+        p = engine.predict(s.image, s.text, policy=policy, keep_ratio=keep_ratio)
+        correct.append(p.answer == labels[s.label])
+        exits.append(p.exit_index)
+        kept.append(len(p.kept_visual_tokens))
+        latency.append(p.timings_ms["total"])
+    lat = np.asarray(latency)
+    return {"accuracy": float(np.mean(correct)), "mean_exit": float(np.mean(exits)),
+            "kept_tokens": float(np.mean(kept)), "p50_ms": float(np.percentile(lat, 50)),
+            "p90_ms": float(np.percentile(lat, 90)), "exit_histogram": np.bincount(exits).tolist()}
+
+
+def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "runs/demo", samples: int = 300,
+             calibration_samples: int = 1000, max_drop: float = 0.01, force_export: bool = False,
+             threads: int | None = 1, progress: bool = True, log=print) -> dict:
+    from mmedge.runtime.calibrate import calibrate, format_table
+
+    started = time.perf_counter()
+    model_dir, out = Path(model_dir), Path(out)
+    bundle = ensure_bundle(model_dir, out / f"{model_dir.name}.mmedge", force_export, log)
+    manifest = load_manifest(bundle)
+    if manifest["thresholds"]["source"] != "calibrated" or \
+            manifest["thresholds"].get("calibration", {}).get("max_drop") != max_drop:
+        log(f"calibrating on {calibration_samples} validation samples (max drop {max_drop})")
+        result = calibrate(bundle, max_drop, calibration_samples, progress=progress)
+        log(format_table(result))
+        manifest = load_manifest(bundle)
+    test = generate(manifest["task"], 0, "test", range(samples), manifest["preprocessing"]["image_size"])
+    rows = []
+    available = {(a["runtime"], a["precision"]) for a in manifest["artifacts"]}
+    for backend, precision in RUNTIMES:
+        if (backend, precision) not in available:
+            continue
+        engine = Engine.load(bundle, backend=backend, precision=precision, threads=threads)
+        engine.warm_up(5)
+        for name, (policy, ratio) in policies(manifest).items():
+            desc = f"{backend} {precision}: {name}"
+            it = tqdm(test, desc=desc, disable=not progress, leave=False, unit="query")
+            row = {"backend": backend, "precision": precision, "policy": name, "exit_policy": policy.to_dict(),
+                   "keep_ratio": ratio, **run_policy(engine, it, policy, ratio)}
+            rows.append(row)
+    for row in rows:  # speed-up against full depth in the same runtime and run
+        full = next(r for r in rows if (r["backend"], r["precision"]) == (row["backend"], row["precision"])
+                    and r["policy"] == "full depth, every token")
+        row["speedup_p50"] = full["p50_ms"] / row["p50_ms"]
+    coreml = [a for a in manifest["artifacts"] if a["runtime"] == "coreml"]
+    result = {"model": str(model_dir), "bundle": str(bundle), "samples": samples, "split": "test",
+              "threads": threads, "thresholds": manifest["thresholds"], "rows": rows,
+              "coreml": [{"precision": a["precision"], "structure_check": a["structure_check"],
+                          "parity": a["parity"]} for a in coreml],
+              "seconds": time.perf_counter() - started,
+              "note": "latencies measured on this machine's CPU, per query (preprocessing + stages), batch 1"}
+    write_outputs(out, result)
+    return result
+
+
+def format_rows(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    table = [[r["backend"], r["precision"], r["policy"], f"{r['accuracy']:.3f}", f"{r['mean_exit']:.2f}",
+              f"{r['kept_tokens']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['speedup_p50']:.2f}x"]
+             for r in rows]
+    return tabulate(table, ["backend", "precision", "policy", "accuracy", "mean exit", "kept tokens",
+                            "p50 ms", "p90 ms", "speed-up (p50)"], tablefmt="github")
+
+
+def write_outputs(out: Path, result: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "demo.json", lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
+    th = result["thresholds"]
+    md = [f"# mmedge demo: {result['model']}", "",
+          f"{result['samples']} test samples per row, batch 1, {result['threads']} thread(s); {result['note']}.",
+          f"Calibrated on the validation split: keep ratio {th['keep_ratio']}, policy {th['policy']} "
+          f"(confidence {th['confidence']}, max probability {th['max_probability']}, patience {th['patience']}).", "",
+          format_rows(result["rows"]), ""]
+    for c in result["coreml"]:
+        md.append(f"Core ML ({c['precision']}): structure check passed={c['structure_check']['passed']}; "
+                  f"not run here ({c['parity'].get('reason', '')}).")
+    atomic_write(out / "demo.md", lambda p: p.write_text("\n".join(md) + "\n"))
+    plot(result["rows"], out / "demo.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"full depth, every token": "s", "prefilter only": "^", "exits only": "o", "prefilter + exits": "*"}
+    for key in sorted({(r["backend"], r["precision"]) for r in rows}):
+        pts = [r for r in rows if (r["backend"], r["precision"]) == key]
+        line, = ax.plot([r["p50_ms"] for r in pts], [r["accuracy"] for r in pts], alpha=0.4)
+        for r in pts:
+            ax.scatter(r["p50_ms"], r["accuracy"], marker=markers[r["policy"]], color=line.get_color(), s=60,
+                       label=f"{key[0]} {key[1]}" if r is pts[0] else None)
+    for name, m in markers.items():
+        ax.scatter([], [], marker=m, color="grey", label=name)
+    ax.set_xlabel("median latency per query, ms (measured, this CPU)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Adaptive inference: accuracy against latency")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+

@@ -1,0 +1,153 @@
+"""Calibration: pick the cheapest exit policy and keep ratio whose accuracy stays within a chosen
+drop of full depth with every token, on the validation split; write it into the manifest.
+
+Cost is the expected FLOPs per query (the manifest's per-exit FLOPs, counted by
+torch.utils.flop_counter at export). The accuracy bound is checked conservatively: the paired
+per-sample drop against full depth must stay within ``max_drop`` at its one-sided upper
+confidence limit (mean + z * standard error, z = 1.645 for 95%), so that it holds on unseen data
+too, not only on the samples it was chosen on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmedge.bundle.manifest import load_manifest, write_manifest
+from mmedge.data.batches import generate
+from mmedge.errors import ConfigError
+from mmedge.runtime.controller import Policy, decide_offline
+from mmedge.runtime.engine import Engine
+
+THRESHOLDS = tuple(np.round(np.concatenate([np.arange(0.5, 0.9, 0.05), np.arange(0.9, 1.0, 0.01),
+                                            [0.995, 0.999, 1.0001]]), 4).tolist())
+
+
+@dataclass
+class ExitTable:
+    """Full-depth outputs of n samples at one keep ratio."""
+
+    keep_ratio: float
+    answers: np.ndarray      # (n, E)
+    confidence: np.ndarray   # (n, E)
+    max_prob: np.ndarray     # (n, E)
+    exit_flops: list[int]    # cumulative FLOPs per exit
+
+
+def collect(engine: Engine, split: str, n: int, data_seed: int = 0, progress: bool = True
+            ) -> tuple[np.ndarray, dict[float, ExitTable]]:
+    """Labels (n,) and every exit's outputs at every exported keep ratio."""
+    task = engine.manifest["task"]
+    samples = generate(task, data_seed, split, range(n), engine.image_size)
+    labels = np.array([s.label for s in samples])
+    tables = {}
+    ratios = [k["keep_ratio"] for k in engine.manifest["keep_ratios"]]
+    bar = tqdm(total=n * len(ratios), desc=f"calibrate ({split})", disable=not progress, unit="query")
+    feeds = [engine.preprocess(s.image, s.text) for s in samples]
+    for ratio in ratios:
+        rows = []
+        for feed in feeds:
+            rows.append(engine.all_exits(feed, ratio))
+            bar.update()
+        tables[ratio] = ExitTable(ratio, np.array([r.answers for r in rows]), np.array([r.confidences for r in rows]),
+                                  np.array([r.max_probabilities for r in rows]), engine.exit_flops(ratio))
+    bar.close()
+    return labels, tables
+
+
+def candidates(num_exits: int) -> list[Policy]:
+    out = [Policy("full")]
+    out += [Policy("confidence", threshold=t) for t in THRESHOLDS]
+    out += [Policy("max_probability", threshold=t) for t in THRESHOLDS]
+    out += [Policy("patience", patience=p) for p in range(2, num_exits + 1)]
+    return out
+
+
+def evaluate_policy(policy: Policy, table: ExitTable, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(correct (n,), flops (n,)) of a policy on a table."""
+    exits = np.array([decide_offline(policy, table.answers[i], table.confidence[i], table.max_prob[i])
+                      for i in range(len(labels))])
+    correct = table.answers[np.arange(len(labels)), exits] == labels
+    return correct, np.asarray(table.exit_flops)[exits]
+
+
+def choose(labels: np.ndarray, tables: dict[float, ExitTable], max_drop: float, z: float = 1.645) -> dict:
+    """The cheapest (policy, keep ratio) within the bound; the table of every option's best."""
+    if not 0 <= max_drop < 1:
+        raise ConfigError(f"max drop {max_drop} must be in [0, 1)", "arguments")
+    full_ratio = max(tables)
+    reference, ref_flops = evaluate_policy(Policy("full"), tables[full_ratio], labels)
+    n = len(labels)
+    best, rows = None, []
+    for ratio, table in sorted(tables.items(), reverse=True):
+        for policy in candidates(table.answers.shape[1]):
+            correct, flops = evaluate_policy(policy, table, labels)
+            diff = reference.astype(float) - correct.astype(float)  # per-sample drop
+            upper = diff.mean() + z * diff.std(ddof=1) / np.sqrt(n) if n > 1 else diff.mean()
+            row = {"keep_ratio": ratio, "policy": policy.to_dict(), "accuracy": float(correct.mean()),
+                   "drop": float(diff.mean()), "drop_upper": float(upper), "mean_flops": float(flops.mean()),
+                   "flops_ratio": float(flops.mean() / ref_flops.mean()), "within_bound": bool(upper <= max_drop)}
+            rows.append(row)
+            if row["within_bound"] and (best is None or row["mean_flops"] < best["mean_flops"]):
+                best = row
+    summary = {}
+    for row in rows:  # the best row per (keep ratio, policy kind), for the printed table
+        key = (row["keep_ratio"], row["policy"]["kind"])
+        cur = summary.get(key)
+        if row["within_bound"] and (cur is None or row["mean_flops"] < cur["mean_flops"]):
+            summary[key] = row
+    return {"reference_accuracy": float(reference.mean()), "reference_flops": float(ref_flops.mean()),
+            "samples": n, "max_drop": max_drop, "z": z, "chosen": best,
+            "table": sorted(summary.values(), key=lambda r: r["mean_flops"])}
+
+
+def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = "val", data_seed: int = 0,
+              backend: str = "auto", z: float = 1.645, progress: bool = True, write: bool = True) -> dict:
+    """Calibrate a bundle's thresholds; with write, store them in its manifest atomically."""
+    engine = Engine.load(bundle, backend=backend)
+    labels, tables = collect(engine, split, samples, data_seed, progress)
+    result = choose(labels, tables, max_drop, z)
+    result.update(split=split, backend=engine.backend)
+    if write and result["chosen"] is not None:
+        manifest = load_manifest(bundle)
+        chosen = result["chosen"]
+        policy = chosen["policy"]
+        thresholds = dict(manifest["thresholds"])
+        thresholds.update(source="calibrated", policy=policy["kind"], keep_ratio=chosen["keep_ratio"],
+                          patience=policy["patience"])
+        if policy["kind"] in ("confidence", "max_probability"):
+            thresholds[policy["kind"]] = policy["threshold"]
+        thresholds["calibration"] = {k: result[k] for k in ("split", "samples", "max_drop", "z", "backend",
+                                                             "reference_accuracy", "reference_flops", "chosen")}
+        manifest["thresholds"] = thresholds
+        write_manifest(engine.root, manifest)
+    return result
+
+
+def format_table(result: dict) -> str:
+    from tabulate import tabulate
+
+    rows = [[r["keep_ratio"], r["policy"]["kind"], _param(r["policy"]), f"{r['accuracy']:.3f}", f"{r['drop']:+.3f}",
+             f"{r['drop_upper']:+.3f}", f"{r['mean_flops'] / 1e6:.1f}", f"{r['flops_ratio']:.2f}"]
+            for r in result["table"]]
+    chosen = result["chosen"]
+    head = (f"full depth, every token: accuracy {result['reference_accuracy']:.3f} at "
+            f"{result['reference_flops'] / 1e6:.1f} MFLOPs ({result['samples']} {result['split']} samples, "
+            f"backend {result['backend']}); allowed drop {result['max_drop']} at the {result['z']}-sigma upper limit")
+    table = tabulate(rows, ["keep", "policy", "setting", "accuracy", "drop", "drop upper", "MFLOPs", "cost"],
+                     tablefmt="github")
+    pick = ("chosen: none within the bound (thresholds left unchanged)" if chosen is None else
+            f"chosen: keep {chosen['keep_ratio']}, {chosen['policy']['kind']} {_param(chosen['policy'])}: "
+            f"accuracy {chosen['accuracy']:.3f}, {chosen['flops_ratio']:.2f} x the full-depth FLOPs")
+    return f"{head}\n\n{table}\n\n{pick}"
+
+
+def _param(policy: dict) -> str:
+    if policy["kind"] in ("confidence", "max_probability"):
+        return f"threshold {policy['threshold']:g}"
+    if policy["kind"] == "patience":
+        return f"patience {policy['patience']}"
+    return "-"
+

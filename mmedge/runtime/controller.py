@@ -1,0 +1,99 @@
+"""The adaptive-exit controller: after each stage, stop or go on. Pure numpy, no backend.
+
+Policies (``Policy.kind``):
+- ``confidence``: stop at the first exit whose learned confidence >= ``threshold``;
+- ``max_probability``: stop at the first exit whose top softmax probability >= ``threshold``;
+- ``patience``: stop once the answer has been the same at ``patience`` consecutive exits;
+- ``latency_budget``: stop before a stage whose measured time would take the total past
+  ``budget_ms`` (the first stage always runs); combined with a confidence threshold if given;
+- ``full``: run every stage.
+The last exit always stops. The same decisions are pinned by shared test vectors
+(``tests/vectors/controller.json``) that the Android app reuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mmedge.errors import ConfigError
+
+POLICIES = ("confidence", "max_probability", "patience", "latency_budget", "full")
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: str = "confidence"
+    threshold: float = 0.9          # confidence / max_probability (and latency_budget if set >0)
+    patience: int = 2               # patience
+    budget_ms: float = 0.0          # latency_budget
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.kind not in POLICIES:
+            problems.append(f"policy {self.kind!r} unknown; choose one of {list(POLICIES)}")
+        if not 0 <= self.threshold <= 1.0001:
+            problems.append(f"threshold {self.threshold} must be in [0, 1]")
+        if self.patience < 1:
+            problems.append(f"patience {self.patience} must be at least 1")
+        if self.kind == "latency_budget" and self.budget_ms <= 0:
+            problems.append("latency_budget needs budget_ms > 0")
+        if problems:
+            raise ConfigError(problems, "exit policy")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def softmax_max(logits: np.ndarray) -> float:
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    e = np.exp(z - z.max())
+    return float(e.max() / e.sum())
+
+
+@dataclass
+class ExitState:
+    """What the controller has seen so far for one query."""
+
+    answers: list[int]
+    confidences: list[float]
+    max_probabilities: list[float]
+    elapsed_ms: float = 0.0
+
+
+def should_stop(policy: Policy, state: ExitState, num_stages: int, next_stage_ms: float | None = None) -> bool:
+    """After the exit just run (index len(state.answers) - 1): stop here?"""
+    i = len(state.answers) - 1
+    if i >= num_stages - 1:
+        return True
+    kind = policy.kind
+    if kind == "full":
+        return False
+    if kind == "confidence":
+        return state.confidences[i] >= policy.threshold
+    if kind == "max_probability":
+        return state.max_probabilities[i] >= policy.threshold
+    if kind == "patience":
+        recent = state.answers[-policy.patience:]
+        return len(recent) == policy.patience and len(set(recent)) == 1
+    # latency_budget: stop when the next stage would overrun; also stop early on confidence if asked
+    if policy.threshold > 0 and state.confidences[i] >= policy.threshold:
+        return True
+    return next_stage_ms is not None and state.elapsed_ms + next_stage_ms > policy.budget_ms
+
+
+def decide_offline(policy: Policy, answers, confidences, max_probabilities, stage_ms=None) -> int:
+    """The exit a policy takes given every exit's outputs (for calibration and test vectors)."""
+    n = len(answers)
+    state = ExitState([], [], [], 0.0)
+    for i in range(n):
+        state.answers.append(int(answers[i]))
+        state.confidences.append(float(confidences[i]))
+        state.max_probabilities.append(float(max_probabilities[i]))
+        if stage_ms is not None:
+            state.elapsed_ms += float(stage_ms[i])
+        nxt = None if stage_ms is None or i + 1 >= n else float(stage_ms[i + 1])
+        if should_stop(policy, state, n, nxt):
+            return i
+    return n - 1

@@ -1,0 +1,219 @@
+"""Engine: load a bundle, preprocess, run stages through a backend, let the controller stop early.
+
+    engine = Engine.load("vqa-default.mmedge")            # backend="auto", verified by SHA-256
+    p = engine.predict("scene.png", "what color is the circle ?")
+    p.answer, p.confidence, p.exit_index, p.kept_visual_tokens, p.timings_ms
+
+Needs numpy, Pillow and the chosen backend only (no torch with onnxruntime). Thread-safe:
+concurrent calls give exactly the results of sequential ones (sessions are read-only; the only
+shared state, the per-stage time statistics, is guarded by a lock).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmedge.bundle.manifest import load_manifest
+from mmedge.data.preprocess import ImageLike, preprocess_image
+from mmedge.data.tokenizer import WordTokenizer
+from mmedge.errors import BundleError, ConfigError, MissingDependencyError
+from mmedge.runtime.backends import open_session
+from mmedge.runtime.controller import ExitState, Policy, should_stop, softmax_max
+
+BACKEND_ORDER = ("onnxruntime", "executorch", "coreml")
+_PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "coreml": "coremltools"}
+
+
+@dataclass
+class Prediction:
+    answer: str
+    confidence: float                # learned confidence at the exit taken
+    max_probability: float           # top softmax probability at the exit taken
+    exit_index: int                  # 0-based exit taken
+    exit_layer: int                  # the layer after which it exits
+    kept_visual_tokens: list[int]    # row-major patch indices the prefilter kept (sorted)
+    keep_ratio: float
+    timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess, stage names, total
+
+
+@dataclass
+class AllExits:
+    """Every exit's outputs for one query (full depth), for calibration and analysis."""
+
+    answers: list[int]
+    confidences: list[float]
+    max_probabilities: list[float]
+    kept_visual_tokens: list[int]
+    stage_ms: list[float]
+
+
+def _policy_from_manifest(thresholds: dict) -> Policy:
+    kind = thresholds["policy"]
+    threshold = thresholds["max_probability"] if kind == "max_probability" else thresholds["confidence"]
+    return Policy(kind=kind if kind != "latency_budget" else "confidence", threshold=threshold,
+                  patience=thresholds["patience"])
+
+
+class Engine:
+    def __init__(self, root: Path, manifest: dict, backend: str, artifact: dict, session, policy: Policy,
+                 keep_ratio: float) -> None:
+        self.root, self.manifest, self.backend, self.artifact = root, manifest, backend, artifact
+        self.session = session
+        self.policy = policy
+        self.keep_ratio = keep_ratio
+        self.labels: list[str] = manifest["labels"]
+        self.tokenizer = WordTokenizer.load(root / manifest["tokenizer"]["file"])
+        self.image_size: int = manifest["preprocessing"]["image_size"]
+        self._groups = {k["keep_ratio"]: k["stages"] for k in manifest["keep_ratios"]}
+        self._stage_times: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, bundle: str | Path, backend: str = "auto", precision: str = "fp32", fmt: str | None = None,
+             keep_ratio: float | None = None, policy: Policy | None = None, threads: int | None = None,
+             verify: bool = True) -> "Engine":
+        """Open a bundle: check its manifest (schema version, SHA-256 of every file) and its stages."""
+        root = Path(bundle)
+        manifest = load_manifest(root, verify_files=verify)
+        artifacts = [a for a in manifest["artifacts"] if a["precision"] == precision
+                     and (fmt is None or a["format"] == fmt)]
+        if not artifacts:
+            have = sorted({(a["runtime"], a["format"], a["precision"]) for a in manifest["artifacts"]})
+            raise BundleError(f"{root} has no {precision} artifact{f' in format {fmt}' if fmt else ''}; it has {have}")
+        backend = cls._choose_backend(backend, artifacts, root)
+        artifact = next(a for a in artifacts if a["runtime"] == backend and (fmt or a["format"] != "ort"))
+        missing = [p for p in cls._artifact_paths(root, artifact) if not p.exists()]
+        if missing:
+            raise BundleError(f"{root}: stage file(s) missing: {', '.join(str(m) for m in missing)}; export again")
+        thresholds = manifest["thresholds"]
+        ratio = thresholds["keep_ratio"] if keep_ratio is None else keep_ratio
+        exported = [k["keep_ratio"] for k in manifest["keep_ratios"]]
+        if ratio not in exported:
+            raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {exported}", "arguments")
+        session = open_session(backend, root, artifact, threads)
+        return cls(root, manifest, backend, artifact, session, policy or _policy_from_manifest(thresholds), ratio)
+
+    @staticmethod
+    def _artifact_paths(root: Path, artifact: dict) -> list[Path]:
+        if "file" in artifact:
+            return [root / artifact["file"]]
+        return [root / s["file"] for s in artifact["stages"].values()]
+
+    @staticmethod
+    def _choose_backend(backend: str, artifacts: list[dict], root: Path) -> str:
+        available = {a["runtime"] for a in artifacts}
+        if backend != "auto":
+            if backend not in available:
+                raise BundleError(f"{root} has no artifact for backend {backend!r}; it has {sorted(available)}")
+            return backend
+        import platform
+
+        order = ("coreml",) + BACKEND_ORDER if platform.system() == "Darwin" else BACKEND_ORDER[:2]
+        for name in order:
+            if name in available and importlib.util.find_spec(_PACKAGES[name]) is not None:
+                return name
+        raise MissingDependencyError(f"no runnable backend for {root}: it has {sorted(available)}; "
+                                     "install one, e.g. `pip install onnxruntime`")
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, image: ImageLike, text: str) -> dict[str, np.ndarray]:
+        """Stage-0 inputs; the same numpy + Pillow code training uses."""
+        pixels = preprocess_image(image, self.image_size)[None]  # (1, 3, S, S)
+        ids, mask = self.tokenizer.encode(text)
+        return {"pixel_values": pixels.astype(np.float32), "input_ids": ids[None].astype(np.int32),
+                "text_mask": mask[None].astype(np.int32)}
+
+    # ------------------------------------------------------------------ running
+    def stages_for(self, keep_ratio: float | None) -> list[str]:
+        ratio = self.keep_ratio if keep_ratio is None else keep_ratio
+        if ratio not in self._groups:
+            raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {sorted(self._groups)}",
+                              "arguments")
+        return self._groups[ratio]
+
+    def _run(self, stage: str, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        t0 = time.perf_counter()
+        out = self.session.run(stage, feeds)
+        ms = (time.perf_counter() - t0) * 1e3
+        with self._lock:
+            self._stage_times.setdefault(stage, deque(maxlen=64)).append(ms)
+        return out, ms
+
+    def stage_ms(self, stage: str) -> float | None:
+        """Median of this stage's recent measured times, None before it has run."""
+        with self._lock:
+            times = list(self._stage_times.get(stage, ()))
+        return float(np.median(times)) if times else None
+
+    def warm_up(self, runs: int = 5, keep_ratio: float | None = None) -> None:
+        """Run every stage a few times so that latency budgets have measured stage times."""
+        feeds = self.preprocess(np.full((self.image_size, self.image_size, 3), 128, np.uint8), "warm up")
+        for _ in range(runs):
+            self._all_stages(feeds, self.stages_for(keep_ratio))
+
+    def _all_stages(self, feeds, names):
+        outs, times = [], []
+        for i, name in enumerate(names):
+            inp = feeds if i == 0 else {"hidden_in": outs[-1]["hidden"], "attention_mask": outs[0]["attention_mask"]}
+            out, ms = self._run(name, inp)
+            outs.append(out)
+            times.append(ms)
+        return outs, times
+
+    def predict(self, image: ImageLike, text: str, policy: Policy | None = None,
+                keep_ratio: float | None = None) -> Prediction:
+        """Answer one question, stopping at the first exit the policy accepts."""
+        policy = policy or self.policy
+        ratio = self.keep_ratio if keep_ratio is None else keep_ratio
+        names = self.stages_for(ratio)
+        if policy.kind == "latency_budget" and any(self.stage_ms(n) is None for n in names):
+            self.warm_up(3, ratio)
+        t_start = time.perf_counter()
+        feeds = self.preprocess(image, text)
+        timings = {"preprocess": (time.perf_counter() - t_start) * 1e3}
+        state = ExitState([], [], [])
+        first = out = None
+        for i, name in enumerate(names):
+            inp = feeds if i == 0 else {"hidden_in": out["hidden"], "attention_mask": first["attention_mask"]}
+            out, ms = self._run(name, inp)
+            first = first or out
+            timings[name] = ms
+            state.elapsed_ms += ms
+            logits = out["logits"].reshape(-1)
+            state.answers.append(int(np.argmax(logits)))
+            state.confidences.append(float(np.asarray(out["confidence"]).reshape(-1)[0]))
+            state.max_probabilities.append(softmax_max(logits))
+            nxt = self.stage_ms(names[i + 1]) if i + 1 < len(names) else None
+            if should_stop(policy, state, len(names), nxt):
+                break
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        exit_index = len(state.answers) - 1
+        kept = np.sort(np.asarray(first["kept_index"]).reshape(-1)).astype(int).tolist()
+        return Prediction(self.labels[state.answers[-1]], state.confidences[-1], state.max_probabilities[-1],
+                          exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings)
+
+    def predict_batch(self, items: list[tuple[ImageLike, str]], policy: Policy | None = None,
+                      keep_ratio: float | None = None) -> list[Prediction]:
+        """predict() for many (image, text) pairs, in order (stages are batch-1 for phones)."""
+        return [self.predict(image, text, policy, keep_ratio) for image, text in items]
+
+    def all_exits(self, feeds: dict[str, np.ndarray], keep_ratio: float | None = None) -> AllExits:
+        """Full depth on preprocessed inputs, every exit's outputs (calibration)."""
+        outs, times = self._all_stages(feeds, self.stages_for(keep_ratio))
+        logits = [o["logits"].reshape(-1) for o in outs]
+        return AllExits([int(np.argmax(lg)) for lg in logits],
+                        [float(np.asarray(o["confidence"]).reshape(-1)[0]) for o in outs],
+                        [softmax_max(lg) for lg in logits],
+                        np.sort(np.asarray(outs[0]["kept_index"]).reshape(-1)).astype(int).tolist(), times)
+
+    def exit_flops(self, keep_ratio: float | None = None) -> list[int]:
+        ratio = self.keep_ratio if keep_ratio is None else keep_ratio
+        return next(k["exit_flops"] for k in self.manifest["keep_ratios"] if k["keep_ratio"] == ratio)
