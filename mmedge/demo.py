@@ -18,7 +18,7 @@ from mmedge.bundle.manifest import load_manifest
 from mmedge.data.batches import generate
 from mmedge.errors import MMEdgeError
 from mmedge.fileio import atomic_write, sha256_file
-from mmedge.runtime.controller import Policy
+from mmedge.runtime.controller import Policy, standard_policies
 from mmedge.runtime.engine import Engine
 
 DEMO_RECIPE = dict(targets=["onnx", "executorch", "coreml"], quantize="int8", in_graph=False,
@@ -42,19 +42,6 @@ def ensure_bundle(model_dir: Path, bundle: Path, force: bool, log=print) -> Path
         except MMEdgeError as exc:
             log(f"re-exporting: {exc}")
     return export_bundle(model_dir, bundle, ExportRecipe(**DEMO_RECIPE), force=True, log=log)
-
-
-def policies(manifest: dict) -> dict[str, tuple[Policy, float]]:
-    """The four policies compared: (policy, keep ratio)."""
-    th = manifest["thresholds"]
-    full_ratio = max(k["keep_ratio"] for k in manifest["keep_ratios"])
-    kind = th["policy"]
-    calibrated = Policy(kind, threshold=th["max_probability"] if kind == "max_probability" else th["confidence"],
-                        patience=th["patience"]) if kind != "latency_budget" else Policy("confidence", th["confidence"])
-    return {"full depth, every token": (Policy("full"), full_ratio),
-            "prefilter only": (Policy("full"), th["keep_ratio"]),
-            "exits only": (calibrated, full_ratio),
-            "prefilter + exits": (calibrated, th["keep_ratio"])}
 
 
 def run_policy(engine: Engine, samples, policy: Policy, keep_ratio: float) -> dict:
@@ -95,7 +82,7 @@ def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "ru
             continue
         engine = Engine.load(bundle, backend=backend, precision=precision, threads=threads)
         engine.warm_up(5)
-        for name, (policy, ratio) in policies(manifest).items():
+        for name, (policy, ratio) in standard_policies(manifest).items():
             desc = f"{backend} {precision}: {name}"
             it = tqdm(test, desc=desc, disable=not progress, leave=False, unit="query")
             row = {"backend": backend, "precision": precision, "policy": name, "exit_policy": policy.to_dict(),

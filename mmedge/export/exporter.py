@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +30,13 @@ from mmedge.export.stages import StageSpec, example_inputs, stage_specs
 from mmedge.models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, from_pretrained
 from mmedge.runtime.backends import open_session
 from mmedge.runtime.backends.torch_backend import TorchSession
+from mmedge.versions import package_versions
 
 TOOLS = ("mmedge", "torch", "onnx", "onnxscript", "onnxruntime", "executorch", "torchao", "coremltools", "numpy")
 
 
 def tool_versions() -> dict[str, str]:
-    out = {}
-    for name in TOOLS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(TOOLS)
 
 
 def _io(spec: StageSpec, names, tensors) -> list[dict]:

@@ -97,3 +97,17 @@ def decide_offline(policy: Policy, answers, confidences, max_probabilities, stag
         if should_stop(policy, state, n, nxt):
             return i
     return n - 1
+
+
+def standard_policies(manifest: dict) -> dict[str, tuple[Policy, float]]:
+    """The four settings demo and bench compare, as (policy, keep ratio): full depth with every
+    token, the calibrated keep ratio at full depth, the calibrated exit policy with every token, both."""
+    th = manifest["thresholds"]
+    full_ratio = max(k["keep_ratio"] for k in manifest["keep_ratios"])
+    kind = th["policy"] if th["policy"] != "latency_budget" else "confidence"
+    calibrated = Policy(kind, threshold=th["max_probability"] if kind == "max_probability" else th["confidence"],
+                        patience=th["patience"])
+    return {"full depth, every token": (Policy("full"), full_ratio),
+            "prefilter only": (Policy("full"), th["keep_ratio"]),
+            "exits only": (calibrated, full_ratio),
+            "prefilter + exits": (calibrated, th["keep_ratio"])}

@@ -144,7 +144,10 @@ class Engine:
         out = self.session.run(stage, feeds)
         ms = (time.perf_counter() - t0) * 1e3
         with self._lock:
-            self._stage_times.setdefault(stage, deque(maxlen=64)).append(ms)
+            times = self._stage_times.get(stage)
+            if times is None:
+                times = self._stage_times[stage] = deque(maxlen=64)
+            times.append(ms)
         return out, ms
 
     def stage_ms(self, stage: str) -> float | None:

@@ -1,0 +1,112 @@
+"""Benchmark on an Android phone through the adb binary (the contract: android_demo/BENCHMARK.md).
+
+push the bundle -> start the app's benchmark activity with intent extras -> wait for the result
+file -> pull it -> the same JSON schema as the host bench, with the device model and kind
+"measured-on-device". The adb binary is found on PATH or in $MMEDGE_ADB (tests use a scripted
+stand-in there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from mmedge.errors import MMEdgeError, MissingDependencyError
+
+PACKAGE = "dev.mmedge.demo"
+ACTIVITY = f"{PACKAGE}/.BenchmarkActivity"
+DEVICE_ROOT = "/data/local/tmp/mmedge"
+
+
+class DeviceError(MMEdgeError, RuntimeError):
+    """No device, several devices without a serial, or the on-device benchmark failed."""
+
+
+def adb_binary() -> str:
+    path = os.environ.get("MMEDGE_ADB") or shutil.which("adb")
+    if not path:
+        raise MissingDependencyError("adb is not installed; install Android platform-tools "
+                                     "(`apt-get install adb`) or set MMEDGE_ADB to the adb binary")
+    return path
+
+
+def _adb(args: list[str], serial: str | None = None, timeout: float = 120) -> str:
+    cmd = [adb_binary()] + (["-s", serial] if serial else []) + args
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise DeviceError(f"`{' '.join(cmd[1:])}` failed: {(done.stderr or done.stdout).strip()[:500]}")
+    return done.stdout
+
+
+def devices() -> list[str]:
+    """Serials of attached devices in the 'device' state."""
+    lines = _adb(["devices"]).splitlines()[1:]
+    return [ln.split()[0] for ln in lines if ln.strip() and ln.split()[1:2] == ["device"]]
+
+
+def pick_device(serial: str | None) -> str:
+    found = devices()
+    if serial:
+        if serial not in found:
+            raise DeviceError(f"device {serial} is not attached (attached: {found or 'none'})")
+        return serial
+    if not found:
+        raise DeviceError("no Android device attached; use --device with a modelled profile instead, "
+                          "e.g. --device pixel (its figures are modelled)")
+    if len(found) > 1:
+        raise DeviceError(f"several devices attached {found}; choose one with --serial")
+    return found[0]
+
+
+def intent_extras(bundle_path: str, result_path: str, backend: str, precision: str, threads: int, runs: int,
+                  warmup: int, policy: str, cpu_affinity: str | None) -> list[str]:
+    extras = ["--es", "mmedge.bundle", bundle_path, "--es", "mmedge.result", result_path,
+              "--es", "mmedge.backend", backend, "--es", "mmedge.precision", precision,
+              "--ei", "mmedge.threads", str(threads), "--ei", "mmedge.runs", str(runs),
+              "--ei", "mmedge.warmup", str(warmup), "--es", "mmedge.policies", policy]
+    if cpu_affinity:
+        extras += ["--es", "mmedge.cpu_affinity", cpu_affinity]
+    return extras
+
+
+def bench_device(bundle: str | Path, serial: str | None = None, backend: str = "executorch", precision: str = "fp32",
+                 threads: int = 1, runs: int = 100, warmup: int = 10, policies: str = "all",
+                 cooldown_s: float = 0.0, cpu_affinity: str | None = None, timeout_s: float = 600,
+                 poll_s: float = 1.0) -> dict:
+    serial = pick_device(serial)
+    bundle = Path(bundle)
+    model = _adb(["shell", "getprop", "ro.product.model"], serial).strip()
+    remote_bundle = f"{DEVICE_ROOT}/bundles/{bundle.name}"
+    run_id = uuid.uuid4().hex[:12]
+    remote_result = f"{DEVICE_ROOT}/results/{run_id}.json"
+    _adb(["shell", "mkdir", "-p", f"{DEVICE_ROOT}/bundles", f"{DEVICE_ROOT}/results"], serial)
+    _adb(["push", str(bundle), f"{DEVICE_ROOT}/bundles/"], serial, timeout=600)
+    if cooldown_s > 0:
+        time.sleep(cooldown_s)
+    _adb(["shell", "am", "start", "-W", "-n", ACTIVITY,
+          *intent_extras(remote_bundle, remote_result, backend, precision, threads, runs, warmup, policies,
+                         cpu_affinity)], serial)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = _adb(["shell", f"test -f {remote_result}.done && echo done || echo waiting"], serial).strip()
+        if status == "done":
+            break
+        if time.monotonic() > deadline:
+            raise DeviceError(f"the benchmark on {model} did not finish within {timeout_s:.0f} s "
+                              f"(no {remote_result}.done)")
+        time.sleep(poll_s)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "result.json"
+        _adb(["pull", remote_result, str(local)], serial)
+        result = json.loads(local.read_text())
+    if result.get("error"):
+        raise DeviceError(f"the app reported: {result['error']}")
+    result.update(kind="measured-on-device", device=model, serial=serial, cooldown_s=cooldown_s,
+                  cpu_affinity=cpu_affinity)
+    return result

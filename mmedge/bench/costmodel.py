@@ -1,0 +1,225 @@
+"""A per-operator latency model: FLOPs and bytes of every node of an exported ONNX stage (counted by
+onnx-tool) against a device profile. Every figure it gives is *modelled*, and says so.
+
+    time(stage) = sum over nodes of  overhead + max(flops / compute_rate(node), bytes / bandwidth)
+
+compute_rate is the profile's achieved FLOP/s (for the host, interpolated by node size from
+micro-benchmarks). The host profile is calibrated by micro-benchmarks in ONNX Runtime and then
+predicts the measured host latency of every exported stage: that error is the model's check.
+Phone profiles are written from the public specifications named in each profile.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmedge.errors import ConfigError
+from mmedge.runtime.backends.base import require
+
+MATMUL_OPS = {"MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}
+
+
+@dataclass
+class DeviceProfile:
+    name: str
+    description: str
+    source: str                    # the public specification the numbers come from
+    cores_used: int                # cores the runtime uses (threads)
+    peak_gflops_per_core: float    # fp32 FMA peak (2 x lanes x pipes x GHz)
+    peak_int8_gops_per_core: float
+    bandwidth_gbs: float           # DRAM bandwidth
+    efficiency: float              # achieved fraction of peak on small transformer matmuls (assumed)
+    overhead_us: float             # per-operator dispatch overhead (assumed)
+    # host only: measured achieved GFLOP/s by matmul size (flops -> GFLOP/s), replaces peak x efficiency
+    measured_gflops: dict[float, float] = field(default_factory=dict)
+
+    def compute_rate(self, flops: float, int8: bool) -> float:
+        """Achieved FLOP/s for a node of `flops` FLOPs."""
+        if self.measured_gflops:
+            xs = np.log(sorted(self.measured_gflops))
+            ys = [self.measured_gflops[k] for k in sorted(self.measured_gflops)]
+            rate = float(np.interp(np.log(max(flops, 1.0)), xs, ys)) * 1e9
+            return rate * (2.0 if int8 else 1.0)  # int8 on the host: assumed 2x, not calibrated
+        peak = self.peak_int8_gops_per_core if int8 else self.peak_gflops_per_core
+        return peak * 1e9 * self.cores_used * self.efficiency
+
+
+# Phone-class profiles from public specifications. Peak per core = FLOPs per cycle x clock:
+# Cortex-X1/X3 and Apple's P-cores issue four 128-bit NEON FMAs per cycle (32 fp32 FLOP/cycle,
+# 128 int8 ops/cycle with SDOT); Cortex-A76 issues two (16 and 64). Efficiency and overhead are
+# assumptions for small batch-1 transformer kernels, the same for every phone.
+_ASSUMED = dict(efficiency=0.30, overhead_us=4.0)
+PROFILES: dict[str, DeviceProfile] = {
+    "pixel-7": DeviceProfile("pixel-7", "Google Pixel 7, Tensor G2, 1 thread on a Cortex-X1 at 2.85 GHz",
+                             "Google Tensor G2: 2x Cortex-X1 2.85 GHz, 2x A78, 4x A55; LPDDR5 51.2 GB/s",
+                             1, 32 * 2.85, 128 * 2.85, 51.2, **_ASSUMED),
+    "pixel-8": DeviceProfile("pixel-8", "Google Pixel 8, Tensor G3, 1 thread on the Cortex-X3 at 2.91 GHz",
+                             "Google Tensor G3: 1x Cortex-X3 2.91 GHz, 4x A715, 4x A510; LPDDR5X 68.3 GB/s",
+                             1, 32 * 2.91, 128 * 2.91, 68.3, **_ASSUMED),
+    "galaxy-s23": DeviceProfile("galaxy-s23", "Samsung Galaxy S23, Snapdragon 8 Gen 2 for Galaxy, 1 thread on the X3",
+                                "Snapdragon 8 Gen 2 for Galaxy: 1x Cortex-X3 3.36 GHz, 2x A715, 2x A710, 3x A510; "
+                                "LPDDR5X 67 GB/s", 1, 32 * 3.36, 128 * 3.36, 67.0, **_ASSUMED),
+    "iphone-15": DeviceProfile("iphone-15", "Apple iPhone 15, A16 Bionic, 1 thread on a performance core",
+                               "Apple A16 Bionic: 2 performance cores 3.46 GHz, 4 efficiency cores; LPDDR5 51.2 GB/s",
+                               1, 32 * 3.46, 128 * 3.46, 51.2, **_ASSUMED),
+    "raspberry-pi-5": DeviceProfile("raspberry-pi-5", "Raspberry Pi 5, BCM2712, 1 thread on a Cortex-A76 at 2.4 GHz",
+                                    "Broadcom BCM2712: 4x Cortex-A76 2.4 GHz; LPDDR4X-4267 32-bit, 17 GB/s",
+                                    1, 16 * 2.4, 64 * 2.4, 17.0, **_ASSUMED),
+}
+PROFILES["pixel"] = PROFILES["pixel-8"]  # the newest Pixel profile
+
+
+def profile(name: str) -> DeviceProfile:
+    if name not in PROFILES:
+        raise ConfigError(f"device {name!r} unknown; choose host or one of {sorted(PROFILES)}", "arguments")
+    return PROFILES[name]
+
+
+@dataclass
+class NodeCost:
+    op: str
+    flops: float
+    bytes: float
+
+
+def graph_costs(onnx_path: str | Path) -> list[NodeCost]:
+    """FLOPs (2 x MACs for matmul-like ops, MACs otherwise) and bytes touched of every node."""
+    onnx_tool = require("onnx_tool", "pip install onnx-tool")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = onnx_tool.Model(str(onnx_path))
+        model.graph.shape_infer()
+        model.graph.profile()
+    out = []
+    for node in model.graph.nodemap.values():
+        macs = float(node.macs[0]) if isinstance(node.macs, (list, tuple)) else float(node.macs)
+        flops = 2 * macs if node.op_type in MATMUL_OPS else macs
+        out.append(NodeCost(node.op_type, flops, float(node.memory)))
+    return out
+
+
+def predict_ms(costs: list[NodeCost], prof: DeviceProfile, int8: bool = False) -> float:
+    total_s = 0.0
+    for c in costs:
+        is_mm = c.op in MATMUL_OPS
+        compute = c.flops / prof.compute_rate(c.flops, int8 and is_mm) if c.flops else 0.0
+        memory = c.bytes / (prof.bandwidth_gbs * 1e9)
+        total_s += prof.overhead_us * 1e-6 + max(compute, memory)
+    return total_s * 1e3
+
+
+# ------------------------------------------------------------------ host calibration
+def _time_session(sess, feeds, runs: int = 200) -> float:
+    for _ in range(20):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _session(model, threads: int):
+    ort = require("onnxruntime", "pip install onnxruntime")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # time the ops as written
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def calibrate_host(threads: int = 1, seq: int = 61, dim: int = 128) -> DeviceProfile:
+    """Micro-benchmarks in ONNX Runtime: per-op overhead (a chain of tiny Adds), cache-resident
+    bandwidth (Adds on a (seq, 4*dim) tensor) and achieved GFLOP/s of matmuls of the model's sizes."""
+    onnx = require("onnx", "pip install onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def chain_of_adds(shape, n):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+        nodes, prev = [], "x"
+        for i in range(n):
+            nodes.append(helper.make_node("Add", [prev, "x"], [f"a{i}"]))
+            prev = f"a{i}"
+        y = helper.make_tensor_value_info(prev, TensorProto.FLOAT, shape)
+        return helper.make_model(helper.make_graph(nodes, "adds", [x], [y]), opset_imports=[helper.make_opsetid("", 18)])
+
+    n = 64
+    tiny = _time_session(_session(chain_of_adds([1, 1], n), threads), {"x": np.ones((1, 1), np.float32)})
+    overhead = tiny / n
+    big_shape = [1, seq, 4 * dim]
+    big = _time_session(_session(chain_of_adds(big_shape, n), threads), {"x": np.ones(big_shape, np.float32)})
+    bytes_per_add = 3 * np.prod(big_shape) * 4
+    bandwidth = bytes_per_add / max(big / n - overhead, 1e-9) / 1e9
+    measured = {}
+    rng = np.random.default_rng(0)
+    for k, m in [(dim, 16), (dim, dim), (dim, 3 * dim), (dim, 4 * dim), (4 * dim, dim)]:
+        w = numpy_helper.from_array(rng.standard_normal((k, m)).astype(np.float32), "w")
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, k])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, m])
+        model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm", [x], [y],
+                                                    [w]), opset_imports=[helper.make_opsetid("", 18)])
+        t = _time_session(_session(model, threads), {"x": rng.standard_normal((1, seq, k)).astype(np.float32)})
+        flops = 2.0 * seq * k * m
+        measured[flops] = flops / max(t - overhead, 1e-9) / 1e9
+    del onnx
+    from mmedge.bench.machine import cpu_model
+
+    return DeviceProfile("host", f"this machine ({cpu_model()}), {threads} thread(s), calibrated by micro-benchmarks",
+                         "measured here: ONNX Runtime micro-benchmarks", threads, 0.0, 0.0, float(bandwidth), 1.0,
+                         float(overhead * 1e6), measured)
+
+
+def check_host(bundle: str | Path, threads: int = 1, precision: str = "fp32") -> dict:
+    """The calibrated host profile predicts every exported ONNX stage; compared with its measured
+    median latency in ONNX Runtime. Returns per-stage figures and the median absolute error."""
+    from mmedge.bench.profile import _feeds
+    from mmedge.bundle.manifest import load_manifest
+
+    ort = require("onnxruntime", "pip install onnxruntime")
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle)
+    art = next(a for a in manifest["artifacts"] if a["runtime"] == "onnxruntime" and a["format"] == "onnx"
+               and a["precision"] == precision)
+    host = calibrate_host(threads, dim=manifest["model"]["config"]["dim"])
+    rows = []
+    for stage, entry in art["stages"].items():
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(bundle / entry["file"]), opts, providers=["CPUExecutionProvider"])
+        measured = _time_session(sess, _feeds(manifest, stage)) * 1e3
+        predicted = predict_ms(graph_costs(bundle / entry["file"]), host, int8=precision == "int8")
+        rows.append({"stage": stage, "measured_ms": measured, "modelled_ms": predicted,
+                     "error": (predicted - measured) / measured})
+    errors = np.abs([r["error"] for r in rows])
+    return {"profile": asdict(host), "stages": rows, "median_abs_error": float(np.median(errors)),
+            "max_abs_error": float(errors.max()), "precision": precision, "threads": threads}
+
+
+def model_device(bundle: str | Path, device: str, precision: str = "fp32", host_check: dict | None = None) -> dict:
+    """Modelled latency of every stage and of each standard policy's mean path on a phone profile."""
+    from mmedge.bundle.manifest import load_manifest
+
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle)
+    prof = profile(device)
+    # the fp32 graph is costed in both cases (onnx-tool cannot shape the int8 graph's integer ops);
+    # int8 runs its matmul-like nodes at the profile's int8 rate, like XNNPACK's int8 kernels
+    art = next(a for a in manifest["artifacts"] if a["runtime"] == "onnxruntime" and a["format"] == "onnx"
+               and a["precision"] == "fp32")
+    stages = {name: predict_ms(graph_costs(bundle / e["file"]), prof, int8=precision == "int8")
+              for name, e in art["stages"].items()}
+    per_ratio = {}
+    for k in manifest["keep_ratios"]:
+        cumulative = np.cumsum([stages[s] for s in k["stages"]]).tolist()
+        per_ratio[str(k["keep_ratio"])] = {"exit_ms": cumulative}
+    return {"schema_version": 1, "kind": "modelled", "device": device, "profile": asdict(prof),
+            "precision": precision, "stages_ms": stages, "by_keep_ratio": per_ratio,
+            "host_check": host_check,
+            "note": "MODELLED, not measured: per-operator cost model on the device profile's public specification "
+                    "with assumed efficiency and per-op overhead"}

@@ -1,0 +1,69 @@
+"""Measured latency on this machine: load, first inference, percentiles per policy and stage,
+throughput, peak memory, exit histogram, kept tokens and accuracy on the test split."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmedge.bench.machine import describe, peak_rss_mb
+from mmedge.bench.stats import summarize
+from mmedge.bundle.manifest import load_manifest
+from mmedge.data.batches import generate
+from mmedge.runtime.controller import standard_policies
+from mmedge.runtime.engine import Engine
+
+
+def bench_host(bundle: str | Path, backend: str = "auto", precision: str = "fp32", threads: int | None = 1,
+               samples: int = 200, repeats: int = 3, warmup: int = 20, progress: bool = True) -> dict:
+    """Every standard policy over `samples` test queries, `repeats` passes each (timings pooled;
+    accuracy from the first pass). Returns the result in the bench JSON schema (kind "measured")."""
+    manifest = load_manifest(bundle)
+    t0 = time.perf_counter()
+    engine = Engine.load(bundle, backend=backend, precision=precision, threads=threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    test = generate(manifest["task"], 0, "test", range(samples), manifest["preprocessing"]["image_size"])
+    t0 = time.perf_counter()
+    engine.predict(test[0].image, test[0].text)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for i in range(warmup):
+        s = test[i % len(test)]
+        engine.predict(s.image, s.text)
+    policies = {}
+    for name, (policy, ratio) in standard_policies(manifest).items():
+        totals, stages, exits, kept, correct = [], {}, [], [], []
+        started = time.perf_counter()
+        bar = tqdm(total=samples * repeats, desc=f"{engine.backend} {precision}: {name}", disable=not progress,
+                   leave=False, unit="query")
+        for r in range(repeats):
+            for s in test:
+                p = engine.predict(s.image, s.text, policy=policy, keep_ratio=ratio)
+                totals.append(p.timings_ms["total"])
+                for stage, ms in p.timings_ms.items():
+                    if stage not in ("total",):
+                        stages.setdefault(stage, []).append(ms)
+                if r == 0:
+                    exits.append(p.exit_index)
+                    kept.append(len(p.kept_visual_tokens))
+                    correct.append(p.answer == engine.labels[s.label])
+                bar.update()
+        bar.close()
+        wall = time.perf_counter() - started
+        policies[name] = {
+            "exit_policy": policy.to_dict(), "keep_ratio": ratio, "latency": summarize(totals),
+            "stages": {k: summarize(v) for k, v in stages.items()},
+            "throughput_qps": len(totals) / wall, "accuracy": float(np.mean(correct)),
+            "exit_histogram": np.bincount(exits, minlength=len(manifest["exit_layers"])).tolist(),
+            "mean_exit": float(np.mean(exits)), "kept_tokens": float(np.mean(kept)),
+        }
+    full = policies["full depth, every token"]["latency"]["p50_ms"]
+    for row in policies.values():
+        row["speedup_p50"] = full / row["latency"]["p50_ms"]
+    return {"schema_version": 1, "kind": "measured", "device": "host", "machine": describe(),
+            "bundle": str(bundle), "model": manifest["name"], "backend": engine.backend, "precision": precision,
+            "threads": threads, "samples": samples, "repeats": repeats, "warmup": warmup,
+            "load_ms": load_ms, "first_inference_ms": first_ms, "peak_rss_mb": peak_rss_mb(),
+            "thresholds": manifest["thresholds"], "policies": policies}

@@ -1,0 +1,119 @@
+"""Bench outputs: JSON (schema in bench.schema.json), a Markdown report and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tabulate import tabulate
+
+from mmedge.fileio import atomic_write
+
+
+def validate(result: dict) -> list[str]:
+    import jsonschema
+
+    schema = json.loads(Path(__file__).with_name("bench.schema.json").read_text())
+    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(result)]
+
+
+def markdown(result: dict) -> str:
+    kind = result["kind"]
+    lines = [f"# mmedge bench: {result.get('model', '')} on {result['device']} ({kind})", ""]
+    if kind == "modelled":
+        lines += [f"**MODELLED, not measured.** {result['note']}.", "",
+                  f"Profile: {result['profile']['description']} (source: {result['profile']['source']}; "
+                  f"efficiency {result['profile']['efficiency']}, per-op overhead {result['profile']['overhead_us']} us, "
+                  "both assumed).", ""]
+        rows = [[r, *[f"{ms:.3f}" for ms in v["exit_ms"]]] for r, v in result["by_keep_ratio"].items()]
+        n = max(len(v["exit_ms"]) for v in result["by_keep_ratio"].values())
+        lines += ["Modelled latency to each exit (ms):", "",
+                  tabulate(rows, ["keep", *[f"exit {i}" for i in range(n)]], tablefmt="github"), ""]
+        check = result.get("host_check")
+        if check:
+            lines += [f"Cost-model check on this host: median absolute error {check['median_abs_error']:.1%} "
+                      f"(max {check['max_abs_error']:.1%}) over {len(check['stages'])} exported stages.", ""]
+        return "\n".join(lines)
+    m = result.get("machine", {})
+    lines += [f"Backend {result['backend']} ({result['precision']}), {result['threads']} thread(s); "
+              f"{result['samples']} test queries x {result['repeats']} passes per policy after {result['warmup']} "
+              f"warm-up queries. Machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} logical cores; "
+              + ", ".join(f"{k} {v}" for k, v in m.get("libraries", {}).items()) + ".", "",
+              f"Load (with SHA-256 checks) {result['load_ms']:.1f} ms, first inference {result['first_inference_ms']:.2f} ms, "
+              f"peak RSS {result['peak_rss_mb']:.0f} MB.", ""]
+    rows = []
+    for name, p in result["policies"].items():
+        lat = p["latency"]
+        rows.append([name, p["keep_ratio"], f"{p['accuracy']:.3f}", f"{p['mean_exit']:.2f}", f"{p['kept_tokens']:.0f}",
+                     f"{lat['p50_ms']:.3f}", f"{lat['p90_ms']:.3f}", f"{lat['p99_ms']:.3f}", f"{lat['std_ms']:.3f}",
+                     f"{p['throughput_qps']:.0f}", f"{p['speedup_p50']:.2f}x", " ".join(map(str, p["exit_histogram"]))])
+    lines += [tabulate(rows, ["policy", "keep", "accuracy", "mean exit", "kept tokens", "p50 ms", "p90 ms", "p99 ms",
+                              "std ms", "queries/s", "speed-up (p50)", "exit histogram"], tablefmt="github"), ""]
+    full = result["policies"]["full depth, every token"]["stages"]
+    srows = [[s, f"{v['p50_ms']:.3f}", f"{v['p90_ms']:.3f}"] for s, v in full.items()]
+    lines += ["Per-stage latency at full depth (ms):", "", tabulate(srows, ["stage", "p50", "p90"], tablefmt="github"), ""]
+    prof = result.get("op_profile")
+    if prof:
+        lines += [f"Per-operator time from onnxruntime's profiler ({prof['precision']}, keep {prof['keep_ratio']}, "
+                  f"{prof['unit']}):", ""]
+        ops = sorted({op for st in prof["stages"].values() for op in st})
+        totals = {op: sum(st.get(op, 0.0) for st in prof["stages"].values()) for op in ops}
+        ops.sort(key=lambda o: -totals[o])
+        orows = [[op, *[f"{prof['stages'][s].get(op, 0.0):.1f}" for s in prof["stages"]]] for op in ops[:15]]
+        lines += [tabulate(orows, ["op", *prof["stages"]], tablefmt="github"), ""]
+    return "\n".join(lines)
+
+
+def plots(result: dict, out_prefix: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    pol = result["policies"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    for name, p in pol.items():
+        ax.errorbar(p["latency"]["p50_ms"], p["accuracy"],
+                    xerr=[[p["latency"]["p50_ms"] - p["latency"]["min_ms"]], [p["latency"]["p90_ms"] - p["latency"]["p50_ms"]]],
+                    fmt="o", capsize=3, label=name)
+    ax.set(xlabel="latency per query, ms (p50; bars: min to p90)", ylabel="test accuracy", title="accuracy vs latency")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    width = 0.8 / len(pol)
+    for i, (name, p) in enumerate(pol.items()):
+        hist = p["exit_histogram"]
+        ax.bar([x + i * width for x in range(len(hist))], hist, width=width, label=name)
+    n_exits = len(next(iter(pol.values()))["exit_histogram"])
+    ax.set_xticks([x + width * (len(pol) - 1) / 2 for x in range(n_exits)], [str(x) for x in range(n_exits)])
+    ax.set(xlabel="exit taken", ylabel="queries", title="exit distribution")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    stages = pol["full depth, every token"]["stages"]
+    names = [s for s in stages if s != "preprocess"]
+    ax.bar(["preprocess", *names], [stages["preprocess"]["p50_ms"], *[stages[s]["p50_ms"] for s in names]])
+    ax.set(ylabel="p50 ms", title="per-stage latency (full depth)")
+    ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"{result['backend']} {result['precision']} on {result['device']} (measured)")
+    fig.tight_layout()
+    path = Path(f"{out_prefix}.png")
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)
+    made.append(path)
+    return made
+
+
+def write(result: dict, json_path: str | Path) -> list[Path]:
+    """JSON at json_path, Markdown and (for measured results) a PNG beside it."""
+    json_path = Path(json_path)
+    problems = validate(result)
+    if problems:
+        raise ValueError(f"bench result does not match its schema: {problems[:5]}")
+    atomic_write(json_path, lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
+    md = json_path.with_suffix(".md")
+    atomic_write(md, lambda p: p.write_text(markdown(result) + "\n"))
+    made = [json_path, md]
+    if result["kind"] != "modelled":
+        made += plots(result, json_path.with_suffix(""))
+    return made

@@ -1,0 +1,80 @@
+"""mmedge bench: latency measured on the host or a phone (adb), or modelled for a device profile."""
+
+from __future__ import annotations
+
+import argparse
+
+DEVICES = ("host", "pixel", "pixel-7", "pixel-8", "galaxy-s23", "iphone-15", "raspberry-pi-5")
+EPILOG = """examples:
+  mmedge bench --artifact runs/demo/vqa-default.mmedge --device host --json runs/bench/host.json
+  mmedge bench --artifact runs/demo/vqa-default.mmedge --device host --backend executorch --precision int8
+  mmedge bench --artifact runs/demo/vqa-default.mmedge --device pixel        # adb if a phone is attached, else MODELLED
+  mmedge bench --artifact runs/demo/vqa-default.mmedge --device pixel --modelled
+
+--device host measures here. A phone profile runs on an attached phone through adb when one is
+there (android_demo/BENCHMARK.md is the contract); otherwise it is a per-operator cost-model
+estimate, labelled "modelled", with the model's error measured on this host.
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark a bundle on the host, a phone, or a modelled device",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", required=True, help="bundle directory made by `mmedge export`")
+    p.add_argument("--device", default="host", choices=DEVICES)
+    p.add_argument("--backend", default="auto", help="onnxruntime | executorch | auto (default)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    p.add_argument("--samples", type=int, default=200, help="test queries per policy (default 200)")
+    p.add_argument("--repeats", type=int, default=3, help="passes over the queries (default 3)")
+    p.add_argument("--warmup", type=int, default=20, help="warm-up queries (default 20)")
+    p.add_argument("--serial", help="adb serial when several phones are attached")
+    p.add_argument("--cooldown", type=float, default=0.0, help="seconds to rest the phone before a run")
+    p.add_argument("--cpu-affinity", help="cores to pin the phone benchmark to, e.g. 4-7")
+    p.add_argument("--modelled", action="store_true", help="for a phone profile: model even if a phone is attached")
+    p.add_argument("--no-profile", action="store_true", help="skip onnxruntime's per-operator profile")
+    p.add_argument("--json", help="write the result here (plus .md and .png beside it)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmedge.bench import report
+    from mmedge.errors import ConfigError
+
+    if args.samples < 1 or args.repeats < 1 or args.threads < 1:
+        raise ConfigError("--samples, --repeats and --threads must be at least 1", "arguments")
+    if args.device == "host":
+        from mmedge.bench.host import bench_host
+
+        result = bench_host(args.artifact, args.backend, args.precision, args.threads, args.samples, args.repeats,
+                            args.warmup, progress=not args.no_progress)
+        if result["backend"] == "onnxruntime" and not args.no_profile:
+            from mmedge.bench.profile import onnxruntime_op_profile
+
+            result["op_profile"] = onnxruntime_op_profile(args.artifact, args.precision, threads=args.threads)
+    else:
+        result = _phone(args)
+    print(report.markdown(result))
+    if args.json:
+        made = report.write(result, args.json)
+        print("\nwrote " + ", ".join(str(m) for m in made))
+    return 0
+
+
+def _phone(args) -> dict:
+    from mmedge.bench import adb
+    from mmedge.bench.costmodel import check_host, model_device
+    from mmedge.errors import MissingDependencyError
+
+    if not args.modelled:
+        try:
+            serial = adb.pick_device(args.serial)
+        except (MissingDependencyError, adb.DeviceError) as exc:
+            print(f"no phone through adb ({exc}); the figures below are MODELLED")
+        else:
+            backend = "executorch" if args.backend == "auto" else args.backend
+            return adb.bench_device(args.artifact, serial, backend, args.precision, args.threads,
+                                    args.samples * args.repeats, args.warmup, "all", args.cooldown, args.cpu_affinity)
+    return model_device(args.artifact, args.device, args.precision,
+                        host_check=check_host(args.artifact, args.threads, "fp32"))

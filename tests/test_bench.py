@@ -1,0 +1,194 @@
+"""The bench harness: statistics, schema, reports, cost model, and adb orchestration against a
+scripted adb stand-in (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmedge.bench import report
+from mmedge.bench.stats import iqr_ratio, summarize
+
+
+def test_summarize_gives_percentiles_and_spread():
+    s = summarize(range(1, 101))
+    assert s["n"] == 100 and s["min_ms"] == 1 and s["max_ms"] == 100
+    assert s["p50_ms"] == pytest.approx(50.5) and s["p90_ms"] == pytest.approx(90.1)
+    assert s["std_ms"] == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+    with pytest.raises(ValueError):
+        summarize([])
+    r = iqr_ratio([2.0] * 50, [1.0] * 50)
+    assert r["ratio"] == 2.0 and r["ci90"] == [2.0, 2.0]
+
+
+@pytest.mark.slow
+def test_host_bench_result_matches_its_schema_and_reports(tiny_bundle, tmp_path):
+    from mmedge.bench.host import bench_host
+    from mmedge.bench.profile import onnxruntime_op_profile
+
+    result = bench_host(tiny_bundle, "onnxruntime", "fp32", threads=1, samples=6, repeats=2, warmup=2,
+                        progress=False)
+    result["op_profile"] = onnxruntime_op_profile(tiny_bundle, runs=3)
+    assert report.validate(result) == []
+    assert set(result["policies"]) == {"full depth, every token", "prefilter only", "exits only", "prefilter + exits"}
+    for p in result["policies"].values():
+        assert sum(p["exit_histogram"]) == 6 and p["latency"]["n"] == 12
+        assert p["latency"]["p50_ms"] <= p["latency"]["p90_ms"] <= p["latency"]["p99_ms"]
+    full = result["policies"]["full depth, every token"]
+    assert full["mean_exit"] == 2 and full["speedup_p50"] == 1.0
+    assert result["machine"]["logical_cores"] >= 1 and "onnxruntime" in result["machine"]["libraries"]
+    assert any("MatMul" in ops or "Gemm" in ops for ops in result["op_profile"]["stages"].values())
+    made = report.write(result, tmp_path / "host.json")
+    assert [p.suffix for p in made] == [".json", ".md", ".png"]
+    text = (tmp_path / "host.md").read_text()
+    assert "speed-up (p50)" in text and "Per-operator time" in text
+    bad = dict(result, kind="guessed")
+    assert report.validate(bad)
+
+
+@pytest.mark.slow
+def test_cost_model_counts_the_graphs_flops_and_is_labelled(tiny_bundle):
+    from mmedge.bench.costmodel import PROFILES, MATMUL_OPS, graph_costs, model_device, predict_ms
+    from mmedge.bundle.manifest import load_manifest
+
+    manifest = load_manifest(tiny_bundle)
+    art = next(a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
+    for stage in ("k36_stage1", "k18_stage2"):
+        costs = graph_costs(tiny_bundle / art["stages"][stage]["file"])
+        matmul = sum(c.flops for c in costs if c.op in MATMUL_OPS)
+        torch_count = manifest["stages"][stage]["flops"]  # torch.utils.flop_counter at export
+        assert matmul == pytest.approx(torch_count, rel=0.1)
+    costs = graph_costs(tiny_bundle / art["stages"]["k36_stage1"]["file"])
+    assert predict_ms(costs, PROFILES["pixel-8"]) < predict_ms(costs, PROFILES["raspberry-pi-5"])
+    modelled = model_device(tiny_bundle, "pixel")
+    assert modelled["kind"] == "modelled" and "MODELLED" in modelled["note"]
+    assert modelled["profile"]["name"] == "pixel-8"
+    exits = modelled["by_keep_ratio"]["1.0"]["exit_ms"]
+    assert exits == sorted(exits)
+    assert report.validate(modelled) == []
+    assert "MODELLED, not measured" in report.markdown(modelled)
+
+
+FAKE_ADB = r'''#!{python}
+"""A scripted adb stand-in: a device whose file system is a local folder."""
+import json, os, shutil, sys
+from pathlib import Path
+root = Path(os.environ["FAKE_ADB_ROOT"])
+log = root / "calls.log"
+args = sys.argv[1:]
+with open(log, "a") as f:
+    f.write(json.dumps(args) + "\n")
+if args[:1] == ["-s"]:
+    args = args[2:]
+def local(p):
+    return root / "fs" / p.lstrip("/")
+if args == ["devices"]:
+    print("List of devices attached")
+    for serial in os.environ.get("FAKE_ADB_DEVICES", "").split():
+        print(f"{serial}\tdevice")
+elif args[:1] == ["push"]:
+    dst = local(args[2]) / Path(args[1]).name
+    shutil.copytree(args[1], dst, dirs_exist_ok=True)
+elif args[:1] == ["pull"]:
+    shutil.copy(local(args[1]), args[2])
+elif args[:3] == ["shell", "getprop", "ro.product.model"]:
+    print("Pixel 8")
+elif args[:2] == ["shell", "mkdir"]:
+    for p in args[3:]:
+        local(p).mkdir(parents=True, exist_ok=True)
+elif args[:3] == ["shell", "am", "start"]:
+    extras = dict(zip(args[7::3][:0], []))
+    it = iter(args[6:])
+    extras = {}
+    for flag in it:
+        key = next(it); value = next(it)
+        extras[key] = value
+    result = local(extras["mmedge.result"])
+    bundle = local(extras["mmedge.bundle"])
+    if not (bundle / "manifest.json").is_file():
+        result.write_text(json.dumps({"error": "bundle not found"}))
+    else:
+        lat = {"n": 3, "mean_ms": 5.0, "std_ms": 0.1, "min_ms": 4.9, "p50_ms": 5.0, "p90_ms": 5.1, "p99_ms": 5.2, "max_ms": 5.2}
+        result.write_text(json.dumps({"schema_version": 1, "backend": extras["mmedge.backend"],
+            "precision": extras["mmedge.precision"], "threads": int(extras["mmedge.threads"]),
+            "load_ms": 12.0, "first_inference_ms": 9.0, "peak_rss_mb": 80.0,
+            "policies": {"full depth, every token": {"latency": lat, "accuracy": 0.9, "exit_histogram": [0, 0, 3],
+                         "kept_tokens": 36, "mean_exit": 2.0, "throughput_qps": 200.0}}}))
+    Path(str(result) + ".done").write_text("")
+elif args[:1] == ["shell"]:
+    cmd = args[1]
+    path = cmd.split()[2]
+    print("done" if local(path).exists() else "waiting")
+else:
+    print("unknown command", args, file=sys.stderr)
+    sys.exit(1)
+'''
+
+
+@pytest.fixture
+def fake_adb(tmp_path, monkeypatch):
+    script = tmp_path / "adb"
+    script.write_text(FAKE_ADB.replace("{python}", sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("MMEDGE_ADB", str(script))
+    monkeypatch.setenv("FAKE_ADB_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_adb_orchestration_against_a_scripted_stand_in(fake_adb, tmp_path, monkeypatch):
+    from mmedge.bench import adb
+
+    bundle = tmp_path / "b.mmedge"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "")
+    with pytest.raises(adb.DeviceError, match="no Android device"):
+        adb.bench_device(bundle)
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "AAA BBB")
+    with pytest.raises(adb.DeviceError, match="--serial"):
+        adb.bench_device(bundle)
+    result = adb.bench_device(bundle, serial="BBB", backend="executorch", threads=2, runs=30, warmup=5,
+                              cpu_affinity="4-7", poll_s=0.01)
+    assert result["kind"] == "measured-on-device" and result["device"] == "Pixel 8" and result["serial"] == "BBB"
+    assert result["threads"] == 2 and report.validate(result) == []
+    calls = [json.loads(line) for line in (fake_adb / "calls.log").read_text().splitlines()]
+    start = next(c for c in calls if "am" in c)
+    assert start[:2] == ["-s", "BBB"] and "dev.mmedge.demo/.BenchmarkActivity" in start
+    extras = dict(zip(start[start.index("--es")::3][1:], []))  # noqa: F841 (readability)
+    assert start[start.index("mmedge.cpu_affinity") + 1] == "4-7"
+    assert start[start.index("mmedge.runs") + 1] == "30"
+    assert (fake_adb / "fs/data/local/tmp/mmedge/bundles/b.mmedge/manifest.json").is_file()
+
+
+def test_adb_missing_is_a_typed_error(monkeypatch):
+    from mmedge.bench import adb
+    from mmedge.errors import MissingDependencyError
+
+    monkeypatch.delenv("MMEDGE_ADB", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(MissingDependencyError, match="platform-tools"):
+        adb.devices()
+
+
+def test_cli_bench_modelled_without_a_phone(tiny_bundle, tmp_path, monkeypatch, capsys):
+    from mmedge.cli import main
+
+    monkeypatch.setenv("PATH", "/nonexistent" + os.pathsep + os.environ["PATH"])
+    monkeypatch.delenv("MMEDGE_ADB", raising=False)
+    import shutil
+
+    if shutil.which("adb"):
+        pytest.skip("a real adb is installed")
+    rc = main(["bench", "--artifact", str(tiny_bundle), "--device", "raspberry-pi-5", "--json",
+               str(tmp_path / "pi.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "MODELLED" in out and "Cost-model check on this host" in out
+    data = json.loads((tmp_path / "pi.json").read_text())
+    assert data["kind"] == "modelled" and data["host_check"]["stages"]
