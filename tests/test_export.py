@@ -262,8 +262,9 @@ VARIANTS = {
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_model_variant_exports_to_every_target(variant, tmp_path):
-    """Each architecture option the config offers goes through all three exporters and the
-    runtimes (a randomly initialised model: the export path does not care about training)."""
+    """Each architecture option the config offers goes through all three exporters, fp32 and int8,
+    and the runtimes (a randomly initialised model: the export path does not care about training;
+    its near-tied logits are why the int8 decision limits are opened here)."""
     import torch
 
     from mmedge.data.tasks import LABELS
@@ -280,10 +281,15 @@ def test_every_model_variant_exports_to_every_target(variant, tmp_path):
                          **VARIANTS[variant]})
     save_pretrained(AdaptiveVLModel(cfg).eval(), tok, tmp_path / "model")
     out = export_bundle(tmp_path / "model", tmp_path / "v.mmedge",
-                        ExportRecipe(keep_ratios=[0.5], parity_samples=3, in_graph=False, ort_format=False),
+                        ExportRecipe(keep_ratios=[0.5], parity_samples=3, in_graph=False, ort_format=False,
+                                     quantize="int8", accuracy_samples=4, calibration_samples=2,
+                                     int8_min_answer_agreement=0.0, int8_min_exit_agreement=0.0,
+                                     int8_max_accuracy_drop=1.0),
                         log=lambda *_: None)
     manifest = load_manifest(out)
     assert manifest["exit_layers"] == cfg.exits
+    assert {(a["target"], a["precision"]) for a in manifest["artifacts"]} >= {
+        (t, p) for t in ("onnx", "executorch", "coreml") for p in ("fp32", "int8")}
     for a in manifest["artifacts"]:
         assert len(a["stages"]) == len(cfg.exits)
         if a["target"] == "coreml":
