@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,11 @@ def tiny_bundle(tiny_model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny.mmedge"
     export_bundle(tiny_model_dir, out, ExportRecipe(quantize="int8", **TINY_RECIPE), log=lambda *_: None)
     return out
+
+
+def torchrun(args: list[str], port: int, nproc: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node N -m mmedge ARGS` with one thread per process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port),
+           "-m", "mmedge", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

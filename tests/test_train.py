@@ -1,12 +1,9 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY
+from conftest import TINY, torchrun
 from mmedge.errors import ConfigError
 from mmedge.train.config import TrainConfig
 from mmedge.train.losses import exit_weights
@@ -94,11 +91,8 @@ def test_exit_weights_and_schedule():
 @pytest.mark.slow
 def test_two_process_ddp_run(tmp_path, tiny_config):
     """torchrun --nproc_per_node 2: both ranks train on disjoint data, rank 0 writes the model."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "mmedge", "train", "--task", "verify", "--config", str(tiny_config), "--out", str(tmp_path / "ddp"),
-           "--no-progress"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun(["train", "--task", "verify", "--config", str(tiny_config), "--out", str(tmp_path / "ddp"),
+                     "--no-progress"], port=29533)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trained 8 steps" in proc.stdout
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]

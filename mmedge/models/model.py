@@ -194,10 +194,15 @@ class AdaptiveVLModel(nn.Module):
 
     # ------------------------------------------------------------------ forwards
     def embed(self, pixels: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor,
-              keep_ratio: float = 1.0, score_all: bool = False) -> Embedded:
-        """pixels (B, 3, S, S), input_ids/text_mask (B, L) -> the stage-0 input sequence."""
+              keep_ratio: float = 1.0, score_all: bool = False, visual_transform=None) -> Embedded:
+        """pixels (B, 3, S, S), input_ids/text_mask (B, L) -> the stage-0 input sequence.
+
+        visual_transform (pretraining only) maps the patch embeddings (B, N, D) before positions
+        are added, e.g. to mask or replace visual tokens."""
         cfg = self.config
         visual = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (B, N, D)
+        if visual_transform is not None:
+            visual = visual_transform(visual)
         visual = visual + self.image_pos + self.type_embed[1]
         text = self.token_embed(input_ids) + self.text_pos + self.type_embed[0]  # (B, L, D)
         if self.text_film is not None:

@@ -1,0 +1,75 @@
+"""PretrainConfig: the objective, its rates and weights, the schedule and the encoder's size."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmedge.errors import ConfigError
+from mmedge.models.config import ModelConfig, from_dict, read_json
+from mmedge.pretrain.objectives import OBJECTIVES, ObjectiveConfig
+
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"labels", "vocab_size", "task", "version"}
+_OBJECTIVE_FIELDS = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+
+
+@dataclass
+class PretrainConfig:
+    objective: str = "rwd-rod"          # rwd-rod | mlm-mop
+    seed: int = 0
+    data_seed: int = 0
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 200
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    train_size: int = 1_000_000         # distinct pretraining pairs before the data repeats
+    log_every: int = 25
+    snapshot_every: int = 0             # >0: save the encoder every N steps (snapshots/step-N)
+    threads: int = 0                    # torch threads per process (0 = cores / processes)
+    text_replace_rate: float = 0.15
+    visual_replace_rate: float = 0.15
+    replace_text: bool = True
+    replace_visual: bool = True
+    generator_dim_ratio: float = 0.25
+    generator_depth: int = 1
+    disc_weight: float = 50.0
+    itm_weight: float = 1.0
+    model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, depth, ...)
+
+    def __post_init__(self) -> None:
+        p = []
+        if self.objective not in OBJECTIVES:
+            p.append(f"objective {self.objective!r} unknown; choose one of {', '.join(OBJECTIVES)}")
+        for name in ("steps", "batch_size", "train_size", "log_every"):
+            if getattr(self, name) < 1:
+                p.append(f"{name} must be at least 1")
+        for name in ("text_replace_rate", "visual_replace_rate"):
+            if not 0 < getattr(self, name) < 1:
+                p.append(f"{name} must be in (0, 1)")
+        if not self.replace_text and not self.replace_visual:
+            p.append("replace_text and replace_visual cannot both be false")
+        if not 0 < self.generator_dim_ratio <= 1:
+            p.append("generator_dim_ratio must be in (0, 1]")
+        for key in sorted(set(self.model) - _MODEL_FIELDS):
+            p.append(f"model.{key} is not a model field (known: {', '.join(sorted(_MODEL_FIELDS))})")
+        if p:
+            raise ConfigError(p, "pretraining config")
+
+    def objective_config(self) -> ObjectiveConfig:
+        return ObjectiveConfig(**{k: getattr(self, k) for k in _OBJECTIVE_FIELDS})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        import json
+
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PretrainConfig":
+        return from_dict(cls, read_json(path), str(path))

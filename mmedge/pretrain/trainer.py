@@ -1,0 +1,136 @@
+"""The pretraining loop: one objective, FLOPs (generator included) and wall-clock logged per step
+to metrics.jsonl, encoder snapshots along the way, DDP under torchrun (gloo on CPU).
+
+The saved encoder is an ordinary model directory (task "pretrain"): `mmedge train --init-from DIR`
+copies its embeddings, prefilter and layers (exit heads start fresh for the downstream task).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from mmedge.data.tokenizer import UNK, default_tokenizer
+from mmedge.errors import ConfigError
+from mmedge.fileio import atomic_write
+from mmedge.models.checkpoint import save_pretrained
+from mmedge.models.config import ModelConfig
+from mmedge.pretrain.config import PretrainConfig
+from mmedge.pretrain.data import build
+from mmedge.pretrain.objectives import PretrainModel
+from mmedge.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from mmedge.train.flops import count_flops
+from mmedge.train.trainer import lr_factor
+
+PRETRAIN_LABELS = ["original", "replaced"]
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    steps: int
+    wall_s: float
+    pretrain_flops: int
+    snapshots: list[Path]
+
+
+def _indices(cfg: PretrainConfig, step: int, dist: DistInfo) -> np.ndarray:
+    start = (step * dist.world_size + dist.rank) * cfg.batch_size
+    return np.arange(start, start + cfg.batch_size) % cfg.train_size
+
+
+class Pretrainer:
+    def __init__(self, cfg: PretrainConfig, out_dir: str | Path, force: bool = False, progress: bool = True) -> None:
+        self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
+        self.dist = init_distributed()
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // self.dist.world_size))
+        if (self.out_dir / "metrics.jsonl").exists() and not force:
+            raise ConfigError(f"{self.out_dir} already holds a pretraining run; pass --force to start over",
+                              "output directory")
+        barrier(self.dist)
+        if self.dist.is_main:
+            for name in ("metrics.jsonl", "snapshots"):
+                path = self.out_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out_dir / "pretrain_config.json")
+        barrier(self.dist)
+        self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
+        model_cfg = ModelConfig(task="pretrain", labels=PRETRAIN_LABELS, vocab_size=len(self.tokenizer.vocab),
+                                **cfg.model)
+        torch.manual_seed(cfg.seed)
+        self.model = PretrainModel(model_cfg, cfg.objective_config(), self.tokenizer.vocab[UNK])
+        params = [p for p in self.model.parameters()]
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embed" not in n and "pos" not in n]
+        ids = {id(p) for p in decay}
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                            {"params": [p for p in params if id(p) not in ids], "weight_decay": 0.0}],
+                                           lr=cfg.lr)
+        self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True) if self.dist.enabled else None
+
+    def _step(self, step: int) -> dict:
+        cfg, enc = self.cfg, self.model.encoder.config
+        batch = build(cfg.data_seed, _indices(cfg, step, self.dist), self.tokenizer, enc.image_size, enc.patch_size)
+        out = (self.ddp or self.model)(torch.from_numpy(batch.pixels), torch.from_numpy(batch.input_ids),
+                                       torch.from_numpy(batch.text_mask), torch.from_numpy(batch.token_classes))
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+
+    def save_encoder(self, directory: Path, meta: dict) -> None:
+        save_pretrained(self.model.encoder, self.tokenizer, directory,
+                        metadata={k: str(v) for k, v in meta.items()})
+        atomic_write(directory / "pretrain_state.json", lambda p: p.write_text(json.dumps(meta)))
+
+    def fit(self) -> PretrainResult:
+        cfg = self.cfg
+        start, flops, step_flops, snapshots = time.perf_counter(), 0, None, []
+        bar = tqdm(total=cfg.steps, desc=f"pretrain {cfg.objective}", dynamic_ncols=True,
+                   disable=not (self.progress and self.dist.is_main))
+        try:
+            for step in range(cfg.steps):
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(step, cfg)
+                if step_flops is None:  # one step counted (fwd + bwd, generator included, all ranks)
+                    with count_flops() as cost:
+                        stats = self._step(step)
+                    step_flops = cost["flops"] * self.dist.world_size
+                else:
+                    stats = self._step(step)
+                flops += step_flops
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}")
+                done = step + 1
+                wall = time.perf_counter() - start
+                if self.dist.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
+                    with open(self.out_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps({"kind": "pretrain", "step": done, "pretrain_flops": flops,
+                                            "wall_s": round(wall, 3), "lr": self.optimizer.param_groups[0]["lr"],
+                                            **stats}) + "\n")
+                if cfg.snapshot_every and done % cfg.snapshot_every == 0 and done < cfg.steps:
+                    if self.dist.is_main:
+                        path = self.out_dir / "snapshots" / f"step-{done:06d}"
+                        self.save_encoder(path, {"step": done, "pretrain_flops": flops, "wall_s": wall,
+                                                 "objective": cfg.objective})
+                        snapshots.append(path)
+                    barrier(self.dist)
+        finally:
+            bar.close()
+        wall = time.perf_counter() - start
+        if self.dist.is_main:
+            self.save_encoder(self.out_dir, {"step": cfg.steps, "pretrain_flops": flops, "wall_s": wall,
+                                             "objective": cfg.objective})
+        barrier(self.dist)
+        shutdown(self.dist)
+        return PretrainResult(self.out_dir, cfg.steps, wall, flops, snapshots)
