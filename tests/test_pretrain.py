@@ -86,11 +86,27 @@ def test_replaced_objects_come_from_other_images():
         assert (picked[:others_objects] > 0).all()  # object tokens first
 
 
+def test_object_only_replacement_touches_only_object_tokens():
+    from mmedge.data.tokenizer import default_tokenizer
+    from mmedge.models.config import ModelConfig
+    from mmedge.pretrain.objectives import ObjectiveConfig, PretrainModel
+
+    tok = default_tokenizer(24)
+    cfg = ModelConfig(task="pretrain", labels=["original", "replaced"], vocab_size=len(tok.vocab), **TINY_MODEL)
+    model = PretrainModel(cfg, ObjectiveConfig(visual_replace_rate=0.9, visual_replace_where="objects"),
+                          tok.vocab["[UNK]"])
+    classes = torch.zeros(2, 36, dtype=torch.long)
+    classes[0, 3:9], classes[1, 20:24] = 4, 11
+    torch.manual_seed(1)
+    replaced, _ = model._visual_replacements(classes)
+    assert replaced.any() and not (replaced & (classes == 0)).any()
+
+
 def test_config_errors_are_collected(tmp_path):
     with pytest.raises(ConfigError) as info:
         PretrainConfig(objective="bert", text_replace_rate=1.5, replace_text=False, replace_visual=False,
-                       model={"width": 3})
-    assert len(info.value.problems) == 4
+                       visual_replace_where="sky", model={"width": 3})
+    assert len(info.value.problems) == 5
 
 
 @pytest.mark.slow

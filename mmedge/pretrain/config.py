@@ -34,6 +34,7 @@ class PretrainConfig:
     visual_replace_rate: float = 0.15
     replace_text: bool = True
     replace_visual: bool = True
+    visual_replace_where: str = "any"   # any | objects (replace only visual tokens on an object)
     generator_dim_ratio: float = 0.25
     generator_depth: int = 1
     disc_weight: float = 50.0
@@ -52,6 +53,8 @@ class PretrainConfig:
                 p.append(f"{name} must be in (0, 1)")
         if not self.replace_text and not self.replace_visual:
             p.append("replace_text and replace_visual cannot both be false")
+        if self.visual_replace_where not in ("any", "objects"):
+            p.append(f"visual_replace_where {self.visual_replace_where!r} must be 'any' or 'objects'")
         if not 0 < self.generator_dim_ratio <= 1:
             p.append("generator_dim_ratio must be in (0, 1]")
         for key in sorted(set(self.model) - _MODEL_FIELDS):

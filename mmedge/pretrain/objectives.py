@@ -5,7 +5,8 @@ rwd-rod (proposed, ELECTRA-style; every token of both modalities gets a label):
     trained by masked language modelling) fills ``text_replace_rate`` of the caption's words with
     samples from its predictions; the discriminator labels every real text token original/replaced
     (a sample equal to the original word counts as original);
-  - replaced object detection: ``visual_replace_rate`` of the visual tokens get the patch embedding
+  - replaced object detection: ``visual_replace_rate`` of the visual tokens (of any token, or with
+    ``visual_replace_where="objects"`` only of tokens on an object) get the patch embedding
     of an object token from another image of the batch ("plausible": an object, not background);
     the discriminator labels every visual token original/replaced (background swapped for
     background counts as original);
@@ -39,6 +40,7 @@ class ObjectiveConfig:
     visual_replace_rate: float = 0.15   # rod: fraction of visual tokens replaced (mop: masked)
     replace_text: bool = True           # ablation switches (rwd-rod only)
     replace_visual: bool = True
+    visual_replace_where: str = "any"   # rod: replace any visual token, or only tokens on objects
     generator_dim_ratio: float = 0.25   # generator width = dim x ratio (ELECTRA: 1/4 to 1/3)
     generator_depth: int = 1
     disc_weight: float = 50.0           # ELECTRA's lambda for the discriminator loss
@@ -154,7 +156,9 @@ class PretrainModel(nn.Module):
         (B * N) tokens: a random object token of another image (another image's background when
         the batch has too few objects)."""
         B, N = token_classes.shape
-        replaced = _rand_positions(torch.ones_like(token_classes), self.obj.visual_replace_rate)
+        where = torch.ones_like(token_classes) if self.obj.visual_replace_where == "any" else \
+            (token_classes > 0).long()
+        replaced = _rand_positions(where, self.obj.visual_replace_rate)
         image_of = torch.arange(B * N) // N  # (B * N,)
         other = image_of[None, :] != torch.arange(B)[:, None]  # (B, B * N)
         is_object = (token_classes.flatten() > 0)[None, :]
