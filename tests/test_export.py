@@ -178,6 +178,9 @@ def test_existing_bundle_needs_force_and_failed_export_leaves_nothing(tiny_model
 
     out = tmp_path / "b.mmedge"
     out.mkdir()
+    stale = tmp_path / ".b.mmedge.partial-999999999-abc"  # left by a killed export (no such process)
+    stale.mkdir()
+    (stale / "half.onnx").write_bytes(b"partial")
     recipe = ExportRecipe(targets=["onnx"], keep_ratios=[1.0], parity_samples=2, in_graph=False, ort_format=False)
     with pytest.raises(BundleError, match="--force"):
         exporter.export_bundle(tiny_model_dir, out, recipe, log=lambda *_: None)

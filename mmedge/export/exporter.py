@@ -137,7 +137,8 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
     specs = stage_specs(model, ratios)
     groups = _groups(specs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    _remove_stale_partials(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         seconds: dict[str, float] = {}
         log(f"exporting {model_dir} -> {out}: {len(groups)} keep ratio(s) x {model.num_stages} stages, "
@@ -269,6 +270,19 @@ def _accuracy_failures(artifacts, recipe) -> list[str]:
                 out.append(f"{a['target']}/{a['format']}/{a['precision']} keep {r}: val accuracy drops "
                            f"{-acc['change_vs_reference']:.3f} > {tol.max_accuracy_drop}")
     return out
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Delete temporary directories left by exports to `out` whose process no longer exists
+    (a killed export cannot clean up after itself; a running one is left alone)."""
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        try:
+            pid = int(partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
 
 
 def _publish(tmp: Path, out: Path) -> None:
