@@ -99,14 +99,20 @@ def decide_offline(policy: Policy, answers, confidences, max_probabilities, stag
     return n - 1
 
 
+def policy_from_thresholds(th: dict) -> Policy:
+    """The exit policy a manifest's `thresholds` entry describes (a latency budget needs a budget
+    in ms, which a manifest does not fix: it falls back to the confidence threshold)."""
+    kind = th["policy"] if th["policy"] != "latency_budget" else "confidence"
+    threshold = th["max_probability"] if kind == "max_probability" else th["confidence"]
+    return Policy(kind, threshold=threshold, patience=th["patience"])
+
+
 def standard_policies(manifest: dict) -> dict[str, tuple[Policy, float]]:
     """The four settings demo and bench compare, as (policy, keep ratio): full depth with every
     token, the calibrated keep ratio at full depth, the calibrated exit policy with every token, both."""
     th = manifest["thresholds"]
     full_ratio = max(k["keep_ratio"] for k in manifest["keep_ratios"])
-    kind = th["policy"] if th["policy"] != "latency_budget" else "confidence"
-    calibrated = Policy(kind, threshold=th["max_probability"] if kind == "max_probability" else th["confidence"],
-                        patience=th["patience"])
+    calibrated = policy_from_thresholds(th)
     return {"full depth, every token": (Policy("full"), full_ratio),
             "prefilter only": (Policy("full"), th["keep_ratio"]),
             "exits only": (calibrated, full_ratio),

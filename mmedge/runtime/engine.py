@@ -25,7 +25,7 @@ from mmedge.data.preprocess import ImageLike, preprocess_image
 from mmedge.data.tokenizer import WordTokenizer
 from mmedge.errors import BundleError, ConfigError, MissingDependencyError
 from mmedge.runtime.backends import open_session
-from mmedge.runtime.controller import ExitState, Policy, should_stop, softmax_max
+from mmedge.runtime.controller import ExitState, Policy, policy_from_thresholds, should_stop, softmax_max
 
 BACKEND_ORDER = ("onnxruntime", "executorch", "coreml")
 _PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "coreml": "coremltools"}
@@ -52,13 +52,6 @@ class AllExits:
     max_probabilities: list[float]
     kept_visual_tokens: list[int]
     stage_ms: list[float]
-
-
-def _policy_from_manifest(thresholds: dict) -> Policy:
-    kind = thresholds["policy"]
-    threshold = thresholds["max_probability"] if kind == "max_probability" else thresholds["confidence"]
-    return Policy(kind=kind if kind != "latency_budget" else "confidence", threshold=threshold,
-                  patience=thresholds["patience"])
 
 
 class Engine:
@@ -99,7 +92,7 @@ class Engine:
         if ratio not in exported:
             raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {exported}", "arguments")
         session = open_session(backend, root, artifact, threads)
-        return cls(root, manifest, backend, artifact, session, policy or _policy_from_manifest(thresholds), ratio)
+        return cls(root, manifest, backend, artifact, session, policy or policy_from_thresholds(thresholds), ratio)
 
     @staticmethod
     def _artifact_paths(root: Path, artifact: dict) -> list[Path]:
