@@ -11,6 +11,6 @@ def package_versions(names) -> dict[str, str]:
     for name in names:
         try:
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+        except metadata.PackageNotFoundError:  # not installed: nothing to record
+            continue
     return out

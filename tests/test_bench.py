@@ -102,7 +102,6 @@ elif args[:2] == ["shell", "mkdir"]:
     for p in args[3:]:
         local(p).mkdir(parents=True, exist_ok=True)
 elif args[:3] == ["shell", "am", "start"]:
-    extras = dict(zip(args[7::3][:0], []))
     it = iter(args[6:])
     extras = {}
     for flag in it:
@@ -159,7 +158,6 @@ def test_adb_orchestration_against_a_scripted_stand_in(fake_adb, tmp_path, monke
     calls = [json.loads(line) for line in (fake_adb / "calls.log").read_text().splitlines()]
     start = next(c for c in calls if "am" in c)
     assert start[:2] == ["-s", "BBB"] and "dev.mmedge.demo/.BenchmarkActivity" in start
-    extras = dict(zip(start[start.index("--es")::3][1:], []))  # noqa: F841 (readability)
     assert start[start.index("mmedge.cpu_affinity") + 1] == "4-7"
     assert start[start.index("mmedge.runs") + 1] == "30"
     assert (fake_adb / "fs/data/local/tmp/mmedge/bundles/b.mmedge/manifest.json").is_file()

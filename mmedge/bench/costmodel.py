@@ -52,24 +52,26 @@ class DeviceProfile:
 # Cortex-X1/X3 and Apple's P-cores issue four 128-bit NEON FMAs per cycle (32 fp32 FLOP/cycle,
 # 128 int8 ops/cycle with SDOT); Cortex-A76 issues two (16 and 64). Efficiency and overhead are
 # assumptions for small batch-1 transformer kernels, the same for every phone.
-_ASSUMED = dict(efficiency=0.30, overhead_us=4.0)
-PROFILES: dict[str, DeviceProfile] = {
-    "pixel-7": DeviceProfile("pixel-7", "Google Pixel 7, Tensor G2, 1 thread on a Cortex-X1 at 2.85 GHz",
-                             "Google Tensor G2: 2x Cortex-X1 2.85 GHz, 2x A78, 4x A55; LPDDR5 51.2 GB/s",
-                             1, 32 * 2.85, 128 * 2.85, 51.2, **_ASSUMED),
-    "pixel-8": DeviceProfile("pixel-8", "Google Pixel 8, Tensor G3, 1 thread on the Cortex-X3 at 2.91 GHz",
-                             "Google Tensor G3: 1x Cortex-X3 2.91 GHz, 4x A715, 4x A510; LPDDR5X 68.3 GB/s",
-                             1, 32 * 2.91, 128 * 2.91, 68.3, **_ASSUMED),
-    "galaxy-s23": DeviceProfile("galaxy-s23", "Samsung Galaxy S23, Snapdragon 8 Gen 2 for Galaxy, 1 thread on the X3",
-                                "Snapdragon 8 Gen 2 for Galaxy: 1x Cortex-X3 3.36 GHz, 2x A715, 2x A710, 3x A510; "
-                                "LPDDR5X 67 GB/s", 1, 32 * 3.36, 128 * 3.36, 67.0, **_ASSUMED),
-    "iphone-15": DeviceProfile("iphone-15", "Apple iPhone 15, A16 Bionic, 1 thread on a performance core",
-                               "Apple A16 Bionic: 2 performance cores 3.46 GHz, 4 efficiency cores; LPDDR5 51.2 GB/s",
-                               1, 32 * 3.46, 128 * 3.46, 51.2, **_ASSUMED),
-    "raspberry-pi-5": DeviceProfile("raspberry-pi-5", "Raspberry Pi 5, BCM2712, 1 thread on a Cortex-A76 at 2.4 GHz",
-                                    "Broadcom BCM2712: 4x Cortex-A76 2.4 GHz; LPDDR4X-4267 32-bit, 17 GB/s",
-                                    1, 16 * 2.4, 64 * 2.4, 17.0, **_ASSUMED),
-}
+def _phone(name: str, description: str, source: str, fp32_flop_per_cycle: int, ghz: float,
+           bandwidth_gbs: float) -> DeviceProfile:
+    """One big core, int8 SDOT at 4x the fp32 rate; efficiency and overhead assumed alike for all."""
+    return DeviceProfile(name, description, source, 1, fp32_flop_per_cycle * ghz, 4 * fp32_flop_per_cycle * ghz,
+                         bandwidth_gbs, efficiency=0.30, overhead_us=4.0)
+
+
+PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (
+    _phone("pixel-7", "Google Pixel 7, Tensor G2, 1 thread on a Cortex-X1 at 2.85 GHz",
+           "Google Tensor G2: 2x Cortex-X1 2.85 GHz, 2x A78, 4x A55; LPDDR5 51.2 GB/s", 32, 2.85, 51.2),
+    _phone("pixel-8", "Google Pixel 8, Tensor G3, 1 thread on the Cortex-X3 at 2.91 GHz",
+           "Google Tensor G3: 1x Cortex-X3 2.91 GHz, 4x A715, 4x A510; LPDDR5X 68.3 GB/s", 32, 2.91, 68.3),
+    _phone("galaxy-s23", "Samsung Galaxy S23, Snapdragon 8 Gen 2 for Galaxy, 1 thread on the X3",
+           "Snapdragon 8 Gen 2 for Galaxy: 1x Cortex-X3 3.36 GHz, 2x A715, 2x A710, 3x A510; LPDDR5X 67 GB/s",
+           32, 3.36, 67.0),
+    _phone("iphone-15", "Apple iPhone 15, A16 Bionic, 1 thread on a performance core",
+           "Apple A16 Bionic: 2 performance cores 3.46 GHz, 4 efficiency cores; LPDDR5 51.2 GB/s", 32, 3.46, 51.2),
+    _phone("raspberry-pi-5", "Raspberry Pi 5, BCM2712, 1 thread on a Cortex-A76 at 2.4 GHz",
+           "Broadcom BCM2712: 4x Cortex-A76 2.4 GHz; LPDDR4X-4267 32-bit, 17 GB/s", 16, 2.4, 17.0),
+)}
 PROFILES["pixel"] = PROFILES["pixel-8"]  # the newest Pixel profile
 
 
@@ -137,7 +139,7 @@ def _session(model, threads: int):
 def calibrate_host(threads: int = 1, seq: int = 61, dim: int = 128) -> DeviceProfile:
     """Micro-benchmarks in ONNX Runtime: per-op overhead (a chain of tiny Adds), cache-resident
     bandwidth (Adds on a (seq, 4*dim) tensor) and achieved GFLOP/s of matmuls of the model's sizes."""
-    onnx = require("onnx", "pip install onnx")
+    require("onnx", "pip install onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     def chain_of_adds(shape, n):
@@ -167,7 +169,6 @@ def calibrate_host(threads: int = 1, seq: int = 61, dim: int = 128) -> DevicePro
         t = _time_session(_session(model, threads), {"x": rng.standard_normal((1, seq, k)).astype(np.float32)})
         flops = 2.0 * seq * k * m
         measured[flops] = flops / max(t - overhead, 1e-9) / 1e9
-    del onnx
     from mmedge.bench.machine import cpu_model
 
     return DeviceProfile("host", f"this machine ({cpu_model()}), {threads} thread(s), calibrated by micro-benchmarks",

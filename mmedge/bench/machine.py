@@ -15,7 +15,7 @@ def cpu_model() -> str:
         for line in open("/proc/cpuinfo"):
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
+    except OSError:  # not Linux: fall back to what platform knows
         pass
     return platform.processor() or platform.machine()
 

@@ -39,7 +39,7 @@ def tool_versions() -> dict[str, str]:
     return package_versions(TOOLS)
 
 
-def _io(spec: StageSpec, names, tensors) -> list[dict]:
+def _io(names, tensors) -> list[dict]:
     return [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
             for n, t in zip(names, tensors)]
 
@@ -55,7 +55,7 @@ def expected_io(model, specs: list[StageSpec]) -> dict[str, dict]:
         inputs = example_inputs(model, spec)
         with torch.no_grad():
             outputs = stage_module(model, spec)(*inputs)
-        out[spec.name] = {"inputs": _io(spec, spec.inputs, inputs), "outputs": _io(spec, spec.outputs, outputs)}
+        out[spec.name] = {"inputs": _io(spec.inputs, inputs), "outputs": _io(spec.outputs, outputs)}
     return out
 
 
