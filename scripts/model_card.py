@@ -62,9 +62,13 @@ def stage_table(stages) -> str:
             extra.append(f"question weights {tcfg['qtype_weights']}")
         if tcfg.get("train_relations"):
             extra.append(f"relations {tcfg['train_relations']}")
+        aux = [f"{label} x{tcfg[key]:g}" for key, label in (("token_loss_weight", "token tagging"),
+                                                            ("ground_loss_weight", "phrase grounding"))
+               if tcfg.get(key)]
         rows.append([name, last["step"], tcfg["batch_size"], tcfg["lr"], ", ".join(extra) or "all question types",
-                     f"{last['wall_s'] / 60:.1f}", f"{last['train_flops'] / 1e15:.2f}"])
-    return tabulate(rows, ["stage", "steps", "batch", "peak lr", "data", "minutes", "PFLOPs"], tablefmt="github")
+                     ", ".join(aux) or "none", f"{last['wall_s'] / 60:.1f}", f"{last['train_flops'] / 1e15:.2f}"])
+    return tabulate(rows, ["stage", "steps", "batch", "peak lr", "data", "auxiliary losses", "minutes", "PFLOPs"],
+                    tablefmt="github")
 
 
 def main() -> None:

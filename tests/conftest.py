@@ -12,7 +12,7 @@ import pytest
 
 TINY = {
     "steps": 8, "batch_size": 8, "eval_every": 4, "eval_samples": 32, "checkpoint_every": 4, "log_every": 2,
-    "warmup_steps": 2, "threads": 1, "token_loss_weight": 0.5,
+    "warmup_steps": 2, "threads": 1, "token_loss_weight": 0.5, "ground_loss_weight": 0.5,
     "model": {"dim": 32, "depth": 3, "num_heads": 2, "image_size": 48, "patch_size": 8, "max_text_len": 24,
               "patch_embed": "conv_stem", "exit_pool": "text", "keep_ratios": [1.0, 0.5, 0.25]},
 }

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmedge.data.grounding import grounding_targets
 from mmedge.data.preprocess import preprocess_image
 from mmedge.data.scenes import Scene, object_class, render_object_map
 from mmedge.data.tasks import Sample, make_sample
@@ -21,6 +22,7 @@ class Batch:
     qtypes: list[str]
     boxes: list[list[tuple[int, int, int, int]]]
     token_classes: np.ndarray | None = None  # (B, N) object class under each visual token, 0 = background
+    grounding: np.ndarray | None = None  # (B, L, 2) grid column/row of the object each word names, -1 = none
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -50,15 +52,20 @@ def token_classes(sample: Sample, patch: int) -> np.ndarray:
 
 
 def build_batch(samples: list[Sample], tokenizer: WordTokenizer, image_size: int,
-                patch_size: int | None = None) -> Batch:
-    """Stack samples; with patch_size, also label each visual token with its object class."""
+                patch_size: int | None = None, ground_bins: int | None = None) -> Batch:
+    """Stack samples; with patch_size, also label each visual token with its object class; with
+    ground_bins, also give each word the grid cell of the object it names."""
     ids, mask = tokenizer.encode_batch([s.text for s in samples])
+    grounding = None if not ground_bins else np.stack([
+        grounding_targets(tokenizer.tokenize(s.text), s.objects, image_size, ground_bins, tokenizer.max_length)
+        for s in samples])
     return Batch(
         pixels=np.stack([preprocess_image(s.image, image_size) for s in samples]),
         input_ids=ids, text_mask=mask,
         labels=np.array([s.label for s in samples], dtype=np.int64),
         qtypes=[s.qtype for s in samples], boxes=[list(s.boxes) for s in samples],
         token_classes=None if patch_size is None else np.stack([token_classes(s, patch_size) for s in samples]),
+        grounding=grounding,
     )
 
 

@@ -31,6 +31,9 @@ class TrainConfig:
     confidence_loss_weight: float = 1.0  # BCE of the learned confidence heads
     prefilter_loss_weight: float = 1.0  # KL of prefilter scores to the model's attention
     token_loss_weight: float = 0.0      # tagging visual tokens with their object class (0 = off)
+    ground_loss_weight: float = 0.0     # pointing each referring phrase at its object's grid cell (0 = off)
+    ground_bins: int = 12               # grid cells per side for that pointing (12 = 8 px cells at 96 px)
+    ground_stage: int = 1               # the stage whose text tokens are asked to point (0 = after layer 0)
     train_keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # cycled per step
     train_size: int = 200_000           # distinct training scenes (indices wrap around)
     max_objects: int = 4                # objects per scene, 1..max
@@ -60,6 +63,8 @@ class TrainConfig:
                 check_qtype_weights(self.task, self.qtype_weights)
             except ConfigError as exc:
                 p.extend(exc.problems)
+        if self.ground_loss_weight < 0 or self.ground_bins < 1 or self.ground_stage < 0:
+            p.append("ground_loss_weight must be >= 0, ground_bins >= 1 and ground_stage >= 0")
         if self.train_relations is not None:
             try:
                 check_relations(self.train_relations)

@@ -48,6 +48,21 @@ def prefilter_loss(scores: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.kl_div(F.log_softmax(scores, dim=-1), teacher, reduction="batchmean")
 
 
+def grounding_loss(out: ModelOutput, grounder: torch.nn.Module, targets: torch.Tensor, num_text: int,
+                   stage: int) -> torch.Tensor:
+    """Cross-entropy of the grid column and row predicted from each text token after `stage`.
+
+    targets: (B, L, 2) column/row bin of the object each word names, -1 where it names none.
+    """
+    text = out.hidden[stage][:, 1: 1 + num_text]  # (B, L, D): the text tokens
+    logits = grounder(text)  # (B, L, 2 * bins)
+    logits = logits.reshape(-1, logits.shape[-1] // 2)  # (B * L * 2, bins): column, row interleaved per token
+    target = targets.reshape(-1)  # (B * L * 2,) in the same order
+    if not bool((target >= 0).any()):  # no referring phrase in the batch; keep the head in the graph
+        return 0.0 * logits.sum()
+    return F.cross_entropy(logits, target, ignore_index=-1)
+
+
 def token_tag_loss(out: ModelOutput, tagger: torch.nn.Module, token_classes: torch.Tensor,
                    num_text: int) -> torch.Tensor:
     """Cross-entropy of the tagger on the kept visual tokens after stage 0.

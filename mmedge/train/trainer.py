@@ -51,7 +51,8 @@ def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Pat
     """A fresh model for cfg.task, or one initialised from a model directory: every weight whose
     name and shape match is copied; exit heads only when the source was trained on the same task."""
     model_cfg = ModelConfig(task=cfg.task, labels=list(LABELS[cfg.task]), vocab_size=len(tokenizer.vocab),
-                            token_classes=NUM_OBJECT_CLASSES if cfg.token_loss_weight > 0 else 0, **cfg.model)
+                            token_classes=NUM_OBJECT_CLASSES if cfg.token_loss_weight > 0 else 0,
+                            ground_bins=cfg.ground_bins if cfg.ground_loss_weight > 0 else 0, **cfg.model)
     torch.manual_seed(cfg.seed)
     model = AdaptiveVLModel(model_cfg)
     if init_from is not None:
@@ -88,6 +89,9 @@ class Trainer:
         self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
         self.model = build_model(cfg, self.tokenizer, init_from)
         self.weights = losses.exit_weights(self.model.num_stages, cfg.exit_weighting)
+        if cfg.ground_loss_weight > 0 and cfg.ground_stage >= self.model.num_stages:
+            raise ConfigError(f"ground_stage {cfg.ground_stage} must be below the model's "
+                              f"{self.model.num_stages} stages", "training config")
         decays = {n: p.ndim >= 2 and "embed" not in n and "pos" not in n for n, p in self.model.named_parameters()}
         decay = [p for n, p in self.model.named_parameters() if decays[n]]
         no_decay = [p for n, p in self.model.named_parameters() if not decays[n]]
@@ -168,8 +172,10 @@ class Trainer:
                            self.model.config.image_size, cfg.max_objects, cfg.qtype_weights,
                            None if cfg.train_relations is None else tuple(cfg.train_relations))
         tagging = self.model.token_tagger is not None
+        grounding = self.model.text_grounder is not None
         batch = build_batch(samples, self.tokenizer, self.model.config.image_size,
-                            self.model.config.patch_size if tagging else None)
+                            self.model.config.patch_size if tagging else None,
+                            self.model.config.ground_bins if grounding else None)
         pixels, ids, mask = to_torch(batch)
         labels = torch.from_numpy(batch.labels)
         full = keep_ratio >= 1.0
@@ -187,6 +193,11 @@ class Trainer:
             tag_loss = losses.token_tag_loss(out, self.model.token_tagger, torch.from_numpy(batch.token_classes),
                                              ids.shape[1])
             loss = loss + cfg.token_loss_weight * tag_loss
+        ground_loss = torch.zeros(())
+        if grounding:
+            ground_loss = losses.grounding_loss(out, self.model.text_grounder, torch.from_numpy(batch.grounding),
+                                                ids.shape[1], cfg.ground_stage)
+            loss = loss + cfg.ground_loss_weight * ground_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -194,6 +205,7 @@ class Trainer:
         acc = (out.logits[-1].argmax(-1) == labels).float().mean().item()
         return {"loss": loss.item(), "exit_losses": per_exit, "confidence_loss": conf_loss.item(),
                 "prefilter_loss": float(pf_loss.detach()), "token_loss": tag_loss.item(),
+                "ground_loss": ground_loss.item(),
                 "train_acc_last_exit": acc}
 
     def _validate(self) -> dict:

@@ -1,0 +1,94 @@
+"""Referring phrases -> the grid cell of the object they name, and the loss that uses it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+from mmedge.data.batches import build_batch
+from mmedge.data.grounding import IGNORE, grounding_targets, referent_spans
+from mmedge.data.scenes import SceneObject
+from mmedge.data.tasks import make_sample
+from mmedge.data.tokenizer import default_tokenizer
+from mmedge.errors import ConfigError
+from mmedge.train.config import TrainConfig
+from mmedge.train.trainer import Trainer
+
+RED_CIRCLE = SceneObject("red", "circle", "small", 10, 80)
+BLUE_SQUARE = SceneObject("blue", "square", "large", 70, 20)
+BIG_RED_CIRCLE = SceneObject("red", "circle", "large", 50, 50)
+
+
+def spans(text, objects):
+    return [(a, b, o) for a, b, o in referent_spans(text.split(), objects)]
+
+
+def test_a_phrase_naming_one_object_points_at_it():
+    assert spans("is the red circle left of the blue square ?", (RED_CIRCLE, BLUE_SQUARE)) == [
+        (2, 3, RED_CIRCLE), (7, 8, BLUE_SQUARE)]
+    assert spans("what shape is the blue object ?", (RED_CIRCLE, BLUE_SQUARE)) == [(4, 5, BLUE_SQUARE)]
+
+
+def test_ambiguous_absent_and_plural_phrases_point_nowhere():
+    two_reds = (RED_CIRCLE, BIG_RED_CIRCLE)
+    assert spans("is there a red circle ?", two_reds) == []            # two objects fit
+    assert spans("is there a green circle ?", two_reds) == []          # none fits
+    assert spans("how many circles are there ?", two_reds) == []       # plural: a count, not a referent
+    assert spans("what color is the object ?", (RED_CIRCLE,)) == []    # bare "object" names nothing
+    assert spans("what color is the large circle ?", two_reds) == [(4, 5, BIG_RED_CIRCLE)]  # size decides
+
+
+def test_targets_are_grid_cells_on_every_word_of_the_phrase():
+    words = "is the red circle left of the blue square ?".split()
+    t = grounding_targets(words, (RED_CIRCLE, BLUE_SQUARE), image_size=96, bins=12, max_length=24)
+    assert t.shape == (24, 2) and t.dtype == np.int64
+    assert t[2].tolist() == t[3].tolist() == [10 * 12 // 96, 80 * 12 // 96]
+    assert t[7].tolist() == t[8].tolist() == [70 * 12 // 96, 20 * 12 // 96]
+    assert (t[[0, 1, 4, 5, 6, 9]] == IGNORE).all() and (t[10:] == IGNORE).all()
+
+
+def test_batches_carry_targets_that_agree_with_the_scene():
+    tok = default_tokenizer(24)
+    samples = [make_sample("vqa", 0, "val", i) for i in range(64)]
+    batch = build_batch(samples, tok, 96, ground_bins=6)
+    assert batch.grounding.shape == (64, 24, 2)
+    spatial = [i for i, s in enumerate(samples) if s.qtype == "spatial"]
+    assert spatial, "the first 64 validation samples hold a spatial question"
+    for i in spatial:  # both referents of a spatial question are unique, so both are grounded
+        cells = {tuple(c) for c in batch.grounding[i] if c[0] != IGNORE}
+        want = {(o.cx * 6 // 96, o.cy * 6 // 96) for o in samples[i].objects}
+        assert len(cells) >= 1 and cells <= want
+
+
+def test_grounding_loss_is_logged_and_learned(tmp_path):
+    cfg = TrainConfig(**{**TINY, "steps": 40, "eval_every": 40, "checkpoint_every": 40, "lr": 3e-3,
+                         "ground_loss_weight": 1.0})
+    Trainer(cfg, tmp_path, progress=False).fit()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    ground = [r["ground_loss"] for r in rows if r["kind"] == "train"]
+    assert ground[0] > 0 and min(ground[-3:]) < ground[0]
+
+
+def test_ground_stage_must_exist(tmp_path):
+    cfg = TrainConfig(**{**TINY, "ground_stage": 3})  # the tiny model has 3 stages: 0, 1, 2
+    with pytest.raises(ConfigError, match="ground_stage"):
+        Trainer(cfg, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="ground_loss_weight"):
+        TrainConfig(**{**TINY, "ground_bins": 0})
+
+
+def test_the_grounding_head_is_training_only(tiny_model_dir):
+    from mmedge.models.checkpoint import from_pretrained
+
+    model, tok = from_pretrained(tiny_model_dir)
+    assert model.text_grounder is not None  # trained with it (TINY sets ground_loss_weight) ...
+    ids, mask = (torch.from_numpy(a)[None] for a in tok.encode("is the red circle left of the blue square ?"))
+    pixels = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    before = model(pixels, ids, mask)
+    with torch.no_grad():
+        model.text_grounder.weight.normal_()
+    after = model(pixels, ids, mask)
+    for a, b in zip(before.logits + before.confidence, after.logits + after.confidence):
+        assert torch.equal(a, b)  # ... and nothing the model computes at inference depends on it
