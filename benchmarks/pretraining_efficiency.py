@@ -3,6 +3,9 @@
     python benchmarks/pretraining_efficiency.py                 # the full run (hours here: run it with nohup)
     python benchmarks/pretraining_efficiency.py --smoke --out /tmp/pe   # the pipeline on tiny sizes (tests)
 
+Re-running with the same settings resumes: every finished pretraining run and fine-tune keeps its
+result (benchmark_result.json in its folder, keyed by its exact settings) and is not run again.
+
 Every variant (rwd-rod, mlm-mop, and the ablations rwd-text-only / rwd-visual-only) pretrains the
 same encoder on the same caption data, saving snapshots along the way; every snapshot (and a
 no-pretraining floor) is fine-tuned the same way on downstream VQA and statement verification and
@@ -43,16 +46,37 @@ SMOKE = dict(model={"dim": 32, "depth": 2, "num_heads": 2, "image_size": 48, "pa
              eval_samples=16, ablation_steps=2, seeds=[0])
 
 
+def cached(directory: Path, key: dict, compute):
+    """compute() once per (directory, key): a finished run's result is reused when the benchmark is
+    re-run with the same settings (so an interrupted benchmark resumes), recomputed otherwise."""
+    done = directory / "benchmark_result.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        if saved.get("key") == key:
+            print(f"reusing {directory} (finished earlier with the same settings)", flush=True)
+            return saved["value"]
+    value = compute()
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(done, lambda p: p.write_text(json.dumps({"key": key, "value": value})))
+    return value
+
+
 def pretrain(variant: str, seed: int, plan: dict, out: Path, progress: bool) -> list[dict]:
     """Run one variant; returns its snapshots (and final encoder) with FLOPs and wall-clock."""
     from mmedge.pretrain.config import PretrainConfig
-    from mmedge.pretrain.trainer import Pretrainer
 
     steps = plan["pretrain_steps"] if variant in ("rwd-rod", "mlm-mop") else plan["ablation_steps"]
     cfg = PretrainConfig(**VARIANTS[variant], seed=seed, steps=steps, batch_size=plan["batch_size"],
                          warmup_steps=max(1, steps // 10), snapshot_every=plan["snapshot_every"],
                          log_every=max(1, plan["snapshot_every"] // 4), model=plan["model"])
     run_dir = out / "runs" / f"{variant}-seed{seed}"
+    return cached(run_dir, {"pretrain": cfg.to_dict()},
+                  lambda: _pretrain_points(cfg, run_dir, progress))
+
+
+def _pretrain_points(cfg, run_dir: Path, progress: bool) -> list[dict]:
+    from mmedge.pretrain.trainer import Pretrainer
+
     Pretrainer(cfg, run_dir, force=True, progress=progress).fit()
     points = []
     for d in sorted((run_dir / "snapshots").glob("step-*")) + [run_dir]:
@@ -71,8 +95,17 @@ def finetune(init: str | None, task: str, seed: int, plan: dict, out: Path, prog
     cfg = TrainConfig(task=task, seed=seed, steps=steps, batch_size=plan["finetune_batch"], lr=1e-3,
                       warmup_steps=max(1, steps // 10), eval_every=steps, eval_samples=plan["eval_samples"],
                       checkpoint_every=steps, log_every=max(1, steps // 4), model=plan["model"])
-    result = Trainer(cfg, out, force=True, init_from=init, progress=progress).fit()
-    return float(result.final_val_accuracy[-1])
+    key = {"finetune": repr(cfg), "init": init, "init_state": _state_of(init)}
+    return cached(out, key, lambda: float(
+        Trainer(cfg, out, force=True, init_from=init, progress=progress).fit().final_val_accuracy[-1]))
+
+
+def _state_of(init: str | None) -> str | None:
+    """The initialising snapshot's own record, so a re-pretrained encoder is never mistaken for the old one."""
+    if init is None:
+        return None
+    state = Path(init) / "pretrain_state.json"
+    return state.read_text() if state.exists() else None
 
 
 def reach(points: list[dict], key: str, target: float, acc_key: str) -> float | None:
