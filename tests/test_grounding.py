@@ -8,7 +8,7 @@ import torch
 
 from conftest import TINY
 from mmedge.data.batches import build_batch
-from mmedge.data.grounding import IGNORE, grounding_targets, referent_spans
+from mmedge.data.grounding import IGNORE, SIZE_CLASSES, grounding_targets, referent_spans
 from mmedge.data.scenes import SceneObject
 from mmedge.data.tasks import make_sample
 from mmedge.data.tokenizer import default_tokenizer
@@ -43,9 +43,10 @@ def test_ambiguous_absent_and_plural_phrases_point_nowhere():
 def test_targets_are_grid_cells_on_every_word_of_the_phrase():
     words = "is the red circle left of the blue square ?".split()
     t = grounding_targets(words, (RED_CIRCLE, BLUE_SQUARE), image_size=96, bins=12, max_length=24)
-    assert t.shape == (24, 2) and t.dtype == np.int64
-    assert t[2].tolist() == t[3].tolist() == [10 * 12 // 96, 80 * 12 // 96]
-    assert t[7].tolist() == t[8].tolist() == [70 * 12 // 96, 20 * 12 // 96]
+    assert t.shape == (24, 3) and t.dtype == np.int64
+    small, large = SIZE_CLASSES.index("small"), SIZE_CLASSES.index("large")
+    assert t[2].tolist() == t[3].tolist() == [10 * 12 // 96, 80 * 12 // 96, small]
+    assert t[7].tolist() == t[8].tolist() == [70 * 12 // 96, 20 * 12 // 96, large]
     assert (t[[0, 1, 4, 5, 6, 9]] == IGNORE).all() and (t[10:] == IGNORE).all()
 
 
@@ -53,12 +54,12 @@ def test_batches_carry_targets_that_agree_with_the_scene():
     tok = default_tokenizer(24)
     samples = [make_sample("vqa", 0, "val", i) for i in range(64)]
     batch = build_batch(samples, tok, 96, ground_bins=6)
-    assert batch.grounding.shape == (64, 24, 2)
+    assert batch.grounding.shape == (64, 24, 3)
     spatial = [i for i, s in enumerate(samples) if s.qtype == "spatial"]
     assert spatial, "the first 64 validation samples hold a spatial question"
     for i in spatial:  # both referents of a spatial question are unique, so both are grounded
         cells = {tuple(c) for c in batch.grounding[i] if c[0] != IGNORE}
-        want = {(o.cx * 6 // 96, o.cy * 6 // 96) for o in samples[i].objects}
+        want = {(o.cx * 6 // 96, o.cy * 6 // 96, SIZE_CLASSES.index(o.size)) for o in samples[i].objects}
         assert len(cells) >= 1 and cells <= want
 
 
@@ -69,6 +70,30 @@ def test_grounding_loss_is_logged_and_learned(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     ground = [r["ground_loss"] for r in rows if r["kind"] == "train"]
     assert ground[0] > 0 and min(ground[-3:]) < ground[0]
+
+
+def test_size_grounding_adds_size_outputs_and_their_loss(tmp_path):
+    from mmedge.data.tokenizer import default_tokenizer as tokenizer_of
+    from mmedge.train.losses import grounding_loss
+    from mmedge.train.trainer import build_model
+
+    base = TrainConfig(**{**TINY, "ground_loss_weight": 1.0})
+    sized = TrainConfig(**{**TINY, "ground_loss_weight": 1.0, "ground_size": True})
+    tok = tokenizer_of(24)
+    plain, with_size = build_model(base, tok), build_model(sized, tok)
+    bins = base.ground_bins
+    assert plain.text_grounder.out_features == 2 * bins
+    assert with_size.text_grounder.out_features == 2 * bins + len(SIZE_CLASSES)
+    batch = build_batch([make_sample("vqa", 0, "train", i, 48) for i in range(16)], tok, 48, ground_bins=bins)
+    ids, mask = torch.from_numpy(batch.input_ids), torch.from_numpy(batch.text_mask)
+    targets = torch.from_numpy(batch.grounding)
+    with torch.no_grad():
+        with_size.text_grounder.weight[: 2 * bins] = plain.text_grounder.weight
+        with_size.text_grounder.bias[: 2 * bins] = plain.text_grounder.bias
+        out = plain(torch.from_numpy(batch.pixels), ids, mask)
+        a = grounding_loss(out, plain.text_grounder, targets, 24, 1, bins)
+        b = grounding_loss(out, with_size.text_grounder, targets, 24, 1, bins)
+    assert b > a  # the same position loss plus a positive size cross-entropy
 
 
 def test_ground_stage_must_exist(tmp_path):

@@ -22,7 +22,7 @@ class Batch:
     qtypes: list[str]
     boxes: list[list[tuple[int, int, int, int]]]
     token_classes: np.ndarray | None = None  # (B, N) object class under each visual token, 0 = background
-    grounding: np.ndarray | None = None  # (B, L, 2) grid column/row of the object each word names, -1 = none
+    grounding: np.ndarray | None = None  # (B, L, 3) grid column, row and size class of the object each word names, -1 = none
 
     def __len__(self) -> int:
         return len(self.labels)

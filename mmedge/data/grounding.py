@@ -2,9 +2,9 @@
 
 A referring phrase is a noun ("circle", "square", "triangle" or "object") with the colour and size
 words just before it, e.g. "large red circle" or "blue object". When exactly one object of the
-scene fits the phrase, every word of the phrase gets that object's centre as a target: the
-column and row of a ``bins`` x ``bins`` grid over the image. Words that refer to nothing (or to
-several objects, or to an absent one) get -1 and are ignored by the loss.
+scene fits the phrase, every word of the phrase gets that object's centre as a target (the
+column and row of a ``bins`` x ``bins`` grid over the image) and its size class. Words that
+refer to nothing (or to several objects, or to an absent one) get -1 and are ignored by the loss.
 
 Supervising text tokens with the position of what they name (as MDETR's alignment losses do)
 gives the model the positions it needs for "is the A left of the B ?" questions.
@@ -17,6 +17,7 @@ import numpy as np
 from mmedge.data.scenes import COLORS, SHAPES, SIZES, SceneObject
 
 NOUNS = (*SHAPES, "object")
+SIZE_CLASSES = tuple(SIZES)  # the size target's classes, in this order
 IGNORE = -1
 
 
@@ -42,10 +43,11 @@ def referent_spans(words: list[str], objects: tuple[SceneObject, ...]) -> list[t
 
 def grounding_targets(words: list[str], objects: tuple[SceneObject, ...], image_size: int, bins: int,
                       max_length: int) -> np.ndarray:
-    """(max_length, 2) int64: the (column, row) bin of the object each word names, -1 for none."""
-    targets = np.full((max_length, 2), IGNORE, dtype=np.int64)
+    """(max_length, 3) int64: the (column, row) bin and the size class of the object each word
+    names, -1 for none."""
+    targets = np.full((max_length, 3), IGNORE, dtype=np.int64)
     for start, end, obj in referent_spans(words[:max_length], objects):
         column = min(bins - 1, obj.cx * bins // image_size)
         row = min(bins - 1, obj.cy * bins // image_size)
-        targets[start: end + 1] = (column, row)
+        targets[start: end + 1] = (column, row, SIZE_CLASSES.index(obj.size))
     return targets

@@ -35,6 +35,7 @@ class ModelConfig:
     prefilter_dim: int = 32           # width of the visual-token prefilter scorer
     token_classes: int = 0            # >0: a training-only head tags visual tokens with object classes
     ground_bins: int = 0              # >0: a training-only head points text phrases at their object's grid cell
+    ground_sizes: int = 0             # >0: that head also predicts the object's size class (this many classes)
     keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # trained keep ratios
     version: int = CONFIG_VERSION
 
@@ -83,8 +84,8 @@ class ModelConfig:
                 p.append(f"exit_layers must include the last layer {self.depth - 1}")
         if not self.keep_ratios or any(not 0 < r <= 1 for r in self.keep_ratios):
             p.append(f"keep_ratios {self.keep_ratios} must be in (0, 1]")
-        if self.ground_bins < 0:
-            p.append(f"ground_bins {self.ground_bins} must be 0 (off) or a positive number of grid cells per side")
+        if self.ground_bins < 0 or self.ground_sizes < 0:
+            p.append(f"ground_bins {self.ground_bins} and ground_sizes {self.ground_sizes} must be >= 0 (0 = off)")
         if self.attention not in ATTENTION_VARIANTS:
             p.append(f"attention {self.attention!r} unknown; choose one of {list(ATTENTION_VARIANTS)}")
         return p

@@ -175,8 +175,8 @@ class AdaptiveVLModel(nn.Module):
             nn.init.zeros_(self.text_film.bias)
         # Training-only: tags each visual token after stage 0 with the object under it.
         self.token_tagger = nn.Linear(D, cfg.token_classes) if cfg.token_classes else None
-        # Training-only: predicts, from each text token, the column and row of the object it names.
-        self.text_grounder = nn.Linear(D, 2 * cfg.ground_bins) if cfg.ground_bins else None
+        # Training-only: predicts, from each text token, the column and row (and size) of the object it names.
+        self.text_grounder = nn.Linear(D, 2 * cfg.ground_bins + cfg.ground_sizes) if cfg.ground_bins else None
         for p in (self.cls_token, self.text_pos, self.type_embed, self.token_embed.weight):
             nn.init.trunc_normal_(p, std=0.02)
         with torch.no_grad():  # learned, but starting from 2-D sin-cos so that layout is there from step 0

@@ -34,6 +34,7 @@ class TrainConfig:
     ground_loss_weight: float = 0.0     # pointing each referring phrase at its object's grid cell (0 = off)
     ground_bins: int = 12               # grid cells per side for that pointing (12 = 8 px cells at 96 px)
     ground_stage: int = 1               # the stage whose text tokens are asked to point (0 = after layer 0)
+    ground_size: bool = False           # grounding also predicts the named object's size (small / large)
     train_keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # cycled per step
     train_size: int = 200_000           # distinct training scenes (indices wrap around)
     max_objects: int = 4                # objects per scene, 1..max

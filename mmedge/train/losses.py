@@ -49,18 +49,24 @@ def prefilter_loss(scores: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 def grounding_loss(out: ModelOutput, grounder: torch.nn.Module, targets: torch.Tensor, num_text: int,
-                   stage: int) -> torch.Tensor:
-    """Cross-entropy of the grid column and row predicted from each text token after `stage`.
+                   stage: int, bins: int) -> torch.Tensor:
+    """Cross-entropy of the grid column and row (and, when the head has size outputs, the size
+    class) predicted from each text token after `stage`.
 
-    targets: (B, L, 2) column/row bin of the object each word names, -1 where it names none.
+    targets: (B, L, 3) column bin, row bin and size class of the object each word names, -1 where
+    it names none.
     """
     text = out.hidden[stage][:, 1: 1 + num_text]  # (B, L, D): the text tokens
-    logits = grounder(text)  # (B, L, 2 * bins)
-    logits = logits.reshape(-1, logits.shape[-1] // 2)  # (B * L * 2, bins): column, row interleaved per token
-    target = targets.reshape(-1)  # (B * L * 2,) in the same order
-    if not bool((target >= 0).any()):  # no referring phrase in the batch; keep the head in the graph
+    logits = grounder(text)  # (B, L, 2 * bins + sizes)
+    cells = logits[..., : 2 * bins].reshape(-1, bins)  # (B * L * 2, bins): column, row interleaved per token
+    cell_target = targets[..., :2].reshape(-1)  # (B * L * 2,) in the same order
+    if not bool((cell_target >= 0).any()):  # no referring phrase in the batch; keep the head in the graph
         return 0.0 * logits.sum()
-    return F.cross_entropy(logits, target, ignore_index=-1)
+    loss = F.cross_entropy(cells, cell_target, ignore_index=-1)
+    if logits.shape[-1] > 2 * bins:  # the size classes
+        sizes = logits[..., 2 * bins:].reshape(-1, logits.shape[-1] - 2 * bins)  # (B * L, sizes)
+        loss = loss + F.cross_entropy(sizes, targets[..., 2].reshape(-1), ignore_index=-1)
+    return loss
 
 
 def token_tag_loss(out: ModelOutput, tagger: torch.nn.Module, token_classes: torch.Tensor,

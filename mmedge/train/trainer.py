@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mmedge.data.batches import build_batch, generate
+from mmedge.data.grounding import SIZE_CLASSES
 from mmedge.data.scenes import NUM_OBJECT_CLASSES
 from mmedge.data.tasks import LABELS
 from mmedge.data.tokenizer import WordTokenizer, default_tokenizer
@@ -52,7 +53,9 @@ def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Pat
     name and shape match is copied; exit heads only when the source was trained on the same task."""
     model_cfg = ModelConfig(task=cfg.task, labels=list(LABELS[cfg.task]), vocab_size=len(tokenizer.vocab),
                             token_classes=NUM_OBJECT_CLASSES if cfg.token_loss_weight > 0 else 0,
-                            ground_bins=cfg.ground_bins if cfg.ground_loss_weight > 0 else 0, **cfg.model)
+                            ground_bins=cfg.ground_bins if cfg.ground_loss_weight > 0 else 0,
+                            ground_sizes=len(SIZE_CLASSES) if cfg.ground_loss_weight > 0 and cfg.ground_size else 0,
+                            **cfg.model)
     torch.manual_seed(cfg.seed)
     model = AdaptiveVLModel(model_cfg)
     if init_from is not None:
@@ -196,7 +199,7 @@ class Trainer:
         ground_loss = torch.zeros(())
         if grounding:
             ground_loss = losses.grounding_loss(out, self.model.text_grounder, torch.from_numpy(batch.grounding),
-                                                ids.shape[1], cfg.ground_stage)
+                                                ids.shape[1], cfg.ground_stage, self.model.config.ground_bins)
             loss = loss + cfg.ground_loss_weight * ground_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
