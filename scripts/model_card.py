@@ -99,7 +99,7 @@ eval/*.json); nothing in the tables is typed by hand.
 
 ## Reproduce
 
-`bash scripts/reproduce_default_model.sh` (about 50 minutes on 2 cores) runs exactly these, then
+`bash scripts/reproduce_default_model.sh` ({sum(t['wall_s'] for _, _, t in stages) / 60:.0f} minutes on 2 cores when it last ran here) runs exactly these, then
 copies the run's files here and rewrites this card:
 
 ```

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild models/vqa-default from scratch: train, copy the model, evaluate, write the card.
-# About 50 minutes on the 2-core CPU machine; run it in the background with a log:
+# About 60 minutes on the 2-core CPU machine; run it in the background with a log:
 #   nohup bash scripts/reproduce_default_model.sh > runs/reproduce.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
