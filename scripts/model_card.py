@@ -65,6 +65,8 @@ def stage_table(stages) -> str:
         aux = [f"{label} x{tcfg[key]:g}" for key, label in (("token_loss_weight", "token tagging"),
                                                             ("ground_loss_weight", "phrase grounding"))
                if tcfg.get(key)]
+        if tcfg.get("ground_loss_weight") and tcfg.get("ground_size"):
+            aux[-1] += " (position + size)"
         rows.append([name, last["step"], tcfg["batch_size"], tcfg["lr"], ", ".join(extra) or "all question types",
                      ", ".join(aux) or "none", f"{last['wall_s'] / 60:.1f}", f"{last['train_flops'] / 1e15:.2f}"])
     return tabulate(rows, ["stage", "steps", "batch", "peak lr", "data", "auxiliary losses", "minutes", "PFLOPs"],
