@@ -11,13 +11,14 @@ LIBRARIES = ("mmedge", "numpy", "onnxruntime", "executorch", "torch", "coremltoo
 
 
 def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo; off Linux, what the platform module knows."""
+    fallback = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:  # not Linux: fall back to what platform knows
-        pass
-    return platform.processor() or platform.machine()
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.lower().startswith("model name")]
+    except OSError:  # no /proc (macOS, Windows)
+        return fallback
+    return names[0] if names else fallback
 
 
 def describe() -> dict:
