@@ -72,7 +72,7 @@ def test_replaced_objects_come_from_other_images():
 
     tok = default_tokenizer(24)
     cfg = ModelConfig(task="pretrain", labels=["original", "replaced"], vocab_size=len(tok.vocab), **TINY_MODEL)
-    model = PretrainModel(cfg, ObjectiveConfig(visual_replace_rate=0.5), tok.vocab["[UNK]"])
+    model = PretrainModel(cfg, ObjectiveConfig(visual_replace_rate=0.5, visual_replace_where="any"), tok.vocab["[UNK]"])
     classes = torch.zeros(3, 36, dtype=torch.long)
     classes[0, :4], classes[1, 10:12], classes[2, 30] = 5, 7, 9
     torch.manual_seed(0)
@@ -84,6 +84,16 @@ def test_replaced_objects_come_from_other_images():
         others_objects = int(((classes > 0).sum(1)).sum() - (classes[b] > 0).sum())
         picked = classes.flatten()[source[b]]
         assert (picked[:others_objects] > 0).all()  # object tokens first
+
+
+def test_replaced_object_label_means_the_object_class_changed():
+    from mmedge.pretrain.objectives import replaced_object_labels
+
+    classes = torch.tensor([[0, 5, 5, 0], [7, 0, 0, 2]])  # (B=2, N=4); sources index the flattened 8 tokens
+    replaced = torch.tensor([[True, True, True, False], [True, True, False, True]])
+    source = torch.tensor([3, 4, 1, 0, 2, 5, 6, 7])  # bg<-bg, 5<-7, 5<-5 | 7<-5, bg<-bg, -, 2<-2
+    labels = replaced_object_labels(classes, replaced, source)
+    assert labels.tolist() == [[0, 1, 0, 0], [1, 0, 0, 0]]
 
 
 def test_object_only_replacement_touches_only_object_tokens():
@@ -142,15 +152,22 @@ def test_efficiency_benchmark_smoke(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import pretraining_efficiency as pe
 
-    assert pe.main(["--smoke", "--out", str(tmp_path), "--tasks", "vqa", "--variants", "rwd-rod", "mlm-mop",
-                    "--no-progress"]) == 0
+    assert pe.main(["--smoke", "--out", str(tmp_path), "--tasks", "vqa", "verify", "--variants", "rwd-rod",
+                    "mlm-mop", "--jobs", "2", "--no-progress"]) == 0
     result = json.loads((tmp_path / "pretraining_efficiency.json").read_text())
     assert set(result["curves"]) == {"rwd-rod/seed0", "mlm-mop/seed0"}
-    for points in result["curves"].values():
+    finetunes = tmp_path / "work" / "finetune"
+    for key, points in result["curves"].items():
         assert [p["step"] for p in points] == [2, 4]
         assert points[1]["pretrain_flops"] == 2 * points[0]["pretrain_flops"]
-        assert all(0 <= p["acc_vqa"] <= 1 for p in points)
-    assert "vqa/seed0" in result["ratio_mlm_over_rwd"]
+        for p, task in ((p, t) for p in points for t in ("vqa", "verify")):
+            assert 0 <= p[f"acc_{task}"] <= 1
+            # the fine-tunes ran two at a time: each accuracy landed on its own snapshot and task
+            done = json.loads((finetunes / f"{key.replace('/', '-')}-{Path(p['dir']).name}-{task}"
+                               / "benchmark_result.json").read_text())
+            assert done["key"]["init"] == p["dir"]
+            assert f"task='{task}'" in done["key"]["finetune"] and done["value"] == p[f"acc_{task}"]
+    assert {"vqa/seed0", "verify/seed0"} <= set(result["ratio_mlm_over_rwd"])
     assert (tmp_path / "pretraining_efficiency.png").stat().st_size > 0
     assert "SMOKE" in (tmp_path / "pretraining_efficiency.md").read_text()
 

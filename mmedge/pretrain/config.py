@@ -34,7 +34,7 @@ class PretrainConfig:
     visual_replace_rate: float = 0.15
     replace_text: bool = True
     replace_visual: bool = True
-    visual_replace_where: str = "any"   # any | objects (replace only visual tokens on an object)
+    visual_replace_where: str = "objects"  # objects (only visual tokens on an object) | any
     generator_dim_ratio: float = 0.25
     generator_depth: int = 1
     disc_weight: float = 50.0

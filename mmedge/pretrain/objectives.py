@@ -8,8 +8,9 @@ rwd-rod (proposed, ELECTRA-style; every token of both modalities gets a label):
   - replaced object detection: ``visual_replace_rate`` of the visual tokens (of any token, or with
     ``visual_replace_where="objects"`` only of tokens on an object) get the patch embedding
     of an object token from another image of the batch ("plausible": an object, not background);
-    the discriminator labels every visual token original/replaced (background swapped for
-    background counts as original);
+    the discriminator labels every visual token original/replaced, where "replaced" means the
+    object class under the token changed (background for background, or a patch of the same
+    colour and shape, counts as original: nothing the caption could contradict);
   - image-text matching on [CLS] (half the captions swapped within the batch).
   loss = generator MLM + disc_weight x (text BCE + visual BCE) + itm_weight x ITM.
 mlm-mop (baseline): masked language modelling ([UNK] doubles as the mask token: no caption word is
@@ -40,7 +41,7 @@ class ObjectiveConfig:
     visual_replace_rate: float = 0.15   # rod: fraction of visual tokens replaced (mop: masked)
     replace_text: bool = True           # ablation switches (rwd-rod only)
     replace_visual: bool = True
-    visual_replace_where: str = "any"   # rod: replace any visual token, or only tokens on objects
+    visual_replace_where: str = "objects"  # rod: replace only tokens on objects, or "any" token
     generator_dim_ratio: float = 0.25   # generator width = dim x ratio (ELECTRA: 1/4 to 1/3)
     generator_depth: int = 1
     disc_weight: float = 50.0           # ELECTRA's lambda for the discriminator loss
@@ -56,6 +57,13 @@ def _rand_positions(mask: torch.Tensor, rate: float, generator: torch.Generator 
         first = torch.where(mask.bool(), probs, torch.full_like(probs, 2.0)).argmin(1)
         chosen[none, first[none]] = True
     return chosen
+
+
+def replaced_object_labels(token_classes: torch.Tensor, replaced: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """(B, N) 1.0 where a replaced visual token now shows another object class than before
+    (`source` indexes the flattened (B * N) tokens), 0.0 elsewhere."""
+    source_classes = token_classes.flatten()[source].reshape(token_classes.shape)  # (B, N)
+    return (replaced & (source_classes != token_classes)).float()
 
 
 class PretrainModel(nn.Module):
@@ -126,8 +134,7 @@ class PretrainModel(nn.Module):
         transform = None
         if obj.replace_visual:
             replaced, source = self._visual_replacements(token_classes)
-            source_classes = token_classes.flatten()[source].reshape(token_classes.shape)  # (B, N)
-            visual_labels = (replaced & ~((token_classes == 0) & (source_classes == 0))).float()
+            visual_labels = replaced_object_labels(token_classes, replaced, source)
 
             def transform(visual):  # (B, N, D): replaced tokens take another image's object patch
                 flat = visual.reshape(-1, visual.shape[-1])  # (B * N, D)
