@@ -199,12 +199,11 @@ def main(argv=None) -> int:
                 jobs.append((p["dir"], task, seed, plan, work / "finetune" / name))
                 slots.append((p, task, seed))
     floor_accs: dict[str, list[float]] = {t: [] for t in args.tasks}
-    for slot, acc in zip(slots, run_finetunes(jobs, args.jobs, progress)):
-        target, task, _ = slot
-        if target == "floor":
+    for (point, task, _), acc in zip(slots, run_finetunes(jobs, args.jobs, progress)):
+        if point == "floor":
             floor_accs[task].append(acc)
         else:
-            target[f"acc_{task}"] = acc
+            point[f"acc_{task}"] = acc
     floor = {t: {"mean": float(np.mean(a)), "per_seed": a} for t, a in floor_accs.items()}
     for key, points in curves.items():
         for p in points:
