@@ -183,23 +183,24 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     progress = not args.no_progress
     curves: dict[str, list[dict]] = {}
+    seed_of: dict[str, int] = {}
     for variant in args.variants:  # one at a time, all cores: their wall-clock is a result
         for seed in plan["seeds"]:
-            curves[f"{variant}/seed{seed}"] = pretrain(variant, seed, plan, work, progress)
+            key = f"{variant}/seed{seed}"
+            curves[key], seed_of[key] = pretrain(variant, seed, plan, work, progress), seed
     jobs, slots = [], []  # every fine-tune: the floor's, then every snapshot's
     for task in args.tasks:
         for s in plan["seeds"]:
             jobs.append((None, task, s, plan, work / "finetune" / f"none-{task}-seed{s}"))
-            slots.append(("floor", task, s))
+            slots.append(("floor", task))
     for key, points in curves.items():
-        seed = int(key.rsplit("seed", 1)[1])
         for p in points:
             for task in args.tasks:
                 name = f"{key.replace('/', '-')}-{Path(p['dir']).name}-{task}"
-                jobs.append((p["dir"], task, seed, plan, work / "finetune" / name))
-                slots.append((p, task, seed))
+                jobs.append((p["dir"], task, seed_of[key], plan, work / "finetune" / name))
+                slots.append((p, task))
     floor_accs: dict[str, list[float]] = {t: [] for t in args.tasks}
-    for (point, task, _), acc in zip(slots, run_finetunes(jobs, args.jobs, progress)):
+    for (point, task), acc in zip(slots, run_finetunes(jobs, args.jobs, progress)):
         if point == "floor":
             floor_accs[task].append(acc)
         else:

@@ -73,13 +73,12 @@ def test_grounding_loss_is_logged_and_learned(tmp_path):
 
 
 def test_size_grounding_adds_size_outputs_and_their_loss(tmp_path):
-    from mmedge.data.tokenizer import default_tokenizer as tokenizer_of
     from mmedge.train.losses import grounding_loss
     from mmedge.train.trainer import build_model
 
     base = TrainConfig(**{**TINY, "ground_loss_weight": 1.0})
     sized = TrainConfig(**{**TINY, "ground_loss_weight": 1.0, "ground_size": True})
-    tok = tokenizer_of(24)
+    tok = default_tokenizer(24)
     plain, with_size = build_model(base, tok), build_model(sized, tok)
     bins = base.ground_bins
     assert plain.text_grounder.out_features == 2 * bins

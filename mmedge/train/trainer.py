@@ -51,11 +51,11 @@ class TrainResult:
 def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Path | None = None) -> AdaptiveVLModel:
     """A fresh model for cfg.task, or one initialised from a model directory: every weight whose
     name and shape match is copied; exit heads only when the source was trained on the same task."""
+    grounding = cfg.ground_loss_weight > 0
     model_cfg = ModelConfig(task=cfg.task, labels=list(LABELS[cfg.task]), vocab_size=len(tokenizer.vocab),
                             token_classes=NUM_OBJECT_CLASSES if cfg.token_loss_weight > 0 else 0,
-                            ground_bins=cfg.ground_bins if cfg.ground_loss_weight > 0 else 0,
-                            ground_sizes=len(SIZE_CLASSES) if cfg.ground_loss_weight > 0 and cfg.ground_size else 0,
-                            **cfg.model)
+                            ground_bins=cfg.ground_bins if grounding else 0,
+                            ground_sizes=len(SIZE_CLASSES) if grounding and cfg.ground_size else 0, **cfg.model)
     torch.manual_seed(cfg.seed)
     model = AdaptiveVLModel(model_cfg)
     if init_from is not None:
