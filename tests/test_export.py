@@ -178,6 +178,7 @@ def test_existing_bundle_needs_force_and_failed_export_leaves_nothing(tiny_model
 
     out = tmp_path / "b.mmedge"
     out.mkdir()
+    (out / "manifest.json").write_text('{"schema_version": 1}')  # an old bundle: --force may replace it
     stale = tmp_path / ".b.mmedge.partial-999999999-abc"  # left by a killed export (no such process)
     stale.mkdir()
     (stale / "half.onnx").write_bytes(b"partial")
@@ -189,7 +190,7 @@ def test_existing_bundle_needs_force_and_failed_export_leaves_nothing(tiny_model
     monkeypatch.setattr(ExportRecipe, "tolerances", lambda self, precision: impossible)
     with pytest.raises(ExportError, match="logits error"):
         exporter.export_bundle(tiny_model_dir, out, recipe, force=True, log=lambda *_: None)
-    assert out.is_dir() and not any(out.iterdir())  # the old (empty) bundle is untouched
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]  # the old bundle is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mmedge"]  # no partial directories
 
 

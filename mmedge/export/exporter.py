@@ -17,16 +17,18 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.bundle.manifest import SCHEMA_VERSION, hash_files, write_manifest
+from mmedge.bundle.publish import check_destination
 from mmedge.data.batches import build_batch, generate
 from mmedge.data.preprocess import MEAN, STD
 from mmedge.data.scenes import BACKGROUND
 from mmedge.data.tokenizer import _SPLIT, PAD, UNK
-from mmedge.errors import BundleError, ExportError
+from mmedge.errors import ExportError
 from mmedge.export import coreml_target, executorch_target, ingraph, onnx_target
 from mmedge.export.parity import accuracy, compare, run_chain, stage0_feeds
 from mmedge.export.recipe import ExportRecipe
 from mmedge.export.report import write_report
 from mmedge.export.stages import StageSpec, example_inputs, stage_specs
+from mmedge.fileio import pid_alive, publish_dir
 from mmedge.models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, from_pretrained
 from mmedge.runtime.backends import open_session
 from mmedge.runtime.backends.torch_backend import TorchSession
@@ -122,14 +124,19 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
 
 
 def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, force: bool = False,
-                  log=print) -> Path:
-    """Export, validate and atomically publish the bundle at `out`; returns its path."""
+                  log=print, sign_key=None) -> Path:
+    """Export, validate and atomically publish the bundle at `out`; returns its path.
+
+    With `sign_key` (an Ed25519 private key PEM path) the manifest is signed (manifest.sig)."""
     from mmedge.train.flops import stage_flops
 
     started = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
-    if out.exists() and not force:
-        raise BundleError(f"{out} already exists; pass --force to replace it")
+    check_destination(out, force)
+    if sign_key is not None:
+        from mmedge.bundle.signing import load_private_key
+
+        sign_key = load_private_key(sign_key)  # a bad key fails now, not after the export
     model, tokenizer = from_pretrained(model_dir)
     model.eval()
     cfg = model.config
@@ -200,7 +207,12 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
         manifest = _manifest(out.name, model, model_dir, tokenizer, specs, groups, recipe, artifacts, in_graph,
                              flops, seconds, tmp)
         write_manifest(tmp, manifest)
-        _publish(tmp, out)
+        if sign_key is not None:
+            from mmedge.bundle.signing import sign_bundle
+
+            sign_bundle(tmp, sign_key)
+        check_destination(out, force)  # again: the destination may have changed during the export
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -245,8 +257,14 @@ def _in_graph(model, groups, root: Path, recipe, feeds, artifacts, log) -> dict:
         log(f"  onnx: in-graph exits (keep {ratio})")
         ingraph.export(model, specs[0], path, recipe.opset)
         chains = [run_chain(session, specs, f) for f in feeds]
-        entries[str(ratio)] = {"file": str(path.relative_to(root)), "ops": onnx_target.op_counts(path),
+        entries[str(ratio)] = {"file": str(path.relative_to(root)), "keep_ratio": ratio,
+                               "kept_tokens": specs[0].kept_tokens, "ops": onnx_target.op_counts(path),
                                "check": ingraph.check_against_staged(path, chains, feeds)}
+    if recipe.ort_format:
+        log("  onnx: in-graph exits, ORT format")
+        converted = onnx_target.convert_to_ort(root / "onnx" / "in_graph", root / "ort" / "in_graph")
+        for entry in entries.values():
+            entry["ort_file"] = str(converted[Path(entry["file"]).stem].relative_to(root))
     return {"inputs": list(ingraph.INPUTS), "outputs": list(ingraph.OUTPUTS), "by_keep_ratio": entries,
             "check": {"passed": all(e["check"]["passed"] for e in entries.values())}}
 
@@ -278,22 +296,7 @@ def _remove_stale_partials(out: Path) -> None:
     for partial in out.parent.glob(f".{out.name}.partial-*"):
         try:
             pid = int(partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ValueError, IndexError):
+            continue  # not a name this exporter makes
+        if not pid_alive(pid):
             shutil.rmtree(partial, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
-            continue
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished bundle into place (replacing an old one only after the new one is whole)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; give the usual directory mode
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{int(time.time())}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)

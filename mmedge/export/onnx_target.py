@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import subprocess
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -80,14 +78,18 @@ def mobile_usability(path: Path) -> dict:
 
 
 def convert_to_ort(onnx_dir: Path, out_dir: Path) -> dict[str, Path]:
-    """Run ``python -m onnxruntime.tools.convert_onnx_models_to_ort`` on a folder of stage files."""
+    """onnxruntime's ORT-format converter on a folder of stage files, run in this process (a child
+    process would outlive a killed export and go on writing)."""
+    converter = require("onnxruntime.tools.convert_onnx_models_to_ort", INSTALL)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(onnx_dir),
-           "--output_dir", str(out_dir), "--optimization_style", "Fixed"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
+    try:
+        with quiet():
+            converter.convert_onnx_models_to_ort(onnx_dir, output_dir=out_dir,
+                                                 optimization_styles=[converter.OptimizationStyle.Fixed])
+    except Exception as exc:  # the converter raises plain exceptions of several kinds; report it typed
         from mmedge.errors import ExportError
-        raise ExportError(f"ORT format conversion failed ({' '.join(cmd[1:4])}):\n{done.stderr[-2000:]}")
+        raise ExportError(f"ORT format conversion of {onnx_dir.name} failed: {type(exc).__name__}: "
+                          f"{str(exc)[:2000]}") from exc
     for extra in out_dir.glob("*.config"):  # the reduced-build op config: not needed at run time
         extra.unlink()
     return {p.stem: p for p in sorted(out_dir.glob("*.ort"))}

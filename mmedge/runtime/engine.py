@@ -22,9 +22,9 @@ import numpy as np
 
 from mmedge.bundle.manifest import load_manifest
 from mmedge.data.preprocess import ImageLike, preprocess_image
-from mmedge.data.tokenizer import WordTokenizer
-from mmedge.errors import BundleError, ConfigError, MissingDependencyError
-from mmedge.runtime.backends import open_session
+from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
+from mmedge.errors import BundleError, ConfigError, MissingDependencyError, MMEdgeError
+from mmedge.runtime.backends import BACKENDS, open_session
 from mmedge.runtime.controller import ExitState, Policy, policy_from_thresholds, should_stop, softmax_max
 
 BACKEND_ORDER = ("onnxruntime", "executorch", "coreml")
@@ -63,6 +63,7 @@ class Engine:
         self.keep_ratio = keep_ratio
         self.labels: list[str] = manifest["labels"]
         self.tokenizer = WordTokenizer.load(root / manifest["tokenizer"]["file"])
+        _check_tokenizer(self.tokenizer, manifest)
         self.image_size: int = manifest["preprocessing"]["image_size"]
         self._groups = {k["keep_ratio"]: k["stages"] for k in manifest["keep_ratios"]}
         self._stage_times: dict[str, deque] = {}
@@ -71,34 +72,58 @@ class Engine:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", precision: str = "fp32", fmt: str | None = None,
-             keep_ratio: float | None = None, policy: Policy | None = None, threads: int | None = None,
-             verify: bool = True) -> "Engine":
-        """Open a bundle: check its manifest (schema version, SHA-256 of every file) and its stages."""
+             keep_ratio: float | None = None, policy: Policy | str | None = None, threads: int | None = None,
+             verify: bool = True, verify_key=None, self_check: bool = True) -> "Engine":
+        """Open a bundle: check its manifest (bounds, consistency, paths, SHA-256 of every file, and
+        with `verify_key` its Ed25519 signature) before opening anything, then its stages; with
+        `self_check` one query runs through every stage so that a bundle that loads can predict."""
+        _check_load_arguments(backend, precision, fmt, threads)
+        manifest = load_manifest(bundle, verify_files=verify, verify_key=verify_key)
         root = Path(bundle)
-        manifest = load_manifest(root, verify_files=verify)
         artifacts = [a for a in manifest["artifacts"] if a["precision"] == precision
                      and (fmt is None or a["format"] == fmt)]
         if not artifacts:
             have = sorted({(a["runtime"], a["format"], a["precision"]) for a in manifest["artifacts"]})
             raise BundleError(f"{root} has no {precision} artifact{f' in format {fmt}' if fmt else ''}; it has {have}")
         backend = cls._choose_backend(backend, artifacts, root)
-        artifact = next(a for a in artifacts if a["runtime"] == backend and (fmt or a["format"] != "ort"))
-        missing = [p for p in cls._artifact_paths(root, artifact) if not p.exists()]
-        if missing:
-            raise BundleError(f"{root}: stage file(s) missing: {', '.join(str(m) for m in missing)}; export again")
+        artifact = next((a for a in artifacts if a["runtime"] == backend and (fmt or a["format"] != "ort")),
+                        next(a for a in artifacts if a["runtime"] == backend))
         thresholds = manifest["thresholds"]
-        ratio = thresholds["keep_ratio"] if keep_ratio is None else keep_ratio
+        ratio = thresholds["keep_ratio"] if keep_ratio is None else _ratio(keep_ratio)
         exported = [k["keep_ratio"] for k in manifest["keep_ratios"]]
         if ratio not in exported:
             raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {exported}", "arguments")
-        session = open_session(backend, root, artifact, threads)
-        return cls(root, manifest, backend, artifact, session, policy or policy_from_thresholds(thresholds), ratio)
+        session = _open(backend, root, artifact, threads)
+        engine = cls(root, manifest, backend, artifact, session,
+                     _policy(policy) if policy is not None else policy_from_thresholds(thresholds), ratio)
+        if self_check:
+            engine.self_check()
+        return engine
 
-    @staticmethod
-    def _artifact_paths(root: Path, artifact: dict) -> list[Path]:
-        if "file" in artifact:
-            return [root / artifact["file"]]
-        return [root / s["file"] for s in artifact["stages"].values()]
+    def self_check(self) -> None:
+        """One blank query through every stage of every keep ratio; BundleError unless every output
+        has the shape the manifest declares and the next stage takes."""
+        feeds = self.preprocess(np.full((self.image_size, self.image_size, 3), 128, np.uint8), "check")
+        for group in self.manifest["keep_ratios"]:
+            try:
+                outs, _ = self._all_stages(feeds, group["stages"])
+            except MMEdgeError:
+                raise
+            except Exception as exc:  # a backend's own error type: the files disagree with the manifest
+                raise BundleError(f"{self.root}: the {self.backend} stages fail on a test query "
+                                  f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again") from exc
+            for name, out in zip(group["stages"], outs):
+                for spec in self.manifest["stages"][name]["outputs"]:
+                    got = out.get(spec["name"])
+                    if got is None or list(np.shape(got)) != spec["shape"]:
+                        raise BundleError(f"{self.root}: stage {name} output {spec['name']} has shape "
+                                          f"{None if got is None else list(np.shape(got))}, the manifest says "
+                                          f"{spec['shape']}; export the bundle again")
+            kept = np.asarray(outs[0]["kept_index"]).reshape(-1)
+            patch = self.manifest["model"]["config"].get("patch_size")
+            patches = (self.image_size // patch) ** 2 if type(patch) is int and patch > 0 else None
+            if patches and kept.size and (kept.min() < 0 or kept.max() >= patches):
+                raise BundleError(f"{self.root}: the prefilter keeps token indices outside 0..{patches - 1}")
 
     @staticmethod
     def _choose_backend(backend: str, artifacts: list[dict], root: Path) -> str:
@@ -126,7 +151,7 @@ class Engine:
 
     # ------------------------------------------------------------------ running
     def stages_for(self, keep_ratio: float | None) -> list[str]:
-        ratio = self.keep_ratio if keep_ratio is None else keep_ratio
+        ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
         if ratio not in self._groups:
             raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {sorted(self._groups)}",
                               "arguments")
@@ -166,9 +191,10 @@ class Engine:
 
     def predict(self, image: ImageLike, text: str, policy: Policy | None = None,
                 keep_ratio: float | None = None) -> Prediction:
-        """Answer one question, stopping at the first exit the policy accepts."""
-        policy = policy or self.policy
-        ratio = self.keep_ratio if keep_ratio is None else keep_ratio
+        """Answer one question, stopping at the first exit the policy accepts (`policy`: a Policy or
+        a policy name such as "full")."""
+        policy = self.policy if policy is None else _policy(policy)
+        ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
         names = self.stages_for(ratio)
         if policy.kind == "latency_budget" and any(self.stage_ms(n) is None for n in names):
             self.warm_up(3, ratio)
@@ -199,7 +225,14 @@ class Engine:
     def predict_batch(self, items: list[tuple[ImageLike, str]], policy: Policy | None = None,
                       keep_ratio: float | None = None) -> list[Prediction]:
         """predict() for many (image, text) pairs, in order (stages are batch-1 for phones)."""
-        return [self.predict(image, text, policy, keep_ratio) for image, text in items]
+        if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+            raise ConfigError(f"predict_batch takes a list of (image, text) pairs, got {type(items).__name__}",
+                              "arguments")
+        pairs = list(items)
+        for i, item in enumerate(pairs):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ConfigError(f"predict_batch item {i} must be an (image, text) pair", "arguments")
+        return [self.predict(image, text, policy, keep_ratio) for image, text in pairs]
 
     def all_exits(self, feeds: dict[str, np.ndarray], keep_ratio: float | None = None) -> AllExits:
         """Full depth on preprocessed inputs, every exit's outputs (calibration)."""
@@ -211,5 +244,64 @@ class Engine:
                         np.sort(np.asarray(outs[0]["kept_index"]).reshape(-1)).astype(int).tolist(), times)
 
     def exit_flops(self, keep_ratio: float | None = None) -> list[int]:
-        ratio = self.keep_ratio if keep_ratio is None else keep_ratio
+        ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
         return next(k["exit_flops"] for k in self.manifest["keep_ratios"] if k["keep_ratio"] == ratio)
+
+
+def _ratio(keep_ratio) -> float:
+    """A keep ratio argument as a float, ConfigError for anything but a real number."""
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"keep_ratio must be a number such as 0.5, got {type(keep_ratio).__name__}", "arguments")
+    return float(keep_ratio)
+
+
+def _policy(policy) -> Policy:
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str):
+        return Policy(policy)
+    raise ConfigError(f"policy must be a Policy or a policy name, got {type(policy).__name__}", "arguments")
+
+
+def _check_load_arguments(backend, precision, fmt, threads) -> None:
+    problems = []
+    if not isinstance(backend, str) or backend not in ("auto",) + tuple(BACKENDS):
+        problems.append(f"backend {backend!r} unknown; choose auto or one of {sorted(BACKENDS)}")
+    if precision not in ("fp32", "int8"):
+        problems.append(f"precision {precision!r} unknown; choose fp32 or int8")
+    if fmt is not None and fmt not in ("onnx", "ort", "pte", "mlpackage", "safetensors"):
+        problems.append(f"format {fmt!r} unknown")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        problems.append(f"threads must be a whole number >= 1 (or None for the runtime's default), got {threads!r}")
+    if problems:
+        raise ConfigError(problems, "arguments")
+
+
+def _open(backend: str, root: Path, artifact: dict, threads: int | None):
+    """The backend's session over verified files; a runtime's refusal of a file becomes a BundleError."""
+    try:
+        return open_session(backend, root, artifact, threads)
+    except MMEdgeError:
+        raise
+    except Exception as exc:  # onnxruntime / executorch raise their own untyped errors on a bad file
+        raise BundleError(f"{root}: {backend} cannot open the stage files ({type(exc).__name__}: "
+                          f"{str(exc)[:300]}); export the bundle again") from exc
+
+
+def _check_tokenizer(tokenizer: WordTokenizer, manifest: dict) -> None:
+    """The tokenizer file agrees with the manifest and gives ids the model's embedding has."""
+    spec = manifest["tokenizer"]
+    rows = manifest["model"]["config"].get("vocab_size")
+    ids = list(tokenizer.vocab.values())
+    problems = []
+    if tokenizer.max_length != spec["max_length"]:
+        problems.append(f"max_length {tokenizer.max_length} vs the manifest's {spec['max_length']}")
+    if tokenizer.vocab.get(PAD) != spec["pad_id"] or tokenizer.vocab.get(UNK) != spec["unk_id"]:
+        problems.append("[PAD]/[UNK] ids differ from the manifest's pad_id/unk_id")
+    if not all(type(i) is int and i >= 0 for i in ids):
+        problems.append("token ids must be non-negative integers")
+    elif type(rows) is int and ids and max(ids) >= rows:
+        problems.append(f"token id {max(ids)} is outside the model's {rows}-word embedding")
+    if problems:
+        raise BundleError("the bundle's tokenizer does not fit its manifest: " + "; ".join(problems)
+                          + "; export the bundle again")
