@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from mmedge.bundle.manifest import load_manifest
 from mmedge.data.batches import generate
-from mmedge.errors import MMEdgeError
+from mmedge.errors import ConfigError, MMEdgeError
 from mmedge.fileio import atomic_write, sha256_file
 from mmedge.runtime.controller import Policy, standard_policies
 from mmedge.runtime.engine import Engine
@@ -59,11 +59,32 @@ def run_policy(engine: Engine, samples, policy: Policy, keep_ratio: float) -> di
             "p90_ms": float(np.percentile(lat, 90)), "exit_histogram": np.bincount(exits).tolist()}
 
 
+def check_demo_arguments(samples: int, calibration_samples: int, max_drop: float, threads: int | None) -> None:
+    """Refuse arguments that mean nothing before exporting or calibrating anything."""
+    from mmedge.runtime.calibrate import check_arguments
+
+    problems = []
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        problems.append(f"samples {samples!r} must be a whole number >= 1")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        problems.append(f"threads {threads!r} must be a whole number >= 1 (or None for the runtime's default)")
+    if problems:
+        raise ConfigError(problems, "demo arguments")
+    try:
+        check_arguments(max_drop, 1.645, calibration_samples)
+    except ConfigError as exc:
+        problems = [("calibration " + p if p.startswith("samples ") else p).replace("use --samples",
+                                                                                     "use --calibration-samples")
+                    for p in exc.problems]
+        raise ConfigError(problems, "demo arguments") from None
+
+
 def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "runs/demo", samples: int = 300,
              calibration_samples: int = 1000, max_drop: float = 0.01, force_export: bool = False,
              threads: int | None = 1, progress: bool = True, log=print) -> dict:
     from mmedge.runtime.calibrate import calibrate, format_table
 
+    check_demo_arguments(samples, calibration_samples, max_drop, threads)
     started = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
     bundle = ensure_bundle(model_dir, out / f"{model_dir.name}.mmedge", force_export, log)

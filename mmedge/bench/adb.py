@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -17,15 +19,45 @@ import time
 import uuid
 from pathlib import Path
 
-from mmedge.errors import MMEdgeError, MissingDependencyError
+from mmedge.errors import ConfigError, MMEdgeError, MissingDependencyError
 
 PACKAGE = "dev.mmedge.demo"
 ACTIVITY = f"{PACKAGE}/.BenchmarkActivity"
 DEVICE_ROOT = "/data/local/tmp/mmedge"
+# `adb shell A B C` joins its arguments with spaces and the phone's shell parses the line again, so
+# every value that reaches it is shlex-quoted, the CPU list must be a plain list of cores and the
+# bundle's directory name a plain file name.
+CPU_LIST = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
 class DeviceError(MMEdgeError, RuntimeError):
     """No device, several devices without a serial, or the on-device benchmark failed."""
+
+
+def check_cpu_affinity(cpu_affinity: str | None) -> str | None:
+    """None, or a CPU list such as ``4-7`` or ``0,2,4-5``; anything else is a ConfigError."""
+    if cpu_affinity is None:
+        return None
+    if not isinstance(cpu_affinity, str) or not CPU_LIST.match(cpu_affinity) or any(
+            int(a) > int(b) for a, _, b in (part.partition("-") for part in cpu_affinity.split(",")) if b):
+        raise ConfigError(f"cpu affinity {cpu_affinity!r} is not a CPU list; give cores like 4-7 or 0,2,4-5",
+                          "arguments")
+    return cpu_affinity
+
+
+def check_bundle_name(name: str) -> str:
+    """A bundle directory name that is safe as a path on the phone (letters, digits, . _ -)."""
+    if not SAFE_NAME.match(name):
+        raise ConfigError(f"bundle directory name {name!r} has characters that are unsafe in a path on the "
+                          f"phone; rename it (letters, digits, '.', '_' and '-' only, e.g. vqa-default.mmedge)",
+                          "bundle name")
+    return name
+
+
+def _shell(*args: str) -> list[str]:
+    """`adb shell` arguments, each quoted for the phone's shell (adb joins them with spaces)."""
+    return ["shell", *(shlex.quote(str(a)) for a in args)]
 
 
 def adb_binary() -> str:
@@ -79,22 +111,25 @@ def bench_device(bundle: str | Path, serial: str | None = None, backend: str = "
                  threads: int = 1, runs: int = 100, warmup: int = 10, policies: str = "all",
                  cooldown_s: float = 0.0, cpu_affinity: str | None = None, timeout_s: float = 600,
                  poll_s: float = 1.0) -> dict:
+    cpu_affinity = check_cpu_affinity(cpu_affinity)
+    bundle = Path(bundle).resolve()
+    check_bundle_name(bundle.name)
     serial = pick_device(serial)
-    bundle = Path(bundle)
-    model = _adb(["shell", "getprop", "ro.product.model"], serial).strip()
+    model = _adb(_shell("getprop", "ro.product.model"), serial).strip()
     remote_bundle = f"{DEVICE_ROOT}/bundles/{bundle.name}"
     run_id = uuid.uuid4().hex[:12]
     remote_result = f"{DEVICE_ROOT}/results/{run_id}.json"
-    _adb(["shell", "mkdir", "-p", f"{DEVICE_ROOT}/bundles", f"{DEVICE_ROOT}/results"], serial)
+    _adb(_shell("mkdir", "-p", f"{DEVICE_ROOT}/bundles", f"{DEVICE_ROOT}/results"), serial)
     _adb(["push", str(bundle), f"{DEVICE_ROOT}/bundles/"], serial, timeout=600)
     if cooldown_s > 0:
         time.sleep(cooldown_s)
-    _adb(["shell", "am", "start", "-W", "-n", ACTIVITY,
-          *intent_extras(remote_bundle, remote_result, backend, precision, threads, runs, warmup, policies,
-                         cpu_affinity)], serial)
+    _adb(_shell("am", "start", "-W", "-n", ACTIVITY,
+                *intent_extras(remote_bundle, remote_result, backend, precision, threads, runs, warmup, policies,
+                               cpu_affinity)), serial)
     deadline = time.monotonic() + timeout_s
     while True:
-        status = _adb(["shell", f"test -f {remote_result}.done && echo done || echo waiting"], serial).strip()
+        done = shlex.quote(f"{remote_result}.done")
+        status = _adb(["shell", f"test -f {done} && echo done || echo waiting"], serial).strip()
         if status == "done":
             break
         if time.monotonic() > deadline:

@@ -8,7 +8,7 @@ import sys
 from mmedge import __version__
 from mmedge.errors import MMEdgeError
 
-VERBS = ("train", "pretrain", "eval", "predict", "data", "export", "calibrate", "demo", "bench")
+VERBS = ("train", "pretrain", "eval", "predict", "data", "export", "sign", "calibrate", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,12 +23,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (a ConfigError lists its problems on separate lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    items = [ln[2:] if ln.startswith("- ") else ln for ln in lines[1:]]
+    return f"{lines[0]} " + "; ".join(items)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except MMEdgeError as exc:
-        print(f"mmedge {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"mmedge {args.verb}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mmedge {args.verb}: interrupted", file=sys.stderr)

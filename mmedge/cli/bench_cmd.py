@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmedge.cli._checks import cpu_list, non_negative, non_negative_float, positive, writable_file
+
 DEVICES = ("host", "pixel", "pixel-7", "pixel-8", "galaxy-s23", "iphone-15", "raspberry-pi-5")
 EPILOG = """examples:
   mmedge bench --artifact runs/demo/vqa-default.mmedge --device host --json runs/bench/host.json
@@ -24,26 +26,23 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="host", choices=DEVICES)
     p.add_argument("--backend", default="auto", help="onnxruntime | executorch | auto (default)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
-    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
-    p.add_argument("--samples", type=int, default=200, help="test queries per policy (default 200)")
-    p.add_argument("--repeats", type=int, default=3, help="passes over the queries (default 3)")
-    p.add_argument("--warmup", type=int, default=20, help="warm-up queries (default 20)")
+    p.add_argument("--threads", type=positive, default=1, help="runtime threads (default 1)")
+    p.add_argument("--samples", type=positive, default=200, help="test queries per policy (default 200)")
+    p.add_argument("--repeats", type=positive, default=3, help="passes over the queries (default 3)")
+    p.add_argument("--warmup", type=non_negative, default=20, help="warm-up queries (default 20)")
     p.add_argument("--serial", help="adb serial when several phones are attached")
-    p.add_argument("--cooldown", type=float, default=0.0, help="seconds to rest the phone before a run")
-    p.add_argument("--cpu-affinity", help="cores to pin the phone benchmark to, e.g. 4-7")
+    p.add_argument("--cooldown", type=non_negative_float, default=0.0, help="seconds to rest the phone before a run")
+    p.add_argument("--cpu-affinity", type=cpu_list, help="cores to pin the phone benchmark to, e.g. 4-7 or 0,2,4-5")
     p.add_argument("--modelled", action="store_true", help="for a phone profile: model even if a phone is attached")
     p.add_argument("--no-profile", action="store_true", help="skip onnxruntime's per-operator profile")
-    p.add_argument("--json", help="write the result here (plus .md and .png beside it)")
+    p.add_argument("--json", type=writable_file, help="write the result here (plus .md and .png beside it)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mmedge.bench import report
-    from mmedge.errors import ConfigError
 
-    if args.samples < 1 or args.repeats < 1 or args.threads < 1:
-        raise ConfigError("--samples, --repeats and --threads must be at least 1", "arguments")
     if args.device == "host":
         from mmedge.bench.host import bench_host
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmedge.cli._checks import fraction, non_negative, non_negative_float
+
 EPILOG = """examples:
   mmedge calibrate --artifact bundles/vqa-default.mmedge --max-drop 0.01
   mmedge calibrate --artifact bundles/vqa-default.mmedge --max-drop 0.02 --samples 2000 --dry-run
@@ -19,25 +21,30 @@ def add_parser(sub) -> None:
     p = sub.add_parser("calibrate", help="pick exit thresholds and keep ratio for a bundle",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", required=True, help="bundle directory made by `mmedge export`")
-    p.add_argument("--max-drop", type=float, default=0.01, help="allowed accuracy drop (default 0.01)")
-    p.add_argument("--samples", type=int, default=1000, help="validation samples (default 1000)")
+    p.add_argument("--max-drop", type=fraction, default=0.01, help="allowed accuracy drop in [0, 1) (default 0.01)")
+    p.add_argument("--samples", type=int, default=1000, help="validation samples (default 1000, at least 100)")
     p.add_argument("--backend", default="auto", help="runtime to calibrate with (default: auto)")
-    p.add_argument("--z", type=float, default=1.645, help="sigmas of the upper limit on the drop (default 1.645)")
-    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--z", type=non_negative_float, default=1.645,
+                   help="sigmas of the upper limit on the drop, >= 0 (default 1.645)")
+    p.add_argument("--data-seed", type=non_negative, default=0)
+    p.add_argument("--sign-key", help="Ed25519 private key (PEM) to re-sign the manifest with (see `mmedge sign`)")
     p.add_argument("--dry-run", action="store_true", help="print the table, leave the manifest as it is")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmedge.errors import ConfigError
-    from mmedge.runtime.calibrate import calibrate, format_table
+    from mmedge.runtime.calibrate import calibrate, check_arguments, format_table
 
-    if args.samples < 2:
-        raise ConfigError(f"--samples must be at least 2, got {args.samples}", "arguments")
+    check_arguments(args.max_drop, args.z, args.samples)  # before loading anything (calibrate checks too)
     result = calibrate(args.artifact, args.max_drop, args.samples, "val", args.data_seed, args.backend, args.z,
-                       progress=not args.no_progress, write=not args.dry_run)
+                       progress=not args.no_progress, write=not args.dry_run, sign_key=args.sign_key)
     print(format_table(result))
     if not args.dry_run and result["chosen"] is not None:
         print(f"\nwrote the thresholds into {args.artifact}/manifest.json")
+        if result.get("signature") == "removed":
+            print("the bundle was signed: its old signature no longer matched and was removed; sign it again "
+                  "with `mmedge sign --artifact BUNDLE --key PRIVATE.pem` (or calibrate with --sign-key)")
+        elif result.get("signature") == "signed":
+            print("re-signed manifest.json (manifest.sig)")
     return 0

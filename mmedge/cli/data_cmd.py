@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmedge.cli._checks import non_negative, writable_file
+
 EPILOG = """examples:
   mmedge data --task vqa --split train --n 16 --out vqa_samples.png
   mmedge data --task verify --split compositional --n 8 --out comp.png
@@ -17,9 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--task", default="vqa", choices=("vqa", "verify", "match"))
     p.add_argument("--split", default="train", choices=("train", "val", "test", "compositional"))
     p.add_argument("--n", type=int, default=16, help="number of samples (1-256)")
-    p.add_argument("--start", type=int, default=0, help="index of the first sample")
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--start", type=non_negative, default=0, help="index of the first sample (>= 0)")
+    p.add_argument("--data-seed", type=non_negative, default=0)
+    p.add_argument("--out", type=writable_file, required=True, help="PNG file to write (not a directory)")
     p.set_defaults(run=run)
 
 

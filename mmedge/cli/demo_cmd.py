@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmedge.cli._checks import fraction, positive, writable_dir
+
 EPILOG = """examples:
   mmedge demo
   mmedge demo --samples 1000 --max-drop 0.02 --out runs/demo-2pt
@@ -18,22 +20,22 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="export, calibrate and run the adaptive model in every runtime here",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="models/vqa-default", help="model directory (default: the shipped model)")
-    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--samples", type=int, default=300, help="test samples per row (default 300)")
-    p.add_argument("--calibration-samples", type=int, default=1000)
-    p.add_argument("--max-drop", type=float, default=0.01, help="calibration's accuracy drop bound (default 0.01)")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1, like one phone core)")
+    p.add_argument("--out", type=writable_dir, default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--samples", type=positive, default=300, help="test samples per row (default 300)")
+    p.add_argument("--calibration-samples", type=int, default=1000,
+                   help="validation samples for calibration (default 1000, at least 100)")
+    p.add_argument("--max-drop", type=fraction, default=0.01,
+                   help="calibration's accuracy drop bound in [0, 1) (default 0.01)")
+    p.add_argument("--threads", type=positive, default=1, help="runtime threads (default 1, like one phone core)")
     p.add_argument("--force-export", action="store_true", help="export again even if the bundle is current")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmedge.demo import format_rows, run_demo
-    from mmedge.errors import ConfigError
+    from mmedge.demo import check_demo_arguments, format_rows, run_demo
 
-    if args.samples < 1:
-        raise ConfigError(f"--samples must be at least 1, got {args.samples}", "arguments")
+    check_demo_arguments(args.samples, args.calibration_samples, args.max_drop, args.threads)
     result = run_demo(args.model, args.out, args.samples, args.calibration_samples, args.max_drop,
                       args.force_export, args.threads, progress=not args.no_progress)
     print()

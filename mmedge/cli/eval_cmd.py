@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mmedge.cli._checks import non_negative, writable_file
+
 EPILOG = """examples:
   mmedge eval --model models/vqa-default --split test
   mmedge eval --model models/vqa-default --split compositional --limit 500 --json comp.json
@@ -18,9 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
     p.add_argument("--split", default="test", choices=("val", "test", "compositional"))
     p.add_argument("--limit", type=int, default=2000, help="number of samples (default 2000)")
-    p.add_argument("--data-seed", type=int, default=0, help="scene generator seed (default 0)")
+    p.add_argument("--data-seed", type=non_negative, default=0, help="scene generator seed (default 0)")
     p.add_argument("--keep-ratios", type=float, nargs="+", help="prefilter keep ratios (default: the model's)")
-    p.add_argument("--json", help="also write the full result as JSON here")
+    p.add_argument("--json", type=writable_file, help="also write the full result as JSON here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run)
 

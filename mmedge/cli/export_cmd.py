@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmedge.cli._checks import config_file, writable_parent
+
 EPILOG = """examples:
   mmedge export --model models/vqa-default --target all --out bundles/vqa-default.mmedge
   mmedge export --model models/vqa-default --target onnx --keep-ratio 0.5 --out /tmp/vqa-k05.mmedge
@@ -19,7 +21,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX / ExecuTorch / Core ML as a validated bundle",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
-    p.add_argument("--out", required=True, help="bundle directory to create (e.g. NAME.mmedge)")
+    p.add_argument("--out", type=writable_parent, required=True,
+                   help="bundle directory to create (e.g. NAME.mmedge); its parent must be writable")
     p.add_argument("--target", choices=("onnx", "executorch", "coreml", "all"),
                    help="backend to export (default: the recipe's, else all)")
     p.add_argument("--quantize", choices=("int8",), help="also export int8 (each backend's own quantizer)")
@@ -27,7 +30,8 @@ def add_parser(sub) -> None:
                    help="prefilter keep ratio(s) to export (default: the model's trained ones)")
     p.add_argument("--recipe", help="export recipe JSON (see export/); flags override it")
     p.add_argument("--parity-samples", type=int, help="validation samples for the parity check (default 32)")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle (never anything else)")
+    p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (see `mmedge sign`)")
     p.set_defaults(run=run)
 
 
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mmedge.export.recipe import TARGETS, ExportRecipe
 
-    recipe = ExportRecipe.load(args.recipe) if args.recipe else ExportRecipe()
+    recipe = ExportRecipe.load(config_file(args.recipe, "export recipe")) if args.recipe else ExportRecipe()
     changes = {}
     if args.target:
         changes["targets"] = list(TARGETS) if args.target == "all" else [args.target]
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from mmedge.export.exporter import export_bundle
     from mmedge.export.report import render
 
-    out = export_bundle(args.model, args.out, recipe, force=args.force)
+    out = export_bundle(args.model, args.out, recipe, force=args.force, sign_key=args.sign_key)
     import json
     from pathlib import Path
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmedge.cli._checks import config_file, writable_dir
+
 EPILOG = """examples:
   mmedge pretrain --objective rwd-rod --config models/configs/pretrain-small.json --out runs/pre-rwd
   mmedge pretrain --objective mlm-mop --config models/configs/pretrain-small.json --out runs/pre-mlm
@@ -20,7 +22,7 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--objective", choices=("rwd-rod", "mlm-mop"), help="overrides the config's objective")
     p.add_argument("--config", help="PretrainConfig JSON (default: the built-in defaults)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", type=writable_dir, required=True, help="output directory")
     p.add_argument("--steps", type=int, help="overrides the config's steps")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from mmedge.pretrain.config import PretrainConfig
     from mmedge.pretrain.trainer import Pretrainer
 
-    cfg = PretrainConfig.load(args.config) if args.config else PretrainConfig()
+    cfg = PretrainConfig.load(config_file(args.config, "pretraining config")) if args.config else PretrainConfig()
     changes = {k: v for k, v in (("objective", args.objective), ("steps", args.steps)) if v is not None}
     cfg = dataclasses.replace(cfg, **changes)
     result = Pretrainer(cfg, args.out, force=args.force, progress=not args.no_progress).fit()

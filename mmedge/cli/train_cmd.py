@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmedge.cli._checks import config_file, writable_dir
+
 EPILOG = """examples:
   mmedge train --task vqa --config models/vqa-default/train_config.json --out runs/vqa
   mmedge train --task vqa --config cfg.json --out runs/vqa --resume      # continue after a stop
@@ -16,7 +18,8 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=("vqa", "verify", "match"), help="task (overrides the config's)")
     p.add_argument("--config", help="training config JSON (fields of mmedge.train.config.TrainConfig)")
-    p.add_argument("--out", required=True, help="output directory: model, metrics.jsonl, checkpoint/")
+    p.add_argument("--out", type=writable_dir, required=True,
+                   help="output directory: model, metrics.jsonl, checkpoint/")
     p.add_argument("--steps", type=int, help="override the config's number of steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--force", action="store_true", help="start over even if OUT holds a run")
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from mmedge.train.config import TrainConfig
     from mmedge.train.trainer import Trainer
 
-    cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
+    cfg = TrainConfig.load(config_file(args.config, "training config")) if args.config else TrainConfig()
     overrides = {k: v for k, v in (("task", args.task), ("steps", args.steps)) if v is not None}
     if overrides:
         cfg = TrainConfig(**{**cfg.to_dict(), **overrides})

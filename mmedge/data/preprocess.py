@@ -2,8 +2,11 @@
 
 Conversions (documented in the README):
 - any Pillow mode becomes RGB; transparency is composited over the scene background grey;
-  16-bit and 32-bit integer images are scaled to 8 bits; float arrays are read as 0..1, Pillow
-  float ("F") images as 0..255 (or 0..1 when no value exceeds 1);
+  16-bit and 32-bit integer images are scaled to 8 bits; float arrays are read as 0..1 (values
+  outside [-FLOAT_TOLERANCE, 1 + FLOAT_TOLERANCE] are refused: a 0..255 float image would otherwise
+  turn white), Pillow float ("F") images as 0..255 (or 0..1 when no value exceeds 1), clipped;
+- a Pillow image that cannot be decoded (a truncated file opened lazily) or was closed is refused
+  with an ImageError, like an unreadable file;
 - a non-square image is padded to a square with the background grey (centred), then resized
   with bilinear filtering to the model's image size;
 - images under 8 px or over 16384 px on a side are refused with an ImageError.
@@ -22,6 +25,9 @@ from mmedge.errors import ImageError
 
 MIN_SIDE, MAX_SIDE = 8, 16384
 MEAN, STD = 0.5, 0.5
+# Float arrays may overshoot [0, 1] by rounding; 1e-3 is under half an 8-bit level (1/510), so clipping
+# within it changes no pixel value. Anything further out is a different convention (e.g. 0..255).
+FLOAT_TOLERANCE = 1e-3
 
 ImageLike = Image.Image | np.ndarray | str | Path
 
@@ -38,6 +44,10 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageError("image array contains NaN or infinite values")
+        low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if low < -FLOAT_TOLERANCE or high > 1.0 + FLOAT_TOLERANCE:
+            raise ImageError(f"float image values span {low:g}..{high:g}; float images must be in 0..1; "
+                             f"divide by 255 or pass uint8")
         arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     else:
         raise ImageError(f"image array dtype {arr.dtype} is not supported; use uint8, uint16 or float in 0..1")
@@ -50,9 +60,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray((np.clip(arr / top, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
-    elif img.mode == "F":  # Pillow's float images hold 0..255; arrays of 0..1 are also accepted
+    elif img.mode == "F":  # Pillow's float images hold 0..255 (clipped); arrays of 0..1 are also accepted
         arr = np.asarray(img, dtype=np.float32)
-        img = _from_array(arr / 255.0 if np.isfinite(arr).all() and arr.max() > 1.0 else arr)
+        if np.isfinite(arr).all():  # NaN / inf are refused by _from_array
+            arr = np.clip(arr / 255.0 if arr.max() > 1.0 else arr, 0.0, 1.0)
+        img = _from_array(arr)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
@@ -69,12 +81,13 @@ def load_image(image: ImageLike) -> Image.Image:
                 img = opened.copy()
         except FileNotFoundError as exc:
             raise ImageError(f"image file not found: {image}") from exc
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, EOFError,
+                ValueError) as exc:
             raise ImageError(f"cannot read image {image}: {exc}") from exc
     elif isinstance(image, np.ndarray):
         img = _from_array(image)
     elif isinstance(image, Image.Image):
-        img = image
+        img = image  # a lazily opened image is decoded by _to_rgb below, after the size checks
     else:
         raise ImageError(f"unsupported image type {type(image).__name__}; pass a PIL image, a numpy array or a path")
     w, h = img.size
@@ -82,7 +95,17 @@ def load_image(image: ImageLike) -> Image.Image:
         raise ImageError(f"image is {w}x{h}; at least {MIN_SIDE} px per side is needed")
     if max(w, h) > MAX_SIDE:
         raise ImageError(f"image is {w}x{h}; downscale it below {MAX_SIDE} px per side first")
-    return _to_rgb(img)
+    try:
+        return _to_rgb(img)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(_broken(exc)) from exc
+
+
+def _broken(exc: Exception) -> str:
+    return (f"image data is truncated or the image was closed ({exc}); pass a complete image file (or its "
+            f"path) and keep the Pillow image open until the prediction returns")
 
 
 def preprocess_image(image: ImageLike, image_size: int) -> np.ndarray:

@@ -10,6 +10,8 @@ too, not only on the samples it was chosen on.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,11 @@ from mmedge.data.batches import generate
 from mmedge.errors import ConfigError
 from mmedge.runtime.controller import Policy, decide_offline
 from mmedge.runtime.engine import Engine
+
+# Fewer samples than this and the normal approximation behind the upper limit (mean + z standard
+# errors of a mean of 0/1 differences) is not trustworthy: one sample's error moves the drop by more
+# than the usual bound (0.01). 100 is the least calibration accepts; the default is 1,000.
+MIN_SAMPLES = 100
 
 THRESHOLDS = tuple(np.round(np.concatenate([np.arange(0.5, 0.9, 0.05), np.arange(0.9, 1.0, 0.01),
                                             [0.995, 0.999, 1.0001]]), 4).tolist())
@@ -73,10 +80,28 @@ def evaluate_policy(policy: Policy, table: ExitTable, labels: np.ndarray) -> tup
     return correct, np.asarray(table.exit_flops)[exits]
 
 
+def check_arguments(max_drop, z, samples) -> None:
+    """Refuse a bound that means nothing, before any work: max_drop a finite number in [0, 1), z a
+    finite number >= 0, samples a whole number >= MIN_SAMPLES."""
+    problems = []
+    if not _real(max_drop) or not 0 <= max_drop < 1:
+        problems.append(f"max drop {max_drop!r} must be a number in [0, 1), e.g. 0.01 for one point of accuracy")
+    if not _real(z) or z < 0:
+        problems.append(f"z {z!r} must be a finite number >= 0 (sigmas of the upper limit; 1.645 for 95%)")
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < MIN_SAMPLES:
+        problems.append(f"samples {samples!r}: calibration needs at least {MIN_SAMPLES} samples for its "
+                        f"accuracy bound to mean anything (default 1000); use --samples {MIN_SAMPLES} or more")
+    if problems:
+        raise ConfigError(problems, "calibration arguments")
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def choose(labels: np.ndarray, tables: dict[float, ExitTable], max_drop: float, z: float = 1.645) -> dict:
     """The cheapest (policy, keep ratio) within the bound; the table of every option's best."""
-    if not 0 <= max_drop < 1:
-        raise ConfigError(f"max drop {max_drop} must be in [0, 1)", "arguments")
+    check_arguments(max_drop, z, len(labels))
     full_ratio = max(tables)
     reference, ref_flops = evaluate_policy(Policy("full"), tables[full_ratio], labels)
     n = len(labels)
@@ -85,7 +110,7 @@ def choose(labels: np.ndarray, tables: dict[float, ExitTable], max_drop: float, 
         for policy in candidates(table.answers.shape[1]):
             correct, flops = evaluate_policy(policy, table, labels)
             diff = reference.astype(float) - correct.astype(float)  # per-sample drop
-            upper = diff.mean() + z * diff.std(ddof=1) / np.sqrt(n) if n > 1 else diff.mean()
+            upper = diff.mean() + z * diff.std(ddof=1) / np.sqrt(n)
             row = {"keep_ratio": ratio, "policy": policy.to_dict(), "accuracy": float(correct.mean()),
                    "drop": float(diff.mean()), "drop_upper": float(upper), "mean_flops": float(flops.mean()),
                    "flops_ratio": float(flops.mean() / ref_flops.mean()), "within_bound": bool(upper <= max_drop)}
@@ -104,8 +129,17 @@ def choose(labels: np.ndarray, tables: dict[float, ExitTable], max_drop: float, 
 
 
 def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = "val", data_seed: int = 0,
-              backend: str = "auto", z: float = 1.645, progress: bool = True, write: bool = True) -> dict:
-    """Calibrate a bundle's thresholds; with write, store them in its manifest atomically."""
+              backend: str = "auto", z: float = 1.645, progress: bool = True, write: bool = True,
+              sign_key=None) -> dict:
+    """Calibrate a bundle's thresholds; with write, store them in its manifest atomically. Rewriting
+    the manifest removes its signature (result["signature"] says so) unless `sign_key` re-signs it."""
+    check_arguments(max_drop, z, samples)
+    if isinstance(data_seed, bool) or not isinstance(data_seed, numbers.Integral) or data_seed < 0:
+        raise ConfigError(f"data seed {data_seed!r} must be a whole number >= 0", "calibration arguments")
+    if sign_key is not None:
+        from mmedge.bundle.signing import load_private_key
+
+        sign_key = load_private_key(sign_key)  # a bad key fails now, not after the collection
     engine = Engine.load(bundle, backend=backend)
     labels, tables = collect(engine, split, samples, data_seed, progress)
     result = choose(labels, tables, max_drop, z)
@@ -122,7 +156,13 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
         thresholds["calibration"] = {k: result[k] for k in ("split", "samples", "max_drop", "z", "backend",
                                                              "reference_accuracy", "reference_flops", "chosen")}
         manifest["thresholds"] = thresholds
-        write_manifest(engine.root, manifest)
+        removed = write_manifest(engine.root, manifest)
+        result["signature"] = "removed" if removed else "none"
+        if sign_key is not None:
+            from mmedge.bundle.signing import sign_bundle
+
+            sign_bundle(engine.root, sign_key)
+            result["signature"] = "signed"
     return result
 
 

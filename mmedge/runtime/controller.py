@@ -13,6 +13,8 @@ The last exit always stops. The same decisions are pinned by shared test vectors
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,19 +33,31 @@ class Policy:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.kind not in POLICIES:
+        if not isinstance(self.kind, str) or self.kind not in POLICIES:
             problems.append(f"policy {self.kind!r} unknown; choose one of {list(POLICIES)}")
-        if not 0 <= self.threshold <= 1.0001:
+        if not _real(self.threshold):
+            problems.append(f"threshold {self.threshold!r} must be a finite number in [0, 1], e.g. 0.9")
+        elif not 0 <= self.threshold <= 1.0001:
             problems.append(f"threshold {self.threshold} must be in [0, 1]")
-        if self.patience < 1:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral):
+            problems.append(f"patience {self.patience!r} must be a whole number (int), e.g. 2")
+        elif self.patience < 1:
             problems.append(f"patience {self.patience} must be at least 1")
-        if self.kind == "latency_budget" and self.budget_ms <= 0:
+        if not _real(self.budget_ms):
+            problems.append(f"budget_ms {self.budget_ms!r} must be a finite number of milliseconds, e.g. 5.0")
+        elif self.kind == "latency_budget" and self.budget_ms <= 0:
             problems.append("latency_budget needs budget_ms > 0")
         if problems:
             raise ConfigError(problems, "exit policy")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _real(value) -> bool:
+    """A finite real number, not a bool (True would read as 1) and not a string."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
 
 
 def softmax_max(logits: np.ndarray) -> float:

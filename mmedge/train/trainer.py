@@ -102,7 +102,7 @@ class Trainer:
                                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         self.step, self.train_flops, self.wall_offset = 0, 0, 0.0
         self.step_flops: dict[float, int] = {}
-        if resume and (self.out_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
+        if resume:
             self._load_checkpoint()
         self.ddp = DistributedDataParallel(self.model) if self.dist.enabled else None
         self.val_batches = make_batches(cfg.task, cfg.data_seed, "val", cfg.eval_samples, self.tokenizer,
@@ -111,6 +111,10 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _prepare_out_dir(self, resume: bool, force: bool) -> None:
         has_run = (self.out_dir / CHECKPOINT_DIR).exists() or (self.out_dir / "metrics.jsonl").exists()
+        if resume and not (self.out_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
+            raise ConfigError(f"--resume: there is nothing to resume in {self.out_dir} (no "
+                              f"{CHECKPOINT_DIR}/{STATE_FILE}); drop --resume to start a new run"
+                              + (", with --force to replace what is there" if has_run else ""), "resume")
         if has_run and not (resume or force):
             raise ConfigError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
                               f"or --force to start over", "output directory")
