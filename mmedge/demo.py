@@ -21,7 +21,7 @@ from mmedge.fileio import atomic_write, sha256_file
 from mmedge.runtime.controller import Policy, standard_policies
 from mmedge.runtime.engine import Engine
 
-DEMO_RECIPE = dict(targets=["onnx", "executorch", "coreml"], quantize="int8", in_graph=False,
+DEMO_RECIPE = dict(targets=["onnx", "executorch", "coreml"], quantize="int8", in_graph=True,
                    parity_samples=32, accuracy_samples=200)
 RUNTIMES = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("executorch", "fp32"), ("executorch", "int8")]
 

@@ -8,7 +8,7 @@ import sys
 from mmedge import __version__
 from mmedge.errors import MMEdgeError
 
-VERBS = ("train", "pretrain", "eval", "predict", "data", "export", "sign", "calibrate", "demo", "bench")
+VERBS = ("train", "pretrain", "eval", "predict", "data", "export", "bundle", "sign", "calibrate", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

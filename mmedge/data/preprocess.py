@@ -108,8 +108,9 @@ def _broken(exc: Exception) -> str:
             f"path) and keep the Pillow image open until the prediction returns")
 
 
-def preprocess_image(image: ImageLike, image_size: int) -> np.ndarray:
-    """An input image as the model's float32 (3, S, S) array."""
+def resized_rgb(image: ImageLike, image_size: int) -> np.ndarray:
+    """An input image padded to a centred square and resized: uint8 (S, S, 3), before normalisation
+    (docs/bundle-format.md pins each step bit for bit)."""
     img = load_image(image)
     w, h = img.size
     if w != h:
@@ -119,7 +120,12 @@ def preprocess_image(image: ImageLike, image_size: int) -> np.ndarray:
         img = canvas
     if img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.float32) / 255.0  # (S, S, 3)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def preprocess_image(image: ImageLike, image_size: int) -> np.ndarray:
+    """An input image as the model's float32 (3, S, S) array."""
+    arr = resized_rgb(image, image_size).astype(np.float32) / 255.0  # (S, S, 3)
     return ((arr - MEAN) / STD).transpose(2, 0, 1).copy()  # (3, S, S)
 
 

@@ -110,7 +110,7 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
         "exit_layers": cfg.exits,
         "preprocessing": {"image_size": cfg.image_size, "channel_order": "RGB", "layout": "NCHW",
                           "scale": 1 / 255, "mean": [MEAN] * 3, "std": [STD] * 3,
-                          "resize": "pad to square with pad_color (centred), then bilinear resize",
+                          "resize": "pillow-bilinear",  # after padding to a centred square; docs/bundle-format.md
                           "pad_color": list(BACKGROUND)},
         "tokenizer": {"file": TOKENIZER_FILE, "max_length": tokenizer.max_length, "lowercase": True,
                       "split_regex": _SPLIT.pattern, "pad_id": tokenizer.vocab[PAD], "unk_id": tokenizer.vocab[UNK]},

@@ -28,7 +28,7 @@ from mmedge.runtime.backends import BACKENDS, open_session
 from mmedge.runtime.controller import ExitState, Policy, policy_from_thresholds, should_stop, softmax_max
 
 BACKEND_ORDER = ("onnxruntime", "executorch", "coreml")
-_PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "coreml": "coremltools"}
+_PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "coreml": "coremltools", "torch": "torch"}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class AllExits:
     max_probabilities: list[float]
     kept_visual_tokens: list[int]
     stage_ms: list[float]
+    logits: list[np.ndarray] = field(default_factory=list)  # (labels,) float32 per exit
 
 
 class Engine:
@@ -134,7 +135,8 @@ class Engine:
             return backend
         import platform
 
-        order = ("coreml",) + BACKEND_ORDER if platform.system() == "Darwin" else BACKEND_ORDER[:2]
+        # the PyTorch reference comes last: a bundle holding only it (a slim torch bundle) still loads
+        order = (("coreml",) + BACKEND_ORDER if platform.system() == "Darwin" else BACKEND_ORDER[:2]) + ("torch",)
         for name in order:
             if name in available and importlib.util.find_spec(_PACKAGES[name]) is not None:
                 return name
@@ -241,7 +243,8 @@ class Engine:
         return AllExits([int(np.argmax(lg)) for lg in logits],
                         [float(np.asarray(o["confidence"]).reshape(-1)[0]) for o in outs],
                         [softmax_max(lg) for lg in logits],
-                        np.sort(np.asarray(outs[0]["kept_index"]).reshape(-1)).astype(int).tolist(), times)
+                        np.sort(np.asarray(outs[0]["kept_index"]).reshape(-1)).astype(int).tolist(), times,
+                        logits)
 
     def exit_flops(self, keep_ratio: float | None = None) -> list[int]:
         ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
