@@ -36,7 +36,7 @@ def _coefficients(n: int, m: int) -> list[tuple[int, list[int]]]:
         center = (o + 0.5) * scale
         lo = max(int(center - fs + 0.5), 0)
         count = min(int(center + fs + 0.5), n) - lo
-        w = [max(1.0 - abs((lo + j - center + 0.5) / fs), 0.0) for j in range(count)]
+        w = [max(1.0 - abs((lo + j - center + 0.5) * (1.0 / fs)), 0.0) for j in range(count)]
         total = sum(w)
         w = [x / total for x in w] if total else w
         out.append((lo, [int(x * (1 << Q) + 0.5) if x >= 0 else int(x * (1 << Q) - 0.5) for x in w]))

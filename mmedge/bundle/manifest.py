@@ -112,11 +112,15 @@ def read_manifest_bytes(root: Path) -> bytes:
     return paths.read_bounded(path, MAX_MANIFEST_BYTES)
 
 
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_manifest(data: bytes, where: str = MANIFEST_FILE) -> dict:
-    """JSON object of bounded nesting from manifest bytes, else BundleError."""
+    """JSON object of bounded nesting from manifest bytes (strict JSON: no NaN or Infinity), else BundleError."""
     try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        manifest = json.loads(data.decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise BundleError(f"{where} is not valid JSON in UTF-8 ({_short(str(exc), 120)}); the bundle is corrupt: "
                           "export it again") from exc
     except RecursionError as exc:
@@ -207,6 +211,7 @@ def consistency_problems(m: dict) -> list[str]:
         problems.append(f"thresholds.keep_ratio {m['thresholds']['keep_ratio']} is not an exported keep ratio {ratios}")
     if m["tokenizer"]["pad_id"] == m["tokenizer"]["unk_id"]:
         problems.append("tokenizer pad_id and unk_id are the same id")
+    problems += _fixed_rules_problems(m)
     for a in m["artifacts"]:
         missing = sorted(listed - set(a["stages"]))
         if missing:
@@ -214,6 +219,21 @@ def consistency_problems(m: dict) -> list[str]:
         if a["format"] in ("onnx", "ort", "pte", "mlpackage") and a["runtime"] == "torch":
             problems.append(f"artifact {a['target']}/{a['format']} cannot run on the torch runtime")
     return problems[:50]
+
+
+def _fixed_rules_problems(m: dict) -> list[str]:
+    """Format version 1 fixes the preprocessing and tokenizer rules; the manifest repeats them, and a
+    value this runtime does not implement is refused rather than silently ignored."""
+    from mmedge.data.preprocess import MEAN, STD
+    from mmedge.data.scenes import BACKGROUND
+    from mmedge.data.tokenizer import _SPLIT
+
+    pre, tok = m["preprocessing"], m["tokenizer"]
+    fixed = {"preprocessing.scale": (pre["scale"], 1 / 255), "preprocessing.mean": (pre["mean"], [MEAN] * 3),
+             "preprocessing.std": (pre["std"], [STD] * 3), "preprocessing.pad_color": (pre["pad_color"], list(BACKGROUND)),
+             "tokenizer.lowercase": (tok["lowercase"], True), "tokenizer.split_regex": (tok["split_regex"], _SPLIT.pattern)}
+    return [f"{name} is {_short(repr(got), 60)}; format version 1 fixes it at {want!r}"
+            for name, (got, want) in fixed.items() if got != want]
 
 
 def _io_problems(name: str, entry: dict, index: int, labels: list, group: dict, m: dict) -> list[str]:

@@ -142,8 +142,10 @@ def verify_manifest_signature(root: Path, manifest_bytes: bytes, public_key) -> 
                              "sign it with `mmedge sign --artifact BUNDLE --key PRIVATE.pem`")
     try:
         record = json.loads(read_bounded(path, MAX_SIGNATURE_BYTES).decode("utf-8"))
-        if record.get("format") != SIGNATURE_FORMAT or record.get("algorithm") != "ed25519":
-            raise ValueError(f"format {record.get('format')!r} / algorithm {record.get('algorithm')!r}")
+        if record.get("format") != SIGNATURE_FORMAT or record.get("algorithm") != "ed25519" \
+                or record.get("signed_file") != "manifest.json":
+            raise ValueError(f"format {record.get('format')!r} / algorithm {record.get('algorithm')!r} / "
+                             f"signed_file {record.get('signed_file')!r}")
         signature = base64.b64decode(record["signature"], validate=True)
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise SignatureError(f"{SIGNATURE_FILE} is malformed ({str(exc)[:120]}); sign the bundle again") from exc

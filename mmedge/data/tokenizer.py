@@ -101,7 +101,7 @@ class WordTokenizer:
             return cls(dict(model["vocab"]), int(data["truncation"]["max_length"]))
         except FileNotFoundError as exc:
             raise CheckpointError(f"tokenizer file not found: {path}") from exc
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
             raise CheckpointError(f"{path} is not a valid tokenizer.json ({exc}); re-export the model") from exc
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from mmedge.bundle.manifest import load_manifest
 from mmedge.data.preprocess import ImageLike, preprocess_image
 from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
-from mmedge.errors import BundleError, ConfigError, MissingDependencyError, MMEdgeError
+from mmedge.errors import BundleError, CheckpointError, ConfigError, MissingDependencyError, MMEdgeError
 from mmedge.runtime.backends import BACKENDS, open_session
 from mmedge.runtime.controller import ExitState, Policy, policy_from_thresholds, should_stop, softmax_max
 
@@ -57,14 +57,13 @@ class AllExits:
 
 class Engine:
     def __init__(self, root: Path, manifest: dict, backend: str, artifact: dict, session, policy: Policy,
-                 keep_ratio: float) -> None:
+                 keep_ratio: float, tokenizer: WordTokenizer | None = None) -> None:
         self.root, self.manifest, self.backend, self.artifact = root, manifest, backend, artifact
         self.session = session
         self.policy = policy
         self.keep_ratio = keep_ratio
         self.labels: list[str] = manifest["labels"]
-        self.tokenizer = WordTokenizer.load(root / manifest["tokenizer"]["file"])
-        _check_tokenizer(self.tokenizer, manifest)
+        self.tokenizer = tokenizer or _load_tokenizer(root, manifest)
         self.image_size: int = manifest["preprocessing"]["image_size"]
         self._groups = {k["keep_ratio"]: k["stages"] for k in manifest["keep_ratios"]}
         self._stage_times: dict[str, deque] = {}
@@ -94,9 +93,10 @@ class Engine:
         exported = [k["keep_ratio"] for k in manifest["keep_ratios"]]
         if ratio not in exported:
             raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {exported}", "arguments")
+        tokenizer = _load_tokenizer(root, manifest)  # checked before any stage file is opened
         session = _open(backend, root, artifact, threads)
         engine = cls(root, manifest, backend, artifact, session,
-                     _policy(policy) if policy is not None else policy_from_thresholds(thresholds), ratio)
+                     _policy(policy) if policy is not None else policy_from_thresholds(thresholds), ratio, tokenizer)
         if self_check:
             engine.self_check()
         return engine
@@ -291,8 +291,12 @@ def _open(backend: str, root: Path, artifact: dict, threads: int | None):
                           f"{str(exc)[:300]}); export the bundle again") from exc
 
 
-def _check_tokenizer(tokenizer: WordTokenizer, manifest: dict) -> None:
-    """The tokenizer file agrees with the manifest and gives ids the model's embedding has."""
+def _load_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
+    """The bundle's tokenizer, checked to agree with the manifest and to give ids the model's embedding has."""
+    try:
+        tokenizer = WordTokenizer.load(root / manifest["tokenizer"]["file"])
+    except CheckpointError as exc:
+        raise BundleError(f"the bundle's tokenizer is unreadable: {exc}") from exc
     spec = manifest["tokenizer"]
     rows = manifest["model"]["config"].get("vocab_size")
     ids = list(tokenizer.vocab.values())
@@ -308,3 +312,4 @@ def _check_tokenizer(tokenizer: WordTokenizer, manifest: dict) -> None:
     if problems:
         raise BundleError("the bundle's tokenizer does not fit its manifest: " + "; ".join(problems)
                           + "; export the bundle again")
+    return tokenizer

@@ -1,0 +1,10 @@
+export * from "./errors.js";
+export * from "./source.js";
+export * from "./hash.js";
+export * from "./signing.js";
+export * from "./manifest.js";
+export * from "./tokenizer.js";
+export * from "./preprocess.js";
+export * from "./controller.js";
+export * from "./engine.js";
+export { MANIFEST_SCHEMA } from "./schema.js";
