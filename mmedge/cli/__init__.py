@@ -8,7 +8,8 @@ import sys
 from mmedge import __version__
 from mmedge.errors import MMEdgeError
 
-VERBS = ("train", "pretrain", "eval", "predict", "data", "export", "bundle", "sign", "calibrate", "demo", "bench")
+VERBS = ("train", "pretrain", "eval", "predict", "data", "export", "bundle", "sign", "calibrate", "demo", "bench",
+         "probe")
 
 
 def build_parser() -> argparse.ArgumentParser:

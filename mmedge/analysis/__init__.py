@@ -1,0 +1,1 @@
+"""Analysis of trained models: per-layer modality probing (`mmedge probe`)."""
