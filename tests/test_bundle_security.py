@@ -421,3 +421,43 @@ def test_engine_api_misuse_is_typed(tiny_bundle):
         with pytest.raises(ConfigError):
             call()
     assert len(engine.predict_batch([(IMAGE, QUESTION)] * 2)) == 2
+
+
+# ------------------------------------------------------------------ listed files rewritten (hash updated)
+def _rewrite(bundle: Path, rel: str, data: bytes) -> None:
+    """What an attacker can do to an unsigned bundle: change a listed file and its recorded hash."""
+    import hashlib
+
+    (bundle / rel).write_bytes(data)
+    _edit(bundle, lambda m: m["files"].__setitem__(rel, {"sha256": hashlib.sha256(data).hexdigest(),
+                                                         "bytes": len(data)}))
+
+
+@pytest.mark.parametrize("change", ["model a list", "model a string", "max_length Infinity", "max_length 0",
+                                    "vocab a list"])
+def test_a_malformed_tokenizer_with_its_hash_updated_is_a_bundle_error(copy, change):
+    from mmedge.runtime.engine import Engine
+
+    data = json.loads((copy / "tokenizer.json").read_text())
+    if change == "model a list":
+        data["model"] = [1, 2]
+    elif change == "model a string":
+        data["model"] = "WordLevel"
+    elif change == "vocab a list":
+        data["model"]["vocab"] = [["a", 1]]
+    else:
+        data["truncation"]["max_length"] = float("inf") if "Infinity" in change else 0
+    _rewrite(copy, "tokenizer.json", json.dumps(data).encode())
+    with pytest.raises(BundleError, match="tokenizer"):
+        Engine.load(copy)
+
+
+def test_a_file_that_is_not_an_executorch_program_is_refused_before_the_native_loader(copy):
+    """Random bytes made ExecuTorch's loader abort the whole process (SIGABRT); now a BundleError."""
+    from mmedge.runtime.engine import Engine
+
+    rel = next(a["file"] for a in json.loads((copy / "manifest.json").read_text())["artifacts"]
+               if a["runtime"] == "executorch" and a["precision"] == "fp32")
+    _rewrite(copy, rel, np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(BundleError, match="not an ExecuTorch program"):
+        Engine.load(copy, backend="executorch")

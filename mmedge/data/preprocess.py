@@ -104,8 +104,9 @@ def load_image(image: ImageLike) -> Image.Image:
 
 
 def _broken(exc: Exception) -> str:
-    return (f"image data is truncated or the image was closed ({exc}); pass a complete image file (or its "
-            f"path) and keep the Pillow image open until the prediction returns")
+    return (f"cannot decode or convert this image ({exc}): it may be truncated, closed, or in a mode Pillow "
+            f"cannot convert to RGB; pass a complete image file (or its path), an RGB/RGBA image, and keep a "
+            f"Pillow image open until the prediction returns")
 
 
 def resized_rgb(image: ImageLike, image_size: int) -> np.ndarray:

@@ -95,14 +95,19 @@ class WordTokenizer:
     def load(cls, path: str | Path) -> "WordTokenizer":
         try:
             data = json.loads(Path(path).read_text())
-            model = data["model"]
+            model, truncation = data["model"], data["truncation"]
+            if not isinstance(model, dict) or not isinstance(truncation, dict) or not isinstance(model["vocab"], dict):
+                raise TypeError("model, model.vocab and truncation must be JSON objects")
             if model.get("type") != "WordLevel":
                 raise CheckpointError(f"{path}: tokenizer model type {model.get('type')!r} is not WordLevel")
-            return cls(dict(model["vocab"]), int(data["truncation"]["max_length"]))
+            max_length = truncation["max_length"]
+            if type(max_length) is not int or max_length < 1:
+                raise ValueError(f"truncation.max_length {max_length!r} must be a positive integer")
+            return cls(dict(model["vocab"]), max_length)
         except FileNotFoundError as exc:
             raise CheckpointError(f"tokenizer file not found: {path}") from exc
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
-            raise CheckpointError(f"{path} is not a valid tokenizer.json ({exc}); re-export the model") from exc
+            raise CheckpointError(f"{path} is not a valid tokenizer.json ({str(exc)[:200]}); re-export the model") from exc
 
 
 def default_tokenizer(max_length: int = 24) -> WordTokenizer:

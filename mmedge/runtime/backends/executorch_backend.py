@@ -24,6 +24,7 @@ class ExecuTorchSession:
         self._torch = require("torch", "pip install torch")
         if threads:
             self._torch.set_num_threads(threads)
+        _check_program_header(program_file)
         self._program = runtime_mod.Runtime.get().load_program(str(program_file))
         self.stage_names = list(methods)
         self._method_names = methods
@@ -43,6 +44,18 @@ class ExecuTorchSession:
             inputs = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
             values = [v.numpy().copy() for v in method.execute(inputs)]
         return dict(zip(self._outputs[stage], values))
+
+
+def _check_program_header(path: Path) -> None:
+    """Refuse a file that is not an ExecuTorch program before the native loader sees it: on a wrong
+    flatbuffer identifier it logs the raw bytes and, when they are not UTF-8, aborts the process.
+    (A crafted program with a valid header can still crash native code; signed bundles prevent that.)"""
+    from mmedge.errors import BundleError
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:6] != b"ET" or not head[6:8].isdigit():
+        raise BundleError(f"{path.name} is not an ExecuTorch program (no ET flatbuffer identifier); export it again")
 
 
 def open_session(root: Path, artifact: dict, threads: int | None = None) -> ExecuTorchSession:
