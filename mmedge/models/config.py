@@ -10,7 +10,7 @@ from pathlib import Path
 from mmedge.errors import ConfigError
 
 CONFIG_VERSION = 1
-ATTENTION_VARIANTS = ("full",)  # names registered in mmedge.models.attention.ATTENTION
+ATTENTION_VARIANTS = ("full", "lowrank", "crossmodal")  # names registered in mmedge.models.attention.ATTENTION
 
 
 @dataclass
@@ -29,6 +29,8 @@ class ModelConfig:
     mlp_ratio: float = 4.0            # MLP hidden = mlp_ratio * dim
     dropout: float = 0.0              # dropout in attention and MLP
     attention: str = "full"           # attention variant (see mmedge.models.attention.ATTENTION)
+    attention_rank: int = 16          # lowrank: at most this many visual landmarks (segment means)
+    attention_window: int = 8         # crossmodal: visual block size; a visual token sees 3 blocks
     exit_layers: list[int] | None = None  # 0-based layers followed by an exit; None = every layer
     exit_pool: str = "cls"            # exit heads read: cls = the [CLS] token; text = mean of [CLS] + text
     text_film: bool = False           # FiLM: pooled text scales/shifts visual tokens before the layers
@@ -86,6 +88,8 @@ class ModelConfig:
             p.append(f"keep_ratios {self.keep_ratios} must be in (0, 1]")
         if self.ground_bins < 0 or self.ground_sizes < 0:
             p.append(f"ground_bins {self.ground_bins} and ground_sizes {self.ground_sizes} must be >= 0 (0 = off)")
+        if self.attention_rank < 1 or self.attention_window < 1:
+            p.append(f"attention_rank {self.attention_rank} and attention_window {self.attention_window} must be >= 1")
         if self.attention not in ATTENTION_VARIANTS:
             p.append(f"attention {self.attention!r} unknown; choose one of {list(ATTENTION_VARIANTS)}")
         return p

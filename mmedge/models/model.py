@@ -14,10 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmedge.models.attention import ATTENTION
+from mmedge.models.attention import MASK_VALUE, build_attention  # noqa: F401 (MASK_VALUE re-exported)
 from mmedge.models.config import ModelConfig
-
-MASK_VALUE = -1e4  # additive attention mask for padding (finite: safe in fp16 and int8 paths)
 
 
 class MLP(nn.Module):
@@ -75,7 +73,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
-        self.attn = ATTENTION[cfg.attention](cfg.dim, cfg.num_heads, cfg.dropout)
+        self.attn = build_attention(cfg)
         self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio), cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +136,7 @@ class ModelOutput:
     confidence: list[torch.Tensor]    # per exit, (B,)
     kept_index: torch.Tensor | None   # (B, k) visual tokens kept, None when all are kept
     prefilter_scores: torch.Tensor | None  # (B, N)
-    attention: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nh, T, T) if asked
+    attention: list[torch.Tensor] = field(default_factory=list)  # per layer (B, nh, Q, T) if asked; Q = T or 1 + L
     hidden: list[torch.Tensor] = field(default_factory=list)     # per stage (B, T, D)
 
 

@@ -33,7 +33,9 @@ def confidence_loss(out: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
 def attention_teacher(attention: list[torch.Tensor], text_mask: torch.Tensor, num_text: int) -> torch.Tensor:
     """Where [CLS] and the text look in the image, averaged over layers and heads -> (B, N), rows sum to 1.
 
-    attention: per layer (B, nh, T, T) with T = 1 + num_text + N (all visual tokens kept).
+    attention: per layer (B, nh, Q, T) with T = 1 + num_text + N (all visual tokens kept) and Q = T
+    (full attention) or 1 + num_text (the efficient variants give only the [CLS] + text rows): only
+    the [CLS] + text rows are read.
     """
     attn = torch.stack(attention).mean(dim=(0, 2))  # (B, T, T)
     to_visual = attn[:, : 1 + num_text, 1 + num_text:]  # (B, 1 + L, N): queries CLS + text
