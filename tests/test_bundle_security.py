@@ -461,3 +461,18 @@ def test_a_file_that_is_not_an_executorch_program_is_refused_before_the_native_l
     _rewrite(copy, rel, np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(BundleError, match="not an ExecuTorch program"):
         Engine.load(copy, backend="executorch")
+
+
+def test_reexporting_the_same_weights_keeps_the_calibrated_thresholds(tiny_model_dir, tmp_path):
+    from mmedge.export.exporter import export_bundle
+    from mmedge.export.recipe import ExportRecipe
+
+    out = tmp_path / "b.mmedge"
+    export_bundle(tiny_model_dir, out, ExportRecipe(**FAST), log=lambda *_: None)
+    manifest = load_manifest(out)
+    manifest["thresholds"].update(source="calibrated", policy="max_probability", max_probability=0.77)
+    write_manifest(out, manifest)
+    export_bundle(tiny_model_dir, out, ExportRecipe(**FAST), force=True, log=lambda *_: None)
+    thresholds = load_manifest(out)["thresholds"]
+    assert (thresholds["source"], thresholds["policy"], thresholds["max_probability"]) == \
+        ("calibrated", "max_probability", 0.77)

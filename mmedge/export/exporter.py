@@ -206,6 +206,10 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
                               + "\n  ".join(failures))
         manifest = _manifest(out.name, model, model_dir, tokenizer, specs, groups, recipe, artifacts, in_graph,
                              flops, seconds, tmp)
+        kept = _calibration_to_keep(out, manifest)
+        if kept:
+            manifest["thresholds"] = kept
+            log("  kept the calibrated thresholds of the bundle it replaces (same weights)")
         write_manifest(tmp, manifest)
         if sign_key is not None:
             from mmedge.bundle.signing import sign_bundle
@@ -218,6 +222,25 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
         raise
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return out
+
+
+def _calibration_to_keep(out: Path, manifest: dict) -> dict | None:
+    """The calibrated thresholds of the bundle being replaced, when it holds the same weights and its
+    calibrated keep ratio is exported again (re-exporting used to drop them)."""
+    from mmedge.bundle.manifest import load_manifest
+    from mmedge.errors import MMEdgeError
+
+    weights = f"torch/{WEIGHTS_FILE}"
+    try:
+        old = load_manifest(out, verify_files=False)
+    except MMEdgeError:
+        return None  # nothing there, or not a readable bundle: nothing to keep
+    thresholds = old["thresholds"]
+    same = old["files"].get(weights, {}).get("sha256") == manifest["files"].get(weights, {}).get("sha256")
+    ratios = {k["keep_ratio"] for k in manifest["keep_ratios"]}
+    if thresholds["source"] == "calibrated" and same and thresholds["keep_ratio"] in ratios:
+        return thresholds
+    return None
 
 
 def _torch_reference(model_dir: Path, root: Path, specs: list[StageSpec]) -> dict:
