@@ -178,7 +178,7 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     except OSError:
-        pass
+        pass  # no /proc here (not Linux): the figure is reported as unknown
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux (peak, not current)
     return peak / 1024
 
@@ -197,7 +197,7 @@ def git_commit() -> str:
                                    capture_output=True, text=True, timeout=10).stdout.strip()
             return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        pass
+        pass  # not a git checkout, or no git: the commit is reported as unknown
     return "unknown"
 
 
@@ -745,7 +745,7 @@ def image_cases(ctx, scene: np.ndarray) -> list[tuple[str, object]]:
         cases.append(("Pillow P with transparency", lambda: (lambda p: (p.info.__setitem__("transparency", 0), p)[1])(
             pal.copy())))
     except (ValueError, OSError):
-        pass
+        pass  # this Pillow cannot make the case: it is left out
     cases.append(("Pillow F with NaN", lambda: Image.fromarray(np.full((s, s), np.nan, np.float32))))
     for fmt in ("PNG", "JPEG"):
         data = _encoded(fmt)
@@ -818,7 +818,7 @@ def peak_kb():  # VmHWM belongs to this process image (ru_maxrss keeps the paren
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     except OSError:
-        pass
+        pass  # no /proc here (not Linux): the figure is reported as unknown
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 

@@ -174,7 +174,9 @@ def main() -> int:
                      "adaptive_speedup": both["speedup_p50"],
                      "speedup_vs_torch_eager_full": torch_p50 / pol[full]["latency"]["p50_ms"],
                      "size_bytes": sizes.get(f"{key.split('/')[0]}/{'onnx' if key.startswith('onnx') else 'pte' if key.startswith('exec') else 'safetensors'}/{key.split('/')[1]}")})
-    summary = {"machine": describe(), "model": str(model_dir), "thresholds": manifest["thresholds"],
+    shown = model_dir.resolve()
+    summary = {"machine": describe(),
+               "model": shown.relative_to(ROOT).as_posix() if shown.is_relative_to(ROOT) else str(model_dir), "thresholds": manifest["thresholds"],
                "samples": args.samples, "repeats": args.repeats, "runtimes": rows, "overhead": overhead,
                "cost_model_check": {k: check[k] for k in ("median_abs_error", "max_abs_error", "stages")},
                "modelled_exit_ms": {k: {"note": "MODELLED", **v["by_keep_ratio"]} for k, v in modelled.items()},

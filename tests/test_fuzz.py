@@ -126,7 +126,7 @@ def test_fuzzed_images_predict_or_raise_typed_errors(engine, image):
     try:
         assert engine.predict(image, "what color is the circle ?").answer in engine.labels
     except MMEdgeError:
-        pass
+        pass  # a typed refusal is one of the two allowed outcomes
 
 
 @FUZZ
@@ -138,4 +138,4 @@ def test_fuzzed_texts_predict_or_raise_typed_errors(engine, text):
         try:
             assert engine.predict(IMAGE, text).answer in engine.labels
         except MMEdgeError:
-            pass
+            pass  # a typed refusal is one of the two allowed outcomes

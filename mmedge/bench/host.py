@@ -63,7 +63,17 @@ def bench_host(bundle: str | Path, backend: str = "auto", precision: str = "fp32
     for row in policies.values():
         row["speedup_p50"] = full / row["latency"]["p50_ms"]
     return {"schema_version": 1, "kind": "measured", "device": "host", "machine": describe(),
-            "bundle": str(bundle), "model": manifest["name"], "backend": engine.backend, "precision": precision,
+            "bundle": _shown_path(bundle), "model": manifest["name"], "backend": engine.backend, "precision": precision,
             "threads": threads, "samples": samples, "repeats": repeats, "warmup": warmup,
             "load_ms": load_ms, "first_inference_ms": first_ms, "peak_rss_mb": peak_rss_mb(),
             "thresholds": manifest["thresholds"], "policies": policies}
+
+
+def _shown_path(path) -> str:
+    """The bundle path as recorded in results: relative to the working directory when inside it, so
+    that committed results carry no machine paths."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
