@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmedge.fileio import atomic_write  # noqa: E402
+from pretraining_efficiency import cached  # noqa: E402  (the resumable-unit cache both benchmarks use)
 
 VARIANTS = ["full", "lowrank", "crossmodal"]
 FULL = dict(model={"dim": 128, "depth": 4, "num_heads": 4, "image_size": 96, "max_text_len": 24,
@@ -56,20 +57,6 @@ QUICK = dict(model={"dim": 32, "depth": 2, "num_heads": 2, "image_size": 48, "ma
              patches=[16, 8, 4], steps={16: 4, 8: 4, 4: 4}, checkpoints=2, batch_size=4, lr=1e-3,
              eval_samples=16, warmup_steps_timed=1, budget_cap=2, threads=2,
              latency_runs=5, latency_warmup=1, parity_samples=1, targets=["onnx"], in_process=True)
-
-
-def cached(directory: Path, key: dict, compute):
-    """compute() once per (directory, key); a finished unit is reused when re-run with the same settings."""
-    done = directory / "benchmark_result.json"
-    if done.exists():
-        saved = json.loads(done.read_text())
-        if saved.get("key") == key:
-            print(f"reusing {_rel(directory)} (finished earlier with the same settings)", flush=True)
-            return saved["value"]
-    value = compute()
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(done, lambda p: p.write_text(json.dumps({"key": key, "value": value})))
-    return value
 
 
 def in_subprocess(plan: dict, fn, *args):
