@@ -1,20 +1,26 @@
-"""Pretraining efficiency: rwd-rod against mlm-mop by FLOPs and wall-clock to a downstream accuracy.
+"""Pretraining efficiency, second round (issue #19): a fair test of ELECTRA-style replaced word and
+object detection (rwd-rod) against masked language and object modelling (mlm-mop).
 
-    python benchmarks/pretraining_efficiency.py                 # the full run (hours here: run it with nohup)
-    python benchmarks/pretraining_efficiency.py --smoke --out /tmp/pe   # the pipeline on tiny sizes (tests)
+    python benchmarks/pretraining_efficiency.py                 # the full run (hours here: use nohup)
+    python benchmarks/pretraining_efficiency.py --only main-seed0 ablation   # some groups only
+    python benchmarks/pretraining_efficiency.py --smoke --out /tmp/pe       # the pipeline on tiny sizes
 
-Re-running with the same settings resumes: every finished pretraining run and fine-tune keeps its
-result (benchmark_result.json in its folder, keyed by its exact settings) and is not run again.
+What runs, in priority order (groups; `--only` picks some):
+  main-seed0, main-seeds   rwd-rod and mlm-mop (the fixed designs of mmedge.pretrain.objectives),
+                           seeds 0 | 1, 2, with the no-pretraining floor of the same seeds
+  ablation                 today's first rwd-rod design ("legacy") and legacy plus each fix alone
+  crosses                  mlm-rod and rwd-mop, seeds 0 and 1 (which half carries a gap)
+  long                     the floor and the main arms' final encoders fine-tuned at the long budget
+Every pretraining run saves snapshots; each snapshot (and the floor) is fine-tuned the same way on
+downstream VQA and statement verification and scored on the validation split, per question type.
+Curves of accuracy against pretraining FLOPs (generator and the separate ITM pass included) and
+wall-clock give, per task and seed, the FLOPs and seconds to a target accuracy (linear
+interpolation from the floor) and the ratio mlm-mop / rwd-rod.
 
-Every variant (rwd-rod, mlm-mop, and the ablations rwd-text-only / rwd-visual-only) pretrains the
-same encoder on the same caption data, saving snapshots along the way; every snapshot (and a
-no-pretraining floor) is fine-tuned the same way on downstream VQA and statement verification and
-scored on their validation splits. From the curves of accuracy against pretraining FLOPs and
-wall-clock it reports, per task, the FLOPs and seconds each variant needs to reach the target
-accuracy (linear interpolation between snapshots, the curve starting at the floor with no
-pretraining; "not reached" otherwise) and their ratio. The default target is halfway from the
-floor to the best accuracy any pretrained snapshot reached, so it always asks for a gain.
-Writes results JSON, Markdown and PNG plots into --out.
+Resumable across machines: every finished unit (a pretraining run's record, a fine-tune's scores)
+is a small JSON under OUT/units/, keyed by its exact settings, committed with the results; a unit is
+recomputed only when its key changed. A pretraining run is re-run only when one of its fine-tunes is
+not finished and its snapshots are not on this machine (under --work).
 """
 
 from __future__ import annotations
@@ -36,111 +42,243 @@ sys.path.insert(0, str(ROOT))
 
 from mmedge.fileio import atomic_write  # noqa: E402
 
-VARIANTS = {
-    "rwd-rod": {"objective": "rwd-rod"},
-    "mlm-mop": {"objective": "mlm-mop"},
-    "rwd-text-only": {"objective": "rwd-rod", "replace_visual": False},
-    "rwd-visual-only": {"objective": "rwd-rod", "replace_text": False},
+LEGACY = dict(mask_words="any", text_replace_rate=0.15, visual_sources="any-object", generator_depth=1,
+              tie_embeddings=False, itm_weight=1.0, itm_pass="shared")
+ARMS = {"rwd-rod": {"objective": "rwd-rod"}, "mlm-mop": {"objective": "mlm-mop"},
+        "mlm-rod": {"objective": "mlm-rod"}, "rwd-mop": {"objective": "rwd-mop"}}
+ABLATION = {  # one change at a time from the first design; "all fixes" is rwd-rod seed 0
+    "legacy": {"objective": "rwd-rod", **LEGACY},
+    "legacy+separate-itm": {"objective": "rwd-rod", **LEGACY, "itm_pass": "separate"},
+    "legacy+decoys": {"objective": "rwd-rod", **LEGACY, "visual_sources": "decoys"},
+    "legacy+generator": {"objective": "rwd-rod", **LEGACY, "generator_depth": 4, "tie_embeddings": True},
+    "legacy+content-masking": {"objective": "rwd-rod", **LEGACY, "mask_words": "content", "text_replace_rate": 0.5},
+    "legacy+itm-weight": {"objective": "rwd-rod", **LEGACY, "itm_weight": None},
 }
-FULL = dict(model={"dim": 128, "depth": 4, "num_heads": 4, "image_size": 96, "patch_size": 16, "max_text_len": 24,
+FIX_NOTES = {"legacy+separate-itm": "word/object losses on matched pairs only, ITM in its own clean pass",
+             "legacy+decoys": "same-class decoy patches labelled original",
+             "legacy+generator": "generator 4 layers (was 1), token embeddings tied",
+             "legacy+content-masking": "50% of content words masked (was 15% of any word)",
+             "legacy+itm-weight": "ITM weight 50 (was 1), on the scale of the detectors"}
+FULL = dict(model={"dim": 64, "depth": 4, "num_heads": 4, "image_size": 96, "patch_size": 16, "max_text_len": 24,
                    "patch_embed": "conv_stem", "exit_pool": "text", "keep_ratios": [1.0, 0.5, 0.25]},
-            pretrain_steps=2000, snapshot_every=500, batch_size=64, finetune_steps=600, finetune_batch=64,
-            eval_samples=512, ablation_steps=1000, seeds=[0])
+            pretrain_steps=800, snapshot_every=400, batch_size=64, finetune_steps=600, long_finetune_steps=1800,
+            finetune_batch=64, eval_samples=2048, main_seeds=[0, 1, 2], cross_seeds=[0, 1], ablation_seeds=[0])
 SMOKE = dict(model={"dim": 32, "depth": 2, "num_heads": 2, "image_size": 48, "patch_size": 8, "max_text_len": 24,
                     "patch_embed": "conv_stem", "exit_pool": "text", "keep_ratios": [1.0]},
-             pretrain_steps=4, snapshot_every=2, batch_size=4, finetune_steps=3, finetune_batch=4,
-             eval_samples=16, ablation_steps=2, seeds=[0])
+             pretrain_steps=4, snapshot_every=2, batch_size=4, finetune_steps=3, long_finetune_steps=5,
+             finetune_batch=4, eval_samples=16, main_seeds=[0, 1], cross_seeds=[0], ablation_seeds=[0])
+GROUPS = ("main-seed0", "main-seeds", "ablation", "crosses", "long")
+TASKS = ("vqa", "verify")
 
 
+# ------------------------------------------------------------------ the unit ledger
 def cached(directory: Path, key: dict, compute):
-    """compute() once per (directory, key): a finished run's result is reused when the benchmark is
+    """compute() once per (directory, key): a finished unit's result is reused when the benchmark is
     re-run with the same settings (so an interrupted benchmark resumes), recomputed otherwise."""
     done = directory / "benchmark_result.json"
     if done.exists():
         saved = json.loads(done.read_text())
         if saved.get("key") == key:
-            print(f"reusing {directory} (finished earlier with the same settings)", flush=True)
             return saved["value"]
     value = compute()
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(done, lambda p: p.write_text(json.dumps({"key": key, "value": value})))
+    atomic_write(done, lambda p: p.write_text(json.dumps({"key": key, "value": value}, indent=1)))
     return value
 
 
-def pretrain(variant: str, seed: int, plan: dict, out: Path, progress: bool) -> list[dict]:
-    """Run one variant; returns its snapshots (and final encoder) with FLOPs and wall-clock."""
-    from mmedge.pretrain.config import PretrainConfig
-
-    steps = plan["pretrain_steps"] if variant in ("rwd-rod", "mlm-mop") else plan["ablation_steps"]
-    cfg = PretrainConfig(**VARIANTS[variant], seed=seed, steps=steps, batch_size=plan["batch_size"],
-                         warmup_steps=max(1, steps // 10), snapshot_every=plan["snapshot_every"],
-                         log_every=max(1, plan["snapshot_every"] // 4), model=plan["model"])
-    run_dir = out / "runs" / f"{variant}-seed{seed}"
-    return cached(run_dir, {"pretrain": cfg.to_dict()},
-                  lambda: _pretrain_points(cfg, run_dir, progress))
+def finished(directory: Path, key: dict):
+    """The unit's saved value when it finished with this key, else None."""
+    done = directory / "benchmark_result.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        if saved.get("key") == key:
+            return saved["value"]
+    return None
 
 
-def _pretrain_points(cfg, run_dir: Path, progress: bool) -> list[dict]:
+@dataclasses.dataclass
+class Run:
+    """One pretraining run: its name, settings and where its snapshots live."""
+    name: str            # e.g. rwd-rod-seed0
+    arm: str             # rwd-rod | ... | legacy+decoys
+    seed: int
+    settings: dict
+
+    def config(self, plan: dict):
+        from mmedge.pretrain.config import PretrainConfig
+
+        steps = plan["pretrain_steps"]
+        return PretrainConfig(**self.settings, seed=self.seed, steps=steps, batch_size=plan["batch_size"],
+                              warmup_steps=max(1, steps // 10), snapshot_every=plan["snapshot_every"],
+                              log_every=max(1, plan["snapshot_every"] // 4), model=plan["model"],
+                              diagnostics_samples=plan.get("diagnostics_samples", 256))
+
+    def points(self, plan: dict) -> list[int]:
+        """The steps whose encoders are fine-tuned: every snapshot and the end."""
+        every, steps = plan["snapshot_every"], plan["pretrain_steps"]
+        return [s for s in range(every, steps, every)] + [steps]
+
+    def encoder_dir(self, work: Path, step: int, plan: dict) -> Path:
+        run_dir = work / "runs" / self.name
+        return run_dir if step == plan["pretrain_steps"] else run_dir / "snapshots" / f"step-{step:06d}"
+
+
+def pretrain_key(run: Run, plan: dict) -> dict:
+    return {"pretrain": run.config(plan).to_dict()}
+
+
+def run_pretraining(run: Run, plan: dict, out: Path, work: Path, progress: bool) -> list[dict]:
+    """Pretrain (alone on the machine: its wall-clock is a result); the record of every point."""
     from mmedge.pretrain.trainer import Pretrainer
 
-    Pretrainer(cfg, run_dir, force=True, progress=progress).fit()
+    run_dir = work / "runs" / run.name
+    load_before = os.getloadavg()[0]
+    Pretrainer(run.config(plan), run_dir, force=True, progress=progress).fit()
+    load_after = os.getloadavg()[0]
     points = []
-    for d in sorted((run_dir / "snapshots").glob("step-*")) + [run_dir]:
-        state = json.loads((d / "pretrain_state.json").read_text())
-        points.append({"dir": str(d), "step": state["step"], "pretrain_flops": state["pretrain_flops"],
-                       "wall_s": state["wall_s"]})
-    return points
+    for step in run.points(plan):
+        state = json.loads((run.encoder_dir(work, step, plan) / "pretrain_state.json").read_text())
+        points.append({"step": state["step"], "pretrain_flops": state["pretrain_flops"], "wall_s": state["wall_s"],
+                       "diagnostics": state.get("diagnostics", {})})
+    record = {"points": points, "load_average_1min": [load_before, load_after]}
+    directory = out / "units" / "pretrain" / run.name
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / "benchmark_result.json",
+                 lambda p: p.write_text(json.dumps({"key": pretrain_key(run, plan), "value": record}, indent=1)))
+    return record
 
 
-def finetune(init: str | None, task: str, seed: int, plan: dict, out: Path, progress: bool,
-             threads: int | None = None) -> float:
-    """Fine-tune (or train from scratch) on `task`; validation accuracy of the last exit, keep 1.0."""
+def finetune_config(task: str, seed: int, steps: int, plan: dict, threads: int | None = None):
     from mmedge.train.config import TrainConfig
+
+    return TrainConfig(task=task, seed=seed, steps=steps, batch_size=plan["finetune_batch"], lr=1e-3,
+                       warmup_steps=max(1, steps // 10), eval_every=steps, eval_samples=min(64, plan["eval_samples"]),
+                       checkpoint_every=steps, log_every=max(1, steps // 4), model=plan["model"], threads=threads)
+
+
+def finetune_key(init_id: dict | None, task: str, seed: int, steps: int, plan: dict) -> dict:
+    cfg = finetune_config(task, seed, steps, plan)
+    return {"finetune": repr(dataclasses.replace(cfg, threads=None)), "init": init_id,
+            "eval_samples": plan["eval_samples"]}
+
+
+def finetune(init: str | None, task: str, seed: int, steps: int, plan: dict, unit_dir: str, work_dir: str,
+             key: dict, threads: int | None = None) -> dict:
+    """Fine-tune (or train from scratch) on `task`; the last exit's validation accuracy with every
+    visual token kept, overall and per question type, on plan["eval_samples"] samples."""
+    import torch
+
+    from mmedge.evaluation.predict import make_batches, run_model
     from mmedge.train.trainer import Trainer
 
-    steps = plan["finetune_steps"]
-    cfg = TrainConfig(task=task, seed=seed, steps=steps, batch_size=plan["finetune_batch"], lr=1e-3,
-                      warmup_steps=max(1, steps // 10), eval_every=steps, eval_samples=plan["eval_samples"],
-                      checkpoint_every=steps, log_every=max(1, steps // 4), model=plan["model"], threads=threads)
-    key = {"finetune": repr(dataclasses.replace(cfg, threads=None)), "init": init, "init_state": _state_of(init)}
-    return cached(out, key, lambda: float(
-        Trainer(cfg, out, force=True, init_from=init, progress=progress).fit().final_val_accuracy[-1]))
+    def compute() -> dict:
+        trainer = Trainer(finetune_config(task, seed, steps, plan, threads), work_dir, force=True, init_from=init,
+                          progress=False)
+        trainer.fit()
+        model = trainer.model
+        batches = make_batches(task, 0, "val", plan["eval_samples"], trainer.tokenizer, model.config.image_size, 128)
+        with torch.no_grad():
+            run = run_model(model, batches, [1.0])
+        correct = run.outputs[1.0].preds[:, -1] == run.labels
+        qtypes = np.array(run.qtypes)
+        return {"accuracy": float(correct.mean()), "n": int(len(correct)),
+                "per_qtype": {q: {"n": int((qtypes == q).sum()), "accuracy": float(correct[qtypes == q].mean())}
+                              for q in sorted(set(run.qtypes))}}
+    return cached(Path(unit_dir), key, compute)
 
 
-def run_finetunes(jobs: list[tuple], workers: int, progress: bool) -> list[float]:
-    """finetune(*job) for every job, `workers` at a time (each in its own process with
-    cores / workers threads); results in the order of `jobs`. Only pretraining's wall-clock is
-    reported, so fine-tunes may share the machine: their accuracies do not depend on it."""
+# ------------------------------------------------------------------ the plan
+def runs_of(group: str, plan: dict) -> list[Run]:
+    if group == "main-seed0":
+        return [Run(f"{a}-seed0", a, 0, ARMS[a]) for a in ("rwd-rod", "mlm-mop")]
+    if group == "main-seeds":
+        return [Run(f"{a}-seed{s}", a, s, ARMS[a]) for s in plan["main_seeds"][1:] for a in ("rwd-rod", "mlm-mop")]
+    if group == "ablation":
+        return [Run(f"{a}-seed{s}", a, s, ABLATION[a]) for s in plan["ablation_seeds"] for a in ABLATION]
+    if group == "crosses":
+        return [Run(f"{a}-seed{s}", a, s, ARMS[a]) for s in plan["cross_seeds"] for a in ("mlm-rod", "rwd-mop")]
+    return []
+
+
+def finetunes_of(group: str, run: Run, plan: dict) -> list[tuple[int, int]]:
+    """(pretraining step, fine-tune steps) pairs to score for `run` in `group`."""
+    if group == "ablation":
+        return [(plan["pretrain_steps"], plan["finetune_steps"])]
+    if group == "long":
+        return [(plan["pretrain_steps"], plan["long_finetune_steps"])]
+    return [(s, plan["finetune_steps"]) for s in run.points(plan)]
+
+
+def floor_seeds(group: str, plan: dict) -> list[tuple[int, int]]:
+    """(seed, fine-tune steps) of the no-pretraining floors a group needs."""
+    if group == "main-seed0":
+        return [(0, plan["finetune_steps"])]
+    if group == "main-seeds":
+        return [(s, plan["finetune_steps"]) for s in plan["main_seeds"][1:]]
+    if group == "long":
+        return [(s, plan["long_finetune_steps"]) for s in plan["main_seeds"]]
+    return []
+
+
+def long_runs(plan: dict) -> list[Run]:
+    return [Run(f"{a}-seed{s}", a, s, ARMS[a]) for s in plan["main_seeds"] for a in ("rwd-rod", "mlm-mop")]
+
+
+def execute(groups: list[str], plan: dict, out: Path, work: Path, workers: int, progress: bool) -> None:
+    """Run every unfinished unit of `groups`, in order: pretraining alone, then its fine-tunes
+    `workers` at a time (only pretraining's wall-clock is a result)."""
+    for group in groups:
+        runs = long_runs(plan) if group == "long" else runs_of(group, plan)
+        jobs = []
+        for seed, steps in floor_seeds(group, plan):
+            for task in TASKS:
+                name = f"floor-seed{seed}-{task}-ft{steps}"
+                jobs.append((None, task, seed, steps, plan, str(out / "units" / "finetune" / name),
+                             str(work / "finetune" / name), finetune_key(None, task, seed, steps, plan)))
+        for run in runs:
+            pkey = pretrain_key(run, plan)
+            record = finished(out / "units" / "pretrain" / run.name, pkey)
+            wanted = []
+            for step, steps in finetunes_of(group, run, plan):
+                for task in TASKS:
+                    name = f"{run.name}-step{step}-{task}-ft{steps}"
+                    key = finetune_key({"run": run.name, "step": step, **pkey}, task, run.seed, steps, plan)
+                    if finished(out / "units" / "finetune" / name, key) is None:
+                        wanted.append((step, task, steps, name, key))
+            if record is not None and not wanted:
+                continue
+            local = all((run.encoder_dir(work, s, plan) / "pretrain_state.json").exists() for s in run.points(plan))
+            if record is None or not local:
+                if group == "long":
+                    print(f"[{group}] re-pretraining {run.name}: its snapshots are not under {work}", flush=True)
+                print(f"[{group}] pretraining {run.name}", flush=True)
+                run_pretraining(run, plan, out, work, progress)
+            for step, task, steps, name, key in wanted:
+                jobs.append((str(run.encoder_dir(work, step, plan)), task, run.seed, steps, plan,
+                             str(out / "units" / "finetune" / name), str(work / "finetune" / name), key))
+        jobs = [j for j in jobs if finished(Path(j[5]), j[7]) is None]
+        if jobs:
+            print(f"[{group}] {len(jobs)} fine-tunes", flush=True)
+            run_finetunes(jobs, workers, progress)
+
+
+def run_finetunes(jobs: list[tuple], workers: int, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     if workers <= 1 or len(jobs) <= 1:
-        return [finetune(*job, progress) for job in tqdm(jobs, desc="fine-tunes", disable=not progress)]
+        for job in tqdm(jobs, desc="fine-tunes", disable=not progress):
+            finetune(*job)
+        return
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(finetune, *job, False, threads): i for i, job in enumerate(jobs)}
-        results: list[float] = [0.0] * len(jobs)
+        futures = {pool.submit(finetune, *job, threads): job for job in jobs}
         for done, future in enumerate(as_completed(futures), 1):
-            i = futures[future]
-            results[i] = future.result()
-            print(f"fine-tune {done}/{len(jobs)}: {Path(jobs[i][4]).name} {results[i]:.3f}", flush=True)
-    return results
+            value = future.result()
+            print(f"fine-tune {done}/{len(jobs)}: {Path(futures[future][5]).name} {value['accuracy']:.3f}", flush=True)
 
 
-def _state_of(init: str | None) -> str | None:
-    """The initialising snapshot's own record, so a re-pretrained encoder is never mistaken for the old one."""
-    if init is None:
-        return None
-    state = Path(init) / "pretrain_state.json"
-    return state.read_text() if state.exists() else None
-
-
-def default_target(floor: float, best: float) -> float | None:
-    """Halfway from the no-pretraining floor to the best pretrained accuracy; None when no
-    pretrained snapshot beat the floor (then there is nothing for pretraining to reach)."""
-    return floor + 0.5 * (best - floor) if best > floor else None
-
-
+# ------------------------------------------------------------------ the analysis
 def reach(points: list[dict], key: str, target: float, acc_key: str) -> float | None:
     """The `key` (FLOPs or seconds) at which accuracy first reaches target, linearly interpolated."""
     prev = None
@@ -154,162 +292,277 @@ def reach(points: list[dict], key: str, target: float, acc_key: str) -> float | 
     return None
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the pipeline in a minute")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretraining"))
-    parser.add_argument("--work", help="where runs go (default: OUT/work, not committed)")
-    parser.add_argument("--tasks", nargs="+", default=["vqa", "verify"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", type=int, nargs="+")
-    parser.add_argument("--target", type=float, nargs="+", help="target accuracy per task (default: halfway "
-                        "from the no-pretraining floor to the best accuracy any pretrained snapshot reached)")
-    parser.add_argument("--pretrain-steps", type=int, help="override the plan's pretraining steps")
-    parser.add_argument("--snapshot-every", type=int, help="override the plan's snapshot interval")
-    parser.add_argument("--finetune-steps", type=int, help="override the plan's fine-tuning steps")
-    parser.add_argument("--jobs", type=int, default=2, help="fine-tunes run this many at a time (pretraining "
-                        "always runs alone, since its wall-clock is measured)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    plan = dict(SMOKE if args.smoke else FULL)
-    if args.seeds:
-        plan["seeds"] = args.seeds
-    for key in ("pretrain_steps", "snapshot_every", "finetune_steps"):
-        if getattr(args, key) is not None:
-            plan[key] = getattr(args, key)
-    plan["command"] = " ".join(["python", "benchmarks/pretraining_efficiency.py", *(argv or sys.argv[1:])])
-    out = Path(args.out)
-    work = Path(args.work) if args.work else out / "work"
-    started = time.perf_counter()
-    progress = not args.no_progress
-    curves: dict[str, list[dict]] = {}
-    seed_of: dict[str, int] = {}
-    for variant in args.variants:  # one at a time, all cores: their wall-clock is a result
-        for seed in plan["seeds"]:
-            key = f"{variant}/seed{seed}"
-            curves[key], seed_of[key] = pretrain(variant, seed, plan, work, progress), seed
-    jobs, slots = [], []  # every fine-tune: the floor's, then every snapshot's
-    for task in args.tasks:
-        for s in plan["seeds"]:
-            jobs.append((None, task, s, plan, work / "finetune" / f"none-{task}-seed{s}"))
-            slots.append(("floor", task))
-    for key, points in curves.items():
-        for p in points:
-            for task in args.tasks:
-                name = f"{key.replace('/', '-')}-{Path(p['dir']).name}-{task}"
-                jobs.append((p["dir"], task, seed_of[key], plan, work / "finetune" / name))
-                slots.append((p, task))
-    floor_accs: dict[str, list[float]] = {t: [] for t in args.tasks}
-    for (point, task), acc in zip(slots, run_finetunes(jobs, args.jobs, progress)):
-        if point == "floor":
-            floor_accs[task].append(acc)
-        else:
-            point[f"acc_{task}"] = acc
-    floor = {t: {"mean": float(np.mean(a)), "per_seed": a} for t, a in floor_accs.items()}
-    for key, points in curves.items():
-        for p in points:
-            print(f"{key} step {p['step']}: " + ", ".join(f"{t} {p[f'acc_{t}']:.3f}" for t in args.tasks), flush=True)
-    targets = dict(zip(args.tasks, args.target)) if args.target else {
-        t: default_target(floor[t]["mean"], max(p[f"acc_{t}"] for pts in curves.values() for p in pts))
-        for t in args.tasks}
-    reached = {}
-    for task in args.tasks:
-        origin = {"pretrain_flops": 0, "wall_s": 0.0, f"acc_{task}": floor[task]["mean"]}
-        for key, pts in curves.items():
-            reached[f"{key}/{task}"] = {
-                name: None if targets[task] is None else reach([origin, *pts], field, targets[task], f"acc_{task}")
-                for name, field in (("flops", "pretrain_flops"), ("wall_s", "wall_s"))}
-    ratios = {}
-    for task in args.tasks:
-        for seed in plan["seeds"]:
-            a, b = reached.get(f"mlm-mop/seed{seed}/{task}"), reached.get(f"rwd-rod/seed{seed}/{task}")
-            if a and b and a["flops"] and b["flops"] and a["wall_s"] and b["wall_s"]:
-                ratios[f"{task}/seed{seed}"] = {"flops": a["flops"] / b["flops"], "wall_s": a["wall_s"] / b["wall_s"]}
-            else:
-                ratios[f"{task}/seed{seed}"] = None
-    result = {"smoke": args.smoke, "plan": plan, "tasks": args.tasks, "targets": targets, "floor": floor,
-              "curves": curves, "reached": reached, "ratio_mlm_over_rwd": ratios,
-              "seconds_this_invocation": time.perf_counter() - started,  # small when finished units were reused
-              "note": "FLOPs counted by torch.utils.flop_counter (generator included); wall-clock on this machine"}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "pretraining_efficiency.json", lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
-    atomic_write(out / "pretraining_efficiency.md", lambda p: p.write_text(markdown(result) + "\n"))
-    plot(result, out / "pretraining_efficiency.png")
-    print(markdown(result))
-    return 0
+def default_target(floor: float, best: float) -> float | None:
+    """Halfway from the no-pretraining floor to the best pretrained accuracy; None when no
+    pretrained snapshot beat the floor (then there is nothing for pretraining to reach)."""
+    return floor + 0.5 * (best - floor) if best > floor else None
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a binomial proportion (the sampling error of one accuracy figure)."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def seed_interval(values: list[float]) -> dict:
+    """Mean and a 95% t-interval over seeds (n = 1: the value, no interval)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return {"mean": float(v.mean()), "low": None, "high": None, "n": int(len(v))}
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return {"mean": float(v.mean()), "low": float(v.mean() - half), "high": float(v.mean() + half), "n": int(len(v))}
+
+
+def collect(plan: dict, out: Path) -> dict:
+    """Every finished unit, gathered into curves per run (pending units are simply absent)."""
+    runs = {r.name: r for g in GROUPS for r in (long_runs(plan) if g == "long" else runs_of(g, plan))}
+    curves, floors = {}, {}
+    for name, run in runs.items():
+        pkey = pretrain_key(run, plan)
+        record = finished(out / "units" / "pretrain" / name, pkey)
+        if record is None:
+            continue
+        pts = []
+        for p in record["points"]:
+            point = {**p}
+            for task in TASKS:
+                for steps in (plan["finetune_steps"], plan["long_finetune_steps"]):
+                    key = finetune_key({"run": name, "step": p["step"], **pkey}, task, run.seed, steps, plan)
+                    value = finished(out / "units" / "finetune" / f"{name}-step{p['step']}-{task}-ft{steps}", key)
+                    if value is not None:
+                        point[f"{task}_ft{steps}"] = value
+            pts.append(point)
+        curves[name] = {"arm": run.arm, "seed": run.seed, "points": pts, "load_average_1min": record["load_average_1min"]}
+    for seed in sorted(set(plan["main_seeds"]) | set(plan["cross_seeds"]) | set(plan["ablation_seeds"])):
+        for task in TASKS:
+            for steps in (plan["finetune_steps"], plan["long_finetune_steps"]):
+                value = finished(out / "units" / "finetune" / f"floor-seed{seed}-{task}-ft{steps}",
+                                 finetune_key(None, task, seed, steps, plan))
+                if value is not None:
+                    floors[f"seed{seed}/{task}/ft{steps}"] = value
+    return {"curves": curves, "floors": floors}
+
+
+def analyse(plan: dict, data: dict, targets: dict | None) -> dict:
+    """Targets, FLOPs / seconds to target per run and task, ratios, seed intervals."""
+    ft = plan["finetune_steps"]
+    curves, floors = data["curves"], data["floors"]
+    floor_mean = {t: [v["accuracy"] for k, v in floors.items() if k.endswith(f"/{t}/ft{ft}")] for t in TASKS}
+    result = {"targets": {}, "reached": {}, "ratios": {}, "arms": {}}
+    for task in TASKS:
+        floor = float(np.mean(floor_mean[task])) if floor_mean[task] else None
+        accs = [p[f"{task}_ft{ft}"]["accuracy"] for c in curves.values() if c["arm"] in ARMS
+                for p in c["points"] if f"{task}_ft{ft}" in p]
+        target = (targets or {}).get(task) or (default_target(floor, max(accs)) if floor is not None and accs else None)
+        result["targets"][task] = target
+        for name, c in curves.items():
+            seed_floor = floors.get(f"seed{c['seed']}/{task}/ft{ft}")
+            pts = [{"pretrain_flops": p["pretrain_flops"], "wall_s": p["wall_s"], "acc": p[f"{task}_ft{ft}"]["accuracy"]}
+                   for p in c["points"] if f"{task}_ft{ft}" in p]
+            if target is None or seed_floor is None or len(pts) < len(c["points"]):
+                continue
+            origin = {"pretrain_flops": 0, "wall_s": 0.0, "acc": seed_floor["accuracy"]}
+            result["reached"][f"{name}/{task}"] = {f: reach([origin, *pts], f, target, "acc")
+                                                  for f in ("pretrain_flops", "wall_s")}
+        for seed in plan["main_seeds"]:
+            a, b = (result["reached"].get(f"{arm}-seed{seed}/{task}") for arm in ("mlm-mop", "rwd-rod"))
+            if a is None or b is None:
+                continue
+            result["ratios"][f"{task}/seed{seed}"] = {
+                f: (a[f] / b[f] if a[f] and b[f] else None) for f in ("pretrain_flops", "wall_s")}
+            result["ratios"][f"{task}/seed{seed}"]["reached"] = {"mlm-mop": a["pretrain_flops"] is not None,
+                                                                "rwd-rod": b["pretrain_flops"] is not None}
+    for arm in [*ARMS, "floor"]:
+        for task in TASKS:
+            for steps in (plan["finetune_steps"], plan["long_finetune_steps"]):
+                if arm == "floor":
+                    vals = [v["accuracy"] for k, v in floors.items() if k.endswith(f"/{task}/ft{steps}")]
+                else:
+                    vals = [p[f"{task}_ft{steps}"]["accuracy"] for c in curves.values() if c["arm"] == arm
+                            for p in c["points"][-1:] if f"{task}_ft{steps}" in p]
+                if vals:
+                    result["arms"][f"{arm}/{task}/ft{steps}"] = {**seed_interval(vals), "values": vals}
+    return result
+
+
+# ------------------------------------------------------------------ the report
+def _fmt_interval(s: dict) -> str:
+    if s["low"] is None:
+        return f"{s['mean']:.3f} (1 seed)"
+    return f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']})"
 
 
 def markdown(r: dict) -> str:
     from tabulate import tabulate
 
-    lines = [f"# Pretraining efficiency{' (SMOKE: tiny sizes, not a result)' if r['smoke'] else ''}", "",
-             f"Command: `{r['plan']['command']}`. " + r["note"] + ".", "",
-             "No pretraining (floor): " + ", ".join(f"{t} {v['mean']:.3f}" for t, v in r["floor"].items()), "",
-             f"Every accuracy: the last exit with every visual token kept, on {r['plan']['eval_samples']} validation "
-             f"samples after {r['plan']['finetune_steps']} fine-tuning steps, seed(s) {r['plan']['seeds']}; the "
-             f"sampling error of one such figure is about +-{_binomial_se(0.6, r['plan']['eval_samples']):.3f} "
-             "(binomial standard error at accuracy 0.6: computed, not measured).", ""]
+    plan, a, ft = r["plan"], r["analysis"], r["plan"]["finetune_steps"]
+    n = plan["eval_samples"]
+    lo, hi = wilson(0.6, n)
+    lines = [f"# Pretraining efficiency, second round{' (SMOKE: tiny sizes, not a result)' if r['smoke'] else ''}", "",
+             f"Command: `{plan['command']}`. Encoder: dim {plan['model']['dim']}, depth {plan['model']['depth']}, "
+             f"{plan['model']['image_size']} px / {plan['model']['patch_size']} px patches; {plan['pretrain_steps']} "
+             f"pretraining steps of {plan['batch_size']} pairs, fine-tuned at {ft} (and {plan['long_finetune_steps']}) "
+             f"steps of {plan['finetune_batch']}; accuracy of the last exit, every visual token kept, on {n} validation "
+             f"samples (95% Wilson interval of one figure at 0.6: [{lo:.3f}, {hi:.3f}], computed). Seed intervals: "
+             "95% t-intervals over pretraining seeds. FLOPs by torch.utils.flop_counter (generator and the separate "
+             "ITM pass included); wall-clock on this shared 2-core machine, snapshots and diagnostics excluded "
+             "(each run's 1-minute load average before/after is in the JSON).", ""]
+    if r["pending"]:
+        lines += [f"**Incomplete**: {len(r['pending'])} groups not finished yet ({', '.join(r['pending'])}); "
+                  "figures below cover the finished units only.", ""]
     rows = []
-    for key, pts in r["curves"].items():
-        for p in pts:
-            rows.append([key, p["step"], f"{p['pretrain_flops'] / 1e12:.4g}", f"{p['wall_s']:.1f}",
-                         *[f"{p[f'acc_{t}']:.3f}" for t in r["tasks"]]])
-    lines += [tabulate(rows, ["variant", "step", "pretrain TFLOPs", "wall s", *[f"val acc {t}" for t in r["tasks"]]],
+    for key, s in a["arms"].items():
+        arm, task, steps = key.split("/")
+        rows.append([arm, task, steps[2:], _fmt_interval(s), ", ".join(f"{v:.3f}" for v in s["values"])])
+    lines += ["## Accuracy after fine-tuning the final encoder (mean and 95% interval over seeds)", "",
+              tabulate(rows, ["arm", "task", "fine-tune steps", "accuracy", "per seed"], tablefmt="github"), ""]
+    lines += ["## FLOPs and seconds to the target", "",
+              "Targets (halfway from the mean floor to the best pretrained accuracy at the short budget): " +
+              ", ".join(f"{t} {v:.3f}" if v is not None else f"{t} none" for t, v in a["targets"].items()), ""]
+    rows = [[k, f"{v['pretrain_flops'] / 1e12:.3g}" if v["pretrain_flops"] is not None else "not reached",
+             f"{v['wall_s']:.0f}" if v["wall_s"] is not None else "not reached"] for k, v in a["reached"].items()]
+    lines += [tabulate(rows, ["run/task", "TFLOPs to target", "seconds to target"], tablefmt="github"), ""]
+    for task in TASKS:
+        per_seed = {k: v for k, v in a["ratios"].items() if k.startswith(f"{task}/")}
+        vals = [v["pretrain_flops"] for v in per_seed.values() if v["pretrain_flops"]]
+        text = "; ".join(f"{k.split('/')[1]}: " + (f"{v['pretrain_flops']:.2f}x FLOPs, {v['wall_s']:.2f}x s"
+                                                   if v["pretrain_flops"] else f"n/a (reached: {v['reached']})")
+                         for k, v in per_seed.items())
+        if vals:
+            text += f" — geometric mean {np.exp(np.mean(np.log(vals))):.2f}x, range [{min(vals):.2f}, {max(vals):.2f}]"
+        lines += [f"mlm-mop / rwd-rod FLOPs to the {task} target (above 1: rwd-rod needs fewer): {text or 'none yet'}", ""]
+    rows = []
+    for name, c in r["collected"]["curves"].items():
+        last = c["points"][-1]
+        d = last.get("diagnostics", {})
+        fmt = (lambda x: "-" if x is None else f"{x:.3f}")
+        rows.append([name, FIX_NOTES.get(c["arm"], {"rwd-rod": "all fixes", "legacy": "the first design"}.get(c["arm"], "")),
+                     f"{last['pretrain_flops'] / 1e12:.3g}", f"{last['wall_s']:.0f}",
+                     *[fmt(last.get(f"{t}_ft{ft}", {}).get("accuracy")) for t in TASKS],
+                     fmt(d.get("rwd_auc_true_image")), fmt(d.get("rwd_auc_shuffled_image")),
+                     fmt(d.get("rod_p_replaced_class_changed")), fmt(d.get("rod_p_replaced_same_class")),
+                     fmt(d.get("generator_sample_acc")), fmt(d.get("itm_acc"))])
+    lines += ["## Every run at its final step: downstream accuracy and what the pretraining learnt", "",
+              f"Diagnostics on {plan.get('diagnostics_samples', 256)} held-out pairs (mmedge.pretrain.diagnostics): replaced-word detection ROC AUC on "
+              "content words with the true and with a shuffled image; replaced-object P(replaced) on class-changed "
+              "tokens and on same-class decoys; the generator's sampled accuracy; ITM accuracy on a clean pass.", "",
+              tabulate(rows, ["run", "change", "TFLOPs", "wall s", *[f"{t} acc" for t in TASKS], "RWD AUC true img",
+                              "RWD AUC shuffled", "ROD P(changed)", "ROD P(same-class)", "gen sample acc", "ITM acc"],
                        tablefmt="github"), ""]
-    shared = sorted(set.intersection(*[{p["step"] for p in pts} for pts in r["curves"].values()]))
-    if len(r["curves"]) > 2 and shared:  # the ablation: every variant at the steps they all reached
-        rows = [[key, p["step"], *[f"{p[f'acc_{t}']:.3f}" for t in r["tasks"]]]
-                for step in shared for key, pts in r["curves"].items() for p in pts if p["step"] == step]
-        lines += ["Ablation, every variant at the same pretraining steps:", "",
-                  tabulate(rows, ["variant", "step", *[f"val acc {t}" for t in r["tasks"]]], tablefmt="github"), ""]
-    rows = [[k, f"{v['flops'] / 1e12:.4g}" if v["flops"] is not None else "not reached",
-             f"{v['wall_s']:.1f}" if v["wall_s"] is not None else "not reached"] for k, v in r["reached"].items()]
-    lines += ["Targets (default: halfway from the floor to the best pretrained accuracy): " + ", ".join(
-                  f"{t} {v:.3f}" if v is not None else f"{t}: none (no pretrained snapshot beat the floor)"
-                  for t, v in r["targets"].items()), "",
-              tabulate(rows, ["variant/task", "TFLOPs to target", "seconds to target"], tablefmt="github"), "",
-              "mlm-mop / rwd-rod (FLOPs, wall-clock) to the target: " + ", ".join(
-                  f"{k}: " + (f"{v['flops']:.2f}x, {v['wall_s']:.2f}x" if v else _ratio_bound(r, *k.split("/")))
-                  for k, v in r["ratio_mlm_over_rwd"].items()), ""]
+    rows = []
+    for name, c in r["collected"]["curves"].items():
+        for p in c["points"]:
+            q = p.get(f"vqa_ft{ft}", {}).get("per_qtype", {})
+            if q:
+                rows.append([name, p["step"], *[f"{q[k]['accuracy']:.3f}" if k in q else "-" for k in sorted(QTYPES(r))]])
+    if rows:
+        lines += ["## VQA accuracy per question type (short fine-tune)", "",
+                  tabulate(rows, ["run", "step", *sorted(QTYPES(r))], tablefmt="github"), ""]
     return "\n".join(lines)
 
 
-def _ratio_bound(r: dict, task: str, seed: str) -> str:
-    """When only mlm-mop reached the target: rwd-rod needed more than everything it was given."""
-    mlm, rwd = r["reached"].get(f"mlm-mop/{seed}/{task}"), r["reached"].get(f"rwd-rod/{seed}/{task}")
-    if not (mlm and rwd and mlm["flops"] is not None and rwd["flops"] is None):
-        return "n/a (a variant did not reach it)"
-    last = r["curves"][f"rwd-rod/{seed}"][-1]
-    return (f"below {mlm['flops'] / last['pretrain_flops']:.2f}x, {mlm['wall_s'] / last['wall_s']:.2f}x "
-            f"(rwd-rod had not reached it after {last['pretrain_flops'] / 1e12:.4g} TFLOPs, {last['wall_s']:.0f} s)")
-
-
-def _binomial_se(p: float, n: int) -> float:
-    return float(np.sqrt(p * (1 - p) / n))
+def QTYPES(r: dict) -> set[str]:  # noqa: N802 (a small helper read like a constant)
+    return {q for c in r["collected"]["curves"].values() for p in c["points"]
+            for q in p.get(f"vqa_ft{r['plan']['finetune_steps']}", {}).get("per_qtype", {})}
 
 
 def plot(r: dict, path: Path) -> None:
+    """Accuracy against pretraining FLOPs per main arm: each seed's points with their Wilson
+    intervals (error bars), the seeds' mean as a line through one arm's own snapshots only."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = r["tasks"]
-    fig, axes = plt.subplots(2, len(tasks), figsize=(6 * len(tasks), 8), squeeze=False)
-    for col, task in enumerate(tasks):
-        for row, (key, label) in enumerate((("pretrain_flops", "pretraining FLOPs"), ("wall_s", "pretraining seconds"))):
-            ax = axes[row][col]
-            for name, pts in r["curves"].items():
-                ax.plot([p[key] for p in pts], [p[f"acc_{task}"] for p in pts], marker="o", label=name)
-            ax.axhline(r["floor"][task]["mean"], color="grey", ls="--", label="no pretraining")
-            if r["targets"][task] is not None:
-                ax.axhline(r["targets"][task], color="black", ls=":", label="target")
-            ax.set(xlabel=label, ylabel=f"{task} val accuracy (after fine-tuning)", title=task)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+    ft, n = r["plan"]["finetune_steps"], r["plan"]["eval_samples"]
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(6 * len(TASKS), 4.5), squeeze=False)
+    colours = {"rwd-rod": "tab:red", "mlm-mop": "tab:blue", "mlm-rod": "tab:purple", "rwd-mop": "tab:orange"}
+    for ax, task in zip(axes[0], TASKS):
+        for arm, colour in colours.items():
+            runs = [c for c in r["collected"]["curves"].values() if c["arm"] == arm]
+            for i, c in enumerate(runs):
+                pts = [p for p in c["points"] if f"{task}_ft{ft}" in p]
+                if not pts:
+                    continue
+                x = np.array([p["pretrain_flops"] for p in pts]) / 1e12
+                y = np.array([p[f"{task}_ft{ft}"]["accuracy"] for p in pts])
+                err = np.array([[yy - wilson(yy, n)[0], wilson(yy, n)[1] - yy] for yy in y]).T
+                ax.errorbar(x * (1 + 0.01 * i), y, yerr=err, fmt="o", color=colour, alpha=0.6, capsize=2,
+                            label=arm if i == 0 else None)
+        floors = [v["accuracy"] for k, v in r["collected"]["floors"].items() if k.endswith(f"/{task}/ft{ft}")]
+        if floors:
+            ax.axhspan(min(floors), max(floors), color="grey", alpha=0.2, label="no pretraining (seed range)")
+        if r["analysis"]["targets"].get(task) is not None:
+            ax.axhline(r["analysis"]["targets"][task], color="black", ls=":", label="target")
+        ax.set(xlabel="pretraining TFLOPs", ylabel=f"{task} val accuracy after {ft} fine-tuning steps", title=task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the pipeline in a minute")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretraining"))
+    parser.add_argument("--work", help="where snapshots and fine-tuned models go (default: OUT/work, not committed)")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups (default: all, in order)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from finished units; run nothing")
+    parser.add_argument("--target", type=float, nargs=2, metavar=("VQA", "VERIFY"),
+                        help="target accuracies (default: halfway from the floor to the best pretrained accuracy)")
+    parser.add_argument("--jobs", type=int, default=2, help="fine-tunes run this many at a time (pretraining "
+                        "always runs alone, since its wall-clock is measured)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    plan = dict(SMOKE if args.smoke else FULL)
+    if args.smoke:
+        plan["diagnostics_samples"] = 16
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out / "work"
+    groups = list(args.only or GROUPS)
+    plan["command"] = "python benchmarks/pretraining_efficiency.py" + (" --smoke" if args.smoke else "")
+    started = time.perf_counter()
+    if not args.report_only:
+        execute(groups, plan, out, work, args.jobs, not args.no_progress)
+    write_report(plan, out, args.smoke, dict(zip(TASKS, args.target)) if args.target else None,
+                 time.perf_counter() - started)
+    return 0
+
+
+def pending_groups(plan: dict, out: Path) -> list[str]:
+    """Groups with an unfinished unit."""
+    pending = []
+    for group in GROUPS:
+        runs = long_runs(plan) if group == "long" else runs_of(group, plan)
+        todo = [f"floor-seed{s}-{t}-ft{st}" for s, st in floor_seeds(group, plan) for t in TASKS
+                if finished(out / "units" / "finetune" / f"floor-seed{s}-{t}-ft{st}", finetune_key(None, t, s, st, plan)) is None]
+        for run in runs:
+            pkey = pretrain_key(run, plan)
+            if finished(out / "units" / "pretrain" / run.name, pkey) is None:
+                todo.append(run.name)
+                continue
+            todo += [run.name for step, st in finetunes_of(group, run, plan) for t in TASKS
+                     if finished(out / "units" / "finetune" / f"{run.name}-step{step}-{t}-ft{st}",
+                                 finetune_key({"run": run.name, "step": step, **pkey}, t, run.seed, st, plan)) is None]
+        if todo:
+            pending.append(group)
+    return pending
+
+
+def write_report(plan: dict, out: Path, smoke: bool, targets: dict | None, seconds: float) -> dict:
+    collected = collect(plan, out)
+    result = {"smoke": smoke, "plan": plan, "collected": collected, "analysis": analyse(plan, collected, targets),
+              "pending": pending_groups(plan, out), "seconds_this_invocation": seconds}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "pretraining_efficiency.json", lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
+    atomic_write(out / "pretraining_efficiency.md", lambda p: p.write_text(markdown(result) + "\n"))
+    plot(result, out / "pretraining_efficiency.png")
+    print(markdown(result), flush=True)
+    return result
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ _OBJECTIVE_FIELDS = {f.name for f in dataclasses.fields(ObjectiveConfig)}
 
 @dataclass
 class PretrainConfig:
-    objective: str = "rwd-rod"          # rwd-rod | mlm-mop
+    objective: str = "rwd-rod"          # text half - visual half: rwd-rod | mlm-mop | mlm-rod | rwd-mop
     seed: int = 0
     data_seed: int = 0
     steps: int = 3000
@@ -30,15 +30,21 @@ class PretrainConfig:
     log_every: int = 25
     snapshot_every: int = 0             # >0: save the encoder every N steps (snapshots/step-N)
     threads: int = 0                    # torch threads per process (0 = cores / processes)
-    text_replace_rate: float = 0.15
+    text_replace_rate: float = 0.5      # of the maskable words (mask_words)
     visual_replace_rate: float = 0.15
+    mask_words: str = "content"         # content (colours, shapes, sizes, relations) | any
     replace_text: bool = True
     replace_visual: bool = True
     visual_replace_where: str = "objects"  # objects (only visual tokens on an object) | any
+    visual_sources: str = "decoys"      # decoys (same-class sources labelled original) | any-object
+    decoy_rate: float = 0.5
     generator_dim_ratio: float = 0.25
-    generator_depth: int = 1
+    generator_depth: int = 4
+    tie_embeddings: bool = True
     disc_weight: float = 50.0
-    itm_weight: float = 1.0
+    itm_weight: float | None = None     # None: disc_weight when a half is discriminative, else 1
+    itm_pass: str = "separate"          # separate (ITM in its own clean pass) | shared
+    diagnostics_samples: int = 256      # held-out pairs scored at every snapshot (0 = none)
     model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, depth, ...)
 
     def __post_init__(self) -> None:
@@ -53,6 +59,16 @@ class PretrainConfig:
                 p.append(f"{name} must be in (0, 1)")
         if not self.replace_text and not self.replace_visual:
             p.append("replace_text and replace_visual cannot both be false")
+        for name, allowed in (("mask_words", ("content", "any")), ("visual_sources", ("decoys", "any-object")),
+                              ("itm_pass", ("separate", "shared"))):
+            if getattr(self, name) not in allowed:
+                p.append(f"{name} {getattr(self, name)!r} must be one of {', '.join(allowed)}")
+        if not 0 <= self.decoy_rate <= 1:
+            p.append("decoy_rate must be in [0, 1]")
+        if self.generator_depth < 1:
+            p.append("generator_depth must be at least 1")
+        if self.itm_weight is not None and self.itm_weight < 0:
+            p.append("itm_weight must be at least 0")
         if self.visual_replace_where not in ("any", "objects"):
             p.append(f"visual_replace_where {self.visual_replace_where!r} must be 'any' or 'objects'")
         if not 0 < self.generator_dim_ratio <= 1:

@@ -26,7 +26,8 @@ from mmedge.models.checkpoint import save_pretrained
 from mmedge.models.config import ModelConfig
 from mmedge.pretrain.config import PretrainConfig
 from mmedge.pretrain.data import build
-from mmedge.pretrain.objectives import PretrainModel
+from mmedge.pretrain.diagnostics import diagnose, summary_line
+from mmedge.pretrain.objectives import CONTENT_WORDS, PretrainModel
 from mmedge.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from mmedge.train.flops import count_flops
 from mmedge.train.trainer import lr_factor
@@ -68,7 +69,8 @@ class Pretrainer:
         model_cfg = ModelConfig(task="pretrain", labels=PRETRAIN_LABELS, vocab_size=len(self.tokenizer.vocab),
                                 **cfg.model)
         torch.manual_seed(cfg.seed)
-        self.model = PretrainModel(model_cfg, cfg.objective_config(), self.tokenizer.vocab[UNK])
+        content = [i for w, i in self.tokenizer.vocab.items() if w in CONTENT_WORDS]
+        self.model = PretrainModel(model_cfg, cfg.objective_config(), self.tokenizer.vocab[UNK], content)
         params = [p for p in self.model.parameters()]
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embed" not in n and "pos" not in n]
         ids = {id(p) for p in decay}
@@ -88,14 +90,27 @@ class Pretrainer:
         self.optimizer.step()
         return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
 
+    def diagnostics(self) -> dict:
+        """Held-out diagnostics (mmedge.pretrain.diagnostics) on pairs no training step reads."""
+        cfg, enc = self.cfg, self.model.encoder.config
+        if not cfg.diagnostics_samples:
+            return {}
+        batch = build(cfg.data_seed, range(cfg.train_size, cfg.train_size + cfg.diagnostics_samples),
+                      self.tokenizer, enc.image_size, enc.patch_size)
+        return diagnose(self.model, *(torch.from_numpy(a) for a in (batch.pixels, batch.input_ids,
+                                                                      batch.text_mask, batch.token_classes)))
+
     def save_encoder(self, directory: Path, meta: dict) -> None:
+        if meta.get("diagnostics"):
+            tqdm.write(f"step {meta['step']} diagnostics: {summary_line(meta['diagnostics'])}")
         save_pretrained(self.model.encoder, self.tokenizer, directory,
-                        metadata={k: str(v) for k, v in meta.items()})
+                        metadata={k: str(v) for k, v in meta.items() if k != "diagnostics"})
         atomic_write(directory / "pretrain_state.json", lambda p: p.write_text(json.dumps(meta)))
 
     def fit(self) -> PretrainResult:
         cfg = self.cfg
         start, flops, step_flops, snapshots = time.perf_counter(), 0, None, []
+        paused = 0.0  # seconds spent on snapshots and diagnostics: not training, not counted
         bar = tqdm(total=cfg.steps, desc=f"pretrain {cfg.objective}", dynamic_ncols=True,
                    disable=not (self.progress and self.dist.is_main))
         try:
@@ -112,25 +127,27 @@ class Pretrainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}")
                 done = step + 1
-                wall = time.perf_counter() - start
+                wall = time.perf_counter() - start - paused
                 if self.dist.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
                     with open(self.out_dir / "metrics.jsonl", "a") as f:
                         f.write(json.dumps({"kind": "pretrain", "step": done, "pretrain_flops": flops,
                                             "wall_s": round(wall, 3), "lr": self.optimizer.param_groups[0]["lr"],
                                             **stats}) + "\n")
                 if cfg.snapshot_every and done % cfg.snapshot_every == 0 and done < cfg.steps:
+                    pause = time.perf_counter()
                     if self.dist.is_main:
                         path = self.out_dir / "snapshots" / f"step-{done:06d}"
                         self.save_encoder(path, {"step": done, "pretrain_flops": flops, "wall_s": wall,
-                                                 "objective": cfg.objective})
+                                                 "objective": cfg.objective, "diagnostics": self.diagnostics()})
                         snapshots.append(path)
                     barrier(self.dist)
+                    paused += time.perf_counter() - pause
         finally:
             bar.close()
-        wall = time.perf_counter() - start
+        wall = time.perf_counter() - start - paused
         if self.dist.is_main:
             self.save_encoder(self.out_dir, {"step": cfg.steps, "pretrain_flops": flops, "wall_s": wall,
-                                             "objective": cfg.objective})
+                                             "objective": cfg.objective, "diagnostics": self.diagnostics()})
         barrier(self.dist)
         shutdown(self.dist)
         return PretrainResult(self.out_dir, cfg.steps, wall, flops, snapshots)
