@@ -20,7 +20,7 @@ the generator's included) and wall-clock; the encoder is saved as a model direct
 def add_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain an encoder on image-caption pairs",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--objective", choices=("rwd-rod", "mlm-mop"), help="overrides the config's objective")
+    p.add_argument("--objective", choices=("rwd-rod", "mlm-mop", "mlm-rod", "rwd-mop"), help="overrides the config's objective (text half - visual half)")
     p.add_argument("--config", help="PretrainConfig JSON (default: the built-in defaults)")
     p.add_argument("--out", type=writable_dir, required=True, help="output directory")
     p.add_argument("--steps", type=int, help="overrides the config's steps")
