@@ -11,6 +11,9 @@ What runs, in priority order (groups; `--only` picks some):
   ablation                 today's first rwd-rod design ("legacy") and legacy plus each fix alone
   crosses                  mlm-rod and rwd-mop, seeds 0 and 1 (which half carries a gap)
   long                     the floor and the main arms' final encoders fine-tuned at the long budget
+  steptime                 every objective's pretraining step time, the arms interleaved in one
+                           process (rounds x steps each): on a shared machine the runs' own
+                           wall-clocks carry whatever else ran; these same-run ratios do not
 Every pretraining run saves snapshots; each snapshot (and the floor) is fine-tuned the same way on
 downstream VQA and statement verification and scored on the validation split, per question type.
 Curves of accuracy against pretraining FLOPs (generator and the separate ITM pass included) and
@@ -64,10 +67,11 @@ FULL = dict(model={"dim": 64, "depth": 4, "num_heads": 4, "image_size": 96, "pat
             pretrain_steps=800, snapshot_every=400, batch_size=64, finetune_steps=600, long_finetune_steps=1800,
             finetune_batch=64, eval_samples=2048, main_seeds=[0, 1, 2], cross_seeds=[0, 1], ablation_seeds=[0])
 SMOKE = dict(model={"dim": 32, "depth": 2, "num_heads": 2, "image_size": 48, "patch_size": 8, "max_text_len": 24,
-                    "patch_embed": "conv_stem", "exit_pool": "text", "keep_ratios": [1.0]},
+                    "patch_embed": "conv_stem", "exit_pool": "text", "keep_ratios": [1.0]}, steptime_rounds=2,
+             steptime_steps=1,
              pretrain_steps=4, snapshot_every=2, batch_size=4, finetune_steps=3, long_finetune_steps=5,
              finetune_batch=4, eval_samples=16, main_seeds=[0, 1], cross_seeds=[0], ablation_seeds=[0])
-GROUPS = ("main-seed0", "main-seeds", "ablation", "crosses", "long")
+GROUPS = ("main-seed0", "main-seeds", "ablation", "crosses", "long", "steptime")
 TASKS = ("vqa", "verify")
 
 
@@ -111,7 +115,7 @@ class Run:
         return PretrainConfig(**self.settings, seed=self.seed, steps=steps, batch_size=plan["batch_size"],
                               warmup_steps=max(1, steps // 10), snapshot_every=plan["snapshot_every"],
                               log_every=max(1, plan["snapshot_every"] // 4), model=plan["model"],
-                              diagnostics_samples=plan.get("diagnostics_samples", 256))
+                              diagnostics_samples=plan.get("diagnostics_samples", 256), threads=1)
 
     def points(self, plan: dict) -> list[int]:
         """The steps whose encoders are fine-tuned: every snapshot and the end."""
@@ -128,7 +132,8 @@ def pretrain_key(run: Run, plan: dict) -> dict:
 
 
 def run_pretraining(run: Run, plan: dict, out: Path, work: Path, progress: bool) -> list[dict]:
-    """Pretrain (alone on the machine: its wall-clock is a result); the record of every point."""
+    """Pretrain on one thread (runs go two at a time: on this shared 2-core machine a run with two
+    threads stalls whenever anything else runs); the record of every point."""
     from mmedge.pretrain.trainer import Pretrainer
 
     run_dir = work / "runs" / run.name
@@ -148,7 +153,7 @@ def run_pretraining(run: Run, plan: dict, out: Path, work: Path, progress: bool)
     return record
 
 
-def finetune_config(task: str, seed: int, steps: int, plan: dict, threads: int | None = None):
+def finetune_config(task: str, seed: int, steps: int, plan: dict, threads: int | None = 1):
     from mmedge.train.config import TrainConfig
 
     return TrainConfig(task=task, seed=seed, steps=steps, batch_size=plan["finetune_batch"], lr=1e-3,
@@ -163,7 +168,7 @@ def finetune_key(init_id: dict | None, task: str, seed: int, steps: int, plan: d
 
 
 def finetune(init: str | None, task: str, seed: int, steps: int, plan: dict, unit_dir: str, work_dir: str,
-             key: dict, threads: int | None = None) -> dict:
+             key: dict, threads: int | None = 1) -> dict:
     """Fine-tune (or train from scratch) on `task`; the last exit's validation accuracy with every
     visual token kept, overall and per question type, on plan["eval_samples"] samples."""
     import torch
@@ -228,8 +233,13 @@ def execute(groups: list[str], plan: dict, out: Path, work: Path, workers: int, 
     """Run every unfinished unit of `groups`, in order: pretraining alone, then its fine-tunes
     `workers` at a time (only pretraining's wall-clock is a result)."""
     for group in groups:
+        if group == "steptime":
+            print("[steptime] interleaved step times", flush=True)
+            key = steptime_key(plan)
+            cached(out / "units" / "steptime", key, lambda: measure_step_times(plan, key["rounds"], key["steps"]))
+            continue
         runs = long_runs(plan) if group == "long" else runs_of(group, plan)
-        jobs = []
+        jobs, to_pretrain = [], []
         for seed, steps in floor_seeds(group, plan):
             for task in TASKS:
                 name = f"floor-seed{seed}-{task}-ft{steps}"
@@ -249,13 +259,14 @@ def execute(groups: list[str], plan: dict, out: Path, work: Path, workers: int, 
                 continue
             local = all((run.encoder_dir(work, s, plan) / "pretrain_state.json").exists() for s in run.points(plan))
             if record is None or not local:
-                if group == "long":
-                    print(f"[{group}] re-pretraining {run.name}: its snapshots are not under {work}", flush=True)
-                print(f"[{group}] pretraining {run.name}", flush=True)
-                run_pretraining(run, plan, out, work, progress)
+                print(f"[{group}] pretraining {run.name}" + ("" if record is None else
+                      f" again: its snapshots are not under {work}"), flush=True)
+                to_pretrain.append(run)
             for step, task, steps, name, key in wanted:
                 jobs.append((str(run.encoder_dir(work, step, plan)), task, run.seed, steps, plan,
                              str(out / "units" / "finetune" / name), str(work / "finetune" / name), key))
+        in_pool(run_pretraining, [(run, plan, out, work, False) for run in to_pretrain], workers, progress,
+                lambda job, _: f"pretrained {job[0].name}")
         jobs = [j for j in jobs if finished(Path(j[5]), j[7]) is None]
         if jobs:
             print(f"[{group}] {len(jobs)} fine-tunes", flush=True)
@@ -263,19 +274,77 @@ def execute(groups: list[str], plan: dict, out: Path, work: Path, workers: int, 
 
 
 def run_finetunes(jobs: list[tuple], workers: int, progress: bool) -> None:
+    in_pool(finetune, jobs, workers, progress,
+            lambda job, value: f"fine-tune {Path(job[5]).name} {value['accuracy']:.3f}")
+
+
+def in_pool(function, jobs: list[tuple], workers: int, progress: bool, describe) -> None:
+    """function(*job) for every job, `workers` at a time, each in a fresh process on one thread."""
     from tqdm.auto import tqdm
 
     if workers <= 1 or len(jobs) <= 1:
-        for job in tqdm(jobs, desc="fine-tunes", disable=not progress):
-            finetune(*job)
+        for job in tqdm(jobs, disable=not progress):
+            print(describe(job, function(*job)), flush=True)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(finetune, *job, threads): job for job in jobs}
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        futures = {pool.submit(function, *job): job for job in jobs}
         for done, future in enumerate(as_completed(futures), 1):
-            value = future.result()
-            print(f"fine-tune {done}/{len(jobs)}: {Path(futures[future][5]).name} {value['accuracy']:.3f}", flush=True)
+            print(f"{done}/{len(jobs)} {describe(futures[future], future.result())}", flush=True)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def measure_step_times(plan: dict, rounds: int, steps: int) -> dict:
+    """Median seconds per pretraining step of every objective, measured interleaved in one process
+    (round-robin, `steps` steps each per round, after one warm-up round): the ratios between arms
+    share the machine's state at every round."""
+    import torch
+
+    from mmedge.data.tokenizer import UNK, default_tokenizer
+    from mmedge.models.config import ModelConfig
+    from mmedge.pretrain.data import build
+    from mmedge.pretrain.objectives import CONTENT_WORDS, PretrainModel
+    from mmedge.pretrain.trainer import PRETRAIN_LABELS
+
+    torch.set_num_threads(1)  # as the pretraining runs
+    tok = default_tokenizer(plan["model"]["max_text_len"])
+    content = [i for w, i in tok.vocab.items() if w in CONTENT_WORDS]
+    model_cfg = ModelConfig(task="pretrain", labels=PRETRAIN_LABELS, vocab_size=len(tok.vocab), **plan["model"])
+    variants = {**ARMS, "legacy": ABLATION["legacy"]}
+    setups = {}
+    for name, settings in variants.items():
+        cfg = Run(name, name, 0, settings).config(plan)
+        torch.manual_seed(0)
+        model = PretrainModel(model_cfg, cfg.objective_config(), tok.vocab[UNK], content)
+        setups[name] = (model, torch.optim.AdamW(model.parameters(), lr=cfg.lr))
+    batch = build(0, range(plan["batch_size"]), tok, model_cfg.image_size, model_cfg.patch_size)
+    args = [torch.from_numpy(a) for a in (batch.pixels, batch.input_ids, batch.text_mask, batch.token_classes)]
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds + 1):
+        for name, (model, opt) in setups.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                model(*args)["loss"].backward()
+                opt.step()
+            if r:  # round 0 warms up
+                times[name].append((time.perf_counter() - start) / steps)
+    ratio = [m / r for m, r in zip(times["mlm-mop"], times["rwd-rod"])]
+    return {"rounds": rounds, "steps_per_round": steps, "threads": torch.get_num_threads(),
+            "seconds_per_step": {k: {"median": float(np.median(v)), "q25": float(np.quantile(v, 0.25)),
+                                     "q75": float(np.quantile(v, 0.75)), "rounds": v} for k, v in times.items()},
+            "ratio_mlm_mop_over_rwd_rod": {"median": float(np.median(ratio)), "min": float(min(ratio)),
+                                           "max": float(max(ratio))}}
+
+
+def steptime_key(plan: dict) -> dict:
+    return {"steptime": {k: plan[k] for k in ("model", "batch_size")}, "rounds": plan.get("steptime_rounds", 5),
+            "steps": plan.get("steptime_steps", 10)}
 
 
 # ------------------------------------------------------------------ the analysis
@@ -306,14 +375,15 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def seed_interval(values: list[float]) -> dict:
-    """Mean and a 95% t-interval over seeds (n = 1: the value, no interval)."""
+    """Mean and a 95% t-interval over seeds, clipped to [0, 1] (n = 1: the value, no interval)."""
     from scipy import stats
 
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return {"mean": float(v.mean()), "low": None, "high": None, "n": int(len(v))}
     half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": float(v.mean()), "low": float(v.mean() - half), "high": float(v.mean() + half), "n": int(len(v))}
+    return {"mean": float(v.mean()), "low": max(0.0, float(v.mean() - half)), "high": min(1.0, float(v.mean() + half)),
+            "n": int(len(v))}
 
 
 def collect(plan: dict, out: Path) -> dict:
@@ -343,7 +413,8 @@ def collect(plan: dict, out: Path) -> dict:
                                  finetune_key(None, task, seed, steps, plan))
                 if value is not None:
                     floors[f"seed{seed}/{task}/ft{steps}"] = value
-    return {"curves": curves, "floors": floors}
+    return {"curves": curves, "floors": floors,
+            "steptime": finished(out / "units" / "steptime", steptime_key(plan))}
 
 
 def analyse(plan: dict, data: dict, targets: dict | None) -> dict:
@@ -351,7 +422,8 @@ def analyse(plan: dict, data: dict, targets: dict | None) -> dict:
     ft = plan["finetune_steps"]
     curves, floors = data["curves"], data["floors"]
     floor_mean = {t: [v["accuracy"] for k, v in floors.items() if k.endswith(f"/{t}/ft{ft}")] for t in TASKS}
-    result = {"targets": {}, "reached": {}, "ratios": {}, "arms": {}}
+    result = {"targets": {}, "reached": {}, "ratios": {}, "arms": {}, "mean_curve": {}, "mean_curve_ratio": {}}
+    steptime = data.get("steptime")
     for task in TASKS:
         floor = float(np.mean(floor_mean[task])) if floor_mean[task] else None
         accs = [p[f"{task}_ft{ft}"]["accuracy"] for c in curves.values() if c["arm"] in ARMS
@@ -365,16 +437,27 @@ def analyse(plan: dict, data: dict, targets: dict | None) -> dict:
             if target is None or seed_floor is None or len(pts) < len(c["points"]):
                 continue
             origin = {"pretrain_flops": 0, "wall_s": 0.0, "acc": seed_floor["accuracy"]}
-            result["reached"][f"{name}/{task}"] = {f: reach([origin, *pts], f, target, "acc")
-                                                  for f in ("pretrain_flops", "wall_s")}
+            result["reached"][f"{name}/{task}"] = _reached(c, [origin, *pts], target, steptime)
         for seed in plan["main_seeds"]:
             a, b = (result["reached"].get(f"{arm}-seed{seed}/{task}") for arm in ("mlm-mop", "rwd-rod"))
-            if a is None or b is None:
+            if a is not None and b is not None:
+                result["ratios"][f"{task}/seed{seed}"] = _ratio(a, b)
+        # the seeds' mean curve of each arm (seeds share their snapshot steps) against the mean floor
+        for arm in ARMS:
+            runs = [c for c in curves.values() if c["arm"] == arm and
+                    all(f"{task}_ft{ft}" in p for p in c["points"]) and f"seed{c['seed']}/{task}/ft{ft}" in floors]
+            if not runs or target is None:
                 continue
-            result["ratios"][f"{task}/seed{seed}"] = {
-                f: (a[f] / b[f] if a[f] and b[f] else None) for f in ("pretrain_flops", "wall_s")}
-            result["ratios"][f"{task}/seed{seed}"]["reached"] = {"mlm-mop": a["pretrain_flops"] is not None,
-                                                                "rwd-rod": b["pretrain_flops"] is not None}
+            seed_floors = [floors[f"seed{c['seed']}/{task}/ft{ft}"]["accuracy"] for c in runs]
+            mean_pts = [{"pretrain_flops": p["pretrain_flops"], "wall_s": float(np.mean([c["points"][i]["wall_s"] for c in runs])),
+                         "acc": float(np.mean([c["points"][i][f"{task}_ft{ft}"]["accuracy"] for c in runs]))}
+                        for i, p in enumerate(runs[0]["points"])]
+            origin = {"pretrain_flops": 0, "wall_s": 0.0, "acc": float(np.mean(seed_floors))}
+            result["mean_curve"][f"{arm}/{task}"] = {"seeds": len(runs), **_reached(runs[0], [origin, *mean_pts],
+                                                                                      target, steptime)}
+        a, b = (result["mean_curve"].get(f"{arm}/{task}") for arm in ("mlm-mop", "rwd-rod"))
+        if a is not None and b is not None:
+            result["mean_curve_ratio"][task] = _ratio(a, b)
     for arm in [*ARMS, "floor"]:
         for task in TASKS:
             for steps in (plan["finetune_steps"], plan["long_finetune_steps"]):
@@ -386,6 +469,29 @@ def analyse(plan: dict, data: dict, targets: dict | None) -> dict:
                 if vals:
                     result["arms"][f"{arm}/{task}/ft{steps}"] = {**seed_interval(vals), "values": vals}
     return result
+
+
+def _reached(curve: dict, points: list[dict], target: float, steptime: dict | None) -> dict:
+    """FLOPs and own wall-clock to the target, the budget given, and (when the interleaved step
+    times were measured) the seconds at the arm's median step time: FLOPs / FLOPs per step x s/step."""
+    last = curve["points"][-1]
+    out = {f: reach(points, f, target, "acc") for f in ("pretrain_flops", "wall_s")}
+    out["budget_flops"] = last["pretrain_flops"]
+    per_step = (steptime or {}).get("seconds_per_step", {}).get(curve["arm"])
+    out["seconds_interleaved"] = None if per_step is None or out["pretrain_flops"] is None else \
+        out["pretrain_flops"] / (last["pretrain_flops"] / last["step"]) * per_step["median"]
+    return out
+
+
+def _ratio(mlm: dict, rwd: dict) -> dict:
+    """mlm-mop / rwd-rod of FLOPs and seconds to the target; when only mlm-mop reached it, an upper
+    bound (rwd-rod needed more than its whole budget); None when mlm-mop did not reach it."""
+    out = {f: (mlm[f] / rwd[f] if mlm[f] and rwd[f] else None)
+           for f in ("pretrain_flops", "wall_s", "seconds_interleaved")}
+    out["reached"] = {"mlm-mop": mlm["pretrain_flops"] is not None, "rwd-rod": rwd["pretrain_flops"] is not None}
+    out["flops_upper_bound"] = mlm["pretrain_flops"] / rwd["budget_flops"] \
+        if mlm["pretrain_flops"] is not None and rwd["pretrain_flops"] is None else None
+    return out
 
 
 # ------------------------------------------------------------------ the report
@@ -422,18 +528,41 @@ def markdown(r: dict) -> str:
     lines += ["## FLOPs and seconds to the target", "",
               "Targets (halfway from the mean floor to the best pretrained accuracy at the short budget): " +
               ", ".join(f"{t} {v:.3f}" if v is not None else f"{t} none" for t, v in a["targets"].items()), ""]
-    rows = [[k, f"{v['pretrain_flops'] / 1e12:.3g}" if v["pretrain_flops"] is not None else "not reached",
-             f"{v['wall_s']:.0f}" if v["wall_s"] is not None else "not reached"] for k, v in a["reached"].items()]
-    lines += [tabulate(rows, ["run/task", "TFLOPs to target", "seconds to target"], tablefmt="github"), ""]
+    def cell(v: float | None, scale: float = 1.0, fmt: str = "{:.3g}") -> str:
+        return "not reached" if v is None else fmt.format(v / scale)
+
+    rows = [[k, v.get("seeds", 1), cell(v["pretrain_flops"], 1e12), f"{v['budget_flops'] / 1e12:.3g}",
+             cell(v["wall_s"], fmt="{:.0f}"), cell(v["seconds_interleaved"], fmt="{:.0f}")]
+            for k, v in [*a["mean_curve"].items(), *a["reached"].items()]]
+    lines += ["First the seeds' mean curve per arm (mean floor as origin), then every run. Seconds: the run's own "
+              "wall-clock (shared machine), and FLOPs-to-target / FLOPs per step x the arm's median step time "
+              "measured interleaved with the other arms (the `steptime` group).", "",
+              tabulate(rows, ["arm or run/task", "seeds", "TFLOPs to target", "TFLOPs given", "own seconds",
+                              "seconds at interleaved step time"], tablefmt="github"), ""]
+    st = r["collected"].get("steptime")
+    if st:
+        lines += ["Interleaved step times (median [q25, q75] over rounds): " + ", ".join(
+            f"{k} {v['median']:.3f} s [{v['q25']:.3f}, {v['q75']:.3f}]" for k, v in st["seconds_per_step"].items()) +
+            f"; mlm-mop / rwd-rod per round: median {st['ratio_mlm_mop_over_rwd_rod']['median']:.2f}x "
+            f"(range {st['ratio_mlm_mop_over_rwd_rod']['min']:.2f}-{st['ratio_mlm_mop_over_rwd_rod']['max']:.2f}).", ""]
+
+    def ratio_text(v: dict) -> str:
+        if v["pretrain_flops"]:
+            secs = f", {v['seconds_interleaved']:.2f}x s (interleaved)" if v["seconds_interleaved"] else ""
+            return f"{v['pretrain_flops']:.2f}x FLOPs{secs}"
+        if v["flops_upper_bound"] is not None:
+            return f"below {v['flops_upper_bound']:.2f}x FLOPs (rwd-rod did not reach it within its budget)"
+        return "n/a (mlm-mop did not reach it)"
+
     for task in TASKS:
         per_seed = {k: v for k, v in a["ratios"].items() if k.startswith(f"{task}/")}
         vals = [v["pretrain_flops"] for v in per_seed.values() if v["pretrain_flops"]]
-        text = "; ".join(f"{k.split('/')[1]}: " + (f"{v['pretrain_flops']:.2f}x FLOPs, {v['wall_s']:.2f}x s"
-                                                   if v["pretrain_flops"] else f"n/a (reached: {v['reached']})")
-                         for k, v in per_seed.items())
-        if vals:
-            text += f" — geometric mean {np.exp(np.mean(np.log(vals))):.2f}x, range [{min(vals):.2f}, {max(vals):.2f}]"
-        lines += [f"mlm-mop / rwd-rod FLOPs to the {task} target (above 1: rwd-rod needs fewer): {text or 'none yet'}", ""]
+        text = "; ".join(f"{k.split('/')[1]}: {ratio_text(v)}" for k, v in per_seed.items())
+        if len(vals) > 1:
+            text += f" — per-seed range [{min(vals):.2f}, {max(vals):.2f}]"
+        mean = a["mean_curve_ratio"].get(task)
+        lines += [f"**{task}**: mlm-mop / rwd-rod to the target (above 1: rwd-rod needs less; goal >= 3): "
+                  f"mean curves {ratio_text(mean) if mean else 'n/a'}; per seed: {text or 'none yet'}", ""]
     rows = []
     for name, c in r["collected"]["curves"].items():
         last = c["points"][-1]
@@ -537,6 +666,10 @@ def pending_groups(plan: dict, out: Path) -> list[str]:
     """Groups with an unfinished unit."""
     pending = []
     for group in GROUPS:
+        if group == "steptime":
+            if finished(out / "units" / "steptime", steptime_key(plan)) is None:
+                pending.append(group)
+            continue
         runs = long_runs(plan) if group == "long" else runs_of(group, plan)
         todo = [f"floor-seed{s}-{t}-ft{st}" for s, st in floor_seeds(group, plan) for t in TASKS
                 if finished(out / "units" / "finetune" / f"floor-seed{s}-{t}-ft{st}", finetune_key(None, t, s, st, plan)) is None]

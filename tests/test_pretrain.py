@@ -300,7 +300,7 @@ def test_efficiency_benchmark_smoke(tmp_path, monkeypatch):
             assert unit["key"]["init"]["run"] == name and unit["key"]["init"]["step"] == p["step"]
             assert f"task='{task}'" in unit["key"]["finetune"] and unit["value"] == p[f"{task}_ft3"]
             assert 0 <= unit["value"]["accuracy"] <= 1 and unit["value"]["n"] == 16
-    assert result["pending"] == ["main-seeds", "ablation", "crosses", "long"]
+    assert result["pending"] == ["main-seeds", "ablation", "crosses", "long", "steptime"]
     assert "Incomplete" in (out / "pretraining_efficiency.md").read_text()
     assert (out / "pretraining_efficiency.png").stat().st_size > 0
 
