@@ -46,3 +46,8 @@ class ExportError(MMEdgeError, RuntimeError):
 
 class BundleError(MMEdgeError, OSError):
     """An artifact bundle is missing, incomplete, tampered with or of an unknown schema version."""
+
+
+class DatasetError(MMEdgeError, ValueError):
+    """A dataset on disk is unusable: a missing annotation file, a malformed record (the message
+    names the file and the line or record), or an unknown image."""

@@ -1,0 +1,105 @@
+"""Real datasets in their official layouts, selected as ``--data NAME:ROOT`` (``scenes``, the
+generated grounded scenes, stays the default).
+
+    vqa2:ROOT    VQA v2 (task vqa)            gqa:ROOT     GQA balanced (task vqa)
+    nlvr2:ROOT   NLVR2 (task verify)          coco:ROOT    COCO Captions (pretraining, retrieval)
+    cc:ROOT      Conceptual Captions TSV      jsonl:ROOT   your own data (vqa, verify or match)
+
+`open_dataset` reads a split's annotations (malformed records raise DatasetError naming the file
+and line), caches its images (mmedge.data.sources.images) and drops records whose image could
+not be read, reporting how many.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmedge.data.sources import captions, gqa, jsonl, nlvr2, vqa2
+from mmedge.data.sources.images import CachedImages, cache_images
+from mmedge.data.sources.records import Record
+from mmedge.errors import DatasetError
+
+TASKS_OF = {"vqa2": ("vqa",), "gqa": ("vqa",), "nlvr2": ("verify",), "coco": ("match", "pretrain"),
+            "cc": ("match", "pretrain"), "jsonl": ("vqa", "verify", "match")}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    root: Path | None = None
+
+    @property
+    def is_scenes(self) -> bool:
+        return self.name == "scenes"
+
+
+def parse_data_spec(text: str) -> DataSpec:
+    """'scenes' or 'NAME:ROOT' (ROOT an existing folder)."""
+    if text == "scenes":
+        return DataSpec("scenes")
+    name, sep, root = text.partition(":")
+    if not sep or name not in TASKS_OF or not root:
+        raise DatasetError(f"--data must be 'scenes' or NAME:ROOT with NAME one of {', '.join(TASKS_OF)}; got {text!r}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"--data {name}: {path} is not a folder")
+    return DataSpec(name, path)
+
+
+def read_records(spec: DataSpec, task: str, split: str) -> list[Record]:
+    """A split's records, annotations checked, images not yet read."""
+    if task not in TASKS_OF[spec.name]:
+        raise DatasetError(f"{spec.name} serves task(s) {', '.join(TASKS_OF[spec.name])}, not {task!r}")
+    root = spec.root
+    if spec.name == "vqa2":
+        return vqa2.records(root, split)
+    if spec.name == "gqa":
+        return gqa.records(root, split)
+    if spec.name == "nlvr2":
+        return nlvr2.records(root, split)
+    if spec.name == "coco":
+        return captions.coco_records(root, split)
+    if spec.name == "cc":
+        return captions.cc_records(root, split)
+    return jsonl.records(root, split, task)
+
+
+def answer_vocabulary(records: list[Record], size: int) -> list[str]:
+    """The `size` most frequent training answers (ties broken alphabetically)."""
+    counts = Counter(r.answer for r in records)
+    return [a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]]
+
+
+@dataclass
+class Dataset:
+    """A split ready for training or evaluation: records whose images were readable."""
+    spec: DataSpec
+    split: str
+    records: list[Record]
+    images: CachedImages
+
+    def image(self, i: int) -> np.ndarray:
+        """(S, S, 3) uint8 of record i."""
+        return np.asarray(self.images.array[self.images.row[tuple(map(str, self.records[i].images))]])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def open_dataset(spec: DataSpec, task: str, split: str, image_size: int, cache_dir: Path | None = None,
+                 limit: int | None = None, workers: int = 2, progress: bool = True) -> Dataset:
+    records = read_records(spec, task, split)[:limit]
+    if not records:
+        raise DatasetError(f"{spec.name}:{spec.root} has no {split} records")
+    cached = cache_images([r.images for r in records], image_size, cache_dir or spec.root / ".mmedge-cache",
+                          workers, progress)
+    kept = [r for r in records if tuple(map(str, r.images)) in cached.row]
+    if cached.skipped:
+        print(f"{spec.name} {split}: {cached.summary()}; {len(records) - len(kept)} of {len(records)} records dropped")
+    if not kept:
+        raise DatasetError(f"{spec.name} {split}: no image could be read ({cached.summary()})")
+    return Dataset(spec, split, kept, cached)

@@ -1,0 +1,148 @@
+"""Real-data sources on fixtures in each benchmark's official layout (tests/dataset_fixtures.py),
+their metrics on hand-computed cases, the image cache, and the errors bad data gets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import dataset_fixtures as fx
+from mmedge.data.sources import answer_vocabulary, open_dataset, parse_data_spec, read_records
+from mmedge.errors import DatasetError
+from mmedge.evaluation import official
+
+
+# ------------------------------------------------------------------ metrics on hand-computed cases
+def test_vqa_answer_normalisation_follows_the_official_script():
+    assert official.normalize_answer("Two dogs!") == "2 dogs"
+    assert official.normalize_answer("dont know") == "don't know"
+    assert official.normalize_answer("the 1,000.") == "1000"  # comma between digits: one number
+    assert official.normalize_answer("a man") == "man"
+    assert official.normalize_answer("yes/no") == "yes no"  # no space around '/': spaced
+
+
+def test_vqa_soft_accuracy_with_disagreeing_annotators():
+    # 2 of 10 said "yes": leaving out a "yes" (2 ways) leaves 1 match -> 1/3; a "no" (8 ways) leaves 2 -> 2/3
+    assert official.vqa_soft_accuracy("yes", ["yes"] * 2 + ["no"] * 8) == pytest.approx((2 * 1 / 3 + 8 * 2 / 3) / 10)
+    assert official.vqa_soft_accuracy("no", ["yes"] * 2 + ["no"] * 8) == pytest.approx(1.0)
+    # normalisation applies when annotators disagree: "two" and "2" are the same answer
+    assert official.vqa_soft_accuracy("2", fx.DISAGREE) == pytest.approx(1.0)
+    assert official.vqa_soft_accuracy("3", fx.DISAGREE) == pytest.approx((2 * 1 / 3 + 8 * 2 / 3) / 10)
+    # unanimous answers are compared verbatim (the official script normalises only on disagreement)
+    assert official.vqa_soft_accuracy("Two", ["two"] * 10) == 0.0
+    r = official.vqa_accuracy(["2", "red"], [fx.DISAGREE, ["blue"] * 10], ["number", "other"])
+    assert r["accuracy"] == pytest.approx(0.5) and r["per_answer_type"]["number"]["accuracy"] == 1.0
+
+
+def test_nlvr2_consistency_and_per_type_accuracy():
+    correct = [True, True, True, False, False, True]
+    groups = ["s1", "s1", "s2", "s2", "s3", "s4"]
+    assert official.nlvr2_consistency(correct, groups) == pytest.approx(2 / 4)  # s1, s4 all right
+    r = official.accuracy_per_type([True, False, True], ["query", "query", "verify"])
+    assert r["per_type"]["query"]["accuracy"] == 0.5 and r["per_type"]["verify"]["n"] == 1
+
+
+def test_retrieval_recall_both_ways():
+    # 3 images; texts 0, 1 describe image 0, text 2 image 1, text 3 image 2
+    scores = np.array([[0.9, 0.1, 0.0],    # text 0: image 0 first
+                       [0.2, 0.8, 0.1],    # text 1: image 0 second
+                       [0.1, 0.2, 0.7],    # text 2: image 1 second
+                       [0.0, 0.1, 0.9]])   # text 3: image 2 first
+    r = official.retrieval_recall(scores, np.array([0, 0, 1, 2]), ks=(1, 2))
+    assert r["text_to_image_R@1"] == pytest.approx(2 / 4) and r["text_to_image_R@2"] == pytest.approx(1.0)
+    # image 0: best text is 0 (one of its own) -> hit@1; image 1: texts by score 1, 2 -> own at rank 2;
+    # image 2: texts 3 (0.9), 2 (0.7) -> hit@1
+    assert r["image_to_text_R@1"] == pytest.approx(2 / 3) and r["image_to_text_R@2"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ loaders on official layouts
+def test_vqa2_loads_with_ten_answers_and_a_vocabulary(tmp_path):
+    root = fx.make_vqa2(tmp_path / "vqa2", n=24)
+    records = read_records(parse_data_spec(f"vqa2:{root}"), "vqa", "train")
+    assert len(records) == 24 and all(len(r.answers) == 10 for r in records)
+    assert records[0].answer == "2" and records[0].images[0].name == "COCO_train2014_000000001000.jpg"
+    vocab = answer_vocabulary(records, 5)
+    assert len(vocab) == 5 and vocab == sorted(vocab, key=lambda a: (-sum(r.answer == a for r in records), a))
+
+
+def test_gqa_nlvr2_captions_and_user_data_load(tmp_path):
+    gqa = read_records(parse_data_spec(f"gqa:{fx.make_gqa(tmp_path / 'gqa')}"), "vqa", "val")
+    assert len(gqa) == 16 and {r.qtype for r in gqa} <= {"query", "verify"} and "semantic" in gqa[0].extra
+    nl = read_records(parse_data_spec(f"nlvr2:{fx.make_nlvr2(tmp_path / 'nlvr2')}"), "verify", "dev")
+    assert len(nl) == 12 and len(nl[0].images) == 2 and nl[0].group == nl[1].group == "dev-0-0"
+    train = read_records(parse_data_spec(f"nlvr2:{fx.make_nlvr2(tmp_path / 'nlvr2t', split='train')}"), "verify", "train")
+    assert train[0].images[0].parent.name == "0" and all(p.is_file() for r in train for p in r.images)
+    coco = read_records(parse_data_spec(f"coco:{fx.make_coco(tmp_path / 'coco')}"), "match", "val")
+    assert len(coco) == 16 and coco[0].group == coco[1].group
+    cc = read_records(parse_data_spec(f"cc:{fx.make_cc(tmp_path / 'cc')}"), "pretrain", "train")
+    assert len(cc) == 8 and cc[0].images[0].is_file()
+    own = read_records(parse_data_spec(f"jsonl:{fx.make_jsonl(tmp_path / 'own')}"), "vqa", "train")
+    assert len(own) == 12 and own[0].images[0].is_file()
+
+
+def test_side_by_side_pairs_and_the_image_cache(tmp_path, monkeypatch):
+    from mmedge.data.sources import images
+
+    spec = parse_data_spec(f"nlvr2:{fx.make_nlvr2(tmp_path / 'nlvr2', sets=2)}")
+    data = open_dataset(spec, "verify", "dev", 48, cache_dir=tmp_path / "cache", progress=False)
+    img = data.image(0)
+    assert img.shape == (48, 48, 3) and img.dtype == np.uint8
+    # the left image fills the left half: its centre column differs from the right image's
+    assert not np.array_equal(img[12:36, :24], img[12:36, 24:])
+    monkeypatch.setattr(images, "_decode", lambda *a: pytest.fail("decoded again: the cache was not reused"))
+    again = open_dataset(spec, "verify", "dev", 48, cache_dir=tmp_path / "cache", progress=False)
+    assert np.array_equal(again.image(0), img)
+
+
+def test_missing_and_truncated_images_are_skipped_with_a_summary(tmp_path, capsys):
+    root = fx.make_vqa2(tmp_path / "vqa2", n=10)
+    (root / "train2014" / "COCO_train2014_000000001003.jpg").unlink()
+    broken = root / "train2014" / "COCO_train2014_000000001005.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])
+    data = open_dataset(parse_data_spec(f"vqa2:{root}"), "vqa", "train", 48, cache_dir=tmp_path / "c", progress=False)
+    assert len(data) == 8
+    out = capsys.readouterr().out
+    assert "1 missing" in out and "1 unreadable" in out and "2 of 10 records dropped" in out
+
+
+# ------------------------------------------------------------------ errors that name the file and line
+def test_bad_annotations_name_the_file_and_line(tmp_path):
+    root = fx.make_nlvr2(tmp_path / "nlvr2", sets=2)
+    lines = (root / "dev.json").read_text().splitlines()
+    lines[2] = json.dumps({"identifier": "dev-1-0-0", "sentence": 3, "label": "True"})
+    (root / "dev.json").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"dev\.json:3: field 'sentence' must be str"):
+        read_records(parse_data_spec(f"nlvr2:{root}"), "verify", "dev")
+    lines[2] = "{not json"
+    (root / "dev.json").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"dev\.json:3: not valid JSON"):
+        read_records(parse_data_spec(f"nlvr2:{root}"), "verify", "dev")
+
+    coco = fx.make_coco(tmp_path / "coco", n=3)
+    path = coco / "annotations" / "captions_val2017.json"
+    data = json.loads(path.read_text())
+    data["annotations"][4]["image_id"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=r"captions_val2017\.json#annotations\[4\]: image_id 99 is not listed"):
+        read_records(parse_data_spec(f"coco:{coco}"), "match", "val")
+
+    vqa = fx.make_vqa2(tmp_path / "vqa2", n=3)
+    (vqa / "v2_mscoco_train2014_annotations.json").unlink()
+    with pytest.raises(DatasetError, match="annotation file not found: .*v2_mscoco_train2014_annotations.json"):
+        read_records(parse_data_spec(f"vqa2:{vqa}"), "vqa", "train")
+
+
+def test_data_spec_and_user_data_errors(tmp_path):
+    with pytest.raises(DatasetError, match="NAME:ROOT"):
+        parse_data_spec("imagenet:/x")
+    with pytest.raises(DatasetError, match="not a folder"):
+        parse_data_spec(f"vqa2:{tmp_path / 'nowhere'}")
+    assert parse_data_spec("scenes").is_scenes
+    root = fx.make_jsonl(tmp_path / "own", n=2)
+    (root / "train.jsonl").write_text(json.dumps({"image": "../secret.png", "question": "q", "answer": "a"}) + "\n")
+    with pytest.raises(DatasetError, match=r"train\.jsonl:1: image '\.\./secret\.png' must be a path relative"):
+        read_records(parse_data_spec(f"jsonl:{root}"), "vqa", "train")
+    with pytest.raises(DatasetError, match="serves task"):
+        read_records(parse_data_spec(f"jsonl:{root}"), "pretrain", "train")
