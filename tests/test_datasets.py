@@ -146,3 +146,47 @@ def test_data_spec_and_user_data_errors(tmp_path):
         read_records(parse_data_spec(f"jsonl:{root}"), "vqa", "train")
     with pytest.raises(DatasetError, match="serves task"):
         read_records(parse_data_spec(f"jsonl:{root}"), "pretrain", "train")
+
+
+# ------------------------------------------------------------------ training and evaluation on them
+TINY = {"dim": 32, "depth": 2, "num_heads": 2, "image_size": 48, "patch_size": 8, "max_text_len": 24,
+        "keep_ratios": [1.0, 0.5]}
+
+
+@pytest.mark.parametrize("name, task, make", [("vqa2", "vqa", fx.make_vqa2), ("nlvr2", "verify", fx.make_nlvr2),
+                                              ("jsonl", "vqa", fx.make_jsonl)])
+def test_train_a_few_steps_on_each_format(name, task, make, tmp_path):
+    from mmedge.models.checkpoint import from_pretrained
+    from mmedge.train.config import TrainConfig
+    from mmedge.train.trainer import Trainer
+
+    root = make(tmp_path / name, split="train")
+    make(tmp_path / name, split="dev" if name == "nlvr2" else "val")
+    cfg = TrainConfig(task=task, data=f"{name}:{root}", steps=3, batch_size=4, warmup_steps=1, eval_every=3,
+                      eval_samples=8, checkpoint_every=3, log_every=1, threads=1, answer_vocab_size=6, model=TINY)
+    result = Trainer(cfg, tmp_path / "run", progress=False).fit()
+    assert len(result.final_val_accuracy) == 2 and all(0 <= a <= 1 for a in result.final_val_accuracy)
+    model, tok = from_pretrained(tmp_path / "run")
+    labels = model.config.labels
+    assert labels == (["false", "true"] if task == "verify" else labels) and (task == "verify" or len(labels) == 6)
+    words = set(tok.vocab)
+    assert {"what", "color"} & words or {"there", "is"} & words  # the vocabulary came from the training text
+
+
+def test_eval_cli_reports_the_official_metrics(tmp_path, capsys):
+    from mmedge.cli import main
+    from mmedge.train.config import TrainConfig
+    from mmedge.train.trainer import Trainer
+
+    root = fx.make_nlvr2(tmp_path / "nlvr2", split="train")
+    fx.make_nlvr2(tmp_path / "nlvr2", split="dev")
+    cfg = TrainConfig(task="verify", data=f"nlvr2:{root}", steps=2, batch_size=4, warmup_steps=1, eval_every=2,
+                      eval_samples=8, checkpoint_every=2, log_every=1, threads=1, model=TINY)
+    Trainer(cfg, tmp_path / "run", progress=False).fit()
+    assert main(["eval", "--model", str(tmp_path / "run"), "--data", f"nlvr2:{root}", "--limit", "12",
+                 "--json", str(tmp_path / "r.json"), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["split"] == "dev" and result["samples"] == 12
+    m = result["keep_ratios"]["1"]["per_exit"][-1]
+    assert 0 <= m["consistency"] <= m["accuracy"] <= 1  # two pairs per sentence: consistency cannot exceed accuracy
+    assert "consistency" in capsys.readouterr().out

@@ -11,6 +11,7 @@ from mmedge.cli._checks import non_negative, writable_file
 EPILOG = """examples:
   mmedge eval --model models/vqa-default --split test
   mmedge eval --model models/vqa-default --split compositional --limit 500 --json comp.json
+  mmedge eval --model runs/vqa2 --data vqa2:/data/vqa2 --split val     # the official soft accuracy
 """
 
 
@@ -18,7 +19,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on a grounded-scenes split",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
-    p.add_argument("--split", default="test", choices=("val", "test", "compositional"))
+    p.add_argument("--split", help="scenes: val, test (default) or compositional; a real dataset: its split "
+                   "names (default: its validation split)")
+    p.add_argument("--data", default="scenes", help="scenes (default) or NAME:ROOT (vqa2, gqa, nlvr2, jsonl): "
+                   "a real dataset, scored with its own metric")
     p.add_argument("--limit", type=int, default=2000, help="number of samples (default 2000)")
     p.add_argument("--data-seed", type=non_negative, default=0, help="scene generator seed (default 0)")
     p.add_argument("--keep-ratios", type=float, nargs="+", help="prefilter keep ratios (default: the model's)")
@@ -37,6 +41,18 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_ratios and any(not 0 < r <= 1 for r in args.keep_ratios):
         raise ConfigError(f"--keep-ratios {args.keep_ratios} must be in (0, 1]", "arguments")
     model, tokenizer = from_pretrained(args.model)
+    if args.data != "scenes":
+        from mmedge.evaluation.real import evaluate_real, format_real
+
+        result = evaluate_real(model, tokenizer, args.data, args.split, args.limit, args.keep_ratios,
+                               progress=not args.no_progress)
+        print(format_real(result))
+        if args.json:
+            atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(result, indent=1)))
+        return 0
+    if (args.split or "test") not in ("val", "test", "compositional"):
+        raise ConfigError(f"--split {args.split!r}: the scenes have val, test and compositional", "arguments")
+    args.split = args.split or "test"
     result = evaluate(model, tokenizer, args.split, args.limit, args.data_seed, args.keep_ratios,
                       progress=not args.no_progress)
     result["model"] = str(args.model)

@@ -115,3 +115,13 @@ def default_tokenizer(max_length: int = 24) -> WordTokenizer:
     from mmedge.data.tasks import vocabulary_words
 
     return WordTokenizer.from_words(vocabulary_words(), max_length)
+
+
+def vocabulary_words_of(texts: list[str], min_count: int = 1, max_words: int = 30_000) -> list[str]:
+    """The words of `texts` as this tokenizer splits them, most frequent first (ties
+    alphabetically), those seen at least `min_count` times, at most `max_words`."""
+    from collections import Counter
+
+    counts = Counter(p for t in texts for p in _SPLIT.findall(t.lower()))
+    ranked = sorted(((w, c) for w, c in counts.items() if c >= min_count), key=lambda wc: (-wc[1], wc[0]))
+    return [w for w, _ in ranked[:max_words] if w not in (PAD, UNK)]

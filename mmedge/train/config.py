@@ -45,6 +45,8 @@ class TrainConfig:
     checkpoint_every: int = 250         # steps between resumable checkpoints
     log_every: int = 25                 # steps between metric rows
     threads: int | None = None          # torch threads per process; None = cores / processes
+    data: str = "scenes"                # scenes (generated) | NAME:ROOT (mmedge.data.sources: vqa2, gqa, nlvr2, jsonl, ...)
+    answer_vocab_size: int = 1000       # real VQA data: the most frequent training answers become the labels
     model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, depth, ...)
 
     def __post_init__(self) -> None:
@@ -71,6 +73,11 @@ class TrainConfig:
                 check_relations(self.train_relations)
             except ConfigError as exc:
                 p.extend(exc.problems)
+        if self.data != "scenes" and (self.token_loss_weight > 0 or self.ground_loss_weight > 0):
+            p.append("token_loss_weight and ground_loss_weight need the generated scenes' object maps; "
+                     "set both to 0 with --data NAME:ROOT")
+        if self.answer_vocab_size < 1:
+            p.append("answer_vocab_size must be at least 1")
         for key in sorted(set(self.model) - _MODEL_FIELDS):
             p.append(f"model.{key} is not a model field (known: {', '.join(sorted(_MODEL_FIELDS))})")
         if p:

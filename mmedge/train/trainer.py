@@ -48,11 +48,12 @@ class TrainResult:
     final_val_accuracy: list[float]
 
 
-def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Path | None = None) -> AdaptiveVLModel:
+def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Path | None = None,
+                labels: list[str] | None = None) -> AdaptiveVLModel:
     """A fresh model for cfg.task, or one initialised from a model directory: every weight whose
     name and shape match is copied; exit heads only when the source was trained on the same task."""
     grounding = cfg.ground_loss_weight > 0
-    model_cfg = ModelConfig(task=cfg.task, labels=list(LABELS[cfg.task]), vocab_size=len(tokenizer.vocab),
+    model_cfg = ModelConfig(task=cfg.task, labels=list(labels or LABELS[cfg.task]), vocab_size=len(tokenizer.vocab),
                             token_classes=NUM_OBJECT_CLASSES if cfg.token_loss_weight > 0 else 0,
                             ground_bins=cfg.ground_bins if grounding else 0,
                             ground_sizes=len(SIZE_CLASSES) if grounding and cfg.ground_size else 0, **cfg.model)
@@ -89,8 +90,19 @@ class Trainer:
         self.dist = init_distributed()
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // self.dist.world_size))
         self._prepare_out_dir(resume, force)
-        self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
-        self.model = build_model(cfg, self.tokenizer, init_from)
+        self.real = None
+        if cfg.data != "scenes":  # a real dataset: its own labels and vocabulary
+            from mmedge.data.provider import load_real
+
+            self.real = load_real(cfg.data, cfg.task, cfg.model.get("image_size", 96), cfg.model.get("max_text_len", 24),
+                                  cfg.answer_vocab_size, cfg.eval_samples, progress=progress and self.dist.is_main)
+            self.tokenizer = self.real.tokenizer
+            self.order = np.random.default_rng(cfg.seed).permutation(self.real.trainable())  # the records trained on
+            if not len(self.order):
+                raise ConfigError(f"{cfg.data}: no training record has an answer among the labels", "training data")
+        else:
+            self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
+        self.model = build_model(cfg, self.tokenizer, init_from, self.real.labels if self.real else None)
         self.weights = losses.exit_weights(self.model.num_stages, cfg.exit_weighting)
         if cfg.ground_loss_weight > 0 and cfg.ground_stage >= self.model.num_stages:
             raise ConfigError(f"ground_stage {cfg.ground_stage} must be below the model's "
@@ -105,8 +117,15 @@ class Trainer:
         if resume:
             self._load_checkpoint()
         self.ddp = DistributedDataParallel(self.model) if self.dist.enabled else None
-        self.val_batches = make_batches(cfg.task, cfg.data_seed, "val", cfg.eval_samples, self.tokenizer,
-                                        self.model.config.image_size, 128, cfg.max_objects) if self.dist.is_main else []
+        if not self.dist.is_main:
+            self.val_batches = []
+        elif self.real is not None:
+            from mmedge.data.provider import real_batches
+
+            self.val_batches = real_batches(self.real, self.real.val, cfg.eval_samples)
+        else:
+            self.val_batches = make_batches(cfg.task, cfg.data_seed, "val", cfg.eval_samples, self.tokenizer,
+                                            self.model.config.image_size, 128, cfg.max_objects)
 
     # ------------------------------------------------------------------ set-up
     def _prepare_out_dir(self, resume: bool, force: bool) -> None:
@@ -175,9 +194,13 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _train_step(self, keep_ratio: float) -> dict:
         cfg, model = self.cfg, self.ddp or self.model
-        samples = generate(cfg.task, cfg.data_seed, "train", batch_indices(cfg, self.step, self.dist),
-                           self.model.config.image_size, cfg.max_objects, cfg.qtype_weights,
-                           None if cfg.train_relations is None else tuple(cfg.train_relations))
+        indices = batch_indices(cfg, self.step, self.dist)
+        if self.real is not None:
+            samples = self.real.samples(self.real.train, self.order[indices % len(self.order)])
+        else:
+            samples = generate(cfg.task, cfg.data_seed, "train", indices, self.model.config.image_size,
+                               cfg.max_objects, cfg.qtype_weights,
+                               None if cfg.train_relations is None else tuple(cfg.train_relations))
         tagging = self.model.token_tagger is not None
         grounding = self.model.text_grounder is not None
         batch = build_batch(samples, self.tokenizer, self.model.config.image_size,

@@ -1,0 +1,64 @@
+"""Evaluation on a real dataset with its own metric, per exit and keep ratio:
+VQA v2 soft accuracy per answer type; GQA accuracy per structural and semantic type; NLVR2
+accuracy and consistency; accuracy per type for a user's JSON Lines data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmedge.data.batches import build_batch
+from mmedge.data.provider import VAL_SPLIT
+from mmedge.data.sources import open_dataset, parse_data_spec
+from mmedge.data.tasks import Sample
+from mmedge.data.tokenizer import WordTokenizer
+from mmedge.evaluation import official
+from mmedge.evaluation.predict import run_model
+from mmedge.models.model import AdaptiveVLModel
+
+
+def metric(source: str, predictions: list[str], records) -> dict:
+    """The dataset's own metric of answer strings against its records."""
+    correct = [p == r.answer for p, r in zip(predictions, records)]
+    if source == "vqa2":
+        return official.vqa_accuracy(predictions, [list(r.answers) for r in records], [r.qtype for r in records])
+    if source == "gqa":
+        return {**official.accuracy_per_type(correct, [r.qtype for r in records]),
+                "per_semantic_type": official.accuracy_per_type(correct, [r.extra["semantic"] for r in records])["per_type"]}
+    out = official.accuracy_per_type(correct, [r.qtype for r in records])
+    if source == "nlvr2":
+        out["consistency"] = official.nlvr2_consistency(correct, [r.group for r in records])
+    return out
+
+
+def evaluate_real(model: AdaptiveVLModel, tokenizer: WordTokenizer, data: str, split: str | None, limit: int,
+                  keep_ratios: list[float] | None = None, progress: bool = True) -> dict:
+    cfg = model.config
+    spec = parse_data_spec(data)
+    split = split or VAL_SPLIT.get(spec.name, "val")
+    dataset = open_dataset(spec, cfg.task, split, cfg.image_size, limit=limit, progress=progress)
+    labels = cfg.labels
+    samples = [Sample(image=dataset.image(i), text=r.text, answer=r.answer,
+                      label=labels.index(r.answer) if r.answer in labels else -1, task=cfg.task, qtype=r.qtype)
+               for i, r in enumerate(dataset.records)]
+    batches = [build_batch(samples[i: i + 128], tokenizer, cfg.image_size) for i in range(0, len(samples), 128)]
+    ratios = keep_ratios or cfg.keep_ratios
+    run = run_model(model, batches, ratios, progress=progress)
+    per_ratio = {}
+    for r in ratios:
+        preds = run.outputs[r].preds  # (n, exits)
+        per_ratio[f"{r:g}"] = {"per_exit": [metric(spec.name, [labels[int(i)] for i in preds[:, e]], dataset.records)
+                                            for e in range(preds.shape[1])]}
+    return {"data": spec.name, "split": split, "samples": len(dataset), "images_skipped": dataset.images.skipped,
+            "out_of_vocabulary_answers": int(np.sum([s.label < 0 for s in samples])), "keep_ratios": per_ratio}
+
+
+def format_real(result: dict) -> str:
+    lines = [f"{result['data']} {result['split']}: {result['samples']} samples "
+             f"({result['out_of_vocabulary_answers']} with an answer outside the model's labels: counted wrong)"]
+    for r, v in result["keep_ratios"].items():
+        for e, m in enumerate(v["per_exit"]):
+            extra = f", consistency {m['consistency']:.3f}" if "consistency" in m else ""
+            kinds = m.get("per_answer_type") or m.get("per_type") or {}
+            lines.append(f"  keep {r} exit {e}: {m['accuracy']:.3f}{extra}; " +
+                         ", ".join(f"{t} {x['accuracy']:.3f} (n={x['n']})" for t, x in kinds.items()))
+    return "\n".join(lines)
