@@ -190,3 +190,23 @@ def test_eval_cli_reports_the_official_metrics(tmp_path, capsys):
     m = result["keep_ratios"]["1"]["per_exit"][-1]
     assert 0 <= m["consistency"] <= m["accuracy"] <= 1  # two pairs per sentence: consistency cannot exceed accuracy
     assert "consistency" in capsys.readouterr().out
+
+
+def test_match_on_captions_and_retrieval_recall(tmp_path):
+    from mmedge.evaluation.real import evaluate_real
+    from mmedge.models.checkpoint import from_pretrained
+    from mmedge.train.config import TrainConfig
+    from mmedge.train.trainer import Trainer
+
+    root = fx.make_coco(tmp_path / "coco", n=6, split="train")
+    fx.make_coco(tmp_path / "coco", n=6, split="val")
+    cfg = TrainConfig(task="match", data=f"coco:{root}", steps=2, batch_size=4, warmup_steps=1, eval_every=2,
+                      eval_samples=8, checkpoint_every=2, log_every=1, threads=1, model=TINY)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    pairs = trainer.real.samples(trainer.real.train, range(4))
+    assert [s.answer for s in pairs] == ["yes", "no", "yes", "no"] and pairs[1].text != pairs[0].text
+    trainer.fit()
+    model, tok = from_pretrained(tmp_path / "run")
+    r = evaluate_real(model, tok, f"coco:{root}", "val", 4, progress=False)["retrieval"]
+    assert r["images"] == 4 and r["texts"] == 8  # two captions per image in the fixture
+    assert 0 <= r["text_to_image_R@1"] <= r["text_to_image_R@5"] == 1.0  # 4 images: top 5 holds them all

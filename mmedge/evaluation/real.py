@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmedge.data.batches import build_batch
-from mmedge.data.provider import VAL_SPLIT
+from mmedge.data.provider import CAPTION_SOURCES, VAL_SPLIT
 from mmedge.data.sources import open_dataset, parse_data_spec
 from mmedge.data.tasks import Sample
 from mmedge.data.tokenizer import WordTokenizer
@@ -30,11 +30,44 @@ def metric(source: str, predictions: list[str], records) -> dict:
     return out
 
 
+def retrieval(model: AdaptiveVLModel, tokenizer: WordTokenizer, dataset, images: int, progress: bool) -> dict:
+    """Image-text retrieval Recall@1/5/10 both ways over the first `images` images and all their
+    captions: every caption scored against every image by the matching head (P(yes), last exit,
+    every visual token kept)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from mmedge.evaluation.predict import to_torch
+
+    cfg = model.config
+    groups = list(dict.fromkeys(r.group for r in dataset.records))[:images]
+    first = {g: next(i for i, r in enumerate(dataset.records) if r.group == g) for g in groups}
+    texts = [(i, r) for i, r in enumerate(dataset.records) if r.group in first]
+    image_of_text = np.array([groups.index(r.group) for _, r in texts])
+    scores = np.zeros((len(texts), len(groups)), dtype=np.float32)
+    yes = cfg.labels.index("yes")
+    model.eval()
+    with torch.no_grad():
+        for g, group in enumerate(tqdm(groups, desc="retrieval", disable=not progress)):
+            image = dataset.image(first[group])
+            for start in range(0, len(texts), 128):
+                chunk = texts[start: start + 128]
+                batch = build_batch([Sample(image=image, text=r.text, answer="yes", label=yes, task="match",
+                                            qtype=r.qtype) for _, r in chunk], tokenizer, cfg.image_size)
+                logits = model(*to_torch(batch)).logits[-1]
+                scores[start: start + len(chunk), g] = logits.softmax(-1)[:, yes].numpy()
+    return {"images": len(groups), "texts": len(texts), **official.retrieval_recall(scores, image_of_text)}
+
+
 def evaluate_real(model: AdaptiveVLModel, tokenizer: WordTokenizer, data: str, split: str | None, limit: int,
                   keep_ratios: list[float] | None = None, progress: bool = True) -> dict:
     cfg = model.config
     spec = parse_data_spec(data)
     split = split or VAL_SPLIT.get(spec.name, "val")
+    if spec.name in CAPTION_SOURCES:  # limit counts images here: every caption is scored against every image
+        dataset = open_dataset(spec, cfg.task, split, cfg.image_size, progress=progress)
+        return {"data": spec.name, "split": split, "retrieval": retrieval(model, tokenizer, dataset, limit, progress),
+                "images_skipped": dataset.images.skipped}
     dataset = open_dataset(spec, cfg.task, split, cfg.image_size, limit=limit, progress=progress)
     labels = cfg.labels
     samples = [Sample(image=dataset.image(i), text=r.text, answer=r.answer,
@@ -53,6 +86,10 @@ def evaluate_real(model: AdaptiveVLModel, tokenizer: WordTokenizer, data: str, s
 
 
 def format_real(result: dict) -> str:
+    if "retrieval" in result:
+        r = result["retrieval"]
+        return (f"{result['data']} {result['split']}: retrieval over {r['images']} images and {r['texts']} captions\n  " +
+                ", ".join(f"{k} {v:.3f}" for k, v in r.items() if "@" in k))
     lines = [f"{result['data']} {result['split']}: {result['samples']} samples "
              f"({result['out_of_vocabulary_answers']} with an answer outside the model's labels: counted wrong)"]
     for r, v in result["keep_ratios"].items():

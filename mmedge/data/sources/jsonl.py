@@ -29,8 +29,10 @@ def records(root: Path, split: str, task: str) -> list[Record]:
             raise DatasetError(f"{where}: image {image!r} must be a path relative to {root} without '..'")
         if task == "vqa":
             answer = need(obj, "answer", str, where).strip().lower()
-        else:
+        elif task == "verify":
             answer = "true" if need(obj, "label", bool, where) else "false"
+        else:  # match: the labels of the matching task
+            answer = "yes" if need(obj, "label", bool, where) else "no"
         qtype = obj.get("type", task)
         if not isinstance(qtype, str):
             raise DatasetError(f"{where}: field 'type' must be a string")
