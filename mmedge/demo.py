@@ -18,11 +18,12 @@ from mmedge.bundle.manifest import load_manifest
 from mmedge.data.batches import generate
 from mmedge.errors import ConfigError, MMEdgeError
 from mmedge.fileio import atomic_write, sha256_file
-from mmedge.runtime.controller import Policy, standard_policies
+from mmedge.runtime.controller import Policy, policy_rows
+from mmedge.runtime.pruning import PruningRule
 from mmedge.runtime.engine import Engine
 
 DEMO_RECIPE = dict(targets=["onnx", "executorch", "coreml"], quantize="int8", in_graph=True,
-                   parity_samples=32, accuracy_samples=200)
+                   parity_samples=32, accuracy_samples=200, drop_visual_after=0)
 RUNTIMES = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("executorch", "fp32"), ("executorch", "int8")]
 
 
@@ -36,7 +37,11 @@ def ensure_bundle(model_dir: Path, bundle: Path, force: bool, log=print) -> Path
             manifest = load_manifest(bundle)
             same = manifest["files"].get("torch/model.safetensors", {}).get("sha256") == \
                 sha256_file(model_dir / "model.safetensors")
-            if same:
+            pruning = manifest.get("modality_pruning", {}).get("after_stage")
+            if same and pruning != DEMO_RECIPE["drop_visual_after"]:
+                log(f"re-exporting: the bundle's text-only stages (after stage {pruning}) are not the demo's "
+                    f"(after stage {DEMO_RECIPE['drop_visual_after']})")
+            elif same:
                 log(f"reusing the verified bundle {bundle} (same weights; --force-export to redo)")
                 return bundle
         except MMEdgeError as exc:
@@ -44,19 +49,21 @@ def ensure_bundle(model_dir: Path, bundle: Path, force: bool, log=print) -> Path
     return export_bundle(model_dir, bundle, ExportRecipe(**DEMO_RECIPE), force=True, log=log)
 
 
-def run_policy(engine: Engine, samples, policy: Policy, keep_ratio: float) -> dict:
-    correct, exits, kept, latency = [], [], [], []
+def run_policy(engine: Engine, samples, policy: Policy, keep_ratio: float, pruning: PruningRule | None = None) -> dict:
+    correct, exits, kept, latency, pruned = [], [], [], [], []
     labels = engine.labels
     for s in samples:
-        p = engine.predict(s.image, s.text, policy=policy, keep_ratio=keep_ratio)
+        p = engine.predict(s.image, s.text, policy=policy, keep_ratio=keep_ratio, pruning=pruning)
         correct.append(p.answer == labels[s.label])
+        pruned.append(p.visual_dropped_after is not None)
         exits.append(p.exit_index)
         kept.append(len(p.kept_visual_tokens))
         latency.append(p.timings_ms["total"])
     lat = np.asarray(latency)
     return {"accuracy": float(np.mean(correct)), "mean_exit": float(np.mean(exits)),
             "kept_tokens": float(np.mean(kept)), "p50_ms": float(np.percentile(lat, 50)),
-            "p90_ms": float(np.percentile(lat, 90)), "exit_histogram": np.bincount(exits).tolist()}
+            "p90_ms": float(np.percentile(lat, 90)), "exit_histogram": np.bincount(exits).tolist(),
+            "pruned_share": float(np.mean(pruned))}
 
 
 def check_demo_arguments(samples: int, calibration_samples: int, max_drop: float, threads: int | None) -> None:
@@ -103,11 +110,12 @@ def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "ru
             continue
         engine = Engine.load(bundle, backend=backend, precision=precision, threads=threads)
         engine.warm_up(5)
-        for name, (policy, ratio) in standard_policies(manifest).items():
+        for name, (policy, ratio, rule) in policy_rows(manifest).items():
             desc = f"{backend} {precision}: {name}"
             it = tqdm(test, desc=desc, disable=not progress, leave=False, unit="query")
             row = {"backend": backend, "precision": precision, "policy": name, "exit_policy": policy.to_dict(),
-                   "keep_ratio": ratio, **run_policy(engine, it, policy, ratio)}
+                   "keep_ratio": ratio, "modality_pruning": rule.to_dict() if rule else None,
+                   **run_policy(engine, it, policy, ratio, rule)}
             rows.append(row)
     for row in rows:  # speed-up against full depth in the same runtime and run
         full = next(r for r in rows if (r["backend"], r["precision"]) == (row["backend"], row["precision"])
@@ -116,6 +124,7 @@ def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "ru
     coreml = [a for a in manifest["artifacts"] if a["runtime"] == "coreml"]
     result = {"model": str(model_dir), "bundle": str(bundle), "samples": samples, "split": "test",
               "threads": threads, "thresholds": manifest["thresholds"], "rows": rows,
+              "modality_pruning": _pruning_summary(manifest.get("modality_pruning")),
               "coreml": [{"precision": a["precision"], "structure_check": a["structure_check"],
                           "parity": a["parity"]} for a in coreml],
               "seconds": time.perf_counter() - started,
@@ -124,13 +133,29 @@ def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "ru
     return result
 
 
+def _pruning_summary(section: dict | None) -> dict | None:
+    if not section:
+        return None
+    return {"after_stage": section["after_stage"], "text_stages": [s["name"] for s in section["stages"]],
+            "rule": section["rule"]}
+
+
+def _pruning_line(summary: dict | None) -> str:
+    if not summary:
+        return "No modality pruning stages in this bundle."
+    r = summary["rule"]
+    return (f"Modality pruning: after stage {summary['after_stage']}, the visual tokens are dropped when "
+            f"{r['signal']} is {r['prune_when']} {r['threshold']:.4g} (source {r['source']}; "
+            f"{'on' if r['enabled'] else 'off'} by default after calibration; the pruning rows apply it either way).")
+
+
 def format_rows(rows: list[dict]) -> str:
     from tabulate import tabulate
 
     table = [[r["backend"], r["precision"], r["policy"], f"{r['accuracy']:.3f}", f"{r['mean_exit']:.2f}",
-              f"{r['kept_tokens']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['speedup_p50']:.2f}x"]
-             for r in rows]
-    return tabulate(table, ["backend", "precision", "policy", "accuracy", "mean exit", "kept tokens",
+              f"{r['kept_tokens']:.0f}", f"{r.get('pruned_share', 0.0):.0%}", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}",
+              f"{r['speedup_p50']:.2f}x"] for r in rows]
+    return tabulate(table, ["backend", "precision", "policy", "accuracy", "mean exit", "kept tokens", "image dropped",
                             "p50 ms", "p90 ms", "speed-up (p50)"], tablefmt="github")
 
 
@@ -141,7 +166,8 @@ def write_outputs(out: Path, result: dict) -> None:
     md = [f"# mmedge demo: {result['model']}", "",
           f"{result['samples']} test samples per row, batch 1, {result['threads']} thread(s); {result['note']}.",
           f"Calibrated on the validation split: keep ratio {th['keep_ratio']}, policy {th['policy']} "
-          f"(confidence {th['confidence']}, max probability {th['max_probability']}, patience {th['patience']}).", "",
+          f"(confidence {th['confidence']}, max probability {th['max_probability']}, patience {th['patience']}).",
+          _pruning_line(result.get("modality_pruning")), "",
           format_rows(result["rows"]), ""]
     for c in result["coreml"]:
         md.append(f"Core ML ({c['precision']}): structure check passed={c['structure_check']['passed']}; "
@@ -157,7 +183,8 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    markers = {"full depth, every token": "s", "prefilter only": "^", "exits only": "o", "prefilter + exits": "*"}
+    markers = {"full depth, every token": "s", "prefilter only": "^", "exits only": "o", "prefilter + exits": "*",
+               "modality pruning only": "v", "prefilter + exits + pruning": "P"}
     for key in sorted({(r["backend"], r["precision"]) for r in rows}):
         pts = [r for r in rows if (r["backend"], r["precision"]) == key]
         line, = ax.plot([r["p50_ms"] for r in pts], [r["accuracy"] for r in pts], alpha=0.4)
@@ -165,6 +192,8 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.scatter(r["p50_ms"], r["accuracy"], marker=markers[r["policy"]], color=line.get_color(), s=60,
                        label=f"{key[0]} {key[1]}" if r is pts[0] else None)
     for name, m in markers.items():
+        if not any(r["policy"] == name for r in rows):
+            continue
         ax.scatter([], [], marker=m, color="grey", label=name)
     ax.set_xlabel("median latency per query, ms (measured, this CPU)")
     ax.set_ylabel("test accuracy")

@@ -13,7 +13,7 @@ from mmedge.bench.machine import describe, peak_rss_mb
 from mmedge.bench.stats import summarize
 from mmedge.bundle.manifest import load_manifest
 from mmedge.data.batches import generate
-from mmedge.runtime.controller import standard_policies
+from mmedge.runtime.controller import policy_rows
 from mmedge.runtime.engine import Engine
 
 
@@ -33,14 +33,14 @@ def bench_host(bundle: str | Path, backend: str = "auto", precision: str = "fp32
         s = test[i % len(test)]
         engine.predict(s.image, s.text)
     policies = {}
-    for name, (policy, ratio) in standard_policies(manifest).items():
-        totals, stages, exits, kept, correct = [], {}, [], [], []
+    for name, (policy, ratio, rule) in policy_rows(manifest).items():
+        totals, stages, exits, kept, correct, pruned = [], {}, [], [], [], []
         started = time.perf_counter()
         bar = tqdm(total=samples * repeats, desc=f"{engine.backend} {precision}: {name}", disable=not progress,
                    leave=False, unit="query")
         for r in range(repeats):
             for s in test:
-                p = engine.predict(s.image, s.text, policy=policy, keep_ratio=ratio)
+                p = engine.predict(s.image, s.text, policy=policy, keep_ratio=ratio, pruning=rule)
                 totals.append(p.timings_ms["total"])
                 for stage, ms in p.timings_ms.items():
                     if stage not in ("total",):
@@ -49,6 +49,7 @@ def bench_host(bundle: str | Path, backend: str = "auto", precision: str = "fp32
                     exits.append(p.exit_index)
                     kept.append(len(p.kept_visual_tokens))
                     correct.append(p.answer == engine.labels[s.label])
+                    pruned.append(p.visual_dropped_after is not None)
                 bar.update()
         bar.close()
         wall = time.perf_counter() - started
@@ -58,6 +59,7 @@ def bench_host(bundle: str | Path, backend: str = "auto", precision: str = "fp32
             "throughput_qps": len(totals) / wall, "accuracy": float(np.mean(correct)),
             "exit_histogram": np.bincount(exits, minlength=len(manifest["exit_layers"])).tolist(),
             "mean_exit": float(np.mean(exits)), "kept_tokens": float(np.mean(kept)),
+            **({"modality_pruning": {**rule.to_dict(), "pruned_share": float(np.mean(pruned))}} if rule else {}),
         }
     full = policies["full depth, every token"]["latency"]["p50_ms"]
     for row in policies.values():

@@ -44,10 +44,12 @@ def markdown(result: dict) -> str:
     rows = []
     for name, p in result["policies"].items():
         lat = p["latency"]
+        dropped = p.get("modality_pruning", {}).get("pruned_share")
         rows.append([name, p["keep_ratio"], f"{p['accuracy']:.3f}", f"{p['mean_exit']:.2f}", f"{p['kept_tokens']:.0f}",
+                     "-" if dropped is None else f"{dropped:.0%}",
                      f"{lat['p50_ms']:.3f}", f"{lat['p90_ms']:.3f}", f"{lat['p99_ms']:.3f}", f"{lat['std_ms']:.3f}",
                      f"{p['throughput_qps']:.0f}", f"{p['speedup_p50']:.2f}x", " ".join(map(str, p["exit_histogram"]))])
-    lines += [tabulate(rows, ["policy", "keep", "accuracy", "mean exit", "kept tokens", "p50 ms", "p90 ms", "p99 ms",
+    lines += [tabulate(rows, ["policy", "keep", "accuracy", "mean exit", "kept tokens", "image dropped", "p50 ms", "p90 ms", "p99 ms",
                               "std ms", "queries/s", "speed-up (p50)", "exit histogram"], tablefmt="github"), ""]
     full = result["policies"]["full depth, every token"]["stages"]
     srows = [[s, f"{v['p50_ms']:.3f}", f"{v['p90_ms']:.3f}"] for s, v in full.items()]

@@ -212,6 +212,8 @@ def consistency_problems(m: dict) -> list[str]:
     if m["tokenizer"]["pad_id"] == m["tokenizer"]["unk_id"]:
         problems.append("tokenizer pad_id and unk_id are the same id")
     problems += _fixed_rules_problems(m)
+    if "modality_pruning" in m:
+        problems += _pruning_problems(m["modality_pruning"], m)
     for a in m["artifacts"]:
         missing = sorted(listed - set(a["stages"]))
         if missing:
@@ -219,6 +221,57 @@ def consistency_problems(m: dict) -> list[str]:
         if a["format"] in ("onnx", "ort", "pte", "mlpackage") and a["runtime"] == "torch":
             problems.append(f"artifact {a['target']}/{a['format']} cannot run on the torch runtime")
     return problems[:50]
+
+
+def _pruning_problems(p: dict, m: dict) -> list[str]:
+    """The optional modality_pruning section: text-only stages for exactly the stages after after_stage,
+    on [CLS] + text (seq_len = 1 + max_length), named in every artifact, with pruned exit FLOPs for
+    every exported keep ratio."""
+    out = []
+    n_exits, after = len(m["exit_layers"]), p["after_stage"]
+    if not 0 <= after < n_exits - 1:
+        return [f"modality_pruning.after_stage {after} must be a stage before the last one "
+                f"(0..{n_exits - 2} for {n_exits} exit layers)"]
+    want = list(range(after + 1, n_exits))
+    got = [s["stage"] for s in p["stages"]]
+    if got != want:
+        out.append(f"modality_pruning.stages are stages {got}; after stage {after} they must be {want} in order")
+    seq = 1 + m["tokenizer"]["max_length"]
+    if p["seq_len"] != seq:
+        out.append(f"modality_pruning.seq_len {p['seq_len']} must be 1 + the tokenizer's max_length = {seq}")
+    names = [s["name"] for s in p["stages"]]
+    if len(set(names)) != len(names) or set(names) & set(m["stages"]):
+        out.append("modality_pruning.stages names must be unique and differ from the names in `stages`")
+    dim = None
+    for entry in m["stages"].values():
+        dim = entry["outputs"][0]["shape"][-1] if entry["outputs"] and entry["outputs"][0]["shape"] else None
+        break
+    for s in p["stages"]:
+        where = f"modality_pruning stage {_short(s['name'], 60)!r}"
+        if [t["name"] for t in s["inputs"]] != list(LATER_INPUTS):
+            out.append(f"{where} inputs must be {list(LATER_INPUTS)} in that order")
+            continue
+        if s["inputs"][0]["shape"][:2] != [1, seq] or s["inputs"][1]["shape"] != [1, seq]:
+            out.append(f"{where} takes {[t['shape'] for t in s['inputs']]}, not [1, {seq}, D] and [1, {seq}]")
+        outputs = {t["name"]: t for t in s["outputs"]}
+        if not set(LATER_OUTPUTS) <= set(outputs):
+            out.append(f"{where} outputs must include {list(LATER_OUTPUTS)}")
+            continue
+        if outputs["logits"]["shape"][-1:] != [len(m["labels"])]:
+            out.append(f"{where} gives {outputs['logits']['shape']} logits for {len(m['labels'])} labels")
+        if dim is not None and s["inputs"][0]["shape"][-1:] != [dim]:
+            out.append(f"{where} takes width {s['inputs'][0]['shape'][-1:]}, the stages give {dim}")
+    ratios = sorted(k["keep_ratio"] for k in m["keep_ratios"])
+    if sorted(e["keep_ratio"] for e in p["exit_flops"]) != ratios:
+        out.append(f"modality_pruning.exit_flops must give each exported keep ratio {ratios} once")
+    out += [f"modality_pruning.exit_flops[{e['keep_ratio']}] has {len(e['exit_flops'])} entries for {n_exits} exits"
+            for e in p["exit_flops"] if len(e["exit_flops"]) != n_exits]
+    for a in m["artifacts"]:
+        missing = [n for n in names if n not in a["stages"]]
+        if missing:
+            out.append(f"artifact {a['target']}/{a['format']}/{a['precision']} lacks the modality_pruning stages "
+                       f"{_listing(missing)}")
+    return out
 
 
 def _fixed_rules_problems(m: dict) -> list[str]:

@@ -49,9 +49,14 @@ def slim_manifest(manifest: dict, runtime: str, fmt: str | None, precision: str,
                           f"{thresholds['keep_ratio']} too", "arguments")
     groups = [k for k in manifest["keep_ratios"] if k["keep_ratio"] in ratios]
     names = [n for g in groups for n in g["stages"]]
-    artifact["stages"] = {n: artifact["stages"][n] for n in names}
+    pruning = copy.deepcopy(manifest.get("modality_pruning"))
+    text_names = [s["name"] for s in pruning["stages"]] if pruning else []  # shared by every keep ratio: kept
+    artifact["stages"] = {n: artifact["stages"][n] for n in names + text_names}
     out = {k: v for k, v in manifest.items() if k not in ("files", "in_graph", "artifacts", "keep_ratios", "stages")}
     out.update(keep_ratios=groups, stages={n: manifest["stages"][n] for n in names}, artifacts=[artifact])
+    if pruning:
+        pruning["exit_flops"] = [e for e in pruning["exit_flops"] if e["keep_ratio"] in ratios]
+        out["modality_pruning"] = pruning
     needed = [manifest["tokenizer"]["file"]]
     needed += [artifact["file"]] if "file" in artifact else [s["file"] for s in artifact["stages"].values()]
     if in_graph:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from mmedge.cli._checks import config_file, writable_parent
+from mmedge.cli._checks import config_file, non_negative, writable_parent
 
 EPILOG = """examples:
   mmedge export --model models/vqa-default --target all --out bundles/vqa-default.mmedge
   mmedge export --model models/vqa-default --target onnx --keep-ratio 0.5 --out /tmp/vqa-k05.mmedge
   mmedge export --model models/vqa-default --recipe export/executorch-xnnpack-int8.json --out /tmp/vqa-et.mmedge
+  mmedge export --model models/vqa-default --target onnx --drop-visual-after 0 --out /tmp/vqa-pruned.mmedge
 
 The bundle holds manifest.json (schema: mmedge/bundle/manifest.schema.json), tokenizer.json,
 the backend files and report.md / report.json (sizes, op counts, parity). Every stage is checked
 against PyTorch in each runtime that runs here; out of tolerance, nothing is written.
+--drop-visual-after A adds text-only stages (modality pruning) for the stages after A, checked the
+same way, and the per-input rule that chooses them at run time (docs/bundle-format.md).
 """
 
 
@@ -30,6 +33,10 @@ def add_parser(sub) -> None:
                    help="prefilter keep ratio(s) to export (default: the model's trained ones)")
     p.add_argument("--recipe", help="export recipe JSON (see export/); flags override it")
     p.add_argument("--parity-samples", type=int, help="validation samples for the parity check (default 32)")
+    p.add_argument("--drop-visual-after", type=non_negative, metavar="STAGE",
+                   help="modality pruning: also export text-only stages for the stages after STAGE")
+    p.add_argument("--drop-visual-threshold", type=float, metavar="T",
+                   help="the pruning rule's threshold (default: measured at export on validation samples)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle (never anything else)")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (see `mmedge sign`)")
     p.set_defaults(run=run)
@@ -50,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         changes["keep_ratios"] = args.keep_ratios
     if args.parity_samples is not None:
         changes["parity_samples"] = args.parity_samples
+    if args.drop_visual_after is not None:
+        changes["drop_visual_after"] = args.drop_visual_after
+    if args.drop_visual_threshold is not None:
+        changes["drop_visual_threshold"] = args.drop_visual_threshold
     recipe = dataclasses.replace(recipe, **changes)  # re-validated by __post_init__
 
     from mmedge.export.exporter import export_bundle

@@ -27,7 +27,9 @@ from mmedge.export import coreml_target, executorch_target, ingraph, onnx_target
 from mmedge.export.parity import accuracy, compare, run_chain, stage0_feeds
 from mmedge.export.recipe import ExportRecipe
 from mmedge.export.report import write_report
-from mmedge.export.stages import StageSpec, example_inputs, stage_specs
+from mmedge.export.pruning import measure_rule, pruned_chain
+from mmedge.export.pruning import section as pruning_section
+from mmedge.export.stages import StageSpec, example_inputs, stage_specs, text_stage_specs
 from mmedge.fileio import pid_alive, publish_dir
 from mmedge.models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, from_pretrained
 from mmedge.runtime.backends import open_session
@@ -74,27 +76,33 @@ def _samples(model, tokenizer, split: str, n: int, seed: int):
 
 
 def _check_artifact(artifact: dict, root: Path, groups, reference, feeds, acc_feeds, acc_labels,
-                    recipe: ExportRecipe, log) -> None:
-    """Parity (and, when asked, val accuracy) of one runnable artifact; results go into the entry."""
+                    recipe: ExportRecipe, log, text_specs: list[StageSpec] = (), pruned_reference=None) -> None:
+    """Parity (and, when asked, val accuracy) of one runnable artifact; results go into the entry.
+    With text-only stages, the pruned chains of every keep ratio are compared too."""
     session = open_session(artifact["runtime"], root, artifact)
-    parity, acc = {}, {}
+    parity, acc, pruned = {}, {}, {}
+    tol = recipe.tolerances(artifact["precision"])
     for ratio, specs in groups.items():
         got = [run_chain(session, specs, f) for f in feeds]
-        parity[str(ratio)] = compare(reference[ratio], got, recipe.default_threshold,
-                                     recipe.tolerances(artifact["precision"]))
+        parity[str(ratio)] = compare(reference[ratio], got, recipe.default_threshold, tol)
+        if text_specs:
+            got = [pruned_chain(session, specs, list(text_specs), f) for f in feeds]
+            pruned[str(ratio)] = compare(pruned_reference[ratio], got, recipe.default_threshold, tol)
         if acc_feeds is not None:
             acc[str(ratio)] = accuracy(session, specs, acc_feeds, acc_labels, recipe.default_threshold)
     artifact["parity"] = {"status": "measured", "backend": artifact["runtime"], "by_keep_ratio": parity,
-                          "passed": all(p["passed"] for p in parity.values())}
+                          "passed": all(p["passed"] for p in (*parity.values(), *pruned.values()))}
+    if pruned:
+        artifact["parity"]["modality_pruning"] = pruned
     if acc:
         artifact["accuracy"] = {"split": "val", "by_keep_ratio": acc}
-    worst = max(s["logits_max_abs_err"] for p in parity.values() for s in p["stages"])
+    worst = max(s["logits_max_abs_err"] for p in (*parity.values(), *pruned.values()) for s in p["stages"])
     log(f"  parity {artifact['target']}/{artifact['format']}/{artifact['precision']}: "
         f"max logits error {worst:.2e}, {'passed' if artifact['parity']['passed'] else 'FAILED'}")
 
 
 def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recipe, artifacts, in_graph,
-              flops, seconds, root: Path) -> dict:
+              flops, seconds, root: Path, pruning: dict | None = None) -> dict:
     cfg = model.config
     io = expected_io(model, specs)
     stages = {s.name: {"stage": s.stage, "keep_ratio": s.keep_ratio, "layers": list(model.stage_layers(s.stage)),
@@ -118,6 +126,7 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
         "thresholds": {"source": "default", "policy": "confidence", "confidence": recipe.default_threshold,
                        "max_probability": recipe.default_threshold, "patience": 2, "keep_ratio": max(groups)},
         "artifacts": artifacts, **({"in_graph": in_graph} if in_graph else {}),
+        **({"modality_pruning": pruning} if pruning else {}),
         "files": hash_files(root), "tools": tool_versions(),
         "export": {"recipe": recipe.to_dict(), "seconds": seconds},
     }
@@ -143,6 +152,9 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
     ratios = recipe.keep_ratios or list(cfg.keep_ratios)
     specs = stage_specs(model, ratios)
     groups = _groups(specs)
+    after = recipe.drop_visual_after
+    text_specs = text_stage_specs(model, after) if after is not None else []  # checks the stage index
+    all_specs = specs + text_specs
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
@@ -152,30 +164,33 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
             f"targets {', '.join(recipe.targets)}, precisions {', '.join(recipe.precisions)}")
         parity_batch = _samples(model, tokenizer, "val", recipe.parity_samples, recipe.data_seed)
         feeds = stage0_feeds(parity_batch)
-        reference_session = TorchSession(model, specs)
+        reference_session = TorchSession(model, all_specs)
         reference = {r: [run_chain(reference_session, ss, f) for f in feeds] for r, ss in groups.items()}
+        pruned_reference = {r: [pruned_chain(reference_session, ss, text_specs, f) for f in feeds]
+                            for r, ss in groups.items()} if text_specs else None
         acc_feeds = acc_labels = calibration = None
         if recipe.quantize:
             acc_batch = _samples(model, tokenizer, "val", recipe.accuracy_samples, recipe.data_seed + 1)
             acc_feeds, acc_labels = stage0_feeds(acc_batch), acc_batch.labels
-            calibration = _calibration(model, tokenizer, specs, groups, recipe, reference_session)
+            calibration = _calibration(model, tokenizer, specs, groups, recipe, reference_session, text_specs)
 
         artifacts: list[dict] = []
         for target in recipe.targets:
             t0 = time.perf_counter()
             if target == "onnx":
-                made = onnx_target.export(model, specs, tmp, recipe, log=log)
+                made = onnx_target.export(model, all_specs, tmp, recipe, log=log)
             elif target == "executorch":
-                made = executorch_target.export(model, specs, tmp, recipe, calibration, log=log)
+                made = executorch_target.export(model, all_specs, tmp, recipe, calibration, log=log)
             else:
-                made = coreml_target.export(model, specs, tmp, recipe, expected_io(model, specs), log=log)
+                made = coreml_target.export(model, all_specs, tmp, recipe, expected_io(model, all_specs), log=log)
             for artifact in made:
                 if artifact["runtime"] == "coreml" and not coreml_target.can_predict():
                     artifact["parity"] = {"status": "not run", "passed": None,
                                           "reason": "Core ML prediction needs macOS; this export was checked "
                                                     "structurally (functions, inputs, outputs, shapes, dtypes)"}
                     continue
-                _check_artifact(artifact, tmp, groups, reference, feeds, acc_feeds, acc_labels, recipe, log)
+                _check_artifact(artifact, tmp, groups, reference, feeds, acc_feeds, acc_labels, recipe, log,
+                                text_specs, pruned_reference)
             artifacts += made
             seconds[target] = time.perf_counter() - t0
 
@@ -188,12 +203,15 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
         if recipe.quantize:
             _reference_accuracy(artifacts, reference_session, groups, acc_feeds, acc_labels, recipe)
         shutil.copy2(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
-        artifacts.append(_torch_reference(model_dir, tmp, specs))
+        artifacts.append(_torch_reference(model_dir, tmp, all_specs))
         flops = {r: stage_flops(model, r) for r in groups}
         seconds["total"] = time.perf_counter() - started
         failures = [f"{a['target']}/{a['format']}/{a['precision']} keep {r}: {f}"
                     for a in artifacts if a.get("parity", {}).get("status") == "measured"
                     for r, p in a["parity"]["by_keep_ratio"].items() for f in p["failures"]]
+        failures += [f"{a['target']}/{a['format']}/{a['precision']} keep {r}, visual tokens dropped after stage "
+                     f"{after}: {f}" for a in artifacts if a.get("parity", {}).get("status") == "measured"
+                     for r, p in a["parity"].get("modality_pruning", {}).items() for f in p["failures"]]
         if in_graph and not in_graph["check"]["passed"]:
             failures.append(f"in-graph ONNX disagrees with the staged form: {in_graph['check']}")
         failures += _accuracy_failures(artifacts, recipe)
@@ -204,11 +222,15 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
         if failures:
             raise ExportError("exported files are out of tolerance against the PyTorch reference:\n  "
                               + "\n  ".join(failures))
+        pruning = _pruning(model, tokenizer, specs, groups, text_specs, recipe, reference_session, flops, log) \
+            if text_specs else None
         manifest = _manifest(out.name, model, model_dir, tokenizer, specs, groups, recipe, artifacts, in_graph,
-                             flops, seconds, tmp)
+                             flops, seconds, tmp, pruning)
         kept = _calibration_to_keep(out, manifest)
         if kept:
-            manifest["thresholds"] = kept
+            manifest["thresholds"], old_rule = kept
+            if old_rule is not None:
+                manifest["modality_pruning"]["rule"] = old_rule
             log("  kept the calibrated thresholds of the bundle it replaces (same weights)")
         write_manifest(tmp, manifest)
         if sign_key is not None:
@@ -224,9 +246,28 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
     return out
 
 
-def _calibration_to_keep(out: Path, manifest: dict) -> dict | None:
+def _pruning(model, tokenizer, specs, groups, text_specs, recipe, reference_session, flops, log) -> dict:
+    """The modality_pruning section: text-only stages, pruned exit FLOPs, and the rule measured on
+    validation samples at the full keep ratio (the PyTorch reference)."""
+    from mmedge.train.flops import text_stage_flops
+
+    full = groups[max(groups)]
+    batch = _samples(model, tokenizer, "val", recipe.drop_visual_samples, recipe.data_seed + 2)
+    rule = measure_rule(reference_session, full, text_specs, stage0_feeds(batch), model.config.max_text_len,
+                        recipe.drop_visual_signal, recipe.drop_visual_when, recipe.drop_visual_threshold,
+                        recipe.drop_visual_min_agreement)
+    m = rule["measured"]
+    log(f"  modality pruning after stage {text_specs[0].stage - 1}: {rule['signal']} {rule['prune_when']} "
+        f"{rule['threshold']:.4g} ({rule['source']}) drops the image for {m['pruned_share']:.0%} of "
+        f"{m['samples']} val samples, final answers unchanged on {m['final_answer_agreement']:.1%}")
+    return pruning_section(model, text_specs[0].stage - 1, text_specs, expected_io(model, text_specs),
+                           text_stage_flops(model, text_specs[0].stage - 1), flops, rule)
+
+
+def _calibration_to_keep(out: Path, manifest: dict) -> tuple[dict, dict | None] | None:
     """The calibrated thresholds of the bundle being replaced, when it holds the same weights and its
-    calibrated keep ratio is exported again (re-exporting used to drop them)."""
+    calibrated keep ratio is exported again (re-exporting used to drop them); with them its calibrated
+    modality pruning rule when both bundles drop the visual tokens after the same stage by the same signal."""
     from mmedge.bundle.manifest import load_manifest
     from mmedge.errors import MMEdgeError
 
@@ -239,7 +280,12 @@ def _calibration_to_keep(out: Path, manifest: dict) -> dict | None:
     same = old["files"].get(weights, {}).get("sha256") == manifest["files"].get(weights, {}).get("sha256")
     ratios = {k["keep_ratio"] for k in manifest["keep_ratios"]}
     if thresholds["source"] == "calibrated" and same and thresholds["keep_ratio"] in ratios:
-        return thresholds
+        old_p, new_p = old.get("modality_pruning"), manifest.get("modality_pruning")
+        rule = None
+        if old_p and new_p and old_p["rule"]["source"] == "calibrated" and old_p["after_stage"] == new_p["after_stage"] \
+                and old_p["rule"]["signal"] == new_p["rule"]["signal"]:
+            rule = old_p["rule"]
+        return thresholds, rule
     return None
 
 
@@ -253,13 +299,14 @@ def _torch_reference(model_dir: Path, root: Path, specs: list[StageSpec]) -> dic
             "parity": {"status": "reference", "passed": True, "reason": "the PyTorch reference itself"}}
 
 
-def _calibration(model, tokenizer, specs, groups, recipe, reference_session) -> dict[str, list[tuple]]:
+def _calibration(model, tokenizer, specs, groups, recipe, reference_session,
+                 text_specs: list[StageSpec] = ()) -> dict[str, list[tuple]]:
     """int8 calibration inputs per stage from real training samples (later stages: the reference's
-    own hidden states at that point)."""
+    own hidden states at that point; text-only stages: those of the pruned chains of every keep ratio)."""
     import torch
 
     batch = _samples(model, tokenizer, "train", recipe.calibration_samples, recipe.data_seed)
-    calibration: dict[str, list[tuple]] = {s.name: [] for s in specs}
+    calibration: dict[str, list[tuple]] = {s.name: [] for s in (*specs, *text_specs)}
     for feed in stage0_feeds(batch):
         for ratio, ss in groups.items():
             chain = run_chain(reference_session, ss, feed)
@@ -267,6 +314,13 @@ def _calibration(model, tokenizer, specs, groups, recipe, reference_session) -> 
             for spec, prev in zip(ss[1:], chain[:-1]):
                 calibration[spec.name].append((torch.from_numpy(prev["hidden"]),
                                                torch.from_numpy(chain[0]["attention_mask"])))
+            if text_specs:
+                pruned = pruned_chain(reference_session, ss, list(text_specs), feed)
+                keep = text_specs[0].seq_len
+                mask = torch.from_numpy(np.ascontiguousarray(chain[0]["attention_mask"][:, :keep]))
+                for spec, prev in zip(text_specs, pruned[text_specs[0].stage - 1:]):
+                    calibration[spec.name].append((torch.from_numpy(np.ascontiguousarray(prev["hidden"][:, :keep])),
+                                                   mask))
     return calibration
 
 

@@ -49,6 +49,13 @@ class ExportRecipe:
     calibration_samples: int = 32       # int8 calibration samples (training split)
     default_threshold: float = 0.9      # learned-confidence exit threshold until calibrated
     data_seed: int = 0
+    # modality pruning: text-only stages after this stage, and the per-input rule that picks them
+    drop_visual_after: int | None = None          # None: no text-only stages
+    drop_visual_signal: str = "visual_text_norm_ratio"  # mmedge.runtime.pruning.SIGNALS
+    drop_visual_when: str = "below"               # prune when the signal is below / above the threshold
+    drop_visual_threshold: float | None = None    # None: measured at export (drop_visual_min_agreement)
+    drop_visual_samples: int = 300                # validation samples the default threshold is measured on
+    drop_visual_min_agreement: float = 0.99       # final answers equal to full depth's, over all samples
     # int8 limits (fp32 limits are fixed: logits <= 1e-4, every answer and exit equal)
     int8_min_answer_agreement: float = INT8_TOLERANCES.min_answer_agreement
     int8_min_exit_agreement: float = INT8_TOLERANCES.min_exit_agreement
@@ -80,8 +87,31 @@ class ExportRecipe:
         for name in ("int8_min_answer_agreement", "int8_min_exit_agreement", "int8_max_accuracy_drop"):
             if not 0 <= getattr(self, name) <= 1:
                 p.append(f"{name} {getattr(self, name)} must be in [0, 1]")
+        p += self._pruning_problems()
         if not 0 < self.default_threshold <= 1:
             p.append(f"default_threshold {self.default_threshold} must be in (0, 1]")
+        return p
+
+    def _pruning_problems(self) -> list[str]:
+        import math
+
+        from mmedge.runtime.pruning import DIRECTIONS, SIGNALS
+
+        p = []
+        after = self.drop_visual_after
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+            p.append(f"drop_visual_after {after!r} must be null or a stage index >= 0")
+        if self.drop_visual_signal not in SIGNALS:
+            p.append(f"drop_visual_signal {self.drop_visual_signal!r} must be one of {list(SIGNALS)}")
+        if self.drop_visual_when not in DIRECTIONS:
+            p.append(f"drop_visual_when {self.drop_visual_when!r} must be one of {list(DIRECTIONS)}")
+        t = self.drop_visual_threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
+            p.append(f"drop_visual_threshold {t!r} must be null or a finite number")
+        if self.drop_visual_samples < 1:
+            p.append("drop_visual_samples must be at least 1")
+        if not 0 <= self.drop_visual_min_agreement <= 1:
+            p.append(f"drop_visual_min_agreement {self.drop_visual_min_agreement} must be in [0, 1]")
         return p
 
     @property

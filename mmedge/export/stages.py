@@ -11,6 +11,12 @@ Inputs and outputs (names shared by every backend and written into the manifest)
     stage i: hidden_in f32 (1, T, D) (the previous stage's hidden), attention_mask f32 (1, T)
           -> hidden, logits, confidence
 with T = 1 + L + k.
+
+Modality pruning (``--drop-visual-after A``) adds text-only stages ``text_stage{i}`` for every
+stage i > A: the same layers and exit head on the [CLS] + text part of the sequence only,
+    text stage i: hidden_in f32 (1, 1 + L, D) (stage A's hidden, first 1 + L rows),
+                  attention_mask f32 (1, 1 + L) -> hidden, logits, confidence
+one graph for every keep ratio (the text part does not depend on how many visual tokens were kept).
 """
 
 from __future__ import annotations
@@ -36,11 +42,12 @@ class StageSpec:
     keep_ratio: float
     kept_tokens: int
     seq_len: int
+    text_only: bool = False  # a modality-pruning stage: [CLS] + text, no visual tokens
 
     @property
     def name(self) -> str:
-        """Method / function / file stem, e.g. ``k18_stage2`` (k = visual tokens kept)."""
-        return f"k{self.kept_tokens}_stage{self.stage}"
+        """Method / function / file stem, e.g. ``k18_stage2`` (k = visual tokens kept), ``text_stage2``."""
+        return f"text_stage{self.stage}" if self.text_only else f"k{self.kept_tokens}_stage{self.stage}"
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -88,6 +95,17 @@ def stage_specs(model: AdaptiveVLModel, keep_ratios: list[float]) -> list[StageS
         k = cfg.kept_tokens(ratio)
         specs += [StageSpec(s, ratio, k, 1 + cfg.max_text_len + k) for s in range(model.num_stages)]
     return specs
+
+
+def text_stage_specs(model: AdaptiveVLModel, after_stage: int) -> list[StageSpec]:
+    """The text-only stages that follow stage `after_stage` when the visual tokens are dropped after it."""
+    from mmedge.errors import ConfigError
+
+    if not 0 <= after_stage < model.num_stages - 1:
+        raise ConfigError(f"drop_visual_after {after_stage} must name a stage before the last one "
+                          f"(0..{model.num_stages - 2} for this model's {model.num_stages} stages)", "export recipe")
+    seq = 1 + model.config.max_text_len
+    return [StageSpec(s, 0.0, 0, seq, text_only=True) for s in range(after_stage + 1, model.num_stages)]
 
 
 def stage_module(model: AdaptiveVLModel, spec: StageSpec) -> nn.Module:

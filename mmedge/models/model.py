@@ -101,8 +101,10 @@ class ExitHead(nn.Module):
         if self.pool == "cls":
             h = self.norm(hidden[:, 0])  # (B, D): the [CLS] token
         else:  # mean over [CLS] and the real text tokens
-            w = mask[:, : 1 + self.num_text].unsqueeze(-1)  # (B, 1 + L, 1)
-            h = self.norm((hidden[:, : 1 + self.num_text] * w).sum(1) / w.sum(1))  # (B, D)
+            if hidden.shape[1] > 1 + self.num_text:  # a static shape: a text-only sequence needs no slice
+                hidden, mask = hidden[:, : 1 + self.num_text], mask[:, : 1 + self.num_text]  # (Core ML: no alias op)
+            w = mask.unsqueeze(-1)  # (B, 1 + L, 1)
+            h = self.norm((hidden * w).sum(1) / w.sum(1))  # (B, D)
         logits = self.classifier(h)  # (B, L)
         top2 = logits.softmax(dim=-1).topk(2, dim=-1).values  # (B, 2)
         feats = torch.cat([h, top2], dim=-1).detach()  # (B, D + 2)

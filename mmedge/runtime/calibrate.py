@@ -6,6 +6,13 @@ torch.utils.flop_counter at export). The accuracy bound is checked conservativel
 per-sample drop against full depth must stay within ``max_drop`` at its one-sided upper
 confidence limit (mean + z * standard error, z = 1.645 for 95%), so that it holds on unseen data
 too, not only on the samples it was chosen on.
+
+A bundle with text-only stages (modality pruning) adds the pruning rule's threshold to the search:
+for every policy and keep ratio, "no pruning" and thresholds at the 5th, 10th, .. 100th percentile of
+the rule's signal on the calibration samples. A query whose signal fires follows the pruned path
+(its exits after the pruning stage come from the text-only stages, at their FLOPs); the chosen
+threshold, or "off" when the cheapest option within the bound does not prune, is written into the
+manifest's ``modality_pruning.rule``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from mmedge.data.batches import generate
 from mmedge.errors import ConfigError
 from mmedge.runtime.controller import Policy, decide_offline
 from mmedge.runtime.engine import Engine
+from mmedge.runtime.pruning import PruningRule, stored_rule
 
 # Fewer samples than this and the normal approximation behind the upper limit (mean + z standard
 # errors of a mean of 0/1 differences) is not trustworthy: one sample's error moves the drop by more
@@ -30,6 +38,22 @@ MIN_SAMPLES = 100
 
 THRESHOLDS = tuple(np.round(np.concatenate([np.arange(0.5, 0.9, 0.05), np.arange(0.9, 1.0, 0.01),
                                             [0.995, 0.999, 1.0001]]), 4).tolist())
+
+
+PRUNING_QUANTILES = tuple(np.round(np.arange(0.05, 1.0001, 0.05), 2).tolist())
+
+
+@dataclass
+class PrunedTable:
+    """The modality-pruned path of n samples at one keep ratio: the same exits as the full path up to
+    the pruning stage, the text-only stages' after it."""
+
+    rule: PruningRule        # signal kind and direction (its threshold is the one searched over)
+    signal: np.ndarray       # (n,) the rule's signal after the pruning stage
+    answers: np.ndarray      # (n, E)
+    confidence: np.ndarray   # (n, E)
+    max_prob: np.ndarray     # (n, E)
+    exit_flops: list[int]    # cumulative FLOPs per exit on the pruned path
 
 
 @dataclass
@@ -41,6 +65,7 @@ class ExitTable:
     confidence: np.ndarray   # (n, E)
     max_prob: np.ndarray     # (n, E)
     exit_flops: list[int]    # cumulative FLOPs per exit
+    pruned: PrunedTable | None = None
 
 
 def collect(engine: Engine, split: str, n: int, data_seed: int = 0, progress: bool = True
@@ -59,9 +84,37 @@ def collect(engine: Engine, split: str, n: int, data_seed: int = 0, progress: bo
             rows.append(engine.all_exits(feed, ratio))
             bar.update()
         tables[ratio] = ExitTable(ratio, np.array([r.answers for r in rows]), np.array([r.confidences for r in rows]),
-                                  np.array([r.max_probabilities for r in rows]), engine.exit_flops(ratio))
+                                  np.array([r.max_probabilities for r in rows]), engine.exit_flops(ratio),
+                                  _pruned_table(engine, ratio, rows))
     bar.close()
     return labels, tables
+
+
+def _pruned_table(engine: Engine, ratio: float, rows) -> PrunedTable | None:
+    if engine.pruning_section is None:
+        return None
+    after = engine.pruning_section["after_stage"]
+
+    def path(full: list, text: list) -> list:
+        return list(full[: after + 1]) + list(text)
+
+    return PrunedTable(stored_rule(engine.pruning_section), np.array([r.pruned.signal for r in rows]),
+                       np.array([path(r.answers, r.pruned.answers) for r in rows]),
+                       np.array([path(r.confidences, r.pruned.confidences) for r in rows]),
+                       np.array([path(r.max_probabilities, r.pruned.max_probabilities) for r in rows]),
+                       engine.exit_flops(ratio, pruned=True))
+
+
+def pruning_candidates(table: ExitTable) -> list[PruningRule | None]:
+    """None (no pruning) and the rule at each PRUNING_QUANTILES quantile of its signal."""
+    if table.pruned is None:
+        return [None]
+    rule, signal = table.pruned.rule, table.pruned.signal[np.isfinite(table.pruned.signal)]
+    if signal.size == 0:
+        return [None]
+    qs = PRUNING_QUANTILES if rule.prune_when == "below" else tuple(1.0 - q for q in PRUNING_QUANTILES)
+    values = sorted({float(np.quantile(signal, q)) for q in qs})
+    return [None] + [PruningRule(rule.signal, rule.prune_when, v) for v in values]
 
 
 def candidates(num_exits: int) -> list[Policy]:
@@ -72,12 +125,38 @@ def candidates(num_exits: int) -> list[Policy]:
     return out
 
 
-def evaluate_policy(policy: Policy, table: ExitTable, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(correct (n,), flops (n,)) of a policy on a table."""
-    exits = np.array([decide_offline(policy, table.answers[i], table.confidence[i], table.max_prob[i])
-                      for i in range(len(labels))])
-    correct = table.answers[np.arange(len(labels)), exits] == labels
-    return correct, np.asarray(table.exit_flops)[exits]
+def exits_taken(policy: Policy, answers: np.ndarray, confidence: np.ndarray, max_prob: np.ndarray) -> np.ndarray:
+    """(n,) the exit `policy` takes for each row: vectorised for full / confidence / max_probability (the
+    same rule as controller.should_stop: the first exit whose value reaches the threshold, else the last),
+    decide_offline row by row otherwise."""
+    n, e = answers.shape
+    if policy.kind == "full":
+        return np.full(n, e - 1)
+    if policy.kind in ("confidence", "max_probability"):
+        hit = (confidence if policy.kind == "confidence" else max_prob) >= policy.threshold  # (n, E)
+        hit[:, -1] = True  # the last exit always stops
+        return hit.argmax(1)
+    return np.array([decide_offline(policy, answers[i], confidence[i], max_prob[i]) for i in range(n)])
+
+
+def evaluate_policy(policy: Policy, table: ExitTable, labels: np.ndarray,
+                    rule: PruningRule | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(correct (n,), flops (n,)) of a policy on a table; with a modality pruning `rule`, the samples
+    whose signal fires follow the pruned path."""
+    answers, conf, maxp = table.answers, table.confidence, table.max_prob
+    flops = np.broadcast_to(np.asarray(table.exit_flops), answers.shape)
+    if rule is not None:
+        if table.pruned is None:
+            raise ConfigError("a pruning rule needs a table with the pruned path (a bundle with text-only stages)",
+                              "calibration arguments")
+        pr = table.pruned
+        fires = rule.fires_array(pr.signal)[:, None]  # (n, 1)
+        answers, conf, maxp = (np.where(fires, a, b) for a, b in ((pr.answers, answers), (pr.confidence, conf),
+                                                                  (pr.max_prob, maxp)))
+        flops = np.where(fires, np.asarray(pr.exit_flops)[None, :], flops)
+    exits = exits_taken(policy, answers, conf, maxp)
+    rows = np.arange(len(labels))
+    return answers[rows, exits] == labels, flops[rows, exits]
 
 
 def check_arguments(max_drop, z, samples) -> None:
@@ -107,19 +186,22 @@ def choose(labels: np.ndarray, tables: dict[float, ExitTable], max_drop: float, 
     n = len(labels)
     best, rows = None, []
     for ratio, table in sorted(tables.items(), reverse=True):
-        for policy in candidates(table.answers.shape[1]):
-            correct, flops = evaluate_policy(policy, table, labels)
-            diff = reference.astype(float) - correct.astype(float)  # per-sample drop
-            upper = diff.mean() + z * diff.std(ddof=1) / np.sqrt(n)
-            row = {"keep_ratio": ratio, "policy": policy.to_dict(), "accuracy": float(correct.mean()),
-                   "drop": float(diff.mean()), "drop_upper": float(upper), "mean_flops": float(flops.mean()),
-                   "flops_ratio": float(flops.mean() / ref_flops.mean()), "within_bound": bool(upper <= max_drop)}
-            rows.append(row)
-            if row["within_bound"] and (best is None or row["mean_flops"] < best["mean_flops"]):
-                best = row
+        for rule in pruning_candidates(table):
+            fired = None if rule is None else float(rule.fires_array(table.pruned.signal).mean())
+            for policy in candidates(table.answers.shape[1]):
+                correct, flops = evaluate_policy(policy, table, labels, rule)
+                diff = reference.astype(float) - correct.astype(float)  # per-sample drop
+                upper = diff.mean() + z * diff.std(ddof=1) / np.sqrt(n)
+                row = {"keep_ratio": ratio, "policy": policy.to_dict(), "accuracy": float(correct.mean()),
+                       "drop": float(diff.mean()), "drop_upper": float(upper), "mean_flops": float(flops.mean()),
+                       "flops_ratio": float(flops.mean() / ref_flops.mean()), "within_bound": bool(upper <= max_drop),
+                       "pruning": None if rule is None else {**rule.to_dict(), "fires_share": fired}}
+                rows.append(row)
+                if row["within_bound"] and (best is None or row["mean_flops"] < best["mean_flops"]):
+                    best = row
     summary = {}
-    for row in rows:  # the best row per (keep ratio, policy kind), for the printed table
-        key = (row["keep_ratio"], row["policy"]["kind"])
+    for row in rows:  # the best row per (keep ratio, policy kind, pruning or not), for the printed table
+        key = (row["keep_ratio"], row["policy"]["kind"], row["pruning"] is not None)
         cur = summary.get(key)
         if row["within_bound"] and (cur is None or row["mean_flops"] < cur["mean_flops"]):
             summary[key] = row
@@ -156,6 +238,15 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
         thresholds["calibration"] = {k: result[k] for k in ("split", "samples", "max_drop", "z", "backend",
                                                              "reference_accuracy", "reference_flops", "chosen")}
         manifest["thresholds"] = thresholds
+        if "modality_pruning" in manifest:  # the rule is on exactly when the chosen option prunes
+            rule = dict(manifest["modality_pruning"]["rule"])
+            pruning = chosen.get("pruning")
+            rule.update(source="calibrated", enabled=pruning is not None,
+                        calibration={"split": split, "samples": result["samples"], "max_drop": max_drop,
+                                     "chosen_fires_share": None if pruning is None else pruning["fires_share"]})
+            if pruning is not None:
+                rule["threshold"] = pruning["threshold"]
+            manifest["modality_pruning"]["rule"] = rule
         removed = write_manifest(engine.root, manifest)
         result["signature"] = "removed" if removed else "none"
         if sign_key is not None:
@@ -169,19 +260,27 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
 def format_table(result: dict) -> str:
     from tabulate import tabulate
 
-    rows = [[r["keep_ratio"], r["policy"]["kind"], _param(r["policy"]), f"{r['accuracy']:.3f}", f"{r['drop']:+.3f}",
-             f"{r['drop_upper']:+.3f}", f"{r['mean_flops'] / 1e6:.1f}", f"{r['flops_ratio']:.2f}"]
-            for r in result["table"]]
+    rows = [[r["keep_ratio"], r["policy"]["kind"], _param(r["policy"]), _pruning(r.get("pruning")),
+             f"{r['accuracy']:.3f}", f"{r['drop']:+.3f}", f"{r['drop_upper']:+.3f}", f"{r['mean_flops'] / 1e6:.1f}",
+             f"{r['flops_ratio']:.2f}"] for r in result["table"]]
     chosen = result["chosen"]
     head = (f"full depth, every token: accuracy {result['reference_accuracy']:.3f} at "
             f"{result['reference_flops'] / 1e6:.1f} MFLOPs ({result['samples']} {result['split']} samples, "
             f"backend {result['backend']}); allowed drop {result['max_drop']} at the {result['z']}-sigma upper limit")
-    table = tabulate(rows, ["keep", "policy", "setting", "accuracy", "drop", "drop upper", "MFLOPs", "cost"],
-                     tablefmt="github")
+    table = tabulate(rows, ["keep", "policy", "setting", "modality pruning", "accuracy", "drop", "drop upper",
+                            "MFLOPs", "cost"], tablefmt="github")
     pick = ("chosen: none within the bound (thresholds left unchanged)" if chosen is None else
-            f"chosen: keep {chosen['keep_ratio']}, {chosen['policy']['kind']} {_param(chosen['policy'])}: "
+            f"chosen: keep {chosen['keep_ratio']}, {chosen['policy']['kind']} {_param(chosen['policy'])}, "
+            f"modality pruning {_pruning(chosen.get('pruning'))}: "
             f"accuracy {chosen['accuracy']:.3f}, {chosen['flops_ratio']:.2f} x the full-depth FLOPs")
     return f"{head}\n\n{table}\n\n{pick}"
+
+
+def _pruning(pruning: dict | None) -> str:
+    if pruning is None:
+        return "off"
+    return (f"{pruning['signal']} {'<=' if pruning['prune_when'] == 'below' else '>='} {pruning['threshold']:.4g} "
+            f"({pruning['fires_share']:.0%} fire)")
 
 
 def _param(policy: dict) -> str:

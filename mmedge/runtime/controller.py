@@ -9,6 +9,10 @@ Policies (``Policy.kind``):
 - ``full``: run every stage.
 The last exit always stops. The same decisions are pinned by shared test vectors
 (``tests/vectors/controller.json``) that the Android app reuses.
+
+Modality pruning (bundles with a ``modality_pruning`` section) is decided apart from the exit: after
+the pruning stage, when the query goes on, ``should_prune`` reads the rule's signal
+(``mmedge.runtime.pruning``) and says whether the remaining stages run on [CLS] + text only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mmedge.errors import ConfigError
+from mmedge.runtime.pruning import PruningRule, stored_rule
 
 POLICIES = ("confidence", "max_probability", "patience", "latency_budget", "full")
 
@@ -97,6 +102,11 @@ def should_stop(policy: Policy, state: ExitState, num_stages: int, next_stage_ms
     return next_stage_ms is not None and state.elapsed_ms + next_stage_ms > policy.budget_ms
 
 
+def should_prune(rule: PruningRule | None, signal: float) -> bool:
+    """After the pruning stage, for a query that goes on: drop the visual tokens?"""
+    return rule is not None and rule.fires(signal)
+
+
 def decide_offline(policy: Policy, answers, confidences, max_probabilities, stage_ms=None) -> int:
     """The exit a policy takes given every exit's outputs (for calibration and test vectors)."""
     n = len(answers)
@@ -131,3 +141,20 @@ def standard_policies(manifest: dict) -> dict[str, tuple[Policy, float]]:
             "prefilter only": (Policy("full"), th["keep_ratio"]),
             "exits only": (calibrated, full_ratio),
             "prefilter + exits": (calibrated, th["keep_ratio"])}
+
+
+def policy_rows(manifest: dict) -> dict[str, tuple[Policy, float, PruningRule | None]]:
+    """What demo and bench compare, as (policy, keep ratio, modality pruning rule): the four standard
+    settings without pruning, and for a bundle with text-only stages, its rule at full depth with every
+    token and with the calibrated exits and keep ratio (the rule as stored, even when calibration
+    turned it off, so that its effect is measured either way)."""
+    rows: dict[str, tuple[Policy, float, PruningRule | None]] = {
+        name: (policy, ratio, None) for name, (policy, ratio) in standard_policies(manifest).items()}
+    section = manifest.get("modality_pruning")
+    if section:
+        rule = stored_rule(section)
+        full_ratio = max(k["keep_ratio"] for k in manifest["keep_ratios"])
+        rows["modality pruning only"] = (Policy("full"), full_ratio, rule)
+        rows["prefilter + exits + pruning"] = (policy_from_thresholds(manifest["thresholds"]),
+                                               manifest["thresholds"]["keep_ratio"], rule)
+    return rows

@@ -3,6 +3,7 @@
     engine = Engine.load("vqa-default.mmedge")            # backend="auto", verified by SHA-256
     p = engine.predict("scene.png", "what color is the circle ?")
     p.answer, p.confidence, p.exit_index, p.kept_visual_tokens, p.timings_ms
+    p.visual_dropped_after   # the stage after which modality pruning dropped the image, or None
 
 Needs numpy, Pillow and the chosen backend only (no torch with onnxruntime). Thread-safe:
 concurrent calls give exactly the results of sequential ones (sessions are read-only; the only
@@ -25,7 +26,10 @@ from mmedge.data.preprocess import ImageLike, preprocess_image
 from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
 from mmedge.errors import BundleError, CheckpointError, ConfigError, MissingDependencyError, MMEdgeError
 from mmedge.runtime.backends import BACKENDS, open_session
-from mmedge.runtime.controller import ExitState, Policy, policy_from_thresholds, should_stop, softmax_max
+from mmedge.runtime.controller import ExitState, Policy, policy_from_thresholds, should_prune, should_stop, softmax_max
+from mmedge.runtime.pruning import PruningRule, rule_from_manifest, signal_value, stored_rule
+
+BUNDLE_RULE = "bundle"  # predict(pruning=...): the bundle's own modality pruning rule (None: never prune)
 
 BACKEND_ORDER = ("onnxruntime", "executorch", "coreml")
 _PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch", "coreml": "coremltools", "torch": "torch"}
@@ -41,6 +45,8 @@ class Prediction:
     kept_visual_tokens: list[int]    # row-major patch indices the prefilter kept (sorted)
     keep_ratio: float
     timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess, stage names, total
+    visual_dropped_after: int | None = None  # modality pruning: the stage after which the image was dropped
+    pruning_signal: float | None = None      # the rule's signal, when it was computed
 
 
 @dataclass
@@ -53,6 +59,19 @@ class AllExits:
     kept_visual_tokens: list[int]
     stage_ms: list[float]
     logits: list[np.ndarray] = field(default_factory=list)  # (labels,) float32 per exit
+    pruned: "PrunedExits | None" = None  # the text-only path after the pruning stage, when the bundle has one
+
+
+@dataclass
+class PrunedExits:
+    """Modality pruning, for one query: the rule's signal after stage `after_stage`, and the exits
+    after it on the text-only path (exits after_stage + 1 .. last)."""
+
+    after_stage: int
+    signal: float
+    answers: list[int]
+    confidences: list[float]
+    max_probabilities: list[float]
 
 
 class Engine:
@@ -66,6 +85,11 @@ class Engine:
         self.tokenizer = tokenizer or _load_tokenizer(root, manifest)
         self.image_size: int = manifest["preprocessing"]["image_size"]
         self._groups = {k["keep_ratio"]: k["stages"] for k in manifest["keep_ratios"]}
+        section = manifest.get("modality_pruning")
+        self.pruning_section: dict | None = section
+        self.pruning: PruningRule | None = rule_from_manifest(section)  # applied by default when enabled
+        self._text_stages: list[str] = [st["name"] for st in section["stages"]] if section else []
+        self._num_text: int = manifest["tokenizer"]["max_length"]
         self._stage_times: dict[str, deque] = {}
         self._lock = threading.Lock()
 
@@ -120,11 +144,39 @@ class Engine:
                         raise BundleError(f"{self.root}: stage {name} output {spec['name']} has shape "
                                           f"{None if got is None else list(np.shape(got))}, the manifest says "
                                           f"{spec['shape']}; export the bundle again")
+            if self.pruning_section:
+                self._check_pruned(feeds, group["stages"])
             kept = np.asarray(outs[0]["kept_index"]).reshape(-1)
             patch = self.manifest["model"]["config"].get("patch_size")
             patches = (self.image_size // patch) ** 2 if type(patch) is int and patch > 0 else None
             if patches and kept.size and (kept.min() < 0 or kept.max() >= patches):
                 raise BundleError(f"{self.root}: the prefilter keeps token indices outside 0..{patches - 1}")
+
+    def _check_pruned(self, feeds, names: list[str]) -> None:
+        """The text-only stages run after the pruning stage of one keep ratio and give the declared shapes."""
+        after = self.pruning_section["after_stage"]
+        try:
+            outs, _ = self._all_stages(feeds, names[: after + 1])
+            pruned, _ = self._text_path(outs[-1]["hidden"], outs[0]["attention_mask"])
+        except MMEdgeError:
+            raise
+        except Exception as exc:  # a backend's own error type
+            raise BundleError(f"{self.root}: the {self.backend} text-only stages fail on a test query "
+                              f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again") from exc
+        for spec, out in zip(self.pruning_section["stages"], pruned):
+            for t in spec["outputs"]:
+                got = out.get(t["name"])
+                if got is None or list(np.shape(got)) != t["shape"]:
+                    raise BundleError(f"{self.root}: text-only stage {spec['name']} output {t['name']} has shape "
+                                      f"{None if got is None else list(np.shape(got))}, the manifest says "
+                                      f"{t['shape']}; export the bundle again")
+
+    def _text_path(self, hidden: np.ndarray, attention_mask: np.ndarray):
+        """Every text-only stage on the [CLS] + text rows of a stage's hidden state and mask."""
+        keep = self.pruning_section["seq_len"]
+        return self._all_stages({"hidden_in": np.ascontiguousarray(hidden[:, :keep]),
+                                 "attention_mask": np.ascontiguousarray(attention_mask[:, :keep])},
+                                self._text_stages, chained_from_first=False)
 
     @staticmethod
     def _choose_backend(backend: str, artifacts: list[dict], root: Path) -> str:
@@ -182,22 +234,43 @@ class Engine:
         for _ in range(runs):
             self._all_stages(feeds, self.stages_for(keep_ratio))
 
-    def _all_stages(self, feeds, names):
+    def _all_stages(self, feeds, names, chained_from_first: bool = True):
+        """Run `names` in order; the first takes `feeds`, each later one the previous hidden state and
+        the attention mask of stage 0 (chained_from_first) or of `feeds` (a text-only chain)."""
         outs, times = [], []
         for i, name in enumerate(names):
-            inp = feeds if i == 0 else {"hidden_in": outs[-1]["hidden"], "attention_mask": outs[0]["attention_mask"]}
+            mask = outs[0]["attention_mask"] if chained_from_first and i else feeds.get("attention_mask")
+            inp = feeds if i == 0 else {"hidden_in": outs[-1]["hidden"], "attention_mask": mask}
             out, ms = self._run(name, inp)
             outs.append(out)
             times.append(ms)
         return outs, times
 
+    def pruning_rule(self, pruning=BUNDLE_RULE) -> PruningRule | None:
+        """The modality pruning rule a predict() call applies: the bundle's (BUNDLE_RULE; None when it
+        has none or calibration turned it off), none (None), or the PruningRule given."""
+        if isinstance(pruning, str) and pruning == BUNDLE_RULE:
+            return self.pruning
+        if pruning is None:
+            return None
+        if not isinstance(pruning, PruningRule):
+            raise ConfigError(f"pruning must be a PruningRule, None or {BUNDLE_RULE!r}, got {type(pruning).__name__}",
+                              "arguments")
+        if self.pruning_section is None:
+            raise ConfigError(f"{self.root} has no text-only stages (export it with --drop-visual-after to "
+                              "use modality pruning)", "arguments")
+        return pruning
+
     def predict(self, image: ImageLike, text: str, policy: Policy | None = None,
-                keep_ratio: float | None = None) -> Prediction:
+                keep_ratio: float | None = None, pruning=BUNDLE_RULE) -> Prediction:
         """Answer one question, stopping at the first exit the policy accepts (`policy`: a Policy or
-        a policy name such as "full")."""
+        a policy name such as "full"). With a modality pruning rule (`pruning`: the bundle's by default,
+        None for none, or a PruningRule), after the pruning stage the visual tokens are dropped when the
+        rule fires, and the remaining stages run text-only."""
         policy = self.policy if policy is None else _policy(policy)
+        rule = self.pruning_rule(pruning)
         ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
-        names = self.stages_for(ratio)
+        names = list(self.stages_for(ratio))
         if policy.kind == "latency_budget" and any(self.stage_ms(n) is None for n in names):
             self.warm_up(3, ratio)
         t_start = time.perf_counter()
@@ -205,11 +278,14 @@ class Engine:
         timings = {"preprocess": (time.perf_counter() - t_start) * 1e3}
         state = ExitState([], [], [])
         first = out = None
-        for i, name in enumerate(names):
-            inp = feeds if i == 0 else {"hidden_in": out["hidden"], "attention_mask": first["attention_mask"]}
-            out, ms = self._run(name, inp)
-            first = first or out
-            timings[name] = ms
+        dropped_after = signal = None
+        mask = None
+        for i in range(len(names)):
+            inp = feeds if i == 0 else {"hidden_in": out["hidden"], "attention_mask": mask}
+            out, ms = self._run(names[i], inp)
+            if first is None:
+                first, mask = out, out["attention_mask"]
+            timings[names[i]] = ms
             state.elapsed_ms += ms
             logits = out["logits"].reshape(-1)
             state.answers.append(int(np.argmax(logits)))
@@ -218,11 +294,20 @@ class Engine:
             nxt = self.stage_ms(names[i + 1]) if i + 1 < len(names) else None
             if should_stop(policy, state, len(names), nxt):
                 break
+            if rule is not None and i == self.pruning_section["after_stage"]:
+                signal = signal_value(rule.signal, out["hidden"], first["attention_mask"], self._num_text)
+                if should_prune(rule, signal):  # the rest of the way on [CLS] + text only
+                    keep = self.pruning_section["seq_len"]
+                    out = {**out, "hidden": np.ascontiguousarray(out["hidden"][:, :keep])}
+                    mask = np.ascontiguousarray(first["attention_mask"][:, :keep])
+                    names[i + 1:] = self._text_stages
+                    dropped_after = i
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         exit_index = len(state.answers) - 1
         kept = np.sort(np.asarray(first["kept_index"]).reshape(-1)).astype(int).tolist()
         return Prediction(self.labels[state.answers[-1]], state.confidences[-1], state.max_probabilities[-1],
-                          exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings)
+                          exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings,
+                          dropped_after, signal)
 
     def predict_batch(self, items: list[tuple[ImageLike, str]], policy: Policy | None = None,
                       keep_ratio: float | None = None) -> list[Prediction]:
@@ -240,14 +325,31 @@ class Engine:
         """Full depth on preprocessed inputs, every exit's outputs (calibration)."""
         outs, times = self._all_stages(feeds, self.stages_for(keep_ratio))
         logits = [o["logits"].reshape(-1) for o in outs]
+        pruned = None
+        if self.pruning_section is not None:  # the text-only path too, and the signal of every signal kind's rule
+            after = self.pruning_section["after_stage"]
+            rule = stored_rule(self.pruning_section)
+            text_outs, _ = self._text_path(outs[after]["hidden"], outs[0]["attention_mask"])
+            text_logits = [o["logits"].reshape(-1) for o in text_outs]
+            pruned = PrunedExits(after, signal_value(rule.signal, outs[after]["hidden"], outs[0]["attention_mask"],
+                                                     self._num_text),
+                                 [int(np.argmax(lg)) for lg in text_logits],
+                                 [float(np.asarray(o["confidence"]).reshape(-1)[0]) for o in text_outs],
+                                 [softmax_max(lg) for lg in text_logits])
         return AllExits([int(np.argmax(lg)) for lg in logits],
                         [float(np.asarray(o["confidence"]).reshape(-1)[0]) for o in outs],
                         [softmax_max(lg) for lg in logits],
                         np.sort(np.asarray(outs[0]["kept_index"]).reshape(-1)).astype(int).tolist(), times,
-                        logits)
+                        logits, pruned)
 
-    def exit_flops(self, keep_ratio: float | None = None) -> list[int]:
+    def exit_flops(self, keep_ratio: float | None = None, pruned: bool = False) -> list[int]:
+        """Cumulative FLOPs to each exit; `pruned`: on the modality-pruned path (the same up to the pruning
+        stage, text-only after it)."""
         ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
+        if pruned:
+            if self.pruning_section is None:
+                raise ConfigError(f"{self.root} has no modality pruning stages", "arguments")
+            return next(e["exit_flops"] for e in self.pruning_section["exit_flops"] if e["keep_ratio"] == ratio)
         return next(k["exit_flops"] for k in self.manifest["keep_ratios"] if k["keep_ratio"] == ratio)
 
 

@@ -48,3 +48,20 @@ def exit_flops(model: AdaptiveVLModel, keep_ratio: float) -> list[int]:
         total += f
         out.append(total)
     return out
+
+
+@torch.no_grad()
+def text_stage_flops(model: AdaptiveVLModel, after_stage: int) -> list[int]:
+    """FLOPs of each text-only stage (modality pruning: [CLS] + text, no visual tokens) after `after_stage`."""
+    cfg = model.config
+    seq = 1 + cfg.max_text_len
+    hidden, mask = torch.zeros(1, seq, cfg.dim), torch.ones(1, seq)
+    was_training = model.training
+    model.eval()
+    out = []
+    for stage in range(after_stage + 1, model.num_stages):
+        with count_flops() as cost:
+            hidden, _, _ = model.forward_stage(stage, hidden, mask)
+        out.append(cost["flops"])
+    model.train(was_training)
+    return out

@@ -44,4 +44,7 @@ def open_session(root, artifact: dict, threads: int | None = None) -> TorchSessi
                        s["inputs"][0]["shape"][1] if s["stage"] else 1 + model.config.max_text_len
                        + model.config.kept_tokens(s["keep_ratio"]))
              for s in manifest["stages"].values()]
+    pruning = manifest.get("modality_pruning")
+    if pruning:  # the text-only stages of modality pruning ([CLS] + text)
+        specs += [StageSpec(s["stage"], 0.0, 0, pruning["seq_len"], text_only=True) for s in pruning["stages"]]
     return TorchSession(model, specs)

@@ -581,6 +581,147 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         }
       }
     },
+    "modality_pruning": {
+      "description": "Optional (format version 1 bundles without it are unchanged): text-only stages that follow stage after_stage when a per-input rule drops the visual tokens (docs/bundle-format.md, Modality pruning). A runtime that does not implement it ignores it and runs the keep_ratios stages.",
+      "type": "object",
+      "required": [
+        "after_stage",
+        "seq_len",
+        "stages",
+        "exit_flops",
+        "rule"
+      ],
+      "properties": {
+        "after_stage": {
+          "type": "integer",
+          "minimum": 0,
+          "maximum": 254
+        },
+        "seq_len": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 1048576
+        },
+        "stages": {
+          "type": "array",
+          "minItems": 1,
+          "maxItems": 255,
+          "items": {
+            "type": "object",
+            "required": [
+              "name",
+              "stage",
+              "layers",
+              "inputs",
+              "outputs",
+              "flops"
+            ],
+            "properties": {
+              "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128
+              },
+              "stage": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 255
+              },
+              "layers": {
+                "type": "array",
+                "items": {
+                  "type": "integer",
+                  "minimum": 0
+                },
+                "maxItems": 1024
+              },
+              "inputs": {
+                "$ref": "#/$defs/tensors"
+              },
+              "outputs": {
+                "$ref": "#/$defs/tensors"
+              },
+              "flops": {
+                "type": "integer",
+                "minimum": 0
+              }
+            }
+          }
+        },
+        "exit_flops": {
+          "type": "array",
+          "minItems": 1,
+          "maxItems": 64,
+          "items": {
+            "type": "object",
+            "required": [
+              "keep_ratio",
+              "exit_flops"
+            ],
+            "properties": {
+              "keep_ratio": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1
+              },
+              "exit_flops": {
+                "type": "array",
+                "items": {
+                  "type": "integer",
+                  "minimum": 0
+                },
+                "maxItems": 256
+              }
+            }
+          }
+        },
+        "rule": {
+          "type": "object",
+          "required": [
+            "signal",
+            "prune_when",
+            "threshold",
+            "enabled",
+            "source"
+          ],
+          "properties": {
+            "signal": {
+              "enum": [
+                "visual_text_norm_ratio",
+                "visual_norm"
+              ]
+            },
+            "prune_when": {
+              "enum": [
+                "below",
+                "above"
+              ]
+            },
+            "threshold": {
+              "type": "number",
+              "minimum": -1e+30,
+              "maximum": 1e+30
+            },
+            "enabled": {
+              "type": "boolean"
+            },
+            "source": {
+              "enum": [
+                "export",
+                "recipe",
+                "calibrated"
+              ]
+            },
+            "measured": {
+              "type": "object"
+            },
+            "calibration": {
+              "type": "object"
+            }
+          }
+        }
+      }
+    },
     "files": {
       "type": "object",
       "minProperties": 1,
