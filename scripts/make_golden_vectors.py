@@ -169,6 +169,10 @@ def main() -> None:
     args = parser.parse_args()
     doc = make(ROOT / args.bundle, ROOT / args.out)
     print(f"wrote {args.out}: {len(doc['queries'])} queries from {doc['bundle']}")
+    from make_android_vectors import make as make_android  # scripts/ is on sys.path when run as a script
+
+    android = make_android(ROOT / args.out)
+    print(f"wrote {args.out}/android.json: {len(android['images'])} images, {len(android['answers'])} answers")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+package dev.mmedge.demo;
+
+import dev.mmedge.core.BundleLoader;
+import dev.mmedge.core.Manifest;
+import dev.mmedge.core.StageRunner;
+import dev.mmedge.core.Tensor;
+
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.pytorch.executorch.DType;
+import org.pytorch.executorch.EValue;
+import org.pytorch.executorch.Module;
+
+/**
+ * Stages on ExecuTorch's Android API: one program (the artifact's .pte, lowered to XNNPACK at
+ * export) with one method per stage; inputs in the order the manifest lists them, outputs named by
+ * the artifact's per-stage `outputs`. Module.load takes a path only, so the program is opened
+ * again after the core hashed it (as the Python runtime does); a process that can swap files in
+ * the bundle directory between the two is not detected.
+ */
+final class ExecuTorchStageRunner implements StageRunner {
+    private final Module module;
+    private final Manifest manifest;
+    private final Manifest.Artifact artifact;
+
+    private ExecuTorchStageRunner(Module module, Manifest manifest, Manifest.Artifact artifact) {
+        this.module = module;
+        this.manifest = manifest;
+        this.artifact = artifact;
+    }
+
+    static final class Factory implements StageRunner.Factory {
+        @Override
+        public String runtime() {
+            return "executorch";
+        }
+
+        @Override
+        public String[] formats() {
+            return new String[] {"pte"};
+        }
+
+        @Override
+        public boolean opensBytes() {
+            return false;
+        }
+
+        @Override
+        public StageRunner open(BundleLoader.Loaded bundle, Manifest.Artifact artifact, List<String> stages, int threads) {
+            String path = bundle.root.resolve(artifact.file).toAbsolutePath().toString();
+            Module module = Module.load(path, Module.LOAD_MODE_MMAP, threads);
+            for (String stage : stages) {
+                String method = artifact.stages.get(stage).method;
+                int error = module.loadMethod(method);
+                if (error != 0) {
+                    module.destroy();
+                    throw new IllegalStateException("ExecuTorch cannot load method " + method + " of " + artifact.file
+                            + " (error 0x" + Integer.toHexString(error) + ")");
+                }
+            }
+            return new ExecuTorchStageRunner(module, bundle.manifest, artifact);
+        }
+    }
+
+    @Override
+    public String backend() {
+        return "executorch";
+    }
+
+    private static org.pytorch.executorch.Tensor toEt(Tensor t) {
+        switch (t.dtype) {
+            case "float32":
+                return org.pytorch.executorch.Tensor.fromBlob(t.floats(), t.shape());
+            case "int32":
+                return org.pytorch.executorch.Tensor.fromBlob(t.ints(), t.shape());
+            case "int64":
+                return org.pytorch.executorch.Tensor.fromBlob(t.longs(), t.shape());
+            default:
+                throw new IllegalArgumentException("dtype " + t.dtype);
+        }
+    }
+
+    private static Tensor fromEt(String name, EValue value) {
+        if (!value.isTensor()) throw new IllegalStateException("output " + name + " is not a tensor");
+        org.pytorch.executorch.Tensor t = value.toTensor();
+        DType dtype = t.dtype();
+        if (dtype == DType.FLOAT) return Tensor.float32(t.getDataAsFloatArray(), t.shape());
+        if (dtype == DType.INT32) return Tensor.int32(t.getDataAsIntArray(), t.shape());
+        if (dtype == DType.INT64) return Tensor.int64(t.getDataAsLongArray(), t.shape());
+        throw new IllegalStateException("output " + name + " has dtype " + dtype);
+    }
+
+    @Override
+    public Map<String, Tensor> run(String stage, Map<String, Tensor> inputs) {
+        Manifest.Stage spec = manifest.stages.get(stage);
+        Manifest.ArtifactStage where = artifact.stages.get(stage);
+        EValue[] args = new EValue[spec.inputs.size()];
+        for (int i = 0; i < args.length; i++) {
+            Tensor t = inputs.get(spec.inputs.get(i).name);
+            if (t == null) throw new IllegalArgumentException("stage " + stage + " needs input " + spec.inputs.get(i).name);
+            args[i] = EValue.from(toEt(t));
+        }
+        EValue[] outs = module.execute(where.method, args);
+        if (outs.length != where.outputs.size()) {
+            throw new IllegalStateException("method " + where.method + " gave " + outs.length + " outputs, the manifest names "
+                    + where.outputs.size());
+        }
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (int i = 0; i < outs.length; i++) out.put(where.outputs.get(i), fromEt(where.outputs.get(i), outs[i]));
+        return out;
+    }
+
+    @Override
+    public void close() {
+        module.destroy();
+    }
+}

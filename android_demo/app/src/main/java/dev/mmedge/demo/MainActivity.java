@@ -1,0 +1,212 @@
+package dev.mmedge.demo;
+
+import android.app.Activity;
+import android.content.Intent;
+import android.graphics.Bitmap;
+import android.graphics.Canvas;
+import android.graphics.Color;
+import android.graphics.Paint;
+import android.net.Uri;
+import android.os.Bundle;
+import android.provider.MediaStore;
+import android.widget.Button;
+import android.widget.EditText;
+import android.widget.ImageView;
+import android.widget.LinearLayout;
+import android.widget.ScrollView;
+import android.widget.TextView;
+
+import dev.mmedge.core.Engine;
+import dev.mmedge.core.IO;
+import dev.mmedge.core.MMEdgeException;
+
+import java.io.File;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+
+/**
+ * The demo screen: pick or take a photo, type a question; shows the answer, the exit taken, the
+ * visual tokens the prefilter kept drawn over the model's view of the image, and per-stage latency.
+ * The bundle is the first NAME.mmedge directory found in the app's external files ("bundles/", see
+ * README.md) or in /data/local/tmp/mmedge/bundles; ONNX Runtime when it has an onnxruntime
+ * artifact, else ExecuTorch.
+ */
+public final class MainActivity extends Activity {
+    private static final int PICK = 1;
+    private static final int CAPTURE = 2;
+
+    private final ExecutorService worker = Executors.newSingleThreadExecutor();
+    private Engine engine;
+    private Images.Argb image;
+    private TextView status;
+    private EditText question;
+    private ImageView view;
+    private TextView result;
+
+    @Override
+    protected void onCreate(Bundle savedInstanceState) {
+        super.onCreate(savedInstanceState);
+        LinearLayout column = new LinearLayout(this);
+        column.setOrientation(LinearLayout.VERTICAL);
+        int pad = (int) (12 * getResources().getDisplayMetrics().density);
+        column.setPadding(pad, pad, pad, pad);
+        status = new TextView(this);
+        column.addView(status);
+        LinearLayout buttons = new LinearLayout(this);
+        Button pick = new Button(this);
+        pick.setText("Pick photo");
+        pick.setOnClickListener(v -> startActivityForResult(
+                new Intent(Intent.ACTION_GET_CONTENT).setType("image/*").addCategory(Intent.CATEGORY_OPENABLE), PICK));
+        Button take = new Button(this);
+        take.setText("Take photo");
+        take.setOnClickListener(v -> startActivityForResult(new Intent(MediaStore.ACTION_IMAGE_CAPTURE), CAPTURE));
+        buttons.addView(pick);
+        buttons.addView(take);
+        column.addView(buttons);
+        question = new EditText(this);
+        question.setHint("is there a red circle ?");
+        question.setSingleLine(true);
+        column.addView(question);
+        Button ask = new Button(this);
+        ask.setText("Ask");
+        ask.setOnClickListener(v -> ask());
+        column.addView(ask);
+        view = new ImageView(this);
+        view.setAdjustViewBounds(true);
+        view.setScaleType(ImageView.ScaleType.FIT_CENTER);
+        column.addView(view, new LinearLayout.LayoutParams(LinearLayout.LayoutParams.MATCH_PARENT, (int) (320 * getResources()
+                .getDisplayMetrics().density)));
+        result = new TextView(this);
+        result.setTextIsSelectable(true);
+        column.addView(result);
+        ScrollView scroll = new ScrollView(this);
+        scroll.addView(column);
+        setContentView(scroll);
+        status.setText("loading a bundle…");
+        worker.execute(this::loadEngine);
+    }
+
+    private List<File> bundleDirs() {
+        List<File> out = new ArrayList<>();
+        File own = getExternalFilesDir("bundles");
+        for (File root : new File[] {own, new File("/data/local/tmp/mmedge/bundles")}) {
+            File[] found = root == null ? null : root.listFiles((d, name) -> name.endsWith(".mmedge"));
+            if (found != null) for (File f : found) out.add(f);
+        }
+        return out;
+    }
+
+    private void loadEngine() {
+        StringBuilder tried = new StringBuilder();
+        for (File dir : bundleDirs()) {
+            for (String backend : new String[] {"onnxruntime", "executorch"}) {
+                try {
+                    Engine e = Engine.load(Paths.get(dir.getAbsolutePath()), Backends.factory(backend), new Engine.Options());
+                    engine = e;
+                    runOnUiThread(() -> status.setText(String.format(Locale.ROOT, "%s on %s (%s %s), keep ratio %s, policy %s",
+                            e.manifest.name, e.backend(), e.artifact.format, e.artifact.precision, e.keepRatio(), e.policy())));
+                    return;
+                } catch (MMEdgeException | UnsatisfiedLinkError exc) {
+                    tried.append("\n").append(dir.getName()).append(" (").append(backend).append("): ").append(exc.getMessage());
+                }
+            }
+        }
+        String message = "no usable bundle. Push one with\n  adb push NAME.mmedge " + getExternalFilesDir("bundles") + "/" + tried;
+        runOnUiThread(() -> status.setText(message));
+    }
+
+    @Override
+    protected void onActivityResult(int requestCode, int resultCode, Intent data) {
+        super.onActivityResult(requestCode, resultCode, data);
+        if (resultCode != RESULT_OK || data == null) return;
+        try {
+            if (requestCode == PICK && data.getData() != null) {
+                Uri uri = data.getData();
+                try (InputStream in = getContentResolver().openInputStream(uri)) {
+                    image = Images.decode(IO.readAll(in, 64 << 20));
+                }
+            } else if (requestCode == CAPTURE && data.getExtras() != null) {
+                image = Images.pixels((Bitmap) data.getExtras().get("data")); // the camera app's preview-size image
+            }
+            Bitmap shown = Bitmap.createBitmap(image.pixels, image.width, image.height, Bitmap.Config.ARGB_8888);
+            view.setImageBitmap(shown);
+            result.setText(image.width + " x " + image.height + " px");
+        } catch (IOException | MMEdgeException exc) {
+            result.setText("cannot read the image: " + exc.getMessage());
+        }
+    }
+
+    private void ask() {
+        Engine e = engine;
+        Images.Argb im = image;
+        String text = question.getText().toString();
+        if (e == null || im == null) {
+            result.setText(e == null ? "no bundle loaded yet" : "pick or take a photo first");
+            return;
+        }
+        result.setText("…");
+        worker.execute(() -> {
+            try {
+                Engine.Prediction p = e.predict(im.pixels, im.width, im.height, text, null, null);
+                Engine.Inputs in = e.preprocess(im.pixels, im.width, im.height, text);
+                Bitmap overlay = keptTokens(in.image.resizedRgb, in.image.size, e.manifest.patchSize(), p.keptVisualTokens);
+                StringBuilder out = new StringBuilder();
+                out.append(String.format(Locale.ROOT, "answer: %s\nconfidence %.3f, top probability %.3f\nexit %d of %d (after layer %d)\n"
+                                + "kept visual tokens: %d (keep ratio %s)\n\nlatency (ms):\n", p.answer, p.confidence,
+                        p.maxProbability, p.exitIndex + 1, e.manifest.exitLayers.size(), p.exitLayer, p.keptVisualTokens.length,
+                        p.keepRatio));
+                for (Map.Entry<String, Double> t : p.timingsMs.entrySet()) {
+                    out.append(String.format(Locale.ROOT, "  %-14s %8.2f\n", t.getKey(), t.getValue()));
+                }
+                runOnUiThread(() -> {
+                    view.setImageBitmap(overlay);
+                    result.setText(out.toString());
+                });
+            } catch (MMEdgeException exc) {
+                runOnUiThread(() -> result.setText(exc.getClass().getSimpleName() + ": " + exc.getMessage()));
+            }
+        });
+    }
+
+    /** The model's S x S view of the image, scaled up, with dropped patches dimmed and kept ones outlined. */
+    static Bitmap keptTokens(int[] rgb, int size, int patch, int[] kept) {
+        int scale = Math.max(1, 480 / size);
+        int[] argb = new int[size * size];
+        for (int p = 0; p < argb.length; p++) argb[p] = Color.rgb(rgb[3 * p], rgb[3 * p + 1], rgb[3 * p + 2]);
+        Bitmap small = Bitmap.createBitmap(argb, size, size, Bitmap.Config.ARGB_8888);
+        Bitmap big = Bitmap.createScaledBitmap(small, size * scale, size * scale, false);
+        Bitmap out = big.copy(Bitmap.Config.ARGB_8888, true);
+        if (patch <= 0) return out;
+        Canvas canvas = new Canvas(out);
+        int perRow = size / patch;
+        boolean[] keep = new boolean[perRow * perRow];
+        for (int k : kept) if (k >= 0 && k < keep.length) keep[k] = true;
+        Paint dim = new Paint();
+        dim.setColor(Color.argb(150, 0, 0, 0));
+        Paint edge = new Paint();
+        edge.setStyle(Paint.Style.STROKE);
+        edge.setStrokeWidth(2);
+        edge.setColor(Color.rgb(255, 200, 0));
+        int cell = patch * scale;
+        for (int i = 0; i < keep.length; i++) {
+            int x = (i % perRow) * cell;
+            int y = (i / perRow) * cell;
+            canvas.drawRect(x, y, x + cell, y + cell, keep[i] ? edge : dim);
+        }
+        return out;
+    }
+
+    @Override
+    protected void onDestroy() {
+        worker.shutdownNow();
+        if (engine != null) engine.close();
+        super.onDestroy();
+    }
+}

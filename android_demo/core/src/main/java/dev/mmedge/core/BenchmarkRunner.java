@@ -1,0 +1,172 @@
+package dev.mmedge.core;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * What BenchmarkActivity does, without Android (android_demo/BENCHMARK.md): load the bundle
+ * (every check and the SHA-256 of every file), one first inference, `warmup` queries, then for each
+ * selected standard policy `runs` timed queries cycling over the test queries; the result JSON has
+ * the fields of the host bench (mmedge/bench/bench.schema.json; the host adds kind, device, serial,
+ * cooldown and affinity). Per policy: latency of the whole query (preprocessing included, as
+ * Engine.predict's "total"), per-stage times (preprocess and each stage run), throughput,
+ * and, over the first pass through the queries, accuracy, exit histogram, mean exit and kept tokens.
+ */
+public final class BenchmarkRunner {
+    /** Opens the engine the options ask for (the app: ONNX Runtime or ExecuTorch; tests: a replay runner). */
+    public interface EngineLoader {
+        Engine load(BenchmarkOptions options);
+    }
+
+    /** The test queries for the loaded bundle (the app reads its assets for the bundle's task). */
+    public interface QuerySource {
+        List<BenchQueries.Query> queries(Manifest manifest);
+    }
+
+    private BenchmarkRunner() {
+    }
+
+    /** Runs the benchmark; `extra` entries (app version, affinity applied) are added to the result. */
+    public static Map<String, Object> run(BenchmarkOptions o, EngineLoader loader, QuerySource source,
+                                          MemoryProbe memory, Engine.Clock clock, Map<String, Object> extra) {
+        double peakPss = Double.NaN;
+        long t0 = clock.nanoTime();
+        Engine engine = loader.load(o);
+        try {
+            double loadMs = (clock.nanoTime() - t0) / 1e6;
+            Manifest m = engine.manifest;
+            List<BenchQueries.Query> queries = source.queries(m);
+            if (queries.isEmpty()) throw new ConfigException("no test queries to run", "benchmark queries");
+            for (BenchQueries.Query q : queries) {
+                if (q.answer == null) {
+                    throw new ConfigException("query " + q.name + " has no answer; accuracy needs every answer", "benchmark queries");
+                }
+                if (!m.labels.contains(q.answer)) {
+                    throw new ConfigException("query " + q.name + " answers '" + q.answer + "', which is not a label of "
+                            + m.name + " (task " + m.task + "): these queries are for another task", "benchmark queries");
+                }
+            }
+            BenchQueries.Query first = queries.get(0);
+            t0 = clock.nanoTime();
+            engine.predict(first.argb, first.width, first.height, first.text, null, null);
+            double firstMs = (clock.nanoTime() - t0) / 1e6;
+            for (int i = 0; i < o.warmup; i++) {
+                BenchQueries.Query q = queries.get(i % queries.size());
+                engine.predict(q.argb, q.width, q.height, q.text, null, null);
+            }
+            peakPss = max(peakPss, memory.pssMb());
+            Map<String, Controller.Setting> settings = Controller.standardPolicies(m);
+            Map<String, Object> policies = new LinkedHashMap<>();
+            int exits = m.exitLayers.size();
+            for (String name : o.policies) {
+                Controller.Setting s = settings.get(name);
+                List<Double> totals = new ArrayList<>();
+                Map<String, List<Double>> stages = new LinkedHashMap<>();
+                long[] histogram = new long[exits];
+                double exitSum = 0;
+                double keptSum = 0;
+                int correct = 0;
+                int judged = 0;
+                int firstPass = Math.min(o.runs, queries.size());
+                long started = clock.nanoTime();
+                for (int r = 0; r < o.runs; r++) {
+                    BenchQueries.Query q = queries.get(r % queries.size());
+                    Engine.Prediction p = engine.predict(q.argb, q.width, q.height, q.text, s.policy, s.keepRatio);
+                    totals.add(p.timingsMs.get("total"));
+                    for (Map.Entry<String, Double> t : p.timingsMs.entrySet()) {
+                        if (t.getKey().equals("total")) continue;
+                        List<Double> list = stages.get(t.getKey());
+                        if (list == null) stages.put(t.getKey(), list = new ArrayList<>());
+                        list.add(t.getValue());
+                    }
+                    if (r < firstPass) {
+                        histogram[p.exitIndex]++;
+                        exitSum += p.exitIndex;
+                        keptSum += p.keptVisualTokens.length;
+                        judged++;
+                        if (q.answer.equals(p.answer)) correct++;
+                    }
+                }
+                double wallS = (clock.nanoTime() - started) / 1e9;
+                peakPss = max(peakPss, memory.pssMb());
+                Map<String, Object> row = new LinkedHashMap<>();
+                row.put("exit_policy", s.policy.toJson());
+                row.put("keep_ratio", s.keepRatio);
+                row.put("latency", Stats.summarize(totals));
+                Map<String, Object> stageStats = new LinkedHashMap<>();
+                for (Map.Entry<String, List<Double>> e : stages.entrySet()) stageStats.put(e.getKey(), Stats.summarize(e.getValue()));
+                row.put("stages", stageStats);
+                row.put("throughput_qps", wallS > 0 ? totals.size() / wallS : 0.0);
+                row.put("accuracy", (double) correct / judged);
+                List<Object> hist = new ArrayList<>();
+                for (long h : histogram) hist.add(h);
+                row.put("exit_histogram", hist);
+                row.put("mean_exit", exitSum / firstPass);
+                row.put("kept_tokens", keptSum / firstPass);
+                policies.put(name, row);
+            }
+            Object full = policies.get(Controller.FULL);
+            if (full != null) {
+                double fullP50 = (Double) Json.obj(Json.obj(full).get("latency")).get("p50_ms");
+                for (Object row : policies.values()) {
+                    double p50 = (Double) Json.obj(Json.obj(row).get("latency")).get("p50_ms");
+                    Json.obj(row).put("speedup_p50", p50 > 0 ? fullP50 / p50 : 0.0);
+                }
+            }
+            Map<String, Object> out = new LinkedHashMap<>();
+            out.put("schema_version", 1L);
+            out.put("backend", engine.backend());
+            out.put("precision", o.precision);
+            out.put("threads", (long) o.threads);
+            out.put("model", m.name);
+            out.put("task", m.task);
+            out.put("bundle", o.bundle);
+            out.put("artifact", engine.artifact.kind());
+            out.put("samples", (long) queries.size());
+            out.put("runs", (long) o.runs);
+            out.put("warmup", (long) o.warmup);
+            out.put("load_ms", loadMs);
+            out.put("first_inference_ms", firstMs);
+            double rss = memory.peakRssMb();
+            out.put("peak_rss_mb", Double.isNaN(rss) ? 0.0 : rss);
+            out.put("peak_pss_mb", Double.isNaN(peakPss) ? Json.NULL : peakPss);
+            out.put("thresholds", m.raw().get("thresholds"));
+            if (extra != null) out.putAll(extra);
+            out.put("policies", policies);
+            return out;
+        } finally {
+            engine.close();
+        }
+    }
+
+    private static double max(double a, double b) {
+        if (Double.isNaN(a)) return b;
+        if (Double.isNaN(b)) return a;
+        return Math.max(a, b);
+    }
+
+    /** Writes the result JSON (through a temporary file and a rename), then the empty `.done` file. */
+    public static void writeResult(String resultPath, Map<String, Object> result) throws IOException {
+        Path path = Paths.get(resultPath);
+        Path tmp = path.resolveSibling("." + path.getFileName() + ".tmp");
+        Files.write(tmp, Json.write(result, 1).getBytes(StandardCharsets.UTF_8));
+        Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        Files.write(Paths.get(resultPath + ".done"), new byte[0]);
+    }
+
+    /** On failure: {"error": "<message>"} and the `.done` file, as BENCHMARK.md says. */
+    public static void writeError(String resultPath, Throwable error) throws IOException {
+        Map<String, Object> out = new LinkedHashMap<>();
+        String message = error.getMessage() == null ? error.toString() : error.getMessage();
+        out.put("error", error.getClass().getSimpleName() + ": " + BundleLoader.shortText(message, 2000));
+        writeResult(resultPath, out);
+    }
+}

@@ -1,0 +1,592 @@
+package dev.mmedge.core;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
+import java.nio.channels.SeekableByteChannel;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.OpenOption;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.BasicFileAttributes;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collection;
+import java.util.Collections;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+
+/**
+ * Loads a bundle directory with every check of docs/bundle-format.md ("Loading a bundle"), in its
+ * order; no file is read before the checks that concern it have passed:
+ * <ol>
+ *   <li>manifest.json: a regular file (lstat: no link, FIFO, device), opened without following links, at most 8 MiB;</li>
+ *   <li>(signatures: not implemented in this runtime; an app that ships a key must not use this loader alone);</li>
+ *   <li>strict UTF-8 JSON, one object, nested at most 32 levels;</li>
+ *   <li>schema_version the JSON integer 1;</li>
+ *   <li>the JSON Schema mmedge/bundle/manifest.schema.json;</li>
+ *   <li>consistency (keep ratios, exits, stage inputs and outputs, shapes, artifacts, the fixed rules);</li>
+ *   <li>paths: relative, normalised, listed; a named directory holds listed files only;</li>
+ *   <li>files: every component lstat-checked (no links), a regular file of the listed size and SHA-256;</li>
+ *   <li>the tokenizer agrees with the manifest.</li>
+ * </ol>
+ * Java cannot open with O_NONBLOCK: a FIFO is refused by the lstat before the open, so only a FIFO
+ * swapped in between those two calls could block.
+ */
+public final class BundleLoader {
+    public static final int SCHEMA_VERSION = 1;
+    public static final String MANIFEST_FILE = "manifest.json";
+    public static final String SIGNATURE_FILE = "manifest.sig";
+    public static final int MAX_MANIFEST_BYTES = 8 << 20;
+    public static final int MAX_DEPTH = 32;
+    public static final long MAX_TOKENIZER_BYTES = 64L << 20;
+    public static final int MAX_PATH_CHARS = 512;
+    public static final int MAX_LISTED = 10;
+    public static final List<String> STAGE0_INPUTS = Arrays.asList("pixel_values", "input_ids", "text_mask");
+    public static final List<String> LATER_INPUTS = Arrays.asList("hidden_in", "attention_mask");
+    public static final List<String> STAGE0_OUTPUTS =
+            Arrays.asList("hidden", "logits", "confidence", "attention_mask", "kept_index");
+    public static final List<String> LATER_OUTPUTS = Arrays.asList("hidden", "logits", "confidence");
+    /** Where the schema is on the classpath (the build copies mmedge/bundle/manifest.schema.json there). */
+    public static final String SCHEMA_RESOURCE = "/dev/mmedge/core/manifest.schema.json";
+
+    private static JsonSchema cachedSchema;
+
+    /** What a successful load gives. */
+    public static final class Loaded {
+        public final Path root;
+        public final Manifest manifest;
+        /** The exact bytes of manifest.json that were checked and parsed. */
+        public final byte[] manifestBytes;
+        public final WordTokenizer tokenizer;
+        /** Verified bytes of the selected files, by bundle-relative path. */
+        public final Map<String, byte[]> files;
+
+        Loaded(Path root, Manifest manifest, byte[] manifestBytes, WordTokenizer tokenizer, Map<String, byte[]> files) {
+            this.root = root;
+            this.manifest = manifest;
+            this.manifestBytes = manifestBytes;
+            this.tokenizer = tokenizer;
+            this.files = files;
+        }
+    }
+
+    /** Chooses, after steps 1-7, which files to keep the verified bytes of (it may throw to refuse). */
+    public interface Selector {
+        Collection<String> select(Manifest manifest);
+    }
+
+    private BundleLoader() {
+    }
+
+    // ------------------------------------------------------------------------------ messages
+    static String shortText(String text, int limit) {
+        return text.length() <= limit ? text : text.substring(0, limit - 3) + "...";
+    }
+
+    /** At most ten names, each cut to 80 characters, as the Python runtime quotes them. */
+    static String listing(List<String> names) {
+        StringBuilder out = new StringBuilder();
+        for (int i = 0; i < Math.min(names.size(), MAX_LISTED); i++) {
+            if (i > 0) out.append(", ");
+            out.append(shortText(names.get(i), 80));
+        }
+        if (names.size() > MAX_LISTED) out.append(" (and ").append(names.size() - MAX_LISTED).append(" more)");
+        return out.toString();
+    }
+
+    private static String repr(String s) {
+        return "'" + shortText(s, 80) + "'";
+    }
+
+    // ------------------------------------------------------------------------------ schema
+    /** The manifest schema from the classpath. */
+    public static synchronized JsonSchema schema() {
+        if (cachedSchema == null) {
+            try (InputStream in = BundleLoader.class.getResourceAsStream(SCHEMA_RESOURCE)) {
+                if (in == null) {
+                    throw new IllegalStateException("manifest.schema.json is not on the classpath at " + SCHEMA_RESOURCE
+                            + "; the build copies it from mmedge/bundle/manifest.schema.json");
+                }
+                Object schema = Json.parse(IO.readAll(in, 1 << 22), 64);
+                cachedSchema = new JsonSchema(Json.obj(schema));
+            } catch (IOException | Json.ParseException exc) {
+                throw new IllegalStateException("cannot read the manifest schema: " + exc.getMessage(), exc);
+            }
+        }
+        return cachedSchema;
+    }
+
+    // ------------------------------------------------------------------------------ steps 3-4
+    /** Steps 3 and 4: strict UTF-8 JSON object nested at most 32 levels, schema_version the integer 1. */
+    public static Map<String, Object> parseManifest(byte[] data, String where) {
+        Object value;
+        try {
+            value = Json.parse(data, MAX_DEPTH);
+        } catch (Json.ParseException exc) {
+            if (exc.tooDeep) throw new BundleException(where + " nests deeper than " + MAX_DEPTH + " levels; not an mmedge manifest");
+            if (exc.getMessage().startsWith("not valid UTF-8")) {
+                throw new BundleException(where + " is not valid UTF-8; the bundle is corrupt: export it again", exc);
+            }
+            throw new BundleException(where + " is not valid JSON (" + shortText(exc.getMessage(), 120)
+                    + "); the bundle is corrupt: export it again", exc);
+        }
+        if (!(value instanceof Map)) throw new BundleException(where + " must hold a JSON object");
+        Map<String, Object> m = Json.obj(value);
+        Object version = m.get("schema_version");
+        if (!(version instanceof Long) || (Long) version != SCHEMA_VERSION) {
+            String shown = version == null ? "none" : version instanceof String ? "'" + version + "'" : String.valueOf(version);
+            throw new BundleException(where + " has schema_version " + shortText(shown, 40) + "; this runtime reads version "
+                    + SCHEMA_VERSION + " (an integer). Re-export the model with a matching mmedge, or update the app");
+        }
+        return m;
+    }
+
+    // ------------------------------------------------------------------------------ step 6
+    /** What a schema cannot say: the manifest's parts agree, so that a bundle that loads can predict. */
+    public static List<String> consistencyProblems(Manifest m) {
+        List<String> problems = new ArrayList<>();
+        List<Double> ratios = m.ratios();
+        if (new HashSet<>(ratios).size() != ratios.size()) problems.add("keep_ratios repeat a ratio: " + ratios);
+        int nExits = m.exitLayers.size();
+        for (int i = 1; i < nExits; i++) {
+            if (m.exitLayers.get(i) <= m.exitLayers.get(i - 1)) {
+                problems.add("exit_layers " + m.exitLayers + " must increase strictly");
+                break;
+            }
+        }
+        for (Manifest.KeepRatio group : m.keepRatios) {
+            String where = "keep_ratios[" + group.keepRatio + "]";
+            if (group.stages.size() != nExits) {
+                problems.add(where + " has " + group.stages.size() + " stages for " + nExits + " exit layers");
+            }
+            if (group.exitFlops.size() != group.stages.size()) {
+                problems.add(where + ": " + group.exitFlops.size() + " exit_flops for " + group.stages.size() + " stages");
+            }
+            for (int i = 0; i < group.stages.size(); i++) {
+                String name = group.stages.get(i);
+                Manifest.Stage entry = m.stages.get(name);
+                if (entry == null) {
+                    problems.add(where + " names stage " + repr(name) + ", which `stages` does not describe");
+                    continue;
+                }
+                if (entry.stage != i || entry.keepRatio != group.keepRatio) {
+                    problems.add("stage " + repr(name) + " is stage " + entry.stage + " of keep ratio " + entry.keepRatio
+                            + ", listed as stage " + i + " of " + group.keepRatio);
+                }
+                problems.addAll(ioProblems(name, entry, i, group, m));
+            }
+        }
+        Set<String> listed = new TreeSet<>();
+        for (Manifest.KeepRatio g : m.keepRatios) listed.addAll(g.stages);
+        if (!ratios.contains(m.thresholds.keepRatio)) {
+            problems.add("thresholds.keep_ratio " + m.thresholds.keepRatio + " is not an exported keep ratio " + ratios);
+        }
+        if (m.padId == m.unkId) problems.add("tokenizer pad_id and unk_id are the same id");
+        problems.addAll(fixedRulesProblems(m));
+        for (Manifest.Artifact a : m.artifacts) {
+            List<String> missing = new ArrayList<>();
+            for (String name : listed) if (!a.stages.containsKey(name)) missing.add(name);
+            if (!missing.isEmpty()) problems.add("artifact " + a.kind() + " lacks stages " + listing(missing));
+            if (Arrays.asList("onnx", "ort", "pte", "mlpackage").contains(a.format) && a.runtime.equals("torch")) {
+                problems.add("artifact " + a.target + "/" + a.format + " cannot run on the torch runtime");
+            }
+        }
+        return problems.size() > 50 ? problems.subList(0, 50) : problems;
+    }
+
+    /** Format version 1 fixes the preprocessing and tokenizer rules; other values are refused, not ignored. */
+    static List<String> fixedRulesProblems(Manifest m) {
+        List<String> out = new ArrayList<>();
+        Map<String, Object> pre = Json.obj(m.raw().get("preprocessing"));
+        Map<String, Object> tok = Json.obj(m.raw().get("tokenizer"));
+        List<Object> half = Arrays.<Object>asList(0.5, 0.5, 0.5);
+        fixed(out, "preprocessing.scale", pre.get("scale"), 1.0 / 255);
+        fixed(out, "preprocessing.mean", pre.get("mean"), half);
+        fixed(out, "preprocessing.std", pre.get("std"), half);
+        fixed(out, "preprocessing.pad_color", pre.get("pad_color"), Arrays.<Object>asList(118L, 118L, 124L));
+        fixed(out, "tokenizer.lowercase", tok.get("lowercase"), Boolean.TRUE);
+        fixed(out, "tokenizer.split_regex", tok.get("split_regex"), WordTokenizer.SPLIT_REGEX);
+        return out;
+    }
+
+    private static void fixed(List<String> out, String name, Object got, Object want) {
+        if (!Json.equal(got, want)) {
+            out.add(name + " is " + shortText(Json.write(got), 60) + "; format version 1 fixes it at " + Json.write(want));
+        }
+    }
+
+    private static List<String> names(List<Manifest.TensorSpec> specs) {
+        List<String> out = new ArrayList<>();
+        for (Manifest.TensorSpec t : specs) out.add(t.name);
+        return out;
+    }
+
+    private static String dims(long[] shape) {
+        return Arrays.toString(shape);
+    }
+
+    /** A stage's declared inputs and outputs are what the runtime feeds and reads. */
+    static List<String> ioProblems(String name, Manifest.Stage entry, int index, Manifest.KeepRatio group, Manifest m) {
+        List<String> out = new ArrayList<>();
+        List<String> wantIn = index == 0 ? STAGE0_INPUTS : LATER_INPUTS;
+        List<String> wantOut = index == 0 ? STAGE0_OUTPUTS : LATER_OUTPUTS;
+        if (!names(entry.inputs).equals(wantIn)) out.add("stage " + repr(name) + " inputs must be " + wantIn + " in that order");
+        if (!names(entry.outputs).containsAll(wantOut)) {
+            out.add("stage " + repr(name) + " outputs must include " + wantOut);
+            return out;
+        }
+        long[] logits = entry.output("logits").shape;
+        if (logits.length == 0 || logits[logits.length - 1] != m.labels.size()) {
+            out.add("stage " + repr(name) + " gives " + (logits.length == 0 ? 0 : logits[logits.length - 1])
+                    + " logits for " + m.labels.size() + " labels");
+        }
+        if (index == 0) {
+            Manifest.TensorSpec pixels = entry.input("pixel_values");
+            long s = m.imageSize;
+            if (pixels != null && !Arrays.equals(pixels.shape, new long[] {1, 3, s, s})) {
+                out.add("stage " + repr(name) + " takes pixel_values " + dims(pixels.shape) + ", preprocessing gives [1, 3, "
+                        + s + ", " + s + "]");
+            }
+            Manifest.TensorSpec ids = entry.input("input_ids");
+            if (ids != null && !Arrays.equals(ids.shape, new long[] {1, m.maxLength})) {
+                out.add("stage " + repr(name) + " takes input_ids " + dims(ids.shape) + ", the tokenizer gives [1, "
+                        + m.maxLength + "]");
+            }
+            long[] kept = entry.output("kept_index").shape;
+            if (kept.length == 0 || kept[kept.length - 1] != group.keptTokens) {
+                out.add("stage " + repr(name) + " keeps " + dims(kept) + " tokens, keep_ratios says " + group.keptTokens);
+            }
+        }
+        return out;
+    }
+
+    // ------------------------------------------------------------------------------ step 7
+    /** Why `rel` is not an acceptable bundle member name (null when it is). */
+    public static String memberProblem(String rel) {
+        if (rel == null) return "path is null, not a string";
+        int length = rel.codePointCount(0, rel.length());
+        if (length == 0 || length > MAX_PATH_CHARS) return "path of " + length + " characters (1 to " + MAX_PATH_CHARS + " allowed)";
+        if (rel.indexOf('\\') >= 0 || rel.indexOf('\0') >= 0) {
+            return "path " + repr(rel) + " has a backslash or NUL byte; use '/'-separated relative paths";
+        }
+        if (rel.startsWith("/")) return "path " + repr(rel) + " is absolute; bundle paths are relative to the bundle";
+        for (String part : rel.split("/", -1)) {
+            if (part.isEmpty() || part.equals(".") || part.equals("..")) {
+                return "path " + repr(rel) + " is not normalised (empty, '.' or '..' part); it must stay inside the bundle";
+            }
+        }
+        return null;
+    }
+
+    /** Every path the manifest names, with where it is named. */
+    public static Map<String, String> namedPaths(Manifest m) {
+        Map<String, String> named = new LinkedHashMap<>();
+        named.put(m.tokenizerFile, "tokenizer.file");
+        for (Manifest.Artifact a : m.artifacts) {
+            if (a.file != null) named.put(a.file, "artifact " + a.kind());
+            for (Map.Entry<String, Manifest.ArtifactStage> e : a.stages.entrySet()) {
+                if (e.getValue().file != null) named.put(e.getValue().file, "artifact " + a.kind() + " stage " + e.getKey());
+            }
+        }
+        for (Map.Entry<String, Map<String, Object>> e : m.inGraph.entrySet()) {
+            named.put((String) e.getValue().get("file"), "in_graph " + e.getKey());
+            if (e.getValue().get("ort_file") instanceof String) {
+                named.put((String) e.getValue().get("ort_file"), "in_graph " + e.getKey() + " (ORT format)");
+            }
+        }
+        return named;
+    }
+
+    /** Step 7. */
+    static void checkPaths(Path root, Manifest m) {
+        Map<String, Manifest.FileEntry> files = m.files;
+        List<String> bad = new ArrayList<>();
+        for (String rel : files.keySet()) {
+            String p = memberProblem(rel);
+            if (p != null) bad.add(shortText(rel, 80) + ": " + p);
+        }
+        if (!bad.isEmpty()) throw new BundleException("files lists unsafe paths: " + listing(bad) + "; export the bundle again");
+        if (files.containsKey(MANIFEST_FILE) || files.containsKey(SIGNATURE_FILE)) {
+            throw new BundleException("files may not list " + MANIFEST_FILE + " or " + SIGNATURE_FILE);
+        }
+        for (Map.Entry<String, String> e : namedPaths(m).entrySet()) {
+            String rel = e.getKey();
+            String where = e.getValue();
+            String problem = memberProblem(rel);
+            if (problem != null) throw new BundleException(where + ": " + problem, null, rel, null);
+            if (files.containsKey(rel)) continue;
+            String prefix = rel + "/";
+            boolean inside = false;
+            for (String f : files.keySet()) inside |= f.startsWith(prefix);
+            if (!inside) {
+                throw new BundleException(where + " names " + repr(rel) + ", which `files` does not list with a hash; export it again",
+                        null, rel, null);
+            }
+            BasicFileAttributes info = lstatChain(root, rel);
+            if (!info.isDirectory()) {
+                throw new BundleException(rel + " is not a directory; a bundle holds regular files and directories only",
+                        null, rel, BundleException.Reason.NOT_REGULAR);
+            }
+            List<String> unlisted = new ArrayList<>();
+            walk(root, rel, files.keySet(), unlisted);
+            if (!unlisted.isEmpty()) {
+                Collections.sort(unlisted);
+                throw new BundleException(rel + " holds files the manifest does not list: " + listing(unlisted)
+                        + "; export it again", null, rel, null);
+            }
+        }
+        Manifest.FileEntry tokenizer = files.get(m.tokenizerFile);
+        if (tokenizer != null && tokenizer.bytes > MAX_TOKENIZER_BYTES) {
+            throw new BundleException("the tokenizer file is over " + (MAX_TOKENIZER_BYTES >> 20) + " MB");
+        }
+    }
+
+    private static void walk(Path root, String rel, Set<String> listed, List<String> unlisted) {
+        try (DirectoryStream<Path> dir = Files.newDirectoryStream(root.resolve(rel))) {
+            for (Path child : dir) {
+                String member = rel + "/" + child.getFileName().toString();
+                BasicFileAttributes info = Files.readAttributes(child, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+                if (info.isSymbolicLink()) {
+                    throw new BundleException(member + " is a symbolic link; a bundle may not contain links", null, member,
+                            BundleException.Reason.LINK);
+                }
+                if (info.isDirectory()) walk(root, member, listed, unlisted);
+                else if (!listed.contains(member)) unlisted.add(member);
+            }
+        } catch (IOException exc) {
+            throw new BundleException("cannot list " + rel + " in the bundle (" + exc.getMessage() + ")", exc, rel,
+                    BundleException.Reason.UNREADABLE);
+        }
+    }
+
+    // ------------------------------------------------------------------------------ step 8
+    /** lstat every component of root/rel: BundleException on a missing part or a symbolic link. */
+    static BasicFileAttributes lstatChain(Path root, String rel) {
+        Path path = root;
+        BasicFileAttributes info = null;
+        for (String part : rel.split("/")) {
+            path = path.resolve(part);
+            try {
+                info = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+            } catch (NoSuchFileException exc) {
+                throw new BundleException(rel + " is missing from the bundle; export it again", exc, rel,
+                        BundleException.Reason.MISSING);
+            } catch (IOException exc) {
+                throw new BundleException("cannot inspect " + rel + " in the bundle (" + exc.getMessage() + ")", exc, rel,
+                        BundleException.Reason.UNREADABLE);
+            }
+            if (info.isSymbolicLink()) {
+                throw new BundleException(rel + " passes through a symbolic link (" + part + "); a bundle may not contain "
+                        + "links: copy the real files in and export it again", null, rel, BundleException.Reason.LINK);
+            }
+        }
+        return info;
+    }
+
+    private static final Set<OpenOption> READ_NOFOLLOW =
+            new HashSet<OpenOption>(Arrays.asList(StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS));
+
+    /** A regular member file's bytes, at most `limit` (TOO_LARGE beyond). */
+    static byte[] readMember(Path root, String rel, long limit) {
+        BasicFileAttributes info = lstatChain(root, rel);
+        if (!info.isRegularFile()) {
+            throw new BundleException(rel + " is not a regular file", null, rel, BundleException.Reason.NOT_REGULAR);
+        }
+        try (SeekableByteChannel ch = Files.newByteChannel(root.resolve(rel), READ_NOFOLLOW)) {
+            long size = ch.size();
+            if (size > limit) {
+                throw new BundleException(rel + " is over " + limit + " bytes; not an mmedge bundle file", null, rel,
+                        BundleException.Reason.TOO_LARGE);
+            }
+            ByteBuffer buf = ByteBuffer.allocate((int) size + 1);
+            while (buf.hasRemaining() && ch.read(buf) > 0) {
+                // read until the end, or one byte past the size the file had when opened
+            }
+            if (buf.position() > limit) {
+                throw new BundleException(rel + " is over " + limit + " bytes; not an mmedge bundle file", null, rel,
+                        BundleException.Reason.TOO_LARGE);
+            }
+            return Arrays.copyOf(buf.array(), buf.position());
+        } catch (IOException exc) {
+            throw new BundleException("cannot open " + rel + " (" + exc.getMessage() + "); it must be a regular file", exc, rel,
+                    BundleException.Reason.UNREADABLE);
+        }
+    }
+
+    /** Outcome of hashing one member. */
+    private static final class Hashed {
+        final String sha256;
+        final byte[] bytes;
+
+        Hashed(String sha256, byte[] bytes) {
+            this.sha256 = sha256;
+            this.bytes = bytes;
+        }
+    }
+
+    /** SHA-256 of a regular member of `expected` bytes (null when the size differs); the bytes too when `keep`. */
+    private static Hashed hashMember(Path root, String rel, long expected, boolean keep) {
+        BasicFileAttributes info = lstatChain(root, rel);
+        if (!info.isRegularFile()) {
+            throw new BundleException(rel + " is not a regular file", null, rel, BundleException.Reason.NOT_REGULAR);
+        }
+        try (SeekableByteChannel ch = Files.newByteChannel(root.resolve(rel), READ_NOFOLLOW)) {
+            if (ch.size() != expected) return null;
+            if (keep && expected > Integer.MAX_VALUE - 16) {
+                throw new BundleException(rel + " is too large to keep in memory", null, rel, BundleException.Reason.TOO_LARGE);
+            }
+            MessageDigest digest = sha256();
+            byte[] kept = keep ? new byte[(int) expected] : null;
+            ByteBuffer buf = ByteBuffer.allocate(1 << 20);
+            long total = 0;
+            int n;
+            while ((n = ch.read(buf)) > 0) {
+                if (total + n > expected) return null; // grew while being read
+                digest.update(buf.array(), 0, n);
+                if (kept != null) System.arraycopy(buf.array(), 0, kept, (int) total, n);
+                total += n;
+                buf.clear();
+            }
+            if (total != expected) return null;
+            return new Hashed(IO.hex(digest.digest()), kept);
+        } catch (IOException exc) {
+            throw new BundleException("cannot open " + rel + " (" + exc.getMessage() + "); it must be a regular file", exc, rel,
+                    BundleException.Reason.UNREADABLE);
+        }
+    }
+
+    static MessageDigest sha256() {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException exc) {
+            throw new IllegalStateException("SHA-256 is not available", exc);
+        }
+    }
+
+    /** Step 8: every listed file, in the manifest's order. Returns the verified bytes of the files in `keep`. */
+    static Map<String, byte[]> verifyFiles(Path root, Manifest m, Set<String> keep) {
+        Map<String, byte[]> kept = new LinkedHashMap<>();
+        List<String> missing = new ArrayList<>();
+        List<String> changed = new ArrayList<>();
+        List<String> odd = new ArrayList<>();
+        for (Map.Entry<String, Manifest.FileEntry> e : m.files.entrySet()) {
+            String rel = e.getKey();
+            Hashed h;
+            try {
+                h = hashMember(root, rel, e.getValue().bytes, keep.contains(rel));
+            } catch (BundleException exc) {
+                if (exc.reason() == BundleException.Reason.MISSING) missing.add(rel);
+                else if (exc.reason() == BundleException.Reason.TOO_LARGE) changed.add(rel);
+                else odd.add(rel);
+                continue;
+            }
+            if (h == null || !h.sha256.equals(e.getValue().sha256)) {
+                changed.add(rel);
+                continue;
+            }
+            if (h.bytes != null) kept.put(rel, h.bytes);
+        }
+        if (!missing.isEmpty() || !changed.isEmpty() || !odd.isEmpty()) {
+            List<String> parts = new ArrayList<>();
+            if (!missing.isEmpty()) parts.add("missing: " + listing(missing));
+            if (!odd.isEmpty()) parts.add("not regular files inside the bundle (links, devices): " + listing(odd));
+            if (!changed.isEmpty()) parts.add("hash mismatch (tampered or corrupt): " + listing(changed));
+            String first = !missing.isEmpty() ? missing.get(0) : !odd.isEmpty() ? odd.get(0) : changed.get(0);
+            BundleException.Reason reason = !missing.isEmpty() ? BundleException.Reason.MISSING
+                    : !odd.isEmpty() ? BundleException.Reason.NOT_REGULAR : null;
+            throw new BundleException("bundle " + root + " failed verification; " + String.join("; ", parts)
+                    + ". Export it again", null, first, reason);
+        }
+        return kept;
+    }
+
+    // ------------------------------------------------------------------------------ step 9
+    /** Step 9: the tokenizer file agrees with the manifest and gives ids the model's embedding has. */
+    static void checkTokenizer(WordTokenizer tokenizer, Manifest m) {
+        List<String> problems = new ArrayList<>();
+        if (tokenizer.maxLength() != m.maxLength) {
+            problems.add("max_length " + tokenizer.maxLength() + " vs the manifest's " + m.maxLength);
+        }
+        Integer pad = tokenizer.id(WordTokenizer.PAD);
+        Integer unk = tokenizer.id(WordTokenizer.UNK);
+        if (pad == null || unk == null || pad != m.padId || unk != m.unkId) {
+            problems.add("[PAD]/[UNK] ids differ from the manifest's pad_id/unk_id");
+        }
+        Object rows = m.modelConfig.get("vocab_size");
+        if (Json.isInteger(rows) && tokenizer.maxId() >= Json.lng(rows)) {
+            problems.add("token id " + tokenizer.maxId() + " is outside the model's " + Json.lng(rows) + "-word embedding");
+        }
+        if (!problems.isEmpty()) {
+            throw new BundleException("the bundle's tokenizer does not fit its manifest: " + String.join("; ", problems)
+                    + "; export the bundle again");
+        }
+    }
+
+    // ------------------------------------------------------------------------------ all steps
+    /** Every check of the spec (steps 1 and 3 to 9), in order. */
+    public static Loaded load(Path root, Selector selector) {
+        if (root == null) throw new BundleException("a bundle path is needed");
+        if (!Files.isDirectory(root)) {
+            throw new BundleException("bundle " + root + " does not exist or is not a directory; create one with `mmedge export`");
+        }
+        Path manifestPath = root.resolve(MANIFEST_FILE);
+        if (!Files.exists(manifestPath, LinkOption.NOFOLLOW_LINKS)) {
+            throw new BundleException(root + " has no " + MANIFEST_FILE + ": not an mmedge bundle, or an interrupted copy; "
+                    + "export it again", null, MANIFEST_FILE, BundleException.Reason.MISSING);
+        }
+        String where = root.resolve(MANIFEST_FILE).toString();
+        byte[] bytes;
+        try {
+            bytes = readMember(root, MANIFEST_FILE, MAX_MANIFEST_BYTES);
+        } catch (BundleException exc) {
+            if (exc.reason() == BundleException.Reason.TOO_LARGE) {
+                throw new BundleException(MANIFEST_FILE + " is over " + MAX_MANIFEST_BYTES + " bytes; not an mmedge bundle file",
+                        exc, MANIFEST_FILE, BundleException.Reason.TOO_LARGE);
+            }
+            throw exc;
+        }
+        Map<String, Object> raw = parseManifest(bytes, where);
+        List<String> problems = schema().validate(raw);
+        if (!problems.isEmpty()) {
+            throw new BundleException(where + " does not match the manifest schema (export the bundle again with a matching "
+                    + "mmedge):\n  " + join(problems, 10));
+        }
+        Manifest manifest = new Manifest(raw);
+        problems = consistencyProblems(manifest);
+        if (!problems.isEmpty()) {
+            throw new BundleException(where + " is inconsistent:\n  " + join(problems, 10)
+                    + "\nThe manifest was edited or is corrupt: export the bundle again");
+        }
+        checkPaths(root, manifest);
+        Set<String> keep = new HashSet<>();
+        if (selector != null) keep.addAll(selector.select(manifest));
+        keep.add(manifest.tokenizerFile);
+        Map<String, byte[]> files = verifyFiles(root, manifest, keep);
+        byte[] tokenizerBytes = files.get(manifest.tokenizerFile);
+        if (tokenizerBytes == null) {
+            throw new BundleException("tokenizer.file '" + manifest.tokenizerFile + "' is not a listed file; export the bundle again");
+        }
+        WordTokenizer tokenizer = WordTokenizer.fromJson(tokenizerBytes, manifest.lowercase);
+        checkTokenizer(tokenizer, manifest);
+        return new Loaded(root, manifest, bytes, tokenizer, files);
+    }
+
+    private static String join(List<String> problems, int max) {
+        StringBuilder out = new StringBuilder();
+        for (int i = 0; i < Math.min(max, problems.size()); i++) {
+            if (i > 0) out.append("\n  ");
+            out.append(shortText(problems.get(i), 200));
+        }
+        return out.toString();
+    }
+}

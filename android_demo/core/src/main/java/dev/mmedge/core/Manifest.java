@@ -1,0 +1,247 @@
+package dev.mmedge.core;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A typed view of a manifest that has passed the schema (so every field read here exists and has
+ * its type). The raw JSON tree stays available as {@link #raw()}; optional sections this runtime
+ * does not implement (such as {@code modality_pruning}) are left there and ignored, as the spec
+ * allows.
+ */
+public final class Manifest {
+    /** One input or output of a stage. */
+    public static final class TensorSpec {
+        public final String name;
+        public final long[] shape;
+        public final String dtype;
+
+        TensorSpec(Map<String, Object> m) {
+            name = (String) m.get("name");
+            List<Object> dims = Json.arr(m.get("shape"));
+            shape = new long[dims.size()];
+            for (int i = 0; i < shape.length; i++) shape[i] = Json.lng(dims.get(i));
+            dtype = (String) m.get("dtype");
+        }
+    }
+
+    /** An entry of `stages`. */
+    public static final class Stage {
+        public final String name;
+        public final int stage;
+        public final double keepRatio;
+        public final List<TensorSpec> inputs = new ArrayList<>();
+        public final List<TensorSpec> outputs = new ArrayList<>();
+        public final long flops;
+
+        Stage(String name, Map<String, Object> m) {
+            this.name = name;
+            stage = (int) Json.lng(m.get("stage"));
+            keepRatio = Json.num(m.get("keep_ratio"));
+            for (Object t : Json.arr(m.get("inputs"))) inputs.add(new TensorSpec(Json.obj(t)));
+            for (Object t : Json.arr(m.get("outputs"))) outputs.add(new TensorSpec(Json.obj(t)));
+            flops = Json.lng(m.get("flops"));
+        }
+
+        public TensorSpec output(String outputName) {
+            for (TensorSpec t : outputs) if (t.name.equals(outputName)) return t;
+            return null;
+        }
+
+        public TensorSpec input(String inputName) {
+            for (TensorSpec t : inputs) if (t.name.equals(inputName)) return t;
+            return null;
+        }
+    }
+
+    /** An entry of `keep_ratios`. */
+    public static final class KeepRatio {
+        public final double keepRatio;
+        public final int keptTokens;
+        public final int seqLen;
+        public final List<String> stages = new ArrayList<>();
+        public final List<Long> exitFlops = new ArrayList<>();
+
+        KeepRatio(Map<String, Object> m) {
+            keepRatio = Json.num(m.get("keep_ratio"));
+            keptTokens = (int) Json.lng(m.get("kept_tokens"));
+            seqLen = (int) Json.lng(m.get("seq_len"));
+            for (Object s : Json.arr(m.get("stages"))) stages.add((String) s);
+            for (Object f : Json.arr(m.get("exit_flops"))) exitFlops.add(Json.lng(f));
+        }
+    }
+
+    /** Where one stage is in an artifact. */
+    public static final class ArtifactStage {
+        public final String file;
+        public final String method;
+        public final String function;
+        public final List<String> outputs;
+
+        ArtifactStage(Map<String, Object> m) {
+            file = (String) m.get("file");
+            method = (String) m.get("method");
+            function = (String) m.get("function");
+            if (m.containsKey("outputs")) {
+                List<String> names = new ArrayList<>();
+                for (Object o : Json.arr(m.get("outputs"))) names.add((String) o);
+                outputs = Collections.unmodifiableList(names);
+            } else {
+                outputs = null;
+            }
+        }
+    }
+
+    /** An entry of `artifacts`. */
+    public static final class Artifact {
+        public final String target;
+        public final String format;
+        public final String precision;
+        public final String runtime;
+        public final String file;
+        public final Map<String, ArtifactStage> stages = new LinkedHashMap<>();
+
+        Artifact(Map<String, Object> m) {
+            target = (String) m.get("target");
+            format = (String) m.get("format");
+            precision = (String) m.get("precision");
+            runtime = (String) m.get("runtime");
+            file = (String) m.get("file");
+            for (Map.Entry<String, Object> e : Json.obj(m.get("stages")).entrySet()) {
+                stages.put(e.getKey(), new ArtifactStage(Json.obj(e.getValue())));
+            }
+        }
+
+        public String kind() {
+            return target + "/" + format + "/" + precision;
+        }
+    }
+
+    /** `thresholds`. */
+    public static final class Thresholds {
+        public final String policy;
+        public final double confidence;
+        public final double maxProbability;
+        public final int patience;
+        public final double keepRatio;
+
+        Thresholds(Map<String, Object> m) {
+            policy = (String) m.get("policy");
+            confidence = Json.num(m.get("confidence"));
+            maxProbability = Json.num(m.get("max_probability"));
+            patience = (int) Json.lng(m.get("patience"));
+            keepRatio = Json.num(m.get("keep_ratio"));
+        }
+    }
+
+    /** A listed file: size and SHA-256. */
+    public static final class FileEntry {
+        public final String sha256;
+        public final long bytes;
+
+        FileEntry(Map<String, Object> m) {
+            sha256 = (String) m.get("sha256");
+            bytes = Json.lng(m.get("bytes"));
+        }
+    }
+
+    private final Map<String, Object> raw;
+    public final String name;
+    public final String task;
+    public final List<String> labels = new ArrayList<>();
+    public final List<Integer> exitLayers = new ArrayList<>();
+    public final Map<String, Object> modelConfig;
+    // preprocessing
+    public final int imageSize;
+    public final double scale;
+    public final double[] mean = new double[3];
+    public final double[] std = new double[3];
+    public final int[] padColor = new int[3];
+    // tokenizer
+    public final String tokenizerFile;
+    public final int maxLength;
+    public final boolean lowercase;
+    public final String splitRegex;
+    public final int padId;
+    public final int unkId;
+    public final List<KeepRatio> keepRatios = new ArrayList<>();
+    public final Map<String, Stage> stages = new LinkedHashMap<>();
+    public final Thresholds thresholds;
+    public final List<Artifact> artifacts = new ArrayList<>();
+    public final Map<String, FileEntry> files = new LinkedHashMap<>();
+    /** in_graph.by_keep_ratio: key -> {file, ort_file?} (named paths only; this runtime runs the staged chain). */
+    public final Map<String, Map<String, Object>> inGraph = new LinkedHashMap<>();
+
+    /** The typed view of a schema-valid manifest. */
+    public Manifest(Map<String, Object> m) {
+        raw = m;
+        name = (String) m.get("name");
+        task = (String) m.get("task");
+        for (Object l : Json.arr(m.get("labels"))) labels.add((String) l);
+        for (Object e : Json.arr(m.get("exit_layers"))) exitLayers.add((int) Json.lng(e));
+        modelConfig = Json.obj(Json.obj(m.get("model")).get("config"));
+        Map<String, Object> pre = Json.obj(m.get("preprocessing"));
+        imageSize = (int) Json.lng(pre.get("image_size"));
+        scale = Json.num(pre.get("scale"));
+        for (int c = 0; c < 3; c++) {
+            mean[c] = Json.num(Json.arr(pre.get("mean")).get(c));
+            std[c] = Json.num(Json.arr(pre.get("std")).get(c));
+            padColor[c] = (int) Json.lng(Json.arr(pre.get("pad_color")).get(c));
+        }
+        Map<String, Object> tok = Json.obj(m.get("tokenizer"));
+        tokenizerFile = (String) tok.get("file");
+        maxLength = (int) Json.lng(tok.get("max_length"));
+        lowercase = (Boolean) tok.get("lowercase");
+        splitRegex = (String) tok.get("split_regex");
+        padId = (int) Json.lng(tok.get("pad_id"));
+        unkId = (int) Json.lng(tok.get("unk_id"));
+        for (Object k : Json.arr(m.get("keep_ratios"))) keepRatios.add(new KeepRatio(Json.obj(k)));
+        for (Map.Entry<String, Object> e : Json.obj(m.get("stages")).entrySet()) {
+            stages.put(e.getKey(), new Stage(e.getKey(), Json.obj(e.getValue())));
+        }
+        thresholds = new Thresholds(Json.obj(m.get("thresholds")));
+        for (Object a : Json.arr(m.get("artifacts"))) artifacts.add(new Artifact(Json.obj(a)));
+        for (Map.Entry<String, Object> e : Json.obj(m.get("files")).entrySet()) {
+            files.put(e.getKey(), new FileEntry(Json.obj(e.getValue())));
+        }
+        Object ig = m.get("in_graph");
+        if (ig instanceof Map && Json.obj(ig).get("by_keep_ratio") instanceof Map) {
+            for (Map.Entry<String, Object> e : Json.obj(Json.obj(ig).get("by_keep_ratio")).entrySet()) {
+                inGraph.put(e.getKey(), Json.obj(e.getValue()));
+            }
+        }
+    }
+
+    /** The parsed manifest.json as it was read. */
+    public Map<String, Object> raw() {
+        return raw;
+    }
+
+    /** The keep_ratios entry of a ratio, or null. */
+    public KeepRatio keepRatio(double ratio) {
+        for (KeepRatio k : keepRatios) if (k.keepRatio == ratio) return k;
+        return null;
+    }
+
+    public List<Double> ratios() {
+        List<Double> out = new ArrayList<>();
+        for (KeepRatio k : keepRatios) out.add(k.keepRatio);
+        return out;
+    }
+
+    /** The largest keep ratio (every token). */
+    public double fullRatio() {
+        double best = 0;
+        for (KeepRatio k : keepRatios) best = Math.max(best, k.keepRatio);
+        return best;
+    }
+
+    /** model.config.patch_size when it is a positive integer, else 0. */
+    public int patchSize() {
+        Object p = modelConfig.get("patch_size");
+        return Json.isInteger(p) && Json.num(p) > 0 ? (int) Json.lng(p) : 0;
+    }
+}

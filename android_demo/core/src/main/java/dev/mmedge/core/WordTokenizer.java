@@ -1,0 +1,187 @@
+package dev.mmedge.core;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+/**
+ * The word-level tokenizer (Hugging Face WordLevel layout), as docs/bundle-format.md "Text" says:
+ * lowercase (Unicode full mapping, locale-independent), split into runs of word characters or runs
+ * of characters that are neither word characters nor spaces, look each piece up (unknown: unk_id),
+ * truncate on the right to max_length, pad on the right with pad_id.
+ *
+ * <p>A word character is one of general category L or N, or '_'; a space is exactly the set the
+ * spec lists (Python's {@code \s} on str, not Java's). Java's tables are those of its Unicode
+ * version (Java 17: Unicode 13; Android: its ICU's), which differ from the reference (Unicode 14)
+ * only on characters assigned since, none of them in any vocabulary.
+ */
+public final class WordTokenizer {
+    public static final String PAD = "[PAD]";
+    public static final String UNK = "[UNK]";
+    /** The rule the manifest repeats (format version 1 fixes it). */
+    public static final String SPLIT_REGEX = "\\w+|[^\\w\\s]+";
+
+    /** Stage-0 text inputs. */
+    public static final class Encoding {
+        /** int32 ids, length max_length: the token ids then pad_id. */
+        public final int[] inputIds;
+        /** 1 for each real token, 0 for padding. */
+        public final int[] textMask;
+        /** The pieces the text was split into (before truncation). */
+        public final List<String> tokens;
+        /** The text had more than max_length tokens and the tail was dropped. */
+        public final boolean truncated;
+
+        Encoding(int[] inputIds, int[] textMask, List<String> tokens, boolean truncated) {
+            this.inputIds = inputIds;
+            this.textMask = textMask;
+            this.tokens = tokens;
+            this.truncated = truncated;
+        }
+    }
+
+    private final Map<String, Integer> vocab;
+    private final int maxLength;
+    private final boolean lowercase;
+    private final int maxId;
+
+    public WordTokenizer(Map<String, Integer> vocab, int maxLength, boolean lowercase) {
+        this.vocab = Collections.unmodifiableMap(new HashMap<>(vocab));
+        this.maxLength = maxLength;
+        this.lowercase = lowercase;
+        int top = -1;
+        for (int id : vocab.values()) top = Math.max(top, id);
+        this.maxId = top;
+    }
+
+    /** A tokenizer from the bytes of a tokenizer.json (WordLevel); BundleException when it is not one. */
+    public static WordTokenizer fromJson(byte[] data, boolean lowercase) {
+        Object parsed;
+        try {
+            parsed = Json.parse(data, BundleLoader.MAX_DEPTH);
+        } catch (Json.ParseException exc) {
+            throw new BundleException("the bundle's tokenizer.json cannot be parsed as UTF-8 JSON ("
+                    + BundleLoader.shortText(exc.getMessage(), 120) + "); export the bundle again", exc);
+        }
+        Object model = parsed instanceof Map ? Json.obj(parsed).get("model") : null;
+        if (!(model instanceof Map) || !"WordLevel".equals(Json.obj(model).get("type"))
+                || !(Json.obj(model).get("vocab") instanceof Map)) {
+            throw new BundleException("the bundle's tokenizer.json is not a WordLevel tokenizer (model.type, model.vocab); "
+                    + "export the bundle again");
+        }
+        Object truncation = Json.obj(parsed).get("truncation");
+        Object max = truncation instanceof Map ? Json.obj(truncation).get("max_length") : null;
+        if (!(max instanceof Long) || (Long) max < 1 || (Long) max > 1 << 20) {
+            throw new BundleException("the bundle's tokenizer.json has no truncation.max_length; export the bundle again");
+        }
+        Map<String, Integer> vocab = new HashMap<>();
+        for (Map.Entry<String, Object> e : Json.obj(Json.obj(model).get("vocab")).entrySet()) {
+            Object id = e.getValue();
+            if (!(id instanceof Long) || (Long) id < 0 || (Long) id > Integer.MAX_VALUE) {
+                throw new BundleException("the bundle's tokenizer does not fit its manifest: token ids must be non-negative "
+                        + "integers; export the bundle again");
+            }
+            vocab.put(e.getKey(), (int) (long) (Long) id);
+        }
+        return new WordTokenizer(vocab, (int) (long) (Long) max, lowercase);
+    }
+
+    public int maxLength() {
+        return maxLength;
+    }
+
+    /** The id of a word, or null. */
+    public Integer id(String word) {
+        return vocab.get(word);
+    }
+
+    public int maxId() {
+        return maxId;
+    }
+
+    public int padId() {
+        return vocab.get(PAD);
+    }
+
+    public int unkId() {
+        return vocab.get(UNK);
+    }
+
+    /** A word character: general category L (Lu, Ll, Lt, Lm, Lo) or N (Nd, Nl, No), or '_'. */
+    public static boolean isWord(int cp) {
+        if (cp == '_') return true;
+        switch (Character.getType(cp)) {
+            case Character.UPPERCASE_LETTER:
+            case Character.LOWERCASE_LETTER:
+            case Character.TITLECASE_LETTER:
+            case Character.MODIFIER_LETTER:
+            case Character.OTHER_LETTER:
+            case Character.DECIMAL_DIGIT_NUMBER:
+            case Character.LETTER_NUMBER:
+            case Character.OTHER_NUMBER:
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    /** A space as the spec defines it (Python's \s on str). */
+    public static boolean isSpace(int cp) {
+        return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 || cp == 0x1680
+                || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f
+                || cp == 0x3000;
+    }
+
+    /** The pieces of a text: lowercased, then runs of word characters or of other non-space characters. */
+    public List<String> tokenize(String text) {
+        String s = lowercase ? text.toLowerCase(Locale.ROOT) : text;
+        List<String> out = new ArrayList<>();
+        int i = 0;
+        int n = s.length();
+        while (i < n) {
+            int cp = s.codePointAt(i);
+            if (isSpace(cp)) {
+                i += Character.charCount(cp);
+                continue;
+            }
+            boolean word = isWord(cp);
+            int start = i;
+            while (i < n) {
+                int c = s.codePointAt(i);
+                if (isSpace(c) || isWord(c) != word) break;
+                i += Character.charCount(c);
+            }
+            out.add(s.substring(start, i));
+        }
+        return out;
+    }
+
+    /** Token ids and mask of length max_length; TextException when nothing is left to ask. */
+    public Encoding encode(String text) {
+        if (text == null) throw new TextException("text must be a string, got null");
+        List<String> tokens = tokenize(text);
+        if (tokens.isEmpty()) {
+            throw new TextException("text is empty (no word or punctuation left after splitting); pass a question or "
+                    + "statement such as 'is there a red circle ?'");
+        }
+        boolean truncated = tokens.size() > maxLength;
+        int used = Math.min(tokens.size(), maxLength);
+        int[] ids = new int[maxLength];
+        int[] mask = new int[maxLength];
+        int pad = padId();
+        int unk = unkId();
+        for (int i = 0; i < maxLength; i++) {
+            if (i < used) {
+                Integer id = vocab.get(tokens.get(i));
+                ids[i] = id == null ? unk : id;
+                mask[i] = 1;
+            } else {
+                ids[i] = pad;
+            }
+        }
+        return new Encoding(ids, mask, Collections.unmodifiableList(tokens), truncated);
+    }
+}

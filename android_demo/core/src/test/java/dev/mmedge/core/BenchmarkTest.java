@@ -1,0 +1,150 @@
+package dev.mmedge.core;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertTrue;
+import static org.junit.Assert.fail;
+
+import dev.mmedge.core.testing.Golden;
+import dev.mmedge.core.testing.ReplayStageRunner;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import org.junit.Test;
+
+/** BENCHMARK.md on the JVM: extras, the runner's figures against the golden exits, the result and error files. */
+public class BenchmarkTest {
+    private static Map<String, Object> extras(String... kv) {
+        Map<String, Object> out = new HashMap<>();
+        for (int i = 0; i < kv.length; i += 2) {
+            String v = kv[i + 1];
+            out.put(kv[i], v.matches("\\d+") && !kv[i].equals(BenchmarkOptions.CPU_AFFINITY) ? (Object) Integer.valueOf(v) : v);
+        }
+        return out;
+    }
+
+    @Test
+    public void extrasAreChecked() {
+        BenchmarkOptions o = BenchmarkOptions.fromExtras(extras("mmedge.bundle", "/data/local/tmp/mmedge/bundles/b.mmedge",
+                "mmedge.result", "/data/local/tmp/mmedge/results/r.json", "mmedge.backend", "onnxruntime", "mmedge.precision",
+                "int8", "mmedge.threads", "2", "mmedge.runs", "30", "mmedge.warmup", "0", "mmedge.policies", "all",
+                "mmedge.cpu_affinity", "4-7"));
+        assertEquals(4, o.policies.size());
+        assertEquals(2, o.threads);
+        assertEquals(30, o.runs);
+        assertEquals(0, o.warmup);
+        assertEquals("4-7", o.cpuAffinity);
+        assertEquals(4, o.cpus.size());
+        BenchmarkOptions d = BenchmarkOptions.fromExtras(extras("mmedge.bundle", "/b", "mmedge.result", "/r.json",
+                "mmedge.policies", "both,full"));
+        assertEquals("executorch", d.backend);
+        assertEquals(100, d.runs);
+        assertEquals(10, d.warmup);
+        assertEquals(java.util.Arrays.asList(Controller.FULL, Controller.BOTH), d.policies);
+        try {
+            BenchmarkOptions.fromExtras(extras("mmedge.bundle", "relative", "mmedge.backend", "tflite", "mmedge.threads", "0",
+                    "mmedge.policies", "fastest", "mmedge.cpu_affinity", "1;reboot", "mmedge.precision", "fp16"));
+            fail();
+        } catch (ConfigException exc) {
+            assertEquals(exc.getMessage(), 7, exc.problems().size());
+        }
+    }
+
+    /** A clock that advances 1 ms per reading: figures are deterministic. */
+    private static final class TickClock implements Engine.Clock {
+        long now;
+
+        @Override
+        public long nanoTime() {
+            return now += 1_000_000;
+        }
+    }
+
+    @Test
+    public void runnerFiguresMatchTheGoldenExits() throws Exception {
+        Map<String, Object> golden = Golden.queries();
+        List<BenchQueries.Query> queries = Golden.answeredQueries(Golden.golden());
+        assertEquals(6, queries.size());
+        BenchmarkOptions o = BenchmarkOptions.fromExtras(extras("mmedge.bundle", Golden.bundle().toString(),
+                "mmedge.result", "/tmp/unused.json", "mmedge.backend", "onnxruntime", "mmedge.runs", "14", "mmedge.warmup", "3"));
+        TickClock clock = new TickClock();
+        ReplayStageRunner.Factory factory = new ReplayStageRunner.Factory(golden);
+        Map<String, Object> result = BenchmarkRunner.run(o, opts -> {
+            Engine.Options eo = new Engine.Options();
+            eo.clock = clock;
+            return Engine.load(Golden.bundle(), factory, eo);
+        }, m -> queries, MemoryProbe.PROC, clock, null);
+        assertTrue("closed after the run", factory.last.closed);
+        assertEquals(1L, result.get("schema_version"));
+        assertEquals("replay", result.get("backend"));
+        assertTrue((Double) result.get("peak_rss_mb") > 0);
+        Manifest m = new Manifest(BundleLoader.parseManifest(Files.readAllBytes(Golden.bundle().resolve("manifest.json")), "m"));
+        Map<String, Controller.Setting> settings = Controller.standardPolicies(m);
+        Map<String, Object> policies = Json.obj(result.get("policies"));
+        assertEquals(settings.keySet(), policies.keySet());
+        Map<String, Object> answers = Json.obj(Golden.json(Golden.golden().resolve("android.json")).get("answers"));
+        for (Map.Entry<String, Controller.Setting> e : settings.entrySet()) {
+            // expected from the golden rows: the row of this policy at this keep ratio, per scene query
+            long[] hist = new long[m.exitLayers.size()];
+            int correct = 0;
+            double kept = 0;
+            for (Object qo : Json.arr(golden.get("queries"))) {
+                Map<String, Object> q = Json.obj(qo);
+                if (!answers.containsKey(q.get("name"))) continue;
+                Map<String, Object> byRatio = Json.obj(Json.obj(q.get("by_keep_ratio")).get(Double.toString(e.getValue().keepRatio)));
+                Map<String, Object> row = null;
+                for (Object r : Json.arr(byRatio.get("policies"))) {
+                    if (Policy.fromJson(Json.obj(Json.obj(r).get("policy"))).equals(e.getValue().policy)) row = Json.obj(r);
+                }
+                assertTrue("golden row for " + e.getValue().policy, row != null);
+                hist[(int) Json.lng(row.get("exit_index"))]++;
+                if (answers.get(q.get("name")).equals(row.get("answer"))) correct++;
+                kept += Json.arr(byRatio.get("kept_index")).size();
+            }
+            Map<String, Object> got = Json.obj(policies.get(e.getKey()));
+            List<Object> h = Json.arr(got.get("exit_histogram"));
+            for (int i = 0; i < hist.length; i++) assertEquals(e.getKey(), hist[i], Json.lng(h.get(i)));
+            assertEquals(e.getKey(), correct / 6.0, (Double) got.get("accuracy"), 1e-12);
+            assertEquals(e.getKey(), kept / 6.0, (Double) got.get("kept_tokens"), 1e-12);
+            Map<String, Object> latency = Json.obj(got.get("latency"));
+            assertEquals(14L, latency.get("n"));
+            assertTrue((Double) latency.get("p50_ms") <= (Double) latency.get("p99_ms"));
+            assertTrue(Json.obj(got.get("stages")).containsKey("preprocess"));
+        }
+        assertEquals(1.0, (Double) Json.obj(policies.get(Controller.FULL)).get("speedup_p50"), 0);
+    }
+
+    @Test
+    public void appAssetQueriesAreForTheShippedBundle() throws Exception {
+        Path dir = Golden.repo().resolve("android_demo/app/src/main/assets/bench/vqa");
+        BenchQueries doc = BenchQueries.parse(Files.readAllBytes(dir.resolve("queries.json")));
+        Manifest m = new Manifest(BundleLoader.parseManifest(Files.readAllBytes(Golden.bundle().resolve("manifest.json")), "m"));
+        assertEquals(m.task, doc.task);
+        assertTrue(doc.entries.size() >= 32);
+        for (BenchQueries.Entry e : doc.entries) {
+            assertTrue(e.answer, m.labels.contains(e.answer));
+            Golden.Image im = Golden.png(dir.resolve(e.image));
+            assertEquals(m.imageSize, im.width);
+            new Preprocessor(m).run(im.argb, im.width, im.height);
+        }
+    }
+
+    @Test
+    public void resultAndErrorFiles() throws Exception {
+        Path dir = Files.createTempDirectory("mmedge-bench-");
+        String path = dir.resolve("r.json").toString();
+        Map<String, Object> doc = new HashMap<>();
+        doc.put("schema_version", 1L);
+        BenchmarkRunner.writeResult(path, doc);
+        assertTrue(Files.exists(dir.resolve("r.json.done")));
+        assertEquals(1L, Json.obj(Json.parse(Files.readAllBytes(dir.resolve("r.json")), 8)).get("schema_version"));
+        BenchmarkRunner.writeError(path, new BundleException("bundle x failed verification; hash mismatch"));
+        String text = new String(Files.readAllBytes(dir.resolve("r.json")), StandardCharsets.UTF_8);
+        assertTrue(text, Json.obj(Json.parse(text, 8)).get("error").toString().startsWith("BundleException: bundle x"));
+        for (String f : new String[] {"r.json", "r.json.done"}) Files.delete(dir.resolve(f));
+        Files.delete(dir);
+    }
+}

@@ -1,0 +1,72 @@
+package dev.mmedge.core.testing;
+
+import dev.mmedge.core.BenchQueries;
+import dev.mmedge.core.BenchmarkOptions;
+import dev.mmedge.core.BenchmarkRunner;
+import dev.mmedge.core.Engine;
+import dev.mmedge.core.MemoryProbe;
+
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * BenchmarkActivity's path on the JVM, for the host-side contract test (tests/test_android_core.py):
+ * the same extras as `am start` (--es KEY VALUE, --ei KEY INT), the same BenchmarkRunner, result
+ * file and `.done` file, with the replay StageRunner in place of ONNX Runtime and the golden
+ * queries that have known answers in place of the app's asset queries.
+ *
+ *   java dev.mmedge.core.testing.BenchCli --golden tests/vectors/golden --es mmedge.bundle /abs/b.mmedge ...
+ */
+public final class BenchCli {
+    private BenchCli() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        Path golden = Golden.golden();
+        Map<String, Object> extras = new HashMap<>();
+        for (int i = 0; i < args.length; i++) {
+            String flag = args[i];
+            if (flag.equals("--golden")) {
+                golden = Paths.get(args[++i]);
+            } else if (flag.equals("--es")) {
+                extras.put(args[i + 1], args[i + 2]);
+                i += 2;
+            } else if (flag.equals("--ei")) {
+                extras.put(args[i + 1], Integer.valueOf(args[i + 2]));
+                i += 2;
+            } else {
+                System.err.println("unknown argument " + flag);
+                System.exit(2);
+            }
+        }
+        Object result = extras.get(BenchmarkOptions.RESULT);
+        if (!(result instanceof String)) {
+            System.err.println("no " + BenchmarkOptions.RESULT + ": nowhere to write");
+            System.exit(2);
+        }
+        try {
+            BenchmarkOptions options = BenchmarkOptions.fromExtras(extras);
+            Map<String, Object> doc = Golden.json(golden.resolve("queries.json"));
+            List<BenchQueries.Query> queries = Golden.answeredQueries(golden);
+            BenchmarkRunner.EngineLoader loader = o -> {
+                Engine.Options eo = new Engine.Options();
+                eo.precision = o.precision;
+                eo.threads = o.threads;
+                return Engine.load(Paths.get(o.bundle), new ReplayStageRunner.Factory(doc), eo);
+            };
+            Map<String, Object> extra = new LinkedHashMap<>();
+            extra.put("app", "dev.mmedge.core.testing.BenchCli (JVM, replayed stage outputs)");
+            extra.put("cpu_affinity_applied", false);
+            Map<String, Object> out = BenchmarkRunner.run(options, loader, m -> queries, MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
+            BenchmarkRunner.writeResult((String) result, out);
+        } catch (Exception exc) {
+            BenchmarkRunner.writeError((String) result, exc);
+            System.err.println(exc);
+            System.exit(1);
+        }
+    }
+}

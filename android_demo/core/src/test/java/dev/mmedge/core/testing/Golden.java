@@ -1,0 +1,103 @@
+package dev.mmedge.core.testing;
+
+import dev.mmedge.core.BenchQueries;
+import dev.mmedge.core.IO;
+import dev.mmedge.core.Json;
+
+import java.awt.image.BufferedImage;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import javax.imageio.ImageIO;
+
+/** The repository's shared vectors (tests/vectors) and how a JVM test reads them. */
+public final class Golden {
+    private Golden() {
+    }
+
+    /** The repository root: -Dmmedge.repo, else found upwards from the working directory. */
+    public static Path repo() {
+        String prop = System.getProperty("mmedge.repo");
+        if (prop != null) return Paths.get(prop).toAbsolutePath();
+        Path p = Paths.get("").toAbsolutePath();
+        while (p != null && !Files.isDirectory(p.resolve("tests/vectors/golden"))) p = p.getParent();
+        if (p == null) throw new IllegalStateException("cannot find the repository (tests/vectors/golden); pass -Dmmedge.repo=");
+        return p;
+    }
+
+    public static Path golden() {
+        return repo().resolve("tests/vectors/golden");
+    }
+
+    public static Map<String, Object> json(Path path) {
+        try {
+            return Json.obj(Json.parse(Files.readAllBytes(path), 64));
+        } catch (IOException | Json.ParseException exc) {
+            throw new IllegalStateException("cannot read " + path + ": " + exc.getMessage(), exc);
+        }
+    }
+
+    public static Map<String, Object> queries() {
+        return json(golden().resolve("queries.json"));
+    }
+
+    public static Path bundle() {
+        return repo().resolve((String) queries().get("bundle"));
+    }
+
+    /** A decoded PNG: ARGB ints as Bitmap.getPixels gives them (ImageIO's getRGB: not premultiplied, sRGB). */
+    public static final class Image {
+        public final int[] argb;
+        public final int width;
+        public final int height;
+
+        Image(int[] argb, int width, int height) {
+            this.argb = argb;
+            this.width = width;
+            this.height = height;
+        }
+
+        /** SHA-256 of the ints written big-endian (android.json's argb_be_sha256). */
+        public String sha256() {
+            ByteBuffer b = ByteBuffer.allocate(argb.length * 4);
+            for (int v : argb) b.putInt(v);
+            return IO.sha256Hex(b.array());
+        }
+    }
+
+    public static Image png(Path path) {
+        try {
+            BufferedImage im = ImageIO.read(path.toFile());
+            if (im == null) throw new IOException("not an image ImageIO reads");
+            int w = im.getWidth();
+            int h = im.getHeight();
+            return new Image(im.getRGB(0, 0, w, h, null, 0, w), w, h);
+        } catch (IOException exc) {
+            throw new IllegalStateException("cannot decode " + path + ": " + exc.getMessage(), exc);
+        }
+    }
+
+    /** The golden queries that have a known answer (android.json "answers"), as benchmark queries. */
+    public static List<BenchQueries.Query> answeredQueries(Path goldenDir) {
+        Map<String, Object> doc = json(goldenDir.resolve("queries.json"));
+        Map<String, Object> answers = Json.obj(json(goldenDir.resolve("android.json")).get("answers"));
+        List<BenchQueries.Query> out = new ArrayList<>();
+        for (Object o : Json.arr(doc.get("queries"))) {
+            Map<String, Object> q = Json.obj(o);
+            String name = (String) q.get("name");
+            if (!answers.containsKey(name)) continue;
+            Image im = png(goldenDir.resolve((String) q.get("image")));
+            out.add(new BenchQueries.Query(name, im.argb, im.width, im.height, (String) q.get("text"), (String) answers.get(name)));
+        }
+        return out;
+    }
+
+    static {
+        ImageIO.setUseCache(false);
+    }
+}

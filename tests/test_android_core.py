@@ -1,0 +1,180 @@
+"""The Android app's contract with `mmedge bench --device` (android_demo/BENCHMARK.md), tested from
+both sides on this machine: the host's adb orchestration (mmedge.bench.adb, unchanged) drives a
+scripted adb stand-in whose `am start` runs the app's benchmark path on the JVM
+(android_demo/core: BenchmarkOptions, Engine, BenchmarkRunner, result and .done files; the stage
+outputs replayed from the golden vectors instead of ONNX Runtime). The result must validate against
+mmedge/bench/bench.schema.json, and its exit histograms, kept tokens and accuracy must equal what
+the Python runtime's golden decisions give. The JUnit tests of the core run in
+scripts/test_android_core.sh."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from mmedge.bench import adb, report
+from mmedge.runtime.controller import Policy, standard_policies
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests/vectors/golden"
+BUILD = ROOT / "android_demo/core/build/jvm"
+
+FAKE_ADB = r'''#!{python}
+"""A scripted adb stand-in: a phone whose file system is a local folder and whose
+dev.mmedge.demo/.BenchmarkActivity is the Android core's JVM benchmark path."""
+import json, os, shlex, shutil, subprocess, sys
+from pathlib import Path
+root = Path(os.environ["FAKE_ADB_ROOT"])
+args = sys.argv[1:]
+with open(root / "calls.log", "a") as f:
+    f.write(json.dumps(args) + "\n")
+if args[:1] == ["-s"]:
+    args = args[2:]
+def local(p):
+    return root / "fs" / p.lstrip("/")
+def unquote(a):
+    return shlex.split(a)[0] if a else a
+if args == ["devices"]:
+    print("List of devices attached")
+    print("PHONE1\tdevice")
+elif args[:1] == ["push"]:
+    shutil.copytree(args[1], local(args[2]) / Path(args[1]).name, dirs_exist_ok=True)
+elif args[:1] == ["pull"]:
+    shutil.copy(local(args[1]), args[2])
+elif args[:3] == ["shell", "getprop", "ro.product.model"]:
+    print("Pixel 8")
+elif args[:2] == ["shell", "mkdir"]:
+    for p in args[3:]:
+        local(unquote(p)).mkdir(parents=True, exist_ok=True)
+elif args[:3] == ["shell", "am", "start"]:
+    words = [unquote(a) for a in args[3:]]
+    assert words[:3] == ["-W", "-n", "dev.mmedge.demo/.BenchmarkActivity"], words
+    java = ["java", "-cp", os.environ["CORE_CLASSPATH"], "dev.mmedge.core.testing.BenchCli",
+            "--golden", os.environ["GOLDEN"]]
+    it = iter(words[3:])
+    for flag in it:
+        key, value = next(it), next(it)
+        if key in ("mmedge.bundle", "mmedge.result"):
+            value = str(local(value))
+        java += [flag, key, value]
+    done = subprocess.run(java, capture_output=True, text=True)
+    (root / "app.log").write_text(done.stdout + done.stderr)
+    print("Status: ok")
+elif args[:1] == ["shell"]:
+    path = unquote(args[1].split()[2])
+    print("done" if local(path).exists() else "waiting")
+else:
+    print("unknown command", args, file=sys.stderr)
+    sys.exit(1)
+'''
+
+
+@pytest.fixture(scope="module")
+def core_classpath() -> str:
+    if shutil.which("java") is None and shutil.which("apt-get") is None:
+        pytest.skip("no JDK and no apt-get to install one")
+    done = subprocess.run(["bash", str(ROOT / "scripts/test_android_core.sh"), "--build"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return (BUILD / "classpath.txt").read_text().strip()
+
+
+@pytest.fixture
+def phone(tmp_path, monkeypatch, core_classpath):
+    script = tmp_path / "adb"
+    script.write_text(FAKE_ADB.replace("{python}", sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("MMEDGE_ADB", str(script))
+    monkeypatch.setenv("FAKE_ADB_ROOT", str(tmp_path))
+    monkeypatch.setenv("CORE_CLASSPATH", core_classpath)
+    monkeypatch.setenv("GOLDEN", str(GOLDEN))
+    return tmp_path
+
+
+def _golden_bundle(tmp_path: Path) -> Path:
+    doc = json.loads((GOLDEN / "queries.json").read_text())
+    src = ROOT / doc["bundle"]
+    dst = tmp_path / "host" / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _expected(manifest: dict) -> dict:
+    """Per standard policy, from the Python runtime's golden decisions on the answered queries."""
+    doc = json.loads((GOLDEN / "queries.json").read_text())
+    answers = json.loads((GOLDEN / "android.json").read_text())["answers"]
+    out = {}
+    for name, (policy, ratio) in standard_policies(manifest).items():
+        hist, correct, kept = [0] * len(manifest["exit_layers"]), 0, 0
+        for q in doc["queries"]:
+            if q["name"] not in answers:
+                continue
+            entry = q["by_keep_ratio"][str(ratio)]
+            row = next(r for r in entry["policies"] if Policy(**r["policy"]) == policy)
+            hist[row["exit_index"]] += 1
+            correct += row["answer"] == answers[q["name"]]
+            kept += len(entry["kept_index"])
+        n = sum(hist)
+        out[name] = {"exit_histogram": hist, "accuracy": correct / n, "kept_tokens": kept / n,
+                     "mean_exit": sum(i * h for i, h in enumerate(hist)) / n}
+    return out
+
+
+def test_app_result_through_adb_validates_and_agrees_with_the_python_runtime(phone, tmp_path):
+    bundle = _golden_bundle(tmp_path)
+    result = adb.bench_device(bundle, serial="PHONE1", backend="onnxruntime", threads=1, runs=9, warmup=2,
+                              cpu_affinity="0-1", poll_s=0.05, timeout_s=120)
+    log = (phone / "app.log").read_text()
+    assert "error" not in result, log
+    # the host side's own validation, and the schema itself
+    assert report.validate(result) == []
+    schema = json.loads((ROOT / "mmedge/bench/bench.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(result)
+    assert result["kind"] == "measured-on-device" and result["device"] == "Pixel 8" and result["serial"] == "PHONE1"
+    assert result["schema_version"] == 1 and result["precision"] == "fp32" and result["threads"] == 1
+    assert result["runs"] == 9 and result["warmup"] == 2 and result["samples"] == 6
+    for key in ("load_ms", "first_inference_ms", "peak_rss_mb"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert result["thresholds"] == manifest["thresholds"] and result["model"] == manifest["name"]
+    want = _expected(manifest)
+    assert list(result["policies"]) == list(want)
+    for name, row in result["policies"].items():
+        assert row["exit_histogram"] == want[name]["exit_histogram"], name
+        assert row["accuracy"] == pytest.approx(want[name]["accuracy"]), name
+        assert row["kept_tokens"] == pytest.approx(want[name]["kept_tokens"]), name
+        assert row["mean_exit"] == pytest.approx(want[name]["mean_exit"]), name
+        assert row["latency"]["n"] == 9 and row["latency"]["p50_ms"] <= row["latency"]["p99_ms"]
+        policy, ratio = standard_policies(manifest)[name]
+        first_stage = next(k["stages"][0] for k in manifest["keep_ratios"] if k["keep_ratio"] == ratio)
+        assert {"preprocess", first_stage} <= set(row["stages"]) and "total" not in row["stages"]
+        assert row["exit_policy"] == policy.to_dict() and row["keep_ratio"] == ratio
+    assert result["policies"]["full depth, every token"]["speedup_p50"] == 1.0
+    calls = [json.loads(line) for line in (phone / "calls.log").read_text().splitlines()]
+    start = next(c for c in calls if "am" in c)
+    assert start[start.index("mmedge.cpu_affinity") + 1] == "0-1"
+
+
+def test_app_error_reaches_the_host_as_a_device_error(phone, tmp_path):
+    bundle = _golden_bundle(tmp_path)
+    stage = next(bundle.glob("onnx/fp32/*stage1.onnx"))
+    data = bytearray(stage.read_bytes())
+    data[len(data) // 2] ^= 1
+    stage.write_bytes(bytes(data))
+    with pytest.raises(adb.DeviceError, match=r"the app reported: BundleException: .*hash mismatch"):
+        adb.bench_device(bundle, serial="PHONE1", backend="onnxruntime", runs=3, warmup=0, poll_s=0.05, timeout_s=120)
+    result = json.loads(next((phone / "fs").rglob("results/*.json")).read_text())
+    assert set(result) == {"error"}
+    assert list((phone / "fs").rglob("results/*.json.done"))
+
+
+def test_bad_extras_are_reported_not_hung(phone, tmp_path):
+    bundle = _golden_bundle(tmp_path)
+    with pytest.raises(adb.DeviceError, match=r"(?s)ConfigException: invalid benchmark extras:.*mmedge.backend 'tflite'"):
+        adb.bench_device(bundle, serial="PHONE1", backend="tflite", runs=3, warmup=0, poll_s=0.05, timeout_s=120)
