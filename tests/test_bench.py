@@ -160,7 +160,7 @@ def test_adb_orchestration_against_a_scripted_stand_in(fake_adb, tmp_path, monke
     assert start[:2] == ["-s", "BBB"] and "dev.mmedge.demo/.BenchmarkActivity" in start
     assert start[start.index("mmedge.cpu_affinity") + 1] == "4-7"
     assert start[start.index("mmedge.runs") + 1] == "30"
-    assert (fake_adb / "fs/data/local/tmp/mmedge/bundles/b.mmedge/manifest.json").is_file()
+    assert (fake_adb / "fs/sdcard/Android/data/dev.mmedge.demo/files/bundles/b.mmedge/manifest.json").is_file()
 
 
 def test_adb_missing_is_a_typed_error(monkeypatch):

@@ -23,7 +23,10 @@ from mmedge.errors import ConfigError, MMEdgeError, MissingDependencyError
 
 PACKAGE = "dev.mmedge.demo"
 ACTIVITY = f"{PACKAGE}/.BenchmarkActivity"
-DEVICE_ROOT = "/data/local/tmp/mmedge"
+# The app's own external files directory: the app reads and writes it without any permission and
+# adb's shell user can push to it and pull from it. (/data/local/tmp, the usual place for pushed
+# binaries, is shell_data_file to SELinux: apps may not write their results there.)
+DEVICE_ROOT = f"/sdcard/Android/data/{PACKAGE}/files"
 # `adb shell A B C` joins its arguments with spaces and the phone's shell parses the line again, so
 # every value that reaches it is shlex-quoted, the CPU list must be a plain list of cores and the
 # bundle's directory name a plain file name.

@@ -35,7 +35,7 @@ import java.util.concurrent.Executors;
  * The demo screen: pick or take a photo, type a question; shows the answer, the exit taken, the
  * visual tokens the prefilter kept drawn over the model's view of the image, and per-stage latency.
  * The bundle is the first NAME.mmedge directory found in the app's external files ("bundles/", see
- * README.md) or in /data/local/tmp/mmedge/bundles; ONNX Runtime when it has an onnxruntime
+ * README.md); ONNX Runtime when it has an onnxruntime
  * artifact, else ExecuTorch.
  */
 public final class MainActivity extends Activity {
@@ -96,7 +96,7 @@ public final class MainActivity extends Activity {
     private List<File> bundleDirs() {
         List<File> out = new ArrayList<>();
         File own = getExternalFilesDir("bundles");
-        for (File root : new File[] {own, new File("/data/local/tmp/mmedge/bundles")}) {
+        for (File root : new File[] {own}) {
             File[] found = root == null ? null : root.listFiles((d, name) -> name.endsWith(".mmedge"));
             if (found != null) for (File f : found) out.add(f);
         }

@@ -28,8 +28,8 @@ public class BenchmarkTest {
 
     @Test
     public void extrasAreChecked() {
-        BenchmarkOptions o = BenchmarkOptions.fromExtras(extras("mmedge.bundle", "/data/local/tmp/mmedge/bundles/b.mmedge",
-                "mmedge.result", "/data/local/tmp/mmedge/results/r.json", "mmedge.backend", "onnxruntime", "mmedge.precision",
+        BenchmarkOptions o = BenchmarkOptions.fromExtras(extras("mmedge.bundle", "/sdcard/Android/data/dev.mmedge.demo/files/bundles/b.mmedge",
+                "mmedge.result", "/sdcard/Android/data/dev.mmedge.demo/files/results/r.json", "mmedge.backend", "onnxruntime", "mmedge.precision",
                 "int8", "mmedge.threads", "2", "mmedge.runs", "30", "mmedge.warmup", "0", "mmedge.policies", "all",
                 "mmedge.cpu_affinity", "4-7"));
         assertEquals(4, o.policies.size());
