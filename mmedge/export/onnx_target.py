@@ -100,7 +100,10 @@ def weight_matmuls(path: Path) -> list[str]:
     onnx = require("onnx", INSTALL)
     graph = onnx.load(str(path)).graph
     constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(i in constants for i in n.input)]
+    names = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(i in constants for i in n.input)]
+    # the dynamic quantizer first rewrites a Gemm as a MatMul named "<gemm>_MatMul": list that name too,
+    # or the exit heads' Gemms are left in fp32
+    return [n.name for n in names] + [f"{n.name}_MatMul" for n in names if n.op_type == "Gemm"]
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
