@@ -74,3 +74,24 @@ def test_fit_recovers_known_efficiency_and_overhead(efficiency, overhead_us):
     assert fit["efficiency"] == pytest.approx(efficiency, rel=0.02)
     assert fit["overhead_us"] == pytest.approx(overhead_us, rel=0.05)
     assert fit["rms_log_error"] < 1e-3
+
+
+def test_every_modelled_figure_states_its_anchor_error():
+    """The profiles' anchor errors equal the committed anchors run, and the modelled report says them."""
+    import json
+    from pathlib import Path
+
+    from mmedge.bench.costmodel import ANCHOR_ERRORS, anchor_statement
+    from mmedge.bench.report import markdown
+
+    summary = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/anchors/anchors.json")
+                         .read_text())["summary"]
+    for name, (n, err) in ANCHOR_ERRORS.items():
+        assert round(summary[name]["error_before"], 4) == err
+        assert name == "all" or summary[name]["n"] == n
+    assert "unvalidated" in anchor_statement("pixel-8") and "28%" in anchor_statement("pixel-8")
+    assert "6 published" in anchor_statement("raspberry-pi-5")
+    result = {"kind": "modelled", "device": "pixel-8", "note": "MODELLED", "anchor_check": anchor_statement("pixel-8"),
+              "profile": {"description": "d", "source": "s", "efficiency": 0.3, "overhead_us": 4.0},
+              "by_keep_ratio": {"1.0": {"exit_ms": [0.1, 0.2]}}}
+    assert "Against real phones: no published latency anchors" in markdown(result)

@@ -96,6 +96,27 @@ PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (
 )}
 PROFILES["pixel"] = PROFILES["pixel-8"]  # the newest Pixel profile
 
+# How far the profiles as written are from published CPU latencies (`python benchmarks/phone_anchors.py`,
+# benchmarks/results/anchors/anchors.json "summary": median absolute error of the assumed efficiency and
+# overhead, anchors counted; a test keeps these equal to that file). A profile without an entry has no
+# published anchor on its cores: its figures are checked only by the error over all anchors.
+ANCHOR_ERRORS: dict[str, tuple[int, float]] = {
+    "all": (40, 0.2842), "pixel-3": (4, 0.2511), "pixel-3-4t": (9, 0.1211), "pixel-4-4t": (5, 0.4631),
+    "raspberry-pi-5": (6, 0.8069), "raspberry-pi-5-4t": (5, 0.2457), "snapdragon-8-gen-2": (6, 0.1589),
+    "snapdragon-8-gen-2-4t": (5, 0.5273)}
+
+
+def anchor_statement(profile: str) -> str:
+    """One sentence on how far this profile's modelled figures are known to be from real phones."""
+    n_all, err_all = ANCHOR_ERRORS["all"]
+    if profile in ANCHOR_ERRORS:
+        n, err = ANCHOR_ERRORS[profile]
+        return (f"checked against {n} published CPU latencies on this device (convolutional networks): median "
+                f"error {err:.0%}; over all {n_all} anchors {err_all:.0%}; never checked on transformer stages")
+    return (f"no published latency anchors this profile's cores: unvalidated; over all {n_all} anchors on other "
+            f"devices the model's median error is {err_all:.0%} (convolutional networks; never checked on "
+            "transformer stages)")
+
 
 def profile(name: str) -> DeviceProfile:
     if name not in PROFILES:
@@ -243,6 +264,6 @@ def model_device(bundle: str | Path, device: str, precision: str = "fp32", host_
         per_ratio[str(k["keep_ratio"])] = {"exit_ms": cumulative}
     return {"schema_version": 1, "kind": "modelled", "device": device, "profile": asdict(prof),
             "precision": precision, "stages_ms": stages, "by_keep_ratio": per_ratio,
-            "host_check": host_check,
+            "host_check": host_check, "anchor_check": anchor_statement(prof.name),
             "note": "MODELLED, not measured: per-operator cost model on the device profile's public specification "
                     "with assumed efficiency and per-op overhead"}

@@ -25,6 +25,8 @@ def markdown(result: dict) -> str:
                   f"Profile: {result['profile']['description']} (source: {result['profile']['source']}; "
                   f"efficiency {result['profile']['efficiency']}, per-op overhead {result['profile']['overhead_us']} us, "
                   "both assumed).", ""]
+        if result.get("anchor_check"):
+            lines += [f"Against real phones: {result['anchor_check']} (benchmarks/results/anchors/).", ""]
         rows = [[r, *[f"{ms:.3f}" for ms in v["exit_ms"]]] for r, v in result["by_keep_ratio"].items()]
         n = max(len(v["exit_ms"]) for v in result["by_keep_ratio"].values())
         lines += ["Modelled latency to each exit (ms):", "",
