@@ -161,10 +161,23 @@ def finetune_config(task: str, seed: int, steps: int, plan: dict, threads: int |
                        checkpoint_every=steps, log_every=max(1, steps // 4), model=plan["model"], threads=threads)
 
 
+# TrainConfig fields added after units were first recorded: left out of a key while at their default,
+# so that a new field does not make every finished fine-tune look unfinished
+ADDED_FIELDS = ("data", "answer_vocab_size")
+
+
+def config_key(cfg) -> str:
+    """The config's repr (threads excluded: results do not depend on it), stable under added fields."""
+    cfg = dataclasses.replace(cfg, threads=None)
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    shown = [f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
+             if not (f.name in ADDED_FIELDS and getattr(cfg, f.name) == defaults[f.name])]
+    return f"{type(cfg).__name__}({', '.join(shown)})"
+
+
 def finetune_key(init_id: dict | None, task: str, seed: int, steps: int, plan: dict) -> dict:
     cfg = finetune_config(task, seed, steps, plan)
-    return {"finetune": repr(dataclasses.replace(cfg, threads=None)), "init": init_id,
-            "eval_samples": plan["eval_samples"]}
+    return {"finetune": config_key(cfg), "init": init_id, "eval_samples": plan["eval_samples"]}
 
 
 def finetune(init: str | None, task: str, seed: int, steps: int, plan: dict, unit_dir: str, work_dir: str,
