@@ -210,3 +210,26 @@ def test_match_on_captions_and_retrieval_recall(tmp_path):
     r = evaluate_real(model, tok, f"coco:{root}", "val", 4, progress=False)["retrieval"]
     assert r["images"] == 4 and r["texts"] == 8  # two captions per image in the fixture
     assert 0 <= r["text_to_image_R@1"] <= r["text_to_image_R@5"] == 1.0  # 4 images: top 5 holds them all
+
+
+@pytest.mark.slow
+def test_calibrate_on_a_real_datasets_validation_split(tmp_path):
+    from conftest import TINY_RECIPE
+    from mmedge.export.exporter import export_bundle
+    from mmedge.export.recipe import ExportRecipe
+    from mmedge.runtime.calibrate import calibrate
+    from mmedge.train.config import TrainConfig
+    from mmedge.train.trainer import Trainer
+
+    root = fx.make_jsonl(tmp_path / "own", n=12, split="train")
+    fx.make_jsonl(tmp_path / "own", n=110, split="val")
+    cfg = TrainConfig(task="vqa", data=f"jsonl:{root}", steps=2, batch_size=4, warmup_steps=1, eval_every=2,
+                      eval_samples=8, checkpoint_every=2, log_every=1, threads=1, model=TINY)
+    Trainer(cfg, tmp_path / "run", progress=False).fit()
+    recipe = {**TINY_RECIPE, "keep_ratios": [1.0], "targets": ["onnx"], "ort_format": False, "in_graph": False}
+    bundle = export_bundle(tmp_path / "run", tmp_path / "b.mmedge", ExportRecipe(**recipe), log=lambda *_: None)
+    result = calibrate(bundle, samples=100, data=f"jsonl:{root}", write=False, progress=False)
+    assert result["samples"] == 100 and result["data"] == "jsonl"  # the first 100 usable records of the split
+    with pytest.raises(Exception, match="at least 100"):
+        fx.make_jsonl(tmp_path / "few", n=20, split="val")
+        calibrate(bundle, samples=100, data=f"jsonl:{tmp_path / 'few'}", write=False, progress=False)

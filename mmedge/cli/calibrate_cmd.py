@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--z", type=non_negative_float, default=1.645,
                    help="sigmas of the upper limit on the drop, >= 0 (default 1.645)")
     p.add_argument("--data-seed", type=non_negative, default=0)
+    p.add_argument("--data", default="scenes", help="scenes (default) or NAME:ROOT: calibrate on a real dataset's "
+                   "validation split (README, Real data)")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to re-sign the manifest with (see `mmedge sign`)")
     p.add_argument("--dry-run", action="store_true", help="print the table, leave the manifest as it is")
     p.add_argument("--no-progress", action="store_true")
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_arguments(args.max_drop, args.z, args.samples)  # before loading anything (calibrate checks too)
     result = calibrate(args.artifact, args.max_drop, args.samples, "val", args.data_seed, args.backend, args.z,
-                       progress=not args.no_progress, write=not args.dry_run, sign_key=args.sign_key)
+                       progress=not args.no_progress, write=not args.dry_run, sign_key=args.sign_key, data=args.data)
     print(format_table(result))
     if not args.dry_run and result["chosen"] is not None:
         print(f"\nwrote the thresholds into {args.artifact}/manifest.json")

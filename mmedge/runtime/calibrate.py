@@ -68,16 +68,32 @@ class ExitTable:
     pruned: PrunedTable | None = None
 
 
-def collect(engine: Engine, split: str, n: int, data_seed: int = 0, progress: bool = True
+def _queries(engine: Engine, split: str, n: int, data_seed: int, data: str) -> tuple[list, np.ndarray]:
+    """(image, text) pairs and labels of n queries: generated scenes, or a real dataset's validation
+    records (`data` NAME:ROOT; an answer outside the bundle's labels is labelled -1: always wrong)."""
+    task = engine.manifest["task"]
+    if data == "scenes":
+        samples = generate(task, data_seed, split, range(n), engine.image_size)
+        return [(s.image, s.text) for s in samples], np.array([s.label for s in samples])
+    from mmedge.data.provider import VAL_SPLIT
+    from mmedge.data.sources import open_dataset, parse_data_spec
+
+    spec = parse_data_spec(data)
+    dataset = open_dataset(spec, task, VAL_SPLIT.get(spec.name, "val"), engine.image_size, limit=n, progress=False)
+    labels = engine.manifest["labels"]
+    return ([(dataset.image(i), r.text) for i, r in enumerate(dataset.records)],
+            np.array([labels.index(r.answer) if r.answer in labels else -1 for r in dataset.records]))
+
+
+def collect(engine: Engine, split: str, n: int, data_seed: int = 0, progress: bool = True, data: str = "scenes"
             ) -> tuple[np.ndarray, dict[float, ExitTable]]:
     """Labels (n,) and every exit's outputs at every exported keep ratio."""
-    task = engine.manifest["task"]
-    samples = generate(task, data_seed, split, range(n), engine.image_size)
-    labels = np.array([s.label for s in samples])
+    queries, labels = _queries(engine, split, n, data_seed, data)
+    n = len(queries)
     tables = {}
     ratios = [k["keep_ratio"] for k in engine.manifest["keep_ratios"]]
     bar = tqdm(total=n * len(ratios), desc=f"calibrate ({split})", disable=not progress, unit="query")
-    feeds = [engine.preprocess(s.image, s.text) for s in samples]
+    feeds = [engine.preprocess(image, text) for image, text in queries]
     for ratio in ratios:
         rows = []
         for feed in feeds:
@@ -212,7 +228,7 @@ def choose(labels: np.ndarray, tables: dict[float, ExitTable], max_drop: float, 
 
 def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = "val", data_seed: int = 0,
               backend: str = "auto", z: float = 1.645, progress: bool = True, write: bool = True,
-              sign_key=None) -> dict:
+              sign_key=None, data: str = "scenes") -> dict:
     """Calibrate a bundle's thresholds; with write, store them in its manifest atomically. Rewriting
     the manifest removes its signature (result["signature"] says so) unless `sign_key` re-signs it."""
     check_arguments(max_drop, z, samples)
@@ -223,9 +239,12 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
 
         sign_key = load_private_key(sign_key)  # a bad key fails now, not after the collection
     engine = Engine.load(bundle, backend=backend)
-    labels, tables = collect(engine, split, samples, data_seed, progress)
+    labels, tables = collect(engine, split, samples, data_seed, progress, data)
+    if len(labels) < MIN_SAMPLES:
+        raise ConfigError(f"{data}: only {len(labels)} usable validation records; calibration needs at least "
+                          f"{MIN_SAMPLES}", "calibration data")
     result = choose(labels, tables, max_drop, z)
-    result.update(split=split, backend=engine.backend)
+    result.update(split=split, backend=engine.backend, data=data.split(":")[0])
     if write and result["chosen"] is not None:
         manifest = load_manifest(bundle)
         chosen = result["chosen"]
