@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mmedge.bench.stats import wilson  # noqa: E402
 from mmedge.fileio import atomic_write  # noqa: E402
 
 LEGACY = dict(mask_words="any", text_replace_rate=0.15, visual_sources="any-object", generator_depth=1,
@@ -378,13 +379,6 @@ def default_target(floor: float, best: float) -> float | None:
     """Halfway from the no-pretraining floor to the best pretrained accuracy; None when no
     pretrained snapshot beat the floor (then there is nothing for pretraining to reach)."""
     return floor + 0.5 * (best - floor) if best > floor else None
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a binomial proportion (the sampling error of one accuracy figure)."""
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
 
 
 def seed_interval(values: list[float]) -> dict:

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmedge.bench.stats import wilson
 from mmedge.bundle.manifest import load_manifest
 from mmedge.data.batches import generate
 from mmedge.errors import ConfigError, MMEdgeError
-from mmedge.fileio import atomic_write, sha256_file
+from mmedge.fileio import atomic_write, sha256_file, shown_path
 from mmedge.runtime.controller import Policy, policy_rows
 from mmedge.runtime.pruning import PruningRule
 from mmedge.runtime.engine import Engine
@@ -61,7 +62,7 @@ def run_policy(engine: Engine, samples, policy: Policy, keep_ratio: float, pruni
         latency.append(p.timings_ms["total"])
     lat = np.asarray(latency)
     return {"accuracy": float(np.mean(correct)), "mean_exit": float(np.mean(exits)),
-            "kept_tokens": float(np.mean(kept)), "p50_ms": float(np.percentile(lat, 50)),
+            "kept_tokens": float(np.mean(kept)), "p10_ms": float(np.percentile(lat, 10)), "p50_ms": float(np.percentile(lat, 50)),
             "p90_ms": float(np.percentile(lat, 90)), "exit_histogram": np.bincount(exits).tolist(),
             "pruned_share": float(np.mean(pruned))}
 
@@ -122,7 +123,7 @@ def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "ru
                     and r["policy"] == "full depth, every token")
         row["speedup_p50"] = full["p50_ms"] / row["p50_ms"]
     coreml = [a for a in manifest["artifacts"] if a["runtime"] == "coreml"]
-    result = {"model": str(model_dir), "bundle": str(bundle), "samples": samples, "split": "test",
+    result = {"model": shown_path(model_dir), "bundle": shown_path(bundle), "samples": samples, "split": "test",
               "threads": threads, "thresholds": manifest["thresholds"], "rows": rows,
               "modality_pruning": _pruning_summary(manifest.get("modality_pruning")),
               "coreml": [{"precision": a["precision"], "structure_check": a["structure_check"],
@@ -173,10 +174,13 @@ def write_outputs(out: Path, result: dict) -> None:
         md.append(f"Core ML ({c['precision']}): structure check passed={c['structure_check']['passed']}; "
                   f"not run here ({c['parity'].get('reason', '')}).")
     atomic_write(out / "demo.md", lambda p: p.write_text("\n".join(md) + "\n"))
-    plot(result["rows"], out / "demo.png")
+    plot(result["rows"], out / "demo.png", result["samples"])
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, samples: int) -> None:
+    """Accuracy against median latency per policy and runtime: the accuracy's 95% Wilson interval
+    and the latency's p10-p90 range as error bars, no lines between policies, and an accuracy axis
+    no narrower than 0.1 so that differences inside the intervals do not look large."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,18 +189,25 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = {"full depth, every token": "s", "prefilter only": "^", "exits only": "o", "prefilter + exits": "*",
                "modality pruning only": "v", "prefilter + exits + pruning": "P"}
-    for key in sorted({(r["backend"], r["precision"]) for r in rows}):
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    lows = []
+    for i, key in enumerate(sorted({(r["backend"], r["precision"]) for r in rows})):
         pts = [r for r in rows if (r["backend"], r["precision"]) == key]
-        line, = ax.plot([r["p50_ms"] for r in pts], [r["accuracy"] for r in pts], alpha=0.4)
         for r in pts:
-            ax.scatter(r["p50_ms"], r["accuracy"], marker=markers[r["policy"]], color=line.get_color(), s=60,
-                       label=f"{key[0]} {key[1]}" if r is pts[0] else None)
+            lo, hi = wilson(r["accuracy"], samples)
+            lows.append(lo)
+            ax.errorbar(r["p50_ms"], r["accuracy"], yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]],
+                        xerr=[[r["p50_ms"] - r.get("p10_ms", r["p50_ms"])], [r["p90_ms"] - r["p50_ms"]]],
+                        fmt=markers[r["policy"]], color=colours[i % len(colours)], ms=7, capsize=2, alpha=0.8,
+                        label=f"{key[0]} {key[1]}" if r is pts[0] else None)
     for name, m in markers.items():
         if not any(r["policy"] == name for r in rows):
             continue
         ax.scatter([], [], marker=m, color="grey", label=name)
-    ax.set_xlabel("median latency per query, ms (measured, this CPU)")
-    ax.set_ylabel("test accuracy")
+    top = 1.0
+    ax.set_ylim(max(0.0, min(min(lows, default=0.9), top - 0.1) - 0.005), top + 0.005)
+    ax.set_xlabel("latency per query, ms: median, bars p10-p90 (measured, this CPU)")
+    ax.set_ylabel(f"test accuracy, bars 95% interval (n={samples})")
     ax.set_title("Adaptive inference: accuracy against latency")
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)

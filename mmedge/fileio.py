@@ -114,3 +114,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def shown_path(path) -> str:
+    """A path as recorded in results: relative to the working directory when inside it, so that
+    committed results carry no machine paths."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)

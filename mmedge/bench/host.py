@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from mmedge.bench.machine import describe, peak_rss_mb
 from mmedge.bench.stats import summarize
 from mmedge.bundle.manifest import load_manifest
+from mmedge.fileio import shown_path
 from mmedge.data.batches import generate
 from mmedge.runtime.controller import policy_rows
 from mmedge.runtime.engine import Engine
@@ -65,17 +66,10 @@ def bench_host(bundle: str | Path, backend: str = "auto", precision: str = "fp32
     for row in policies.values():
         row["speedup_p50"] = full / row["latency"]["p50_ms"]
     return {"schema_version": 1, "kind": "measured", "device": "host", "machine": describe(),
-            "bundle": _shown_path(bundle), "model": manifest["name"], "backend": engine.backend, "precision": precision,
+            "bundle": shown_path(bundle), "model": manifest["name"], "backend": engine.backend, "precision": precision,
             "threads": threads, "samples": samples, "repeats": repeats, "warmup": warmup,
             "load_ms": load_ms, "first_inference_ms": first_ms, "peak_rss_mb": peak_rss_mb(),
             "thresholds": manifest["thresholds"], "policies": policies}
 
 
-def _shown_path(path) -> str:
-    """The bundle path as recorded in results: relative to the working directory when inside it, so
-    that committed results carry no machine paths."""
-    path = Path(path)
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return str(path)
+

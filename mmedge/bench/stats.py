@@ -23,3 +23,10 @@ def iqr_ratio(a_ms, b_ms) -> dict:
     boots = [np.median(rng.choice(a, a.size)) / np.median(rng.choice(b, b.size)) for _ in range(500)]
     lo, hi = np.percentile(boots, [5, 95])
     return {"ratio": float(np.median(a) / np.median(b)), "ci90": [float(lo), float(hi)]}
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% (z = 1.96) Wilson interval of a proportion p measured on n samples (an accuracy's sampling error)."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
