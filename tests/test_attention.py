@@ -279,3 +279,10 @@ def test_tiny_model_trains_exports_everywhere_and_runs_in_the_engine(name, tmp_p
                 assert got.answer == ref.answer
                 assert got.confidence == pytest.approx(ref.exits[-1].confidence, abs=1e-4)
                 assert got.max_probability == pytest.approx(ref.exits[-1].max_probability, abs=1e-4)
+    # and `mmedge bench` measures them like any bundle: every standard policy, a valid result
+    from mmedge.bench.host import bench_host
+    from mmedge.bench.report import validate
+
+    result = bench_host(bundle, backend="onnxruntime", samples=4, repeats=1, warmup=1, progress=False)
+    assert validate(result) == [] and len(result["policies"]) >= 4
+    assert all(p["latency"]["n"] == 4 for p in result["policies"].values())
