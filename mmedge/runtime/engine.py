@@ -29,6 +29,7 @@ from mmedge.runtime.backends import BACKENDS, open_session
 from mmedge.runtime.controller import ExitState, Policy, policy_from_thresholds, should_prune, should_stop, softmax_max
 from mmedge.runtime.pruning import PruningRule, rule_from_manifest, signal_value, stored_rule
 
+MODES = ("auto", "staged", "in-graph")
 BUNDLE_RULE = "bundle"  # predict(pruning=...): the bundle's own modality pruning rule (None: never prune)
 
 BACKEND_ORDER = ("onnxruntime", "executorch", "coreml")
@@ -92,16 +93,24 @@ class Engine:
         self._num_text: int = manifest["tokenizer"]["max_length"]
         self._stage_times: dict[str, deque] = {}
         self._lock = threading.Lock()
+        self.in_graph: dict[float, object] = {}  # keep ratio -> session over its in-graph graph (mode auto)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", precision: str = "fp32", fmt: str | None = None,
              keep_ratio: float | None = None, policy: Policy | str | None = None, threads: int | None = None,
-             verify: bool = True, verify_key=None, self_check: bool = True) -> "Engine":
+             verify: bool = True, verify_key=None, self_check: bool = True, mode: str = "auto") -> "Engine":
         """Open a bundle: check its manifest (bounds, consistency, paths, SHA-256 of every file, and
         with `verify_key` its Ed25519 signature) before opening anything, then its stages; with
-        `self_check` one query runs through every stage so that a bundle that loads can predict."""
+        `self_check` one query runs through every stage so that a bundle that loads can predict.
+
+        mode: "staged" runs the stage files one by one under the Python controller; "auto" (default)
+        also opens the bundle's in-graph graphs (onnxruntime, fp32; exits as `If` branches) and runs a
+        query through one of them whenever the policy is one the graph expresses (confidence) and no
+        modality pruning applies, else staged; "in-graph" is auto that refuses a bundle without them."""
         _check_load_arguments(backend, precision, fmt, threads)
+        if mode not in MODES:
+            raise ConfigError(f"mode {mode!r} unknown; choose one of {list(MODES)}", "arguments")
         manifest = load_manifest(bundle, verify_files=verify, verify_key=verify_key)
         root = Path(bundle)
         artifacts = [a for a in manifest["artifacts"] if a["precision"] == precision
@@ -121,6 +130,8 @@ class Engine:
         session = _open(backend, root, artifact, threads)
         engine = cls(root, manifest, backend, artifact, session,
                      _policy(policy) if policy is not None else policy_from_thresholds(thresholds), ratio, tokenizer)
+        if mode != "staged":
+            engine._open_in_graph(threads, required=mode == "in-graph")
         if self_check:
             engine.self_check()
         return engine
@@ -151,6 +162,58 @@ class Engine:
             patches = (self.image_size // patch) ** 2 if type(patch) is int and patch > 0 else None
             if patches and kept.size and (kept.min() < 0 or kept.max() >= patches):
                 raise BundleError(f"{self.root}: the prefilter keeps token indices outside 0..{patches - 1}")
+        self._check_in_graph(feeds)
+
+    def _open_in_graph(self, threads: int | None, required: bool) -> None:
+        """Sessions over the in-graph graphs this engine can use: onnxruntime, fp32, the artifact's format."""
+        entries = (self.manifest.get("in_graph") or {}).get("by_keep_ratio", {})
+        usable = self.backend == "onnxruntime" and self.artifact["precision"] == "fp32"
+        key = "ort_file" if self.artifact["format"] == "ort" else "file"
+        files = {e["keep_ratio"]: e[key] for e in entries.values() if usable and key in e}
+        if required and not files:
+            raise ConfigError(f"{self.root} has no in-graph graph for onnxruntime {self.artifact['precision']} "
+                              f"{self.artifact['format']} (export with in_graph, or load with mode='staged' or 'auto')",
+                              "arguments")
+        for ratio, file in files.items():
+            name = f"in_graph@{ratio:g}"
+            self.in_graph[ratio] = _open("onnxruntime", self.root, {"stages": {name: {"file": file}}}, threads)
+
+    def _check_in_graph(self, feeds) -> None:
+        """Each in-graph graph answers a test query with the declared outputs (threshold 2: full depth)."""
+        for ratio, session in self.in_graph.items():
+            try:
+                out = session.run(f"in_graph@{ratio:g}", {**feeds, "threshold": np.array([2.0], np.float32)})
+            except Exception as exc:  # a backend's own error type
+                raise BundleError(f"{self.root}: the in-graph graph for keep ratio {ratio} fails on a test query "
+                                  f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again") from exc
+            k = next(g["kept_tokens"] for g in self.manifest["keep_ratios"] if g["keep_ratio"] == ratio)
+            want = {"logits": [1, len(self.labels)], "confidence": [1], "exit_index": [1], "kept_index": [1, k]}
+            for name, shape in want.items():
+                if name not in out or list(np.shape(out[name])) != shape:
+                    raise BundleError(f"{self.root}: the in-graph output {name} for keep ratio {ratio} has shape "
+                                      f"{None if name not in out else list(np.shape(out[name]))}, expected {shape}; "
+                                      "export the bundle again")
+            if int(np.asarray(out["exit_index"]).reshape(-1)[0]) != len(self.manifest["exit_layers"]) - 1:
+                raise BundleError(f"{self.root}: the in-graph graph for keep ratio {ratio} stops before the last "
+                                  "exit at threshold 2; export the bundle again")
+
+    def uses_in_graph(self, policy: Policy, ratio: float, rule: PruningRule | None) -> bool:
+        """Whether predict() runs this query through the in-graph graph."""
+        return ratio in self.in_graph and policy.kind == "confidence" and rule is None
+
+    def _predict_in_graph(self, image: ImageLike, text: str, policy: Policy, ratio: float) -> Prediction:
+        t_start = time.perf_counter()
+        feeds = self.preprocess(image, text)
+        timings = {"preprocess": (time.perf_counter() - t_start) * 1e3}
+        t0 = time.perf_counter()
+        out = self.in_graph[ratio].run(f"in_graph@{ratio:g}", {**feeds, "threshold": float32_at_least(policy.threshold)})
+        timings["in_graph"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        logits = np.asarray(out["logits"]).reshape(-1)
+        exit_index = int(np.asarray(out["exit_index"]).reshape(-1)[0])
+        kept = np.sort(np.asarray(out["kept_index"]).reshape(-1)).astype(int).tolist()
+        return Prediction(self.labels[int(np.argmax(logits))], float(np.asarray(out["confidence"]).reshape(-1)[0]),
+                          softmax_max(logits), exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings)
 
     def _check_pruned(self, feeds, names: list[str]) -> None:
         """The text-only stages run after the pruning stage of one keep ratio and give the declared shapes."""
@@ -271,6 +334,8 @@ class Engine:
         rule = self.pruning_rule(pruning)
         ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
         names = list(self.stages_for(ratio))
+        if self.uses_in_graph(policy, ratio, rule):
+            return self._predict_in_graph(image, text, policy, ratio)
         if policy.kind == "latency_budget" and any(self.stage_ms(n) is None for n in names):
             self.warm_up(3, ratio)
         t_start = time.perf_counter()
@@ -351,6 +416,15 @@ class Engine:
                 raise ConfigError(f"{self.root} has no modality pruning stages", "arguments")
             return next(e["exit_flops"] for e in self.pruning_section["exit_flops"] if e["keep_ratio"] == ratio)
         return next(k["exit_flops"] for k in self.manifest["keep_ratios"] if k["keep_ratio"] == ratio)
+
+
+def float32_at_least(threshold: float) -> np.ndarray:
+    """(1,) float32: the smallest float32 >= threshold, so the graph's float32 comparison stops at the
+    same exits as the controller's double-precision one (docs/bundle-format.md, in-graph variant)."""
+    value = np.float32(threshold)
+    if float(value) < threshold:
+        value = np.nextafter(value, np.float32(np.inf))
+    return np.array([value], dtype=np.float32)
 
 
 def _ratio(keep_ratio) -> float:
