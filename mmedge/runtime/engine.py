@@ -13,6 +13,7 @@ shared state, the per-stage time statistics, is guarded by a lock).
 from __future__ import annotations
 
 import importlib.util
+import math
 import threading
 import time
 from collections import deque
@@ -99,15 +100,17 @@ class Engine:
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", precision: str = "fp32", fmt: str | None = None,
              keep_ratio: float | None = None, policy: Policy | str | None = None, threads: int | None = None,
-             verify: bool = True, verify_key=None, self_check: bool = True, mode: str = "auto") -> "Engine":
+             verify: bool = True, verify_key=None, self_check: bool = True, mode: str = "staged") -> "Engine":
         """Open a bundle: check its manifest (bounds, consistency, paths, SHA-256 of every file, and
         with `verify_key` its Ed25519 signature) before opening anything, then its stages; with
         `self_check` one query runs through every stage so that a bundle that loads can predict.
 
-        mode: "staged" runs the stage files one by one under the Python controller; "auto" (default)
+        mode: "staged" (default) runs the stage files one by one under the Python controller; "auto"
         also opens the bundle's in-graph graphs (onnxruntime, fp32; exits as `If` branches) and runs a
         query through one of them whenever the policy is one the graph expresses (confidence) and no
-        modality pruning applies, else staged; "in-graph" is auto that refuses a bundle without them."""
+        modality pruning applies, else staged; "in-graph" is auto that refuses a bundle without them.
+        Staged is the default because it measured faster (benchmarks/results/staging/: the `If` graph
+        costs more than the stage calls it replaces once the controller's own overhead is small)."""
         _check_load_arguments(backend, precision, fmt, threads)
         if mode not in MODES:
             raise ConfigError(f"mode {mode!r} unknown; choose one of {list(MODES)}", "arguments")
@@ -338,6 +341,7 @@ class Engine:
             return self._predict_in_graph(image, text, policy, ratio)
         if policy.kind == "latency_budget" and any(self.stage_ms(n) is None for n in names):
             self.warm_up(3, ratio)
+        needs_max_prob, needs_times = policy.kind == "max_probability", policy.kind == "latency_budget"
         t_start = time.perf_counter()
         feeds = self.preprocess(image, text)
         timings = {"preprocess": (time.perf_counter() - t_start) * 1e3}
@@ -353,10 +357,11 @@ class Engine:
             timings[names[i]] = ms
             state.elapsed_ms += ms
             logits = out["logits"].reshape(-1)
-            state.answers.append(int(np.argmax(logits)))
+            state.answers.append(int(logits.argmax()))
             state.confidences.append(float(np.asarray(out["confidence"]).reshape(-1)[0]))
-            state.max_probabilities.append(softmax_max(logits))
-            nxt = self.stage_ms(names[i + 1]) if i + 1 < len(names) else None
+            # only the policies that read them pay for the max probability and the stage-time lookup
+            state.max_probabilities.append(softmax_max(logits) if needs_max_prob else math.nan)
+            nxt = self.stage_ms(names[i + 1]) if needs_times and i + 1 < len(names) else None
             if should_stop(policy, state, len(names), nxt):
                 break
             if rule is not None and i == self.pruning_section["after_stage"]:
@@ -369,6 +374,8 @@ class Engine:
                     dropped_after = i
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         exit_index = len(state.answers) - 1
+        if not needs_max_prob:
+            state.max_probabilities[-1] = softmax_max(out["logits"])
         kept = np.sort(np.asarray(first["kept_index"]).reshape(-1)).astype(int).tolist()
         return Prediction(self.labels[state.answers[-1]], state.confidences[-1], state.max_probabilities[-1],
                           exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings,
