@@ -58,7 +58,7 @@ def test_generator_flops_are_counted():
     flops = {}
     for depth in (1, 3):
         torch.manual_seed(0)
-        model = PretrainModel(cfg, tiny(generator_depth=depth).objective_config(), tok.vocab["[UNK]"])
+        model = PretrainModel(cfg, tiny(objective="rwd-rod", generator_depth=depth).objective_config(), tok.vocab["[UNK]"])
         with count_flops() as cost:
             model(*args)["loss"].backward()
         flops[depth] = cost["flops"]
@@ -72,7 +72,7 @@ def test_replaced_objects_come_from_other_images():
 
     tok = default_tokenizer(24)
     cfg = ModelConfig(task="pretrain", labels=["original", "replaced"], vocab_size=len(tok.vocab), **TINY_MODEL)
-    model = PretrainModel(cfg, ObjectiveConfig(visual_replace_rate=0.5, visual_replace_where="any",
+    model = PretrainModel(cfg, ObjectiveConfig(objective="rwd-rod", visual_replace_rate=0.5, visual_replace_where="any",
                                                visual_sources="any-object"), tok.vocab["[UNK]"])
     classes = torch.zeros(3, 36, dtype=torch.long)
     classes[0, :4], classes[1, 10:12], classes[2, 30] = 5, 7, 9
@@ -94,7 +94,7 @@ def _model(**objective):
     tok = default_tokenizer(24)
     cfg = ModelConfig(task="pretrain", labels=["original", "replaced"], vocab_size=len(tok.vocab), **TINY_MODEL)
     content = [i for w, i in tok.vocab.items() if w in CONTENT_WORDS]
-    return PretrainModel(cfg, ObjectiveConfig(**objective), tok.vocab["[UNK]"], content), tok
+    return PretrainModel(cfg, ObjectiveConfig(**{"objective": "rwd-rod", **objective}), tok.vocab["[UNK]"], content), tok
 
 
 def test_decoys_are_same_class_patches_labelled_original():
@@ -229,7 +229,7 @@ def test_object_only_replacement_touches_only_object_tokens():
 
     tok = default_tokenizer(24)
     cfg = ModelConfig(task="pretrain", labels=["original", "replaced"], vocab_size=len(tok.vocab), **TINY_MODEL)
-    model = PretrainModel(cfg, ObjectiveConfig(visual_replace_rate=0.9, visual_replace_where="objects"),  # noqa
+    model = PretrainModel(cfg, ObjectiveConfig(objective="rwd-rod", visual_replace_rate=0.9, visual_replace_where="objects"),  # noqa
                           tok.vocab["[UNK]"])
     classes = torch.zeros(2, 36, dtype=torch.long)
     classes[0, 3:9], classes[1, 20:24] = 4, 11

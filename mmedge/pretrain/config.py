@@ -16,7 +16,7 @@ _OBJECTIVE_FIELDS = {f.name for f in dataclasses.fields(ObjectiveConfig)}
 
 @dataclass
 class PretrainConfig:
-    objective: str = "rwd-rod"          # text half - visual half: rwd-rod | mlm-mop | mlm-rod | rwd-mop
+    objective: str = "mlm-mop"          # text half - visual half: mlm-mop (default: it transfers, issue #19) | rwd-rod | mlm-rod | rwd-mop
     seed: int = 0
     data_seed: int = 0
     steps: int = 3000

@@ -53,7 +53,7 @@ CONTENT_WORDS = frozenset({*COLORS, *SHAPES, *(f"{s}s" for s in SHAPES), *SIZES,
 
 @dataclass
 class ObjectiveConfig:
-    objective: str = "rwd-rod"
+    objective: str = "mlm-mop"
     text_replace_rate: float = 0.5      # of the maskable words (see mask_words)
     visual_replace_rate: float = 0.15   # rod: of the object tokens; mop: of all visual tokens
     mask_words: str = "content"         # content | any
