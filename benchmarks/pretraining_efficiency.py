@@ -77,20 +77,6 @@ TASKS = ("vqa", "verify")
 
 
 # ------------------------------------------------------------------ the unit ledger
-def cached(directory: Path, key: dict, compute):
-    """compute() once per (directory, key): a finished unit's result is reused when the benchmark is
-    re-run with the same settings (so an interrupted benchmark resumes), recomputed otherwise."""
-    done = directory / "benchmark_result.json"
-    if done.exists():
-        saved = json.loads(done.read_text())
-        if saved.get("key") == key:
-            return saved["value"]
-    value = compute()
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(done, lambda p: p.write_text(json.dumps({"key": key, "value": value}, indent=1)))
-    return value
-
-
 def finished(directory: Path, key: dict):
     """The unit's saved value when it finished with this key, else None."""
     done = directory / "benchmark_result.json"
@@ -99,6 +85,23 @@ def finished(directory: Path, key: dict):
         if saved.get("key") == key:
             return saved["value"]
     return None
+
+
+def record(directory: Path, key: dict, value) -> None:
+    """Save a finished unit's value under its key (atomically)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / "benchmark_result.json",
+                 lambda p: p.write_text(json.dumps({"key": key, "value": value}, indent=1)))
+
+
+def cached(directory: Path, key: dict, compute):
+    """compute() once per (directory, key): a finished unit's result is reused when the benchmark is
+    re-run with the same settings (so an interrupted benchmark resumes), recomputed otherwise."""
+    value = finished(directory, key)
+    if value is None:
+        value = compute()
+        record(directory, key, value)
+    return value
 
 
 @dataclasses.dataclass
@@ -146,12 +149,9 @@ def run_pretraining(run: Run, plan: dict, out: Path, work: Path, progress: bool)
         state = json.loads((run.encoder_dir(work, step, plan) / "pretrain_state.json").read_text())
         points.append({"step": state["step"], "pretrain_flops": state["pretrain_flops"], "wall_s": state["wall_s"],
                        "diagnostics": state.get("diagnostics", {})})
-    record = {"points": points, "load_average_1min": [load_before, load_after]}
-    directory = out / "units" / "pretrain" / run.name
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / "benchmark_result.json",
-                 lambda p: p.write_text(json.dumps({"key": pretrain_key(run, plan), "value": record}, indent=1)))
-    return record
+    result = {"points": points, "load_average_1min": [load_before, load_after]}
+    record(out / "units" / "pretrain" / run.name, pretrain_key(run, plan), result)
+    return result
 
 
 def finetune_config(task: str, seed: int, steps: int, plan: dict, threads: int | None = 1):
@@ -261,7 +261,7 @@ def execute(groups: list[str], plan: dict, out: Path, work: Path, workers: int, 
                              str(work / "finetune" / name), finetune_key(None, task, seed, steps, plan)))
         for run in runs:
             pkey = pretrain_key(run, plan)
-            record = finished(out / "units" / "pretrain" / run.name, pkey)
+            done = finished(out / "units" / "pretrain" / run.name, pkey)
             wanted = []
             for step, steps in finetunes_of(group, run, plan):
                 for task in TASKS:
@@ -269,11 +269,11 @@ def execute(groups: list[str], plan: dict, out: Path, work: Path, workers: int, 
                     key = finetune_key({"run": run.name, "step": step, **pkey}, task, run.seed, steps, plan)
                     if finished(out / "units" / "finetune" / name, key) is None:
                         wanted.append((step, task, steps, name, key))
-            if record is not None and not wanted:
+            if done is not None and not wanted:
                 continue
             local = all((run.encoder_dir(work, s, plan) / "pretrain_state.json").exists() for s in run.points(plan))
-            if record is None or not local:
-                print(f"[{group}] pretraining {run.name}" + ("" if record is None else
+            if done is None or not local:
+                print(f"[{group}] pretraining {run.name}" + ("" if done is None else
                       f" again: its snapshots are not under {work}"), flush=True)
                 to_pretrain.append(run)
             for step, task, steps, name, key in wanted:
@@ -399,11 +399,11 @@ def collect(plan: dict, out: Path) -> dict:
     curves, floors = {}, {}
     for name, run in runs.items():
         pkey = pretrain_key(run, plan)
-        record = finished(out / "units" / "pretrain" / name, pkey)
-        if record is None:
+        done = finished(out / "units" / "pretrain" / name, pkey)
+        if done is None:
             continue
         pts = []
-        for p in record["points"]:
+        for p in done["points"]:
             point = {**p}
             for task in TASKS:
                 for steps in (plan["finetune_steps"], plan["long_finetune_steps"]):
@@ -412,7 +412,7 @@ def collect(plan: dict, out: Path) -> dict:
                     if value is not None:
                         point[f"{task}_ft{steps}"] = value
             pts.append(point)
-        curves[name] = {"arm": run.arm, "seed": run.seed, "points": pts, "load_average_1min": record["load_average_1min"]}
+        curves[name] = {"arm": run.arm, "seed": run.seed, "points": pts, "load_average_1min": done["load_average_1min"]}
     for seed in sorted(set(plan["main_seeds"]) | set(plan["cross_seeds"]) | set(plan["ablation_seeds"])):
         for task in TASKS:
             for steps in (plan["finetune_steps"], plan["long_finetune_steps"]):

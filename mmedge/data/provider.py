@@ -24,6 +24,12 @@ VAL_SPLIT = {"nlvr2": "dev"}
 CAPTION_SOURCES = ("coco", "cc")
 
 
+def label_ids(labels: list[str], answers) -> list[int]:
+    """Each answer's index among `labels`, -1 for an answer outside them (always wrong)."""
+    index = {a: i for i, a in enumerate(labels)}
+    return [index.get(a, -1) for a in answers]
+
+
 def _other_group(dataset: Dataset, i: int) -> int | None:
     """A record describing another image than record i (deterministic: the next such record)."""
     n = len(dataset.records)
@@ -45,19 +51,19 @@ class RealData:
     tokenizer: WordTokenizer
 
     def samples(self, dataset: Dataset, indices) -> list[Sample]:
-        out = []
-        for i in indices:
-            r = dataset.records[int(i)]
+        pairs = []  # (record index, text, answer)
+        for i in map(int, indices):
+            r = dataset.records[i]
             text, answer = r.text, r.answer
             if self.spec.name in CAPTION_SOURCES:  # matching from captions: every other index a mismatched caption
-                answer, text = "yes", r.text
-                if int(i) % 2:
-                    j = _other_group(dataset, int(i))
-                    answer, text = ("no", dataset.records[j].text) if j is not None else ("yes", r.text)
-            label = self.labels.index(answer) if answer in self.labels else -1
-            out.append(Sample(image=dataset.image(int(i)), text=text, answer=answer, label=label,
-                              task=self.task, qtype=r.qtype))
-        return out
+                answer = "yes"
+                j = _other_group(dataset, i) if i % 2 else None
+                if j is not None:
+                    answer, text = "no", dataset.records[j].text
+            pairs.append((i, text, answer))
+        labels = label_ids(self.labels, [a for _, _, a in pairs])
+        return [Sample(image=dataset.image(i), text=text, answer=answer, label=label, task=self.task,
+                       qtype=dataset.records[i].qtype) for (i, text, answer), label in zip(pairs, labels)]
 
     def trainable(self) -> np.ndarray:
         """Indices of training records whose answer is a label."""

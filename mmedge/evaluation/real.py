@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmedge.data.batches import build_batch
-from mmedge.data.provider import CAPTION_SOURCES, VAL_SPLIT
+from mmedge.data.provider import CAPTION_SOURCES, VAL_SPLIT, label_ids
 from mmedge.data.sources import open_dataset, parse_data_spec
 from mmedge.data.tasks import Sample
 from mmedge.data.tokenizer import WordTokenizer
@@ -37,25 +37,28 @@ def retrieval(model: AdaptiveVLModel, tokenizer: WordTokenizer, dataset, images:
     import torch
     from tqdm.auto import tqdm
 
-    from mmedge.evaluation.predict import to_torch
+    from mmedge.data.preprocess import preprocess_image
 
     cfg = model.config
     groups = list(dict.fromkeys(r.group for r in dataset.records))[:images]
-    first = {g: next(i for i, r in enumerate(dataset.records) if r.group == g) for g in groups}
-    texts = [(i, r) for i, r in enumerate(dataset.records) if r.group in first]
-    image_of_text = np.array([groups.index(r.group) for _, r in texts])
+    column = {g: c for c, g in enumerate(groups)}
+    first: dict[str, int] = {}
+    for i, r in enumerate(dataset.records):
+        if r.group in column:
+            first.setdefault(r.group, i)
+    texts = [r for r in dataset.records if r.group in column]
+    image_of_text = np.array([column[r.group] for r in texts])
+    ids, mask = (torch.from_numpy(a) for a in tokenizer.encode_batch([r.text for r in texts]))  # (T, L) once
     scores = np.zeros((len(texts), len(groups)), dtype=np.float32)
     yes = cfg.labels.index("yes")
     model.eval()
     with torch.no_grad():
         for g, group in enumerate(tqdm(groups, desc="retrieval", disable=not progress)):
-            image = dataset.image(first[group])
+            pixels = torch.from_numpy(preprocess_image(dataset.image(first[group]), cfg.image_size))[None]  # (1, 3, S, S)
             for start in range(0, len(texts), 128):
-                chunk = texts[start: start + 128]
-                batch = build_batch([Sample(image=image, text=r.text, answer="yes", label=yes, task="match",
-                                            qtype=r.qtype) for _, r in chunk], tokenizer, cfg.image_size)
-                logits = model(*to_torch(batch)).logits[-1]
-                scores[start: start + len(chunk), g] = logits.softmax(-1)[:, yes].numpy()
+                n = min(128, len(texts) - start)
+                logits = model(pixels.expand(n, -1, -1, -1), ids[start: start + n], mask[start: start + n]).logits[-1]
+                scores[start: start + n, g] = logits.softmax(-1)[:, yes].numpy()
     return {"images": len(groups), "texts": len(texts), **official.retrieval_recall(scores, image_of_text)}
 
 
@@ -70,9 +73,8 @@ def evaluate_real(model: AdaptiveVLModel, tokenizer: WordTokenizer, data: str, s
                 "images_skipped": dataset.images.skipped}
     dataset = open_dataset(spec, cfg.task, split, cfg.image_size, limit=limit, progress=progress)
     labels = cfg.labels
-    samples = [Sample(image=dataset.image(i), text=r.text, answer=r.answer,
-                      label=labels.index(r.answer) if r.answer in labels else -1, task=cfg.task, qtype=r.qtype)
-               for i, r in enumerate(dataset.records)]
+    samples = [Sample(image=dataset.image(i), text=r.text, answer=r.answer, label=label, task=cfg.task, qtype=r.qtype)
+               for i, (r, label) in enumerate(zip(dataset.records, label_ids(labels, [r.answer for r in dataset.records])))]
     batches = [build_batch(samples[i: i + 128], tokenizer, cfg.image_size) for i in range(0, len(samples), 128)]
     ratios = keep_ratios or cfg.keep_ratios
     run = run_model(model, batches, ratios, progress=progress)

@@ -75,14 +75,14 @@ def _queries(engine: Engine, split: str, n: int, data_seed: int, data: str) -> t
     if data == "scenes":
         samples = generate(task, data_seed, split, range(n), engine.image_size)
         return [(s.image, s.text) for s in samples], np.array([s.label for s in samples])
-    from mmedge.data.provider import VAL_SPLIT
+    from mmedge.data.provider import VAL_SPLIT, label_ids
     from mmedge.data.sources import open_dataset, parse_data_spec
 
     spec = parse_data_spec(data)
     dataset = open_dataset(spec, task, VAL_SPLIT.get(spec.name, "val"), engine.image_size, limit=n, progress=False)
     labels = engine.manifest["labels"]
     return ([(dataset.image(i), r.text) for i, r in enumerate(dataset.records)],
-            np.array([labels.index(r.answer) if r.answer in labels else -1 for r in dataset.records]))
+            np.array(label_ids(labels, [r.answer for r in dataset.records])))
 
 
 def collect(engine: Engine, split: str, n: int, data_seed: int = 0, progress: bool = True, data: str = "scenes"
