@@ -87,7 +87,7 @@ def test_int8_is_smaller_and_its_accuracy_change_is_reported(bundle):
     sizes = {}
     for a in manifest["artifacts"]:
         files = [f for f in manifest["files"] if f.startswith(a.get("file", "")) and
-                 (("file" in a) or any(f == s["file"] for s in a["stages"].values()))]
+                 (("file" in a) or f == a.get("external_data") or any(f == s["file"] for s in a["stages"].values()))]
         sizes[(a["target"], a["format"], a["precision"])] = sum(manifest["files"][f]["bytes"] for f in files)
     for target, fmt in [("onnx", "onnx"), ("executorch", "pte"), ("coreml", "mlpackage")]:
         assert sizes[(target, fmt, "int8")] < sizes[(target, fmt, "fp32")]
@@ -310,3 +310,25 @@ def test_every_model_variant_exports_to_every_target(variant, tmp_path):
             assert a["structure_check"]["passed"]
         elif a["target"] != "torch":
             assert a["parity"]["passed"]
+
+
+def test_onnx_graphs_share_one_copy_of_the_weights(bundle, tiny_model_dir):
+    import onnx
+
+    manifest = load_manifest(bundle)
+    weights_bytes = (tiny_model_dir / "model.safetensors").stat().st_size
+    for precision in ("fp32", "int8"):
+        art = _artifact(manifest, "onnx", "onnx", precision)
+        shared = bundle / art["external_data"]
+        assert shared.name == "weights.bin" and shared.parent == (bundle / art["stages"]["k36_stage0"]["file"]).parent
+        # every keep ratio's stages (and the in-graph form) read one copy: at most the model's weights
+        assert shared.stat().st_size <= weights_bytes * (1.0 if precision == "fp32" else 0.6)
+        for entry in art["stages"].values():
+            proto = onnx.load(str(bundle / entry["file"]), load_external_data=False)
+            external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+            assert external and {e.value for t in external for e in t.external_data if e.key == "location"} \
+                == {"weights.bin"}
+            assert not any(n.metadata_props for n in proto.graph.node)  # no stack traces with machine paths
+            assert b"/work/" not in (bundle / entry["file"]).read_bytes()
+    for entry in manifest["in_graph"]["by_keep_ratio"].values():
+        assert entry["external_data"] == _artifact(manifest, "onnx", "onnx", "fp32")["external_data"]

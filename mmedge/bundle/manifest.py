@@ -325,11 +325,15 @@ def named_paths(m: dict) -> dict[str, str]:
         kind = f"{a['target']}/{a['format']}/{a['precision']}"
         if "file" in a:
             named[a["file"]] = f"artifact {kind}"
+        if "external_data" in a:
+            named[a["external_data"]] = f"artifact {kind} external_data"
         for stage, entry in a["stages"].items():
             if "file" in entry:
                 named[entry["file"]] = f"artifact {kind} stage {stage}"
     for ratio, entry in m.get("in_graph", {}).get("by_keep_ratio", {}).items():
         named[entry["file"]] = f"in_graph {ratio}"
+        if "external_data" in entry:
+            named[entry["external_data"]] = f"in_graph {ratio} external_data"
         if "ort_file" in entry:
             named[entry["ort_file"]] = f"in_graph {ratio} (ORT format)"
     return named

@@ -59,6 +59,7 @@ def slim_manifest(manifest: dict, runtime: str, fmt: str | None, precision: str,
         out["modality_pruning"] = pruning
     needed = [manifest["tokenizer"]["file"]]
     needed += [artifact["file"]] if "file" in artifact else [s["file"] for s in artifact["stages"].values()]
+    needed += [artifact["external_data"]] if "external_data" in artifact else []
     if in_graph:
         if runtime != "onnxruntime" or "in_graph" not in manifest:
             raise ConfigError("the in-graph variant exists only for onnxruntime bundles exported with it "
@@ -72,9 +73,10 @@ def slim_manifest(manifest: dict, runtime: str, fmt: str | None, precision: str,
             if key not in entry:
                 raise ConfigError("this bundle has no ORT-format in-graph file; export it again", "arguments")
             entry.pop("ort_file" if key == "file" else "file", None)
-            if key == "ort_file":  # the slim bundle names the ORT file as its `file`
+            if key == "ort_file":  # the slim bundle names the ORT file as its `file` (weights inside)
                 entry["file"] = entry.pop("ort_file")
-            needed.append(entry["file"])
+                entry.pop("external_data", None)
+            needed += [entry["file"]] + ([entry["external_data"]] if "external_data" in entry else [])
         out["in_graph"] = {**{k: v for k, v in manifest["in_graph"].items() if k != "by_keep_ratio"},
                            "by_keep_ratio": entries}
     out["slim"] = {"source": manifest["name"], "runtime": runtime, "format": artifact["format"],

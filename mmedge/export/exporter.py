@@ -24,6 +24,7 @@ from mmedge.data.scenes import BACKGROUND
 from mmedge.data.tokenizer import _SPLIT, PAD, UNK
 from mmedge.errors import ExportError
 from mmedge.export import coreml_target, executorch_target, ingraph, onnx_target
+from mmedge.export.onnx_weights import share_weights
 from mmedge.export.parity import accuracy, compare, run_chain, stage0_feeds
 from mmedge.export.recipe import ExportRecipe
 from mmedge.export.report import write_report
@@ -325,23 +326,31 @@ def _calibration(model, tokenizer, specs, groups, recipe, reference_session,
 
 
 def _in_graph(model, groups, root: Path, recipe, feeds, artifacts, log) -> dict:
+    """The in-graph form per keep ratio, beside the fp32 stage files (sharing their weights file when
+    they have one), checked against the staged chain."""
     onnx_fp32 = next(a for a in artifacts if a["target"] == "onnx" and a["format"] == "onnx"
                      and a["precision"] == "fp32")
     session = open_session("onnxruntime", root, onnx_fp32)
+    folder = root / "onnx" / ("fp32" if "external_data" in onnx_fp32 else "in_graph")
+    paths = {ratio: folder / f"k{specs[0].kept_tokens}_exits.onnx" for ratio, specs in groups.items()}
+    for ratio, specs in groups.items():
+        log(f"  onnx: in-graph exits (keep {ratio})")
+        ingraph.export(model, specs[0], paths[ratio], recipe.opset)
+    if "external_data" in onnx_fp32:
+        share_weights(folder)
     entries = {}
     for ratio, specs in groups.items():
-        path = root / "onnx" / "in_graph" / f"k{specs[0].kept_tokens}_exits.onnx"
-        log(f"  onnx: in-graph exits (keep {ratio})")
-        ingraph.export(model, specs[0], path, recipe.opset)
+        path = paths[ratio]
         chains = [run_chain(session, specs, f) for f in feeds]
         entries[str(ratio)] = {"file": str(path.relative_to(root)), "keep_ratio": ratio,
                                "kept_tokens": specs[0].kept_tokens, "ops": onnx_target.op_counts(path),
-                               "check": ingraph.check_against_staged(path, chains, feeds)}
-    if recipe.ort_format:
-        log("  onnx: in-graph exits, ORT format")
-        converted = onnx_target.convert_to_ort(root / "onnx" / "in_graph", root / "ort" / "in_graph")
-        for entry in entries.values():
-            entry["ort_file"] = str(converted[Path(entry["file"]).stem].relative_to(root))
+                               "check": ingraph.check_against_staged(path, chains, feeds),
+                               **({"external_data": onnx_fp32["external_data"]} if "external_data" in onnx_fp32
+                                  else {})}
+        if recipe.ort_format:
+            log(f"  onnx: in-graph exits (keep {ratio}), ORT format")
+            converted = onnx_target.convert_to_ort(path, root / "ort" / "in_graph")
+            entries[str(ratio)]["ort_file"] = str(converted[path.stem].relative_to(root))
     return {"inputs": list(ingraph.INPUTS), "outputs": list(ingraph.OUTPUTS), "by_keep_ratio": entries,
             "check": {"passed": all(e["check"]["passed"] for e in entries.values())}}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmedge.export.onnx_weights import strip_node_metadata
 from mmedge.export.stages import FirstStage, StageSpec, example_inputs
 from mmedge.export.tooling import export_failure, quiet, require
 from mmedge.models.model import AdaptiveVLModel
@@ -62,18 +63,8 @@ def export(model: AdaptiveVLModel, spec: StageSpec, path: Path, opset: int) -> N
         raise export_failure("onnx (in-graph exits)", model, spec, exc) from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     proto = program.model_proto
-    _strip_node_metadata(proto.graph)
+    strip_node_metadata(proto.graph)
     onnx.save_model(proto, str(path), save_as_external_data=False)
-
-
-def _strip_node_metadata(graph) -> None:
-    """Drop the exporter's per-node metadata (source locations and stack traces), recursing into the
-    If branches: in this nested graph it outweighed the weights (4.6 of 8.5 MB)."""
-    for node in graph.node:
-        del node.metadata_props[:]
-        for attribute in node.attribute:
-            if attribute.g is not None and attribute.g.ByteSize():
-                _strip_node_metadata(attribute.g)
 
 
 def check_against_staged(path: Path, staged_chains: list[list[dict]], feeds: list[dict],

@@ -1,5 +1,6 @@
 """ONNX: one file per stage (torch.onnx dynamo exporter), checked for ORT Mobile, converted to
-ORT format, and int8 by onnxruntime's dynamic quantization (weights int8 per channel)."""
+ORT format, and int8 by onnxruntime's dynamic quantization (weights int8 per channel). The stage
+files of a precision read their weights from one shared external-data file (`onnx_weights`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+from mmedge.export.onnx_weights import share_weights, strip_node_metadata
 from mmedge.export.recipe import ExportRecipe
 from mmedge.export.stages import StageSpec, example_inputs, stage_module
 from mmedge.export.tooling import export_failure, quiet, require
@@ -17,7 +19,8 @@ INSTALL = "pip install onnx onnxruntime onnxscript"
 
 
 def export_stage(model: AdaptiveVLModel, spec: StageSpec, path: Path, opset: int) -> None:
-    """Trace one stage to a self-contained ONNX file (weights embedded, static shapes)."""
+    """Trace one stage to a self-contained ONNX file (weights embedded, static shapes, no per-node
+    source metadata)."""
     torch = require("torch", "pip install torch==2.13.0")
     require("onnxscript", INSTALL)
     onnx = require("onnx", INSTALL)
@@ -31,6 +34,7 @@ def export_stage(model: AdaptiveVLModel, spec: StageSpec, path: Path, opset: int
     except Exception as exc:  # noqa: BLE001 - every exporter failure becomes one typed error
         raise export_failure("onnx", model, spec, exc) from exc
     proto = program.model_proto
+    strip_node_metadata(proto.graph)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save_model(proto, str(path), save_as_external_data=False)
 
@@ -77,18 +81,19 @@ def mobile_usability(path: Path) -> dict:
             "dynamic_input_notes": dynamic}
 
 
-def convert_to_ort(onnx_dir: Path, out_dir: Path) -> dict[str, Path]:
-    """onnxruntime's ORT-format converter on a folder of stage files, run in this process (a child
-    process would outlive a killed export and go on writing)."""
+def convert_to_ort(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
+    """onnxruntime's ORT-format converter on a folder of stage files or one file, run in this process
+    (a child process would outlive a killed export and go on writing). ORT format has no external
+    data: each .ort file holds its own weights."""
     converter = require("onnxruntime.tools.convert_onnx_models_to_ort", INSTALL)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with quiet():
-            converter.convert_onnx_models_to_ort(onnx_dir, output_dir=out_dir,
+            converter.convert_onnx_models_to_ort(onnx_path, output_dir=out_dir,
                                                  optimization_styles=[converter.OptimizationStyle.Fixed])
     except Exception as exc:  # the converter raises plain exceptions of several kinds; report it typed
         from mmedge.errors import ExportError
-        raise ExportError(f"ORT format conversion of {onnx_dir.name} failed: {type(exc).__name__}: "
+        raise ExportError(f"ORT format conversion of {onnx_path.name} failed: {type(exc).__name__}: "
                           f"{str(exc)[:2000]}") from exc
     for extra in out_dir.glob("*.config"):  # the reduced-build op config: not needed at run time
         extra.unlink()
@@ -120,7 +125,8 @@ def export(model: AdaptiveVLModel, specs: list[StageSpec], root: Path, recipe: E
            log=print) -> list[dict]:
     """Write every stage (fp32, optionally int8; ONNX and ORT format) under root/onnx.
 
-    Returns manifest artifact entries (files relative to root) with per-stage checks."""
+    Returns manifest artifact entries (files relative to root) with per-stage checks; with
+    ``recipe.onnx_weights == "shared"`` an entry names its shared weights file as ``external_data``."""
     artifacts = []
     fp32_dir = root / "onnx" / "fp32"
     for spec in specs:
@@ -132,13 +138,15 @@ def export(model: AdaptiveVLModel, specs: list[StageSpec], root: Path, recipe: E
         for spec in specs:
             quantize_int8(fp32_dir / f"{spec.name}.onnx", dirs["int8"] / f"{spec.name}.onnx")
     for precision, folder in dirs.items():
+        shared = share_weights(folder) if recipe.onnx_weights == "shared" else None
         stages = {}
         for spec in specs:
             path = folder / f"{spec.name}.onnx"
             stages[spec.name] = {"file": str(path.relative_to(root)), "ops": op_counts(path),
                                  "mobile_usability": mobile_usability(path)}
-        artifacts.append({"target": "onnx", "format": "onnx", "precision": precision,
-                          "runtime": "onnxruntime", "stages": stages})
+        artifacts.append({"target": "onnx", "format": "onnx", "precision": precision, "runtime": "onnxruntime",
+                          **({"external_data": str(shared.relative_to(root))} if shared else {}),
+                          "stages": stages})
         if recipe.ort_format:
             log(f"  onnx: ORT format ({precision})")
             ort_files = convert_to_ort(folder, root / "ort" / precision)

@@ -42,6 +42,7 @@ class ExportRecipe:
     opset: int = 18                     # ONNX opset
     ort_format: bool = True             # also convert ONNX stages to ORT format (ORT Mobile)
     in_graph: bool = True               # also export one ONNX graph with the exits as If branches
+    onnx_weights: str = "shared"        # "shared": one weights.bin per ONNX precision; "embedded": per file
     coreml_target: str = "iOS18"        # minimum deployment target
     coreml_precision: str = "float32"   # float32 | float16 compute precision
     parity_samples: int = 32            # validation samples run through every stage and backend
@@ -75,6 +76,9 @@ class ExportRecipe:
             p.append(f"quantize {self.quantize!r} must be null or 'int8'")
         if self.keep_ratios is not None and (not self.keep_ratios or any(not 0 < r <= 1 for r in self.keep_ratios)):
             p.append(f"keep_ratios {self.keep_ratios} must be in (0, 1]")
+        if self.onnx_weights not in ("shared", "embedded"):
+            p.append(f"onnx_weights {self.onnx_weights!r} must be 'shared' (one external weights file per "
+                     "precision) or 'embedded' (each .onnx file self-contained)")
         if self.opset < 18:
             p.append(f"opset {self.opset} must be at least 18")
         if self.coreml_target != "iOS18":

@@ -11,8 +11,10 @@ from mmedge.fileio import atomic_write
 
 
 def artifact_bytes(root: Path, artifact: dict) -> int:
-    """Bytes on disk of one artifact (its stage files, its program, or its package folder)."""
+    """Bytes on disk of one artifact (its stage files and shared weights file, its program, or its
+    package folder)."""
     paths = [root / artifact["file"]] if "file" in artifact else [root / s["file"] for s in artifact["stages"].values()]
+    paths += [root / artifact["external_data"]] if "external_data" in artifact else []
     total = 0
     for p in paths:
         total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size

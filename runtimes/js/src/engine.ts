@@ -184,6 +184,23 @@ interface Plan {
   /** Stage (or in-graph keep ratio key) -> file. */
   files: Map<string, string>;
   inGraph: Map<number, InGraphEntry & { path: string }>;
+  /** Graph file -> the shared weights file it reads (ONNX external data). */
+  weights: Map<string, string>;
+}
+
+function dirOf(path: string): string {
+  const cut = path.lastIndexOf("/");
+  return cut < 0 ? "" : path.slice(0, cut);
+}
+
+/** Records that `graph` reads its weights from `external` (which must lie beside it). */
+function addWeights(weights: Map<string, string>, graph: string, external: string | undefined): void {
+  if (external === undefined) return;
+  if (dirOf(external) !== dirOf(graph)) {
+    throw new BundleError(`${graph} reads its weights from ${external}, which is not in the same folder; ` +
+      "export the bundle again");
+  }
+  weights.set(graph, external);
 }
 
 function planFiles(m: Manifest, options: EngineOptions, mode: Mode): Plan {
@@ -191,6 +208,7 @@ function planFiles(m: Manifest, options: EngineOptions, mode: Mode): Plan {
   const fmt = options.format;
   const files = new Map<string, string>();
   const inGraph = new Map<number, InGraphEntry & { path: string }>();
+  const weights = new Map<string, string>();
   if (mode === "in-graph") {
     const entries = Object.entries(m.in_graph?.by_keep_ratio ?? {});
     if (entries.length === 0) {
@@ -203,9 +221,12 @@ function planFiles(m: Manifest, options: EngineOptions, mode: Mode): Plan {
       if (path === undefined) {
         throw new BundleError(`in_graph ${key} has no ORT-format file; load with format "onnx"`);
       }
-      if (m.keep_ratios.some((k) => k.keep_ratio === ratio)) inGraph.set(ratio, { ...entry, path });
+      if (m.keep_ratios.some((k) => k.keep_ratio === ratio)) {
+        inGraph.set(ratio, { ...entry, path });
+        if (fmt !== "ort") addWeights(weights, path, entry.external_data);
+      }
     }
-    return { files, inGraph };
+    return { files, inGraph, weights };
   }
   const candidates = m.artifacts.filter((a) => a.runtime === "onnxruntime" && a.precision === precision &&
     (fmt === undefined || a.format === fmt));
@@ -216,9 +237,12 @@ function planFiles(m: Manifest, options: EngineOptions, mode: Mode): Plan {
   }
   const artifact = candidates.find((a) => a.format === "onnx") ?? candidates[0];
   for (const group of m.keep_ratios) {
-    for (const name of group.stages) files.set(name, artifact.stages[name].file!);
+    for (const name of group.stages) {
+      files.set(name, artifact.stages[name].file!);
+      if (artifact.format === "onnx") addWeights(weights, artifact.stages[name].file!, artifact.external_data);
+    }
   }
-  return { artifact, files, inGraph };
+  return { artifact, files, inGraph, weights };
 }
 
 export class Engine {
@@ -294,7 +318,8 @@ export class Engine {
           throw new BundleError(`this bundle has no in-graph file for keep ratio ${ratio}; it has ` +
             `${JSON.stringify([...plan.inGraph.keys()])}`);
         }
-        return [...plan.files.values(), ...[...plan.inGraph.values()].map((e) => e.path)];
+        return [...plan.files.values(), ...[...plan.inGraph.values()].map((e) => e.path),
+          ...new Set(plan.weights.values())];
       },
     });
     const { manifest, tokenizer, files } = loaded;
@@ -307,8 +332,17 @@ export class Engine {
     const create = async (label: string, path: string): Promise<InferenceSession> => {
       const bytes = files.get(path);
       if (!bytes) throw new BundleError(`${label} names ${path}, which is not a listed file; export the bundle again`);
+      const external = plan!.weights.get(path);
+      let sessionOptions = options.sessionOptions;
+      if (external !== undefined) {
+        const data = files.get(external);
+        if (!data) throw new BundleError(`${label} reads ${external}, which is not a listed file; export the bundle again`);
+        // the graphs name the weights file by its file name (it lies beside them)
+        const externalData = [{ path: external.slice(external.lastIndexOf("/") + 1), data }];
+        sessionOptions = { ...(sessionOptions ?? {}), externalData };
+      }
       try {
-        return await options.ort.InferenceSession.create(bytes, options.sessionOptions);
+        return await options.ort.InferenceSession.create(bytes, sessionOptions);
       } catch (exc) {
         throw new BundleError(`${source.name}: onnxruntime cannot open ${path} (${short(String(exc), 300)}); ` +
           "export the bundle again", { cause: exc, path });

@@ -64,6 +64,8 @@ export interface Artifact {
   precision: "fp32" | "int8";
   runtime: "onnxruntime" | "executorch" | "coreml" | "torch";
   file?: string;
+  /** format onnx: the weights file every stage graph reads (ONNX external data), beside the stage files. */
+  external_data?: string;
   stages: Record<string, { file?: string; method?: string; function?: string; outputs?: string[] }>;
   [key: string]: unknown;
 }
@@ -81,6 +83,8 @@ export interface Thresholds {
 export interface InGraphEntry {
   file: string;
   ort_file?: string;
+  /** The weights file `file` reads (the ORT-format `ort_file` holds its own). */
+  external_data?: string;
   keep_ratio?: number;
   kept_tokens?: number;
   [key: string]: unknown;
@@ -354,6 +358,7 @@ export function namedPaths(m: Manifest): Map<string, string> {
   for (const a of m.artifacts) {
     const kind = `${a.target}/${a.format}/${a.precision}`;
     if (a.file !== undefined) named.set(a.file, `artifact ${kind}`);
+    if (a.external_data !== undefined) named.set(a.external_data, `artifact ${kind} external_data`);
     for (const [stage, entry] of Object.entries(a.stages)) {
       if (entry.file !== undefined) named.set(entry.file, `artifact ${kind} stage ${stage}`);
     }
@@ -361,6 +366,7 @@ export function namedPaths(m: Manifest): Map<string, string> {
   for (const [ratio, entry] of Object.entries(m.in_graph?.by_keep_ratio ?? {})) {
     named.set(entry.file, `in_graph ${ratio}`);
     if (entry.ort_file !== undefined) named.set(entry.ort_file, `in_graph ${ratio} (ORT format)`);
+    if (entry.external_data !== undefined) named.set(entry.external_data, `in_graph ${ratio} external_data`);
   }
   return named;
 }

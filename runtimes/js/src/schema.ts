@@ -380,6 +380,10 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
           "file": {
             "$ref": "#/$defs/path"
           },
+          "external_data": {
+            "$ref": "#/$defs/path",
+            "description": "format onnx only: the file the stage graphs read their weights from (ONNX external data), in the same folder as the stage files, which name it by its file name. A runtime that opens a stage from bytes passes this file as external data under that name."
+          },
           "stages": {
             "type": "object",
             "minProperties": 1,
@@ -572,6 +576,10 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
               "kept_tokens": {
                 "type": "integer",
                 "minimum": 1
+              },
+              "external_data": {
+                "$ref": "#/$defs/path",
+                "description": "as an artifact's external_data: the weights file `file` reads (the ORT-format `ort_file` holds its own)."
               }
             }
           }

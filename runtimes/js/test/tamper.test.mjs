@@ -325,3 +325,28 @@ test("loadManifest alone reads only manifest.json before the checks pass", async
   assert.equal(reads[0], "manifest.json");
   assert.equal(reads.length, 1 + Object.keys(loaded.manifest.files).length);
 });
+
+test("shared ONNX weights: a changed weights file, one outside the stages' folder, one not listed", () => withCopy(async (dir) => {
+  const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
+  const weights = m.artifacts.find((a) => a.format === "onnx").external_data;
+  assert.equal(weights, "onnx/fp32/weights.bin");
+  const path = join(dir, weights);
+  const bytes = readFileSync(path);
+  bytes[bytes.length - 5] ^= 0x01;
+  writeFileSync(path, bytes);
+  await refused(load(dir), BundleError, /hash mismatch/);
+})
+  .then(() => withCopy(async (dir) => {
+    editManifest(dir, (m) => {
+      m.files["weights.bin"] = m.files["onnx/fp32/weights.bin"];
+      for (const a of m.artifacts) if (a.external_data) a.external_data = "weights.bin";
+    });
+    execFileSync("cp", [join(dir, "onnx/fp32/weights.bin"), join(dir, "weights.bin")]);
+    await refused(load(dir), BundleError, /not in the same folder/);
+  }))
+  .then(() => withCopy(async (dir) => {
+    editManifest(dir, (m) => {
+      for (const a of m.artifacts) if (a.external_data) a.external_data = "onnx/fp32/other.bin";
+    });
+    await refused(load(dir), BundleError, /other\.bin/);
+  })));

@@ -294,6 +294,7 @@ public final class BundleLoader {
         named.put(m.tokenizerFile, "tokenizer.file");
         for (Manifest.Artifact a : m.artifacts) {
             if (a.file != null) named.put(a.file, "artifact " + a.kind());
+            if (a.externalData != null) named.put(a.externalData, "artifact " + a.kind() + " external_data");
             for (Map.Entry<String, Manifest.ArtifactStage> e : a.stages.entrySet()) {
                 if (e.getValue().file != null) named.put(e.getValue().file, "artifact " + a.kind() + " stage " + e.getKey());
             }
@@ -302,6 +303,9 @@ public final class BundleLoader {
             named.put((String) e.getValue().get("file"), "in_graph " + e.getKey());
             if (e.getValue().get("ort_file") instanceof String) {
                 named.put((String) e.getValue().get("ort_file"), "in_graph " + e.getKey() + " (ORT format)");
+            }
+            if (e.getValue().get("external_data") instanceof String) {
+                named.put((String) e.getValue().get("external_data"), "in_graph " + e.getKey() + " external_data");
             }
         }
         return named;

@@ -102,6 +102,8 @@ public final class Manifest {
         public final String precision;
         public final String runtime;
         public final String file;
+        /** format onnx: the shared weights file the stage graphs read (ONNX external data), or null. */
+        public final String externalData;
         public final Map<String, ArtifactStage> stages = new LinkedHashMap<>();
 
         Artifact(Map<String, Object> m) {
@@ -110,6 +112,7 @@ public final class Manifest {
             precision = (String) m.get("precision");
             runtime = (String) m.get("runtime");
             file = (String) m.get("file");
+            externalData = (String) m.get("external_data");
             for (Map.Entry<String, Object> e : Json.obj(m.get("stages")).entrySet()) {
                 stages.put(e.getKey(), new ArtifactStage(Json.obj(e.getValue())));
             }
