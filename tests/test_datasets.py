@@ -215,6 +215,7 @@ def test_match_on_captions_and_retrieval_recall(tmp_path):
 @pytest.mark.slow
 def test_calibrate_on_a_real_datasets_validation_split(tmp_path):
     from conftest import TINY_RECIPE
+    from mmedge.bundle.manifest import load_manifest
     from mmedge.export.exporter import export_bundle
     from mmedge.export.recipe import ExportRecipe
     from mmedge.runtime.calibrate import calibrate
@@ -226,8 +227,22 @@ def test_calibrate_on_a_real_datasets_validation_split(tmp_path):
     cfg = TrainConfig(task="vqa", data=f"jsonl:{root}", steps=2, batch_size=4, warmup_steps=1, eval_every=2,
                       eval_samples=8, checkpoint_every=2, log_every=1, threads=1, model=TINY)
     Trainer(cfg, tmp_path / "run", progress=False).fit()
-    recipe = {**TINY_RECIPE, "keep_ratios": [1.0], "targets": ["onnx"], "ort_format": False, "in_graph": False}
+    recipe = {**TINY_RECIPE, "keep_ratios": [1.0], "targets": ["onnx"], "ort_format": False, "in_graph": False,
+              "quantize": "int8", "data": f"jsonl:{root}"}
     bundle = export_bundle(tmp_path / "run", tmp_path / "b.mmedge", ExportRecipe(**recipe), log=lambda *_: None)
+    int8 = next(a for a in load_manifest(bundle)["artifacts"] if a["precision"] == "int8" and a["target"] == "onnx")
+    assert int8["accuracy"]["data"] == "jsonl"  # the export's accuracy check ran on the dataset's validation records
+    assert int8["accuracy"]["by_keep_ratio"]["1.0"]["samples"] == TINY_RECIPE["accuracy_samples"]
+    # real text gets a WordPiece vocabulary learnt from the training text; the bundle says so and the Engine reads it
+    from mmedge.data.tokenizer import WordPieceTokenizer
+    from mmedge.runtime.engine import Engine
+
+    spec = load_manifest(bundle)["tokenizer"]
+    assert spec["kind"] == "wordpiece" and spec["continuing_subword_prefix"] == "##"
+    engine = Engine.load(bundle)
+    assert isinstance(engine.tokenizer, WordPieceTokenizer)
+    record = json.loads((root / "train.jsonl").read_text().splitlines()[0])
+    assert engine.predict(np.zeros((20, 30, 3), np.uint8), record["question"]).answer in engine.labels
     result = calibrate(bundle, samples=100, data=f"jsonl:{root}", write=False, progress=False)
     assert result["samples"] == 100 and result["data"] == "jsonl"  # the first 100 usable records of the split
     with pytest.raises(Exception, match="at least 100"):

@@ -61,3 +61,63 @@ def test_corrupt_tokenizer_file(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps({"model": {"type": "BPE"}}))
     with pytest.raises(CheckpointError):
         WordTokenizer.load(tmp_path / "t.json")
+
+
+# ------------------------------------------------------------------ WordPiece
+def test_wordpiece_learnt_from_text_matches_hf_tokenizers_and_round_trips(tmp_path):
+    from tokenizers import Tokenizer
+
+    from mmedge.data.tokenizer import WordPieceTokenizer, train_wordpiece
+
+    texts = ["what is the man holding in his hand ?", "how many umbrellas are open ?",
+             "the dogs are holding umbrellas"] * 4
+    tok = train_wordpiece(texts, vocab_size=60, max_length=12, min_frequency=1)
+    assert tok.vocab["[PAD]"] == 0 and tok.vocab["[UNK]"] == 1 and len(tok.vocab) <= 60
+    path = tmp_path / "tokenizer.json"
+    tok.save(path)
+    loaded = WordTokenizer.load(path)
+    assert isinstance(loaded, WordPieceTokenizer) and loaded.vocab == tok.vocab and loaded.max_length == 12
+    hf = Tokenizer.from_file(str(path))
+    for text in ["umbrellas holding hands", "Open the MANY umbrellas?", "zebra", "the " * 20]:
+        ids, mask = loaded.encode(text) if len(text) < 40 else _quiet_encode(loaded, text)
+        assert ids.tolist() == hf.encode(text).ids
+        assert mask.tolist() == hf.encode(text).attention_mask
+    assert any(t.startswith("##") for t in loaded.tokenize("umbrellas holding hands"))
+
+
+def _quiet_encode(tok, text):
+    with pytest.warns(TextTruncatedWarning):
+        return tok.encode(text)
+
+
+def test_wordpiece_golden_cases():
+    """tests/vectors/golden/tokenizer-wordpiece.json: what every runtime must reproduce."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "tests/vectors/golden/tokenizer-wordpiece.json").read_text())
+    tok = WordTokenizer.load(root / doc["tokenizer"])
+    assert tok.kind == doc["kind"] == "wordpiece"
+    assert sum(any(t.startswith("##") for t in c.get("tokens", [])) for c in doc["cases"]) >= 10
+    for case in doc["cases"]:
+        if "error" in case:
+            with pytest.raises(TextError):
+                tok.encode(case["text"])
+            continue
+        assert tok.tokenize(case["text"]) == case["tokens"]
+        with __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            ids, mask = tok.encode(case["text"])
+        assert ids.tolist() == case["input_ids"] and mask.tolist() == case["text_mask"]
+
+
+def test_wordpiece_rules_by_hand():
+    from mmedge.data.tokenizer import WordPieceTokenizer
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "un": 2, "##believ": 3, "##able": 4, "a": 5, "##a": 6, "?": 7}
+    tok = WordPieceTokenizer(vocab, max_length=8, max_input_chars_per_word=12)
+    assert tok.tokenize("Unbelievable ?") == ["un", "##believ", "##able", "?"]
+    assert tok.tokenize("unbelievably") == ["[UNK]"]          # a part without a match: the whole word
+    assert tok.tokenize("a" * 12 + " " + "a" * 13) == ["a"] + ["##a"] * 11 + ["[UNK]"]  # 13 > 12 code points
+    ids, mask = tok.encode("un ?")
+    assert ids.tolist() == [2, 7, 0, 0, 0, 0, 0, 0] and mask.tolist() == [1, 1, 0, 0, 0, 0, 0, 0]

@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
                    help="prefilter keep ratio(s) to export (default: the model's trained ones)")
     p.add_argument("--recipe", help="export recipe JSON (see export/); flags override it")
     p.add_argument("--parity-samples", type=int, help="validation samples for the parity check (default 32)")
+    p.add_argument("--data", help="scenes (default) or NAME:ROOT: draw the parity, accuracy and int8 calibration "
+                                  "samples from a real dataset (the one the model was trained on)")
     p.add_argument("--drop-visual-after", type=non_negative, metavar="STAGE",
                    help="modality pruning: also export text-only stages for the stages after STAGE")
     p.add_argument("--drop-visual-threshold", type=float, metavar="T",
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         changes["keep_ratios"] = args.keep_ratios
     if args.parity_samples is not None:
         changes["parity_samples"] = args.parity_samples
+    if args.data is not None:
+        changes["data"] = args.data
     if args.drop_visual_after is not None:
         changes["drop_visual_after"] = args.drop_visual_after
     if args.drop_visual_threshold is not None:

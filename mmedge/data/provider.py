@@ -17,7 +17,7 @@ import numpy as np
 from mmedge.data.batches import Batch, build_batch
 from mmedge.data.sources import DataSpec, Dataset, answer_vocabulary, open_dataset, parse_data_spec
 from mmedge.data.tasks import LABELS, Sample
-from mmedge.data.tokenizer import WordTokenizer, vocabulary_words_of
+from mmedge.data.tokenizer import WordTokenizer, train_wordpiece, vocabulary_words_of
 from mmedge.errors import DatasetError
 
 VAL_SPLIT = {"nlvr2": "dev"}
@@ -40,6 +40,36 @@ def _other_group(dataset: Dataset, i: int) -> int | None:
     return None
 
 
+def samples_of(source: str, task: str, labels: list[str], dataset: Dataset, indices) -> list[Sample]:
+    """Samples of the records at `indices`, labelled by their index among `labels` (-1 outside them).
+    Matching from captions (coco, cc): every other index gets another image's caption, answer "no"."""
+    pairs = []  # (record index, text, answer)
+    for i in map(int, indices):
+        r = dataset.records[i]
+        text, answer = r.text, r.answer
+        if source in CAPTION_SOURCES:
+            answer = "yes"
+            j = _other_group(dataset, i) if i % 2 else None
+            if j is not None:
+                answer, text = "no", dataset.records[j].text
+        pairs.append((i, text, answer))
+    ids = label_ids(labels, [a for _, _, a in pairs])
+    return [Sample(image=dataset.image(i), text=text, answer=answer, label=label, task=task,
+                   qtype=dataset.records[i].qtype) for (i, text, answer), label in zip(pairs, ids)]
+
+
+def real_samples(data: str, task: str, labels: list[str], image_size: int, split: str, n: int,
+                 progress: bool = False) -> list[Sample]:
+    """The first n records of a real dataset's split ("train", or "val": its validation split) as
+    samples labelled for a model with `labels` (what export checks and calibration run on)."""
+    spec = parse_data_spec(data)
+    name = VAL_SPLIT.get(spec.name, "val") if split == "val" else split
+    dataset = open_dataset(spec, task, name, image_size, limit=n, progress=progress)
+    if not len(dataset.records):
+        raise DatasetError(f"{data}: the {name} split has no usable record")
+    return samples_of(spec.name, task, labels, dataset, range(min(n, len(dataset.records))))
+
+
 @dataclass
 class RealData:
     """A real dataset's train and validation splits, with the labels and tokenizer built from them."""
@@ -51,19 +81,7 @@ class RealData:
     tokenizer: WordTokenizer
 
     def samples(self, dataset: Dataset, indices) -> list[Sample]:
-        pairs = []  # (record index, text, answer)
-        for i in map(int, indices):
-            r = dataset.records[i]
-            text, answer = r.text, r.answer
-            if self.spec.name in CAPTION_SOURCES:  # matching from captions: every other index a mismatched caption
-                answer = "yes"
-                j = _other_group(dataset, i) if i % 2 else None
-                if j is not None:
-                    answer, text = "no", dataset.records[j].text
-            pairs.append((i, text, answer))
-        labels = label_ids(self.labels, [a for _, _, a in pairs])
-        return [Sample(image=dataset.image(i), text=text, answer=answer, label=label, task=self.task,
-                       qtype=dataset.records[i].qtype) for (i, text, answer), label in zip(pairs, labels)]
+        return samples_of(self.spec.name, self.task, self.labels, dataset, indices)
 
     def trainable(self) -> np.ndarray:
         """Indices of training records whose answer is a label."""
@@ -74,7 +92,10 @@ class RealData:
 
 
 def load_real(data: str, task: str, image_size: int, max_text_len: int, answer_vocab_size: int = 1000,
-              eval_samples: int | None = None, cache_dir: Path | None = None, progress: bool = True) -> RealData:
+              eval_samples: int | None = None, cache_dir: Path | None = None, progress: bool = True,
+              text_vocab: str = "wordpiece", text_vocab_size: int = 8000) -> RealData:
+    """A real dataset's splits, labels and tokenizer: WordPiece learnt from the training text
+    (`text_vocab` "wordpiece"), or its words (`text_vocab` "word")."""
     spec = parse_data_spec(data)
     train = open_dataset(spec, task, "train", image_size, cache_dir, progress=progress)
     val = open_dataset(spec, task, VAL_SPLIT.get(spec.name, "val"), image_size, cache_dir, limit=eval_samples,
@@ -82,7 +103,9 @@ def load_real(data: str, task: str, image_size: int, max_text_len: int, answer_v
     labels = answer_vocabulary(train.records, answer_vocab_size) if task == "vqa" else list(LABELS[task])
     if spec.name in CAPTION_SOURCES and task != "match":
         raise DatasetError(f"{spec.name} captions train the match task (or pretraining), not {task!r}")
-    tokenizer = WordTokenizer.from_words(vocabulary_words_of([r.text for r in train.records]), max_text_len)
+    texts = [r.text for r in train.records]
+    tokenizer = train_wordpiece(texts, text_vocab_size, max_text_len) if text_vocab == "wordpiece" else \
+        WordTokenizer.from_words(vocabulary_words_of(texts), max_text_len)
     if task != "vqa" and spec.name not in CAPTION_SOURCES and any(r.answer not in labels for r in train.records):
         raise DatasetError(f"{spec.name}: {task} answers must be {' or '.join(labels)}")
     return RealData(spec, task, train, val, labels, tokenizer)

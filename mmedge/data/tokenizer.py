@@ -1,9 +1,14 @@
-"""A word-level tokenizer, saved in the Hugging Face ``tokenizer.json`` format.
+"""Tokenizers saved in the Hugging Face ``tokenizer.json`` format: word-level and WordPiece.
 
 Rules (simple enough to reimplement exactly in Java or Swift): lowercase the text, split it
-with the regex ``\\w+|[^\\w\\s]+`` (the ``Whitespace`` pre-tokenizer of HF tokenizers), map each
-piece to its id or to ``[UNK]``, then truncate or pad with ``[PAD]`` to ``max_length``.
-The file loads in HF ``tokenizers`` too; a test checks that both give the same ids.
+with the regex ``\\w+|[^\\w\\s]+`` (the ``Whitespace`` pre-tokenizer of HF tokenizers), then
+  word (``WordLevel``): map each piece to its id or to ``[UNK]``;
+  wordpiece (``WordPiece``): split each piece greedily into the longest vocabulary entries from
+    its start, later entries written with the ``##`` prefix; a piece with no such split, or longer
+    than ``max_input_chars_per_word`` code points, becomes one ``[UNK]``;
+then truncate or pad with ``[PAD]`` to ``max_length``. The scenes' closed vocabulary uses words;
+real text uses a WordPiece vocabulary built from the training text with HF ``tokenizers``
+(`train_wordpiece`). The files load in HF ``tokenizers`` too; tests check that both give the same ids.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class TextTruncatedWarning(UserWarning):
 class WordTokenizer:
     vocab: dict[str, int]
     max_length: int = 24
+
+    kind = "word"  # the manifest's tokenizer.kind
 
     @classmethod
     def from_words(cls, words: list[str], max_length: int = 24) -> "WordTokenizer":
@@ -88,26 +95,104 @@ class WordTokenizer:
             "model": {"type": "WordLevel", "vocab": self.vocab, "unk_token": UNK},
         }
 
+    def manifest_fields(self) -> dict:
+        """What the bundle manifest's `tokenizer` section says about this tokenizer's kind."""
+        return {"kind": self.kind}
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "WordTokenizer":
+        """A tokenizer.json of either kind (WordLevel or WordPiece model)."""
         try:
             data = json.loads(Path(path).read_text())
             model, truncation = data["model"], data["truncation"]
             if not isinstance(model, dict) or not isinstance(truncation, dict) or not isinstance(model["vocab"], dict):
                 raise TypeError("model, model.vocab and truncation must be JSON objects")
-            if model.get("type") != "WordLevel":
-                raise CheckpointError(f"{path}: tokenizer model type {model.get('type')!r} is not WordLevel")
+            kinds = {"WordLevel": WordTokenizer, "WordPiece": WordPieceTokenizer}
+            if model.get("type") not in kinds:
+                raise CheckpointError(f"{path}: tokenizer model type {model.get('type')!r} is not one of {list(kinds)}")
             max_length = truncation["max_length"]
             if type(max_length) is not int or max_length < 1:
                 raise ValueError(f"truncation.max_length {max_length!r} must be a positive integer")
-            return cls(dict(model["vocab"]), max_length)
+            if model["type"] == "WordLevel":
+                return WordTokenizer(dict(model["vocab"]), max_length)
+            prefix, longest = model["continuing_subword_prefix"], model["max_input_chars_per_word"]
+            if not isinstance(prefix, str) or not prefix or type(longest) is not int or longest < 1:
+                raise ValueError("WordPiece continuing_subword_prefix must be a non-empty string and "
+                                 "max_input_chars_per_word a positive integer")
+            if model.get("unk_token", UNK) != UNK:
+                raise ValueError(f"WordPiece unk_token must be {UNK!r}")
+            return WordPieceTokenizer(dict(model["vocab"]), max_length, prefix, longest)
         except FileNotFoundError as exc:
             raise CheckpointError(f"tokenizer file not found: {path}") from exc
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
             raise CheckpointError(f"{path} is not a valid tokenizer.json ({str(exc)[:200]}); re-export the model") from exc
+
+
+@dataclass
+class WordPieceTokenizer(WordTokenizer):
+    """WordPiece over the same lowercased word/punctuation pieces (HF ``WordPiece`` model)."""
+
+    continuing_subword_prefix: str = "##"
+    max_input_chars_per_word: int = 100
+
+    kind = "wordpiece"
+
+    def tokenize(self, text: str) -> list[str]:
+        return [sub for piece in _SPLIT.findall(text.lower()) for sub in self._split(piece)]
+
+    def _split(self, word: str) -> list[str]:
+        """Greedy longest-match-first from the start; [UNK] for the whole word when a part has no match."""
+        if len(word) > self.max_input_chars_per_word:  # code points, as HF counts chars
+            return [UNK]
+        out, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                sub = word[start:end] if start == 0 else self.continuing_subword_prefix + word[start:end]
+                if sub in self.vocab:
+                    out.append(sub)
+                    break
+                end -= 1
+            else:
+                return [UNK]
+            start = end
+        return out
+
+    def to_json(self) -> dict:
+        data = super().to_json()
+        data["model"] = {"type": "WordPiece", "unk_token": UNK,
+                         "continuing_subword_prefix": self.continuing_subword_prefix,
+                         "max_input_chars_per_word": self.max_input_chars_per_word, "vocab": self.vocab}
+        return data
+
+    def manifest_fields(self) -> dict:
+        return {"kind": self.kind, "continuing_subword_prefix": self.continuing_subword_prefix,
+                "max_input_chars_per_word": self.max_input_chars_per_word}
+
+
+def train_wordpiece(texts, vocab_size: int = 8000, max_length: int = 24, min_frequency: int = 2,
+                    progress: bool = False) -> WordPieceTokenizer:
+    """A WordPiece vocabulary learnt from `texts` by HF ``tokenizers`` (lowercase, Whitespace
+    pre-tokenizer, [PAD] = 0 and [UNK] = 1, ``##`` continuation prefix)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    hf = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=100))
+    hf.normalizer = normalizers.Lowercase()
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[PAD, UNK],
+                                        continuing_subword_prefix="##", show_progress=progress)
+    hf.train_from_iterator(list(texts), trainer=trainer)
+    model = json.loads(hf.to_str())["model"]
+    return WordPieceTokenizer(dict(model["vocab"]), max_length, model["continuing_subword_prefix"],
+                              model["max_input_chars_per_word"])
+
+
+def load_tokenizer(path: str | Path) -> WordTokenizer:
+    """The tokenizer of a tokenizer.json, whichever kind it is."""
+    return WordTokenizer.load(path)
 
 
 def default_tokenizer(max_length: int = 24) -> WordTokenizer:

@@ -71,9 +71,17 @@ def _groups(specs: list[StageSpec]) -> dict[float, list[StageSpec]]:
     return groups
 
 
-def _samples(model, tokenizer, split: str, n: int, seed: int):
+def _samples(model, tokenizer, split: str, n: int, seed: int, data: str = "scenes"):
+    """n samples of `split`: generated scenes (seed `seed`), or a real dataset's first n records of
+    that split (`data` NAME:ROOT; every check then uses the same first records)."""
     cfg = model.config
-    return build_batch(generate(cfg.task, seed, split, range(n), cfg.image_size), tokenizer, cfg.image_size)
+    if data == "scenes":
+        samples = generate(cfg.task, seed, split, range(n), cfg.image_size)
+    else:
+        from mmedge.data.provider import real_samples
+
+        samples = real_samples(data, cfg.task, list(cfg.labels), cfg.image_size, split, n)
+    return build_batch(samples, tokenizer, cfg.image_size)
 
 
 def _check_artifact(artifact: dict, root: Path, groups, reference, feeds, acc_feeds, acc_labels,
@@ -96,7 +104,7 @@ def _check_artifact(artifact: dict, root: Path, groups, reference, feeds, acc_fe
     if pruned:
         artifact["parity"]["modality_pruning"] = pruned
     if acc:
-        artifact["accuracy"] = {"split": "val", "by_keep_ratio": acc}
+        artifact["accuracy"] = {"split": "val", "data": recipe.data.split(":")[0], "by_keep_ratio": acc}
     worst = max(s["logits_max_abs_err"] for p in (*parity.values(), *pruned.values()) for s in p["stages"])
     log(f"  parity {artifact['target']}/{artifact['format']}/{artifact['precision']}: "
         f"max logits error {worst:.2e}, {'passed' if artifact['parity']['passed'] else 'FAILED'}")
@@ -122,7 +130,8 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
                           "resize": "pillow-bilinear",  # after padding to a centred square; docs/bundle-format.md
                           "pad_color": list(BACKGROUND)},
         "tokenizer": {"file": TOKENIZER_FILE, "max_length": tokenizer.max_length, "lowercase": True,
-                      "split_regex": _SPLIT.pattern, "pad_id": tokenizer.vocab[PAD], "unk_id": tokenizer.vocab[UNK]},
+                      "split_regex": _SPLIT.pattern, "pad_id": tokenizer.vocab[PAD], "unk_id": tokenizer.vocab[UNK],
+                      **tokenizer.manifest_fields()},
         "keep_ratios": keep, "stages": stages,
         "thresholds": {"source": "default", "policy": "confidence", "confidence": recipe.default_threshold,
                        "max_probability": recipe.default_threshold, "patience": 2, "keep_ratio": max(groups)},
@@ -163,7 +172,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
         seconds: dict[str, float] = {}
         log(f"exporting {model_dir} -> {out}: {len(groups)} keep ratio(s) x {model.num_stages} stages, "
             f"targets {', '.join(recipe.targets)}, precisions {', '.join(recipe.precisions)}")
-        parity_batch = _samples(model, tokenizer, "val", recipe.parity_samples, recipe.data_seed)
+        parity_batch = _samples(model, tokenizer, "val", recipe.parity_samples, recipe.data_seed, recipe.data)
         feeds = stage0_feeds(parity_batch)
         reference_session = TorchSession(model, all_specs)
         reference = {r: [run_chain(reference_session, ss, f) for f in feeds] for r, ss in groups.items()}
@@ -171,7 +180,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
                             for r, ss in groups.items()} if text_specs else None
         acc_feeds = acc_labels = calibration = None
         if recipe.quantize:
-            acc_batch = _samples(model, tokenizer, "val", recipe.accuracy_samples, recipe.data_seed + 1)
+            acc_batch = _samples(model, tokenizer, "val", recipe.accuracy_samples, recipe.data_seed + 1, recipe.data)
             acc_feeds, acc_labels = stage0_feeds(acc_batch), acc_batch.labels
             calibration = _calibration(model, tokenizer, specs, groups, recipe, reference_session, text_specs)
 
@@ -253,7 +262,7 @@ def _pruning(model, tokenizer, specs, groups, text_specs, recipe, reference_sess
     from mmedge.train.flops import text_stage_flops
 
     full = groups[max(groups)]
-    batch = _samples(model, tokenizer, "val", recipe.drop_visual_samples, recipe.data_seed + 2)
+    batch = _samples(model, tokenizer, "val", recipe.drop_visual_samples, recipe.data_seed + 2, recipe.data)
     rule = measure_rule(reference_session, full, text_specs, stage0_feeds(batch), model.config.max_text_len,
                         recipe.drop_visual_signal, recipe.drop_visual_when, recipe.drop_visual_threshold,
                         recipe.drop_visual_min_agreement)
@@ -306,7 +315,7 @@ def _calibration(model, tokenizer, specs, groups, recipe, reference_session,
     own hidden states at that point; text-only stages: those of the pruned chains of every keep ratio)."""
     import torch
 
-    batch = _samples(model, tokenizer, "train", recipe.calibration_samples, recipe.data_seed)
+    batch = _samples(model, tokenizer, "train", recipe.calibration_samples, recipe.data_seed, recipe.data)
     calibration: dict[str, list[tuple]] = {s.name: [] for s in (*specs, *text_specs)}
     for feed in stage0_feeds(batch):
         for ratio, ss in groups.items():

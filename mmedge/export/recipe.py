@@ -50,6 +50,7 @@ class ExportRecipe:
     calibration_samples: int = 32       # int8 calibration samples (training split)
     default_threshold: float = 0.9      # learned-confidence exit threshold until calibrated
     data_seed: int = 0
+    data: str = "scenes"                # parity/accuracy/calibration samples: scenes or a real dataset NAME:ROOT
     # modality pruning: text-only stages after this stage, and the per-input rule that picks them
     drop_visual_after: int | None = None          # None: no text-only stages
     drop_visual_signal: str = "visual_text_norm_ratio"  # mmedge.runtime.pruning.SIGNALS
@@ -91,6 +92,14 @@ class ExportRecipe:
         for name in ("int8_min_answer_agreement", "int8_min_exit_agreement", "int8_max_accuracy_drop"):
             if not 0 <= getattr(self, name) <= 1:
                 p.append(f"{name} {getattr(self, name)} must be in [0, 1]")
+        if self.data != "scenes":
+            from mmedge.data.sources import parse_data_spec
+            from mmedge.errors import DatasetError
+
+            try:
+                parse_data_spec(self.data)
+            except DatasetError as exc:
+                p.append(f"data: {exc}")
         p += self._pruning_problems()
         if not 0 < self.default_threshold <= 1:
             p.append(f"default_threshold {self.default_threshold} must be in (0, 1]")

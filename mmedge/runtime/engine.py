@@ -484,6 +484,11 @@ def _load_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
     rows = manifest["model"]["config"].get("vocab_size")
     ids = list(tokenizer.vocab.values())
     problems = []
+    if tokenizer.kind != spec.get("kind", "word"):
+        problems.append(f"tokenizer.json is a {tokenizer.kind} tokenizer, the manifest says {spec.get('kind', 'word')}")
+    elif {k: v for k, v in tokenizer.manifest_fields().items() if k != "kind"} != \
+            {k: spec.get(k) for k in tokenizer.manifest_fields() if k != "kind"}:
+        problems.append("the WordPiece settings of tokenizer.json differ from the manifest's")
     if tokenizer.max_length != spec["max_length"]:
         problems.append(f"max_length {tokenizer.max_length} vs the manifest's {spec['max_length']}")
     if tokenizer.vocab.get(PAD) != spec["pad_id"] or tokenizer.vocab.get(UNK) != spec["unk_id"]:

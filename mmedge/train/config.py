@@ -47,6 +47,8 @@ class TrainConfig:
     threads: int | None = None          # torch threads per process; None = cores / processes
     data: str = "scenes"                # scenes (generated) | NAME:ROOT (mmedge.data.sources: vqa2, gqa, nlvr2, jsonl, ...)
     answer_vocab_size: int = 1000       # real VQA data: the most frequent training answers become the labels
+    text_vocab: str = "wordpiece"       # real data: "wordpiece" (learnt from the training text) or "word"
+    text_vocab_size: int = 8000         # real data, wordpiece: vocabulary size (special tokens included)
     model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, depth, ...)
 
     def __post_init__(self) -> None:
@@ -78,6 +80,10 @@ class TrainConfig:
                      "set both to 0 with --data NAME:ROOT")
         if self.answer_vocab_size < 1:
             p.append("answer_vocab_size must be at least 1")
+        if self.text_vocab not in ("wordpiece", "word"):
+            p.append(f"text_vocab {self.text_vocab!r} must be 'wordpiece' or 'word'")
+        if not isinstance(self.text_vocab_size, int) or self.text_vocab_size < 16:
+            p.append(f"text_vocab_size {self.text_vocab_size!r} must be an integer >= 16")
         for key in sorted(set(self.model) - _MODEL_FIELDS):
             p.append(f"model.{key} is not a model field (known: {', '.join(sorted(_MODEL_FIELDS))})")
         if p:

@@ -95,7 +95,8 @@ class Trainer:
             from mmedge.data.provider import load_real
 
             self.real = load_real(cfg.data, cfg.task, cfg.model.get("image_size", 96), cfg.model.get("max_text_len", 24),
-                                  cfg.answer_vocab_size, cfg.eval_samples, progress=progress and self.dist.is_main)
+                                  cfg.answer_vocab_size, cfg.eval_samples, progress=progress and self.dist.is_main,
+                                  text_vocab=cfg.text_vocab, text_vocab_size=cfg.text_vocab_size)
             self.tokenizer = self.real.tokenizer
             self.order = np.random.default_rng(cfg.seed).permutation(self.real.trainable())  # the records trained on
             if not len(self.order):

@@ -21,7 +21,7 @@ import { sha256Hex } from "./hash.js";
 import { MANIFEST_SCHEMA } from "./schema.js";
 import { SIGNATURE_FILE, verifyManifestSignature, type VerifyKey } from "./signing.js";
 import type { BundleSource } from "./source.js";
-import { jsonDepthExceeds, PAD, UNK, WordTokenizer } from "./tokenizer.js";
+import { jsonDepthExceeds, PAD, UNK, WordPieceTokenizer, WordTokenizer } from "./tokenizer.js";
 
 export const SCHEMA_VERSION = 1;
 export const MANIFEST_FILE = "manifest.json";
@@ -108,6 +108,12 @@ export interface TokenizerSpec {
   split_regex: string;
   pad_id: number;
   unk_id: number;
+  /** The tokenizer.json model: "word" (WordLevel, the default when absent) or "wordpiece" (WordPiece). */
+  kind?: "word" | "wordpiece";
+  /** With kind "wordpiece": the WordPiece model's continuing_subword_prefix (e.g. "##"). */
+  continuing_subword_prefix?: string;
+  /** With kind "wordpiece": the WordPiece model's max_input_chars_per_word (e.g. 100). */
+  max_input_chars_per_word?: number;
 }
 
 export interface Manifest {
@@ -463,6 +469,19 @@ export function checkTokenizer(tokenizer: WordTokenizer, m: Manifest): void {
   const rows = m.model.config.vocab_size;
   const ids = [...tokenizer.vocab.values()];
   const problems: string[] = [];
+  const kind = spec.kind ?? "word";
+  if (tokenizer.kind !== kind) {
+    problems.push(`the file is a ${tokenizer.kind} tokenizer, the manifest says kind ${JSON.stringify(kind)}`);
+  } else if (tokenizer instanceof WordPieceTokenizer) {
+    if (tokenizer.continuingSubwordPrefix !== spec.continuing_subword_prefix) {
+      problems.push(`continuing_subword_prefix ${JSON.stringify(tokenizer.continuingSubwordPrefix)} vs the manifest's ` +
+        `${JSON.stringify(spec.continuing_subword_prefix ?? null)}`);
+    }
+    if (tokenizer.maxInputCharsPerWord !== spec.max_input_chars_per_word) {
+      problems.push(`max_input_chars_per_word ${tokenizer.maxInputCharsPerWord} vs the manifest's ` +
+        `${JSON.stringify(spec.max_input_chars_per_word ?? null)}`);
+    }
+  }
   if (tokenizer.maxLength !== spec.max_length) {
     problems.push(`max_length ${tokenizer.maxLength} vs the manifest's ${spec.max_length}`);
   }

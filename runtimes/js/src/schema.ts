@@ -178,8 +178,45 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         "unk_id": {
           "type": "integer",
           "minimum": 0
+        },
+        "kind": {
+          "enum": [
+            "word",
+            "wordpiece"
+          ],
+          "description": "word (default when absent): tokenizer.json has a WordLevel model; wordpiece: a WordPiece model (docs/bundle-format.md, Text)."
+        },
+        "continuing_subword_prefix": {
+          "type": "string",
+          "minLength": 1,
+          "maxLength": 16
+        },
+        "max_input_chars_per_word": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 1024
         }
-      }
+      },
+      "allOf": [
+        {
+          "if": {
+            "properties": {
+              "kind": {
+                "const": "wordpiece"
+              }
+            },
+            "required": [
+              "kind"
+            ]
+          },
+          "then": {
+            "required": [
+              "continuing_subword_prefix",
+              "max_input_chars_per_word"
+            ]
+          }
+        }
+      ]
     },
     "keep_ratios": {
       "type": "array",

@@ -1,11 +1,16 @@
 /**
- * The word-level tokenizer (Hugging Face `tokenizers` WordLevel layout), as the spec's "Text"
- * section says: lowercase (full Unicode mapping, locale-independent), split into runs of word
- * characters or runs of characters that are neither word characters nor spaces, look each piece up
- * (unknown -> unk_id), truncate on the right to max_length, pad on the right with pad_id.
+ * The tokenizers of the spec's "Text" section (Hugging Face `tokenizers` layout): lowercase (full
+ * Unicode mapping, locale-independent), split into runs of word characters or runs of characters
+ * that are neither word characters nor spaces, then
+ *   - WordLevel (`kind` "word", class WordTokenizer): look each piece up (unknown -> unk_id);
+ *   - WordPiece (`kind` "wordpiece", class WordPieceTokenizer): split each piece greedily into the
+ *     longest vocabulary entries from its start, later ones written with the continuing-subword
+ *     prefix ("##"); a piece with no such split, or longer than max_input_chars_per_word code
+ *     points, becomes one [UNK];
+ * then truncate on the right to max_length and pad on the right with pad_id.
  */
 
-import { BundleError, TextError, short } from "./errors.js";
+import { BundleError, ConfigError, TextError, short } from "./errors.js";
 
 export const PAD = "[PAD]";
 export const UNK = "[UNK]";
@@ -33,15 +38,25 @@ export interface Encoding {
   truncated: boolean;
 }
 
+/** The manifest's `tokenizer.kind`: the tokenizer.json model type (WordLevel or WordPiece). */
+export type TokenizerKind = "word" | "wordpiece";
+
 export class WordTokenizer {
   readonly vocab: ReadonlyMap<string, number>;
+  /** The manifest's `tokenizer.kind` this tokenizer is ("word": WordLevel model). */
+  get kind(): TokenizerKind {
+    return "word";
+  }
 
   constructor(vocab: Map<string, number> | Record<string, number>, readonly maxLength: number,
     readonly lowercase = true) {
     this.vocab = vocab instanceof Map ? new Map(vocab) : new Map(Object.entries(vocab));
   }
 
-  /** A tokenizer from the bytes of a tokenizer.json (WordLevel); BundleError when it is not one. */
+  /**
+   * A tokenizer from the bytes of a tokenizer.json: a WordTokenizer for a WordLevel model, a
+   * WordPieceTokenizer for a WordPiece model; BundleError when it is neither or a field is invalid.
+   */
   static fromJSON(data: Uint8Array | string, lowercase = true): WordTokenizer {
     let parsed: unknown;
     try {
@@ -52,10 +67,10 @@ export class WordTokenizer {
       throw new BundleError(`the bundle's tokenizer.json cannot be parsed as UTF-8 JSON (${short(String((exc as Error).message), 120)}); ` +
         "export the bundle again", { cause: exc });
     }
-    const root = parsed as { model?: { type?: unknown; vocab?: unknown }; truncation?: { max_length?: unknown } };
+    const root = parsed as { model?: Record<string, unknown>; truncation?: { max_length?: unknown } };
     const model = isObject(root) ? root.model : undefined;
-    if (!isObject(model) || model.type !== "WordLevel" || !isObject(model.vocab)) {
-      throw new BundleError("the bundle's tokenizer.json is not a WordLevel tokenizer (model.type, model.vocab); " +
+    if (!isObject(model) || (model.type !== "WordLevel" && model.type !== "WordPiece") || !isObject(model.vocab)) {
+      throw new BundleError("the bundle's tokenizer.json is not a WordLevel or WordPiece tokenizer (model.type, model.vocab); " +
         "export the bundle again");
     }
     const truncation = root.truncation;
@@ -65,9 +80,30 @@ export class WordTokenizer {
     }
     const vocab = new Map<string, number>();
     for (const [word, id] of Object.entries(model.vocab as Record<string, unknown>)) {
-      vocab.set(word, id as number); // ids are checked against the manifest by checkTokenizer
+      vocab.set(word, id as number); // WordLevel ids are checked against the manifest by checkTokenizer
     }
-    return new WordTokenizer(vocab, maxLength, lowercase);
+    if (model.type === "WordLevel") return new WordTokenizer(vocab, maxLength, lowercase);
+
+    const problems: string[] = [];
+    const prefix = model.continuing_subword_prefix;
+    if (typeof prefix !== "string" || prefix.length === 0) {
+      problems.push("model.continuing_subword_prefix must be a non-empty string");
+    }
+    const longest = model.max_input_chars_per_word;
+    if (typeof longest !== "number" || !Number.isSafeInteger(longest) || longest < 1) {
+      problems.push("model.max_input_chars_per_word must be a positive integer");
+    }
+    if (model.unk_token !== undefined && model.unk_token !== UNK) {
+      problems.push(`model.unk_token must be ${JSON.stringify(UNK)}`);
+    }
+    if (![...vocab.values()].every((i) => typeof i === "number" && Number.isSafeInteger(i) && i >= 0)) {
+      problems.push("model.vocab ids must be non-negative integers");
+    }
+    if (problems.length > 0) {
+      throw new BundleError(`the bundle's tokenizer.json is not a valid WordPiece tokenizer: ${problems.join("; ")}; ` +
+        "export the bundle again");
+    }
+    return new WordPieceTokenizer(vocab, maxLength, prefix as string, longest as number, lowercase);
   }
 
   get padId(): number {
@@ -78,7 +114,10 @@ export class WordTokenizer {
     return this.vocab.get(UNK)!;
   }
 
-  /** The pieces of a text: lowercased, then split by the spec's regular expression. */
+  /**
+   * The tokens of a text: lowercased, then split by the spec's regular expression (and, for
+   * WordPiece, each piece into subwords). These are what truncation and padding count.
+   */
   tokenize(text: string): string[] {
     const source = this.lowercase ? text.toLowerCase() : text;
     return source.match(splitRegex()) ?? [];
@@ -103,6 +142,68 @@ export class WordTokenizer {
     });
     return { inputIds, textMask, tokens, truncated };
   }
+}
+
+/**
+ * The WordPiece tokenizer (Hugging Face `tokenizers` WordPiece model) over the same lowercased
+ * word/punctuation pieces; greedy longest-match-first, lengths counted in code points.
+ */
+export class WordPieceTokenizer extends WordTokenizer {
+  /** The longest vocabulary entry, in code points: no piece longer than this can match. */
+  private readonly longestEntry: number;
+
+  constructor(vocab: Map<string, number> | Record<string, number>, maxLength: number,
+    readonly continuingSubwordPrefix = "##", readonly maxInputCharsPerWord = 100, lowercase = true) {
+    super(vocab, maxLength, lowercase);
+    if (typeof continuingSubwordPrefix !== "string" || continuingSubwordPrefix.length === 0) {
+      throw new ConfigError("continuingSubwordPrefix must be a non-empty string", "WordPieceTokenizer arguments");
+    }
+    if (!Number.isSafeInteger(maxInputCharsPerWord) || maxInputCharsPerWord < 1) {
+      throw new ConfigError("maxInputCharsPerWord must be a positive integer", "WordPieceTokenizer arguments");
+    }
+    let longest = 0;
+    for (const entry of this.vocab.keys()) longest = Math.max(longest, codePointCount(entry));
+    this.longestEntry = longest;
+  }
+
+  override get kind(): TokenizerKind {
+    return "wordpiece";
+  }
+
+  override tokenize(text: string): string[] {
+    return super.tokenize(text).flatMap((piece) => this.split(piece));
+  }
+
+  /** Greedy longest-match-first from the start; one [UNK] for the whole word when a part has no match. */
+  split(word: string): string[] {
+    const chars = Array.from(word); // code points, as Python and HF count characters
+    if (chars.length > this.maxInputCharsPerWord) return [UNK];
+    const out: string[] = [];
+    let start = 0;
+    while (start < chars.length) {
+      // an entry has at most longestEntry code points (prefix included), so longer candidates cannot match
+      let end = Math.min(chars.length, start + this.longestEntry);
+      let found: string | undefined;
+      for (; end > start; end--) {
+        const piece = chars.slice(start, end).join("");
+        const sub = start === 0 ? piece : this.continuingSubwordPrefix + piece;
+        if (this.vocab.has(sub)) {
+          found = sub;
+          break;
+        }
+      }
+      if (found === undefined) return [UNK];
+      out.push(found);
+      start = end;
+    }
+    return out;
+  }
+}
+
+function codePointCount(text: string): number {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

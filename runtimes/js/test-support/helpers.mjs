@@ -1,4 +1,5 @@
 // Shared by the tests in test/ (kept outside test/ so that `node --test test/` does not count it).
+import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createHash, generateKeyPairSync, sign } from "node:crypto";
 import { tmpdir } from "node:os";
@@ -78,4 +79,26 @@ export function policyOf(vector) {
   if (vector.patience !== undefined) out.patience = vector.patience;
   if (vector.budget_ms !== undefined) out.budgetMs = vector.budget_ms;
   return out;
+}
+
+/**
+ * Runs every case of a golden tokenizer file (format mmedge-golden-tokenizer-1) as a subtest of `t`:
+ * tokens, ids and masks bit-identical, the same errors. `TextError` is the runtime's error class.
+ */
+export async function runTokenizerCases(t, tokenizer, doc, TextError) {
+  assert.ok(doc.cases.length > 0);
+  for (const c of doc.cases) {
+    await t.test(JSON.stringify(c.text).slice(0, 60), () => {
+      if (c.error) {
+        assert.equal(c.error, "TextError");
+        assert.throws(() => tokenizer.encode(c.text), TextError);
+        return;
+      }
+      const got = tokenizer.encode(c.text);
+      assert.deepEqual(got.tokens, c.tokens);
+      assert.deepEqual([...got.inputIds], c.input_ids);
+      assert.deepEqual([...got.textMask], c.text_mask);
+      assert.equal(got.truncated, c.tokens.length > doc.max_length);
+    });
+  }
 }

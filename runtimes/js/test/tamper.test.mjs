@@ -45,6 +45,13 @@ test("the untouched copy loads", () => withCopy(async (dir) => {
   await engine.dispose();
 }));
 
+test("an explicit tokenizer kind \"word\" (the default) loads", () => withCopy(async (dir) => {
+  editManifest(dir, (m) => { m.tokenizer.kind = "word"; });
+  const engine = await load(dir);
+  assert.equal(engine.tokenizer.kind, "word");
+  await engine.dispose();
+}));
+
 test("a flipped byte in a stage file: hash mismatch", () => withCopy(async (dir) => {
   const path = join(dir, stageFile(dir));
   const bytes = readFileSync(path);
@@ -216,6 +223,10 @@ test("schema and consistency violations", () => withCopy(async (dir) => {
     [(m) => { m.labels = m.labels.slice(0, -1); }, /inconsistent/],
     [(m) => { m.tokenizer.max_length = 23; }, /inconsistent/],
     [(m) => { m.model.config.vocab_size = 3; }, /tokenizer does not fit/],
+    [(m) => { m.tokenizer.kind = "wordpiece"; }, /schema/],
+    [(m) => { m.tokenizer.kind = "bpe"; }, /schema/],
+    [(m) => { Object.assign(m.tokenizer, { kind: "wordpiece", continuing_subword_prefix: "##", max_input_chars_per_word: 100 }); },
+      /tokenizer does not fit.*word tokenizer, the manifest says kind "wordpiece".*export the bundle again/],
   ];
   for (const [edit, pattern] of cases) {
     writeFileSync(join(dir, "manifest.json"), original);

@@ -192,6 +192,7 @@ public final class BundleLoader {
             problems.add("thresholds.keep_ratio " + m.thresholds.keepRatio + " is not an exported keep ratio " + ratios);
         }
         if (m.padId == m.unkId) problems.add("tokenizer pad_id and unk_id are the same id");
+        problems.addAll(tokenizerKindProblems(m));
         problems.addAll(fixedRulesProblems(m));
         for (Manifest.Artifact a : m.artifacts) {
             List<String> missing = new ArrayList<>();
@@ -202,6 +203,32 @@ public final class BundleLoader {
             }
         }
         return problems.size() > 50 ? problems.subList(0, 50) : problems;
+    }
+
+    /**
+     * tokenizer.kind and its WordPiece settings, by the schema's rules (which the schema check has
+     * already applied to a loaded manifest; repeated here for a Manifest built from another tree).
+     */
+    static List<String> tokenizerKindProblems(Manifest m) {
+        List<String> out = new ArrayList<>();
+        Map<String, Object> tok = Json.obj(m.raw().get("tokenizer"));
+        if (!WordTokenizer.KIND_WORD.equals(m.tokenizerKind) && !WordTokenizer.KIND_WORDPIECE.equals(m.tokenizerKind)) {
+            out.add("tokenizer.kind " + shortText(Json.write(tok.get("kind")), 40) + " is not \"word\" or \"wordpiece\"");
+            return out;
+        }
+        if (!WordTokenizer.KIND_WORDPIECE.equals(m.tokenizerKind)) return out;
+        Object prefix = tok.get("continuing_subword_prefix");
+        int chars = prefix instanceof String ? ((String) prefix).codePointCount(0, ((String) prefix).length()) : 0;
+        if (chars < 1 || chars > 16) {
+            out.add("tokenizer kind wordpiece needs continuing_subword_prefix, a string of 1 to 16 characters (got "
+                    + shortText(Json.write(prefix), 40) + ")");
+        }
+        Object longest = tok.get("max_input_chars_per_word");
+        if (!Json.isInteger(longest) || Json.num(longest) < 1 || Json.num(longest) > 1024) {
+            out.add("tokenizer kind wordpiece needs max_input_chars_per_word, an integer from 1 to 1024 (got "
+                    + shortText(Json.write(longest), 40) + ")");
+        }
+        return out;
     }
 
     /** Format version 1 fixes the preprocessing and tokenizer rules; other values are refused, not ignored. */
@@ -518,6 +545,19 @@ public final class BundleLoader {
     /** Step 9: the tokenizer file agrees with the manifest and gives ids the model's embedding has. */
     static void checkTokenizer(WordTokenizer tokenizer, Manifest m) {
         List<String> problems = new ArrayList<>();
+        if (!tokenizer.kind().equals(m.tokenizerKind)) {
+            problems.add("tokenizer.json has a " + (tokenizer instanceof WordPieceTokenizer ? "WordPiece" : "WordLevel")
+                    + " model (kind " + repr(tokenizer.kind()) + ") but the manifest's tokenizer.kind is " + repr(m.tokenizerKind));
+        } else if (WordTokenizer.KIND_WORDPIECE.equals(m.tokenizerKind)) {
+            if (!tokenizer.continuingSubwordPrefix().equals(m.continuingSubwordPrefix)) {
+                problems.add("continuing_subword_prefix " + repr(tokenizer.continuingSubwordPrefix()) + " vs the manifest's "
+                        + (m.continuingSubwordPrefix == null ? "(none)" : repr(m.continuingSubwordPrefix)));
+            }
+            if (tokenizer.maxInputCharsPerWord() != m.maxInputCharsPerWord) {
+                problems.add("max_input_chars_per_word " + tokenizer.maxInputCharsPerWord() + " vs the manifest's "
+                        + m.maxInputCharsPerWord);
+            }
+        }
         if (tokenizer.maxLength() != m.maxLength) {
             problems.add("max_length " + tokenizer.maxLength() + " vs the manifest's " + m.maxLength);
         }

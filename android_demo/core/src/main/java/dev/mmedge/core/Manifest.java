@@ -170,6 +170,12 @@ public final class Manifest {
     public final String splitRegex;
     public final int padId;
     public final int unkId;
+    /** tokenizer.kind: "word" (WordLevel file; the default when absent) or "wordpiece" (WordPiece file). */
+    public final String tokenizerKind;
+    /** tokenizer.continuing_subword_prefix (kind wordpiece), or null when absent. */
+    public final String continuingSubwordPrefix;
+    /** tokenizer.max_input_chars_per_word (kind wordpiece), or 0 when absent. */
+    public final int maxInputCharsPerWord;
     public final List<KeepRatio> keepRatios = new ArrayList<>();
     public final Map<String, Stage> stages = new LinkedHashMap<>();
     public final Thresholds thresholds;
@@ -201,6 +207,13 @@ public final class Manifest {
         splitRegex = (String) tok.get("split_regex");
         padId = (int) Json.lng(tok.get("pad_id"));
         unkId = (int) Json.lng(tok.get("unk_id"));
+        Object kind = tok.get("kind");
+        tokenizerKind = kind == null ? WordTokenizer.KIND_WORD : kind instanceof String ? (String) kind : Json.write(kind);
+        Object prefix = tok.get("continuing_subword_prefix");
+        continuingSubwordPrefix = prefix instanceof String ? (String) prefix : null;
+        Object longest = tok.get("max_input_chars_per_word");
+        maxInputCharsPerWord = Json.isInteger(longest) && Json.num(longest) >= 1 && Json.num(longest) <= Integer.MAX_VALUE
+                ? (int) Json.lng(longest) : 0;
         for (Object k : Json.arr(m.get("keep_ratios"))) keepRatios.add(new KeepRatio(Json.obj(k)));
         for (Map.Entry<String, Object> e : Json.obj(m.get("stages")).entrySet()) {
             stages.put(e.getKey(), new Stage(e.getKey(), Json.obj(e.getValue())));

@@ -17,12 +17,20 @@ import java.util.Map;
  * spec lists (Python's {@code \s} on str, not Java's). Java's tables are those of its Unicode
  * version (Java 17: Unicode 13; Android: its ICU's), which differ from the reference (Unicode 14)
  * only on characters assigned since, none of them in any vocabulary.
+ *
+ * <p>{@link #fromJson} reads either model type of the spec: a WordLevel file gives this class
+ * ({@link #kind()} {@code "word"}), a WordPiece file gives a {@link WordPieceTokenizer}
+ * ({@code "wordpiece"}), which splits each piece further into subwords before the lookup.
  */
-public final class WordTokenizer {
+public class WordTokenizer {
     public static final String PAD = "[PAD]";
     public static final String UNK = "[UNK]";
     /** The rule the manifest repeats (format version 1 fixes it). */
     public static final String SPLIT_REGEX = "\\w+|[^\\w\\s]+";
+    /** The manifest's tokenizer.kind of a WordLevel file (the default when the manifest has no kind). */
+    public static final String KIND_WORD = "word";
+    /** The manifest's tokenizer.kind of a WordPiece file. */
+    public static final String KIND_WORDPIECE = "wordpiece";
 
     /** Stage-0 text inputs. */
     public static final class Encoding {
@@ -30,7 +38,7 @@ public final class WordTokenizer {
         public final int[] inputIds;
         /** 1 for each real token, 0 for padding. */
         public final int[] textMask;
-        /** The pieces the text was split into (before truncation). */
+        /** The tokens the text was split into (WordPiece: the subwords), before truncation. */
         public final List<String> tokens;
         /** The text had more than max_length tokens and the tail was dropped. */
         public final boolean truncated;
@@ -57,7 +65,11 @@ public final class WordTokenizer {
         this.maxId = top;
     }
 
-    /** A tokenizer from the bytes of a tokenizer.json (WordLevel); BundleException when it is not one. */
+    /**
+     * A tokenizer from the bytes of a tokenizer.json: a WordLevel model gives a WordTokenizer, a
+     * WordPiece model a {@link WordPieceTokenizer}; BundleException when it is neither or a field is
+     * missing or of the wrong type.
+     */
     public static WordTokenizer fromJson(byte[] data, boolean lowercase) {
         Object parsed;
         try {
@@ -67,10 +79,12 @@ public final class WordTokenizer {
                     + BundleLoader.shortText(exc.getMessage(), 120) + "); export the bundle again", exc);
         }
         Object model = parsed instanceof Map ? Json.obj(parsed).get("model") : null;
-        if (!(model instanceof Map) || !"WordLevel".equals(Json.obj(model).get("type"))
+        Object type = model instanceof Map ? Json.obj(model).get("type") : null;
+        boolean wordPiece = "WordPiece".equals(type);
+        if (!(model instanceof Map) || !("WordLevel".equals(type) || wordPiece)
                 || !(Json.obj(model).get("vocab") instanceof Map)) {
-            throw new BundleException("the bundle's tokenizer.json is not a WordLevel tokenizer (model.type, model.vocab); "
-                    + "export the bundle again");
+            throw new BundleException("the bundle's tokenizer.json is not a WordLevel or WordPiece tokenizer (model.type, "
+                    + "model.vocab); export the bundle again");
         }
         Object truncation = Json.obj(parsed).get("truncation");
         Object max = truncation instanceof Map ? Json.obj(truncation).get("max_length") : null;
@@ -86,11 +100,51 @@ public final class WordTokenizer {
             }
             vocab.put(e.getKey(), (int) (long) (Long) id);
         }
-        return new WordTokenizer(vocab, (int) (long) (Long) max, lowercase);
+        int maxLength = (int) (long) (Long) max;
+        if (!wordPiece) return new WordTokenizer(vocab, maxLength, lowercase);
+        Map<String, Object> wp = Json.obj(model);
+        Object prefix = wp.get("continuing_subword_prefix");
+        if (!(prefix instanceof String) || ((String) prefix).isEmpty()) {
+            throw new BundleException("the bundle's tokenizer.json WordPiece model needs continuing_subword_prefix, a "
+                    + "non-empty string such as \"##\" (got " + (prefix == null ? "none" : BundleLoader.shortText(Json.write(prefix), 40))
+                    + "); export the bundle again");
+        }
+        Object longest = wp.get("max_input_chars_per_word");
+        if (!(longest instanceof Long) || (Long) longest < 1 || (Long) longest > Integer.MAX_VALUE) {
+            throw new BundleException("the bundle's tokenizer.json WordPiece model needs max_input_chars_per_word, a "
+                    + "positive integer such as 100 (got " + (longest == null ? "none" : BundleLoader.shortText(Json.write(longest), 40))
+                    + "); export the bundle again");
+        }
+        Object unkToken = wp.get("unk_token");
+        if (unkToken != null && !UNK.equals(unkToken)) {
+            throw new BundleException("the bundle's tokenizer.json WordPiece model has unk_token "
+                    + BundleLoader.shortText(Json.write(unkToken), 40) + ", not \"" + UNK + "\"; export the bundle again");
+        }
+        return new WordPieceTokenizer(vocab, maxLength, lowercase, (String) prefix, (int) (long) (Long) longest);
+    }
+
+    /** The manifest's tokenizer.kind this tokenizer is: {@link #KIND_WORD} or {@link #KIND_WORDPIECE}. */
+    public String kind() {
+        return KIND_WORD;
+    }
+
+    /** WordPiece: the prefix of subwords that continue a word (such as "##"); null for a word-level tokenizer. */
+    public String continuingSubwordPrefix() {
+        return null;
+    }
+
+    /** WordPiece: the most code points a piece may have before it becomes one [UNK]; 0 for a word-level tokenizer. */
+    public int maxInputCharsPerWord() {
+        return 0;
     }
 
     public int maxLength() {
         return maxLength;
+    }
+
+    /** The vocabulary (unmodifiable): each entry and its id. */
+    public Map<String, Integer> vocab() {
+        return vocab;
     }
 
     /** The id of a word, or null. */
@@ -135,8 +189,16 @@ public final class WordTokenizer {
                 || cp == 0x3000;
     }
 
-    /** The pieces of a text: lowercased, then runs of word characters or of other non-space characters. */
+    /**
+     * The tokens of a text, each looked up in the vocabulary by {@link #encode}: here the pieces of
+     * {@link #words}; a {@link WordPieceTokenizer} splits each piece further into subwords.
+     */
     public List<String> tokenize(String text) {
+        return words(text);
+    }
+
+    /** The pieces of a text: lowercased, then runs of word characters or of other non-space characters. */
+    public final List<String> words(String text) {
         String s = lowercase ? text.toLowerCase(Locale.ROOT) : text;
         List<String> out = new ArrayList<>();
         int i = 0;

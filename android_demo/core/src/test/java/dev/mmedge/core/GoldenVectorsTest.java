@@ -71,29 +71,10 @@ public class GoldenVectorsTest {
         Path file = Golden.repo().resolve((String) cases.get("tokenizer"));
         WordTokenizer tok = WordTokenizer.fromJson(Files.readAllBytes(file), true);
         assertEquals(Json.lng(cases.get("max_length")), tok.maxLength());
-        List<Object> all = Json.arr(cases.get("cases"));
-        assertTrue(all.size() >= 20);
-        for (Object o : all) {
-            Map<String, Object> c = Json.obj(o);
-            String text = (String) c.get("text");
-            if (c.containsKey("error")) {
-                assertEquals("TextError", c.get("error"));
-                try {
-                    tok.encode(text);
-                    fail("no TextException for " + text);
-                } catch (TextException expected) {
-                    count("tokenizer errors");
-                }
-                continue;
-            }
-            WordTokenizer.Encoding e = tok.encode(text);
-            List<String> want = new ArrayList<>();
-            for (Object t : Json.arr(c.get("tokens"))) want.add((String) t);
-            assertEquals("tokens of " + text, want, e.tokens);
-            assertArrayEquals("input_ids of " + text, ints(c.get("input_ids")), e.inputIds);
-            assertArrayEquals("text_mask of " + text, ints(c.get("text_mask")), e.textMask);
-            count("tokenizer cases");
-        }
+        assertTrue(Json.arr(cases.get("cases")).size() >= 20);
+        int[] counts = Golden.checkTokenizerCases(tok, cases);
+        for (int i = 0; i < counts[0]; i++) count("tokenizer cases");
+        for (int i = 0; i < counts[1]; i++) count("tokenizer errors");
     }
 
     @Test

@@ -317,6 +317,68 @@ public class TamperTest {
         }
     }
 
+    /** A bundle whose tokenizer.json is the golden WordPiece one, listed with its size and SHA-256. */
+    private void useWordPieceTokenizer(Consumer<Map<String, Object>> tokenizerSection) throws Exception {
+        Path wordPiece = Golden.repo().resolve((String) Golden.json(Golden.golden().resolve("tokenizer-wordpiece.json"))
+                .get("tokenizer"));
+        byte[] bytes = Files.readAllBytes(wordPiece);
+        write("tokenizer.json", bytes);
+        edit(m -> {
+            Map<String, Object> entry = Json.obj(Json.obj(m.get("files")).get("tokenizer.json"));
+            entry.put("sha256", IO.sha256Hex(bytes));
+            entry.put("bytes", (long) bytes.length);
+            Json.obj(Json.obj(m.get("model")).get("config")).put("vocab_size", 150L);
+            tokenizerSection.accept(Json.obj(m.get("tokenizer")));
+        });
+    }
+
+    private static Consumer<Map<String, Object>> wordPiece(Object prefix, Object longest) {
+        return tok -> {
+            tok.put("kind", "wordpiece");
+            tok.put("continuing_subword_prefix", prefix);
+            tok.put("max_input_chars_per_word", longest);
+        };
+    }
+
+    @Test
+    public void wordPieceBundle() throws Exception {
+        // the shipped word-level bundle declared wordpiece
+        edit(m -> wordPiece("##", 100L).accept(Json.obj(m.get("tokenizer"))));
+        refused("tokenizer does not fit.*WordLevel model.*tokenizer.kind is 'wordpiece'.*export the bundle again");
+        edit(m -> Json.obj(m.get("tokenizer")).put("kind", "word"));
+        load().close();
+        edit(m -> Json.obj(m.get("tokenizer")).put("kind", "bpe"));
+        refused("schema");
+        edit(m -> Json.obj(m.get("tokenizer")).put("kind", "wordpiece"));
+        refused("schema");
+        edit(m -> wordPiece("", 100L).accept(Json.obj(m.get("tokenizer"))));
+        refused("schema");
+        edit(m -> wordPiece("#################", 100L).accept(Json.obj(m.get("tokenizer"))));
+        refused("schema");
+        edit(m -> wordPiece("##", 0L).accept(Json.obj(m.get("tokenizer"))));
+        refused("schema");
+        edit(m -> wordPiece("##", 1025L).accept(Json.obj(m.get("tokenizer"))));
+        refused("schema");
+
+        // a WordPiece tokenizer.json: loads when the manifest says so with the same settings
+        useWordPieceTokenizer(wordPiece("##", 100L));
+        try (Engine e = load()) {
+            assertTrue(e.tokenizer instanceof WordPieceTokenizer);
+            assertEquals("wordpiece", e.tokenizer.kind());
+            assertEquals(java.util.Arrays.asList("ho", "##l", "##d", "##e", "##r"), e.tokenizer.encode("holder").tokens);
+        }
+        useWordPieceTokenizer(tok -> { });
+        refused("tokenizer does not fit.*WordPiece model.*tokenizer.kind is 'word'.*export the bundle again");
+        useWordPieceTokenizer(tok -> tok.put("kind", "word"));
+        refused("tokenizer does not fit.*WordPiece model.*tokenizer.kind is 'word'");
+        useWordPieceTokenizer(wordPiece("@@", 100L));
+        refused("tokenizer does not fit.*continuing_subword_prefix '##' vs the manifest's '@@'.*export the bundle again");
+        useWordPieceTokenizer(wordPiece("##", 99L));
+        refused("tokenizer does not fit.*max_input_chars_per_word 100 vs the manifest's 99.*export the bundle again");
+        useWordPieceTokenizer(wordPiece("##", 100L).andThen(tok -> tok.put("max_length", 23L)));
+        refused("inconsistent|max_length");
+    }
+
     @Test
     public void loadOptions() throws Exception {
         Engine.Options o = new Engine.Options();

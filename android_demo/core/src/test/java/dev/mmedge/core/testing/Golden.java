@@ -3,6 +3,8 @@ package dev.mmedge.core.testing;
 import dev.mmedge.core.BenchQueries;
 import dev.mmedge.core.IO;
 import dev.mmedge.core.Json;
+import dev.mmedge.core.TextException;
+import dev.mmedge.core.WordTokenizer;
 
 import java.awt.image.BufferedImage;
 import java.io.IOException;
@@ -40,6 +42,52 @@ public final class Golden {
         } catch (IOException | Json.ParseException exc) {
             throw new IllegalStateException("cannot read " + path + ": " + exc.getMessage(), exc);
         }
+    }
+
+    public static int[] ints(Object list) {
+        List<Object> l = Json.arr(list);
+        int[] out = new int[l.size()];
+        for (int i = 0; i < out.length; i++) out[i] = (int) Json.lng(l.get(i));
+        return out;
+    }
+
+    public static List<String> strings(Object list) {
+        List<String> out = new ArrayList<>();
+        for (Object t : Json.arr(list)) out.add((String) t);
+        return out;
+    }
+
+    /**
+     * Every case of a golden tokenizer file (format mmedge-golden-tokenizer-1) through `tok`: tokens,
+     * ids, masks and the truncation flag equal, TextException where the case says TextError.
+     * Returns {encodings, errors}.
+     */
+    public static int[] checkTokenizerCases(WordTokenizer tok, Map<String, Object> doc) {
+        int encodings = 0;
+        int errors = 0;
+        for (Object o : Json.arr(doc.get("cases"))) {
+            Map<String, Object> c = Json.obj(o);
+            String text = (String) c.get("text");
+            if (c.containsKey("error")) {
+                org.junit.Assert.assertEquals("TextError", c.get("error"));
+                try {
+                    tok.encode(text);
+                    org.junit.Assert.fail("no TextException for " + Json.write(text));
+                } catch (TextException expected) {
+                    errors++;
+                }
+                continue;
+            }
+            WordTokenizer.Encoding e = tok.encode(text);
+            List<String> want = strings(c.get("tokens"));
+            org.junit.Assert.assertEquals("tokens of " + Json.write(text), want, e.tokens);
+            org.junit.Assert.assertEquals("tokenize of " + Json.write(text), want, tok.tokenize(text));
+            org.junit.Assert.assertArrayEquals("input_ids of " + Json.write(text), ints(c.get("input_ids")), e.inputIds);
+            org.junit.Assert.assertArrayEquals("text_mask of " + Json.write(text), ints(c.get("text_mask")), e.textMask);
+            org.junit.Assert.assertEquals("truncated " + Json.write(text), want.size() > tok.maxLength(), e.truncated);
+            encodings++;
+        }
+        return new int[] {encodings, errors};
     }
 
     public static Map<String, Object> queries() {
