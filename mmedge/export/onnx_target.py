@@ -100,25 +100,26 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(out_dir.glob("*.ort"))}
 
 
-def weight_matmuls(path: Path) -> list[str]:
-    """Names of the MatMul/Gemm nodes that multiply by a constant weight (not attention's Q.K and P.V)."""
+def weight_nodes(path: Path) -> list[str]:
+    """Names of the MatMul/Gemm/Conv nodes that apply a constant weight (not attention's Q.K and P.V)."""
     onnx = require("onnx", INSTALL)
     graph = onnx.load(str(path)).graph
     constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    names = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(i in constants for i in n.input)]
+    names = [n for n in graph.node if n.op_type in ("MatMul", "Gemm", "Conv") and any(i in constants for i in n.input)]
     # the dynamic quantizer first rewrites a Gemm as a MatMul named "<gemm>_MatMul": list that name too,
     # or the exit heads' Gemms are left in fp32
     return [n.name for n in names] + [f"{n.name}_MatMul" for n in names if n.op_type == "Gemm"]
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """onnxruntime dynamic quantization of the weight MatMul/Gemm nodes: int8 weights per channel,
-    activations quantized at run time. Attention's activation-by-activation products stay fp32."""
+    """onnxruntime dynamic quantization of the weight MatMul/Gemm/Conv nodes: int8 weights per
+    channel, activations quantized at run time (MatMulInteger, ConvInteger). Attention's
+    activation-by-activation products stay fp32; so do embeddings, norms and biases."""
     quant = require("onnxruntime.quantization", INSTALL)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with quiet():
-        quant.quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
-                               nodes_to_quantize=weight_matmuls(src), weight_type=quant.QuantType.QInt8)
+        quant.quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm", "Conv"], per_channel=True,
+                               nodes_to_quantize=weight_nodes(src), weight_type=quant.QuantType.QInt8)
 
 
 def export(model: AdaptiveVLModel, specs: list[StageSpec], root: Path, recipe: ExportRecipe,

@@ -58,7 +58,8 @@ def _raw(tensor, numpy_helper) -> bytes:
 def share_weights(folder: Path) -> Path | None:
     """Rewrite every ``*.onnx`` in `folder` to read its tensors from one shared ``weights.bin``.
 
-    Idempotent (graphs that already point at the file are read back and rewritten). Returns the
+    The graphs also drop their ``value_info`` (intermediate shapes the exporter and quantizer
+    recorded; onnxruntime infers them again): a tenth of a small int8 stage's bytes. Idempotent (graphs that already point at the file are read back and rewritten). Returns the
     weights file, or None when the folder has no graph. The graphs and the weights file are written
     to temporary names first and renamed into place."""
     onnx = require("onnx", "pip install onnx")
@@ -92,6 +93,8 @@ def share_weights(folder: Path) -> Path | None:
                     start, length = index[key]
                     _point_at(tensor, onnx, start, length)
     for path, model in models.items():
+        for graph in _graphs(model.graph):
+            del graph.value_info[:]
         tmp = path.with_name(path.name + ".tmp")
         onnx.save_model(model, str(tmp), save_as_external_data=False)
         written.append((tmp, path))
