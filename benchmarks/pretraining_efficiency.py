@@ -132,7 +132,11 @@ class Run:
 
 
 def pretrain_key(run: Run, plan: dict) -> dict:
-    return {"pretrain": run.config(plan).to_dict()}
+    """The pretraining config's fields (those added since the ledger began left out at their default)."""
+    cfg = run.config(plan)
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    return {"pretrain": {k: v for k, v in cfg.to_dict().items()
+                         if not (k in ADDED_PRETRAIN_FIELDS and v == defaults[k])}}
 
 
 def run_pretraining(run: Run, plan: dict, out: Path, work: Path, progress: bool) -> list[dict]:
@@ -164,7 +168,8 @@ def finetune_config(task: str, seed: int, steps: int, plan: dict, threads: int |
 
 # TrainConfig fields added after units were first recorded: left out of a key while at their default,
 # so that a new field does not make every finished fine-tune look unfinished
-ADDED_FIELDS = ("data", "answer_vocab_size")
+ADDED_FIELDS = ("data", "answer_vocab_size", "text_vocab", "text_vocab_size")
+ADDED_PRETRAIN_FIELDS = ("data", "text_vocab_size")
 
 
 def config_key(cfg) -> str:

@@ -248,3 +248,46 @@ def test_calibrate_on_a_real_datasets_validation_split(tmp_path):
     with pytest.raises(Exception, match="at least 100"):
         fx.make_jsonl(tmp_path / "few", n=20, split="val")
         calibrate(bundle, samples=100, data=f"jsonl:{tmp_path / 'few'}", write=False, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective, source", [("mlm-mop", "coco"), ("rwd-rod", "cc")])
+def test_pretrain_on_real_captions_then_fine_tune_from_it(objective, source, tmp_path):
+    import json as _json
+
+    from mmedge.data.tokenizer import WordPieceTokenizer
+    from mmedge.models.checkpoint import from_pretrained
+    from mmedge.pretrain.config import PretrainConfig
+    from mmedge.pretrain.trainer import Pretrainer
+    from mmedge.train.config import TrainConfig
+    from mmedge.train.trainer import Trainer
+
+    make = fx.make_coco if source == "coco" else fx.make_cc
+    root = make(tmp_path / source, n=8, split="train")
+    make(tmp_path / source, n=8, split="val")
+    cfg = PretrainConfig(objective=objective, data=f"{source}:{root}", steps=2, batch_size=4, warmup_steps=1,
+                         log_every=1, threads=1, generator_depth=1, text_vocab_size=80, model=TINY)
+    Pretrainer(cfg, tmp_path / "pre", progress=False).fit()
+    saved = _json.loads((tmp_path / "pre" / "pretrain_config.json").read_text())
+    assert saved["replace_visual"] is False and saved["mask_words"] == "any"  # what ran: no object classes
+    rows = [_json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+    visual = "mop" if objective.endswith("mop") else "replaced_object"
+    assert all(r[visual] == 0.0 for r in rows) and all(r["itm"] > 0 for r in rows)
+    encoder, tok = from_pretrained(tmp_path / "pre")
+    assert isinstance(tok, WordPieceTokenizer) and encoder.config.vocab_size == len(tok.vocab)
+    # fine-tuning from it keeps the encoder's vocabulary (its embedding rows index it)
+    tcfg = TrainConfig(task="match", data=f"{source}:{root}", steps=1, batch_size=4, warmup_steps=1, eval_every=1,
+                       eval_samples=4, checkpoint_every=1, log_every=1, threads=1, model=TINY)
+    trainer = Trainer(tcfg, tmp_path / "ft", init_from=tmp_path / "pre", progress=False)
+    assert trainer.tokenizer.vocab == tok.vocab
+    import torch
+    assert torch.equal(trainer.model.token_embed.weight, encoder.token_embed.weight)  # copied before training
+
+
+def test_pretraining_refuses_data_without_captions(tmp_path):
+    from mmedge.errors import ConfigError
+    from mmedge.pretrain.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match="image-caption pairs"):
+        PretrainConfig(data=f"vqa2:{tmp_path}")

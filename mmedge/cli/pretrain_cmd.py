@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="PretrainConfig JSON (default: the built-in defaults)")
     p.add_argument("--out", type=writable_dir, required=True, help="output directory")
     p.add_argument("--steps", type=int, help="overrides the config's steps")
+    p.add_argument("--data", help="scenes (default) or coco:ROOT | cc:ROOT: real image-caption pairs (WordPiece "
+                                  "vocabulary learnt from the captions; no object classes, so only the text half "
+                                  "and image-text matching train)")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run)
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from mmedge.pretrain.trainer import Pretrainer
 
     cfg = PretrainConfig.load(config_file(args.config, "pretraining config")) if args.config else PretrainConfig()
-    changes = {k: v for k, v in (("objective", args.objective), ("steps", args.steps)) if v is not None}
+    changes = {k: v for k, v in (("objective", args.objective), ("steps", args.steps), ("data", args.data))
+               if v is not None}
     cfg = dataclasses.replace(cfg, **changes)
     result = Pretrainer(cfg, args.out, force=args.force, progress=not args.no_progress).fit()
     print(f"pretrained {cfg.objective} for {result.steps} steps: {result.pretrain_flops / 1e12:.3f} TFLOPs, "

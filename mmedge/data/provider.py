@@ -93,9 +93,11 @@ class RealData:
 
 def load_real(data: str, task: str, image_size: int, max_text_len: int, answer_vocab_size: int = 1000,
               eval_samples: int | None = None, cache_dir: Path | None = None, progress: bool = True,
-              text_vocab: str = "wordpiece", text_vocab_size: int = 8000) -> RealData:
-    """A real dataset's splits, labels and tokenizer: WordPiece learnt from the training text
-    (`text_vocab` "wordpiece"), or its words (`text_vocab` "word")."""
+              text_vocab: str = "wordpiece", text_vocab_size: int = 8000,
+              tokenizer: WordTokenizer | None = None) -> RealData:
+    """A real dataset's splits, labels and tokenizer: `tokenizer` when given (a run that starts from
+    a pretrained encoder keeps its vocabulary), else WordPiece learnt from the training text
+    (`text_vocab` "wordpiece") or its words (`text_vocab` "word")."""
     spec = parse_data_spec(data)
     train = open_dataset(spec, task, "train", image_size, cache_dir, progress=progress)
     val = open_dataset(spec, task, VAL_SPLIT.get(spec.name, "val"), image_size, cache_dir, limit=eval_samples,
@@ -104,8 +106,12 @@ def load_real(data: str, task: str, image_size: int, max_text_len: int, answer_v
     if spec.name in CAPTION_SOURCES and task != "match":
         raise DatasetError(f"{spec.name} captions train the match task (or pretraining), not {task!r}")
     texts = [r.text for r in train.records]
-    tokenizer = train_wordpiece(texts, text_vocab_size, max_text_len) if text_vocab == "wordpiece" else \
-        WordTokenizer.from_words(vocabulary_words_of(texts), max_text_len)
+    if tokenizer is None:
+        tokenizer = train_wordpiece(texts, text_vocab_size, max_text_len) if text_vocab == "wordpiece" else \
+            WordTokenizer.from_words(vocabulary_words_of(texts), max_text_len)
+    elif tokenizer.max_length != max_text_len:
+        raise DatasetError(f"the starting model's tokenizer takes {tokenizer.max_length} tokens, the config "
+                           f"{max_text_len}; set model.max_text_len to {tokenizer.max_length}")
     if task != "vqa" and spec.name not in CAPTION_SOURCES and any(r.answer not in labels for r in train.records):
         raise DatasetError(f"{spec.name}: {task} answers must be {' or '.join(labels)}")
     return RealData(spec, task, train, val, labels, tokenizer)

@@ -44,7 +44,9 @@ class PretrainConfig:
     disc_weight: float = 50.0
     itm_weight: float | None = None     # None: disc_weight when a half is discriminative, else 1
     itm_pass: str = "separate"          # separate (ITM in its own clean pass) | shared
-    diagnostics_samples: int = 256      # held-out pairs scored at every snapshot (0 = none)
+    diagnostics_samples: int = 256      # held-out pairs scored at every snapshot (0 = none; scenes only)
+    data: str = "scenes"                # scenes | coco:ROOT | cc:ROOT (image-caption pairs; visual half off)
+    text_vocab_size: int = 8000         # real captions: WordPiece vocabulary size
     model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, depth, ...)
 
     def __post_init__(self) -> None:
@@ -59,6 +61,17 @@ class PretrainConfig:
                 p.append(f"{name} must be in (0, 1)")
         if not self.replace_text and not self.replace_visual:
             p.append("replace_text and replace_visual cannot both be false")
+        if self.data != "scenes":
+            from mmedge.data.provider import CAPTION_SOURCES
+
+            name = self.data.partition(":")[0]
+            if name not in CAPTION_SOURCES or ":" not in self.data:
+                p.append(f"data {self.data!r}: pretraining reads image-caption pairs, scenes or "
+                         f"{' | '.join(f'{n}:ROOT' for n in CAPTION_SOURCES)}")
+            if not self.replace_text:
+                p.append("with real captions only the text half and ITM train (no object classes): keep replace_text")
+        if self.text_vocab_size < 16:
+            p.append("text_vocab_size must be at least 16")
         for name, allowed in (("mask_words", ("content", "any")), ("visual_sources", ("decoys", "any-object")),
                               ("itm_pass", ("separate", "shared"))):
             if getattr(self, name) not in allowed:

@@ -1,5 +1,6 @@
-"""Image-caption pairs for pretraining, from the grounded scenes' own `pretrain` split (images
-disjoint from every downstream split). Captions name every object's size, colour and shape, and
+"""Image-caption pairs for pretraining: the grounded scenes' own `pretrain` split (images disjoint
+from every downstream split; object classes under every visual token), or a real caption dataset
+(`CaptionPairs`: COCO Captions, Conceptual Captions; no object classes). Captions name every object's size, colour and shape, and
 one true spatial relation when there are two or three objects (so that it fits in 24 tokens), e.g.
 "a small red circle and a large blue square . the red circle is left of the blue square ."
 """
@@ -54,3 +55,29 @@ def build(seed: int, indices, tokenizer: WordTokenizer, image_size: int, patch: 
     ids, mask = tokenizer.encode_batch([p.text for p in pairs])
     return PretrainBatch(np.stack([preprocess_image(p.image, image_size) for p in pairs]), ids, mask,
                          np.stack([token_classes(p, patch) for p in pairs]))
+
+
+class CaptionPairs:
+    """A real caption dataset's training pairs (`data` coco:ROOT or cc:ROOT), images cached once.
+    Captions carry no object classes, so `token_classes` is all background and only the text half
+    and image-text matching can learn from them."""
+
+    def __init__(self, data: str, image_size: int, progress: bool = True) -> None:
+        from mmedge.data.sources import open_dataset, parse_data_spec
+
+        self.dataset = open_dataset(parse_data_spec(data), "match", "train", image_size, progress=progress)
+        self.image_size = image_size
+
+    @property
+    def captions(self) -> list[str]:
+        return [r.text for r in self.dataset.records]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def build(self, indices, tokenizer: WordTokenizer, patch: int) -> PretrainBatch:
+        rows = [int(i) % len(self.dataset) for i in indices]
+        ids, mask = tokenizer.encode_batch([self.dataset.records[i].text for i in rows])
+        pixels = np.stack([preprocess_image(self.dataset.image(i), self.image_size) for i in rows])
+        patches = (self.image_size // patch) ** 2
+        return PretrainBatch(pixels, ids, mask, np.zeros((len(rows), patches), dtype=np.int64))

@@ -201,15 +201,15 @@ class PretrainModel(nn.Module):
         return self.generator_head(hidden)
 
     def corrupt_visual(self, token_classes) -> VisualCorruption:
+        if not self.obj.replace_visual:  # no visual corruption (an ablation, or captions without object classes)
+            none = torch.zeros_like(token_classes, dtype=torch.bool)
+            return VisualCorruption(None, none, none.float(), none)
         if self.obj.visual_half == "mop":
             masked = _rand_positions(torch.ones_like(token_classes), self.obj.visual_replace_rate)
 
             def mask(visual):  # (B, N, D): masked tokens become the learned mask embedding
                 return torch.where(masked[..., None], self.visual_mask.expand_as(visual), visual)
             return VisualCorruption(mask, masked, token_classes)
-        if not self.obj.replace_visual:
-            none = torch.zeros_like(token_classes, dtype=torch.bool)
-            return VisualCorruption(None, none, none.float(), none)
         replaced, source = self.visual_replacements(token_classes)
         labels = replaced_object_labels(token_classes, replaced, source)
 
@@ -265,7 +265,9 @@ class PretrainModel(nn.Module):
                 losses["generator_mlm"] = text.generator_loss
                 stats["generator_sample_acc"] = text.generator_correct.float().mean()
             stats["rwd_acc"] = ((logit[real] > 0).float() == text.targets[real]).float().mean()
-        if obj.visual_half == "mop":
+        if obj.visual_half == "mop" and not obj.replace_visual:  # nothing masked: the head takes no gradient
+            losses["mop"] = 0.0 * self.mop_head(visual_h[:, 0]).sum()
+        elif obj.visual_half == "mop":
             logits = self.mop_head(visual_h[visual.positions])
             losses["mop"] = F.cross_entropy(logits, token_classes[visual.positions])
             stats["mop_acc"] = (logits.argmax(-1) == token_classes[visual.positions]).float().mean()

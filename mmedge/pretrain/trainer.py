@@ -7,6 +7,7 @@ copies its embeddings, prefilter and layers (exit heads start fresh for the down
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,13 +20,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from mmedge.data.tokenizer import UNK, default_tokenizer
+from mmedge.data.tokenizer import UNK, default_tokenizer, train_wordpiece
 from mmedge.errors import ConfigError
 from mmedge.fileio import atomic_write
 from mmedge.models.checkpoint import save_pretrained
 from mmedge.models.config import ModelConfig
 from mmedge.pretrain.config import PretrainConfig
-from mmedge.pretrain.data import build
+from mmedge.pretrain.data import CaptionPairs, build
 from mmedge.pretrain.diagnostics import diagnose, summary_line
 from mmedge.pretrain.objectives import CONTENT_WORDS, PretrainModel
 from mmedge.train.distributed import DistInfo, barrier, init_distributed, shutdown
@@ -63,9 +64,20 @@ class Pretrainer:
                 path = self.out_dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.out_dir / "pretrain_config.json")
         barrier(self.dist)
-        self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
+        self.pairs = None
+        if cfg.data == "scenes":
+            self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
+        else:  # real captions: a WordPiece vocabulary from them; no object classes, so the visual half is off
+            enc_cfg = ModelConfig(task="pretrain", labels=PRETRAIN_LABELS, vocab_size=2, **cfg.model)
+            self.pairs = CaptionPairs(cfg.data, enc_cfg.image_size, progress=progress and self.dist.is_main)
+            self.tokenizer = train_wordpiece(self.pairs.captions, cfg.text_vocab_size, enc_cfg.max_text_len)
+            if cfg.replace_visual and self.dist.is_main:
+                tqdm.write(f"{cfg.data.partition(':')[0]}: captions have no object classes; the visual half "
+                           f"({cfg.objective.split('-')[1]}) is off, the text half and image-text matching train")
+            cfg = self.cfg = dataclasses.replace(cfg, replace_visual=False, diagnostics_samples=0, mask_words="any")
+        if self.dist.is_main:
+            cfg.save(self.out_dir / "pretrain_config.json")  # as run (real captions: visual half off)
         model_cfg = ModelConfig(task="pretrain", labels=PRETRAIN_LABELS, vocab_size=len(self.tokenizer.vocab),
                                 **cfg.model)
         torch.manual_seed(cfg.seed)
@@ -79,9 +91,15 @@ class Pretrainer:
                                            lr=cfg.lr)
         self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True) if self.dist.enabled else None
 
+    def _batch(self, indices):
+        enc = self.model.encoder.config
+        if self.pairs is not None:
+            return self.pairs.build(indices, self.tokenizer, enc.patch_size)
+        return build(self.cfg.data_seed, indices, self.tokenizer, enc.image_size, enc.patch_size)
+
     def _step(self, step: int) -> dict:
-        cfg, enc = self.cfg, self.model.encoder.config
-        batch = build(cfg.data_seed, _indices(cfg, step, self.dist), self.tokenizer, enc.image_size, enc.patch_size)
+        cfg = self.cfg
+        batch = self._batch(_indices(cfg, step, self.dist))
         out = (self.ddp or self.model)(torch.from_numpy(batch.pixels), torch.from_numpy(batch.input_ids),
                                        torch.from_numpy(batch.text_mask), torch.from_numpy(batch.token_classes))
         self.optimizer.zero_grad(set_to_none=True)
@@ -92,11 +110,10 @@ class Pretrainer:
 
     def diagnostics(self) -> dict:
         """Held-out diagnostics (mmedge.pretrain.diagnostics) on pairs no training step reads."""
-        cfg, enc = self.cfg, self.model.encoder.config
+        cfg = self.cfg
         if not cfg.diagnostics_samples:
             return {}
-        batch = build(cfg.data_seed, range(cfg.train_size, cfg.train_size + cfg.diagnostics_samples),
-                      self.tokenizer, enc.image_size, enc.patch_size)
+        batch = self._batch(range(cfg.train_size, cfg.train_size + cfg.diagnostics_samples))
         return diagnose(self.model, *(torch.from_numpy(a) for a in (batch.pixels, batch.input_ids,
                                                                       batch.text_mask, batch.token_classes)))
 

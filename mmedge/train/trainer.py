@@ -69,6 +69,15 @@ def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Pat
     return model
 
 
+def _tokenizer_of(model_dir: str | Path | None) -> WordTokenizer | None:
+    """The tokenizer of the model a run starts from (its embeddings index that vocabulary), or None."""
+    if model_dir is None:
+        return None
+    from mmedge.models.checkpoint import TOKENIZER_FILE
+
+    return WordTokenizer.load(Path(model_dir) / TOKENIZER_FILE)
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up then cosine decay to cfg.min_lr_ratio."""
     if step < cfg.warmup_steps:
@@ -96,7 +105,8 @@ class Trainer:
 
             self.real = load_real(cfg.data, cfg.task, cfg.model.get("image_size", 96), cfg.model.get("max_text_len", 24),
                                   cfg.answer_vocab_size, cfg.eval_samples, progress=progress and self.dist.is_main,
-                                  text_vocab=cfg.text_vocab, text_vocab_size=cfg.text_vocab_size)
+                                  text_vocab=cfg.text_vocab, text_vocab_size=cfg.text_vocab_size,
+                                  tokenizer=_tokenizer_of(init_from))
             self.tokenizer = self.real.tokenizer
             self.order = np.random.default_rng(cfg.seed).permutation(self.real.trainable())  # the records trained on
             if not len(self.order):
