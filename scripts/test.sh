@@ -4,7 +4,7 @@
 # app's plain-Java core (javac + JUnit on the JVM against the same vectors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pytest -q
+python3 -m pytest -q --durations=25
 bash scripts/test_js.sh
 bash scripts/test_web.sh
 bash scripts/test_android_core.sh
