@@ -13,6 +13,12 @@ from mmedge.data.batches import generate
 DISAGREE = ["two", "2", "2", "3", "2", "two", "2", "3", "2", "2"]  # normalised: 8 x "2", 2 x "3"
 
 
+def _scenes(task: str, split: str, n: int):
+    """Generated samples for a fixture split: the generator's train split for "train", its validation
+    split otherwise, so that a fixture's training and validation records differ."""
+    return generate(task, 0, "train" if split == "train" else "val", range(n))
+
+
 def _save(image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
@@ -20,7 +26,7 @@ def _save(image, path: Path) -> None:
 
 def make_vqa2(root: Path, n: int = 24, split: str = "train") -> Path:
     coco = f"{split}2014"
-    samples = generate("vqa", 0, "train" if split == "train" else "val", range(n))
+    samples = _scenes("vqa", split, n)
     questions, annotations = [], []
     for i, s in enumerate(samples):
         image_id = 1000 + i
@@ -41,7 +47,7 @@ def make_vqa2(root: Path, n: int = 24, split: str = "train") -> Path:
 
 
 def make_gqa(root: Path, n: int = 16, split: str = "val") -> Path:
-    samples = generate("vqa", 0, "val", range(n))
+    samples = _scenes("vqa", split, n)
     questions = {}
     for i, s in enumerate(samples):
         image_id = f"n{100 + i}"
@@ -56,7 +62,7 @@ def make_gqa(root: Path, n: int = 16, split: str = "val") -> Path:
 
 
 def make_nlvr2(root: Path, sets: int = 6, split: str = "dev") -> Path:
-    samples = generate("verify", 0, "val", range(4 * sets))
+    samples = _scenes("verify", split, 4 * sets)
     lines = []
     for k in range(sets):
         for pair in range(2):  # two image pairs per sentence: consistency groups them
@@ -74,7 +80,7 @@ def make_nlvr2(root: Path, sets: int = 6, split: str = "dev") -> Path:
 
 
 def make_coco(root: Path, n: int = 8, split: str = "val") -> Path:
-    samples = generate("match", 0, "val", range(n))
+    samples = _scenes("match", split, n)
     images, annotations = [], []
     for i, s in enumerate(samples):
         name = f"{i:012d}.jpg"
@@ -89,7 +95,7 @@ def make_coco(root: Path, n: int = 8, split: str = "val") -> Path:
 
 
 def make_cc(root: Path, n: int = 8, split: str = "train") -> Path:
-    samples = generate("match", 0, "train", range(n))
+    samples = _scenes("match", split, n)
     rows = []
     for i, s in enumerate(samples):
         _save(s.image, root / "images" / f"{i}.jpg")
@@ -99,7 +105,7 @@ def make_cc(root: Path, n: int = 8, split: str = "train") -> Path:
 
 
 def make_jsonl(root: Path, n: int = 12, split: str = "train") -> Path:
-    samples = generate("vqa", 0, "train", range(n))
+    samples = _scenes("vqa", split, n)
     rows = []
     for i, s in enumerate(samples):
         _save(s.image, root / "photos" / f"{i}.png")
