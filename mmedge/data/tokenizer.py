@@ -190,11 +190,6 @@ def train_wordpiece(texts, vocab_size: int = 8000, max_length: int = 24, min_fre
                               model["max_input_chars_per_word"])
 
 
-def load_tokenizer(path: str | Path) -> WordTokenizer:
-    """The tokenizer of a tokenizer.json, whichever kind it is."""
-    return WordTokenizer.load(path)
-
-
 def default_tokenizer(max_length: int = 24) -> WordTokenizer:
     """The tokenizer over every word the grounded-scene generators produce."""
     from mmedge.data.tasks import vocabulary_words
