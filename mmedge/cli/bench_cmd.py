@@ -40,8 +40,27 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def run_caption(args: argparse.Namespace) -> int:
+    from mmedge.caption.bench import bench_captions, markdown, write
+    from mmedge.errors import ConfigError
+
+    if args.device != "host":
+        raise ConfigError("captioning bundles bench on this host only for now (--device host): the phone cost "
+                          "model and the adb runner cover the classifiers' stage graphs", "arguments")
+    result = bench_captions(args.artifact, args.backend, args.precision, args.threads, min(args.samples, 100),
+                            args.repeats, min(args.warmup, 5), progress=not args.no_progress)
+    print(markdown(result))
+    if args.json:
+        print("\nwrote " + ", ".join(str(m) for m in write(result, args.json)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from mmedge.bench import report
+    from mmedge.runtime.engine import _is_caption_bundle
+
+    if _is_caption_bundle(args.artifact):
+        return run_caption(args)
 
     if args.device == "host":
         from mmedge.bench.host import bench_host

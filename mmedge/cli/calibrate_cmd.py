@@ -9,6 +9,7 @@ from mmedge.cli._checks import fraction, non_negative, non_negative_float
 EPILOG = """examples:
   mmedge calibrate --artifact bundles/vqa-default.mmedge --max-drop 0.01
   mmedge calibrate --artifact bundles/vqa-default.mmedge --max-drop 0.02 --samples 2000 --dry-run
+  mmedge calibrate --artifact bundles/caption-default.mmedge --max-drop-cider 1.0   # a captioner
 
 Every exported keep ratio and the policies confidence / max_probability (thresholds 0.5-1.0),
 patience (2..exits) and full depth are tried on the validation split; the cheapest in expected
@@ -22,7 +23,10 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", required=True, help="bundle directory made by `mmedge export`")
     p.add_argument("--max-drop", type=fraction, default=0.01, help="allowed accuracy drop in [0, 1) (default 0.01)")
-    p.add_argument("--samples", type=int, default=1000, help="validation samples (default 1000, at least 100)")
+    p.add_argument("--samples", type=int, help="validation samples (default 1000, at least 100; a captioning "
+                   "bundle: images, default 200)")
+    p.add_argument("--max-drop-cider", type=non_negative_float, default=1.0,
+                   help="captioning bundles: allowed CIDEr drop in points (x100 scale; default 1.0)")
     p.add_argument("--backend", default="auto", help="runtime to calibrate with (default: auto)")
     p.add_argument("--z", type=non_negative_float, default=1.645,
                    help="sigmas of the upper limit on the drop, >= 0 (default 1.645)")
@@ -35,7 +39,26 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def run_caption(args: argparse.Namespace) -> int:
+    from mmedge.caption.calibrate import calibrate_bundle, format_rows
+
+    result = calibrate_bundle(args.artifact, args.max_drop_cider, args.samples or 200, args.data_seed, args.backend,
+                              progress=not args.no_progress, write=not args.dry_run, sign_key=args.sign_key)
+    print(format_rows(result))
+    if not args.dry_run:
+        print(f"\nwrote the thresholds into {args.artifact}/manifest.json")
+        if result.get("signature") == "removed":
+            print("the bundle was signed: its old signature no longer matched and was removed; sign it again")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from mmedge.runtime.engine import _is_caption_bundle
+
+    if _is_caption_bundle(args.artifact):
+        return run_caption(args)
+    if args.samples is None:
+        args.samples = 1000
     from mmedge.runtime.calibrate import calibrate, check_arguments, format_table
 
     check_arguments(args.max_drop, args.z, args.samples)  # before loading anything (calibrate checks too)

@@ -10,6 +10,7 @@ EPILOG = """examples:
   mmedge demo
   mmedge demo --samples 1000 --max-drop 0.02 --out runs/demo-2pt
   mmedge demo --model runs/my-model --force-export
+  mmedge demo --model models/caption-default --out runs/demo-caption   # the captioner
 
 Writes OUT/demo.json, OUT/demo.md and OUT/demo.png, and keeps the bundle in OUT/NAME.mmedge
 (reused on the next run when its weights are the same).
@@ -21,9 +22,11 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="models/vqa-default", help="model directory (default: the shipped model)")
     p.add_argument("--out", type=writable_dir, default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--samples", type=positive, default=300, help="test samples per row (default 300)")
-    p.add_argument("--calibration-samples", type=int, default=1000,
-                   help="validation samples for calibration (default 1000, at least 100)")
+    p.add_argument("--samples", type=positive, help="test samples per row (default 300; captioner: 100 images)")
+    p.add_argument("--calibration-samples", type=int,
+                   help="validation samples for calibration (default 1000, at least 100; captioner: 200 images)")
+    p.add_argument("--max-drop-cider", type=float, default=1.0,
+                   help="captioner: calibration's CIDEr drop bound in points (default 1.0)")
     p.add_argument("--max-drop", type=fraction, default=0.01,
                    help="calibration's accuracy drop bound in [0, 1) (default 0.01)")
     p.add_argument("--threads", type=positive, default=1, help="runtime threads (default 1, like one phone core)")
@@ -32,7 +35,23 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def run_caption(args: argparse.Namespace) -> int:
+    from mmedge.caption.demo import run_caption_demo
+
+    out = args.out if args.out != "runs/demo" else "runs/demo-caption"
+    result = run_caption_demo(args.model, out, args.samples or 100, args.calibration_samples or 200,
+                              args.max_drop_cider, args.force_export, args.threads, progress=not args.no_progress)
+    print(f"\ntook {result['seconds']:.0f} s; wrote {out}/demo.json and caption_<runtime>_<precision>.json/.md/.png")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from mmedge.caption.checkpoint import is_caption_dir
+
+    if is_caption_dir(args.model):
+        return run_caption(args)
+    args.samples = args.samples or 300
+    args.calibration_samples = args.calibration_samples or 1000
     from mmedge.demo import check_demo_arguments, format_rows, run_demo
 
     check_demo_arguments(args.samples, args.calibration_samples, args.max_drop, args.threads)

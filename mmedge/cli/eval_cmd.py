@@ -40,6 +40,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}", "arguments")
     if args.keep_ratios and any(not 0 < r <= 1 for r in args.keep_ratios):
         raise ConfigError(f"--keep-ratios {args.keep_ratios} must be in (0, 1]", "arguments")
+    from mmedge.caption.checkpoint import is_caption_dir
+
+    if is_caption_dir(args.model):
+        from mmedge.caption.checkpoint import load_caption_model
+        from mmedge.caption.evaluate import evaluate_captions, format_captions
+
+        model, tokenizer = load_caption_model(args.model)
+        result = evaluate_captions(model, tokenizer, args.data, args.split, args.limit, args.keep_ratios,
+                                   data_seed=args.data_seed, progress=not args.no_progress)
+        print(format_captions(result))
+        if args.json:
+            atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(result, indent=1)))
+        return 0
     model, tokenizer = from_pretrained(args.model)
     if args.data != "scenes":
         from mmedge.evaluation.real import evaluate_real, format_real

@@ -44,8 +44,42 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def run_caption(args: argparse.Namespace) -> int:
+    """A captioning model: its encoder and decoder-step graphs (mmedge.caption.export)."""
+    from mmedge.caption.export import TARGETS, export_caption_bundle
+    from mmedge.errors import ConfigError
+
+    unsupported = [flag for flag, value in (("--recipe", args.recipe), ("--keep-ratio", args.keep_ratios),
+                                            ("--data", args.data), ("--drop-visual-after", args.drop_visual_after),
+                                            ("--drop-visual-threshold", args.drop_visual_threshold)) if value]
+    if unsupported:
+        raise ConfigError(f"{', '.join(unsupported)} apply to classifier models; a captioning model exports the "
+                          "keep ratios it was trained with", "arguments")
+    targets = TARGETS if args.target in (None, "all") else (args.target,)
+    out = export_caption_bundle(args.model, args.out, targets, int8=args.quantize == "int8",
+                                parity_images=args.parity_samples or 16, force=args.force, sign_key=args.sign_key)
+    import json
+    from pathlib import Path
+
+    manifest = json.loads((Path(out) / "manifest.json").read_text())
+    for a in manifest["artifacts"]:
+        p = a["parity"]
+        if p["status"] != "measured":
+            print(f"{a['runtime']}/{a['precision']}: parity {p['status']} ({p['reason']})")
+            continue
+        print(f"{a['runtime']}/{a['precision']}: " + "; ".join(
+            f"keep {r}: {e['identical_captions']:.0%} captions identical to PyTorch, max logit diff "
+            f"{e['max_abs_logit_diff']:.1e}" for r, e in p["by_keep_ratio"].items()))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+
+    from mmedge.caption.checkpoint import is_caption_dir
+
+    if is_caption_dir(args.model):
+        return run_caption(args)
 
     from mmedge.export.recipe import TARGETS, ExportRecipe
 

@@ -12,13 +12,15 @@ EPILOG = """examples:
   torchrun --nproc_per_node 2 -m mmedge train --task verify --config cfg.json --out runs/verify
   mmedge train --task vqa --data vqa2:/data/vqa2 --config cfg.json --out runs/vqa2   # a real dataset
   mmedge train --task verify --data nlvr2:/data/nlvr2 --out runs/nlvr2
+  mmedge train --task caption --config models/configs/caption-default.json --out runs/caption   # captioning
 """
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (single process or under torchrun/DDP)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=("vqa", "verify", "match"), help="task (overrides the config's)")
+    p.add_argument("--task", choices=("vqa", "verify", "match", "caption"),
+                   help="task (overrides the config's); caption trains the captioner (mmedge.caption)")
     p.add_argument("--config", help="training config JSON (fields of mmedge.train.config.TrainConfig)")
     p.add_argument("--out", type=writable_dir, required=True,
                    help="output directory: model, metrics.jsonl, checkpoint/")
@@ -33,7 +35,37 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _is_caption(args: argparse.Namespace) -> bool:
+    if args.task is not None:
+        return args.task == "caption"
+    if args.config:
+        from mmedge.models.config import read_json
+
+        return read_json(config_file(args.config, "training config")).get("task") == "caption"
+    return False
+
+
+def run_caption(args: argparse.Namespace) -> int:
+    from mmedge.caption.train import CaptionTrainConfig, CaptionTrainer
+    from mmedge.errors import ConfigError
+
+    if args.init_from:
+        raise ConfigError("--init-from is not supported for captioning yet; train the captioner from scratch",
+                          "arguments")
+    cfg = CaptionTrainConfig.load(config_file(args.config, "training config")) if args.config else CaptionTrainConfig()
+    overrides = {k: v for k, v in (("steps", args.steps), ("data", args.data)) if v is not None}
+    if overrides:
+        cfg = CaptionTrainConfig(**{**cfg.to_dict(), **overrides})
+    result = CaptionTrainer(cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress).fit()
+    acc = ", ".join(f"{a:.3f}" for a in result["val_word_acc"])
+    print(f"trained {result['steps']} steps in {result['wall_s']:.0f} s; val next-word accuracy per exit "
+          f"(teacher forced): [{acc}]; model saved to {result['out_dir']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if _is_caption(args):
+        return run_caption(args)
     from mmedge.train.config import TrainConfig
     from mmedge.train.trainer import Trainer
 

@@ -112,6 +112,10 @@ class Engine:
         Staged is the default because it measured faster (benchmarks/results/staging/: the `If` graph
         costs more than the stage calls it replaces once the controller's own overhead is small)."""
         _check_load_arguments(backend, precision, fmt, threads)
+        if _is_caption_bundle(bundle):  # a captioning bundle: its own engine, with caption(image)
+            from mmedge.runtime.caption_engine import CaptionEngine
+
+            return CaptionEngine.load(bundle, backend, precision, keep_ratio, policy, None, threads, verify, verify_key)
         if mode not in MODES:
             raise ConfigError(f"mode {mode!r} unknown; choose one of {list(MODES)}", "arguments")
         manifest = load_manifest(bundle, verify_files=verify, verify_key=verify_key)
@@ -138,6 +142,11 @@ class Engine:
         if self_check:
             engine.self_check()
         return engine
+
+    def caption(self, image: ImageLike, max_len: int | None = None, **kwargs):
+        """Captioning bundles load as a CaptionEngine (mmedge.runtime.caption_engine) with this method."""
+        raise BundleError(f"{self.root} is a {self.manifest['task']} bundle, which answers questions with "
+                          "predict(image, text); export a captioning model (models/caption-default) to caption")
 
     def self_check(self) -> None:
         """One blank query through every stage of every keep ratio; BundleError unless every output
@@ -461,6 +470,18 @@ def _check_load_arguments(backend, precision, fmt, threads) -> None:
         problems.append(f"threads must be a whole number >= 1 (or None for the runtime's default), got {threads!r}")
     if problems:
         raise ConfigError(problems, "arguments")
+
+
+def _is_caption_bundle(bundle) -> bool:
+    """Whether the manifest says kind "caption" (a bounded read; every check comes after, in the loader)."""
+    from mmedge.bundle.manifest import parse_manifest, read_manifest_bytes
+
+    if not isinstance(bundle, (str, Path)) or not Path(bundle).is_dir():
+        return False
+    try:
+        return parse_manifest(read_manifest_bytes(Path(bundle))).get("kind") == "caption"
+    except BundleError:
+        return False  # the classifier loader reports what is wrong
 
 
 def _open(backend: str, root: Path, artifact: dict, threads: int | None):

@@ -86,6 +86,35 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """The optimizer's per-parameter state as flat safetensors entries plus torch's RNG state, and
+    its param groups (JSON): what a resumable checkpoint stores."""
+    state = optimizer.state_dict()
+    tensors = {"rng.torch": torch.get_rng_state()}
+    for idx, param_state in state["state"].items():
+        for name, value in param_state.items():
+            tensors[f"state.{idx}.{name}"] = value.contiguous()
+    return tensors, state["param_groups"]
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], param_groups: list) -> None:
+    """Inverse of optimizer_tensors (also restores torch's RNG state)."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+    torch.set_rng_state(tensors["rng.torch"])
+
+
+def trim_metrics(log: Path, step: int) -> None:
+    """Drop metric rows logged after `step` (a resumed run logs them again)."""
+    if log.exists():
+        kept = [r for r in log.read_text().splitlines() if json.loads(r)["step"] <= step]
+        atomic_write(log, lambda p: p.write_text("".join(r + "\n" for r in kept)))
+
+
 def batch_indices(cfg: TrainConfig, step: int, dist: DistInfo) -> np.ndarray:
     """This rank's sample indices for `step` (disjoint across ranks, wrapping at train_size)."""
     start = (step * dist.world_size + dist.rank) * cfg.batch_size
@@ -171,34 +200,20 @@ class Trainer:
             tensors = load_file(str(ckpt / OPTIM_FILE))
         except (OSError, KeyError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"cannot resume from {ckpt}: {exc}") from exc
-        optim_state = state["optimizer"]
-        for key, value in tensors.items():
-            if key.startswith("state."):
-                _, idx, name = key.split(".", 2)
-                optim_state["state"].setdefault(int(idx), {})[name] = value
-        optim_state["state"] = {int(k): v for k, v in optim_state["state"].items()}
-        self.optimizer.load_state_dict(optim_state)
-        torch.set_rng_state(tensors["rng.torch"])
+        restore_optimizer(self.optimizer, tensors, state["optimizer"]["param_groups"])
         self.step, self.train_flops = state["step"], state["train_flops"]
         self.wall_offset = state["wall_s"]
         self.step_flops = {float(k): v for k, v in state["step_flops"].items()}
         if self.dist.is_main:  # drop metric rows logged after the checkpoint: they will be logged again
-            log = self.out_dir / "metrics.jsonl"
-            if log.exists():
-                kept = [r for r in log.read_text().splitlines() if json.loads(r)["step"] <= self.step]
-                atomic_write(log, lambda p: p.write_text("".join(r + "\n" for r in kept)))
+            trim_metrics(self.out_dir / "metrics.jsonl", self.step)
 
     def _save_checkpoint(self, wall_s: float) -> None:
         ckpt = self.out_dir / CHECKPOINT_DIR
         save_pretrained(self.model, self.tokenizer, ckpt)
-        optim_state = self.optimizer.state_dict()
-        tensors = {"rng.torch": torch.get_rng_state()}
-        for idx, param_state in optim_state["state"].items():
-            for name, value in param_state.items():
-                tensors[f"state.{idx}.{name}"] = value.contiguous()
+        tensors, groups = optimizer_tensors(self.optimizer)
         meta = {"step": self.step, "train_flops": self.train_flops, "wall_s": wall_s,
                 "step_flops": self.step_flops, "train_config": self.cfg.to_dict(),
-                "optimizer": {"state": {}, "param_groups": optim_state["param_groups"]}}
+                "optimizer": {"state": {}, "param_groups": groups}}
         atomic_write(ckpt / OPTIM_FILE, lambda p: save_file(tensors, str(p)))
         atomic_write(ckpt / STATE_FILE, lambda p: p.write_text(json.dumps(meta)))
 

@@ -23,8 +23,8 @@ from mmedge.data.sources.images import CachedImages, cache_images
 from mmedge.data.sources.records import Record
 from mmedge.errors import DatasetError
 
-TASKS_OF = {"vqa2": ("vqa",), "gqa": ("vqa",), "nlvr2": ("verify",), "coco": ("match", "pretrain"),
-            "cc": ("match", "pretrain"), "jsonl": ("vqa", "verify", "match")}
+TASKS_OF = {"vqa2": ("vqa",), "gqa": ("vqa",), "nlvr2": ("verify",), "coco": ("match", "pretrain", "caption"),
+            "cc": ("match", "pretrain", "caption"), "jsonl": ("vqa", "verify", "match")}
 
 
 @dataclass(frozen=True)

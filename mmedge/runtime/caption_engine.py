@@ -1,0 +1,148 @@
+"""CaptionEngine: load a captioning bundle and caption images with a per-word early exit.
+
+    engine = Engine.load("caption-default.mmedge")     # Engine.load returns a CaptionEngine for these
+    c = engine.caption("scene.png", max_len=24)
+    c.text, c.words, c.exits, c.timings_ms
+
+The image is encoded once (``encoder_k{r}``: every decoder layer's cross-attention keys and values),
+then each word runs the decoder stages until the controller stops it (``mmedge.caption.runtime``).
+Needs numpy, Pillow and the chosen backend only (no torch with onnxruntime).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmedge.caption.data import decode_caption
+from mmedge.caption.manifest import load_caption_manifest
+from mmedge.caption.runtime import KV_MODES, CaptionDecoder, Layout
+from mmedge.data.preprocess import ImageLike, preprocess_image
+from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
+from mmedge.errors import BundleError, CheckpointError, ConfigError, MissingDependencyError, MMEdgeError
+from mmedge.runtime.backends import open_session
+from mmedge.runtime.controller import Policy
+
+_PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch"}
+BOS, EOS = "[BOS]", "[EOS]"
+
+
+@dataclass
+class Caption:
+    text: str
+    words: list[str]              # the generated words ([EOS] not included)
+    exits: list[int]              # exit stage per generated id ([EOS] included when reached)
+    tokens: list[int]
+    encoder_ms: float
+    stage_ms: dict[str, float]    # total per graph over the caption
+    total_ms: float               # preprocessing excluded
+    keep_ratio: float
+
+    @property
+    def mean_exit(self) -> float:
+        return float(np.mean(self.exits)) if self.exits else 0.0
+
+
+def thresholds_policy(th: dict) -> Policy:
+    kind = th["policy"]
+    threshold = th["max_probability"] if kind == "max_probability" else th["confidence"]
+    return Policy(kind, threshold=min(1.0, threshold), patience=th["patience"])
+
+
+class CaptionEngine:
+    kind = "caption"
+
+    def __init__(self, root: Path, manifest: dict, backend: str, artifact: dict, session, policy: Policy,
+                 keep_ratio: float, kv: str, tokenizer: WordTokenizer) -> None:
+        self.root, self.manifest, self.backend, self.artifact = root, manifest, backend, artifact
+        self.session, self.policy, self.keep_ratio, self.kv = session, policy, keep_ratio, kv
+        self.tokenizer = tokenizer
+        self.layout = Layout.from_manifest(manifest)
+        self.image_size = manifest["model"]["config"]["image_size"]
+        self._lock = threading.Lock()  # decoding keeps per-call state only; sessions may not be re-entrant
+
+    @classmethod
+    def load(cls, bundle: str | Path, backend: str = "auto", precision: str = "fp32", keep_ratio: float | None = None,
+             policy: Policy | str | None = None, kv: str | None = None, threads: int | None = None,
+             verify: bool = True, verify_key=None) -> "CaptionEngine":
+        manifest = load_caption_manifest(bundle, verify_files=verify, verify_key=verify_key)
+        root = Path(bundle)
+        runnable = [a for a in manifest["artifacts"] if a["precision"] == precision and a["runtime"] in _PACKAGES]
+        if not runnable:
+            raise BundleError(f"{root} has no runnable {precision} artifact (onnxruntime or executorch)")
+        if backend == "auto":
+            ok = [a for a in runnable if importlib.util.find_spec(_PACKAGES[a["runtime"]]) is not None]
+            if not ok:
+                raise MissingDependencyError("no backend for this bundle is installed; `pip install onnxruntime`")
+            artifact = ok[0]
+        else:
+            artifact = next((a for a in runnable if a["runtime"] == backend), None)
+            if artifact is None:
+                raise BundleError(f"{root} has no {precision} artifact for backend {backend!r}; it has "
+                                  f"{sorted(a['runtime'] for a in runnable)}")
+        th = manifest["thresholds"]
+        ratio = th["keep_ratio"] if keep_ratio is None else float(keep_ratio)
+        if ratio not in manifest["keep_ratios"]:
+            raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {manifest['keep_ratios']}",
+                              "arguments")
+        kv = kv or th["kv"]
+        if kv not in KV_MODES:
+            raise ConfigError(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}", "arguments")
+        if isinstance(policy, str):
+            policy = Policy(policy) if policy == "full" else Policy(policy, threshold=thresholds_policy(th).threshold)
+        tokenizer = _load_tokenizer(root, manifest)
+        try:
+            session = open_session(artifact["runtime"], root, artifact, threads)
+        except MMEdgeError:
+            raise
+        except Exception as exc:  # a runtime's refusal of a file
+            raise BundleError(f"{root}: {artifact['runtime']} cannot open the graphs ({type(exc).__name__}: "
+                              f"{str(exc)[:300]}); export the bundle again") from exc
+        return cls(root, manifest, artifact["runtime"], artifact, session, policy or thresholds_policy(th), ratio,
+                   kv, tokenizer)
+
+    def preprocess(self, image: ImageLike) -> np.ndarray:
+        return preprocess_image(image, self.image_size)[None].astype(np.float32)  # (1, 3, S, S)
+
+    def caption(self, image: ImageLike, max_len: int | None = None, beam: int = 1, policy: Policy | None = None,
+                keep_ratio: float | None = None, kv: str | None = None) -> Caption:
+        """The caption of one image, with the exit each word took and the time each graph ran."""
+        ratio = self.keep_ratio if keep_ratio is None else float(keep_ratio)
+        if ratio not in self.manifest["keep_ratios"]:
+            raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {self.manifest['keep_ratios']}",
+                              "arguments")
+        pixels = self.preprocess(image)
+        decoder = CaptionDecoder(self.session, self.layout, f"k{ratio:g}")
+        with self._lock:
+            run = decoder.caption(pixels, policy or self.policy, max_len, beam, kv or self.kv)
+        text = decode_caption(self.tokenizer, run.tokens)
+        return Caption(text, text.split(), run.exits, run.tokens, run.encoder_ms, run.stage_ms, run.total_ms, ratio)
+
+    def predict(self, *args, **kwargs):
+        raise BundleError(f"{self.root} is a captioning bundle: call caption(image), not predict(image, text)")
+
+
+def _load_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
+    spec = manifest["tokenizer"]
+    try:
+        tokenizer = WordTokenizer.load(root / spec["file"])
+    except CheckpointError as exc:
+        raise BundleError(f"the bundle's tokenizer is unreadable: {exc}") from exc
+    want = {PAD: spec["pad_id"], UNK: spec["unk_id"], BOS: spec["bos_id"], EOS: spec["eos_id"]}
+    got = {k: tokenizer.vocab.get(k) for k in want}
+    rows = manifest["model"]["config"].get("vocab_size")
+    problems = []
+    if got != want:
+        problems.append(f"special ids {got} differ from the manifest's {want}")
+    if tokenizer.max_length != spec["max_length"]:
+        problems.append(f"max_length {tokenizer.max_length} vs the manifest's {spec['max_length']}")
+    ids = list(tokenizer.vocab.values())
+    if not all(type(i) is int and i >= 0 for i in ids) or (type(rows) is int and ids and max(ids) >= rows):
+        problems.append("token ids must be non-negative and inside the model's embedding")
+    if problems:
+        raise BundleError("the bundle's tokenizer does not fit its manifest: " + "; ".join(problems))
+    return tokenizer
