@@ -24,7 +24,8 @@ def markdown(result: dict) -> str:
         lines += [f"**MODELLED, not measured.** {result['note']}.", "",
                   f"Profile: {result['profile']['description']} (source: {result['profile']['source']}; "
                   f"efficiency {result['profile']['efficiency']}, per-op overhead {result['profile']['overhead_us']} us, "
-                  "both assumed).", ""]
+                  f"matmul factor {result['profile'].get('matmul_factor', 1.0)}: "
+                  f"{result['profile'].get('calibration', 'assumed')}).", ""]
         if result.get("anchor_check"):
             lines += [f"Against real phones: {result['anchor_check']} (benchmarks/results/anchors/).", ""]
         rows = [[r, *[f"{ms:.3f}" for ms in v["exit_ms"]]] for r, v in result["by_keep_ratio"].items()]
@@ -76,13 +77,26 @@ def plots(result: dict, out_prefix: Path) -> list[Path]:
 
     made = []
     pol = result["policies"]
+    from mmedge.bench.stats import wilson
+
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    for name, p in pol.items():
-        ax.errorbar(p["latency"]["p50_ms"], p["accuracy"],
-                    xerr=[[p["latency"]["p50_ms"] - p["latency"]["min_ms"]], [p["latency"]["p90_ms"] - p["latency"]["p50_ms"]]],
-                    fmt="o", capsize=3, label=name)
-    ax.set(xlabel="latency per query, ms (p50; bars: min to p90)", ylabel="test accuracy", title="accuracy vs latency")
+    lows = []
+    n = result.get("samples") or 1
+    for name, p in pol.items():  # one point per policy, never joined: the policies are not a series
+        lat = p["latency"]
+        lo_lat = lat.get("p10_ms", lat["min_ms"])
+        lo_acc, hi_acc = wilson(p["accuracy"], n)
+        lows += [lo_acc, hi_acc]
+        ax.errorbar(lat["p50_ms"], p["accuracy"], xerr=[[lat["p50_ms"] - lo_lat], [lat["p90_ms"] - lat["p50_ms"]]],
+                    yerr=[[p["accuracy"] - lo_acc], [hi_acc - p["accuracy"]]], fmt="o", capsize=3, ls="none",
+                    label=name)
+    span = max(max(lows) - min(lows), 0.05)  # never stretch a few tenths of a point over the whole axis
+    ax.set_ylim(max(0.0, min(lows) - 0.25 * span), min(1.0, max(lows) + 0.25 * span) + 0.005)
+    ax.set_xlim(left=0)
+    spread = "p10 to p90" if "p10_ms" in next(iter(pol.values()))["latency"] else "min to p90"
+    ax.set(xlabel=f"latency per query, ms (p50; bars: {spread})",
+           ylabel=f"test accuracy (bars: 95% Wilson interval, n={n})", title="accuracy vs latency")
     ax.legend(fontsize=7)
     ax = axes[1]
     width = 0.8 / len(pol)

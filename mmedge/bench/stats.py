@@ -6,13 +6,13 @@ import numpy as np
 
 
 def summarize(ms) -> dict:
-    """n, mean, std, min, p50, p90, p99, max of a list of milliseconds."""
+    """n, mean, std, min, p10, p50, p90, p99, max of a list of milliseconds."""
     a = np.asarray(list(ms), dtype=np.float64)
     if a.size == 0:
         raise ValueError("no measurements to summarize")
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    p10, p50, p90, p99 = np.percentile(a, [10, 50, 90, 99])
     return {"n": int(a.size), "mean_ms": float(a.mean()), "std_ms": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-            "min_ms": float(a.min()), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+            "min_ms": float(a.min()), "p10_ms": float(p10), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
             "max_ms": float(a.max())}
 
 
