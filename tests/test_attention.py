@@ -236,8 +236,9 @@ def test_efficient_variants_cost_fewer_flops():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lowrank", "crossmodal"])
 def test_tiny_model_trains_exports_everywhere_and_runs_in_the_engine(name, tmp_path):
-    """4 training steps, then ONNX + ExecuTorch + Core ML, fp32 and int8, parity-checked by the
-    export itself, then the Engine answers as PyTorch does."""
+    """4 training steps, then ONNX + ExecuTorch + Core ML (fp32, and int8 for lowrank: the quantizers
+    see the same ops in both variants), parity-checked by the export itself, then the Engine answers
+    as PyTorch does."""
     import json
 
     from mmedge.bundle.manifest import load_manifest
@@ -256,11 +257,13 @@ def test_tiny_model_trains_exports_everywhere_and_runs_in_the_engine(name, tmp_p
     Trainer(TrainConfig(**cfg), tmp_path / "model", progress=False).fit()
     assert json.loads((tmp_path / "model" / "config.json").read_text())["attention"] == name
     # 36 and 18 visual tokens after 1 + 24: rank 4 and window 4 take the compressed / windowed paths.
-    recipe = ExportRecipe(quantize="int8", in_graph=False, ort_format=False, **TINY_RECIPE)
+    recipe = ExportRecipe(quantize="int8" if name == "lowrank" else None, in_graph=False, ort_format=False,
+                          **TINY_RECIPE)
     bundle = export_bundle(tmp_path / "model", tmp_path / "b.mmedge", recipe, log=lambda *_: None)
     manifest = load_manifest(bundle)
     kinds = {(a["target"], a["precision"]) for a in manifest["artifacts"]}
-    assert kinds >= {(t, p) for t in ("onnx", "executorch", "coreml") for p in ("fp32", "int8")}
+    precisions = ("fp32", "int8") if name == "lowrank" else ("fp32",)
+    assert kinds >= {(t, p) for t in ("onnx", "executorch", "coreml") for p in precisions}
     for a in manifest["artifacts"]:
         if a["target"] == "coreml":
             assert a["structure_check"]["passed"]
