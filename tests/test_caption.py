@@ -174,10 +174,21 @@ def test_cider_identical_distinct_captions_score_ten():
     gen = ["red circle sits here", "blue square lies there"]
     scores = caption_scores(gen, [[g] for g in gen], meteor=False)
     assert scores.cider == pytest.approx(1000.0, abs=1e-3)
+    assert scores.cider_per_image == pytest.approx([1000.0, 1000.0], abs=1e-3)
     short = ["red circle", "blue square"]
     assert caption_scores(short, [[g] for g in short], meteor=False).cider == pytest.approx(500.0, abs=1e-3)
     worse = caption_scores([gen[0], gen[0]], [[g] for g in gen], meteor=False)
     assert worse.cider == pytest.approx(500.0, abs=1e-3)  # one image right, one with nothing in common
+    assert worse.cider_per_image == pytest.approx([1000.0, 0.0], abs=1e-3)
+
+
+def test_drop_upper_limit_is_mean_plus_z_standard_errors():
+    from mmedge.caption.calibrate import drop_upper
+
+    base, other = [10.0, 10.0, 10.0, 10.0], [9.0, 11.0, 10.0, 8.0]  # differences 1, -1, 0, 2
+    d = np.array([1.0, -1.0, 0.0, 2.0])
+    assert drop_upper(base, other, 0.0) == pytest.approx(0.5)
+    assert drop_upper(base, other, 1.645) == pytest.approx(0.5 + 1.645 * d.std(ddof=1) / 2)
     with pytest.raises(ValueError):
         caption_scores(["x"], [])
 
@@ -280,6 +291,8 @@ def test_calibrate_writes_thresholds_the_engine_uses(tiny_caption_bundle, tmp_pa
     result = calibrate_bundle(copy, max_drop=1000.0, samples=20, progress=False, policies=few)  # the cheapest wins
     chosen = result["chosen"]
     assert chosen["decoder_flops"] == min(r["decoder_flops"] for r in result["rows"])
+    for r in result["rows"]:  # the bound is the mean drop plus a non-negative margin
+        assert r["drop_upper"] >= result["baseline"]["cider"] - r["cider"] - 2e-3  # (both rounded to 3 decimals)
     assert chosen["flops_ratio"] >= 1.0
     engine = CaptionEngine.load(copy)
     m = engine.manifest

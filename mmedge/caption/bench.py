@@ -74,8 +74,12 @@ def bench_captions(bundle: str | Path, backend: str = "auto", precision: str = "
         lat = np.asarray(latency[name])
         flops = float(np.mean([costs[ratio].caption(c.exits, engine.kv) for c in caps]))
         exits = [e for c in caps for e in c.exits]
+        per_image = np.asarray(scores.cider_per_image)
+        half = 1.96 * float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else 0.0
         out_rows.append({"setting": name, "policy": policy.to_dict(), "keep_ratio": ratio,
-                         "cider": round(scores.cider, 2), "bleu4": round(scores.bleu4, 4),
+                         "cider": round(scores.cider, 2), "cider_95": [round(scores.cider - half, 2),
+                                                                       round(scores.cider + half, 2)],
+                         "bleu4": round(scores.bleu4, 4),
                          "mean_exit": float(np.mean(exits)), "words": float(np.mean([len(c.exits) for c in caps])),
                          "p10_ms": float(np.percentile(lat, 10)), "p50_ms": float(np.median(lat)),
                          "p90_ms": float(np.percentile(lat, 90)), "captions_per_s": 1e3 / float(np.median(lat)),
@@ -96,11 +100,13 @@ def markdown(result: dict) -> str:
     head = (f"# Captioning benchmark: {result['bundle']} ({result['backend']}/{result['precision']}, "
             f"{result['threads']} thread(s), measured on this host)\n\n{result['samples']} {result['split']} images x "
             f"{result['repeats']} passes, settings interleaved; latency per caption at batch 1 incl. preprocessing. "
+            f"CIDEr with its 95% interval over images (t, per-image CIDEr). "
             f"Speed-up: ratio of medians against full depth in this run. CIDEr-D x100 and BLEU-4 against each "
             f"scene's one reference; decoder FLOPs per caption counted (FlopCounterMode), kv {result['kv']}."
             + ("" if result["calibrated"] else " The bundle is NOT calibrated: its thresholds are the defaults.")
             + "\n\n")
-    rows = [[r["setting"], f"{r['keep_ratio']:g}", f"{r['cider']:.1f}", f"{r['bleu4']:.3f}", f"{r['mean_exit']:.2f}",
+    rows = [[r["setting"], f"{r['keep_ratio']:g}", f"{r['cider']:.1f} [{r['cider_95'][0]:.1f}, {r['cider_95'][1]:.1f}]",
+             f"{r['bleu4']:.3f}", f"{r['mean_exit']:.2f}",
              f"{r['p50_ms']:.1f} [{r['p10_ms']:.1f}, {r['p90_ms']:.1f}]", f"{r['captions_per_s']:.1f}",
              f"{r['speedup']:.2f}x", f"{r['decoder_mflops']:.2f}", f"{r['decoder_flops_ratio']:.2f}x"]
             for r in result["rows"]]
@@ -110,7 +116,7 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    """CIDEr against median latency per setting, the p10-p90 latency range as a bar; no joining lines."""
+    """CIDEr (95% interval over images) against median latency (p10-p90) per setting; no joining lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,10 +124,12 @@ def plot(result: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in result["rows"]:
+        low, high = r["cider_95"]
         ax.errorbar(r["p50_ms"], r["cider"], xerr=[[r["p50_ms"] - r["p10_ms"]], [r["p90_ms"] - r["p50_ms"]]],
-                    fmt="o", capsize=4, label=f"{r['setting']} ({r['speedup']:.2f}x)")
+                    yerr=[[r["cider"] - low], [high - r["cider"]]], fmt="o", capsize=4,
+                    label=f"{r['setting']} ({r['speedup']:.2f}x)")
     ax.set_xlabel("ms per caption (median, bar: p10-p90)")
-    ax.set_ylabel("CIDEr-D (x100), one reference per image")
+    ax.set_ylabel("CIDEr-D (x100), bar: 95% interval over images")
     ax.set_title(f"{result['bundle']}: {result['backend']}/{result['precision']}, {result['samples']} images")
     ax.set_xlim(left=0)
     ax.legend(fontsize=8)

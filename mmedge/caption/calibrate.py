@@ -1,5 +1,7 @@
 """Choosing the per-word exit policy of a captioner: the cheapest policy (decoder FLOPs per caption)
-whose CIDEr on validation images is at most ``max_drop`` points below full depth.
+whose CIDEr drop against full depth on validation images stays within ``max_drop`` points at its
+one-sided upper confidence limit (mean of the paired per-image CIDEr differences + z x their
+standard error; z = 1.645 for 95%), as the classifiers' calibration bounds its accuracy drop.
 
 Unlike a classifier's, a caption's exits cannot be replayed offline: an early word changes the
 words after it, and its copied keys and values change what later words see. So each candidate
@@ -11,7 +13,7 @@ through a bundle's runtime (``engine_decoder``: what `mmedge calibrate` uses, im
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -42,9 +44,11 @@ class PolicyResult:
     full_depth_flops: float        # per caption, every word through every layer (the same captions' lengths)
     flops_ratio: float             # full-depth decoder FLOPs of the full-depth captions / this policy's
     encoder_flops: int             # per image
+    cider_per_image: list[float] = field(default_factory=list, repr=False)
+    drop_upper: float | None = None  # one-sided upper limit of the CIDEr drop against the baseline
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "cider_per_image"}
 
 
 def candidate_policies() -> list[Policy]:
@@ -98,24 +102,33 @@ def evaluate_policy(decode: Decode, cost: DecoderCost, tokenizer, pixels: np.nda
     flat = [x for e in exits for x in e]
     return PolicyResult(policy.to_dict(), keep_ratio, kv, round(scores.cider, 3), round(scores.bleu4, 4),
                         float(np.mean(flat)) if flat else 0.0, words, flops, full, full / flops if flops else 0.0,
-                        cost.encoder)
+                        cost.encoder, scores.cider_per_image)
+
+
+def drop_upper(base: list[float], other: list[float], z: float) -> float:
+    """One-sided upper limit of the mean paired CIDEr drop (base - other), per-image scores."""
+    d = np.asarray(base) - np.asarray(other)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return float(d.mean()) + z * se
 
 
 def calibrate(decode: Decode, costs: dict[float, DecoderCost], tokenizer, pixels: np.ndarray,
               references: list[list[str]], max_drop: float = 1.0, kv: str = "copy", progress: bool = True,
-              policies: list[Policy] | None = None) -> dict:
+              policies: list[Policy] | None = None, z: float = 1.645) -> dict:
     """Every candidate policy at every keep ratio of `costs`; the choice is the fewest decoder FLOPs
-    per caption within max_drop CIDEr points of full depth with every visual token."""
+    per caption whose CIDEr drop against full depth with every visual token stays within max_drop
+    points at its one-sided upper limit (z standard errors of the paired per-image differences)."""
     full_ratio = max(costs)
     base = evaluate_policy(decode, costs[full_ratio], tokenizer, pixels, references, Policy("full"), full_ratio, kv)
     rows: list[PolicyResult] = []
     jobs = [(p, r) for r in sorted(costs, reverse=True) for p in (policies or candidate_policies())]
     for policy, r in tqdm(jobs, desc="calibrate caption", disable=not progress, dynamic_ncols=True):
-        rows.append(evaluate_policy(decode, costs[r], tokenizer, pixels, references, policy, r, kv,
-                                    full_words=base.words))
-    ok = [x for x in rows if x.cider >= base.cider - max_drop]
+        row = evaluate_policy(decode, costs[r], tokenizer, pixels, references, policy, r, kv, full_words=base.words)
+        row.drop_upper = round(drop_upper(base.cider_per_image, row.cider_per_image, z), 3)
+        rows.append(row)
+    ok = [x for x in rows if x.drop_upper <= max_drop]
     chosen = min(ok, key=lambda x: (x.decoder_flops, -x.cider))
-    return {"max_drop": max_drop, "images": len(pixels), "kv": kv, "baseline": base.to_dict(),
+    return {"max_drop": max_drop, "z": z, "images": len(pixels), "kv": kv, "baseline": base.to_dict(),
             "chosen": chosen.to_dict(), "rows": [x.to_dict() for x in rows]}
 
 
@@ -132,12 +145,13 @@ def format_rows(result: dict) -> str:
 
     base = result["baseline"]
     rows = [[_name(r["policy"]), r["keep_ratio"], f"{r['cider']:.1f}", f"{r['cider'] - base['cider']:+.1f}",
-             f"{r['mean_exit']:.2f}", f"{r['decoder_flops'] / 1e6:.2f}", f"{r['flops_ratio']:.2f}x"]
-            for r in result["rows"]]
+             f"{r['drop_upper']:.1f}", f"{r['mean_exit']:.2f}", f"{r['decoder_flops'] / 1e6:.2f}",
+             f"{r['flops_ratio']:.2f}x"] for r in result["rows"]]
     c = result["chosen"]
-    return (tabulate(rows, ["policy", "keep", "CIDEr", "vs full", "mean exit", "decoder MFLOPs/caption",
-                            "fewer FLOPs"], tablefmt="github")
-            + f"\n\nchosen ({result['images']} validation images, CIDEr drop <= {result['max_drop']} points, kv "
+    return (tabulate(rows, ["policy", "keep", "CIDEr", "vs full", "drop upper limit", "mean exit",
+                            "decoder MFLOPs/caption", "fewer FLOPs"], tablefmt="github")
+            + f"\n\nchosen ({result['images']} validation images, CIDEr drop <= {result['max_drop']} points at the "
+              f"one-sided upper limit, z {result['z']}, kv "
               f"{result['kv']}): {_name(c['policy'])} at keep {c['keep_ratio']}: CIDEr {c['cider']:.1f} against "
               f"{base['cider']:.1f} at full depth, {c['flops_ratio']:.2f}x fewer decoder FLOPs per caption")
 
@@ -150,7 +164,7 @@ def _name(p: dict) -> str:
 
 def calibrate_bundle(bundle, max_drop: float = 1.0, samples: int = 200, data_seed: int = 0, backend: str = "auto",
                      kv: str = "copy", progress: bool = True, write: bool = True, sign_key=None,
-                     policies: list[Policy] | None = None) -> dict:
+                     policies: list[Policy] | None = None, z: float = 1.645) -> dict:
     """Calibrate a captioning bundle through its own runtime; write the choice into its manifest."""
     import json
     from pathlib import Path
@@ -159,14 +173,14 @@ def calibrate_bundle(bundle, max_drop: float = 1.0, samples: int = 200, data_see
     from mmedge.errors import ConfigError
     from mmedge.runtime.caption_engine import CaptionEngine
 
-    if not max_drop >= 0 or isinstance(samples, bool) or not isinstance(samples, int) or samples < 20:
+    if not z >= 0 or not max_drop >= 0 or isinstance(samples, bool) or not isinstance(samples, int) or samples < 20:
         raise ConfigError(f"max_drop {max_drop} must be >= 0 CIDEr points and samples {samples} at least 20",
                           "arguments")
     engine = CaptionEngine.load(bundle, backend=backend, threads=1)
     pixels, references = validation_set(engine.image_size, samples, data_seed)
     costs = {float(r): DecoderCost.from_manifest(f) for r, f in engine.manifest["flops"].items()}
     result = calibrate(engine_decoder(engine), costs, engine.tokenizer, pixels, references, max_drop, kv, progress,
-                       policies)
+                       policies, z)
     result["backend"] = engine.backend
     if write:
         root = Path(bundle)
@@ -174,9 +188,9 @@ def calibrate_bundle(bundle, max_drop: float = 1.0, samples: int = 200, data_see
         for key in ("schema_version", "files"):
             manifest.pop(key)
         manifest["thresholds"] = thresholds_from(result["chosen"])
-        manifest["calibration"] = {k: result[k] for k in ("max_drop", "images", "kv", "backend")} | {
+        manifest["calibration"] = {k: result[k] for k in ("max_drop", "z", "images", "kv", "backend")} | {
             "baseline_cider": result["baseline"]["cider"], "cider": result["chosen"]["cider"],
-            "flops_ratio": result["chosen"]["flops_ratio"]}
+            "drop_upper": result["chosen"]["drop_upper"], "flops_ratio": result["chosen"]["flops_ratio"]}
         signature = root / "manifest.sig"
         had_signature = signature.exists()
         write_caption_manifest(root, manifest)

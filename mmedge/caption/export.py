@@ -8,7 +8,6 @@ structurally (it predicts only on macOS).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -290,6 +289,3 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return out
 
-
-def summary(manifest: dict) -> str:
-    return json.dumps({a["runtime"] + "/" + a["precision"]: a["parity"] for a in manifest["artifacts"]}, indent=1)

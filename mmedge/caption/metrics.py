@@ -9,7 +9,7 @@ program too and is not used. CIDEr is reported on the usual x100 scale ("CIDEr 9
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from mmedge.data.tokenizer import _SPLIT
 
@@ -20,9 +20,10 @@ class CaptionScores:
     cider: float          # x100
     meteor: float | None  # 0..1, None without Java
     images: int
+    cider_per_image: list[float] = field(default_factory=list, repr=False)  # x100; their mean is `cider`
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "cider_per_image"}
 
 
 def normalize(text: str) -> str:
@@ -44,7 +45,7 @@ def caption_scores(generated: list[str], references: list[list[str]], meteor: bo
     res = {i: [normalize(g) or "."] for i, g in enumerate(generated)}  # an empty caption scores as "."
     gts = {i: [normalize(r) for r in refs] for i, refs in enumerate(references)}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    cider, _ = Cider().compute_score(gts, res)
+    cider, per_image = Cider().compute_score(gts, res)
     met = None
     use_java = shutil.which("java") is not None
     if meteor is True and not use_java:
@@ -53,4 +54,5 @@ def caption_scores(generated: list[str], references: list[list[str]], meteor: bo
         from pycocoevalcap.meteor.meteor import Meteor
 
         met, _ = Meteor().compute_score(gts, res)  # the Java process ends with the scorer
-    return CaptionScores(float(bleu[3]), 100.0 * float(cider), None if met is None else float(met), len(generated))
+    return CaptionScores(float(bleu[3]), 100.0 * float(cider), None if met is None else float(met), len(generated),
+                         [100.0 * float(x) for x in per_image])

@@ -50,15 +50,6 @@ class Layout:
 
 
 @dataclass
-class StepRecord:
-    """One generated word: its id, the exit it came from, and (for parity checks) its logits."""
-
-    token: int
-    exit: int
-    logits: np.ndarray
-
-
-@dataclass
 class Hypothesis:
     tokens: list[int]
     exits: list[int]
