@@ -233,12 +233,15 @@ def test_efficient_variants_cost_fewer_flops():
     assert sum(flops[8, "crossmodal"][1.0]) < 0.8 * sum(flops[8, "full"][1.0])
 
 
+EXPORTED_VARIANTS = ["lowrank", "crossmodal"]  # every efficient variant: read by test_export's coverage check
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lowrank", "crossmodal"])
+@pytest.mark.parametrize("name", EXPORTED_VARIANTS)
 def test_tiny_model_trains_exports_everywhere_and_runs_in_the_engine(name, tmp_path):
-    """4 training steps, then ONNX + ExecuTorch + Core ML (fp32, and int8 for lowrank: the quantizers
-    see the same ops in both variants), parity-checked by the export itself, then the Engine answers
-    as PyTorch does."""
+    """4 training steps, then ONNX + ExecuTorch + Core ML, fp32 and int8, parity-checked by the
+    export itself, then the Engine answers as PyTorch does (the export case of each variant:
+    tests/test_export.py's architecture variants leave attention to this test)."""
     import json
 
     from mmedge.bundle.manifest import load_manifest
@@ -257,13 +260,11 @@ def test_tiny_model_trains_exports_everywhere_and_runs_in_the_engine(name, tmp_p
     Trainer(TrainConfig(**cfg), tmp_path / "model", progress=False).fit()
     assert json.loads((tmp_path / "model" / "config.json").read_text())["attention"] == name
     # 36 and 18 visual tokens after 1 + 24: rank 4 and window 4 take the compressed / windowed paths.
-    recipe = ExportRecipe(quantize="int8" if name == "lowrank" else None, in_graph=False, ort_format=False,
-                          **TINY_RECIPE)
+    recipe = ExportRecipe(quantize="int8", in_graph=False, ort_format=False, **TINY_RECIPE)
     bundle = export_bundle(tmp_path / "model", tmp_path / "b.mmedge", recipe, log=lambda *_: None)
     manifest = load_manifest(bundle)
     kinds = {(a["target"], a["precision"]) for a in manifest["artifacts"]}
-    precisions = ("fp32", "int8") if name == "lowrank" else ("fp32",)
-    assert kinds >= {(t, p) for t in ("onnx", "executorch", "coreml") for p in precisions}
+    assert kinds >= {(t, p) for t in ("onnx", "executorch", "coreml") for p in ("fp32", "int8")}
     for a in manifest["artifacts"]:
         if a["target"] == "coreml":
             assert a["structure_check"]["passed"]

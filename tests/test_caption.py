@@ -369,3 +369,29 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
     with pytest.raises(ConfigError, match="differs"):
         CaptionTrainer(CaptionTrainConfig(**{**cfg.to_dict(), "lr": 0.5}), tmp_path / "split", resume=True,
                        progress=False)
+
+
+def test_bench_cli_reports_captions_per_second(tiny_caption_bundle, tmp_path, capsys):
+    from mmedge.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--artifact", str(tiny_caption_bundle), "--samples", "2", "--repeats", "1",
+                 "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert [r["setting"] for r in result["rows"]] == ["full depth, every token", "prefilter only", "exits only",
+                                                     "prefilter + exits"]
+    for r in result["rows"]:
+        assert r["captions_per_s"] > 0 and r["p10_ms"] <= r["p50_ms"] <= r["p90_ms"]
+        assert r["cider_95"][0] <= r["cider"] <= r["cider_95"][1]
+    assert result["rows"][0]["speedup"] == 1.0 and result["rows"][0]["decoder_flops_ratio"] == 1.0
+    assert out.with_suffix(".md").exists() and out.with_suffix(".png").exists()
+    assert "captions/s" in capsys.readouterr().out
+    assert main(["bench", "--artifact", str(tiny_caption_bundle), "--device", "pixel"]) == 2
+
+
+def test_a_classifier_engine_refuses_to_caption(tiny_bundle):
+    from mmedge.runtime.engine import Engine
+
+    engine = Engine.load(tiny_bundle)
+    with pytest.raises(BundleError, match="caption"):
+        engine.caption(np.zeros((48, 48, 3), np.uint8))

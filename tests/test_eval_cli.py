@@ -50,7 +50,7 @@ def test_errors_are_clear_and_not_tracebacks(tmp_path, tiny_model_dir):
     bad.write_text(json.dumps({"stepz": 1}))
     code, _, err = run_cli("train", "--config", str(bad), "--out", str(tmp_path / "o"))
     assert code == 2 and "unknown field 'stepz'" in err and "Traceback" not in err
-    code, _, err = run_cli("train", "--task", "caption", "--out", str(tmp_path / "o"))
+    code, _, err = run_cli("train", "--task", "retrieval", "--out", str(tmp_path / "o"))
     assert code == 2 and "invalid choice" in err
     code, _, err = run_cli("eval", "--model", str(tiny_model_dir), "--limit", "0")
     assert code == 2 and "--limit" in err

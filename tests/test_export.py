@@ -261,16 +261,14 @@ VARIANTS = {
     "conv-stem-text-exits-film": {"patch_embed": "conv_stem", "exit_pool": "text", "text_film": True},
     "linear-position-ramps": {"position_code": "sincos_linear", "patch_embed": "conv_stem"},
     "exits-after-layers-1-2": {"exit_layers": [1, 2], "depth": 3},
-    # 8 visual tokens at keep 0.5: rank 3 and window 2 take the compressed / windowed paths, not plain attention.
-    "attention-lowrank": {"attention": "lowrank", "attention_rank": 3},
-    "attention-crossmodal": {"attention": "crossmodal", "attention_window": 2},
-}
+}  # the attention variants' export case (every target, fp32 and int8) is in tests/test_attention.py
 
 
 def test_every_attention_variant_has_an_export_case():
     from mmedge.models.config import ATTENTION_VARIANTS
+    from test_attention import EXPORTED_VARIANTS
 
-    covered = {"full"} | {v.get("attention", "full") for v in VARIANTS.values()}
+    covered = {"full"} | {v.get("attention", "full") for v in VARIANTS.values()} | set(EXPORTED_VARIANTS)
     assert set(ATTENTION_VARIANTS) <= covered, f"no export case for {set(ATTENTION_VARIANTS) - covered}"
 
 

@@ -27,9 +27,10 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="onnxruntime | executorch | auto (default)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
     p.add_argument("--threads", type=positive, default=1, help="runtime threads (default 1)")
-    p.add_argument("--samples", type=positive, default=200, help="test queries per policy (default 200)")
+    p.add_argument("--samples", type=positive, help="test queries per policy (default 200; a captioning bundle: "
+                   "100 images)")
     p.add_argument("--repeats", type=positive, default=3, help="passes over the queries (default 3)")
-    p.add_argument("--warmup", type=non_negative, default=20, help="warm-up queries (default 20)")
+    p.add_argument("--warmup", type=non_negative, help="warm-up queries (default 20; a captioning bundle: 5 images)")
     p.add_argument("--serial", help="adb serial when several phones are attached")
     p.add_argument("--cooldown", type=non_negative_float, default=0.0, help="seconds to rest the phone before a run")
     p.add_argument("--cpu-affinity", type=cpu_list, help="cores to pin the phone benchmark to, e.g. 4-7 or 0,2,4-5")
@@ -47,8 +48,8 @@ def run_caption(args: argparse.Namespace) -> int:
     if args.device != "host":
         raise ConfigError("captioning bundles bench on this host only for now (--device host): the phone cost "
                           "model and the adb runner cover the classifiers' stage graphs", "arguments")
-    result = bench_captions(args.artifact, args.backend, args.precision, args.threads, min(args.samples, 100),
-                            args.repeats, min(args.warmup, 5), progress=not args.no_progress)
+    result = bench_captions(args.artifact, args.backend, args.precision, args.threads, args.samples or 100,
+                            args.repeats, 5 if args.warmup is None else args.warmup, progress=not args.no_progress)
     print(markdown(result))
     if args.json:
         print("\nwrote " + ", ".join(str(m) for m in write(result, args.json)))
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     if _is_caption_bundle(args.artifact):
         return run_caption(args)
+    args.samples = args.samples or 200
+    args.warmup = 20 if args.warmup is None else args.warmup
 
     if args.device == "host":
         from mmedge.bench.host import bench_host

@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
 def run_caption(args: argparse.Namespace) -> int:
     from mmedge.caption.calibrate import calibrate_bundle, format_rows
 
-    result = calibrate_bundle(args.artifact, args.max_drop_cider, args.samples or 200, args.data_seed, args.backend,
+    samples = 200 if args.samples is None else args.samples
+    result = calibrate_bundle(args.artifact, args.max_drop_cider, samples, args.data_seed, args.backend,
                               progress=not args.no_progress, write=not args.dry_run, sign_key=args.sign_key,
                               z=args.z)
     print(format_rows(result))

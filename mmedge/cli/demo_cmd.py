@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmedge.cli._checks import fraction, positive, writable_dir
+from mmedge.cli._checks import fraction, non_negative_float, positive, writable_dir
 
 EPILOG = """examples:
   mmedge demo
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", type=positive, help="test samples per row (default 300; captioner: 100 images)")
     p.add_argument("--calibration-samples", type=int,
                    help="validation samples for calibration (default 1000, at least 100; captioner: 200 images)")
-    p.add_argument("--max-drop-cider", type=float, default=1.0,
+    p.add_argument("--max-drop-cider", type=non_negative_float, default=1.0,
                    help="captioner: calibration's CIDEr drop bound in points (default 1.0)")
     p.add_argument("--max-drop", type=fraction, default=0.01,
                    help="calibration's accuracy drop bound in [0, 1) (default 0.01)")
@@ -39,7 +39,8 @@ def run_caption(args: argparse.Namespace) -> int:
     from mmedge.caption.demo import run_caption_demo
 
     out = args.out if args.out != "runs/demo" else "runs/demo-caption"
-    result = run_caption_demo(args.model, out, args.samples or 100, args.calibration_samples or 200,
+    calibration = 200 if args.calibration_samples is None else args.calibration_samples
+    result = run_caption_demo(args.model, out, args.samples or 100, calibration,
                               args.max_drop_cider, args.force_export, args.threads, progress=not args.no_progress)
     print(f"\ntook {result['seconds']:.0f} s; wrote {out}/demo.json and caption_<runtime>_<precision>.json/.md/.png")
     return 0
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if is_caption_dir(args.model):
         return run_caption(args)
     args.samples = args.samples or 300
-    args.calibration_samples = args.calibration_samples or 1000
+    args.calibration_samples = 1000 if args.calibration_samples is None else args.calibration_samples
     from mmedge.demo import check_demo_arguments, format_rows, run_demo
 
     check_demo_arguments(args.samples, args.calibration_samples, args.max_drop, args.threads)
