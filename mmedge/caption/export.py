@@ -223,6 +223,9 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
     references = [[c] for c in captions]
     reference = TorchGraphs(model, specs)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from mmedge.export.exporter import _remove_stale_partials
+
+    _remove_stale_partials(out)  # what a killed export left behind
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         log(f"exporting captioner {model_dir} -> {out}: {len(specs)} graphs, targets {', '.join(targets)}")
