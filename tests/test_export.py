@@ -256,11 +256,11 @@ def test_cli_export_prints_the_report(tiny_model_dir, tmp_path, capsys):
     assert rc == 2 and "--force" in capsys.readouterr().err
 
 
-VARIANTS = {
-    "linear-patches-cls-exits": {"patch_embed": "linear", "exit_pool": "cls"},
-    "conv-stem-text-exits-film": {"patch_embed": "conv_stem", "exit_pool": "text", "text_film": True},
-    "linear-position-ramps": {"position_code": "sincos_linear", "patch_embed": "conv_stem"},
-    "exits-after-layers-1-2": {"exit_layers": [1, 2], "depth": 3},
+VARIANTS = {  # every architecture option in at least one export (two options per case keep the suite short)
+    "linear-patches-cls-exits-position-ramps": {"patch_embed": "linear", "exit_pool": "cls",
+                                                "position_code": "sincos_linear"},
+    "conv-stem-text-exits-film-exits-after-1-2": {"patch_embed": "conv_stem", "exit_pool": "text", "text_film": True,
+                                                  "exit_layers": [1, 2], "depth": 3},
 }  # the attention variants' export case (every target, fp32 and int8) is in tests/test_attention.py
 
 
