@@ -40,8 +40,8 @@ def run_caption_demo(model_dir: str | Path, out: str | Path = "runs/demo-caption
     model_dir, out = Path(model_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bundle = ensure_caption_bundle(model_dir, out / f"{model_dir.name}.mmedge", force_export, log)
-    th = load_caption_manifest(bundle)["thresholds"]
-    calibration = load_caption_manifest(bundle).get("calibration")
+    manifest = load_caption_manifest(bundle)  # verified once: every file's hash
+    th, calibration = manifest["thresholds"], manifest.get("calibration")
     if not th.get("calibrated") or (calibration or {}).get("max_drop") != max_drop:
         log(f"calibrating on {calibration_samples} validation images (CIDEr drop <= {max_drop} points)")
         result = calibrate_bundle(bundle, max_drop, calibration_samples, progress=progress)

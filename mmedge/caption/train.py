@@ -32,7 +32,8 @@ from mmedge.errors import CheckpointError, ConfigError
 from mmedge.fileio import atomic_write
 from mmedge.models.config import from_dict, read_json
 from mmedge.train.losses import exit_weights, prefilter_loss
-from mmedge.train.trainer import lr_factor, optimizer_tensors, restore_optimizer, trim_metrics
+from mmedge.train.trainer import (append_metrics, lr_factor, optimizer_tensors, restore_optimizer,
+                                  trim_metrics)
 
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(CaptionConfig)} - {"task", "vocab_size", "version", "pad_id",
                                                                       "bos_id", "eos_id"}
@@ -227,8 +228,7 @@ class CaptionTrainer:
                 "prefilter_loss": pf.item()}
 
     def _log(self, row: dict) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_metrics(self.out_dir, row)
 
     def fit(self) -> dict:
         cfg = self.cfg

@@ -108,6 +108,12 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     torch.set_rng_state(tensors["rng.torch"])
 
 
+def append_metrics(out_dir: Path, row: dict) -> None:
+    """One row of OUT/metrics.jsonl."""
+    with open(Path(out_dir) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def trim_metrics(log: Path, step: int) -> None:
     """Drop metric rows logged after `step` (a resumed run logs them again)."""
     if log.exists():
@@ -270,8 +276,7 @@ class Trainer:
         return {f"val_acc_keep_{r:g}": accuracy_per_exit(run, r) for r in ratios}
 
     def _log(self, row: dict) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_metrics(self.out_dir, row)
 
     def fit(self) -> TrainResult:
         cfg = self.cfg
