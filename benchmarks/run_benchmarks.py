@@ -17,8 +17,9 @@ interrupted run resumes where it stopped (`--fresh` measures everything again):
   weights    weights once: every ONNX Runtime artifact's size against model.safetensors (this run's
              bundle), Engine load time and peak memory in fresh processes, the JavaScript runtime
              loading .onnx / .ort on onnxruntime-node and -web (benchmarks/onnx_weights.py's functions)
-  optimum    optimum-onnx against today's int8 (benchmarks/optimum_int8.py): run when optimum imports
-             here; otherwise its committed side-venv results, labelled as such with their commit date
+  optimum    optimum-onnx against today's int8 (benchmarks/optimum_int8.py): run here when optimum imports,
+             else in its side venv ($MMEDGE_OPTIMUM_VENV or ~/.venvs/mmedge-optimum; --setup-optimum makes
+             it), else its committed side-venv results, labelled as such with their commit date
   anchors    the cost model against published phone latencies (benchmarks/phone_anchors.py's run())
   costmodel  the cost model's error on this host's exported stages, and the MODELLED phone profiles
 
@@ -33,6 +34,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -203,7 +205,14 @@ def section_weights(bundle: Path, load_repeats: int) -> dict:
             "javascript": js, "before_embedded": before}
 
 
-def section_optimum(model_dir: Path, out: Path) -> dict:
+def optimum_venv() -> Path:
+    """The side venv optimum-onnx lives in (scripts/setup_optimum_venv.sh makes it)."""
+    return Path(os.environ.get("MMEDGE_OPTIMUM_VENV", Path.home() / ".venvs" / "mmedge-optimum")).expanduser()
+
+
+def section_optimum(model_dir: Path, out: Path, setup_venv: bool) -> dict:
+    """optimum_int8.py in this process when optimum imports here; else in its side venv (made first
+    with --setup-optimum); else the committed side-venv results, labelled as not of this run."""
     import optimum_int8
 
     missing = optimum_int8.optimum_available()
@@ -211,8 +220,19 @@ def section_optimum(model_dir: Path, out: Path) -> dict:
         log("optimum: optimum-onnx imports here: running benchmarks/optimum_int8.py (about a minute)")
         r = optimum_int8.run(model_dir, out / "optimum", log=log)
         return {"source": "measured in this run", "result": r}
+    venv = optimum_venv()
+    if not (venv / "bin" / "python").exists() and setup_venv:
+        log("optimum: making its side venv (scripts/setup_optimum_venv.sh: optimum-onnx from PyPI, ~15 s)")
+        subprocess.run(["bash", str(ROOT / "scripts" / "setup_optimum_venv.sh"), str(venv)], check=True)
+    if (venv / "bin" / "python").exists():
+        log("optimum: running benchmarks/optimum_int8.py in its side venv (about two minutes)")
+        subprocess.run([str(venv / "bin" / "python"), str(ROOT / "benchmarks" / "optimum_int8.py"),
+                        "--model", rel(model_dir), "--out", rel(out / "optimum")], cwd=ROOT, check=True)
+        r = json.loads((out / "optimum" / "optimum_int8.json").read_text())
+        return {"source": "measured in this run", "venv": "side venv (scripts/setup_optimum_venv.sh)", "result": r}
     f = ROOT / "benchmarks/results/optimum/optimum_int8.json"
-    log(f"optimum: not importable here ({missing.split(':')[0]}); using the committed side-venv results")
+    log(f"optimum: not importable here ({missing.split(':')[0]}) and no side venv (--setup-optimum makes one); "
+        "using the committed side-venv results")
     if not f.exists():
         return {"source": "not available", "reason": missing}
     return {"source": "committed side-venv run", "file": rel(f), "committed": committed(f), "reason": missing,
@@ -608,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--staging-rounds", type=int, help="default 25 (the staging ratios sit near their goals and "
                                                            "move between runs); quick 3")
     parser.add_argument("--load-repeats", type=int, help="fresh processes per artifact (default 7; quick 2)")
+    parser.add_argument("--setup-optimum", action="store_true",
+                        help="make optimum-onnx's side venv when it is missing (scripts/setup_optimum_venv.sh; "
+                             "needs PyPI) so that the optimum section is measured in this run")
     args = parser.parse_args(argv)
     q = args.quick
     samples, repeats = args.samples or (100 if q else 300), args.repeats or (2 if q else 3)
@@ -645,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": lambda: section_host(bundle, out, ledger, samples, repeats),
         "staging": lambda: section_staging(out, sq, sr),
         "weights": lambda: section_weights(bundle, load_repeats),
-        "optimum": lambda: section_optimum(model_dir, out),
+        "optimum": lambda: section_optimum(model_dir, out, args.setup_optimum),
         "anchors": lambda: section_anchors(out),
         "costmodel": lambda: section_costmodel(bundle, out),
     }

@@ -25,8 +25,10 @@ WEIGHT_TYPES = ("FLOAT", "FLOAT16", "BFLOAT16", "DOUBLE", "INT8", "UINT8")
 
 
 def strip_node_metadata(graph) -> None:
-    """Drop the exporter's per-node metadata (source locations, stack traces naming this machine's
-    paths), recursing into subgraphs: it outweighs a small stage's structure several times over."""
+    """Drop the exporter's metadata: per node (source locations, stack traces naming this machine's
+    paths) and per graph (torch.export's signature listing every parameter, about 8.7 KB a stage),
+    recursing into subgraphs: it outweighs a small stage's structure several times over."""
+    del graph.metadata_props[:]
     for node in graph.node:
         del node.metadata_props[:]
         for attribute in node.attribute:
@@ -59,7 +61,9 @@ def share_weights(folder: Path) -> Path | None:
     """Rewrite every ``*.onnx`` in `folder` to read its tensors from one shared ``weights.bin``.
 
     The graphs also drop their ``value_info`` (intermediate shapes the exporter and quantizer
-    recorded; onnxruntime infers them again): a tenth of a small int8 stage's bytes. Idempotent (graphs that already point at the file are read back and rewritten). Returns the
+    recorded; onnxruntime infers them again), a tenth of a small int8 stage's bytes, and the
+    exporter's metadata (`strip_node_metadata`). Idempotent (graphs that already point at the file
+    are read back and rewritten). Returns the
     weights file, or None when the folder has no graph. The graphs and the weights file are written
     to temporary names first and renamed into place."""
     onnx = require("onnx", "pip install onnx")
@@ -93,6 +97,7 @@ def share_weights(folder: Path) -> Path | None:
                     start, length = index[key]
                     _point_at(tensor, onnx, start, length)
     for path, model in models.items():
+        strip_node_metadata(model.graph)
         for graph in _graphs(model.graph):
             del graph.value_info[:]
         tmp = path.with_name(path.name + ".tmp")
