@@ -63,20 +63,24 @@ class DeviceProfile:
 # matmul factor of the repository's profiles come from published CPU latencies of standard
 # architectures (`python benchmarks/phone_anchors.py`, benchmarks/results/anchors/anchors.json
 # "recalibration"; a test keeps CALIBRATION equal to that file): the joint fit's efficiency of the
-# device's own SoC where it has anchors (Raspberry Pi 5; Galaxy S23 = Snapdragon 8 Gen 2), else the
-# transfer rule with the lowest leave-one-device-out error. Each entry carries the held-out median
-# error that applies to it, which every modelled figure states (anchor_statement).
+# device's own SoC where it has anchors (Raspberry Pi 5; Galaxy S23 = Snapdragon 8 Gen 2), else that of
+# its sibling SoCs (the same CPU core, or the neighbouring generation), judged by anchored sibling pairs
+# predicted from each other. Each entry carries the held-out median error that applies to it, which every
+# modelled figure states (anchor_statement).
 CALIBRATION: dict[str, dict] = {
-    "raspberry-pi-5": {"efficiency": 0.7058, "overhead_us": 12.5251, "matmul_factor": 0.3599, "anchors": 8,
-                       "error": 0.1057, "judged_by": "leave-one-out on its own anchors"},
-    "galaxy-s23": {"efficiency": 0.3715, "overhead_us": 12.5251, "matmul_factor": 0.3599, "anchors": 8,
-                   "error": 0.0825, "judged_by": "leave-one-out on the Snapdragon 8 Gen 2 anchors"},
-    "pixel-8": {"efficiency": 0.3, "overhead_us": 12.5251, "matmul_factor": 0.3599, "anchors": 0,
-                "error": 0.4397, "judged_by": "leave-one-device-out over the phone anchors"},
-    "pixel-7": {"efficiency": 0.3, "overhead_us": 12.5251, "matmul_factor": 0.3599, "anchors": 0,
-                "error": 0.4397, "judged_by": "leave-one-device-out over the phone anchors"},
-    "iphone-15": {"efficiency": 0.3, "overhead_us": 12.5251, "matmul_factor": 0.3599, "anchors": 0,
-                  "error": 0.4397, "judged_by": "leave-one-device-out over the phone anchors"},
+    "raspberry-pi-5": {"efficiency": 0.7369, "overhead_us": 12.9947, "matmul_factor": 0.2983, "anchors": 8,
+                      "error": 0.1199, "judged_by": "leave-one-out on its own anchors"},
+    "galaxy-s23": {"efficiency": 0.3883, "overhead_us": 12.9947, "matmul_factor": 0.2983, "anchors": 8,
+                  "error": 0.0782, "judged_by": "leave-one-out on the snapdragon-8-gen-2 anchors"},
+    "pixel-8": {"efficiency": 0.3, "overhead_us": 12.9947, "matmul_factor": 0.2983, "anchors": 0,
+               "error": 0.3259, "judged_by": "leave-one-device-out over the phone anchors",
+               "transfer": "assumed+shared", "siblings": ["snapdragon-8-gen-2"]},
+    "pixel-7": {"efficiency": 0.3, "overhead_us": 12.9947, "matmul_factor": 0.2983, "anchors": 0,
+               "error": 0.3259, "judged_by": "leave-one-device-out over the phone anchors",
+               "transfer": "assumed+shared", "siblings": ["snapdragon-8-gen-2"]},
+    "iphone-15": {"efficiency": 0.3, "overhead_us": 12.9947, "matmul_factor": 0.2983, "anchors": 0,
+                 "error": 0.3259, "judged_by": "leave-one-device-out over the phone anchors",
+               "transfer": "assumed+shared", "siblings": ["apple-m1", "apple-m3"]},
 }
 ANCHOR_GOAL = 0.25  # median absolute error against real phones (issue #18)
 
@@ -128,6 +132,21 @@ PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (
     _phone("snapdragon-8-gen-2-4t", "Snapdragon 8 Gen 2 (SM8550-AB), 4 threads on the X3 and three A715/A710",
            "as snapdragon-8-gen-2; peak per core is the mean of 1x X3 (32 FLOP/cycle x 3.2 GHz) and 3x A715/A710 "
            "(16 x 2.8 GHz)", (32 * 3.2 + 3 * 16 * 2.8) / 4 / 3.2, 3.2, 67.0, cores=4),
+    # Siblings of the repository's phones that have no published latency of their own: the same CPU core
+    # (RK3588's Cortex-A76 = the Raspberry Pi 5's) or the neighbouring generation (Apple M1 / M3 P-cores
+    # around the A16's; Snapdragon 888's Cortex-X1 = the Pixel 7's, two generations before the X3).
+    _phone("rk3588", "Rockchip RK3588, 1 thread on a Cortex-A76 at 2.4 GHz",
+           "RK3588: 4x Cortex-A76 2.4 GHz, 4x A55 1.8 GHz; LPDDR4X-4224 64-bit, 33.8 GB/s", 16, 2.4, 33.8),
+    _phone("rk3588-4t", "Rockchip RK3588, 4 threads on the Cortex-A76 cores at 2.4 GHz", "as rk3588", 16, 2.4, 33.8,
+           cores=4),
+    _phone("apple-m1", "Apple M1, 1 thread on a Firestorm performance core at 3.2 GHz",
+           "Apple M1: 4 Firestorm P-cores 3.2 GHz, 4 E-cores; LPDDR4X-4266 128-bit, 68.3 GB/s", 32, 3.2, 68.3),
+    _phone("apple-m3", "Apple M3, 1 thread on a performance core at 4.05 GHz",
+           "Apple M3: 4 P-cores 4.05 GHz, 4 E-cores; LPDDR5-6400 128-bit, 102.4 GB/s", 32, 4.05, 102.4),
+    _phone("snapdragon-888-4t", "Snapdragon 888, 8 threads on the big cores (1x Cortex-X1 2.84 GHz, 3x A78 2.42 GHz)",
+           "Snapdragon 888: 1x Cortex-X1 2.84 GHz, 3x A78 2.42 GHz, 4x A55 1.8 GHz; LPDDR5-3200 64-bit, 51.2 GB/s; "
+           "peak per core is the mean of 1x X1 (32 FLOP/cycle x 2.84 GHz) and 3x A78 (16 x 2.42 GHz)",
+           (32 * 2.84 + 3 * 16 * 2.42) / 4 / 2.84, 2.84, 51.2, cores=4),
 )}
 PROFILES["pixel"] = PROFILES["pixel-8"]  # the newest Pixel profile
 
@@ -142,9 +161,10 @@ def anchor_statement(profile: str) -> str:
         return (f"calibrated on {cal['anchors']} published CPU latencies of its SoC (convolutional networks and "
                 f"one ViT): median error {cal['error']:.0%} held out ({cal['judged_by']}; goal "
                 f"{ANCHOR_GOAL:.0%}: {met}); never checked on mmedge's own stages")
-    return (f"no published latency on this device: values transferred from the other devices' anchors, median "
-            f"error {cal['error']:.0%} held out ({cal['judged_by']}; goal {ANCHOR_GOAL:.0%}: {met}); never "
-            "checked on mmedge's own stages")
+    source = (f"efficiency of its sibling {' and '.join(cal['siblings'])}" if cal.get("transfer") == "sibling" else
+              "values transferred from the other devices' anchors")
+    return (f"no published latency on this device: {source}, median error {cal['error']:.0%} held out "
+            f"({cal['judged_by']}; goal {ANCHOR_GOAL:.0%}: {met}); never checked on mmedge's own stages")
 
 
 def profile(name: str) -> DeviceProfile:
