@@ -253,15 +253,25 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=None, help="finished units are cached here (default runs/attention-efficiency)")
     parser.add_argument("--threads", type=int, help="torch threads for training (default 2; on a machine "
                         "another process keeps busy, 2 threads wait on each other: use 1)")
+    parser.add_argument("--dim", type=int, help="model width (default 128, the shipped model's; heads stay 4): "
+                        "attention's share of the cost grows as the width shrinks")
+    parser.add_argument("--patches", help="comma-separated patch sizes to run (default 16,8,4 = 36, 144, 576 tokens)")
     args = parser.parse_args(argv)
     plan = json.loads(json.dumps(QUICK if args.quick else FULL))
     if args.threads:
         plan["threads"] = args.threads
+    if args.dim:
+        plan["model"]["dim"] = args.dim
+    if args.patches:
+        plan["patches"] = [int(x) for x in args.patches.split(",")]
     plan["steps"] = {int(k): v for k, v in plan["steps"].items()}
     out = Path(args.out)
-    work = Path(args.work) if args.work else ROOT / "runs" / ("attention-efficiency" + ("-quick" if args.quick else ""))
+    suffix = ("-quick" if args.quick else "") + (f"-dim{args.dim}" if args.dim else "")
+    work = Path(args.work) if args.work else ROOT / "runs" / ("attention-efficiency" + suffix)
     command = " ".join(["python", "benchmarks/attention_efficiency.py", *(["--quick"] if args.quick else []),
-                        *([f"--threads {args.threads}"] if args.threads else [])])
+                        *([f"--threads {args.threads}"] if args.threads else []),
+                        *([f"--dim {args.dim}"] if args.dim else []), *([f"--patches {args.patches}"] if args.patches else []),
+                        *([f"--out {_rel(out)}"] if args.out != parser.get_default("out") else [])])
     started = time.perf_counter()
     from mmedge.bench.machine import describe
 

@@ -227,7 +227,8 @@ def section_optimum(model_dir: Path, out: Path, setup_venv: bool) -> dict:
     if (venv / "bin" / "python").exists():
         log("optimum: running benchmarks/optimum_int8.py in its side venv (about two minutes)")
         subprocess.run([str(venv / "bin" / "python"), str(ROOT / "benchmarks" / "optimum_int8.py"),
-                        "--model", rel(model_dir), "--out", rel(out / "optimum")], cwd=ROOT, check=True)
+                        "--model", rel(model_dir), "--out", rel(out / "optimum")], cwd=ROOT, check=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
         r = json.loads((out / "optimum" / "optimum_int8.json").read_text())
         return {"source": "measured in this run", "venv": "side venv (scripts/setup_optimum_venv.sh)", "result": r}
     f = ROOT / "benchmarks/results/optimum/optimum_int8.json"

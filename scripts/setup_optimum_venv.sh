@@ -9,4 +9,4 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv --system-site-packages "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "optimum-onnx==0.1.0"
-"$VENV/bin/python" -c "import optimum.onnxruntime, mmedge; print('optimum venv ready:', '$VENV')"
+(cd / && "$VENV/bin/python" -c "import optimum.onnxruntime, onnxruntime, torch; print('optimum venv ready:', '$VENV')")

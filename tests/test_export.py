@@ -100,6 +100,43 @@ def test_int8_is_smaller_and_its_accuracy_change_is_reported(bundle):
         parity = _artifact(manifest, target, fmt, "int8")["parity"]
         errs = [s["logits_max_abs_err"] for p in parity["by_keep_ratio"].values() for s in p["stages"]]
         assert 0 < max(errs) < 1.0  # int8 really changes the numbers, within reason
+    ops = {op for s in _artifact(manifest, "onnx", "onnx", "int8")["stages"].values() for op in s["ops"]}
+    assert "MatMulInteger" in ops and "ConvInteger" not in ops  # convolutions compute in fp32 (int8 bytes on disk)
+
+
+def test_conv_weights_are_stored_int8_and_fold_back_for_ort_format(tmp_path):
+    """A Conv's weight becomes int8 per output channel behind a DequantizeLinear (a quarter of the bytes,
+    the convolution in fp32); folding it back (as the ORT-format conversion does) gives the same numbers."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mmedge.export.onnx_target import fold_weight_dequantize, store_conv_weights_int8
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    w[5] = 0.0  # a channel of zeros keeps a usable scale
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "q" / "conv.onnx"
+    path.parent.mkdir()
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = {"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)}
+    fp32 = ort.InferenceSession(str(path)).run(None, x)[0]
+    store_conv_weights_int8(path)
+    model = onnx.load(str(path))
+    assert [n.op_type for n in model.graph.node] == ["DequantizeLinear", "Conv"]
+    stored = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert stored["w_int8"].dtype == np.int8 and np.abs(stored["w_int8"]).max() == 127
+    assert stored["w_scale"].shape == (8,) and stored["w_scale"][5] == 1.0
+    int8 = ort.InferenceSession(str(path)).run(None, x)[0]
+    assert 0 < np.abs(int8 - fp32).max() < 0.05 * np.abs(fp32).max()  # weight rounding only
+    (tmp_path / "f").mkdir()
+    folded = fold_weight_dequantize(path.parent, tmp_path / "f") / "conv.onnx"
+    assert [n.op_type for n in onnx.load(str(folded)).graph.node] == ["Conv"]
+    np.testing.assert_allclose(ort.InferenceSession(str(folded)).run(None, x)[0], int8, rtol=1e-6, atol=1e-6)
 
 
 def test_coreml_structure_is_checked_and_parity_says_not_run(bundle):

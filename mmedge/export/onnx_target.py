@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -81,12 +83,23 @@ def mobile_usability(path: Path) -> dict:
             "dynamic_input_notes": dynamic}
 
 
-def convert_to_ort(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
+def convert_to_ort(onnx_path: Path, out_dir: Path, fold_dequantize: bool = False) -> dict[str, Path]:
     """onnxruntime's ORT-format converter on a folder of stage files or one file, run in this process
     (a child process would outlive a killed export and go on writing). ORT format has no external
-    data: each .ort file holds its own weights."""
+    data: each .ort file holds its own weights. With `fold_dequantize`, constant weights behind a
+    DequantizeLinear are folded to fp32 first (an ORT-format session cannot fold them at load)."""
     converter = require("onnxruntime.tools.convert_onnx_models_to_ort", INSTALL)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        if fold_dequantize:
+            onnx_path = fold_weight_dequantize(onnx_path, Path(tmp))
+        _convert(converter, onnx_path, out_dir)
+    for extra in out_dir.glob("*.config"):  # the reduced-build op config: not needed at run time
+        extra.unlink()
+    return {p.stem: p for p in sorted(out_dir.glob("*.ort"))}
+
+
+def _convert(converter, onnx_path: Path, out_dir: Path) -> None:
     try:
         with quiet():
             converter.convert_onnx_models_to_ort(onnx_path, output_dir=out_dir,
@@ -95,9 +108,34 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
         from mmedge.errors import ExportError
         raise ExportError(f"ORT format conversion of {onnx_path.name} failed: {type(exc).__name__}: "
                           f"{str(exc)[:2000]}") from exc
-    for extra in out_dir.glob("*.config"):  # the reduced-build op config: not needed at run time
-        extra.unlink()
-    return {p.stem: p for p in sorted(out_dir.glob("*.ort"))}
+
+
+def fold_weight_dequantize(src: Path, out: Path) -> Path:
+    """Copies of the stage file(s) at `src` (a file or a folder) in `out`, self-contained, with every
+    DequantizeLinear of a constant int8 weight replaced by the fp32 weight it computes."""
+    onnx = require("onnx", INSTALL)
+    numpy_helper = require("onnx.numpy_helper", INSTALL)
+    import numpy as np
+
+    for path in sorted(src.glob("*.onnx")) if src.is_dir() else [src]:
+        model = onnx.load(str(path), load_external_data=True)
+        graph = model.graph
+        inits = {t.name: t for t in graph.initializer}
+        for node in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]:
+            q, scale = (numpy_helper.to_array(inits[i]).astype(np.float32) for i in node.input[:2])
+            zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) if len(node.input) > 2 else 0.0
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * q.ndim
+            if np.ndim(scale):
+                shape[axis] = -1
+            w = (q - np.reshape(zero, shape)) * np.reshape(scale, shape)
+            graph.node.remove(node)
+            graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), node.output[0]))
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        for t in [t for t in graph.initializer if t.name not in used and t.name in inits]:
+            graph.initializer.remove(t)
+        onnx.save_model(model, str(out / path.name), save_as_external_data=False)
+    return out if src.is_dir() else out / src.name
 
 
 def weight_nodes(path: Path) -> list[str]:
@@ -112,14 +150,53 @@ def weight_nodes(path: Path) -> list[str]:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """onnxruntime dynamic quantization of the weight MatMul/Gemm/Conv nodes: int8 weights per
-    channel, activations quantized at run time (MatMulInteger, ConvInteger). Attention's
-    activation-by-activation products stay fp32; so do embeddings, norms and biases."""
+    """onnxruntime dynamic quantization of the weight MatMul/Gemm nodes: int8 weights per channel,
+    activations quantized at run time (MatMulInteger). Attention's activation-by-activation products
+    stay fp32; so do embeddings, norms and biases. Convolution weights are stored int8 too, but the
+    convolution computes in fp32 (`store_conv_weights_int8`)."""
     quant = require("onnxruntime.quantization", INSTALL)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with quiet():
-        quant.quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm", "Conv"], per_channel=True,
+        quant.quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                                nodes_to_quantize=weight_nodes(src), weight_type=quant.QuantType.QInt8)
+    store_conv_weights_int8(dst)
+
+
+def store_conv_weights_int8(path: Path) -> None:
+    """Rewrite every Conv's constant fp32 weight as int8 per output channel (symmetric, zero point 0)
+    behind a DequantizeLinear. ONNX Runtime's CPU ConvInteger (the dynamic quantizer's form) ran the
+    patch stem slower than fp32 and added activation rounding (measured in
+    benchmarks/results/optimum/); this keeps the int8 bytes on disk and the fp32 convolution."""
+    onnx = require("onnx", INSTALL)
+    numpy_helper = require("onnx.numpy_helper", INSTALL)
+    import numpy as np
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    dequantize = []
+    for node in graph.node:
+        name = node.input[1] if node.op_type == "Conv" and len(node.input) > 1 else None
+        if name not in inits or inits[name].data_type != onnx.TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(inits.pop(name))
+        graph.initializer.remove(next(t for t in graph.initializer if t.name == name))
+        scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0  # (out_channels,)
+        scale[scale == 0] = 1.0
+        q = np.clip(np.round(w / scale.reshape(-1, *[1] * (w.ndim - 1))), -127, 127).astype(np.int8)
+        graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
+                                  numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
+                                  numpy_helper.from_array(np.zeros(w.shape[0], np.int8), f"{name}_zero_point")])
+        dequantize.append(onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale",
+                                                                     f"{name}_zero_point"], [name], axis=0,
+                                                name=f"{name}_DequantizeLinear"))
+    if dequantize:  # the dequantized weights come first (the graph stays in topological order)
+        nodes = [*dequantize, *(onnx.NodeProto.FromString(n.SerializeToString()) for n in graph.node)]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        tmp = path.with_name(path.name + ".tmp")
+        onnx.save_model(model, str(tmp))
+        os.replace(tmp, path)
 
 
 def export(model: AdaptiveVLModel, specs: list[StageSpec], root: Path, recipe: ExportRecipe,
@@ -150,7 +227,7 @@ def export(model: AdaptiveVLModel, specs: list[StageSpec], root: Path, recipe: E
                           "stages": stages})
         if recipe.ort_format:
             log(f"  onnx: ORT format ({precision})")
-            ort_files = convert_to_ort(folder, root / "ort" / precision)
+            ort_files = convert_to_ort(folder, root / "ort" / precision, fold_dequantize=precision == "int8")
             missing = [s.name for s in specs if s.name not in ort_files]
             if missing:
                 from mmedge.errors import ExportError

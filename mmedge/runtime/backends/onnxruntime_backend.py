@@ -17,6 +17,10 @@ class OnnxRuntimeSession:
     def __init__(self, files: dict[str, Path], threads: int | None = None) -> None:
         ort = require("onnxruntime", INSTALL)
         options = ort.SessionOptions()
+        # int8 bundles store convolution weights int8 behind DequantizeLinear (mmedge.export.onnx_target
+        # store_conv_weights_int8): let onnxruntime fold them into fp32 weights once, at load, instead of
+        # dequantizing on every call (its default keeps DequantizeLinear for QDQ fusion; these graphs have none)
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -333,7 +333,12 @@ export class Engine {
       const bytes = files.get(path);
       if (!bytes) throw new BundleError(`${label} names ${path}, which is not a listed file; export the bundle again`);
       const external = plan!.weights.get(path);
-      let sessionOptions = options.sessionOptions;
+      // int8 bundles store convolution weights int8 behind DequantizeLinear: fold them into fp32 weights
+      // once, at load, rather than on every call (onnxruntime keeps DequantizeLinear for QDQ fusion by
+      // default; these graphs have none). The caller's own `extra` settings come on top.
+      const extra = { ...(options.sessionOptions?.extra ?? {}) } as Record<string, unknown>;
+      extra.session = { disable_quant_qdq: "1", ...((extra.session as Record<string, unknown>) ?? {}) };
+      let sessionOptions: InferenceSession.SessionOptions = { ...(options.sessionOptions ?? {}), extra };
       if (external !== undefined) {
         const data = files.get(external);
         if (!data) throw new BundleError(`${label} reads ${external}, which is not a listed file; export the bundle again`);
