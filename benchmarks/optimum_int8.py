@@ -57,8 +57,8 @@ MB = 1e6
 # Variant name -> what it is (the order of the tables).
 VARIANTS = {
     "fp32": "mmedge export, fp32 (reference)",
-    "int8_today": "today's int8: mmedge export (quantize_dynamic, per channel, weight MatMul/Gemm named; "
-                  "the exit heads' Gemms stay fp32)",
+    "int8_today": "today's int8: mmedge export (quantize_dynamic, per channel, the weight MatMul/Gemm nodes; "
+                  "convolution weights int8 behind DequantizeLinear, computed in fp32)",
     "int8_optimum_arm64": "optimum ORTQuantizer, AutoQuantizationConfig.arm64(is_static=False, per_channel=True)",
     "int8_optimum_arm64_weights": "optimum arm64 preset, weight MatMuls only (attention products excluded)",
     "fp32_optimum_O2": "optimum ORTOptimizer, AutoOptimizationConfig.O2() (stand-in BertConfig)",
@@ -273,6 +273,7 @@ def sessions(files: dict[str, Path], threads: int = 1) -> list:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.disable_quant_qdq", "1")  # as the Engine (folds weight-only DQ)
     return [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in files.values()]
 
 

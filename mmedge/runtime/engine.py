@@ -351,6 +351,7 @@ class Engine:
         if policy.kind == "latency_budget" and any(self.stage_ms(n) is None for n in names):
             self.warm_up(3, ratio)
         needs_max_prob, needs_times = policy.kind == "max_probability", policy.kind == "latency_budget"
+        needs_answers = policy.kind == "patience"  # the others read only the final exit's answer
         t_start = time.perf_counter()
         feeds = self.preprocess(image, text)
         timings = {"preprocess": (time.perf_counter() - t_start) * 1e3}
@@ -365,11 +366,10 @@ class Engine:
                 first, mask = out, out["attention_mask"]
             timings[names[i]] = ms
             state.elapsed_ms += ms
-            logits = out["logits"].reshape(-1)
-            state.answers.append(int(logits.argmax()))
-            state.confidences.append(float(np.asarray(out["confidence"]).reshape(-1)[0]))
-            # only the policies that read them pay for the max probability and the stage-time lookup
-            state.max_probabilities.append(softmax_max(logits) if needs_max_prob else math.nan)
+            # only the policies that read them pay for the answers, the max probability and the stage-time lookup
+            state.answers.append(int(out["logits"].argmax()) if needs_answers else -1)
+            state.confidences.append(float(np.asarray(out["confidence"]).item()))
+            state.max_probabilities.append(softmax_max(out["logits"].reshape(-1)) if needs_max_prob else math.nan)
             nxt = self.stage_ms(names[i + 1]) if needs_times and i + 1 < len(names) else None
             if should_stop(policy, state, len(names), nxt):
                 break
@@ -381,6 +381,7 @@ class Engine:
                     mask = np.ascontiguousarray(first["attention_mask"][:, :keep])
                     names[i + 1:] = self._text_stages
                     dropped_after = i
+        state.answers[-1] = int(out["logits"].argmax())
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         exit_index = len(state.answers) - 1
         if not needs_max_prob:
