@@ -2,9 +2,9 @@
 
     # optimum-onnx 0.1.0 pins transformers<4.58 (so huggingface_hub 0.36, tokenizers 0.22): keep it out of
     # the main environment, in a venv that still sees its torch 2.13 / onnx / onnxruntime 1.32
-    python -m venv --system-site-packages ~/.venvs/mmedge-optimum
-    ~/.venvs/mmedge-optimum/bin/pip install optimum-onnx==0.1.0
+    bash scripts/setup_optimum_venv.sh                                 # ~/.venvs/mmedge-optimum, ~15 s
     ~/.venvs/mmedge-optimum/bin/python benchmarks/optimum_int8.py      # about a minute on 2 cores
+    python benchmarks/run_benchmarks.py --sections optimum             # the same, from the main environment
 
 Without optimum importable the script says so and writes nothing (exit 0).
 
