@@ -17,8 +17,10 @@ The model fitted to the anchors (the "joint" fit, least squares on log(modelled 
                 (benchncnn enables them; ncnn picks F(6,3) / F(4,3) / F(2,3) by channel counts)
 It is judged by leave-one-out error (every anchor predicted by a fit that did not see it) and, for the
 repository profiles that have no anchor of their own, by leave-one-device-out error (every SoC's anchors
-predicted from the other SoCs' fit). The two models fitted before (one efficiency and overhead shared by
-all, or both per profile) are refitted and judged the same way, on the same anchors, for comparison.
+predicted from the other SoCs' fit) and by sibling checks (anchored SoCs with the same CPU core, or the
+neighbouring generation, predicted from each other: how well a sibling's efficiency carries over).
+The two models fitted before (one efficiency and overhead shared by all, or both per profile) are
+refitted and judged the same way, on the same anchors, for comparison.
 Output: anchors.json, anchors.md, anchors.png; `run()` returns the result (benchmarks/run_benchmarks.py).
 
 fp16 anchors (ncnn on ARMv8.2 cores computes in fp16) are modelled at twice the fp32 peak and half
@@ -52,7 +54,8 @@ GOAL = 0.25  # median absolute error on the phones (issue #18)
 # the assumption every phone profile carried before these anchors (mmedge/bench/costmodel.py history)
 ASSUMED = {"efficiency": 0.30, "overhead_us": 4.0}
 # the repository's profiles and the anchor profile whose fitted efficiency stands in for each: the same
-# SoC; None = no anchor on this device: it takes a sibling's (SIBLINGS)
+# SoC; None = no anchor on this device: its sibling SoCs' efficiency (SIBLINGS) or the rule from the other
+# devices, whichever is judged better held out (`recalibration`)
 TRANSFER = {"raspberry-pi-5": "raspberry-pi-5", "galaxy-s23": "snapdragon-8-gen-2", "pixel-8": None,
             "pixel-7": None, "iphone-15": None}
 # a repository profile without anchors -> (the one-thread anchor profiles of its sibling SoCs, whose fitted

@@ -63,10 +63,11 @@ class DeviceProfile:
 # matmul factor of the repository's profiles come from published CPU latencies of standard
 # architectures (`python benchmarks/phone_anchors.py`, benchmarks/results/anchors/anchors.json
 # "recalibration"; a test keeps CALIBRATION equal to that file): the joint fit's efficiency of the
-# device's own SoC where it has anchors (Raspberry Pi 5; Galaxy S23 = Snapdragon 8 Gen 2), else that of
-# its sibling SoCs (the same CPU core, or the neighbouring generation), judged by anchored sibling pairs
-# predicted from each other. Each entry carries the held-out median error that applies to it, which every
-# modelled figure states (anchor_statement).
+# device's own SoC where it has anchors (Raspberry Pi 5; Galaxy S23 = Snapdragon 8 Gen 2); else whichever
+# transfer has the lower held-out error: its sibling SoCs' efficiency (judged by anchored sibling pairs
+# predicted from each other) or the rule from the other devices (judged leave-one-device-out; the one
+# taken today). Each entry carries the held-out median error that applies to it, which every modelled
+# figure states (anchor_statement).
 CALIBRATION: dict[str, dict] = {
     "raspberry-pi-5": {"efficiency": 0.7369, "overhead_us": 12.9947, "matmul_factor": 0.2983, "anchors": 8,
                       "error": 0.1199, "judged_by": "leave-one-out on its own anchors"},
@@ -80,7 +81,7 @@ CALIBRATION: dict[str, dict] = {
                "transfer": "assumed+shared", "siblings": ["snapdragon-8-gen-2"]},
     "iphone-15": {"efficiency": 0.3, "overhead_us": 12.9947, "matmul_factor": 0.2983, "anchors": 0,
                  "error": 0.3259, "judged_by": "leave-one-device-out over the phone anchors",
-               "transfer": "assumed+shared", "siblings": ["apple-m1", "apple-m3"]},
+                 "transfer": "assumed+shared", "siblings": ["apple-m1", "apple-m3"]},
 }
 ANCHOR_GOAL = 0.25  # median absolute error against real phones (issue #18)
 

@@ -63,9 +63,8 @@ def share_weights(folder: Path) -> Path | None:
     The graphs also drop their ``value_info`` (intermediate shapes the exporter and quantizer
     recorded; onnxruntime infers them again), a tenth of a small int8 stage's bytes, and the
     exporter's metadata (`strip_node_metadata`). Idempotent (graphs that already point at the file
-    are read back and rewritten). Returns the
-    weights file, or None when the folder has no graph. The graphs and the weights file are written
-    to temporary names first and renamed into place."""
+    are read back and rewritten). Returns the weights file, or None when the folder has no graph.
+    The graphs and the weights file are written to temporary names first and renamed into place."""
     onnx = require("onnx", "pip install onnx")
     numpy_helper = require("onnx.numpy_helper", "pip install onnx")
     files = sorted(folder.glob("*.onnx"))
