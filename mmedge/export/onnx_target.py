@@ -90,9 +90,10 @@ def convert_to_ort(onnx_path: Path, out_dir: Path, fold_dequantize: bool = False
     DequantizeLinear are folded to fp32 first (an ORT-format session cannot fold them at load)."""
     converter = require("onnxruntime.tools.convert_onnx_models_to_ort", INSTALL)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
-        if fold_dequantize:
-            onnx_path = fold_weight_dequantize(onnx_path, Path(tmp))
+    if fold_dequantize:
+        with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+            _convert(converter, fold_weight_dequantize(onnx_path, Path(tmp)), out_dir)
+    else:
         _convert(converter, onnx_path, out_dir)
     for extra in out_dir.glob("*.config"):  # the reduced-build op config: not needed at run time
         extra.unlink()
