@@ -522,8 +522,9 @@ def markdown(s: dict) -> str:
                   f"{j['overhead_us']:.1f} us, matmul factor {j['matmul_factor']:.3f}, Winograd share "
                   f"{j['winograd_share']:.2f} shared. Median absolute error; *LOO*: each anchor predicted by the fit "
                   "without it; *LODO*: each device from the other devices only (the transfer rule also chosen "
-                  "without it); profiles without anchors take a sibling SoC's efficiency, judged by the sibling "
-                  "checks. Details: `benchmarks/results/anchors/anchors.md`.", "",
+                  "without it); profiles without anchors take their sibling SoCs' efficiency or the rule from the "
+                  "other devices, whichever has the lower held-out error. Details: "
+                  "`benchmarks/results/anchors/anchors.md`.", "",
                   tabulate(rows, ["profile", "anchors", "before (0.30, 4 us)", "joint LOO", "LODO"], tablefmt="github", disable_numparse=True), ""]
         rrows = [[k, v["efficiency"], v["overhead_us"], v["matmul_factor"], f"{v['median_abs_error']:.0%}", v["judged_by"]]
                  for k, v in a["recalibration"].items()]

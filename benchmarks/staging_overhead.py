@@ -19,7 +19,8 @@ Every variant preprocesses its query just before its stages, outside the timed r
 calls untimed, the Engine as part of predict, its figure being its total minus its own preprocessing
 time (`timings_ms`), i.e. the stages plus the controller's Python. (Feeding the bare calls arrays
 preprocessed once in advance, as this script first did, let them start with their inputs hot in cache
-and charged that to the Engine: its Python costs about 5 us a query with the stages stubbed out.) Reported: median per-query ms [p10-p90] and each variant's median over the
+and charged that to the Engine: its Python costs about 5 us a query with the stages stubbed out.)
+Reported: median per-query ms [p10-p90] and each variant's median over the
 bare graph's, computed per round then summarised (median and range over rounds).
 """
 
@@ -61,7 +62,6 @@ def measure(queries: int, rounds: int) -> dict:
     stages = [ort.InferenceSession(str(BUNDLE / art["stages"][n]["file"]), options, providers=["CPUExecutionProvider"])
               for n in names]
     samples = generate("vqa", 0, "test", range(queries), auto.image_size)
-    feeds = [auto.preprocess(s.image, s.text) for s in samples]
     full_policy, calibrated = Policy("full"), Policy("confidence", threshold=threshold)
 
     def bare_graph(f, t):
@@ -81,34 +81,34 @@ def measure(queries: int, rounds: int) -> dict:
         return (time.perf_counter() - t0) * 1e3
 
     def engine(e, policy):
-        def run(f, _t, s):
+        def run(s):
             p = e.predict(s.image, s.text, policy=policy, keep_ratio=ratio)
             return p.timings_ms["total"] - p.timings_ms["preprocess"]
         return run
 
-    def fresh(bare):
+    def fresh(bare, t):
         # the Engine preprocesses every query just before its (timed) stages; the bare calls do the same,
         # untimed, so that both start from the same cache state (reused input arrays stay hot in cache)
-        return lambda f, s: bare(auto.preprocess(s.image, s.text), s)
+        return lambda s: bare(auto.preprocess(s.image, s.text), t)
 
     variants = {
-        "full depth: bare graph": fresh(lambda f, s: bare_graph(f, 2.0)),
-        "full depth: bare stages": fresh(lambda f, s: bare_stages(f, 2.0)),
-        "full depth: Engine staged": (lambda f, s: engine(staged, full_policy)(f, 2.0, s)),
-        "calibrated: bare graph": fresh(lambda f, s: bare_graph(f, threshold)),
-        "calibrated: bare stages": fresh(lambda f, s: bare_stages(f, threshold)),
-        "calibrated: Engine auto (in-graph)": (lambda f, s: engine(auto, calibrated)(f, threshold, s)),
-        "calibrated: Engine staged": (lambda f, s: engine(staged, calibrated)(f, threshold, s)),
+        "full depth: bare graph": fresh(bare_graph, 2.0),
+        "full depth: bare stages": fresh(bare_stages, 2.0),
+        "full depth: Engine staged": engine(staged, full_policy),
+        "calibrated: bare graph": fresh(bare_graph, threshold),
+        "calibrated: bare stages": fresh(bare_stages, threshold),
+        "calibrated: Engine auto (in-graph)": engine(auto, calibrated),
+        "calibrated: Engine staged": engine(staged, calibrated),
     }
-    for f, s in zip(feeds[:10], samples[:10]):  # warm-up
+    for s in samples[:10]:  # warm-up
         for run in variants.values():
-            run(f, s)
+            run(s)
     times: dict[str, list[list[float]]] = {k: [] for k in variants}
     for _ in range(rounds):
         per_round = {k: [] for k in variants}
-        for f, s in zip(feeds, samples):
+        for s in samples:
             for k, run in variants.items():  # every variant on the same query, back to back
-                per_round[k].append(run(f, s))
+                per_round[k].append(run(s))
         for k, v in per_round.items():
             times[k].append(v)
     out = {}
