@@ -24,7 +24,8 @@ thread pools never mix between cells), one process at a time:
 
 Speed-ups are ratios of medians measured in this same run. Re-running with the same settings
 resumes: every finished unit keeps its result (benchmark_result.json in its folder under --work,
-keyed by its exact settings) and is not run again. Writes attention_efficiency.{json,md,png} into --out.
+keyed by its exact settings and a hash of the source it runs: mmedge/models, train and data for
+training, mmedge/export and runtime for the export) and is not run again. Writes attention_efficiency.{json,md,png} into --out.
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def in_subprocess(plan: dict, fn, *args):
         return fn(*args)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
+
+
+def source_hash(*packages: str) -> str:
+    """sha256 of every .py file under the given mmedge subpackages: a unit's key changes with its code."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((ROOT / "mmedge" / package).rglob("*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _rel(path) -> str:
@@ -275,6 +287,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     from mmedge.bench.machine import describe
 
+    train_code, export_code = source_hash("models", "train", "data"), source_hash("export", "runtime")
     cells: dict[str, dict] = {}
     for patch in plan["patches"]:
         budget = None
@@ -283,7 +296,7 @@ def main(argv=None) -> int:
             key_plan = {k: v for k, v in plan.items() if k not in ("latency_runs", "latency_warmup", "targets",
                                                                  "parity_samples")}
             key = {"unit": "train", "variant": variant, "patch": patch, "plan": json.dumps(key_plan, sort_keys=True),
-                   "budget_s": budget}
+                   "budget_s": budget, "code": train_code}
             steps = plan["steps"][patch]
             print(f"train {variant} at patch {patch} px ...", flush=True)
             tr = cached(d / "train", key, lambda: in_subprocess(plan, train_unit, variant, patch, plan, str(d / "train"),
@@ -291,7 +304,7 @@ def main(argv=None) -> int:
             if variant == "full":
                 budget = tr["train_s_total"]
             print(f"export {variant} at patch {patch} px ...", flush=True)
-            ekey = {"unit": "export", "train": key, "train_s": tr["train_s_total"], "targets": plan["targets"],
+            ekey = {"unit": "export", "train": key, "train_s": tr["train_s_total"], "targets": plan["targets"], "code": export_code,
                     "runs": plan["latency_runs"], "warmup": plan["latency_warmup"], "parity": plan["parity_samples"]}
             ex = cached(d / "export", ekey, lambda: in_subprocess(plan, export_unit, str(d / "train" / "model"),
                                                                   str(d / "export" / "bundle.mmedge"), plan))

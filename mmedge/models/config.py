@@ -30,7 +30,7 @@ class ModelConfig:
     dropout: float = 0.0              # dropout in attention and MLP
     attention: str = "full"           # attention variant (see mmedge.models.attention.ATTENTION)
     attention_rank: int = 16          # lowrank: at most this many visual landmarks (segment means)
-    attention_window: int = 8         # crossmodal: visual block size; a visual token sees 3 blocks
+    attention_window: int = 24        # crossmodal: visual block size; a visual token sees its own block
     exit_layers: list[int] | None = None  # 0-based layers followed by an exit; None = every layer
     exit_pool: str = "cls"            # exit heads read: cls = the [CLS] token; text = mean of [CLS] + text
     text_film: bool = False           # FiLM: pooled text scales/shifts visual tokens before the layers
