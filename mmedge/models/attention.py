@@ -14,7 +14,7 @@ analysis read: attention probabilities of shape (B, nh, Q, T) over the T keys, r
 whose first 1 + L rows are the queries [CLS] and text. ``full`` returns every row (Q = T, as it always
 has); the efficient variants return only those 1 + L rows (Q = 1 + L), as exact distributions over
 the original tokens: those are the rows the loss needs, and the only ones every variant can give
-without rebuilding a T x T matrix (a visual query in ``crossmodal`` sees only its window). Nothing
+without rebuilding a T x T matrix (a visual query in ``crossmodal`` sees only its block). Nothing
 in an exported stage uses ``probs``, and the exporters drop it as dead code.
 
 The efficient variants have no parameters of their own (the same ``qkv`` and ``proj`` as ``full``),
@@ -58,8 +58,8 @@ class FullAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (scaled by hd ** -0.5), k, v, each (B * nh, T, hd). Attention is written with 3-D
         ``bmm`` throughout: a 4-D ``@`` lowers in ExecuTorch to an ``expand_copy`` of both operands
-        (outside the XNNPACK delegate) before its bmm, which for the T x T probabilities of ``full``
-        doubled the attention's time."""
+        (outside the XNNPACK delegate) before its bmm; for the T x T probabilities of ``full`` that
+        copy doubled the layer's attention time (2.3 against 1.1 ms at 601 tokens, width 64)."""
         B, T, _ = x.shape
         nh, hd = self.num_heads, self.head_dim
         qkv = self.qkv(x).reshape(B, T, 3 * nh, hd).transpose(1, 2)  # (B, 3 nh, T, hd): q heads, k heads, v heads
