@@ -47,13 +47,16 @@ class FullAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, D); mask: (B, 1, 1, T) additive (0 keep, large negative drop)."""
-        B, T, D = x.shape
-        nh = self.num_heads
-        q, k, v = self._heads(x)  # each (B * nh, T, hd), q scaled
-        scores = (torch.bmm(q, k.transpose(1, 2)).reshape(B, nh, T, T) + mask)  # (B, nh, T, T)
+        out, probs = self._attend(*self._heads(x), mask)
+        return self._merge(out, x.shape[0]), probs
+
+    def _attend(self, q, k, v, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax attention of (B * nh, T, hd) heads over all T keys: out (B * nh, T, hd) and the
+        probabilities (B, nh, T, T)."""
+        BH, T, _ = q.shape
+        scores = torch.bmm(q, k.transpose(1, 2)).reshape(BH // self.num_heads, self.num_heads, T, T) + mask
         probs = scores.softmax(dim=-1)
-        out = torch.bmm(self.drop(probs).reshape(B * nh, T, T), v)  # (B * nh, T, hd)
-        return self._merge(out, B), probs
+        return torch.bmm(self.drop(probs).reshape(BH, T, T), v), probs
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (scaled by hd ** -0.5), k, v, each (B * nh, T, hd). Attention is written with 3-D
@@ -99,10 +102,8 @@ class _SplitAttention(FullAttention):
     def _dense(self, q, k, v, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """Plain attention (used where the sequence is too short for the variant to save anything) on
         (B * nh, T, hd) heads: out (B * nh, T, hd) and the [CLS] + text rows of the probabilities."""
-        BH, T, _ = q.shape
-        B = BH // self.num_heads
-        probs = (torch.bmm(q, k.transpose(1, 2)).reshape(B, self.num_heads, T, T) + mask).softmax(dim=-1)
-        return torch.bmm(self.drop(probs).reshape(BH, T, T), v), _head(probs, self.num_global)
+        out, probs = self._attend(q, k, v, mask)
+        return out, _head(probs, self.num_global)
 
 
 class LowRankAttention(_SplitAttention):

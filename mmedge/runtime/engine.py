@@ -381,7 +381,8 @@ class Engine:
                     mask = np.ascontiguousarray(first["attention_mask"][:, :keep])
                     names[i + 1:] = self._text_stages
                     dropped_after = i
-        state.answers[-1] = int(out["logits"].argmax())
+        if not needs_answers:  # the exit taken: its answer
+            state.answers[-1] = int(out["logits"].argmax())
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         exit_index = len(state.answers) - 1
         if not needs_max_prob:
