@@ -656,8 +656,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmedge.bench.machine import describe
     from mmedge.demo import ensure_bundle
+    from mmedge.runtime.backends.executorch_backend import set_executorch_threads
     from mmedge.runtime.calibrate import calibrate
 
+    set_executorch_threads(1, missing_ok=True)  # every runtime on one thread; sized before any program runs
     model_dir = Path(args.model)
     log(f"bundle: {rel(work / (model_dir.name + '.mmedge'))} (exported once, about 8 minutes here; then reused)")
     bundle = ensure_bundle(model_dir, work / f"{model_dir.name}.mmedge", force=False, log=lambda m: log(f"  {m}"))

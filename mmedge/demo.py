@@ -90,9 +90,12 @@ def check_demo_arguments(samples: int, calibration_samples: int, max_drop: float
 def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "runs/demo", samples: int = 300,
              calibration_samples: int = 1000, max_drop: float = 0.01, force_export: bool = False,
              threads: int | None = 1, progress: bool = True, log=print) -> dict:
+    from mmedge.runtime.backends.executorch_backend import set_executorch_threads
     from mmedge.runtime.calibrate import calibrate, format_table
 
     check_demo_arguments(samples, calibration_samples, max_drop, threads)
+    if threads:  # before the export's parity check runs ExecuTorch: its pool is sized once per process
+        set_executorch_threads(threads, missing_ok=True)
     started = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
     bundle = ensure_bundle(model_dir, out / f"{model_dir.name}.mmedge", force_export, log)

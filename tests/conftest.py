@@ -18,6 +18,15 @@ TINY = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def executorch_on_one_thread():
+    """ExecuTorch's thread pool is sized once per process, before its first program runs: every
+    test runs it on one thread, as the benches' default (threads=1) asks."""
+    from mmedge.runtime.backends.executorch_backend import set_executorch_threads
+
+    set_executorch_threads(1, missing_ok=True)
+
+
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.json"

@@ -143,6 +143,37 @@ def test_runtime_runs_where_torch_cannot_be_imported(tiny_bundle):
     assert done.stdout.startswith("OK ")
 
 
+EXECUTORCH_THREADS = """
+import os, sys
+from mmedge.data.batches import generate
+from mmedge.errors import BackendUnavailableError
+from mmedge.runtime.engine import Engine
+from executorch.extension.pybindings import portable_lib
+wanted = (os.cpu_count() or 1) + 1  # not the pool's default size (one thread per core)
+engine = Engine.load(sys.argv[1], backend="executorch", threads=wanted)
+s = generate("vqa", 0, "test", [0], 48)[0]
+engine.predict(s.image, s.text)
+print("pool", portable_lib._threadpool_get_thread_count(), "wanted", wanted)
+Engine.load(sys.argv[1], backend="executorch", threads=wanted)  # the same size again: fine
+try:
+    Engine.load(sys.argv[1], backend="executorch", threads=1)
+except BackendUnavailableError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.slow
+def test_executorch_runs_on_the_threads_asked_for(tiny_bundle):
+    """XNNPACK runs on ExecuTorch's own pool, which torch.set_num_threads does not reach: threads=N
+    must size that pool, and a resize after a program ran (which crashes the runtime) is refused."""
+    done = subprocess.run([sys.executable, "-c", EXECUTORCH_THREADS, str(tiny_bundle)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pool, wanted = done.stdout.split("pool ")[1].split()[0], done.stdout.split("wanted ")[1].split()[0]
+    assert pool == wanted
+    assert "refused:" in done.stdout and "one thread pool per process" in done.stdout
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.slow
 def test_bad_bundles_are_typed_errors(tiny_bundle, tmp_path):

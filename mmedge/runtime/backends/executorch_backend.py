@@ -2,6 +2,11 @@
 
 The executorch Python runtime exchanges torch tensors, so this backend needs torch installed
 (the executorch package depends on it); the phone runtimes (Java/C++) do not.
+
+Threads: XNNPACK runs on ExecuTorch's own thread pool, one per process, sized to the machine's
+cores; ``torch.set_num_threads`` does not reach it. ``threads`` sizes that pool
+(``set_executorch_threads``), so it applies to every ExecuTorch program in the process, and it can
+be changed only before the first program runs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class ExecuTorchSession:
         self._torch = require("torch", "pip install torch")
         if threads:
             self._torch.set_num_threads(threads)
+            set_executorch_threads(threads)
         _check_program_header(program_file)
         self._program = runtime_mod.Runtime.get().load_program(str(program_file))
         self.stage_names = list(methods)
@@ -41,9 +47,48 @@ class ExecuTorchSession:
             method = self._methods.get(stage)
             if method is None:
                 method = self._methods[stage] = self._program.load_method(self._method_names[stage])
+                _loaded["methods"] += 1
             inputs = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
             values = [v.numpy().copy() for v in method.execute(inputs)]
         return dict(zip(self._outputs[stage], values))
+
+
+_loaded = {"methods": 0}  # ExecuTorch methods this process has loaded through mmedge
+
+
+def set_executorch_threads(threads: int, missing_ok: bool = False) -> int | None:
+    """Size ExecuTorch's process-wide thread pool (the one XNNPACK runs on) to `threads`; returns
+    the size it has afterwards (None when executorch is missing and `missing_ok`).
+
+    The pool can be resized only before the process loads its first ExecuTorch method: a resize
+    after that crashes the native runtime (measured with executorch 1.5.1), so then anything but
+    the current size is refused. Commands that run ExecuTorch with a thread count (``mmedge bench``,
+    ``mmedge demo``, the benchmarks) call this first thing. The Python bindings expose the resize
+    only as a private function: when a release drops it, say so rather than run on every core."""
+    from mmedge.errors import BackendUnavailableError
+
+    try:
+        bindings = require("executorch.extension.pybindings.portable_lib", INSTALL)
+    except ImportError:
+        if missing_ok:
+            return None
+        raise
+    reset = getattr(bindings, "_unsafe_reset_threadpool", None)
+    count = getattr(bindings, "_threadpool_get_thread_count", None)
+    if count is not None and count() == threads:
+        return threads
+    if reset is None or count is None:
+        raise BackendUnavailableError(
+            "this executorch cannot set its thread count; install executorch==1.5.1, "
+            "or load the bundle with threads=None (the pool's default: one thread per core)")
+    if _loaded["methods"]:
+        raise BackendUnavailableError(
+            f"ExecuTorch runs every program on one thread pool per process, and this process already "
+            f"ran ExecuTorch on {count()} thread(s); resizing the pool now would crash it. Load with "
+            f"threads={count()} or threads=None, or call set_executorch_threads({threads}) "
+            "(mmedge.runtime.backends.executorch_backend) before the first ExecuTorch bundle runs")
+    reset(threads)
+    return count()
 
 
 def _check_program_header(path: Path) -> None:
