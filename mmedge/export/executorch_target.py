@@ -3,15 +3,16 @@
 int8 uses the PT2E flow with the XNNPACK quantizer (torchao's prepare/convert): weights int8 per
 channel, activations quantized dynamically per token, calibrated on real training samples.
 Constant methods carry what the app needs without reading the manifest (names, labels count).
-The stages are lowered from a copy of the model whose layer norms are written in operators XNNPACK
-takes (``mmedge.export.delegable``), so that no norm runs outside the delegate.
+The stages are lowered from a copy of the model whose layer norms, and the partial q / kv projections
+of ``lowrank`` attention, are written in operators XNNPACK takes (``mmedge.export.delegable``), so
+that none of them runs outside the delegate.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mmedge.export.delegable import with_delegable_layer_norms
+from mmedge.export.delegable import delegable_copy
 from mmedge.export.recipe import ExportRecipe
 from mmedge.export.stages import StageSpec, example_inputs, stage_module
 from mmedge.export.tooling import export_failure, quiet, require
@@ -76,7 +77,7 @@ def export(model: AdaptiveVLModel, specs: list[StageSpec], root: Path, recipe: E
            calibration: dict[str, list[tuple]] | None = None, log=print) -> list[dict]:
     """Write executorch/model_<precision>.pte; returns manifest artifact entries."""
     cfg = model.config
-    model = with_delegable_layer_norms(model)  # a copy: XNNPACK has no layer norm (mmedge.export.delegable)
+    model = delegable_copy(model)  # XNNPACK has no layer norm, nor a linear on a sliced weight (mmedge.export.delegable)
     constants = {"mmedge_num_stages": model.num_stages, "mmedge_num_labels": cfg.num_labels,
                  "mmedge_image_size": cfg.image_size, "mmedge_max_text_len": cfg.max_text_len}
     ops = {s.name: delegated_ops(model, s) for s in specs}

@@ -30,6 +30,25 @@ from torch.nn import functional as F
 MASK_VALUE = -1e4  # additive attention mask for padding (finite: safe in fp16 and int8 paths)
 
 
+class QKV(nn.Linear):
+    """The fused q, k, v projection (D -> 3D, one weight, so checkpoints and ``full`` are unchanged)
+    that can also project q alone or k and v alone, for a variant whose keys are not one per token.
+    (ExecuTorch exports replace it with ``mmedge.export.delegable.DelegableQKV``: XNNPACK delegates a
+    linear layer only when its weight is a parameter, not a slice of one.)"""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, 3 * dim)
+        self.dim = dim
+
+    def q(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D): the query rows of the projection."""
+        return F.linear(x, self.weight[: self.dim], self.bias[: self.dim])
+
+    def kv(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., 2D): the key and value rows of the projection."""
+        return F.linear(x, self.weight[self.dim:], self.bias[self.dim:])
+
+
 class FullAttention(nn.Module):
     """Multi-head softmax attention over the whole sequence (the quadratic baseline)."""
 
@@ -37,7 +56,7 @@ class FullAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qkv = QKV(dim)
         self.proj = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
 
@@ -63,14 +82,18 @@ class FullAttention(nn.Module):
         ``bmm`` throughout: a 4-D ``@`` lowers in ExecuTorch to an ``expand_copy`` of both operands
         (outside the XNNPACK delegate) before its bmm; for the T x T probabilities of ``full`` that
         copy doubled the layer's attention time (2.3 against 1.1 ms at 601 tokens, width 64)."""
-        B, T, _ = x.shape
+        q, k, v = self._split_heads(self.qkv(x), 3)
+        return q * (self.head_dim ** -0.5), k, v
+
+    def _split_heads(self, t: torch.Tensor, parts: int) -> list[torch.Tensor]:
+        """(B, T, parts * D) projections -> `parts` tensors of (B * nh, T, hd) heads: contiguous head
+        slices (a select would be copied outside XNNPACK by ExecuTorch)."""
+        B, T, _ = t.shape
         nh, hd = self.num_heads, self.head_dim
-        qkv = self.qkv(x).reshape(B, T, 3 * nh, hd).transpose(1, 2)  # (B, 3 nh, T, hd): q heads, k heads, v heads
-
-        def part(i: int) -> torch.Tensor:  # a contiguous slice of heads (no select: ExecuTorch copies it outside XNNPACK)
-            return qkv[:, i * nh:(i + 1) * nh].reshape(B * nh, T, hd)
-
-        return part(0) * (hd ** -0.5), part(1), part(2)
+        t = t.reshape(B, T, parts * nh, hd).transpose(1, 2)  # (B, parts nh, T, hd)
+        if parts == 1:  # no slice: a full-length one traces to an alias node, which Core ML rejects
+            return [t.reshape(B * nh, T, hd)]
+        return [t[:, i * nh:(i + 1) * nh].reshape(B * nh, T, hd) for i in range(parts)]
 
     def _merge(self, out: torch.Tensor, B: int) -> torch.Tensor:
         """(B * nh, T, hd) per-head outputs -> the projected (B, T, D)."""
@@ -116,8 +139,12 @@ class LowRankAttention(_SplitAttention):
     s = ceil(n / rank) tokens, each landmark's key and value the mean of its segment's real tokens
     (masked tokens and the padding to m * s are excluded), and its score biased by log(real tokens
     in the segment), so that a landmark weighs as much as the tokens it stands for (exact when the
-    segment's keys are equal). Cost: T x (1 + L + m) scores instead of T x T, linear in the number
-    of visual tokens. With n <= rank every landmark would be one token: plain attention.
+    segment's keys are equal). The means are taken of the layer's input and then projected, which
+    equals the mean of the tokens' keys and values (the projection is linear and a mean's weights
+    sum to one) and leaves the visual tokens with no keys or values of their own: the projection
+    costs T x D + (1 + L + m) x 2D outputs instead of T x 3D. Cost: T x (1 + L + m) scores instead
+    of T x T, linear in the number of visual tokens. With n <= rank every landmark would be one
+    token: plain attention.
 
     Why segment means and not Linformer's learned projection E (r x T) or Nystromformer:
     - a learned E is sized for one sequence length; every exported keep ratio has its own T, and a
@@ -144,34 +171,32 @@ class LowRankAttention(_SplitAttention):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, D); mask: (B, 1, 1, T) additive -> out (B, T, D), probs (B, nh, 1 + L, T)."""
-        B, T, _ = x.shape
+        B, T, D = x.shape
         G, nh, hd = self.num_global, self.num_heads, self.head_dim
-        q, k, v = self._heads(x)  # each (B * nh, T, hd), q scaled
         n = T - G
         if n <= self.rank:  # static shape: every landmark would be a single token
-            out, probs = self._dense(q, k, v, mask)
+            out, probs = self._dense(*self._heads(x), mask)
             return self._merge(out, B), probs
         s = -(-n // self.rank)  # tokens per segment
         m = -(-n // s)          # landmarks (<= rank)
         pad = m * s - n
         keep = (mask[..., G:] > MASK_VALUE / 2).to(x.dtype)  # (B, 1, 1, n): 1 = a real visual token
-        w = _pad(keep, -1, pad).reshape(B, 1, m * s, 1)    # pooling weights, padding excluded
-        count = w.reshape(B, 1, m, s).sum(-1)                 # (B, 1, m) real tokens per landmark
-        denom = count.clamp(min=1.0).unsqueeze(-1)            # (B, 1, m, 1)
-
-        def pool(t: torch.Tensor) -> torch.Tensor:  # (B * nh, n, hd) -> (B * nh, m, hd): segment means
-            t = _pad(t, -2, pad).reshape(B, nh, m * s, hd) * w
-            return (t.reshape(B, nh * m, s, hd).sum(2).reshape(B, nh, m, hd) / denom).reshape(B * nh, m, hd)
-
-        keys = torch.cat([k[:, :G], pool(k[:, G:])], dim=1)    # (B * nh, G + m, hd)
-        values = torch.cat([v[:, :G], pool(v[:, G:])], dim=1)
+        w = _pad(keep, -1, pad).reshape(B * m, 1, s)          # pooling weights, padding excluded
+        count = w.reshape(B, m, s).sum(-1, keepdim=True)      # (B, m, 1) real tokens per landmark
+        segments = _pad(x[:, G:], -2, pad).reshape(B * m, s, D)
+        landmarks = torch.bmm(w, segments).reshape(B, m, D) / count.clamp(min=1.0)  # (B, m, D) segment means
+        # A landmark's key and value are the projections of its segment's mean input (the means of
+        # the tokens' keys and values, by linearity): the visual tokens need no keys or values.
+        q = self._split_heads(self.qkv.q(x), 1)[0] * (hd ** -0.5)                     # (B * nh, T, hd)
+        keys, values = self._split_heads(self.qkv.kv(torch.cat([x[:, :G], landmarks], dim=1)), 2)  # (B * nh, G + m, hd)
+        count = count.reshape(B, 1, 1, m)
         bias = torch.where(count > 0, count.clamp(min=1.0).log(), torch.full_like(count, MASK_VALUE))
-        key_mask = torch.cat([mask[..., :G], bias.unsqueeze(2)], dim=-1)  # (B, 1, 1, G + m)
+        key_mask = torch.cat([mask[..., :G], bias], dim=-1)  # (B, 1, 1, G + m)
         p = (torch.bmm(q, keys.transpose(1, 2)).reshape(B, nh, T, G + m) + key_mask).softmax(dim=-1)
         out = torch.bmm(self.drop(p).reshape(B * nh, T, G + m), values)  # (B * nh, T, hd)
         # [CLS] + text rows over the original keys: a landmark's probability shared by its real tokens.
         rows = p[:, :, :G]  # (B, nh, G, G + m)
-        share = (rows[..., G:] / denom.reshape(B, 1, 1, m)).reshape(B, nh * G, m, 1)
+        share = (rows[..., G:] / count.clamp(min=1.0)).reshape(B, nh * G, m, 1)
         spread = share.expand(B, nh * G, m, s).reshape(B, nh, G, m * s)
         spread = (spread if pad == 0 else spread[..., :n]) * keep
         return self._merge(out, B), torch.cat([rows[..., :G], spread], dim=-1)
