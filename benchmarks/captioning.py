@@ -105,6 +105,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-drop", type=float, default=1.0)
     args = ap.parse_args()
+    from mmedge.runtime.backends.executorch_backend import set_executorch_threads
+
+    set_executorch_threads(1, missing_ok=True)  # every runtime on one thread; sized before any program runs
     model, bundle, out = Path(args.model), Path(args.bundle), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bundle.parent.mkdir(parents=True, exist_ok=True)
