@@ -36,6 +36,10 @@ def ensure_caption_bundle(model_dir: Path, bundle: Path, force: bool, log=print)
 def run_caption_demo(model_dir: str | Path, out: str | Path = "runs/demo-caption", samples: int = 100,
                      calibration_samples: int = 200, max_drop: float = 1.0, force_export: bool = False,
                      threads: int = 1, repeats: int = 3, progress: bool = True, log=print) -> dict:
+    from mmedge.runtime.backends.executorch_backend import set_executorch_threads
+
+    if threads:  # before the export's parity check runs ExecuTorch: its pool is sized once per process
+        set_executorch_threads(threads, missing_ok=True)
     started = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)

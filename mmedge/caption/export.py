@@ -245,7 +245,9 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
                     continue
                 from mmedge.runtime.backends import open_session
 
-                session = open_session(artifact["runtime"], tmp, artifact, threads=1)
+                # parity needs no thread count; ExecuTorch's pool is process-wide, left to the caller
+                session = open_session(artifact["runtime"], tmp, artifact,
+                                       threads=None if artifact["runtime"] == "executorch" else 1)
                 artifact["parity"] = parity(session, reference, layout, ratios, pixels, references, tokenizer,
                                             artifact["precision"])
                 log(f"  {artifact['runtime']}/{artifact['precision']}: " + ", ".join(

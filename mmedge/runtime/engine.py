@@ -110,7 +110,11 @@ class Engine:
         query through one of them whenever the policy is one the graph expresses (confidence) and no
         modality pruning applies, else staged; "in-graph" is auto that refuses a bundle without them.
         Staged is the default because it measured faster (benchmarks/results/staging/: the `If` graph
-        costs more than the stage calls it replaces once the controller's own overhead is small)."""
+        costs more than the stage calls it replaces once the controller's own overhead is small).
+
+        threads: the runtime's thread count (None: its default). ExecuTorch has one thread pool per
+        process, which can be sized only before its first program runs: a different count after
+        that raises BackendUnavailableError (``set_executorch_threads`` sizes it up front)."""
         _check_load_arguments(backend, precision, fmt, threads)
         if _is_caption_bundle(bundle):  # a captioning bundle: its own engine, with caption(image)
             from mmedge.runtime.caption_engine import CaptionEngine
