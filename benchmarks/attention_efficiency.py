@@ -210,13 +210,12 @@ def export_unit(model_dir: str, bundle: str, plan: dict) -> dict:
     torch.set_num_threads(plan["threads"])
     from mmedge.data.batches import generate
     from mmedge.export.exporter import export_bundle
-    from mmedge.runtime.backends.executorch_backend import set_executorch_threads
-
-    set_executorch_threads(1, missing_ok=True)  # before the export's parity check runs a program
     from mmedge.export.recipe import ExportRecipe
+    from mmedge.runtime.backends.executorch_backend import set_executorch_threads
     from mmedge.runtime.controller import Policy
     from mmedge.runtime.engine import Engine
 
+    set_executorch_threads(1, missing_ok=True)  # before the export's parity check runs a program
     recipe = ExportRecipe(targets=list(plan["targets"]), keep_ratios=[1.0], in_graph=False, ort_format=False,
                           parity_samples=plan["parity_samples"])
     t = time.perf_counter()
