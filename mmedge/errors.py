@@ -45,7 +45,14 @@ class ExportError(MMEdgeError, RuntimeError):
 
 
 class BundleError(MMEdgeError, OSError):
-    """An artifact bundle is missing, incomplete, tampered with or of an unknown schema version."""
+    """An artifact bundle is missing, incomplete, tampered with or of an unknown schema version.
+
+    `code` is the refusal's stable reason code (docs/bundle-format.md, "Refusal codes"), e.g.
+    "hash-mismatch" or "unlisted"; "bundle" when no more precise code applies."""
+
+    def __init__(self, *args, code: str = "bundle") -> None:
+        super().__init__(*args)
+        self.code = code
 
 
 class DatasetError(MMEdgeError, ValueError):

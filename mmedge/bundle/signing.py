@@ -116,46 +116,68 @@ def new_key_pair(out_dir: str | Path, name: str = "mmedge-signing") -> tuple[Pat
 
 
 def sign_bundle(root: str | Path, private_key) -> Path:
-    """Sign root/manifest.json as it is on disk; writes root/manifest.sig atomically."""
+    """Sign root/manifest.json as it is on disk (a classifier or captioning bundle alike); writes
+    root/manifest.sig atomically. It signs the bytes as they are: check the bundle first
+    (mmedge.bundle.load_bundle_manifest), as `mmedge sign` does."""
+    import stat
+
     from mmedge.bundle.manifest import read_manifest_bytes
     from mmedge.fileio import atomic_write
 
     root = Path(root)
     key = load_private_key(private_key)
+    path = root / SIGNATURE_FILE
+    if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+        raise SignatureError(f"{path} is not a regular file (a folder, link or device); remove it, then sign again",
+                             code="signature-malformed")
     data = read_manifest_bytes(root)
     record = {"format": SIGNATURE_FORMAT, "algorithm": "ed25519", "signed_file": "manifest.json",
               "public_key_sha256": fingerprint(key.public_key()),
               "signature": base64.b64encode(key.sign(data)).decode("ascii")}
-    path = root / SIGNATURE_FILE
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     return path
 
 
 def verify_manifest_signature(root: Path, manifest_bytes: bytes, public_key) -> None:
-    """SignatureError unless root/manifest.sig is a valid signature of `manifest_bytes` by `public_key`."""
+    """SignatureError unless root/manifest.sig is a valid signature of `manifest_bytes` by `public_key`.
+    Codes: signature-missing, signature-malformed (not a regular file, over 4,096 bytes, not strict
+    JSON, another format or algorithm, bad base64), signature-key, signature-invalid."""
+    from mmedge.bundle.manifest import parse_json
     from mmedge.bundle.paths import read_bounded
 
     key = load_public_key(public_key)
     path = Path(root) / SIGNATURE_FILE
     if not os.path.lexists(path):
         raise SignatureError(f"{root} is not signed (no {SIGNATURE_FILE}) but a verification key was given; "
-                             "sign it with `mmedge sign --artifact BUNDLE --key PRIVATE.pem`")
+                             "sign it with `mmedge sign --artifact BUNDLE --key PRIVATE.pem`", code="signature-missing")
+    malformed = "signature-malformed"
     try:
-        record = json.loads(read_bounded(path, MAX_SIGNATURE_BYTES).decode("utf-8"))
+        data = read_bounded(path, MAX_SIGNATURE_BYTES, missing="signature-missing", not_regular=malformed,
+                            too_large=malformed)
+        record = parse_json(data, SIGNATURE_FILE, malformed)
+    except BundleError as exc:
+        raise SignatureError(f"{SIGNATURE_FILE} is malformed ({str(exc)[:160]}); sign the bundle again",
+                             code=exc.code) from exc
+    try:
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
         if record.get("format") != SIGNATURE_FORMAT or record.get("algorithm") != "ed25519" \
                 or record.get("signed_file") != "manifest.json":
-            raise ValueError(f"format {record.get('format')!r} / algorithm {record.get('algorithm')!r} / "
-                             f"signed_file {record.get('signed_file')!r}")
+            raise ValueError(f"format {str(record.get('format'))[:40]!r} / algorithm {str(record.get('algorithm'))[:40]!r}"
+                             f" / signed_file {str(record.get('signed_file'))[:40]!r}")
         signature = base64.b64decode(record["signature"], validate=True)
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise SignatureError(f"{SIGNATURE_FILE} is malformed ({str(exc)[:120]}); sign the bundle again") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SignatureError(f"{SIGNATURE_FILE} is malformed ({str(exc)[:120]}); sign the bundle again",
+                             code=malformed) from exc
     if record.get("public_key_sha256") != fingerprint(key):
         raise SignatureError(f"{root} was signed with another key (fingerprint "
-                             f"{str(record.get('public_key_sha256'))[:16]}..., yours {fingerprint(key)[:16]}...)")
+                             f"{str(record.get('public_key_sha256'))[:16]}..., yours {fingerprint(key)[:16]}...)",
+                             code="signature-key")
     from cryptography.exceptions import InvalidSignature
 
     try:
         key.verify(signature, manifest_bytes)
     except InvalidSignature as exc:
         raise SignatureError(f"{root}: the signature does not match manifest.json: the manifest was changed "
-                             "after signing (calibrating removes the signature; sign again)") from exc
+                             "after signing (calibrating removes the signature; sign again)",
+                             code="signature-invalid") from exc

@@ -21,6 +21,7 @@ import torch
 
 from mmedge.caption.cost import DecoderCost
 from mmedge.caption.model import CaptionModel
+from mmedge.errors import ConfigError
 from mmedge.runtime.controller import Policy
 
 KV_MODES = ("copy", "recompute")
@@ -81,9 +82,9 @@ def generate(model: CaptionModel, pixels: torch.Tensor, keep_ratio: float = 1.0,
              max_len: int | None = None, beam: int = 1, kv: str = "copy") -> Decoded:
     """Captions for pixels (B, 3, S, S): greedy (beam=1) or beam search, at most max_len ids each."""
     if kv not in KV_MODES:
-        raise ValueError(f"kv {kv!r} must be one of {KV_MODES}")
-    if beam < 1:
-        raise ValueError(f"beam {beam} must be >= 1")
+        raise ConfigError(f"kv {kv!r} must be one of {list(KV_MODES)}", "arguments")
+    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+        raise ConfigError(f"beam {beam!r} must be an integer >= 1", "arguments")
     cfg, policy = model.config, policy or Policy("full")
     max_len = min(max_len or cfg.max_len, cfg.max_len)
     B = pixels.shape[0]

@@ -124,6 +124,9 @@ class CaptionDecoder:
     def caption(self, pixel_values: np.ndarray, policy: Policy, max_len: int | None = None, beam: int = 1,
                 kv: str = "copy") -> CaptionRun:
         """pixel_values (1, 3, S, S) float32 -> the caption's ids, exits, logits and timings."""
+        if not isinstance(policy, Policy):
+            raise ConfigError(f"policy must be a Policy (mmedge.runtime.controller), got {type(policy).__name__}",
+                              "arguments")
         if kv not in KV_MODES:
             raise ConfigError(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}", "arguments")
         if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= 16:

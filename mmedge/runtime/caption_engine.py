@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mmedge.bundle.manifest import check_load_options
 from mmedge.caption.data import decode_caption
 from mmedge.caption.manifest import load_caption_manifest
 from mmedge.caption.runtime import KV_MODES, CaptionDecoder, Layout
 from mmedge.data.preprocess import ImageLike, preprocess_image
 from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
-from mmedge.errors import BundleError, CheckpointError, ConfigError, MissingDependencyError, MMEdgeError
+from mmedge.errors import BundleError, ConfigError, MissingDependencyError, MMEdgeError
 from mmedge.runtime.backends import open_session
 from mmedge.runtime.controller import Policy
+from mmedge.runtime.engine import _check_load_arguments, _ratio, check_outputs, read_bundle_tokenizer
 
 _PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch"}
 BOS, EOS = "[BOS]", "[EOS]"
@@ -68,12 +70,27 @@ class CaptionEngine:
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", precision: str = "fp32", keep_ratio: float | None = None,
              policy: Policy | str | None = None, kv: str | None = None, threads: int | None = None,
-             verify: bool = True, verify_key=None) -> "CaptionEngine":
-        manifest = load_caption_manifest(bundle, verify_files=verify, verify_key=verify_key)
-        root = Path(bundle)
-        runnable = [a for a in manifest["artifacts"] if a["precision"] == precision and a["runtime"] in _PACKAGES]
+             verify: bool = True, verify_key=None, fmt: str | None = None, self_check: bool = True,
+             min_sequence: int | None = None, expect_name: str | None = None) -> "CaptionEngine":
+        """Open a captioning bundle with every check of Engine.load (the same options and reason codes):
+        its manifest, files and signature, then its graphs, then a self-check query through every graph."""
+        _check_load_arguments(backend, precision, fmt, threads)
+        ratio = None if keep_ratio is None else _ratio(keep_ratio)
+        check_load_options(verify, verify_key, min_sequence, expect_name)
+        manifest = load_caption_manifest(bundle, verify_files=verify, verify_key=verify_key,
+                                         min_sequence=min_sequence, expect_name=expect_name)
+        return cls.open_checked(Path(bundle), manifest, backend, precision, fmt, ratio, policy, kv, threads, self_check)
+
+    @classmethod
+    def open_checked(cls, root: Path, manifest: dict, backend: str, precision: str, fmt: str | None,
+                     keep_ratio: float | None, policy, kv: str | None, threads: int | None,
+                     self_check: bool = True) -> "CaptionEngine":
+        """The engine over a manifest load_caption_manifest has checked (arguments checked by the caller)."""
+        runnable = [a for a in manifest["artifacts"] if a["precision"] == precision and a["runtime"] in _PACKAGES
+                    and (fmt is None or a["format"] == fmt)]
         if not runnable:
-            raise BundleError(f"{root} has no runnable {precision} artifact (onnxruntime or executorch)")
+            raise BundleError(f"{root} has no runnable {precision} artifact{f' in format {fmt}' if fmt else ''} "
+                              "(onnxruntime or executorch)", code="unsupported")
         if backend == "auto":
             ok = [a for a in runnable if importlib.util.find_spec(_PACKAGES[a["runtime"]]) is not None]
             if not ok:
@@ -83,17 +100,16 @@ class CaptionEngine:
             artifact = next((a for a in runnable if a["runtime"] == backend), None)
             if artifact is None:
                 raise BundleError(f"{root} has no {precision} artifact for backend {backend!r}; it has "
-                                  f"{sorted(a['runtime'] for a in runnable)}")
+                                  f"{sorted(a['runtime'] for a in runnable)}", code="unsupported")
         th = manifest["thresholds"]
-        ratio = th["keep_ratio"] if keep_ratio is None else float(keep_ratio)
+        ratio = th["keep_ratio"] if keep_ratio is None else keep_ratio
         if ratio not in manifest["keep_ratios"]:
             raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {manifest['keep_ratios']}",
                               "arguments")
         kv = kv or th["kv"]
         if kv not in KV_MODES:
             raise ConfigError(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}", "arguments")
-        if isinstance(policy, str):
-            policy = Policy(policy) if policy == "full" else Policy(policy, threshold=thresholds_policy(th).threshold)
+        policy = _policy(policy, th) if policy is not None else thresholds_policy(th)
         tokenizer = _load_tokenizer(root, manifest)
         try:
             session = open_session(artifact["runtime"], root, artifact, threads)
@@ -101,9 +117,51 @@ class CaptionEngine:
             raise
         except Exception as exc:  # a runtime's refusal of a file
             raise BundleError(f"{root}: {artifact['runtime']} cannot open the graphs ({type(exc).__name__}: "
-                              f"{str(exc)[:300]}); export the bundle again") from exc
-        return cls(root, manifest, artifact["runtime"], artifact, session, policy or thresholds_policy(th), ratio,
-                   kv, tokenizer)
+                              f"{str(exc)[:300]}); export the bundle again", code="self-check") from exc
+        engine = cls(root, manifest, artifact["runtime"], artifact, session, policy, ratio, kv, tokenizer)
+        if self_check:
+            engine.self_check()
+        return engine
+
+    def self_check(self) -> None:
+        """A grey image through every encoder, then every step graph (position 0, [BOS], empty caches)
+        and every fill graph: BundleError code "self-check" unless each output has the declared shape
+        and finite values."""
+        L = self.layout
+        pixels = self.preprocess(np.full((self.image_size, self.image_size, 3), 128, np.uint8))
+        graphs = self.manifest["graphs"]
+        position = np.array([0], np.int64)
+
+        def run(name: str, feeds: dict) -> dict:
+            try:
+                out = self.session.run(name, feeds)
+            except MMEdgeError:
+                raise
+            except Exception as exc:  # a backend's own error type: the graphs disagree with the manifest
+                raise BundleError(f"{self.root}: graph {name} fails on a test query ({type(exc).__name__}: "
+                                  f"{str(exc)[:300]}); export the bundle again", code="self-check") from exc
+            check_outputs(self.root, f"graph {name}", out, graphs[name]["outputs"])
+            return out
+
+        def cache(n: int) -> np.ndarray:
+            return np.zeros((n, 1, L.num_heads, L.max_len, L.head_dim), np.float32)
+
+        hidden = []
+        for ratio in self.manifest["keep_ratios"]:
+            tag = f"k{ratio:g}"
+            enc = run(f"encoder_{tag}", {"pixel_values": pixels})
+            out = None
+            for s, layers in enumerate(L.stage_layers):
+                first = {"token": np.array([L.bos_id], np.int64)} if s == 0 else {"hidden_in": out["hidden"]}
+                out = run(f"step{s}_{tag}", {**first, "position": position, "past_k": cache(len(layers)),
+                                             "past_v": cache(len(layers)), "cross_k": enc["cross_k"][layers],
+                                             "cross_v": enc["cross_v"][layers]})
+                if ratio == self.manifest["keep_ratios"][0]:
+                    hidden.append(out["hidden"])
+        for s in range(L.num_stages - 1):
+            later = sum(len(x) for x in L.stage_layers[s + 1:])
+            run(f"fill{s}", {"hidden_in": hidden[s], "position": position, "past_k": cache(later),
+                             "past_v": cache(later)})
 
     def preprocess(self, image: ImageLike) -> np.ndarray:
         return preprocess_image(image, self.image_size)[None].astype(np.float32)  # (1, 3, S, S)
@@ -111,14 +169,15 @@ class CaptionEngine:
     def caption(self, image: ImageLike, max_len: int | None = None, beam: int = 1, policy: Policy | None = None,
                 keep_ratio: float | None = None, kv: str | None = None) -> Caption:
         """The caption of one image, with the exit each word took and the time each graph ran."""
-        ratio = self.keep_ratio if keep_ratio is None else float(keep_ratio)
+        ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
         if ratio not in self.manifest["keep_ratios"]:
             raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {self.manifest['keep_ratios']}",
                               "arguments")
+        policy = self.policy if policy is None else _policy(policy, self.manifest["thresholds"])
         pixels = self.preprocess(image)
         decoder = CaptionDecoder(self.session, self.layout, f"k{ratio:g}")
         with self._lock:
-            run = decoder.caption(pixels, policy or self.policy, max_len, beam, kv or self.kv)
+            run = decoder.caption(pixels, policy, max_len, beam, kv or self.kv)
         text = decode_caption(self.tokenizer, run.tokens)
         return Caption(text, text.split(), run.exits, run.tokens, run.encoder_ms, run.stage_ms, run.total_ms, ratio)
 
@@ -126,16 +185,25 @@ class CaptionEngine:
         raise BundleError(f"{self.root} is a captioning bundle: call caption(image), not predict(image, text)")
 
 
+def _policy(policy, th: dict) -> Policy:
+    """A Policy, or a policy name with the bundle's threshold for it ("full" needs none)."""
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str):
+        return Policy(policy) if policy == "full" else Policy(policy, threshold=thresholds_policy(th).threshold,
+                                                              patience=th["patience"])
+    raise ConfigError(f"policy must be a Policy or a policy name, got {type(policy).__name__}", "arguments")
+
+
 def _load_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
     spec = manifest["tokenizer"]
-    try:
-        tokenizer = WordTokenizer.load(root / spec["file"])
-    except CheckpointError as exc:
-        raise BundleError(f"the bundle's tokenizer is unreadable: {exc}") from exc
+    tokenizer = read_bundle_tokenizer(root, manifest)
     want = {PAD: spec["pad_id"], UNK: spec["unk_id"], BOS: spec["bos_id"], EOS: spec["eos_id"]}
     got = {k: tokenizer.vocab.get(k) for k in want}
     rows = manifest["model"]["config"].get("vocab_size")
     problems = []
+    if tokenizer.kind != spec["kind"]:
+        problems.append(f"tokenizer.json is a {tokenizer.kind} tokenizer, the manifest says {spec['kind']}")
     if got != want:
         problems.append(f"special ids {got} differ from the manifest's {want}")
     if tokenizer.max_length != spec["max_length"]:
@@ -144,5 +212,5 @@ def _load_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
     if not all(type(i) is int and i >= 0 for i in ids) or (type(rows) is int and ids and max(ids) >= rows):
         problems.append("token ids must be non-negative and inside the model's embedding")
     if problems:
-        raise BundleError("the bundle's tokenizer does not fit its manifest: " + "; ".join(problems))
+        raise BundleError("the bundle's tokenizer does not fit its manifest: " + "; ".join(problems), code="tokenizer")
     return tokenizer

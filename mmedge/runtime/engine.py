@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmedge.bundle.manifest import load_manifest
+from mmedge.bundle import paths
+from mmedge.bundle.manifest import CAPTION, MAX_TOKENIZER_BYTES, check_load_options, load_bundle_manifest, parse_json
 from mmedge.data.preprocess import ImageLike, preprocess_image
 from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
 from mmedge.errors import BundleError, CheckpointError, ConfigError, MissingDependencyError, MMEdgeError
@@ -100,10 +101,22 @@ class Engine:
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", precision: str = "fp32", fmt: str | None = None,
              keep_ratio: float | None = None, policy: Policy | str | None = None, threads: int | None = None,
-             verify: bool = True, verify_key=None, self_check: bool = True, mode: str = "staged") -> "Engine":
-        """Open a bundle: check its manifest (bounds, consistency, paths, SHA-256 of every file, and
-        with `verify_key` its Ed25519 signature) before opening anything, then its stages; with
-        `self_check` one query runs through every stage so that a bundle that loads can predict.
+             verify: bool = True, verify_key=None, self_check: bool = True, mode: str = "staged",
+             min_sequence: int | None = None, expect_name: str | None = None) -> "Engine":
+        """Open a bundle: check its manifest (bounds, consistency, paths, nothing unlisted, the size and
+        SHA-256 of every file, and with `verify_key` its Ed25519 signature) before opening anything,
+        then its stages; with `self_check` one query runs through every stage so that a bundle that
+        loads can predict (every output of the declared shape and finite). A refusal is a BundleError
+        whose `code` names the reason (docs/bundle-format.md). A captioning bundle loads as a
+        CaptionEngine (mmedge.runtime.caption_engine), with the same options.
+
+        verify: False skips only the SHA-256 of the listed files (sizes, paths, links, unlisted files
+        are still checked); it cannot be combined with `verify_key`, whose signature covers the files
+        only through their hashes (ConfigError).
+        min_sequence / expect_name: rollback protection. The bundle's manifest must carry a `release`
+        with at least this sequence and this name (code "rollback"); an app stores the highest
+        sequence it has accepted and passes it next time. Meaningful against an attacker only with
+        `verify_key` (the signature covers the release).
 
         mode: "staged" (default) runs the stage files one by one under the Python controller; "auto"
         also opens the bundle's in-graph graphs (onnxruntime, fp32; exits as `If` branches) and runs a
@@ -116,24 +129,36 @@ class Engine:
         process, which can be sized only before its first program runs: a different count after
         that raises BackendUnavailableError (``set_executorch_threads`` sizes it up front)."""
         _check_load_arguments(backend, precision, fmt, threads)
-        if _is_caption_bundle(bundle):  # a captioning bundle: its own engine, with caption(image)
-            from mmedge.runtime.caption_engine import CaptionEngine
-
-            return CaptionEngine.load(bundle, backend, precision, keep_ratio, policy, None, threads, verify, verify_key)
         if mode not in MODES:
             raise ConfigError(f"mode {mode!r} unknown; choose one of {list(MODES)}", "arguments")
-        manifest = load_manifest(bundle, verify_files=verify, verify_key=verify_key)
+        ratio = None if keep_ratio is None else _ratio(keep_ratio)
+        if policy is not None and not isinstance(policy, (Policy, str)):
+            raise ConfigError(f"policy must be a Policy or a policy name, got {type(policy).__name__}", "arguments")
+        if not isinstance(self_check, bool):
+            raise ConfigError(f"self_check must be True or False, got {type(self_check).__name__}", "arguments")
+        check_load_options(verify, verify_key, min_sequence, expect_name)
+        manifest = load_bundle_manifest(bundle, verify_files=verify, verify_key=verify_key, min_sequence=min_sequence,
+                                        expect_name=expect_name)
         root = Path(bundle)
+        if manifest.get("kind") == CAPTION:  # a captioning bundle: its own engine, with caption(image)
+            from mmedge.runtime.caption_engine import CaptionEngine
+
+            if mode == "in-graph":
+                raise ConfigError("captioning bundles have no in-graph form; load with mode='staged' (or 'auto', "
+                                  "which is staged for them)", "arguments")
+            return CaptionEngine.open_checked(root, manifest, backend, precision, fmt, ratio, policy, None, threads,
+                                              self_check)
         artifacts = [a for a in manifest["artifacts"] if a["precision"] == precision
                      and (fmt is None or a["format"] == fmt)]
         if not artifacts:
             have = sorted({(a["runtime"], a["format"], a["precision"]) for a in manifest["artifacts"]})
-            raise BundleError(f"{root} has no {precision} artifact{f' in format {fmt}' if fmt else ''}; it has {have}")
+            raise BundleError(f"{root} has no {precision} artifact{f' in format {fmt}' if fmt else ''}; it has {have}",
+                              code="unsupported")
         backend = cls._choose_backend(backend, artifacts, root)
         artifact = next((a for a in artifacts if a["runtime"] == backend and (fmt or a["format"] != "ort")),
                         next(a for a in artifacts if a["runtime"] == backend))
         thresholds = manifest["thresholds"]
-        ratio = thresholds["keep_ratio"] if keep_ratio is None else _ratio(keep_ratio)
+        ratio = thresholds["keep_ratio"] if ratio is None else ratio
         exported = [k["keep_ratio"] for k in manifest["keep_ratios"]]
         if ratio not in exported:
             raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {exported}", "arguments")
@@ -153,8 +178,10 @@ class Engine:
                           "predict(image, text); export a captioning model (models/caption-default) to caption")
 
     def self_check(self) -> None:
-        """One blank query through every stage of every keep ratio; BundleError unless every output
-        has the shape the manifest declares and the next stage takes."""
+        """One blank query through every stage of every keep ratio (and the text-only and in-graph
+        graphs); BundleError code "self-check" unless every output has the shape the manifest
+        declares and the next stage takes, and holds finite values only (weights full of NaN answer
+        with confidence NaN)."""
         feeds = self.preprocess(np.full((self.image_size, self.image_size, 3), 128, np.uint8), "check")
         for group in self.manifest["keep_ratios"]:
             try:
@@ -163,21 +190,18 @@ class Engine:
                 raise
             except Exception as exc:  # a backend's own error type: the files disagree with the manifest
                 raise BundleError(f"{self.root}: the {self.backend} stages fail on a test query "
-                                  f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again") from exc
+                                  f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again",
+                                  code="self-check") from exc
             for name, out in zip(group["stages"], outs):
-                for spec in self.manifest["stages"][name]["outputs"]:
-                    got = out.get(spec["name"])
-                    if got is None or list(np.shape(got)) != spec["shape"]:
-                        raise BundleError(f"{self.root}: stage {name} output {spec['name']} has shape "
-                                          f"{None if got is None else list(np.shape(got))}, the manifest says "
-                                          f"{spec['shape']}; export the bundle again")
+                check_outputs(self.root, f"stage {name}", out, self.manifest["stages"][name]["outputs"])
             if self.pruning_section:
                 self._check_pruned(feeds, group["stages"])
             kept = np.asarray(outs[0]["kept_index"]).reshape(-1)
             patch = self.manifest["model"]["config"].get("patch_size")
             patches = (self.image_size // patch) ** 2 if type(patch) is int and patch > 0 else None
             if patches and kept.size and (kept.min() < 0 or kept.max() >= patches):
-                raise BundleError(f"{self.root}: the prefilter keeps token indices outside 0..{patches - 1}")
+                raise BundleError(f"{self.root}: the prefilter keeps token indices outside 0..{patches - 1}",
+                                  code="self-check")
         self._check_in_graph(feeds)
 
     def _open_in_graph(self, threads: int | None, required: bool) -> None:
@@ -190,9 +214,11 @@ class Engine:
             raise ConfigError(f"{self.root} has no in-graph graph for onnxruntime {self.artifact['precision']} "
                               f"{self.artifact['format']} (export with in_graph, or load with mode='staged' or 'auto')",
                               "arguments")
+        extra = {e["keep_ratio"]: e.get("external_data") for e in entries.values()}
         for ratio, file in files.items():
             name = f"in_graph@{ratio:g}"
-            self.in_graph[ratio] = _open("onnxruntime", self.root, {"stages": {name: {"file": file}}}, threads)
+            graph = {"stages": {name: {"file": file}}, "external_data": extra[ratio] if key == "file" else None}
+            self.in_graph[ratio] = _open("onnxruntime", self.root, graph, threads)
 
     def _check_in_graph(self, feeds) -> None:
         """Each in-graph graph answers a test query with the declared outputs (threshold 2: full depth)."""
@@ -201,17 +227,15 @@ class Engine:
                 out = session.run(f"in_graph@{ratio:g}", {**feeds, "threshold": np.array([2.0], np.float32)})
             except Exception as exc:  # a backend's own error type
                 raise BundleError(f"{self.root}: the in-graph graph for keep ratio {ratio} fails on a test query "
-                                  f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again") from exc
+                                  f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again",
+                                  code="self-check") from exc
             k = next(g["kept_tokens"] for g in self.manifest["keep_ratios"] if g["keep_ratio"] == ratio)
-            want = {"logits": [1, len(self.labels)], "confidence": [1], "exit_index": [1], "kept_index": [1, k]}
-            for name, shape in want.items():
-                if name not in out or list(np.shape(out[name])) != shape:
-                    raise BundleError(f"{self.root}: the in-graph output {name} for keep ratio {ratio} has shape "
-                                      f"{None if name not in out else list(np.shape(out[name]))}, expected {shape}; "
-                                      "export the bundle again")
+            want = [{"name": "logits", "shape": [1, len(self.labels)]}, {"name": "confidence", "shape": [1]},
+                    {"name": "exit_index", "shape": [1]}, {"name": "kept_index", "shape": [1, k]}]
+            check_outputs(self.root, f"the in-graph graph for keep ratio {ratio}", out, want)
             if int(np.asarray(out["exit_index"]).reshape(-1)[0]) != len(self.manifest["exit_layers"]) - 1:
                 raise BundleError(f"{self.root}: the in-graph graph for keep ratio {ratio} stops before the last "
-                                  "exit at threshold 2; export the bundle again")
+                                  "exit at threshold 2; export the bundle again", code="self-check")
 
     def uses_in_graph(self, policy: Policy, ratio: float, rule: PruningRule | None) -> bool:
         """Whether predict() runs this query through the in-graph graph."""
@@ -241,14 +265,10 @@ class Engine:
             raise
         except Exception as exc:  # a backend's own error type
             raise BundleError(f"{self.root}: the {self.backend} text-only stages fail on a test query "
-                              f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again") from exc
+                              f"({type(exc).__name__}: {str(exc)[:300]}); export the bundle again",
+                              code="self-check") from exc
         for spec, out in zip(self.pruning_section["stages"], pruned):
-            for t in spec["outputs"]:
-                got = out.get(t["name"])
-                if got is None or list(np.shape(got)) != t["shape"]:
-                    raise BundleError(f"{self.root}: text-only stage {spec['name']} output {t['name']} has shape "
-                                      f"{None if got is None else list(np.shape(got))}, the manifest says "
-                                      f"{t['shape']}; export the bundle again")
+            check_outputs(self.root, f"text-only stage {spec['name']}", out, spec["outputs"])
 
     def _text_path(self, hidden: np.ndarray, attention_mask: np.ndarray):
         """Every text-only stage on the [CLS] + text rows of a stage's hidden state and mask."""
@@ -262,7 +282,8 @@ class Engine:
         available = {a["runtime"] for a in artifacts}
         if backend != "auto":
             if backend not in available:
-                raise BundleError(f"{root} has no artifact for backend {backend!r}; it has {sorted(available)}")
+                raise BundleError(f"{root} has no artifact for backend {backend!r}; it has {sorted(available)}",
+                                  code="unsupported")
             return backend
         import platform
 
@@ -440,6 +461,21 @@ class Engine:
         return next(k["exit_flops"] for k in self.manifest["keep_ratios"] if k["keep_ratio"] == ratio)
 
 
+def check_outputs(root: Path, where: str, out: dict, specs: list[dict]) -> None:
+    """The load-time test query's outputs of one graph: each declared output present, of its declared
+    shape, and (floating point) finite; BundleError code "self-check" otherwise."""
+    for spec in specs:
+        got = out.get(spec["name"])
+        shape = None if got is None else list(np.shape(got))
+        if shape != list(spec["shape"]):
+            raise BundleError(f"{root}: {where} output {spec['name']} has shape {shape}, the manifest says "
+                              f"{spec['shape']}; export the bundle again", code="self-check")
+        values = np.asarray(got)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            raise BundleError(f"{root}: {where} output {spec['name']} holds NaN or infinite values on a test query "
+                              "(corrupt or tampered weights); export the bundle again", code="self-check")
+
+
 def float32_at_least(threshold: float) -> np.ndarray:
     """(1,) float32: the smallest float32 >= threshold, so the graph's float32 comparison stops at the
     same exits as the controller's double-precision one (docs/bundle-format.md, in-graph variant)."""
@@ -485,9 +521,9 @@ def _is_caption_bundle(bundle) -> bool:
     if not isinstance(bundle, (str, Path)) or not Path(bundle).is_dir():
         return False
     try:
-        return parse_manifest(read_manifest_bytes(Path(bundle))).get("kind") == "caption"
+        return parse_manifest(read_manifest_bytes(Path(bundle))).get("kind") == CAPTION
     except BundleError:
-        return False  # the classifier loader reports what is wrong
+        return False  # the loader reports what is wrong
 
 
 def _open(backend: str, root: Path, artifact: dict, threads: int | None):
@@ -498,15 +534,30 @@ def _open(backend: str, root: Path, artifact: dict, threads: int | None):
         raise
     except Exception as exc:  # onnxruntime / executorch raise their own untyped errors on a bad file
         raise BundleError(f"{root}: {backend} cannot open the stage files ({type(exc).__name__}: "
-                          f"{str(exc)[:300]}); export the bundle again") from exc
+                          f"{str(exc)[:300]}); export the bundle again", code="self-check") from exc
+
+
+def read_bundle_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
+    """The bundle's tokenizer file, read as untrusted input: a regular member file (no link) of at
+    most 64 MiB, strict JSON (the manifest's rules: no byte-order mark, duplicate key, overflowing
+    number, unpaired surrogate, deep nesting), a WordLevel or WordPiece model; BundleError code
+    "tokenizer" otherwise. Shared by both bundle kinds."""
+    rel = manifest["tokenizer"]["file"]
+    try:
+        path = paths.member_file(root, rel)
+        parse_json(paths.read_bounded(path, MAX_TOKENIZER_BYTES, too_large="tokenizer"), rel, "tokenizer")
+        return WordTokenizer.load(path)
+    except CheckpointError as exc:
+        raise BundleError(f"the bundle's tokenizer is unreadable: {exc}", code="tokenizer") from exc
+    except BundleError as exc:
+        if exc.code in ("file-missing", "file-not-regular"):
+            raise
+        raise BundleError(f"the bundle's tokenizer is unreadable: {exc}", code="tokenizer") from exc
 
 
 def _load_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
     """The bundle's tokenizer, checked to agree with the manifest and to give ids the model's embedding has."""
-    try:
-        tokenizer = WordTokenizer.load(root / manifest["tokenizer"]["file"])
-    except CheckpointError as exc:
-        raise BundleError(f"the bundle's tokenizer is unreadable: {exc}") from exc
+    tokenizer = read_bundle_tokenizer(root, manifest)
     spec = manifest["tokenizer"]
     rows = manifest["model"]["config"].get("vocab_size")
     ids = list(tokenizer.vocab.values())
@@ -526,5 +577,5 @@ def _load_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
         problems.append(f"token id {max(ids)} is outside the model's {rows}-word embedding")
     if problems:
         raise BundleError("the bundle's tokenizer does not fit its manifest: " + "; ".join(problems)
-                          + "; export the bundle again")
+                          + "; export the bundle again", code="tokenizer")
     return tokenizer

@@ -100,7 +100,8 @@ def _check_program_header(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(8)
     if len(head) < 8 or head[4:6] != b"ET" or not head[6:8].isdigit():
-        raise BundleError(f"{path.name} is not an ExecuTorch program (no ET flatbuffer identifier); export it again")
+        raise BundleError(f"{path.name} is not an ExecuTorch program (no ET flatbuffer identifier); export it again",
+                          code="self-check")
 
 
 def open_session(root: Path, artifact: dict, threads: int | None = None) -> ExecuTorchSession:

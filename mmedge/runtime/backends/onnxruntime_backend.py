@@ -35,4 +35,12 @@ class OnnxRuntimeSession:
 
 
 def open_session(root: Path, artifact: dict, threads: int | None = None) -> OnnxRuntimeSession:
+    """Sessions over the artifact's stage files. Before any is opened, each ONNX graph's external
+    data must be the artifact's listed `external_data` (onnxruntime would read whatever file a graph
+    names beside it); ORT-format files (.ort) hold their own weights."""
+    from mmedge.bundle.onnx_refs import check_external_data
+
+    for entry in artifact["stages"].values():
+        if not entry["file"].endswith(".ort"):
+            check_external_data(Path(root), entry["file"], artifact.get("external_data"))
     return OnnxRuntimeSession({name: root / entry["file"] for name, entry in artifact["stages"].items()}, threads)
