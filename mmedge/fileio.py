@@ -44,9 +44,24 @@ def _remove_dead_temporaries(path: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def make_parent(path: Path) -> None:
+    """Create the folder that will hold `path` (and the folders above it); a folder that cannot be made
+    (no such file system, a file in the way, permission) is a ConfigError naming it, not an OSError."""
+    from mmedge.errors import ConfigError
+
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = exc.filename or parent
+        raise ConfigError(f"cannot create {where} to hold {path} ({exc.strerror or exc}); choose another location",
+                          "destination") from None
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path) on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    make_parent(path)
     _remove_dead_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     os.close(fd)

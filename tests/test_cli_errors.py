@@ -196,3 +196,36 @@ def test_valid_paths_and_numbers_still_pass(capsys, tmp_path):
     code, out, err = run_main(capsys, "data", "--n", "1", "--start", "0", "--data-seed", "0",
                               "--out", tmp_path / "new" / "dir" / "s.png")
     assert code == 0 and (tmp_path / "new" / "dir" / "s.png").is_file(), err
+
+
+# ------------------------------------------------------------------ issue 31, defect 15: an --out that cannot be made
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc (nothing can be created in it)")
+@pytest.mark.parametrize("argv", [
+    ["export", "--model", SHIPPED, "--out", "/proc/nope/x"],
+    ["bundle", "--artifact", SHIPPED / "bundles" / "vqa-default-onnx.mmedge", "--runtime", "onnxruntime",
+     "--out", "/proc/nope/x"],
+    ["data", "--n", "1", "--out", "/proc/nope/x.png"],
+    ["train", "--out", "/proc/nope/x"],
+    ["pretrain", "--out", "/proc/nope/x"],
+    ["demo", "--out", "/proc/nope/x"],
+    ["sign", "--new-key", "/proc/nope/keys"],
+    ["eval", "--model", SHIPPED, "--json", "/proc/nope/r.json"],
+    ["bench", "--artifact", SHIPPED, "--json", "/proc/nope/r.json"],
+    ["probe", "--model", SHIPPED, "--json", "/proc/nope/r.json"],
+], ids=lambda argv: argv[0])
+def test_an_out_that_cannot_be_created_is_one_line(capsys, argv):
+    refused(capsys, *argv, match="/proc/nope")
+
+
+def test_os_errors_past_the_checks_are_one_line(capsys, monkeypatch, tmp_path):
+    """The CLI's last guard: an OSError the up-front checks could not foresee is one line too."""
+    import mmedge.cli.data_cmd as data_cmd
+
+    def fail(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "s.png"))
+
+    monkeypatch.setattr(data_cmd, "run", fail)
+    line = refused(capsys, "data", "--n", "1", "--out", tmp_path / "s.png", match="Permission denied")
+    assert str(tmp_path / "s.png") in line

@@ -213,9 +213,12 @@ def test_existing_bundle_needs_force_and_failed_export_leaves_nothing(tiny_model
     from mmedge.export import exporter
     from mmedge.export.recipe import Tolerances
 
+    import shutil
+
     out = tmp_path / "b.mmedge"
-    out.mkdir()
-    (out / "manifest.json").write_text('{"schema_version": 1}')  # an old bundle: --force may replace it
+    shipped = Path(__file__).resolve().parents[1] / "models/vqa-default/bundles/vqa-default-onnx.mmedge"
+    shutil.copytree(shipped, out)  # an old bundle: --force may replace it
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     stale = tmp_path / ".b.mmedge.partial-999999999-abc"  # left by a killed export (no such process)
     stale.mkdir()
     (stale / "half.onnx").write_bytes(b"partial")
@@ -227,7 +230,7 @@ def test_existing_bundle_needs_force_and_failed_export_leaves_nothing(tiny_model
     monkeypatch.setattr(ExportRecipe, "tolerances", lambda self, precision: impossible)
     with pytest.raises(ExportError, match="logits error"):
         exporter.export_bundle(tiny_model_dir, out, recipe, force=True, log=lambda *_: None)
-    assert [p.name for p in out.iterdir()] == ["manifest.json"]  # the old bundle is untouched
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mmedge"]  # no partial directories
 
 

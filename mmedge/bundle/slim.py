@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from mmedge.bundle.manifest import hash_files, load_manifest, write_manifest
-from mmedge.bundle.publish import check_destination
+from mmedge.bundle.publish import check_apart, check_destination
 from mmedge.errors import ConfigError
 from mmedge.fileio import publish_dir
 
@@ -92,9 +92,10 @@ def slim_bundle(source: str | Path, out: str | Path, runtime: str = "onnxruntime
     if runtime not in RUNNABLE_FORMATS:
         raise ConfigError(f"runtime {runtime!r} unknown; choose one of {sorted(RUNNABLE_FORMATS)}", "arguments")
     source, out = Path(source), Path(out)
+    check_apart(source, out)  # before anything is read or written: `--out SOURCE --force` would replace it
     manifest = load_manifest(source)
     slim, needed = slim_manifest(manifest, runtime, fmt, precision, keep_ratios, in_graph)
-    check_destination(out, force)
+    check_destination(out, force, source)
     if sign_key is not None:
         from mmedge.bundle.signing import load_private_key
 
@@ -116,7 +117,7 @@ def slim_bundle(source: str | Path, out: str | Path, runtime: str = "onnxruntime
             from mmedge.bundle.signing import sign_bundle
 
             sign_bundle(tmp, sign_key)
-        check_destination(out, force)
+        check_destination(out, force, source)  # again: the destination may have changed meanwhile
         publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

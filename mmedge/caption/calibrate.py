@@ -162,44 +162,150 @@ def _name(p: dict) -> str:
     return f"patience {p['patience']}" if p["kind"] == "patience" else p["kind"]
 
 
+MIN_IMAGES = 20  # fewer and the CIDEr drop's upper limit means little
+
+
+def check_bundle_arguments(max_drop, samples, z, data_seed=0, data: str = "scenes", kv: str = "copy") -> None:
+    """Refuse what `calibrate_bundle` cannot honour, before anything is loaded or written: a CIDEr
+    bound (points, x100) and z finite and >= 0, at least MIN_IMAGES images, a seed >= 0, `data`
+    'scenes' or a caption dataset coco:ROOT / cc:ROOT, a known kv mode."""
+    import math
+    import numbers
+
+    from mmedge.caption.real import CAPTION_SOURCES
+    from mmedge.caption.runtime import KV_MODES
+    from mmedge.data.sources import parse_data_spec
+    from mmedge.errors import ConfigError, DatasetError
+
+    def real(x) -> bool:
+        return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+    def whole(x, least) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= least
+
+    problems = []
+    if not real(max_drop) or max_drop < 0:
+        problems.append(f"max drop {max_drop!r} must be a finite number of CIDEr points >= 0 (x100 scale)")
+    if not real(z) or z < 0:
+        problems.append(f"z {z!r} must be a finite number >= 0 (sigmas of the upper limit; 1.645 for 95%)")
+    if not whole(samples, MIN_IMAGES):
+        problems.append(f"samples {samples!r}: calibrating a captioner needs at least {MIN_IMAGES} images")
+    if not whole(data_seed, 0):
+        problems.append(f"data seed {data_seed!r} must be a whole number >= 0")
+    if kv not in KV_MODES:
+        problems.append(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}")
+    if not isinstance(data, str):
+        problems.append(f"data {data!r} must be 'scenes' or NAME:ROOT")
+    elif data != "scenes":
+        try:
+            name = parse_data_spec(data).name
+        except DatasetError as exc:
+            problems.append(str(exc))
+        else:
+            if name not in CAPTION_SOURCES:
+                problems.append(f"--data {name}: a captioner is calibrated on captions: "
+                                f"{' or '.join(CAPTION_SOURCES)} (NAME:ROOT), or scenes")
+    if problems:
+        raise ConfigError(problems, "calibration arguments")
+
+
+def calibration_images(image_size: int, samples: int, data_seed: int = 0, data: str = "scenes",
+                       progress: bool = True) -> tuple[np.ndarray, list[list[str]]]:
+    """(pixels, references) of the validation images: generated scenes, or the first `samples`
+    images of a caption dataset's validation split (every caption of an image its references)."""
+    if data == "scenes":
+        return validation_set(image_size, samples, data_seed)
+    from mmedge.caption.real import grouped, open_captions
+    from mmedge.errors import ConfigError
+
+    found = grouped(open_captions(data, "val", image_size, progress=progress), image_size, samples)
+    if len(found.references) < MIN_IMAGES:
+        raise ConfigError(f"{data}: only {len(found.references)} validation images; calibrating a captioner needs "
+                          f"at least {MIN_IMAGES}", "calibration data")
+    return found.pixels, found.references
+
+
 def calibrate_bundle(bundle, max_drop: float = 1.0, samples: int = 200, data_seed: int = 0, backend: str = "auto",
                      kv: str = "copy", progress: bool = True, write: bool = True, sign_key=None,
-                     policies: list[Policy] | None = None, z: float = 1.645) -> dict:
-    """Calibrate a captioning bundle through its own runtime; write the choice into its manifest."""
-    import json
-    from pathlib import Path
+                     policies: list[Policy] | None = None, z: float = 1.645, data: str = "scenes") -> dict:
+    """Calibrate a captioning bundle through its own runtime; with `write`, store the choice in its
+    manifest. `max_drop`: CIDEr points (x100 scale); `data`: scenes or coco:ROOT / cc:ROOT.
 
-    from mmedge.caption.manifest import write_caption_manifest
-    from mmedge.errors import ConfigError
+    Every input (the bound, the data, the signing key) is checked before anything is computed or
+    written. The bundle is calibrated as it was verified on load, and only as such: before writing,
+    its manifest must still be the one loaded, every listed file must still match its SHA-256, and
+    nothing unlisted (file, folder, link) may be inside; the new manifest keeps the very same
+    `files` entries (nothing on disk is hashed into it), keeps the release name and raises its
+    sequence. The old signature is removed; `sign_key` signs the new manifest."""
     from mmedge.runtime.caption_engine import CaptionEngine
 
-    if not z >= 0 or not max_drop >= 0 or isinstance(samples, bool) or not isinstance(samples, int) or samples < 20:
-        raise ConfigError(f"max_drop {max_drop} must be >= 0 CIDEr points and samples {samples} at least 20",
-                          "arguments")
-    engine = CaptionEngine.load(bundle, backend=backend, threads=1)
-    pixels, references = validation_set(engine.image_size, samples, data_seed)
+    check_bundle_arguments(max_drop, samples, z, data_seed, data, kv)
+    key = None
+    if sign_key is not None:
+        from mmedge.bundle.signing import load_private_key
+
+        key = load_private_key(sign_key)  # a bad key fails now, before anything is written
+    engine = CaptionEngine.load(bundle, backend=backend, threads=1)  # every listed file's SHA-256 checked
+    if write:
+        _check_writable(engine.root, engine.manifest, hashes=False)  # before the expensive part too (hashed on load)
+    pixels, references = calibration_images(engine.image_size, samples, data_seed, data, progress)
     costs = {float(r): DecoderCost.from_manifest(f) for r, f in engine.manifest["flops"].items()}
     result = calibrate(engine_decoder(engine), costs, engine.tokenizer, pixels, references, max_drop, kv, progress,
                        policies, z)
     result["backend"] = engine.backend
+    result["data"] = data.split(":")[0]
     if write:
-        root = Path(bundle)
-        manifest = json.loads((root / "manifest.json").read_text())
-        for key in ("schema_version", "files"):
-            manifest.pop(key)
-        manifest["thresholds"] = thresholds_from(result["chosen"])
-        manifest["calibration"] = {k: result[k] for k in ("max_drop", "z", "images", "kv", "backend")} | {
-            "baseline_cider": result["baseline"]["cider"], "cider": result["chosen"]["cider"],
-            "drop_upper": result["chosen"]["drop_upper"], "flops_ratio": result["chosen"]["flops_ratio"]}
-        signature = root / "manifest.sig"
-        had_signature = signature.exists()
-        write_caption_manifest(root, manifest)
-        if sign_key is not None:
-            from mmedge.bundle.signing import sign_bundle
-
-            sign_bundle(root, sign_key)
-            result["signature"] = "signed"
-        elif had_signature:
-            signature.unlink()
-            result["signature"] = "removed"
+        result["signature"] = _write_calibration(engine.root, engine.manifest, result, key)
     return result
+
+
+def _check_writable(root, loaded: dict, hashes: bool = True) -> None:
+    """BundleError unless the bundle on disk is the one loaded: the same manifest, nothing unlisted
+    inside, with `hashes` every listed file's SHA-256, and a manifest.sig (if any) a regular file."""
+    import os
+    import stat
+
+    from mmedge.bundle.manifest import CAPTION, load_bundle_manifest
+    from mmedge.bundle.signing import SIGNATURE_FILE
+    from mmedge.errors import BundleError
+
+    signature = root / SIGNATURE_FILE
+    if os.path.lexists(signature) and not stat.S_ISREG(os.lstat(signature).st_mode):
+        raise BundleError(f"{signature} is not a regular file (a folder or link); remove it, then calibrate again",
+                          code="signature-malformed")
+    # every check of loading again: nothing unlisted (file, folder, link), the files' sizes (and SHA-256)
+    if load_bundle_manifest(root, verify_files=hashes, kinds=(CAPTION,)) != loaded:
+        raise BundleError(f"{root}/manifest.json changed while calibrating; nothing was written. Calibrate again")
+
+
+def _write_calibration(root, loaded: dict, result: dict, key) -> str:
+    """Write the calibrated manifest (same `files`, next release) and sign it with `key`; returns
+    what became of the signature: "signed", "removed" or "none"."""
+    import json
+
+    from mmedge.bundle.manifest import MANIFEST_FILE
+    from mmedge.bundle.publish import next_release
+    from mmedge.bundle.signing import SIGNATURE_FILE, sign_bundle
+    from mmedge.caption.manifest import layout_problems, schema_problems
+    from mmedge.errors import BundleError
+    from mmedge.fileio import atomic_write
+
+    _check_writable(root, loaded)
+    manifest = dict(loaded)  # `files` is the loaded (verified) list, not a new hash of the disk
+    manifest["thresholds"] = thresholds_from(result["chosen"])
+    manifest["calibration"] = {k: result[k] for k in ("max_drop", "z", "images", "kv", "backend", "data")} | {
+        "baseline_cider": result["baseline"]["cider"], "cider": result["chosen"]["cider"],
+        "drop_upper": result["chosen"]["drop_upper"], "flops_ratio": result["chosen"]["flops_ratio"]}
+    manifest["release"] = next_release(loaded)
+    problems = schema_problems(manifest) or layout_problems(manifest)
+    if problems:
+        raise BundleError("the calibrated caption manifest is not valid:\n  " + "\n  ".join(problems))
+    signature = root / SIGNATURE_FILE
+    had_signature = signature.exists()
+    if had_signature:  # first: a stale signature must never sit beside the new manifest
+        signature.unlink()
+    atomic_write(root / MANIFEST_FILE, lambda p: p.write_text(json.dumps(manifest, indent=1) + "\n"))
+    if key is not None:
+        sign_bundle(root, key)
+        return "signed"
+    return "removed" if had_signature else "none"

@@ -28,7 +28,7 @@ from mmedge.caption.runtime import CaptionDecoder, Layout
 from mmedge.data.preprocess import preprocess_batch
 from mmedge.errors import ExportError
 from mmedge.export.tooling import quiet, require
-from mmedge.fileio import publish_dir, sha256_file
+from mmedge.fileio import make_parent, publish_dir, sha256_file
 from mmedge.models.checkpoint import TOKENIZER_FILE, WEIGHTS_FILE
 from mmedge.runtime.controller import Policy
 
@@ -200,15 +200,26 @@ def parity(session, reference, layout: Layout, ratios: list[float], pixels: np.n
 # ---------------------------------------------------------------------------------------------- bundle
 def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, int8: bool = True,
                           parity_images: int = 16, data_seed: int = 0, force: bool = False, sign_key=None,
-                          log=print) -> Path:
-    from mmedge.bundle.publish import check_destination
+                          log=print, release_sequence: int | None = None) -> Path:
+    """Export, check and atomically publish the captioning bundle at `out`; returns its path. The
+    manifest's release is {name: the bundle's name, sequence: `release_sequence`, by default the
+    current Unix time in milliseconds}."""
+    from mmedge.bundle.publish import check_destination, check_sequence, new_release
+    from mmedge.errors import ConfigError
 
     started = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
     bad = sorted(set(targets) - set(TARGETS))
     if bad:
         raise ExportError(f"unknown target(s) {bad}; choose from {list(TARGETS)}")
-    check_destination(out, force)
+    problems = [f"{name} {value!r} must be a whole number >= {least}"
+                for name, value, least in (("parity_images", parity_images, 1), ("data_seed", data_seed, 0))
+                if isinstance(value, bool) or not isinstance(value, int) or value < least]
+    if problems:
+        raise ConfigError(problems, "arguments")
+    check_sequence(release_sequence)
+    # a model folder may hold its own bundles, but --out may not be it nor hold it
+    check_destination(out, force, model_dir, "the model directory", out_inside_source_ok=True)
     if sign_key is not None:
         from mmedge.bundle.signing import load_private_key
 
@@ -222,7 +233,7 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
     pixels = preprocess_batch(images, cfg.image_size)
     references = [[c] for c in captions]
     reference = TorchGraphs(model, specs)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     from mmedge.export.exporter import _remove_stale_partials
 
     _remove_stale_partials(out)  # what a killed export left behind
@@ -265,6 +276,7 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
         manifest = {
             "kind": CAPTION_KIND,
             "name": out.name,
+            "release": new_release(out.name, release_sequence),
             "model": {"config": cfg.to_dict(), "parameters": model.num_parameters()},
             "weights_sha256": sha256_file(model_dir / WEIGHTS_FILE),
             "tokenizer": {"file": TOKENIZER_FILE, "kind": tokenizer.kind, "pad_id": cfg.pad_id, "unk_id": 1,
@@ -286,7 +298,8 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
             from mmedge.bundle.signing import sign_bundle
 
             sign_bundle(tmp, sign_key)
-        check_destination(out, force)
+        # again: the destination may have changed during the export
+        check_destination(out, force, model_dir, "the model directory", out_inside_source_ok=True)
         publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

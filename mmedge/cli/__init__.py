@@ -33,12 +33,22 @@ def one_line(exc: BaseException) -> str:
     return f"{lines[0]} " + "; ".join(items)
 
 
+def os_error_line(exc: OSError) -> str:
+    """An operating system error as one line: what failed, on which path, and what to do."""
+    where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    reason = exc.strerror or one_line(exc)
+    return (f"{where}: {reason}" if where else reason) + "; check the path (and its permissions), or choose another"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except MMEdgeError as exc:
         print(f"mmedge {args.verb}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused (a path that cannot be made, read or written): no traceback
+        print(f"mmedge {args.verb}: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mmedge {args.verb}: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from pathlib import Path
 
 from mmedge.errors import ConfigError
@@ -44,6 +45,16 @@ def positive(value: str) -> int:
     number = _int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"{number} must be at least 1")
+    return number
+
+
+def release_sequence(value: str) -> int:
+    """A bundle's release sequence: a whole number in 0..2^53-1 (what every runtime reads exactly)."""
+    from mmedge.bundle.publish import MAX_SEQUENCE
+
+    number = _int(value)
+    if not 0 <= number <= MAX_SEQUENCE:
+        raise argparse.ArgumentTypeError(f"{number} must be in 0..{MAX_SEQUENCE} (2^53-1)")
     return number
 
 
@@ -89,6 +100,11 @@ def _check_parent(path: Path) -> None:
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {path}: {anchor} is not writable (permission denied); "
                                          f"choose a writable location")
+    try:  # what access() cannot tell (root, a read-only or virtual file system such as /proc): try it
+        os.rmdir(tempfile.mkdtemp(prefix=".mmedge-probe-", dir=anchor))
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot write {path}: nothing can be created in {anchor} "
+                                         f"({exc.strerror or exc}); choose another location") from None
 
 
 def writable_file(value: str) -> str:

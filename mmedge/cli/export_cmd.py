@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmedge.cli._checks import config_file, non_negative, writable_parent
+from mmedge.cli._checks import config_file, non_negative, positive, release_sequence, writable_parent
 
 EPILOG = """examples:
   mmedge export --model models/vqa-default --target all --out bundles/vqa-default.mmedge
@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-ratio", type=float, nargs="+", dest="keep_ratios",
                    help="prefilter keep ratio(s) to export (default: the model's trained ones)")
     p.add_argument("--recipe", help="export recipe JSON (see export/); flags override it")
-    p.add_argument("--parity-samples", type=int, help="validation samples for the parity check (default 32)")
+    p.add_argument("--parity-samples", type=positive, help="validation samples for the parity check, >= 1 "
+                   "(default 32; a captioning model: images, default 16)")
     p.add_argument("--data", help="scenes (default) or NAME:ROOT: draw the parity, accuracy and int8 calibration "
                                   "samples from a real dataset (the one the model was trained on)")
     p.add_argument("--drop-visual-after", type=non_negative, metavar="STAGE",
@@ -41,6 +42,9 @@ def add_parser(sub) -> None:
                    help="the pruning rule's threshold (default: measured at export on validation samples)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle (never anything else)")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (see `mmedge sign`)")
+    p.add_argument("--release-sequence", type=release_sequence, metavar="N",
+                   help="the manifest's release.sequence, 0..2^53-1 (default: the current Unix time in ms); an app "
+                        "refuses a bundle whose sequence is below the highest it has accepted")
     p.set_defaults(run=run)
 
 
@@ -51,13 +55,15 @@ def run_caption(args: argparse.Namespace) -> int:
 
     unsupported = [flag for flag, value in (("--recipe", args.recipe), ("--keep-ratio", args.keep_ratios),
                                             ("--data", args.data), ("--drop-visual-after", args.drop_visual_after),
-                                            ("--drop-visual-threshold", args.drop_visual_threshold)) if value]
+                                            ("--drop-visual-threshold", args.drop_visual_threshold))
+                   if value is not None]  # 0 is given too
     if unsupported:
         raise ConfigError(f"{', '.join(unsupported)} apply to classifier models; a captioning model exports the "
-                          "keep ratios it was trained with", "arguments")
+                          "keep ratios it was trained with, without modality pruning: leave them out", "arguments")
     targets = TARGETS if args.target in (None, "all") else (args.target,)
     out = export_caption_bundle(args.model, args.out, targets, int8=args.quantize == "int8",
-                                parity_images=args.parity_samples or 16, force=args.force, sign_key=args.sign_key)
+                                parity_images=16 if args.parity_samples is None else args.parity_samples,
+                                force=args.force, sign_key=args.sign_key, release_sequence=args.release_sequence)
     import json
     from pathlib import Path
 
@@ -101,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
         changes["drop_visual_threshold"] = args.drop_visual_threshold
     recipe = dataclasses.replace(recipe, **changes)  # re-validated by __post_init__
 
-    from mmedge.export.exporter import export_bundle
+    from mmedge.export.exporter import check_recipe_options, export_bundle
     from mmedge.export.report import render
 
-    out = export_bundle(args.model, args.out, recipe, force=args.force, sign_key=args.sign_key)
+    check_recipe_options(recipe)  # e.g. --drop-visual-threshold without --drop-visual-after: refused, not ignored
+    out = export_bundle(args.model, args.out, recipe, force=args.force, sign_key=args.sign_key,
+                        release_sequence=args.release_sequence)
     import json
     from pathlib import Path
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.bundle.manifest import SCHEMA_VERSION, hash_files, write_manifest
-from mmedge.bundle.publish import check_destination
+from mmedge.bundle.publish import check_destination, check_sequence, new_release
 from mmedge.data.batches import build_batch, generate
 from mmedge.data.preprocess import MEAN, STD
 from mmedge.data.scenes import BACKGROUND
 from mmedge.data.tokenizer import _SPLIT, PAD, UNK
-from mmedge.errors import ExportError
+from mmedge.errors import ConfigError, ExportError
 from mmedge.export import coreml_target, executorch_target, ingraph, onnx_target
 from mmedge.export.onnx_weights import share_weights
 from mmedge.export.parity import accuracy, compare, run_chain, stage0_feeds
@@ -31,7 +31,7 @@ from mmedge.export.report import write_report
 from mmedge.export.pruning import measure_rule, pruned_chain
 from mmedge.export.pruning import section as pruning_section
 from mmedge.export.stages import StageSpec, example_inputs, stage_specs, text_stage_specs
-from mmedge.fileio import pid_alive, publish_dir
+from mmedge.fileio import make_parent, pid_alive, publish_dir
 from mmedge.models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, from_pretrained
 from mmedge.runtime.backends import open_session
 from mmedge.runtime.backends.torch_backend import TorchSession
@@ -111,7 +111,7 @@ def _check_artifact(artifact: dict, root: Path, groups, reference, feeds, acc_fe
 
 
 def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recipe, artifacts, in_graph,
-              flops, seconds, root: Path, pruning: dict | None = None) -> dict:
+              flops, seconds, root: Path, pruning: dict | None = None, release: dict | None = None) -> dict:
     cfg = model.config
     io = expected_io(model, specs)
     stages = {s.name: {"stage": s.stage, "keep_ratio": s.keep_ratio, "layers": list(model.stage_layers(s.stage)),
@@ -120,7 +120,7 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
              "stages": [s.name for s in ss], "exit_flops": np.cumsum(flops[r]).astype(int).tolist()}
             for r, ss in groups.items()]
     return {
-        "schema_version": SCHEMA_VERSION, "name": name,
+        "schema_version": SCHEMA_VERSION, "name": name, "release": release or new_release(name),
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "task": cfg.task, "labels": list(cfg.labels),
         "model": {"config": cfg.to_dict(), "parameters": model.num_parameters(), "source": str(model_dir)},
@@ -142,16 +142,37 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
     }
 
 
+def check_recipe_options(recipe: ExportRecipe) -> None:
+    """Refuse options that would be ignored: the modality pruning settings without
+    drop_visual_after (no text-only stages, so no rule to set)."""
+    if recipe.drop_visual_after is not None:
+        return
+    default = ExportRecipe()
+    given = [name for name in ("drop_visual_threshold", "drop_visual_signal", "drop_visual_when",
+                               "drop_visual_samples", "drop_visual_min_agreement")
+             if getattr(recipe, name) != getattr(default, name)]
+    if given:
+        flags = ", ".join(f"{n} (--{n.replace('_', '-')})" if n == "drop_visual_threshold" else n for n in given)
+        raise ConfigError(f"{flags} set without drop_visual_after (--drop-visual-after STAGE): without text-only "
+                          "stages there is no pruning rule, so it would be ignored. Give the stage after which the "
+                          "visual tokens are dropped, or leave it out", "export recipe")
+
+
 def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, force: bool = False,
-                  log=print, sign_key=None) -> Path:
+                  log=print, sign_key=None, release_sequence: int | None = None) -> Path:
     """Export, validate and atomically publish the bundle at `out`; returns its path.
 
-    With `sign_key` (an Ed25519 private key PEM path) the manifest is signed (manifest.sig)."""
+    With `sign_key` (an Ed25519 private key PEM path) the manifest is signed (manifest.sig). The
+    manifest's release is {name: the bundle's name, sequence: `release_sequence`, by default the
+    current Unix time in milliseconds}."""
     from mmedge.train.flops import stage_flops
 
     started = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
-    check_destination(out, force)
+    check_recipe_options(recipe)
+    check_sequence(release_sequence)
+    # a model folder may hold its own bundles, but --out may not be it nor hold it
+    check_destination(out, force, model_dir, "the model directory", out_inside_source_ok=True)
     if sign_key is not None:
         from mmedge.bundle.signing import load_private_key
 
@@ -165,7 +186,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
     after = recipe.drop_visual_after
     text_specs = text_stage_specs(model, after) if after is not None else []  # checks the stage index
     all_specs = specs + text_specs
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     _remove_stale_partials(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
@@ -235,7 +256,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
         pruning = _pruning(model, tokenizer, specs, groups, text_specs, recipe, reference_session, flops, log) \
             if text_specs else None
         manifest = _manifest(out.name, model, model_dir, tokenizer, specs, groups, recipe, artifacts, in_graph,
-                             flops, seconds, tmp, pruning)
+                             flops, seconds, tmp, pruning, new_release(out.name, release_sequence))
         kept = _calibration_to_keep(out, manifest)
         if kept:
             manifest["thresholds"], old_rule = kept
@@ -247,7 +268,8 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
             from mmedge.bundle.signing import sign_bundle
 
             sign_bundle(tmp, sign_key)
-        check_destination(out, force)  # again: the destination may have changed during the export
+        # again: the destination may have changed during the export
+        check_destination(out, force, model_dir, "the model directory", out_inside_source_ok=True)
         publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

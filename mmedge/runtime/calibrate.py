@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmedge.bundle.manifest import load_manifest, write_manifest
+from mmedge.bundle.publish import next_release
 from mmedge.data.batches import generate
 from mmedge.errors import ConfigError
 from mmedge.runtime.controller import Policy, decide_offline
@@ -234,11 +235,21 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
     check_arguments(max_drop, z, samples)
     if isinstance(data_seed, bool) or not isinstance(data_seed, numbers.Integral) or data_seed < 0:
         raise ConfigError(f"data seed {data_seed!r} must be a whole number >= 0", "calibration arguments")
+    if data != "scenes":
+        from mmedge.data.sources import parse_data_spec
+        from mmedge.errors import DatasetError
+
+        try:
+            parse_data_spec(data)  # before loading anything
+        except DatasetError as exc:
+            raise ConfigError(str(exc), "calibration arguments") from None
     if sign_key is not None:
         from mmedge.bundle.signing import load_private_key
 
         sign_key = load_private_key(sign_key)  # a bad key fails now, not after the collection
     engine = Engine.load(bundle, backend=backend)
+    if write:
+        _check_writable(engine.root, engine.manifest, hashes=False)  # before the collection too (hashed on load)
     labels, tables = collect(engine, split, samples, data_seed, progress, data)
     if len(labels) < MIN_SAMPLES:
         raise ConfigError(f"{data}: only {len(labels)} usable validation records; calibration needs at least "
@@ -246,7 +257,7 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
     result = choose(labels, tables, max_drop, z)
     result.update(split=split, backend=engine.backend, data=data.split(":")[0])
     if write and result["chosen"] is not None:
-        manifest = load_manifest(bundle)
+        manifest = _check_writable(engine.root, engine.manifest)
         chosen = result["chosen"]
         policy = chosen["policy"]
         thresholds = dict(manifest["thresholds"])
@@ -266,7 +277,8 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
             if pruning is not None:
                 rule["threshold"] = pruning["threshold"]
             manifest["modality_pruning"]["rule"] = rule
-        removed = write_manifest(engine.root, manifest)
+        manifest["release"] = next_release(manifest)  # the same name, a higher sequence: an app can refuse the old one
+        removed = write_manifest(engine.root, manifest)  # `files` as loaded and verified, never re-hashed
         result["signature"] = "removed" if removed else "none"
         if sign_key is not None:
             from mmedge.bundle.signing import sign_bundle
@@ -274,6 +286,26 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
             sign_bundle(engine.root, sign_key)
             result["signature"] = "signed"
     return result
+
+
+def _check_writable(root, loaded: dict, hashes: bool = True) -> dict:
+    """The bundle's manifest, re-read and checked as on load, when it is still the one calibrated;
+    else BundleError. A manifest.sig that is not a regular file is refused before anything is written."""
+    import os
+    import stat
+
+    from mmedge.bundle.signing import SIGNATURE_FILE
+    from mmedge.errors import BundleError
+
+    signature = root / SIGNATURE_FILE
+    if os.path.lexists(signature) and not stat.S_ISREG(os.lstat(signature).st_mode):
+        raise BundleError(f"{signature} is not a regular file (a folder or link); remove it, then calibrate again",
+                          code="signature-malformed")
+    # every check of loading: nothing unlisted (file, folder, link); with `hashes`, every listed file's SHA-256
+    manifest = load_manifest(root, verify_files=hashes)
+    if manifest != loaded:
+        raise BundleError(f"{root}/manifest.json changed while calibrating; nothing was written. Calibrate again")
+    return manifest
 
 
 def format_table(result: dict) -> str:
