@@ -121,3 +121,73 @@ def test_wordpiece_rules_by_hand():
     assert tok.tokenize("a" * 12 + " " + "a" * 13) == ["a"] + ["##a"] * 11 + ["[UNK]"]  # 13 > 12 code points
     ids, mask = tok.encode("un ?")
     assert ids.tolist() == [2, 7, 0, 0, 0, 0, 0, 0] and mask.tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
+
+
+# ------------------------------------------------------------------ bounded work (issue 31, defect 6)
+class _CountingVocab(dict):
+    """A vocabulary that counts membership tests: the WordPiece work done."""
+
+    lookups = 0
+
+    def __contains__(self, key):
+        type(self).lookups += 1
+        return super().__contains__(key)
+
+
+def _counting_wordpiece(max_length=8):
+    from mmedge.data.tokenizer import WordPieceTokenizer
+
+    vocab = _CountingVocab({"[PAD]": 0, "[UNK]": 1, "a": 2, "##a": 3, "aa": 4, "##aa": 5, "?": 6})
+    return WordPieceTokenizer(vocab, max_length=max_length, max_input_chars_per_word=100)
+
+
+@pytest.mark.parametrize("kind", ["word", "wordpiece"])
+def test_text_over_the_cap_is_refused_with_a_typed_error(kind):
+    from mmedge.data.tokenizer import MAX_TEXT_CHARS
+
+    tok = default_tokenizer() if kind == "word" else _counting_wordpiece()
+    assert MAX_TEXT_CHARS == 65_536
+    with pytest.raises(TextError, match=r"65,537 characters.*65,536"):
+        tok.encode("a" * (MAX_TEXT_CHARS + 1))
+    with pytest.raises(TextError, match="65,536"):
+        tok.tokenize("a " * MAX_TEXT_CHARS)
+    with pytest.raises(TextError, match=r"1,000,000 characters"):
+        tok.encode("what is this ? " * 66_666 + "abcdefghij")
+    # code points are counted, as every runtime counts them (an astral character is one)
+    tok.encode("\U0001d4b6" * MAX_TEXT_CHARS)
+
+
+def test_long_text_under_the_cap_stops_after_max_length_tokens():
+    """A 65,536-character text: encode looks at no more than the first max_length + 1 tokens, each
+    word costs at most (its length) x (the longest entry) lookups, and the ids equal the first
+    max_length tokens of the full (untruncated) tokenization."""
+    import time
+    import warnings
+
+    from mmedge.data.tokenizer import MAX_TEXT_CHARS
+
+    tok = _counting_wordpiece(max_length=8)
+    text = ("a" * 99 + " ") * (MAX_TEXT_CHARS // 100) + "a" * (MAX_TEXT_CHARS % 100)
+    assert len(text) == MAX_TEXT_CHARS
+    _CountingVocab.lookups = 0
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TextTruncatedWarning, match="more than the model's 8 tokens"):
+            tok.encode(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ids, mask = tok.encode(text)
+    assert time.perf_counter() - start < 1.0
+    longest = 5  # "[PAD]": no slice of more code points can match
+    assert _CountingVocab.lookups <= 2 * 99 * longest  # two encodes, each splitting the first 99-character word only
+    full = tok.tokenize(text)  # the untruncated algorithm, linear in the text
+    assert len(full) == 655 * 50 + 18 and full[:3] == ["aa", "##aa", "##aa"]
+    assert ids.tolist() == [tok.vocab[t] for t in full[:8]] and mask.tolist() == [1] * 8
+    _CountingVocab.lookups = 0
+    tok.tokenize("a" * 100)
+    assert _CountingVocab.lookups <= 100 * longest  # O(n x longest entry), not O(n^2)
+    # a long text whose tokens all fit: every token, and the same as tokenize
+    short = _counting_wordpiece(max_length=200)
+    ids, mask = short.encode("a" * 60 + " ?")
+    assert ids.tolist()[:32] == [4] + [5] * 29 + [6, 0] and mask.sum() == 31

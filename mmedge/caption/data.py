@@ -35,8 +35,9 @@ def check_caption_tokenizer(tokenizer: WordTokenizer) -> None:
 
 
 def encode_caption(tokenizer: WordTokenizer, text: str, max_len: int) -> np.ndarray:
-    """(max_len + 1,) int64: [BOS] words [EOS] then [PAD]; words beyond max_len - 1 are dropped."""
-    words = tokenizer.tokenize(text)[: max_len - 1]
+    """(max_len + 1,) int64: [BOS] words [EOS] then [PAD]; words beyond max_len - 1 are dropped
+    (and not split at all: the work is bounded by max_len; over MAX_TEXT_CHARS characters: TextError)."""
+    words = tokenizer.tokenize(text, limit=max_len - 1)
     unk = tokenizer.vocab[UNK]
     ids = [tokenizer.vocab[BOS]] + [tokenizer.vocab.get(w, unk) for w in words] + [tokenizer.vocab[EOS]]
     out = np.full(max_len + 1, tokenizer.vocab[PAD], dtype=np.int64)

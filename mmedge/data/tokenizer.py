@@ -6,7 +6,10 @@ with the regex ``\\w+|[^\\w\\s]+`` (the ``Whitespace`` pre-tokenizer of HF token
   wordpiece (``WordPiece``): split each piece greedily into the longest vocabulary entries from
     its start, later entries written with the ``##`` prefix; a piece with no such split, or longer
     than ``max_input_chars_per_word`` code points, becomes one ``[UNK]``;
-then truncate or pad with ``[PAD]`` to ``max_length``. The scenes' closed vocabulary uses words;
+then truncate or pad with ``[PAD]`` to ``max_length``. A text of more than ``MAX_TEXT_CHARS``
+(65,536) code points is refused with a TextError, and `encode` stops splitting once it has
+``max_length`` + 1 tokens (the rest would be dropped): the work per text is bounded, the ids
+are those of the whole text truncated. The scenes' closed vocabulary uses words;
 real text uses a WordPiece vocabulary built from the training text with HF ``tokenizers``
 (`train_wordpiece`). The files load in HF ``tokenizers`` too; tests check that both give the same ids.
 """
@@ -25,6 +28,20 @@ from mmedge.errors import CheckpointError, TextError
 
 PAD, UNK = "[PAD]", "[UNK]"
 _SPLIT = re.compile(r"\w+|[^\w\s]+")
+# The longest text a tokenizer takes, in code points (Python's len; JS and Java count the same).
+# Every runtime refuses a longer text with TextError before any work: no model reads more than its
+# max_length tokens, and 64 Ki characters is far beyond any question a model of this size can use.
+MAX_TEXT_CHARS = 65_536
+
+
+def check_text(text) -> str:
+    """`text` if it is a str of at most MAX_TEXT_CHARS code points, else TextError."""
+    if not isinstance(text, str):
+        raise TextError(f"text must be a str, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TextError(f"text has {len(text):,} characters, more than the {MAX_TEXT_CHARS:,} a tokenizer takes; "
+                        f"pass a shorter text (the model reads only its first tokens)")
+    return text
 
 
 class TextTruncatedWarning(UserWarning):
@@ -49,19 +66,30 @@ class WordTokenizer:
     def pad_id(self) -> int:
         return self.vocab[PAD]
 
-    def tokenize(self, text: str) -> list[str]:
-        return _SPLIT.findall(text.lower())
+    def tokenize(self, text: str, limit: int | None = None) -> list[str]:
+        """The tokens of `text` (at most MAX_TEXT_CHARS code points, else TextError), or only its
+        first `limit`: the splitting stops there, so the work is bounded by `limit`."""
+        check_text(text)
+        out: list[str] = []
+        for match in _SPLIT.finditer(text.lower()):
+            out.extend(self._subwords(match.group()))
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
+
+    def _subwords(self, piece: str) -> list[str]:
+        """The tokens of one word/punctuation piece: itself (WordPiece splits it further)."""
+        return [piece]
 
     def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and attention mask, both (max_length,) int64."""
-        if not isinstance(text, str):
-            raise TextError(f"text must be a str, got {type(text).__name__}")
-        pieces = self.tokenize(text)
+        """Token ids and attention mask, both (max_length,) int64. Only the first max_length + 1
+        tokens are made: one more than fits tells that the text is truncated."""
+        pieces = self.tokenize(text, limit=self.max_length + 1)
         if not pieces:
             raise TextError("text is empty (no word or punctuation left after splitting); "
                             "pass a question or statement such as 'is there a red circle ?'")
         if len(pieces) > self.max_length:
-            warnings.warn(f"text has {len(pieces)} tokens, more than the model's {self.max_length}: "
+            warnings.warn(f"text has more than the model's {self.max_length} tokens: "
                           f"truncated to the first {self.max_length}", TextTruncatedWarning, stacklevel=2)
             pieces = pieces[: self.max_length]
         unk = self.vocab[UNK]
@@ -140,16 +168,26 @@ class WordPieceTokenizer(WordTokenizer):
 
     kind = "wordpiece"
 
-    def tokenize(self, text: str) -> list[str]:
-        return [sub for piece in _SPLIT.findall(text.lower()) for sub in self._split(piece)]
+    def _subwords(self, piece: str) -> list[str]:
+        return self._split(piece)
+
+    def _longest_entry(self) -> int:
+        """The most code points of any vocabulary entry (prefix included): no longer slice can match.
+        Cached per vocabulary (object and size), so that the bound follows a vocabulary built in place."""
+        key = (id(self.vocab), len(self.vocab))
+        cached = getattr(self, "_longest", None)
+        if cached is None or cached[0] != key:
+            cached = self._longest = (key, max(map(len, self.vocab), default=0))
+        return cached[1]
 
     def _split(self, word: str) -> list[str]:
-        """Greedy longest-match-first from the start; [UNK] for the whole word when a part has no match."""
+        """Greedy longest-match-first from the start; [UNK] for the whole word when a part has no match.
+        Each position tries at most the longest entry's length of slices: O(len(word) x longest entry)."""
         if len(word) > self.max_input_chars_per_word:  # code points, as HF counts chars
             return [UNK]
-        out, start = [], 0
+        out, start, longest = [], 0, self._longest_entry()
         while start < len(word):
-            end = len(word)
+            end = min(len(word), start + longest)
             while end > start:
                 sub = word[start:end] if start == 0 else self.continuing_subword_prefix + word[start:end]
                 if sub in self.vocab:

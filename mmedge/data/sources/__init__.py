@@ -7,7 +7,9 @@ generated grounded scenes, stays the default).
 
 `open_dataset` reads a split's annotations (malformed records raise DatasetError naming the file
 and line), caches its images (mmedge.data.sources.images) and drops records whose image could
-not be read, reporting how many.
+not be read, reporting how many. Every path stays inside ROOT and every file read is a regular
+file (mmedge.data.sources.records: `inside`, `open_inside`); a record's text longer than a
+tokenizer takes (MAX_TEXT_CHARS) is refused when the split is read.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from mmedge.data.sources import captions, gqa, jsonl, nlvr2, vqa2
 from mmedge.data.sources.images import CachedImages, cache_images
 from mmedge.data.sources.records import Record
+from mmedge.data.tokenizer import MAX_TEXT_CHARS
 from mmedge.errors import DatasetError
 
 TASKS_OF = {"vqa2": ("vqa",), "gqa": ("vqa",), "nlvr2": ("verify",), "coco": ("match", "pretrain", "caption"),
@@ -56,16 +59,22 @@ def read_records(spec: DataSpec, task: str, split: str) -> list[Record]:
         raise DatasetError(f"{spec.name} serves task(s) {', '.join(TASKS_OF[spec.name])}, not {task!r}")
     root = spec.root
     if spec.name == "vqa2":
-        return vqa2.records(root, split)
-    if spec.name == "gqa":
-        return gqa.records(root, split)
-    if spec.name == "nlvr2":
-        return nlvr2.records(root, split)
-    if spec.name == "coco":
-        return captions.coco_records(root, split)
-    if spec.name == "cc":
-        return captions.cc_records(root, split)
-    return jsonl.records(root, split, task)
+        records = vqa2.records(root, split)
+    elif spec.name == "gqa":
+        records = gqa.records(root, split)
+    elif spec.name == "nlvr2":
+        records = nlvr2.records(root, split)
+    elif spec.name == "coco":
+        records = captions.coco_records(root, split)
+    elif spec.name == "cc":
+        records = captions.cc_records(root, split)
+    else:
+        records = jsonl.records(root, split, task)
+    for r in records:
+        if len(r.text) > MAX_TEXT_CHARS:
+            raise DatasetError(f"{r.where}: the text has {len(r.text):,} characters, more than the {MAX_TEXT_CHARS:,} "
+                               f"a tokenizer takes; shorten it or drop the record")
+    return records
 
 
 def answer_vocabulary(records: list[Record], size: int) -> list[str]:
@@ -95,8 +104,11 @@ def open_dataset(spec: DataSpec, task: str, split: str, image_size: int, cache_d
     records = read_records(spec, task, split)[:limit]
     if not records:
         raise DatasetError(f"{spec.name}:{spec.root} has no {split} records")
+    where: dict[tuple[Path, ...], str] = {}
+    for r in records:
+        where.setdefault(tuple(r.images), r.where)
     cached = cache_images([r.images for r in records], image_size, cache_dir or spec.root / ".mmedge-cache",
-                          workers, progress)
+                          workers, progress, root=spec.root, where=where)
     kept = [r for r in records if tuple(map(str, r.images)) in cached.row]
     if cached.skipped:
         print(f"{spec.name} {split}: {cached.summary()}; {len(records) - len(kept)} of {len(records)} records dropped")

@@ -2,7 +2,10 @@
 uint8 array, keyed by the files (path, size, mtime) and the preprocessing, reused afterwards.
 
 A missing, truncated or unreadable image is counted and skipped (its records are dropped) with a
-summary at the end, never a crash mid-epoch. Two images (NLVR2) are placed side by side first.
+summary at the end, never a crash mid-epoch. An image that resolves outside the dataset's root (a
+link) or is not a regular file (a FIFO, device, socket, directory) is a DatasetError naming its
+record: it is opened without blocking (records.open_inside) and never read. Two images (NLVR2) are
+placed side by side first.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.data.preprocess import resized_rgb
+from mmedge.data.sources.records import open_inside
 from mmedge.errors import ImageError
 from mmedge.fileio import atomic_write
 
-CACHE_VERSION = 1  # bump when the decoding or resizing changes
+CACHE_VERSION = 2  # bump when the decoding or resizing changes (2: images confined to the dataset's root)
 
 
 @dataclass
@@ -46,8 +51,22 @@ def _fingerprint(path: Path) -> list:
         return [str(path), None, None]
 
 
-def _decode(paths: tuple[Path, ...], image_size: int) -> np.ndarray:
-    parts = [resized_rgb(p, image_size) for p in paths]  # each (S, S, 3)
+def _read(path: Path, image_size: int, root: Path, where: str) -> np.ndarray:
+    """One image file, opened inside `root` without blocking, decoded from that open file: (S, S, 3)."""
+    from PIL import Image, UnidentifiedImageError
+
+    with open_inside(path, root, where) as f:
+        try:
+            img = Image.open(f)
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, EOFError,
+                ValueError) as exc:
+            raise ImageError(f"cannot read image {path}: {exc}") from exc
+        with img:
+            return resized_rgb(img, image_size)
+
+
+def _decode(paths: tuple[Path, ...], image_size: int, root: Path, where: str = "") -> np.ndarray:
+    parts = [_read(p, image_size, root, where) for p in paths]  # each (S, S, 3)
     if len(parts) == 1:
         return parts[0]
     return resized_rgb(np.concatenate(parts, axis=1), image_size)  # side by side, padded back to a square
@@ -59,27 +78,47 @@ def _reason(exc: Exception) -> str:
     return "unreadable"
 
 
+def _cached(folder: Path, image_size: int) -> CachedImages | None:
+    """The cache in `folder`, or None when it is absent or not one this code wrote (then it is rebuilt):
+    both files regular (a FIFO there must not block), the index well formed, the rows in range."""
+    index_file, array_file = folder / "index.json", folder / "images.npy"
+    try:
+        if not all(stat.S_ISREG(os.lstat(p).st_mode) for p in (index_file, array_file)):
+            return None
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+        array = np.load(array_file, mmap_mode="r", allow_pickle=False)
+        row = {tuple(k.split("\n")): v for k, v in index["row"].items()}
+        skipped = {str(k): [str(p) for p in v] for k, v in index["skipped"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+    if array.dtype != np.uint8 or array.shape[1:] != (image_size, image_size, 3) or \
+            not all(type(v) is int and 0 <= v < len(array) for v in row.values()):
+        return None
+    return CachedImages(array, row, skipped)
+
+
 def cache_images(items: list[tuple[Path, ...]], image_size: int, cache_dir: Path, workers: int = 2,
-                 progress: bool = True) -> CachedImages:
-    """Every distinct image (tuple) of `items`, cached under cache_dir; reused when unchanged."""
+                 progress: bool = True, *, root: Path, where: dict[tuple[Path, ...], str] | None = None
+                 ) -> CachedImages:
+    """Every distinct image (tuple) of `items`, cached under cache_dir; reused when unchanged. Every
+    image is read inside `root` (records.open_inside); `where` names each tuple's record for errors."""
     from tqdm.auto import tqdm
 
     unique = sorted(set(items))
     key = hashlib.sha256(json.dumps([CACHE_VERSION, image_size, [[_fingerprint(p) for p in t] for t in unique]])
                          .encode()).hexdigest()[:20]
     folder = cache_dir / f"images-{image_size}px-{key}"
-    index_file = folder / "index.json"
-    if index_file.is_file():
-        index = json.loads(index_file.read_text())
-        array = np.load(folder / "images.npy", mmap_mode="r")
-        return CachedImages(array, {tuple(k.split("\n")): v for k, v in index["row"].items()}, index["skipped"])
+    cached = _cached(folder, image_size)
+    if cached is not None:
+        return cached
     folder.mkdir(parents=True, exist_ok=True)
     decoded: dict[tuple[Path, ...], np.ndarray] = {}
     skipped: dict[str, list[str]] = {}
+    where = where or {}
 
     def work(t: tuple[Path, ...]):
         try:
-            return t, _decode(t, image_size), None
+            return t, _decode(t, image_size, root, where.get(t, "")), None
         except (ImageError, OSError) as exc:
             return t, None, exc
 
@@ -99,6 +138,6 @@ def cache_images(items: list[tuple[Path, ...]], image_size: int, cache_dir: Path
     array.flush()
     del array
     os.replace(tmp, folder / "images.npy")
-    atomic_write(index_file, lambda p: p.write_text(json.dumps({"row": row, "skipped": skipped})))
+    atomic_write(folder / "index.json", lambda p: p.write_text(json.dumps({"row": row, "skipped": skipped})))
     return CachedImages(np.load(folder / "images.npy", mmap_mode="r"),
                         {tuple(k.split("\n")): v for k, v in row.items()}, skipped)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmedge.data.sources.records import Record, need, read_json_lines
+from mmedge.data.sources.records import Record, inside, need, read_json_lines
 from mmedge.errors import DatasetError
 
 TEXT_FIELD = {"vqa": "question", "verify": "statement", "match": "caption"}
@@ -22,11 +22,9 @@ def records(root: Path, split: str, task: str) -> list[Record]:
         raise DatasetError(f"JSON Lines data serves tasks {', '.join(TEXT_FIELD)}; got {task!r}")
     path = root / f"{split}.jsonl"
     out = []
-    for line, obj in read_json_lines(path):
+    for line, obj in read_json_lines(path, root):
         where = f"{path}:{line}"
-        image = need(obj, "image", str, where)
-        if Path(image).is_absolute() or ".." in Path(image).parts:
-            raise DatasetError(f"{where}: image {image!r} must be a path relative to {root} without '..'")
+        image = inside(root, need(obj, "image", str, where), where, "image")
         if task == "vqa":
             answer = need(obj, "answer", str, where).strip().lower()
         elif task == "verify":
@@ -36,6 +34,6 @@ def records(root: Path, split: str, task: str) -> list[Record]:
         qtype = obj.get("type", task)
         if not isinstance(qtype, str):
             raise DatasetError(f"{where}: field 'type' must be a string")
-        out.append(Record(images=(root / image,), text=need(obj, TEXT_FIELD[task], str, where), answer=answer,
+        out.append(Record(images=(image,), text=need(obj, TEXT_FIELD[task], str, where), answer=answer,
                           qtype=qtype, where=where))
     return out

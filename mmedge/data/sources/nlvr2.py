@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmedge.data.sources.records import Record, need, read_json_lines
+from mmedge.data.sources.records import Record, inside, need, read_json_lines
 from mmedge.errors import DatasetError
 
 SPLITS = ("train", "dev", "test1")
@@ -25,7 +25,7 @@ def records(root: Path, split: str) -> list[Record]:
         raise DatasetError(f"NLVR2 has splits {', '.join(SPLITS)}; got {split!r}")
     path = root / f"{split}.json"
     out = []
-    for line, obj in read_json_lines(path):
+    for line, obj in read_json_lines(path, root):
         where = f"{path}:{line}"
         ident = need(obj, "identifier", str, where)
         parts = ident.split("-")
@@ -36,9 +36,10 @@ def records(root: Path, split: str) -> list[Record]:
             raise DatasetError(f"{where}: label must be \"True\" or \"False\", got {label!r}")
         folder = root / "images" / split
         if split == "train":
-            folder = folder / str(need(obj, "directory", (int, str), where))
+            folder = inside(folder, str(need(obj, "directory", (int, str), where)), where, "directory", single=True)
         stem = "-".join(parts[:3])
-        out.append(Record(images=(folder / f"{stem}-img0.png", folder / f"{stem}-img1.png"),
+        left = inside(folder, f"{stem}-img0.png", where, "identifier", single=True)
+        out.append(Record(images=(left, folder / f"{stem}-img1.png"),
                           text=need(obj, "sentence", str, where), answer=label.lower(), qtype="statement",
                           group="-".join([parts[0], parts[1], parts[3]]), where=where))
     return out

@@ -27,8 +27,8 @@ def records(root: Path, split: str) -> list[Record]:
     coco = SPLITS[split]
     qfile = root / f"v2_OpenEnded_mscoco_{coco}_questions.json"
     afile = root / f"v2_mscoco_{coco}_annotations.json"
-    questions = need(read_json(qfile), "questions", list, str(qfile))
-    annotations = need(read_json(afile), "annotations", list, str(afile))
+    questions = need(read_json(qfile, root), "questions", list, str(qfile))
+    annotations = need(read_json(afile, root), "annotations", list, str(afile))
     by_id = {}
     for i, a in enumerate(annotations):
         where = f"{afile}#annotations[{i}]"

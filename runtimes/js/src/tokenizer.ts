@@ -8,12 +8,38 @@
  *     prefix ("##"); a piece with no such split, or longer than max_input_chars_per_word code
  *     points, becomes one [UNK];
  * then truncate on the right to max_length and pad on the right with pad_id.
+ *
+ * A text of more than MAX_TEXT_CHARS (65,536) code points is refused with TextError, as the Python
+ * and Java runtimes refuse it; `encode` splits only until it has max_length + 1 tokens (one more
+ * than fits says the text is truncated), so its work is bounded by the model, not by the text.
  */
 
 import { BundleError, ConfigError, TextError, short } from "./errors.js";
 
 export const PAD = "[PAD]";
 export const UNK = "[UNK]";
+
+/** The longest text a tokenizer takes, in Unicode code points (Python's len; a lone surrogate is one). */
+export const MAX_TEXT_CHARS = 65_536;
+
+/** `text` if it is a string of at most MAX_TEXT_CHARS code points; TextError otherwise. */
+export function checkText(text: unknown): string {
+  if (typeof text !== "string") throw new TextError(`text must be a string, got ${text === null ? "null" : typeof text}`);
+  // a string of n UTF-16 units holds between n / 2 and n code points: count only when it matters
+  if (text.length > MAX_TEXT_CHARS) {
+    const n = codePointCount(text);
+    if (n > MAX_TEXT_CHARS) {
+      throw new TextError(`text has ${grouped(n)} characters, more than the ${grouped(MAX_TEXT_CHARS)} a tokenizer ` +
+        "takes; pass a shorter text (the model reads only its first tokens)");
+    }
+  }
+  return text;
+}
+
+/** 65536 -> "65,536", without depending on the platform's locale data. */
+function grouped(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
 
 /**
  * `\w+|[^\w\s]+` as Python 3's `re` reads it on str: a word character is general category L or N,
@@ -32,8 +58,11 @@ export interface Encoding {
   inputIds: Int32Array;
   /** int32, 1 for each real token, 0 for padding. */
   textMask: Int32Array;
-  /** The pieces the text was split into (before truncation). */
-  tokens: string[];
+  /**
+   * The pieces the text was split into (before truncation). When the text was truncated, encode
+   * stopped splitting after max_length + 1 of them: the whole list is made on first access.
+   */
+  readonly tokens: string[];
   /** True when the text had more than max_length tokens and the tail was dropped. */
   truncated: boolean;
 }
@@ -116,17 +145,30 @@ export class WordTokenizer {
 
   /**
    * The tokens of a text: lowercased, then split by the spec's regular expression (and, for
-   * WordPiece, each piece into subwords). These are what truncation and padding count.
+   * WordPiece, each piece into subwords). These are what truncation and padding count. With
+   * `limit`, only the first `limit` tokens: the splitting stops there. TextError for a text that
+   * is not a string or has more than MAX_TEXT_CHARS code points.
    */
-  tokenize(text: string): string[] {
+  tokenize(text: string, limit = Infinity): string[] {
+    checkText(text);
     const source = this.lowercase ? text.toLowerCase() : text;
-    return source.match(splitRegex()) ?? [];
+    const out: string[] = [];
+    const re = splitRegex();
+    let m: RegExpExecArray | null;
+    while (out.length < limit && (m = re.exec(source)) !== null) {
+      for (const token of this.pieceTokens(m[0])) out.push(token);
+    }
+    return out.length > limit ? out.slice(0, limit) : out;
+  }
+
+  /** The tokens of one word/punctuation piece: the piece itself (WordPiece splits it further). */
+  protected pieceTokens(piece: string): string[] {
+    return [piece];
   }
 
   /** Token ids and mask, both int32 of length max_length; TextError when nothing is left to ask. */
   encode(text: string): Encoding {
-    if (typeof text !== "string") throw new TextError(`text must be a string, got ${text === null ? "null" : typeof text}`);
-    const tokens = this.tokenize(text);
+    const tokens = this.tokenize(text, this.maxLength + 1);
     if (tokens.length === 0) {
       throw new TextError("text is empty (no word or punctuation left after splitting); pass a question or " +
         "statement such as 'is there a red circle ?'");
@@ -140,7 +182,15 @@ export class WordTokenizer {
       inputIds[i] = this.vocab.get(piece) ?? unk;
       textMask[i] = 1;
     });
-    return { inputIds, textMask, tokens, truncated };
+    if (!truncated) return { inputIds, textMask, tokens, truncated };
+    let all: string[] | undefined;
+    const whole = () => (all ??= this.tokenize(text));
+    return {
+      inputIds, textMask, truncated,
+      get tokens() {
+        return whole();
+      },
+    };
   }
 }
 
@@ -170,12 +220,16 @@ export class WordPieceTokenizer extends WordTokenizer {
     return "wordpiece";
   }
 
-  override tokenize(text: string): string[] {
-    return super.tokenize(text).flatMap((piece) => this.split(piece));
+  protected override pieceTokens(piece: string): string[] {
+    return this.split(piece);
   }
 
-  /** Greedy longest-match-first from the start; one [UNK] for the whole word when a part has no match. */
+  /**
+   * Greedy longest-match-first from the start; one [UNK] for the whole word when a part has no
+   * match. Each position tries at most longestEntry slices: O(word length x longest entry).
+   */
   split(word: string): string[] {
+    if (word.length > 2 * this.maxInputCharsPerWord) return [UNK]; // more code points than allowed, uncounted
     const chars = Array.from(word); // code points, as Python and HF count characters
     if (chars.length > this.maxInputCharsPerWord) return [UNK];
     const out: string[] = [];

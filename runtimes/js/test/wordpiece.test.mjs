@@ -7,7 +7,7 @@ import { join } from "node:path";
 import test from "node:test";
 
 import {
-  BundleError, ConfigError, TextError, WordPieceTokenizer, WordTokenizer, checkTokenizer,
+  BundleError, ConfigError, MAX_TEXT_CHARS, TextError, WordPieceTokenizer, WordTokenizer, checkTokenizer,
 } from "../dist/index.js";
 import { GOLDEN, REPO, readJson, runTokenizerCases } from "../test-support/helpers.mjs";
 
@@ -165,4 +165,53 @@ test("the golden WordPiece file agrees with the golden vectors' manifest fields"
       max_input_chars_per_word: cases.max_input_chars_per_word,
     },
   });
+});
+
+// ------------------------------------------------------------------ bounded work (issue 31, defect 6)
+const CAP = 65_536; // the spec's cap, in code points; every runtime refuses a longer text
+
+test("a text over 65,536 code points is a TextError, in every tokenizer kind", () => {
+  assert.equal(MAX_TEXT_CHARS, CAP);
+  const word = WordTokenizer.fromJSON(JSON.stringify({ truncation: { max_length: 8 }, model: { type: "WordLevel", vocab: HAND_VOCAB } }));
+  for (const t of [WordTokenizer.fromJSON(handFile()), word]) {
+    assert.throws(() => t.encode("a".repeat(CAP + 1)), (exc) => {
+      assert.ok(exc instanceof TextError, String(exc));
+      assert.match(exc.message, /65,537 characters, more than the 65,536/);
+      return true;
+    });
+    assert.throws(() => t.tokenize("a ".repeat(CAP)), TextError);
+    assert.throws(() => t.encode(`${"what is this ? ".repeat(66_666)}abcdefghij`), /1,000,000 characters/);
+    // code points are counted, as Python's len counts them: 65,536 astral characters (131,072 UTF-16 units) pass
+    assert.equal(t.encode("\u{1d4b6}".repeat(CAP)).truncated, false);
+    assert.throws(() => t.encode("\u{1d4b6}".repeat(CAP) + "a"), TextError);
+    // a lone surrogate is one code point, as in Python
+    assert.throws(() => t.encode("\ud800".repeat(CAP + 1)), TextError);
+  }
+});
+
+test("a long text under the cap: encode splits only the first max_length + 1 tokens, ids as the full algorithm's", () => {
+  const vocab = { "[PAD]": 0, "[UNK]": 1, a: 2, "##a": 3, aa: 4, "##aa": 5, "?": 6 };
+  const t = new WordPieceTokenizer(vocab, 8, "##", 100);
+  const text = `${"a".repeat(99)} `.repeat(Math.floor(CAP / 100)) + "a".repeat(CAP % 100);
+  assert.equal(text.length, CAP);
+  let splits = 0;
+  const split = t.split;
+  t.split = function counted(word) {
+    splits++;
+    return split.call(this, word);
+  };
+  const start = performance.now();
+  const e = t.encode(text);
+  const ms = performance.now() - start;
+  assert.equal(splits, 1); // the first word gives 50 tokens: more than 8 + 1, nothing else is split
+  assert.ok(ms < 500, `encode took ${ms.toFixed(1)} ms`);
+  assert.equal(e.truncated, true);
+  const full = t.tokenize(text); // the untruncated algorithm
+  assert.equal(full.length, 655 * 50 + 18);
+  assert.deepEqual([...e.inputIds], full.slice(0, 8).map((tok) => vocab[tok]));
+  assert.deepEqual([...e.textMask], [1, 1, 1, 1, 1, 1, 1, 1]);
+  assert.deepEqual(e.tokens, full); // made on first access
+  assert.deepEqual(t.tokenize(text, 3), ["aa", "##aa", "##aa"]);
+  // a word over max_input_chars_per_word is one [UNK] without being scanned
+  assert.deepEqual(t.tokenize("a".repeat(CAP)), ["[UNK]"]);
 });

@@ -58,19 +58,20 @@ public final class WordPieceTokenizer extends WordTokenizer {
         return maxInputCharsPerWord;
     }
 
-    /** The subwords of every piece of the text, in order. */
+    /** The subwords of one piece of the text ({@link #tokenize} stops once it has enough). */
     @Override
-    public List<String> tokenize(String text) {
-        List<String> out = new ArrayList<>();
-        for (String word : words(text)) out.addAll(subwords(word));
-        return out;
+    protected List<String> pieceTokens(String piece) {
+        return subwords(piece);
     }
 
     /**
      * The subwords of one piece: greedy longest-match-first from its start; [UNK] alone when the
-     * piece is over max_input_chars_per_word code points or some position has no match.
+     * piece is over max_input_chars_per_word code points or some position has no match. Each
+     * position tries at most the longest entry's length of slices: O(piece length x longest entry).
      */
     public List<String> subwords(String word) {
+        // over twice as many chars as allowed code points: too many code points, without counting them
+        if (word.length() > 2L * maxInputCharsPerWord) return Collections.singletonList(UNK);
         int n = word.codePointCount(0, word.length());
         if (n > maxInputCharsPerWord) return Collections.singletonList(UNK);
         int[] at = new int[n + 1]; // the char offset of each code point, and the end

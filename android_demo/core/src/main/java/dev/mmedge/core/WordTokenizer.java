@@ -1,5 +1,6 @@
 package dev.mmedge.core;
 
+import java.util.AbstractList;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashMap;
@@ -21,6 +22,11 @@ import java.util.Map;
  * <p>{@link #fromJson} reads either model type of the spec: a WordLevel file gives this class
  * ({@link #kind()} {@code "word"}), a WordPiece file gives a {@link WordPieceTokenizer}
  * ({@code "wordpiece"}), which splits each piece further into subwords before the lookup.
+ *
+ * <p>A text of more than {@link #MAX_TEXT_CHARS} (65,536) code points is refused with a
+ * TextException, as the Python and JavaScript runtimes refuse it; {@link #encode} splits only until
+ * it has max_length + 1 tokens (one more than fits says the text is truncated), so its work is
+ * bounded by the model, not by the text.
  */
 public class WordTokenizer {
     public static final String PAD = "[PAD]";
@@ -31,6 +37,8 @@ public class WordTokenizer {
     public static final String KIND_WORD = "word";
     /** The manifest's tokenizer.kind of a WordPiece file. */
     public static final String KIND_WORDPIECE = "wordpiece";
+    /** The longest text a tokenizer takes, in Unicode code points (Python's len; a lone surrogate is one). */
+    public static final int MAX_TEXT_CHARS = 65_536;
 
     /** Stage-0 text inputs. */
     public static final class Encoding {
@@ -38,7 +46,11 @@ public class WordTokenizer {
         public final int[] inputIds;
         /** 1 for each real token, 0 for padding. */
         public final int[] textMask;
-        /** The tokens the text was split into (WordPiece: the subwords), before truncation. */
+        /**
+         * The tokens the text was split into (WordPiece: the subwords), before truncation. When the
+         * text was truncated, encode stopped splitting after max_length + 1 of them: the whole list
+         * is made on first use.
+         */
         public final List<String> tokens;
         /** The text had more than max_length tokens and the tail was dropped. */
         public final boolean truncated;
@@ -190,20 +202,53 @@ public class WordTokenizer {
     }
 
     /**
+     * {@code text} if it has at most {@link #MAX_TEXT_CHARS} code points; TextException otherwise
+     * (or when it is null).
+     */
+    public static String checkText(String text) {
+        if (text == null) throw new TextException("text must be a string, got null");
+        // a string of n UTF-16 chars holds between n / 2 and n code points: count only when it matters
+        if (text.length() > MAX_TEXT_CHARS) {
+            int n = text.codePointCount(0, text.length());
+            if (n > MAX_TEXT_CHARS) {
+                throw new TextException(String.format(Locale.ROOT, "text has %,d characters, more than the %,d a "
+                        + "tokenizer takes; pass a shorter text (the model reads only its first tokens)", n, MAX_TEXT_CHARS));
+            }
+        }
+        return text;
+    }
+
+    /**
      * The tokens of a text, each looked up in the vocabulary by {@link #encode}: here the pieces of
      * {@link #words}; a {@link WordPieceTokenizer} splits each piece further into subwords.
+     * TextException for null or more than {@link #MAX_TEXT_CHARS} code points.
      */
-    public List<String> tokenize(String text) {
-        return words(text);
+    public final List<String> tokenize(String text) {
+        return tokenize(text, Integer.MAX_VALUE);
+    }
+
+    /** The first {@code limit} tokens of a text: the splitting stops there, so the work is bounded by the limit. */
+    public final List<String> tokenize(String text, int limit) {
+        return pieces(text, limit, true);
+    }
+
+    /** The tokens of one word/punctuation piece: the piece itself ({@link WordPieceTokenizer} splits it further). */
+    protected List<String> pieceTokens(String piece) {
+        return Collections.singletonList(piece);
     }
 
     /** The pieces of a text: lowercased, then runs of word characters or of other non-space characters. */
     public final List<String> words(String text) {
+        return pieces(text, Integer.MAX_VALUE, false);
+    }
+
+    private List<String> pieces(String text, int limit, boolean split) {
+        checkText(text);
         String s = lowercase ? text.toLowerCase(Locale.ROOT) : text;
         List<String> out = new ArrayList<>();
         int i = 0;
         int n = s.length();
-        while (i < n) {
+        while (i < n && out.size() < limit) {
             int cp = s.codePointAt(i);
             if (isSpace(cp)) {
                 i += Character.charCount(cp);
@@ -216,15 +261,19 @@ public class WordTokenizer {
                 if (isSpace(c) || isWord(c) != word) break;
                 i += Character.charCount(c);
             }
-            out.add(s.substring(start, i));
+            String piece = s.substring(start, i);
+            if (split) {
+                out.addAll(pieceTokens(piece));
+            } else {
+                out.add(piece);
+            }
         }
-        return out;
+        return out.size() > limit ? new ArrayList<>(out.subList(0, limit)) : out;
     }
 
     /** Token ids and mask of length max_length; TextException when nothing is left to ask. */
     public Encoding encode(String text) {
-        if (text == null) throw new TextException("text must be a string, got null");
-        List<String> tokens = tokenize(text);
+        List<String> tokens = tokenize(text, maxLength == Integer.MAX_VALUE ? maxLength : maxLength + 1);
         if (tokens.isEmpty()) {
             throw new TextException("text is empty (no word or punctuation left after splitting); pass a question or "
                     + "statement such as 'is there a red circle ?'");
@@ -244,6 +293,35 @@ public class WordTokenizer {
                 ids[i] = pad;
             }
         }
-        return new Encoding(ids, mask, Collections.unmodifiableList(tokens), truncated);
+        List<String> all = truncated ? new Whole(this, text) : Collections.unmodifiableList(tokens);
+        return new Encoding(ids, mask, all, truncated);
+    }
+
+    /** Every token of a truncated text, made on first use (unmodifiable). */
+    private static final class Whole extends AbstractList<String> {
+        private final WordTokenizer tokenizer;
+        private final String text;
+        private volatile List<String> tokens;
+
+        Whole(WordTokenizer tokenizer, String text) {
+            this.tokenizer = tokenizer;
+            this.text = text;
+        }
+
+        private List<String> tokens() {
+            List<String> t = tokens;
+            if (t == null) tokens = t = tokenizer.tokenize(text);
+            return t;
+        }
+
+        @Override
+        public String get(int index) {
+            return tokens().get(index);
+        }
+
+        @Override
+        public int size() {
+            return tokens().size();
+        }
     }
 }

@@ -263,4 +263,71 @@ public class WordPieceTest {
         t.put("kind", "word");
         assertTrue(BundleLoader.consistencyProblems(new Manifest(r)).isEmpty());
     }
+
+    // ------------------------------------------------------------------ bounded work (issue 31, defect 6)
+    private static final int CAP = 65_536; // the spec's cap, in code points: every runtime refuses a longer text
+
+    private static void refused(WordTokenizer tok, String text, String message) {
+        try {
+            tok.encode(text);
+            fail("no TextException for a text of " + text.length() + " chars");
+        } catch (TextException expected) {
+            assertTrue(expected.getMessage(), expected.getMessage().contains(message));
+        }
+    }
+
+    @Test
+    public void textOverTheCapIsRefusedInEveryKind() {
+        assertEquals(CAP, WordTokenizer.MAX_TEXT_CHARS);
+        WordTokenizer[] kinds = {WordTokenizer.fromJson(tokenizerJson(UNBELIEVABLE, 8, "##", 12, null), true),
+            new WordTokenizer(UNBELIEVABLE, 8, true)};
+        String astral = new String(Character.toChars(0x1d4b6));
+        for (WordTokenizer tok : kinds) {
+            refused(tok, repeat("a", CAP + 1), "text has 65,537 characters, more than the 65,536");
+            refused(tok, repeat("what is this ? ", 66_666) + "abcdefghij", "1,000,000 characters");
+            try {
+                tok.tokenize(repeat("a ", CAP));
+                fail("tokenize took a text over the cap");
+            } catch (TextException expected) {
+                // the same cap
+            }
+            // code points are counted, as Python's len counts them: 65,536 astral characters (131,072 chars) pass
+            assertFalse(tok.encode(repeat(astral, CAP)).truncated);
+            refused(tok, repeat(astral, CAP) + "a", "65,537 characters");
+            refused(tok, repeat("\ud800", CAP + 1), "65,537 characters"); // a lone surrogate is one code point
+        }
+    }
+
+    @Test
+    public void longTextUnderTheCapStopsAfterMaxLengthTokens() {
+        Map<String, Integer> v = vocab("[PAD]", 0, "[UNK]", 1, "a", 2, "##a", 3, "aa", 4, "##aa", 5, "?", 6);
+        WordTokenizer tok = new WordPieceTokenizer(v, 8, true, "##", 100);
+        String text = repeat(repeat("a", 99) + " ", CAP / 100) + repeat("a", CAP % 100);
+        assertEquals(CAP, text.length());
+        List<String> full = tok.tokenize(text); // the untruncated algorithm
+        assertEquals(655 * 50 + 18, full.size());
+        WordTokenizer.Encoding e = tok.encode(text);
+        assertTrue(e.truncated);
+        int[] want = new int[8];
+        for (int i = 0; i < 8; i++) want[i] = v.get(full.get(i));
+        assertArrayEquals(want, e.inputIds);
+        assertArrayEquals(new int[] {1, 1, 1, 1, 1, 1, 1, 1}, e.textMask);
+        assertEquals(full, e.tokens); // made on first use
+        assertEquals(Arrays.asList("aa", "##aa", "##aa"), tok.tokenize(text, 3));
+        assertEquals(Collections.singletonList("[UNK]"), tok.tokenize(repeat("a", CAP))); // over 100 code points
+        // encode splits one word (50 tokens > 8 + 1); the whole text is 656 words: encode must be far cheaper
+        long encode = Long.MAX_VALUE;
+        long all = Long.MAX_VALUE;
+        for (int round = 0; round < 7; round++) {
+            long t0 = System.nanoTime();
+            tok.encode(text);
+            long t1 = System.nanoTime();
+            tok.tokenize(text);
+            long t2 = System.nanoTime();
+            encode = Math.min(encode, t1 - t0);
+            all = Math.min(all, t2 - t1);
+        }
+        assertTrue("encode " + encode / 1000 + " us vs whole text " + all / 1000 + " us", encode * 5 < all);
+        assertTrue("encode took " + encode / 1000 + " us", encode < 50_000_000L);
+    }
 }
