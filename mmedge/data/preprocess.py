@@ -1,8 +1,12 @@
 """Image preprocessing with numpy and Pillow only: one implementation for training and runtime.
 
-Conversions (documented in the README):
-- any Pillow mode becomes RGB; transparency is composited over the scene background grey;
-  16-bit and 32-bit integer images are scaled to 8 bits; float arrays are read as 0..1 (values
+Conversions (docs/bundle-format.md, "Image"), in order, for an image file or a Pillow image:
+- the EXIF orientation (tag 274, values 2..8) is applied first: the image as a viewer shows it;
+- grey becomes RGB; grey+alpha, and a palette with transparency (tRNS), become RGBA; 16-bit
+  channels keep their high byte (v >> 8); CMYK is refused (its colours depend on a profile);
+- transparency is composited over the scene background grey;
+- arrays and Pillow's in-memory modes: uint16 arrays keep their high byte; 32-bit integer ("I")
+  images over 255 are read as 16-bit; float arrays are read as 0..1 (values
   outside [-FLOAT_TOLERANCE, 1 + FLOAT_TOLERANCE] are refused: a 0..255 float image would otherwise
   turn white), Pillow float ("F") images as 0..255 (or 0..1 when no value exceeds 1), clipped;
 - a Pillow image that cannot be decoded (a truncated file opened lazily) or was closed is refused
@@ -15,10 +19,11 @@ Output: float32 (3, S, S), each channel scaled as (x / 255 - 0.5) / 0.5.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmedge.data.scenes import BACKGROUND
 from mmedge.errors import ImageError
@@ -28,6 +33,8 @@ MEAN, STD = 0.5, 0.5
 # Float arrays may overshoot [0, 1] by rounding; 1e-3 is under half an 8-bit level (1/510), so clipping
 # within it changes no pixel value. Anything further out is a different convention (e.g. 0..255).
 FLOAT_TOLERANCE = 1e-3
+ORIENTATION = 0x0112  # EXIF tag 274: 1 as stored, 2..8 mirrored and/or rotated
+REFUSED_MODES = {"CMYK": "CMYK"}  # Pillow mode -> the name in the error
 
 ImageLike = Image.Image | np.ndarray | str | Path
 
@@ -55,11 +62,25 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), mode)
 
 
+def _oriented(img: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: its EXIF orientation (2..8) applied, the tag then dropped."""
+    orientation = img.getexif().get(ORIENTATION)
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(img)
+    return img
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray((np.clip(arr / top, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+    if img.mode in REFUSED_MODES:
+        raise ImageError(f"{REFUSED_MODES[img.mode]} images are not accepted: their colours depend on a colour "
+                         "profile; convert it to RGB first (e.g. with the profile, in an image editor)")
+    img = _oriented(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: the high byte
+        img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8), "L")
+    elif img.mode == "I":  # 32-bit integers: 8-bit values as they are, else read as 16-bit
+        arr = np.asarray(img, dtype=np.int64)
+        arr = arr if arr.size == 0 or arr.max() <= 255 else np.clip(arr, 0, 65535) >> 8
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
     elif img.mode == "F":  # Pillow's float images hold 0..255 (clipped); arrays of 0..1 are also accepted
         arr = np.asarray(img, dtype=np.float32)
         if np.isfinite(arr).all():  # NaN / inf are refused by _from_array
@@ -99,7 +120,7 @@ def load_image(image: ImageLike) -> Image.Image:
         return _to_rgb(img)
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, KeyError, struct.error) as exc:  # struct: corrupt EXIF
         raise ImageError(_broken(exc)) from exc
 
 

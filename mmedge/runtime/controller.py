@@ -4,8 +4,10 @@ Policies (``Policy.kind``):
 - ``confidence``: stop at the first exit whose learned confidence >= ``threshold``;
 - ``max_probability``: stop at the first exit whose top softmax probability >= ``threshold``;
 - ``patience``: stop once the answer has been the same at ``patience`` consecutive exits;
-- ``latency_budget``: stop before a stage whose measured time would take the total past
-  ``budget_ms`` (the first stage always runs); combined with a confidence threshold if given;
+- ``latency_budget``: stop before a stage whose expected time (the median of its last
+  ``STAGE_TIME_WINDOW`` measured times) would take this query's total past ``budget_ms`` (the
+  first stage always runs; a stage not yet measured does not stop it); combined with a confidence
+  threshold if given;
 - ``full``: run every stage.
 The last exit always stops. The same decisions are pinned by shared test vectors
 (``tests/vectors/controller.json``) that the Android app reuses.
@@ -27,6 +29,7 @@ from mmedge.errors import ConfigError
 from mmedge.runtime.pruning import PruningRule, stored_rule
 
 POLICIES = ("confidence", "max_probability", "patience", "latency_budget", "full")
+STAGE_TIME_WINDOW = 64  # latency_budget: a stage's expected time is the median of its last 64 measured times
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,33 @@ def decide_offline(policy: Policy, answers, confidences, max_probabilities, stag
         if should_stop(policy, state, n, nxt):
             return i
     return n - 1
+
+
+def expected_stage_ms(times) -> float | None:
+    """A stage's expected time: the median of its last STAGE_TIME_WINDOW measured times (the mean of
+    the two middle ones for an even count); None before it has been measured."""
+    recent = list(times)[-STAGE_TIME_WINDOW:]
+    return float(np.median(np.asarray(recent, dtype=np.float64))) if recent else None
+
+
+def decide_with_history(policy: Policy, answers, confidences, max_probabilities, stage_ms,
+                        history) -> tuple[int, list[float | None]]:
+    """The exit a policy takes in a running engine: `stage_ms` are this query's measured stage times
+    (their running sum is the time spent), `history[i]` the times stage i was measured before this
+    query (oldest first). Returns the exit and, per decision, the next stage's expected time used."""
+    n = len(answers)
+    state = ExitState([], [], [], 0.0)
+    used: list[float | None] = []
+    for i in range(n):
+        state.answers.append(int(answers[i]))
+        state.confidences.append(float(confidences[i]))
+        state.max_probabilities.append(float(max_probabilities[i]))
+        state.elapsed_ms += float(stage_ms[i])
+        nxt = expected_stage_ms(history[i + 1]) if i + 1 < n else None
+        used.append(nxt)
+        if should_stop(policy, state, n, nxt):
+            return i, used
+    return n - 1, used
 
 
 def policy_from_thresholds(th: dict) -> Policy:
