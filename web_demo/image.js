@@ -1,10 +1,13 @@
 // Image files to the runtime's image input {width, height, channels, data}.
 //
-// PNG files are decoded by png.js, exactly (the file's own samples). Other formats (JPEG, WebP,
-// GIF, BMP, ...) are decoded by the browser, with colour-space conversion and alpha
-// premultiplication turned off; opaque images then come back as stored, while semi-transparent
-// pixels may differ by a grey level or so from Pillow's decoding (a canvas keeps premultiplied
-// alpha), and JPEG decoders themselves differ slightly between libraries.
+// PNG files are decoded by png.js, exactly (the file's own samples, docs/bundle-format.md's
+// decoding rules: EXIF orientation, grey, palette, 16-bit). Other formats (JPEG, WebP, GIF, BMP,
+// ...) are decoded by the browser, with colour-space conversion and alpha premultiplication turned
+// off and EXIF orientation applied (imageOrientation "from-image", as the spec says); opaque images
+// then come back as stored, while semi-transparent pixels may differ by a grey level or so from
+// Pillow's decoding (a canvas keeps premultiplied alpha), and JPEG decoders themselves differ
+// slightly between libraries. A CMYK (or YCCK) JPEG is refused, as the spec says (browsers would
+// convert it with a guessed profile): its colours depend on a colour profile.
 
 import { decodePng, isPng } from "./png.js";
 
@@ -19,10 +22,44 @@ export class DemoImageError extends Error {
   }
 }
 
+/** The number of colour components of a JPEG file (its first SOF segment); undefined if none is found. */
+export function jpegComponents(bytes) {
+  if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return undefined;
+  let pos = 2;
+  while (pos + 4 <= bytes.length) {
+    if (bytes[pos] !== 0xff) return undefined;
+    const marker = bytes[pos + 1];
+    if (marker === 0xff) { // fill byte
+      pos++;
+      continue;
+    }
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd8)) { // no length
+      pos += 2;
+      continue;
+    }
+    if (marker === 0xd9 || marker === 0xda) return undefined; // end of image / start of scan before any SOF
+    const length = (bytes[pos + 2] << 8) | bytes[pos + 3];
+    const isSof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
+    if (isSof) return pos + 9 < bytes.length ? bytes[pos + 9] : undefined;
+    pos += 2 + length;
+  }
+  return undefined;
+}
+
+/** DemoImageError for a file the spec refuses before decoding: a CMYK / YCCK JPEG. */
+export function refuseUnsupported(bytes) {
+  if (jpegComponents(bytes) === 4) {
+    throw new DemoImageError("CMYK images are not accepted: their colours depend on a colour profile; convert it " +
+      "to RGB first (e.g. with the profile, in an image editor)");
+  }
+}
+
 async function decodeWithBrowser(blob) {
   let bitmap;
   try {
-    bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    bitmap = await createImageBitmap(blob, {
+      colorSpaceConversion: "none", premultiplyAlpha: "none", imageOrientation: "from-image",
+    });
   } catch {
     throw new DemoImageError(`this file is not an image the browser can decode (${blob.type || "unknown type"})`);
   }
@@ -66,6 +103,7 @@ export async function decodeImageBlob(blob) {
       throw new DemoImageError(`this PNG file cannot be decoded: ${err.message}`);
     }
   }
+  refuseUnsupported(bytes);
   return { ...(await decodeWithBrowser(blob)), decoder: "browser" };
 }
 

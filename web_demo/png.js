@@ -6,9 +6,15 @@
 // the bundle's pad colour with Pillow's exact integer formula, so the demo decodes PNG files
 // itself and gives the runtime the file's own 8-bit samples: RGB (channels 3) for opaque images,
 // RGBA (channels 4) when the file has an alpha channel or is a palette image with a tRNS chunk.
-// It follows the Python runtime's conversion (mmedge/data/preprocess.py on Pillow): a tRNS chunk
-// of a grey or RGB image is ignored there, so it is here; 16-bit grey becomes
-// floor(v / 65535 * 255 + 0.5); other 16-bit samples keep their high byte, as Pillow reads them.
+// It follows docs/bundle-format.md ("Image": decoding a file), as the Python runtime
+// (mmedge/data/preprocess.py on Pillow) and the Android core do:
+//   1. EXIF orientation (an eXIf chunk's Orientation tag, 2..8) is applied first: the image as a
+//      viewer shows it;
+//   2. grey -> RGB (grey replicated; 1, 2, 4-bit grey scaled to 0..255, so 1-bit gives 0 / 255);
+//      grey+alpha -> RGBA; palette -> RGB, or RGBA with a tRNS chunk (a tRNS chunk of a grey or RGB
+//      image is ignored, as Pillow's convert("RGB") ignores it); 16-bit samples -> 8 bits by their
+//      high byte (v >> 8), grey included.
+// tests/vectors/golden/image-modes.json pins the result of each mode (runtimes/js/test/image-modes.test.mjs).
 //
 // Supports every colour type (grey, RGB, palette, grey+alpha, RGBA), bit depths 1-16 and Adam7
 // interlacing.
@@ -71,7 +77,68 @@ function unfilter(src, offset, width, height, bpp, rowBytes) {
   return { rows: out, end: pos };
 }
 
-/** Decodes PNG bytes to {width, height, channels: 3|4, data: Uint8Array}. */
+/**
+ * The EXIF Orientation (1..8) of a TIFF-format EXIF block (a PNG eXIf chunk, optionally after an
+ * "Exif\0\0" prefix); 1 when absent or unreadable.
+ */
+export function exifOrientation(exif) {
+  let base = 0;
+  if (exif.length >= 6 && String.fromCharCode(...exif.subarray(0, 6)) === "Exif\0\0") base = 6;
+  if (exif.length < base + 8) return 1;
+  const order = String.fromCharCode(exif[base], exif[base + 1]);
+  if (order !== "II" && order !== "MM") return 1;
+  const little = order === "II";
+  const view = new DataView(exif.buffer, exif.byteOffset, exif.byteLength);
+  const u16 = (at) => view.getUint16(at, little);
+  const u32 = (at) => view.getUint32(at, little);
+  if (u16(base + 2) !== 42) return 1;
+  const ifd = base + u32(base + 4);
+  if (ifd + 2 > exif.length) return 1;
+  const count = u16(ifd);
+  for (let i = 0; i < count; i++) {
+    const entry = ifd + 2 + 12 * i;
+    if (entry + 12 > exif.length) return 1;
+    if (u16(entry) !== 0x0112) continue;
+    const type = u16(entry + 2);
+    const value = type === 3 ? u16(entry + 8) : type === 4 ? u32(entry + 8) : 1;
+    return value >= 1 && value <= 8 ? value : 1;
+  }
+  return 1;
+}
+
+/**
+ * An image {width, height, channels, data} turned as EXIF `orientation` (1..8) says, so that it
+ * shows as a viewer shows it (Pillow's ImageOps.exif_transpose): 2 mirror, 3 rotate 180, 4 flip,
+ * 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 counter-clockwise.
+ */
+export function applyOrientation(image, orientation) {
+  if (!(orientation >= 2 && orientation <= 8)) return image;
+  const { width: W, height: H, channels: C, data } = image;
+  const swap = orientation >= 5;
+  const w = swap ? H : W;
+  const h = swap ? W : H;
+  const out = new Uint8Array(data.length);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      let sx, sy;
+      switch (orientation) {
+        case 2: sx = W - 1 - x; sy = y; break;
+        case 3: sx = W - 1 - x; sy = H - 1 - y; break;
+        case 4: sx = x; sy = H - 1 - y; break;
+        case 5: sx = y; sy = x; break;
+        case 6: sx = y; sy = H - 1 - x; break;
+        case 7: sx = W - 1 - y; sy = H - 1 - x; break;
+        default: sx = W - 1 - y; sy = x; break; // 8
+      }
+      const from = (sy * W + sx) * C;
+      const to = (y * w + x) * C;
+      for (let c = 0; c < C; c++) out[to + c] = data[from + c];
+    }
+  }
+  return { width: w, height: h, channels: C, data: out };
+}
+
+/** Decodes PNG bytes to {width, height, channels: 3|4, data: Uint8Array}, EXIF orientation applied. */
 export async function decodePng(bytes) {
   if (!isPng(bytes)) throw new PngError("not a PNG file");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -79,6 +146,7 @@ export async function decodePng(bytes) {
   let header = null;
   let palette = null;
   let trns = null;
+  let exif = null;
   const idat = [];
   while (pos + 8 <= bytes.length) {
     const length = view.getUint32(pos);
@@ -94,6 +162,7 @@ export async function decodePng(bytes) {
     } else if (type === "PLTE") palette = body;
     else if (type === "tRNS") trns = body;
     else if (type === "IDAT") idat.push(body);
+    else if (type === "eXIf") exif = body;
     else if (type === "IEND") break;
     pos = start + length + 4; // CRC not checked: a damaged file fails to inflate or decodes to noise
   }
@@ -143,7 +212,7 @@ export async function decodePng(bytes) {
       if (trns) a = i < trns.length ? trns[i] : 255;
     } else if (colorType === 0 || colorType === 4) {
       const v = sampleAt(rows, rowStart, x * samplesPer);
-      r = g = b = colorType === 0 && depth === 16 ? Math.floor((v / 65535) * 255 + 0.5) : to8(v);
+      r = g = b = to8(v);
       if (colorType === 4) a = to8(sampleAt(rows, rowStart, x * samplesPer + 1));
     } else {
       const rv = sampleAt(rows, rowStart, x * samplesPer);
@@ -179,5 +248,5 @@ export async function decodePng(bytes) {
   } else {
     throw new PngError(`PNG interlace method ${interlace} is invalid`);
   }
-  return { width, height, channels, data };
+  return applyOrientation({ width, height, channels, data }, exif ? exifOrientation(exif) : 1);
 }

@@ -60,7 +60,7 @@ function scanlines(rows, samplesPerPixel, depth) {
 }
 
 /** A PNG from pixels[y][x] = array of samples. */
-function encode({ pixels, colorType, depth, interlace = 0, plte, trns }) {
+function encode({ pixels, colorType, depth, interlace = 0, plte, trns, exif }) {
   const height = pixels.length, width = pixels[0].length;
   const spp = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 }[colorType];
   let lines = [];
@@ -81,6 +81,7 @@ function encode({ pixels, colorType, depth, interlace = 0, plte, trns }) {
   ihdr.writeUInt32BE(height, 4);
   ihdr.set([depth, colorType, 0, 0, interlace], 8);
   const parts = [Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk("IHDR", ihdr)];
+  if (exif) parts.push(chunk("eXIf", Uint8Array.from(exif)));
   if (plte) parts.push(chunk("PLTE", Uint8Array.from(plte.flat())));
   if (trns) parts.push(chunk("tRNS", Uint8Array.from(trns)));
   parts.push(chunk("IDAT", zlib.deflateSync(Buffer.concat(lines.map((l) => Buffer.from(l))))));
@@ -107,12 +108,13 @@ describe("png.js", () => {
     }
   });
 
-  it("decodes grey (1, 2, 4, 8, 16 bits) and grey + alpha to RGB / RGBA as Pillow converts them", async () => {
+  it("decodes grey (1, 2, 4, 8, 16 bits) and grey + alpha to RGB / RGBA as the spec converts them", async () => {
     for (const depth of [1, 2, 4, 8, 16]) {
       const max = (1 << depth) - 1;
       const pixels = image(9, 7, () => [rand(max + 1)]);
       const got = await decodePng(encode({ pixels, colorType: 0, depth, interlace: depth === 4 ? 1 : 0 }));
-      const grey = (v) => (depth === 16 ? Math.floor((v / 65535) * 255 + 0.5) : Math.round((v * 255) / max));
+      // 16-bit: the high byte (docs/bundle-format.md); 1, 2, 4 bits: scaled to 0..255 (1-bit: 0 / 255)
+      const grey = (v) => (depth === 16 ? v >> 8 : Math.round((v * 255) / max));
       assert.equal(got.channels, 3);
       assert.deepEqual(Array.from(got.data), pixels.flat().flatMap(([v]) => [grey(v), grey(v), grey(v)]), `${depth} bits`);
     }
@@ -120,6 +122,24 @@ describe("png.js", () => {
     const got = await decodePng(encode({ pixels, colorType: 4, depth: 8 }));
     assert.equal(got.channels, 4);
     assert.deepEqual(Array.from(got.data), pixels.flat().flatMap(([v, a]) => [v, v, v, a]));
+    const wide = image(5, 4, () => [rand(65536), rand(65536)]);
+    const got16 = await decodePng(encode({ pixels: wide, colorType: 4, depth: 16, interlace: 1 }));
+    assert.equal(got16.channels, 4);
+    assert.deepEqual(Array.from(got16.data), wide.flat().flatMap(([v, a]) => [v >> 8, v >> 8, v >> 8, a >> 8]));
+  });
+
+  it("applies an eXIf chunk's orientation (6: rotated 90 degrees clockwise) after decoding", async () => {
+    const pixels = image(4, 3, () => [rand(256), rand(256), rand(256)]);
+    // big-endian TIFF, one IFD entry: Orientation (0x0112), SHORT, 6
+    const exif = [0x4d, 0x4d, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0];
+    const got = await decodePng(encode({ pixels, colorType: 2, depth: 8, exif }));
+    assert.deepEqual([got.width, got.height], [3, 4]);
+    for (let y = 0; y < 4; y++) {
+      for (let x = 0; x < 3; x++) {
+        const want = pixels[3 - 1 - x][y];
+        assert.deepEqual(Array.from(got.data.subarray((y * 3 + x) * 3, (y * 3 + x) * 3 + 3)), want, `${x},${y}`);
+      }
+    }
   });
 
   it("decodes palette images, with tRNS to RGBA", async () => {

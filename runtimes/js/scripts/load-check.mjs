@@ -54,5 +54,6 @@ try {
 } catch (exc) {
   out.loaded = false;
   out.error = String(exc).slice(0, 500);
+  if (exc?.code !== undefined) out.code = exc.code;
 }
 console.log(JSON.stringify(out));

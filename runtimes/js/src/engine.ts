@@ -17,7 +17,10 @@ import {
   type ExitState, type Policy, type PolicyInit, type PolicyKind,
 } from "./controller.js";
 import { BundleError, ConfigError, MMEdgeError, short } from "./errors.js";
-import { loadManifest, type Artifact, type InGraphEntry, type Manifest } from "./manifest.js";
+import {
+  loadManifest, rollbackOptionProblems, type Artifact, type InGraphEntry, type Manifest,
+} from "./manifest.js";
+import { externalDataLocations, OnnxFormatError } from "./onnx.js";
 import { preprocessImage, type ImageInput } from "./preprocess.js";
 import type { VerifyKey } from "./signing.js";
 import { FetchSource, NodeDirectorySource, type BundleSource } from "./source.js";
@@ -51,8 +54,19 @@ export interface EngineOptions {
   sessionOptions?: InferenceSession.SessionOptions;
   /** "staged" (default): one session per stage, the controller in JavaScript; "in-graph": one graph per keep ratio (confidence policy only). */
   mode?: Mode;
-  /** Run one query through every stage on load and refuse the bundle unless every output has its declared shape (default true). */
+  /**
+   * Run one query (a grey image) through every stage on load and refuse the bundle (code
+   * `self-check`) unless every output has its declared shape and only finite values (default true).
+   */
   selfCheck?: boolean;
+  /**
+   * Rollback protection: the lowest `release.sequence` to accept. Store the highest sequence you
+   * have accepted (`engine.manifest.release.sequence`) and pass it next time; an older bundle, or one
+   * without a `release`, is refused (BundleError code `rollback`).
+   */
+  minSequence?: number;
+  /** The `release.name` the bundle must carry (code `rollback` otherwise, or when it has none). */
+  expectName?: string;
   /** Receives warnings (a text truncated to max_length); default console.warn. */
   onWarning?: (message: string) => void;
 }
@@ -142,6 +156,17 @@ function median(values: number[]): number {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
+/** "NaN", "Infinity" or "-Infinity" for the first such value of a floating-point tensor. */
+function firstNonFinite(tensor: Tensor): string | undefined {
+  if (tensor.type !== "float32" && tensor.type !== "float64") return undefined;
+  const data = tensor.data as Float32Array | Float64Array;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (!Number.isFinite(v)) return String(v);
+  }
+  return undefined;
+}
+
 function toNumbers(data: Tensor["data"]): number[] {
   return Array.from(data as ArrayLike<number | bigint>, (v) => Number(v));
 }
@@ -176,6 +201,7 @@ function checkOptions(options: EngineOptions): string[] {
   if (options.mode === "in-graph" && options.precision === "int8") {
     problems.push("the in-graph files are fp32; use mode staged for int8");
   }
+  problems.push(...rollbackOptionProblems(options));
   return problems;
 }
 
@@ -198,7 +224,7 @@ function addWeights(weights: Map<string, string>, graph: string, external: strin
   if (external === undefined) return;
   if (dirOf(external) !== dirOf(graph)) {
     throw new BundleError(`${graph} reads its weights from ${external}, which is not in the same folder; ` +
-      "export the bundle again");
+      "export the bundle again", { path: external, code: "inconsistent" });
   }
   weights.set(graph, external);
 }
@@ -213,13 +239,13 @@ function planFiles(m: Manifest, options: EngineOptions, mode: Mode): Plan {
     const entries = Object.entries(m.in_graph?.by_keep_ratio ?? {});
     if (entries.length === 0) {
       throw new BundleError("this bundle has no in-graph files; load it with mode \"staged\", or export it with " +
-        "in_graph in the recipe (`mmedge bundle --in-graph`)");
+        "in_graph in the recipe (`mmedge bundle --in-graph`)", { code: "unsupported" });
     }
     for (const [key, entry] of entries) {
       const ratio = typeof entry.keep_ratio === "number" ? entry.keep_ratio : Number(key);
       const path = fmt === "ort" ? entry.ort_file : entry.file;
       if (path === undefined) {
-        throw new BundleError(`in_graph ${key} has no ORT-format file; load with format "onnx"`);
+        throw new BundleError(`in_graph ${key} has no ORT-format file; load with format "onnx"`, { code: "unsupported" });
       }
       if (m.keep_ratios.some((k) => k.keep_ratio === ratio)) {
         inGraph.set(ratio, { ...entry, path });
@@ -233,7 +259,7 @@ function planFiles(m: Manifest, options: EngineOptions, mode: Mode): Plan {
   if (candidates.length === 0) {
     const have = [...new Set(m.artifacts.map((a) => `${a.runtime}/${a.format}/${a.precision}`))].sort();
     throw new BundleError(`the bundle has no onnxruntime ${precision} artifact${fmt ? ` in format ${fmt}` : ""}; ` +
-      `it has ${have.join(", ")}. Make one with \`mmedge bundle --runtime onnxruntime\``);
+      `it has ${have.join(", ")}. Make one with \`mmedge bundle --runtime onnxruntime\``, { code: "unsupported" });
   }
   const artifact = candidates.find((a) => a.format === "onnx") ?? candidates[0];
   for (const group of m.keep_ratios) {
@@ -243,6 +269,32 @@ function planFiles(m: Manifest, options: EngineOptions, mode: Mode): Plan {
     }
   }
   return { artifact, files, inGraph, weights };
+}
+
+/**
+ * An ONNX graph may read only the weights file the manifest lists for it (`external_data`, beside
+ * it): onnxruntime looks a location it was not handed in memory up on the filesystem, which would
+ * read a file the manifest does not list (or one outside the bundle). BundleError code `unlisted`.
+ * ORT-format files hold their own weights and are not walked.
+ */
+function checkExternalData(path: string, bytes: Uint8Array, external: string | undefined): void {
+  let locations: string[];
+  try {
+    locations = externalDataLocations(bytes);
+  } catch (exc) {
+    if (!(exc instanceof OnnxFormatError)) throw exc;
+    throw new BundleError(`${path} is not a well-formed ONNX file (${exc.message}); export the bundle again`,
+      { cause: exc, path, code: "self-check" });
+  }
+  const allowed = external === undefined ? undefined : external.slice(external.lastIndexOf("/") + 1);
+  const stray = locations.filter((location) => location !== allowed);
+  if (stray.length > 0) {
+    const shown = stray.slice(0, 5).map((l) => JSON.stringify(short(l, 80))).join(", ");
+    throw new BundleError(`${path} reads external data from ${shown}, ` + (allowed === undefined
+      ? "but the manifest lists no external_data for it"
+      : `not the listed external_data ${JSON.stringify(external)}`) + "; a graph may read only its listed weights " +
+      "file: export the bundle again", { path, code: "unlisted" });
+  }
 }
 
 export class Engine {
@@ -307,6 +359,8 @@ export class Engine {
     let plan: Plan | undefined;
     const loaded = await loadManifest(source, {
       verifyKey: options.verifyKey,
+      minSequence: options.minSequence,
+      expectName: options.expectName,
       select: (m) => {
         const ratios = m.keep_ratios.map((k) => k.keep_ratio);
         const ratio = options.keepRatio ?? m.thresholds.keep_ratio;
@@ -316,7 +370,7 @@ export class Engine {
         plan = planFiles(m, options, mode);
         if (mode === "in-graph" && !plan.inGraph.has(ratio)) {
           throw new BundleError(`this bundle has no in-graph file for keep ratio ${ratio}; it has ` +
-            `${JSON.stringify([...plan.inGraph.keys()])}`);
+            `${JSON.stringify([...plan.inGraph.keys()])}`, { code: "unsupported" });
         }
         return [...plan.files.values(), ...[...plan.inGraph.values()].map((e) => e.path),
           ...new Set(plan.weights.values())];
@@ -331,8 +385,12 @@ export class Engine {
     }
     const create = async (label: string, path: string): Promise<InferenceSession> => {
       const bytes = files.get(path);
-      if (!bytes) throw new BundleError(`${label} names ${path}, which is not a listed file; export the bundle again`);
+      if (!bytes) {
+        throw new BundleError(`${label} names ${path}, which is not a listed file; export the bundle again`,
+          { path, code: "unlisted" });
+      }
       const external = plan!.weights.get(path);
+      if (!path.endsWith(".ort")) checkExternalData(path, bytes, external);
       // int8 bundles store convolution weights int8 behind DequantizeLinear: fold them into fp32 weights
       // once, at load, rather than on every call (onnxruntime keeps DequantizeLinear for QDQ fusion by
       // default; these graphs have none). The caller's own `extra` settings come on top.
@@ -341,7 +399,10 @@ export class Engine {
       let sessionOptions: InferenceSession.SessionOptions = { ...(options.sessionOptions ?? {}), extra };
       if (external !== undefined) {
         const data = files.get(external);
-        if (!data) throw new BundleError(`${label} reads ${external}, which is not a listed file; export the bundle again`);
+        if (!data) {
+          throw new BundleError(`${label} reads ${external}, which is not a listed file; export the bundle again`,
+            { path: external, code: "unlisted" });
+        }
         // the graphs name the weights file by its file name (it lies beside them)
         const externalData = [{ path: external.slice(external.lastIndexOf("/") + 1), data }];
         sessionOptions = { ...(sessionOptions ?? {}), externalData };
@@ -350,7 +411,7 @@ export class Engine {
         return await options.ort.InferenceSession.create(bytes, sessionOptions);
       } catch (exc) {
         throw new BundleError(`${source.name}: onnxruntime cannot open ${path} (${short(String(exc), 300)}); ` +
-          "export the bundle again", { cause: exc, path });
+          "export the bundle again", { cause: exc, path, code: "self-check" });
       }
     };
     const sessions = new Map<string, InferenceSession>();
@@ -395,7 +456,7 @@ export class Engine {
       imageSize: p.image_size, padColor: p.pad_color, mean: p.mean, std: p.std, scale: p.scale,
     });
     if (encoding.truncated) {
-      this.onWarning(`text has ${encoding.tokens.length} tokens, more than the model's ${this.tokenizer.maxLength}: ` +
+      this.onWarning(`text has more than the model's ${this.tokenizer.maxLength} tokens: ` +
         `truncated to the first ${this.tokenizer.maxLength}`);
     }
     return {
@@ -471,7 +532,9 @@ export class Engine {
 
   /**
    * One self-check query (a uniform grey image) through every stage of every keep ratio;
-   * BundleError unless every output has the shape the manifest declares.
+   * BundleError (code `self-check`) unless every output has the shape the manifest declares and
+   * every floating-point output is finite (weights full of NaN load and hash fine, but answer
+   * nonsense), and the prefilter keeps valid token indices.
    */
   async selfCheck(): Promise<void> {
     const feeds = this.feeds(this.preprocess(this.grey(), "check"));
@@ -479,7 +542,15 @@ export class Engine {
     const patches = typeof patch === "number" && Number.isInteger(patch) && patch > 0
       ? Math.floor(this.imageSize / patch) ** 2 : undefined;
     const fail = (what: string, exc?: unknown) =>
-      new BundleError(`${this.source.name}: ${what}; export the bundle again`, { cause: exc });
+      new BundleError(`${this.source.name}: ${what}; export the bundle again`, { cause: exc, code: "self-check" });
+    const checkFinite = (where: string, outputs: Outputs) => {
+      for (const [name, tensor] of Object.entries(outputs)) {
+        const bad = firstNonFinite(tensor);
+        if (bad !== undefined) {
+          throw fail(`${where} output ${name} holds ${bad} on a test query (the weights are corrupt)`);
+        }
+      }
+    };
     const checkKept = (kept: number[]) => {
       if (patches && kept.some((k) => k < 0 || k >= patches)) {
         throw fail(`the prefilter keeps token indices outside 0..${patches - 1}`);
@@ -505,6 +576,7 @@ export class Engine {
             throw fail(`the in-graph output ${name} has shape ${JSON.stringify(out[name]?.dims ?? null)}, expected ${JSON.stringify(shape)}`);
           }
         }
+        checkFinite(`the in-graph file for keep ratio ${group.keep_ratio}:`, out);
         checkKept(toNumbers(out.kept_index.data));
         continue;
       }
@@ -515,6 +587,7 @@ export class Engine {
         if (exc instanceof MMEdgeError) throw exc;
         throw fail(`the onnxruntime stages fail on a test query (${short(String(exc), 300)})`, exc);
       }
+      group.stages.forEach((name, i) => checkFinite(`stage ${name}`, outs[i]));
       group.stages.forEach((name, i) => {
         for (const spec of this.manifest.stages[name].outputs) {
           const got = outs[i][spec.name];

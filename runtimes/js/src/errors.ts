@@ -14,17 +14,62 @@ export class MMEdgeError extends Error {
 /** Why a bundle file was refused, when it was a problem with the file itself. */
 export type FileProblem = "missing" | "link" | "not-regular" | "too-large" | "unreadable";
 
+/**
+ * The reason codes of docs/bundle-format.md: every runtime (Python, JavaScript, Java) gives the
+ * same code for the same refusal, so the negative golden vectors (tests/vectors/negative/) can
+ * check them all. `bundle` is the default of a refusal the table does not name.
+ */
+export const REASON_CODES = [
+  "bundle",
+  "manifest-missing",
+  "manifest-not-regular",
+  "manifest-too-large",
+  "json",
+  "schema-version",
+  "schema",
+  "inconsistent",
+  "path",
+  "unlisted",
+  "file-missing",
+  "file-not-regular",
+  "size-mismatch",
+  "hash-mismatch",
+  "tokenizer",
+  "signature-missing",
+  "signature-malformed",
+  "signature-key",
+  "signature-invalid",
+  "rollback",
+  "self-check",
+  "unsupported",
+] as const;
+
+export type ReasonCode = (typeof REASON_CODES)[number];
+
+export interface BundleErrorOptions {
+  cause?: unknown;
+  /** The bundle-relative path concerned, when one file is. */
+  path?: string;
+  /** What was wrong with that file, when the file itself was refused. */
+  reason?: FileProblem;
+  /** The reason code (default "bundle"). */
+  code?: ReasonCode;
+}
+
 /** A bundle is missing, incomplete, tampered with or of an unknown schema version. */
 export class BundleError extends MMEdgeError {
   /** The bundle-relative path concerned, when one file is. */
   readonly path?: string;
   /** What was wrong with that file, when the file itself was refused. */
   readonly reason?: FileProblem;
+  /** Why the bundle was refused, one of REASON_CODES (stable across runtimes). */
+  readonly code: ReasonCode;
 
-  constructor(message: string, options?: { cause?: unknown; path?: string; reason?: FileProblem }) {
+  constructor(message: string, options?: BundleErrorOptions) {
     super(message, options);
     this.path = options?.path;
     this.reason = options?.reason;
+    this.code = options?.code ?? "bundle";
   }
 }
 

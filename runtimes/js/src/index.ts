@@ -8,3 +8,5 @@ export * from "./preprocess.js";
 export * from "./controller.js";
 export * from "./engine.js";
 export { MANIFEST_SCHEMA } from "./schema.js";
+export * from "./json.js";
+export { externalDataLocations, OnnxFormatError } from "./onnx.js";

@@ -4,24 +4,30 @@
  *
  *  1. manifest.json: a regular file (no link, FIFO, device), at most 8 MiB;
  *  2. its signature, when the app gives a verification key (over exactly those bytes);
- *  3. UTF-8 JSON, one object, nested at most 32 levels;
- *  4. schema_version the JSON integer 1;
+ *  3. strict UTF-8 JSON (json.ts: no BOM, duplicate keys, overflowing numbers, lone surrogates),
+ *     one object, nested at most 32 levels;
+ *  4. schema_version the JSON integer 1 (and a kind this runtime implements: not "caption");
  *  5. the JSON Schema (draft 2020-12, ajv);
- *  6. consistency (keep ratios, exits, stage inputs/outputs, shapes, artifacts);
- *  7. paths (relative, normalised, listed; named directories hold listed files only);
+ *  6. consistency (keep ratios, exits, stage inputs/outputs, shapes, artifacts, fixed rules,
+ *     modality pruning), then the app's rollback rules (`minSequence`, `expectName`);
+ *  7. paths (relative, normalised, listed; nothing unlisted in the bundle where the source can
+ *     list its members);
  *  8. files: each a regular file without links, of the listed size and SHA-256;
- *  9. the tokenizer agrees with the manifest.
+ *  9. the tokenizer (strict JSON too) agrees with the manifest.
+ *
+ * Every refusal is a BundleError with a reason `code` (errors.ts, REASON_CODES).
  */
 
 import * as AjvModule from "ajv/dist/2020.js";
 import type { ErrorObject, ValidateFunction } from "ajv";
 
-import { BundleError, listing, short } from "./errors.js";
+import { BundleError, ConfigError, listing, short } from "./errors.js";
 import { sha256Hex } from "./hash.js";
+import { integerToken, MAX_SAFE_JSON_INTEGER, parseStrictJson, StrictJsonError } from "./json.js";
 import { MANIFEST_SCHEMA } from "./schema.js";
 import { SIGNATURE_FILE, verifyManifestSignature, type VerifyKey } from "./signing.js";
 import type { BundleSource } from "./source.js";
-import { jsonDepthExceeds, PAD, UNK, WordPieceTokenizer, WordTokenizer } from "./tokenizer.js";
+import { PAD, UNK, WordPieceTokenizer, WordTokenizer } from "./tokenizer.js";
 
 export const SCHEMA_VERSION = 1;
 export const MANIFEST_FILE = "manifest.json";
@@ -33,6 +39,17 @@ export const STAGE0_INPUTS = ["pixel_values", "input_ids", "text_mask"] as const
 export const LATER_INPUTS = ["hidden_in", "attention_mask"] as const;
 export const STAGE0_OUTPUTS = ["hidden", "logits", "confidence", "attention_mask", "kept_index"] as const;
 export const LATER_OUTPUTS = ["hidden", "logits", "confidence"] as const;
+/** The rules format version 1 fixes (the manifest repeats them; other values are refused). */
+export const FIXED_RULES = {
+  scale: 1 / 255,
+  mean: [0.5, 0.5, 0.5],
+  std: [0.5, 0.5, 0.5],
+  pad_color: [118, 118, 124],
+  lowercase: true,
+  split_regex: "\\w+|[^\\w\\s]+",
+} as const;
+/** The bundle kinds this runtime refuses as not implemented (the Python runtime reads them). */
+export const UNSUPPORTED_KINDS = ["caption"] as const;
 
 // ------------------------------------------------------------------------------------- types
 export interface TensorSpec {
@@ -116,6 +133,22 @@ export interface TokenizerSpec {
   max_input_chars_per_word?: number;
 }
 
+/** The optional rollback section: which release this manifest is (covered by the signature). */
+export interface Release {
+  /** The bundle's release name (1..128 characters of [A-Za-z0-9._-]). */
+  name: string;
+  /** A number that grows with every release (0..2^53-1; mmedge writes Unix time in milliseconds). */
+  sequence: number;
+}
+
+export interface ModalityPruning {
+  after_stage: number;
+  seq_len: number;
+  stages: Array<{ name: string; stage: number; layers: number[]; inputs: TensorSpec[]; outputs: TensorSpec[]; flops: number }>;
+  exit_flops: Array<{ keep_ratio: number; exit_flops: number[] }>;
+  rule: Record<string, unknown>;
+}
+
 export interface Manifest {
   schema_version: 1;
   name: string;
@@ -131,6 +164,8 @@ export interface Manifest {
   thresholds: Thresholds;
   artifacts: Artifact[];
   in_graph?: { inputs: string[]; outputs: string[]; by_keep_ratio: Record<string, InGraphEntry>; check?: unknown };
+  modality_pruning?: ModalityPruning;
+  release?: Release;
   files: Record<string, { sha256: string; bytes: number }>;
   tools: Record<string, string>;
   [key: string]: unknown;
@@ -140,81 +175,52 @@ const own = (obj: object, key: string): boolean => Object.prototype.hasOwnProper
 
 // ------------------------------------------------------------------------------------- steps 3-4
 /**
- * Steps 3 and 4: UTF-8, JSON nested at most 32 levels, one object, `schema_version` the JSON
- * integer 1 (a `1.0` is refused: the literal is read from the text, since JSON.parse cannot tell).
+ * Steps 3 and 4: strict UTF-8 JSON (json.ts) nested at most 32 levels, one object,
+ * `schema_version` the JSON integer 1 (a `1.0` is refused: the number is read as written).
+ * BundleError code `json` or `schema-version`.
  */
 export function parseManifest(data: Uint8Array, where = MANIFEST_FILE): Manifest {
-  let text: string;
+  let parsed: ReturnType<typeof parseStrictJson>;
   try {
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(data);
+    parsed = parseStrictJson(data, { maxDepth: MAX_DEPTH });
   } catch (exc) {
-    throw new BundleError(`${where} is not valid UTF-8; the bundle is corrupt: export it again`, { cause: exc });
+    if (!(exc instanceof StrictJsonError)) throw exc;
+    const deep = /nested deeper/.test(exc.message);
+    throw new BundleError(deep ? `${where} nests deeper than ${MAX_DEPTH} levels; not an mmedge manifest`
+      : `${where} is not valid JSON (${short(exc.message, 160)}); the bundle is corrupt: export it again`,
+    { cause: exc, path: MANIFEST_FILE, code: "json" });
   }
-  const scan = scanManifestText(text);
-  if (scan.tooDeep) throw new BundleError(`${where} nests deeper than ${MAX_DEPTH} levels; not an mmedge manifest`);
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (exc) {
-    throw new BundleError(`${where} is not valid JSON (${short(String((exc as Error).message), 120)}); the bundle ` +
-      "is corrupt: export it again", { cause: exc });
-  }
+  const value = parsed.value;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new BundleError(`${where} must hold a JSON object`);
+    throw new BundleError(`${where} must hold a JSON object`, { path: MANIFEST_FILE, code: "json" });
   }
   const version = (value as Record<string, unknown>).schema_version;
-  const integerLiteral = scan.schemaVersion !== undefined && /^-?(0|[1-9][0-9]*)$/.test(scan.schemaVersion);
-  if (version !== SCHEMA_VERSION || !integerLiteral) {
-    const shown = scan.schemaVersion ?? (version === undefined ? "none" : JSON.stringify(version));
+  const raw = parsed.topLevelNumbers.get("schema_version");
+  if (version !== SCHEMA_VERSION || raw === undefined || !integerToken(raw)) {
+    const shown = raw ?? (version === undefined ? "none" : JSON.stringify(version));
     throw new BundleError(`${where} has schema_version ${short(shown, 40)}; this runtime reads version ` +
-      `${SCHEMA_VERSION} (an integer). Re-export the model with a matching mmedge, or upgrade @mmedge/runtime`);
+      `${SCHEMA_VERSION} (an integer). Re-export the model with a matching mmedge, or upgrade @mmedge/runtime`,
+    { path: MANIFEST_FILE, code: "schema-version" });
   }
   return value as Manifest;
 }
 
-/** The nesting depth check and the raw text of the top-level `schema_version` value. */
-function scanManifestText(text: string): { tooDeep: boolean; schemaVersion?: string } {
-  if (jsonDepthExceeds(text, MAX_DEPTH)) return { tooDeep: true };
-  let depth = 0;
-  let expectKey = false;
-  let key: string | undefined;
-  let schemaVersion: string | undefined;
-  const n = text.length;
-  for (let i = 0; i < n; i++) {
-    const c = text[i];
-    if (c === '"') {
-      const start = i;
-      for (i++; i < n; i++) {
-        if (text[i] === "\\") i++;
-        else if (text[i] === '"') break;
-      }
-      if (depth === 1 && expectKey) {
-        try {
-          key = JSON.parse(text.slice(start, i + 1)) as string;
-        } catch {
-          key = undefined;
-        }
-        expectKey = false;
-      }
-    } else if (c === "{" || c === "[") {
-      depth++;
-      if (depth === 1) expectKey = c === "{";
-    } else if (c === "}" || c === "]") {
-      depth--;
-    } else if (depth === 1 && c === ",") {
-      expectKey = true;
-    } else if (depth === 1 && c === ":" && key !== undefined) {
-      if (key === "schema_version") {
-        let j = i + 1;
-        while (j < n && " \t\r\n".includes(text[j])) j++;
-        let k = j;
-        while (k < n && !",}] \t\r\n".includes(text[k])) k++;
-        schemaVersion = text.slice(j, k);
-      }
-      key = undefined;
-    }
+/**
+ * Step 4, continued: a bundle kind this runtime implements (BundleError code `unsupported`). A
+ * manifest without `kind` is a classifier bundle, the one kind this runtime runs; `"kind":
+ * "caption"` (which the Python runtime reads) and any other kind are refused.
+ */
+export function checkKind(m: Manifest, where = MANIFEST_FILE): void {
+  if (!own(m, "kind")) return;
+  const kind = (m as Record<string, unknown>).kind;
+  if ((UNSUPPORTED_KINDS as readonly unknown[]).includes(kind)) {
+    throw new BundleError(`${where} is a ${String(kind)} bundle ("kind": ${JSON.stringify(kind)}); the JavaScript ` +
+      "runtime implements the classifier bundle only (predict(image, text)). Run captioning bundles with the " +
+      "Python runtime (mmedge.Engine), or load a classifier bundle here", { path: MANIFEST_FILE, code: "unsupported" });
   }
-  return { tooDeep: false, schemaVersion };
+  throw new BundleError(`${where} is a bundle of kind ${short(JSON.stringify(kind) ?? String(kind), 40)}, which this ` +
+    "runtime does not implement (it reads classifier bundles, which have no \"kind\"); upgrade @mmedge/runtime",
+  { path: MANIFEST_FILE, code: "unsupported" });
 }
 
 // ------------------------------------------------------------------------------------- step 5
@@ -233,10 +239,42 @@ function schemaValidator(): ValidateFunction {
 
 /** Schema violations of a manifest (empty when valid), each in one short line. */
 export function validateSchema(manifest: unknown): string[] {
+  return schemaViolations(manifest).problems;
+}
+
+/**
+ * Schema violations and their reason code: `path` when every violation is of the path rule (the
+ * schema's `$defs/path`: a named path or a `files` key that is absolute, has a '..' or empty part,
+ * a backslash...), else `schema` (as the Python runtime classifies them).
+ */
+export function schemaViolations(manifest: unknown): { problems: string[]; code: "schema" | "path" } {
   const validate = schemaValidator();
-  if (validate(manifest)) return [];
+  if (validate(manifest)) return { problems: [], code: "schema" };
   const errors = [...(validate.errors ?? [])].sort((a, b) => (a.instancePath < b.instancePath ? -1 : 1));
-  return errors.slice(0, 50).map((e) => short(`${e.instancePath.slice(1) || "(root)"}: ${schemaMessage(e)}`));
+  const problems = errors.slice(0, 50).map((e) => short(`${e.instancePath.slice(1) || "(root)"}: ${schemaMessage(e)}`));
+  return { problems, code: errors.length > 0 && errors.every(isPathRule) ? "path" : "schema" };
+}
+
+/** The schema node at a JSON pointer such as "#/properties/files/propertyNames". */
+function schemaNode(pointer: string): unknown {
+  let node: unknown = MANIFEST_SCHEMA;
+  for (const raw of pointer.replace(/^#\/?/, "").split("/").filter((p) => p.length > 0)) {
+    const part = decodeURIComponent(raw).replace(/~1/g, "/").replace(/~0/g, "~");
+    if (typeof node !== "object" || node === null || !own(node, part)) return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return node;
+}
+
+/** Whether a violation is of the path rule (inside `$defs/path`, or a propertyNames that is it). */
+function isPathRule(error: ErrorObject): boolean {
+  const at = String(error.schemaPath);
+  if (at.startsWith("#/$defs/path/")) return true;
+  if (error.keyword === "propertyNames") {
+    const names = schemaNode(at) as { $ref?: unknown } | undefined;
+    return names?.$ref === "#/$defs/path";
+  }
+  return false;
 }
 
 function schemaMessage(error: ErrorObject): string {
@@ -286,6 +324,9 @@ export function consistencyProblems(m: Manifest): string[] {
       JSON.stringify(ratios));
   }
   if (m.tokenizer.pad_id === m.tokenizer.unk_id) problems.push("tokenizer pad_id and unk_id are the same id");
+  problems.push(...fixedRulesProblems(m));
+  if (m.modality_pruning !== undefined) problems.push(...pruningProblems(m.modality_pruning, m));
+  if (m.in_graph !== undefined) problems.push(...inGraphProblems(m));
   for (const a of m.artifacts) {
     const missing = [...listed].filter((name) => !own(a.stages, name)).sort();
     if (missing.length > 0) {
@@ -300,6 +341,115 @@ export function consistencyProblems(m: Manifest): string[] {
 
 function sameList(a: readonly unknown[], b: readonly unknown[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Each in-graph graph belongs to one exported keep ratio (at most one per ratio) and keeps its tokens. */
+function inGraphProblems(m: Manifest): string[] {
+  const kept = new Map(m.keep_ratios.map((k) => [k.keep_ratio, k.kept_tokens]));
+  const out: string[] = [];
+  const seen = new Set<unknown>();
+  for (const [key, entry] of Object.entries(m.in_graph?.by_keep_ratio ?? {})) {
+    const ratio = entry.keep_ratio as number;
+    const where = `in_graph.by_keep_ratio[${short(key, 40)}]`;
+    if (!kept.has(ratio)) {
+      out.push(`${where} is for keep ratio ${ratio}, which is not exported (${JSON.stringify([...kept.keys()].sort())})`);
+    } else if (entry.kept_tokens !== kept.get(ratio)) {
+      out.push(`${where} keeps ${entry.kept_tokens} tokens, keep ratio ${ratio} keeps ${kept.get(ratio)}`);
+    }
+    if (seen.has(ratio)) out.push(`${where} repeats keep ratio ${ratio}`);
+    seen.add(ratio);
+  }
+  return out;
+}
+
+/** Format version 1 fixes the preprocessing and tokenizer rules; the manifest must repeat them. */
+function fixedRulesProblems(m: Manifest): string[] {
+  const pre = m.preprocessing;
+  const tok = m.tokenizer;
+  const fixed: Array<[string, unknown, unknown]> = [
+    ["preprocessing.scale", pre.scale, FIXED_RULES.scale],
+    ["preprocessing.mean", pre.mean, FIXED_RULES.mean],
+    ["preprocessing.std", pre.std, FIXED_RULES.std],
+    ["preprocessing.pad_color", pre.pad_color, FIXED_RULES.pad_color],
+    ["tokenizer.lowercase", tok.lowercase, FIXED_RULES.lowercase],
+    ["tokenizer.split_regex", tok.split_regex, FIXED_RULES.split_regex],
+  ];
+  const same = (a: unknown, b: unknown) => Array.isArray(b) ? Array.isArray(a) && sameList(a, b) : a === b;
+  return fixed.filter(([, got, want]) => !same(got, want)).map(([name, got, want]) =>
+    `${name} is ${short(JSON.stringify(got) ?? String(got), 60)}; format version 1 fixes it at ${JSON.stringify(want)}`);
+}
+
+/**
+ * The optional modality_pruning section: text-only stages for exactly the stages after
+ * after_stage, on [CLS] + text (seq_len = 1 + max_length), named in every artifact, with exit FLOPs
+ * for every exported keep ratio. (This runtime does not run them; it checks them as the spec says.)
+ */
+function pruningProblems(p: ModalityPruning, m: Manifest): string[] {
+  const out: string[] = [];
+  const nExits = m.exit_layers.length;
+  const after = p.after_stage;
+  if (!(after >= 0 && after < nExits - 1)) {
+    return [`modality_pruning.after_stage ${after} must be a stage before the last one ` +
+      `(0..${nExits - 2} for ${nExits} exit layers)`];
+  }
+  const want = Array.from({ length: nExits - after - 1 }, (_, i) => after + 1 + i);
+  const got = p.stages.map((s) => s.stage);
+  if (!sameList(got, want)) {
+    out.push(`modality_pruning.stages are stages ${JSON.stringify(got)}; after stage ${after} they must be ` +
+      `${JSON.stringify(want)} in order`);
+  }
+  const seq = 1 + m.tokenizer.max_length;
+  if (p.seq_len !== seq) out.push(`modality_pruning.seq_len ${p.seq_len} must be 1 + the tokenizer's max_length = ${seq}`);
+  const names = p.stages.map((s) => s.name);
+  if (new Set(names).size !== names.length || names.some((n) => own(m.stages, n))) {
+    out.push("modality_pruning.stages names must be unique and differ from the names in `stages`");
+  }
+  let dim: number | undefined;
+  for (const entry of Object.values(m.stages)) {
+    const shape = entry.outputs[0]?.shape;
+    dim = shape && shape.length > 0 ? shape[shape.length - 1] : undefined;
+    break;
+  }
+  for (const s of p.stages) {
+    const where = `modality_pruning stage ${JSON.stringify(short(s.name, 60))}`;
+    if (!sameList(s.inputs.map((t) => t.name), LATER_INPUTS)) {
+      out.push(`${where} inputs must be ${JSON.stringify(LATER_INPUTS)} in that order`);
+      continue;
+    }
+    const [hidden, mask] = s.inputs;
+    if (!sameList(hidden.shape.slice(0, 2), [1, seq]) || !sameList(mask.shape, [1, seq])) {
+      out.push(`${where} takes ${JSON.stringify(s.inputs.map((t) => t.shape))}, not [1, ${seq}, D] and [1, ${seq}]`);
+    }
+    const outputs = new Map(s.outputs.map((t) => [t.name, t]));
+    if (!LATER_OUTPUTS.every((n) => outputs.has(n))) {
+      out.push(`${where} outputs must include ${JSON.stringify(LATER_OUTPUTS)}`);
+      continue;
+    }
+    const logits = outputs.get("logits")!.shape;
+    if (logits.length === 0 || logits[logits.length - 1] !== m.labels.length) {
+      out.push(`${where} gives ${JSON.stringify(logits)} logits for ${m.labels.length} labels`);
+    }
+    if (dim !== undefined && (hidden.shape.length === 0 || hidden.shape[hidden.shape.length - 1] !== dim)) {
+      out.push(`${where} takes width ${JSON.stringify(hidden.shape.slice(-1))}, the stages give ${dim}`);
+    }
+  }
+  const ratios = m.keep_ratios.map((k) => k.keep_ratio).sort((a, b) => a - b);
+  const given = p.exit_flops.map((e) => e.keep_ratio).sort((a, b) => a - b);
+  if (!sameList(given, ratios)) {
+    out.push(`modality_pruning.exit_flops must give each exported keep ratio ${JSON.stringify(ratios)} once`);
+  }
+  for (const e of p.exit_flops) {
+    if (e.exit_flops.length !== nExits) {
+      out.push(`modality_pruning.exit_flops[${e.keep_ratio}] has ${e.exit_flops.length} entries for ${nExits} exits`);
+    }
+  }
+  for (const a of m.artifacts) {
+    const missing = names.filter((n) => !own(a.stages, n));
+    if (missing.length > 0) {
+      out.push(`artifact ${a.target}/${a.format}/${a.precision} lacks the modality_pruning stages ${listing(missing)}`);
+    }
+  }
+  return out;
 }
 
 /** A stage's declared inputs and outputs are what the runtime feeds and reads. */
@@ -379,7 +529,9 @@ export function namedPaths(m: Manifest): Map<string, string> {
 
 /**
  * Step 7: every listed and named path is a safe relative path; a named path is listed, or is a
- * directory whose every file is listed (checked where the source can list directories).
+ * directory whose every file is listed; and, where the source can enumerate its members
+ * (`entries`: a directory, memory), the bundle holds nothing `files` does not list besides
+ * manifest.json and manifest.sig: no extra file, link, FIFO or folder (code `unlisted`).
  */
 export async function checkPaths(source: BundleSource, m: Manifest): Promise<void> {
   const files = m.files;
@@ -388,37 +540,67 @@ export async function checkPaths(source: BundleSource, m: Manifest): Promise<voi
     const p = memberProblem(rel);
     return p ? [`${short(rel, 80)}: ${p}`] : [];
   });
-  if (bad.length > 0) throw new BundleError(`files lists unsafe paths: ${listing(bad)}; export the bundle again`);
-  if (own(files, MANIFEST_FILE) || own(files, SIGNATURE_FILE)) {
-    throw new BundleError(`files may not list ${MANIFEST_FILE} or ${SIGNATURE_FILE}`);
+  if (bad.length > 0) {
+    throw new BundleError(`files lists unsafe paths: ${listing(bad)}; export the bundle again`, { code: "path" });
   }
-  for (const [rel, where] of namedPaths(m)) {
+  if (own(files, MANIFEST_FILE) || own(files, SIGNATURE_FILE)) {
+    throw new BundleError(`files may not list ${MANIFEST_FILE} or ${SIGNATURE_FILE}`, { code: "path" });
+  }
+  const named = namedPaths(m);
+  for (const [rel, where] of named) {
     const problem = memberProblem(rel);
-    if (problem) throw new BundleError(`${where}: ${problem}`, { path: String(rel) });
+    if (problem) throw new BundleError(`${where}: ${problem}`, { path: String(rel), code: "path" });
+  }
+  for (const [rel, where] of named) {
     if (own(files, rel)) continue;
     const prefix = rel + "/";
     if (!keys.some((f) => f.startsWith(prefix))) {
       throw new BundleError(`${where} names ${JSON.stringify(rel)}, which \`files\` does not list with a hash; ` +
-        "export it again", { path: rel });
+        "export it again", { path: rel, code: "unlisted" });
     }
+    if (source.entries) continue; // the whole tree is checked below
     if (source.listTree) {
       const tree = await source.listTree(rel);
-      if (tree.links.length > 0) {
-        throw new BundleError(`${tree.links[0]} is a symbolic link; a bundle may not contain links`,
-          { path: tree.links[0], reason: "link" });
+      const stray = [...tree.links, ...tree.files, ...tree.others].filter((f) => !own(files, f)).sort();
+      if (stray.length > 0) {
+        throw new BundleError(`${rel} holds files the manifest does not list: ${listing(stray)}; export it again`,
+          { path: stray[0], code: "unlisted" });
       }
-      const unlisted = [...tree.files, ...tree.others].filter((f) => !own(files, f)).sort();
-      if (unlisted.length > 0) {
-        throw new BundleError(`${rel} holds files the manifest does not list: ${listing(unlisted)}; export it again`,
-          { path: rel });
-      }
+      // a listed member that is a link is refused in step 8 (file-not-regular)
     } else if (source.checkMember) {
       await source.checkMember(rel, "directory");
     }
   }
+  if (source.entries) await checkUnlisted(source, m);
   const tokenizerEntry = own(files, m.tokenizer.file) ? files[m.tokenizer.file] : undefined;
   if (tokenizerEntry && tokenizerEntry.bytes > MAX_TOKENIZER_BYTES) {
-    throw new BundleError(`the tokenizer file is over ${MAX_TOKENIZER_BYTES >> 20} MB`);
+    throw new BundleError(`the tokenizer file is over ${MAX_TOKENIZER_BYTES >> 20} MB`,
+      { path: m.tokenizer.file, code: "tokenizer" });
+  }
+}
+
+/**
+ * Every member of the bundle is manifest.json, manifest.sig, a listed file, or a directory on the
+ * way to a listed file. A listed path that is a link, FIFO or directory is left to step 8 (code
+ * `file-not-regular`); anything else is refused here (code `unlisted`). The walk never goes into a
+ * folder that holds no listed file, nor follows a link.
+ */
+async function checkUnlisted(source: BundleSource, m: Manifest): Promise<void> {
+  const files = m.files;
+  const folders = new Set<string>();
+  for (const rel of Object.keys(files)) {
+    for (let cut = rel.indexOf("/"); cut > 0; cut = rel.indexOf("/", cut + 1)) folders.add(rel.slice(0, cut));
+  }
+  const kinds = { file: "file", directory: "folder", link: "symbolic link", other: "special file (FIFO, socket, device)" };
+  for await (const entry of source.entries!((dir) => folders.has(dir))) {
+    const rel = entry.path;
+    // manifest.json was read as a regular file in step 1; manifest.sig must be one too (it is read
+    // only with a key, and then refused as signature-malformed before this step)
+    if ((rel === MANIFEST_FILE || rel === SIGNATURE_FILE) && entry.kind === "file") continue;
+    if (own(files, rel) || folders.has(rel)) continue;
+    throw new BundleError(`${source.name.replace(/\/+$/, "")} holds a ${kinds[entry.kind]} that the manifest does not ` +
+      `list: ${JSON.stringify(short(rel, 120))}; a bundle holds only its listed files (remove it, or export the ` +
+      "bundle again)", { path: rel, code: "unlisted" });
   }
 }
 
@@ -426,43 +608,94 @@ export async function checkPaths(source: BundleSource, m: Manifest): Promise<voi
 /**
  * Step 8: every listed file is a regular file (no links), of its listed size and SHA-256. Returns
  * the verified bytes of the files in `keep` (read once: what is verified is what is used).
+ * Codes: `file-missing`, `file-not-regular`, `size-mismatch`, `hash-mismatch` (in that priority
+ * when several files fail).
  */
 export async function verifyFiles(source: BundleSource, m: Manifest, keep: Iterable<string> = []): Promise<Map<string, Uint8Array>> {
   const wanted = new Set(keep);
   const kept = new Map<string, Uint8Array>();
   const missing: string[] = [];
+  const resized: string[] = [];
   const changed: string[] = [];
   const odd: string[] = [];
-  for (const [rel, entry] of Object.entries(m.files)) {
-    let data: Uint8Array;
-    try {
-      data = await source.read(rel, entry.bytes);
-    } catch (exc) {
-      if (!(exc instanceof BundleError)) throw exc;
-      if (exc.reason === "missing") missing.push(rel);
-      else if (exc.reason === "too-large") changed.push(rel);
-      else odd.push(rel);
-      continue;
+  const sort = (exc: unknown, rel: string) => {
+    if (!(exc instanceof BundleError) || exc.reason === undefined) throw exc;
+    if (exc.reason === "missing") missing.push(rel);
+    else if (exc.reason === "too-large") resized.push(rel);
+    else odd.push(rel);
+  };
+  const entries = Object.entries(m.files);
+  // sizes first, where the source can tell them without reading: nothing is hashed when any file fails
+  if (source.sizeOf) {
+    for (const [rel, entry] of entries) {
+      try {
+        if ((await source.sizeOf(rel)) !== entry.bytes) resized.push(rel);
+      } catch (exc) {
+        sort(exc, rel);
+      }
     }
-    if (data.length !== entry.bytes || (await sha256Hex(data)) !== entry.sha256) {
-      changed.push(rel);
-      continue;
-    }
-    if (wanted.has(rel)) kept.set(rel, data);
   }
-  if (missing.length || changed.length || odd.length) {
+  if (!(missing.length || resized.length || odd.length)) {
+    for (const [rel, entry] of entries) {
+      let data: Uint8Array;
+      try {
+        data = await source.read(rel, entry.bytes);
+      } catch (exc) {
+        sort(exc, rel);
+        continue;
+      }
+      if (data.length !== entry.bytes) {
+        resized.push(rel);
+        continue;
+      }
+      if ((await sha256Hex(data)) !== entry.sha256) {
+        changed.push(rel);
+        continue;
+      }
+      if (wanted.has(rel)) kept.set(rel, data);
+    }
+  }
+  if (missing.length || resized.length || changed.length || odd.length) {
     const parts = [
       ...(missing.length ? [`missing: ${listing(missing)}`] : []),
       ...(odd.length ? [`not regular files inside the bundle (links, devices): ${listing(odd)}`] : []),
+      ...(resized.length ? [`size mismatch (tampered or corrupt): ${listing(resized)}`] : []),
       ...(changed.length ? [`hash mismatch (tampered or corrupt): ${listing(changed)}`] : []),
     ];
-    throw new BundleError(`bundle ${source.name} failed verification; ${parts.join("; ")}. Export it again`,
-      { path: missing[0] ?? odd[0] ?? changed[0], reason: missing.length ? "missing" : odd.length ? "not-regular" : undefined });
+    const code = missing.length ? "file-missing" : odd.length ? "file-not-regular"
+      : resized.length ? "size-mismatch" : "hash-mismatch";
+    throw new BundleError(`bundle ${source.name} failed verification; ${parts.join("; ")}. Export it again`, {
+      path: missing[0] ?? odd[0] ?? resized[0] ?? changed[0],
+      reason: missing.length ? "missing" : odd.length ? "not-regular" : undefined, code,
+    });
   }
   return kept;
 }
 
 // ------------------------------------------------------------------------------------- step 9
+/**
+ * The tokenizer from its verified bytes: strict JSON first (as manifest.json), then the tokenizer
+ * file's own checks. BundleError code `tokenizer`.
+ */
+export function readTokenizer(data: Uint8Array, m: Manifest): WordTokenizer {
+  try {
+    parseStrictJson(data, { maxDepth: MAX_DEPTH });
+  } catch (exc) {
+    if (!(exc instanceof StrictJsonError)) throw exc;
+    throw new BundleError(`the bundle's tokenizer file ${JSON.stringify(short(m.tokenizer.file, 80))} is not strict ` +
+      `UTF-8 JSON (${short(exc.message, 160)}); export the bundle again`,
+    { cause: exc, path: m.tokenizer.file, code: "tokenizer" });
+  }
+  try {
+    return WordTokenizer.fromJSON(data, m.tokenizer.lowercase);
+  } catch (exc) {
+    if (exc instanceof BundleError && exc.code === "bundle") {
+      throw new BundleError(exc.message, { cause: exc, path: m.tokenizer.file, code: "tokenizer" });
+    }
+    throw exc;
+  }
+}
+
 /** Step 9: the tokenizer file agrees with the manifest and gives ids the model's embedding has. */
 export function checkTokenizer(tokenizer: WordTokenizer, m: Manifest): void {
   const spec = m.tokenizer;
@@ -495,12 +728,66 @@ export function checkTokenizer(tokenizer: WordTokenizer, m: Manifest): void {
     if (top >= rows) problems.push(`token id ${top} is outside the model's ${rows}-word embedding`);
   }
   if (problems.length > 0) {
-    throw new BundleError(`the bundle's tokenizer does not fit its manifest: ${problems.join("; ")}; export the bundle again`);
+    throw new BundleError(`the bundle's tokenizer does not fit its manifest: ${problems.join("; ")}; export the bundle again`,
+      { path: spec.file, code: "tokenizer" });
+  }
+}
+
+// ------------------------------------------------------------------------------------- rollback
+/** What an app asks of a bundle's `release` (docs/bundle-format.md, Rollback). */
+export interface RollbackOptions {
+  /**
+   * The lowest `release.sequence` the app accepts: store the highest sequence you have accepted
+   * (`manifest.release.sequence` of the engine you loaded) and pass it next time, so that an older
+   * bundle signed with the same key is refused (code `rollback`).
+   */
+  minSequence?: number;
+  /** The `release.name` the bundle must carry (code `rollback` otherwise). */
+  expectName?: string;
+}
+
+/** Option problems of minSequence / expectName (a ConfigError lists them). */
+export function rollbackOptionProblems(options: RollbackOptions): string[] {
+  const problems: string[] = [];
+  const { minSequence, expectName } = options;
+  if (minSequence !== undefined && minSequence !== null &&
+    (typeof minSequence !== "number" || !Number.isSafeInteger(minSequence) || minSequence < 0)) {
+    problems.push(`minSequence must be an integer from 0 to ${MAX_SAFE_JSON_INTEGER}, got ` +
+      `${short(typeof minSequence === "number" ? String(minSequence) : typeof minSequence, 40)}`);
+  }
+  if (expectName !== undefined && expectName !== null && (typeof expectName !== "string" || expectName.length === 0)) {
+    problems.push(`expectName must be a non-empty string, got ${typeof expectName}`);
+  }
+  return problems;
+}
+
+/**
+ * The app's rollback rules against the manifest's `release` (after the schema has checked its
+ * form): BundleError code `rollback` when the app gave a minimum or a name and the release is
+ * absent, older, or another bundle's.
+ */
+export function checkRelease(m: Manifest, options: RollbackOptions, where = MANIFEST_FILE): void {
+  const minSequence = options.minSequence ?? undefined;
+  const expectName = options.expectName ?? undefined;
+  if (minSequence === undefined && expectName === undefined) return;
+  const release = m.release;
+  const fail = (what: string) => new BundleError(`${where}: ${what}; refusing a possible rollback to an older or ` +
+    "another bundle. Install the current release", { path: MANIFEST_FILE, code: "rollback" });
+  if (typeof release !== "object" || release === null) {
+    throw fail("the manifest has no release section (name and sequence), but the app requires " +
+      (minSequence !== undefined ? `sequence >= ${minSequence}` : `release ${JSON.stringify(short(expectName!, 60))}`));
+  }
+  if (expectName !== undefined && release.name !== expectName) {
+    throw fail(`the release is ${JSON.stringify(short(String(release.name), 60))}, the app expects ` +
+      JSON.stringify(short(expectName, 60)));
+  }
+  if (minSequence !== undefined && !(typeof release.sequence === "number" && release.sequence >= minSequence)) {
+    throw fail(`release.sequence ${short(String(release.sequence), 40)} is below the app's minimum ${minSequence}`);
   }
 }
 
 // ------------------------------------------------------------------------------------- all steps
-export interface LoadManifestOptions {
+export interface LoadManifestOptions extends RollbackOptions {
   /** The app's Ed25519 public key (PEM): the bundle must carry a valid manifest.sig by it. */
   verifyKey?: VerifyKey;
   /**
@@ -526,17 +813,26 @@ export async function loadManifest(source: BundleSource, options: LoadManifestOp
     throw new BundleError("a bundle source is needed: new NodeDirectorySource(dir), new FetchSource(url) or " +
       "new MemorySource(files)");
   }
+  const optionProblems = rollbackOptionProblems(options);
+  if (optionProblems.length > 0) throw new ConfigError(optionProblems, "arguments");
   let manifestBytes: Uint8Array;
   try {
     manifestBytes = await source.read(MANIFEST_FILE, MAX_MANIFEST_BYTES);
   } catch (exc) {
     if (exc instanceof BundleError && exc.reason === "missing") {
       throw new BundleError(`${source.name} has no ${MANIFEST_FILE}: not an mmedge bundle, or an interrupted copy; ` +
-        "export it again", { cause: exc, path: MANIFEST_FILE, reason: "missing" });
+        "export it again", { cause: exc, path: MANIFEST_FILE, reason: "missing", code: "manifest-missing" });
     }
     if (exc instanceof BundleError && exc.reason === "too-large") {
       throw new BundleError(`${MANIFEST_FILE} is over ${MAX_MANIFEST_BYTES} bytes; not an mmedge bundle file`,
-        { cause: exc, path: MANIFEST_FILE, reason: "too-large" });
+        { cause: exc, path: MANIFEST_FILE, reason: "too-large", code: "manifest-too-large" });
+    }
+    if (exc instanceof BundleError && (exc.reason === "link" || exc.reason === "not-regular")) {
+      throw new BundleError(`${MANIFEST_FILE} cannot be used: ${exc.message}`,
+        { cause: exc, path: MANIFEST_FILE, reason: exc.reason, code: "manifest-not-regular" });
+    }
+    if (exc instanceof BundleError) {
+      throw new BundleError(exc.message, { cause: exc, path: MANIFEST_FILE, reason: exc.reason, code: "bundle" });
     }
     throw exc;
   }
@@ -545,24 +841,28 @@ export async function loadManifest(source: BundleSource, options: LoadManifestOp
   }
   const where = `${source.name.replace(/\/+$/, "")}/${MANIFEST_FILE}`;
   const manifest = parseManifest(manifestBytes, where);
-  let problems = validateSchema(manifest);
-  if (problems.length > 0) {
-    throw new BundleError(`${where} does not match the manifest schema (export the bundle again with a matching mmedge):\n  ${problems.slice(0, 10).join("\n  ")}`);
+  checkKind(manifest, where);
+  const schema = schemaViolations(manifest);
+  if (schema.problems.length > 0) {
+    throw new BundleError(`${where} does not match the manifest schema (export the bundle again with a matching mmedge):\n  ${schema.problems.slice(0, 10).join("\n  ")}`,
+      { path: MANIFEST_FILE, code: schema.code });
   }
-  problems = consistencyProblems(manifest);
+  const problems = consistencyProblems(manifest);
   if (problems.length > 0) {
     throw new BundleError(`${where} is inconsistent:\n  ${problems.slice(0, 10).join("\n  ")}\n` +
-      "The manifest was edited or is corrupt: export the bundle again");
+      "The manifest was edited or is corrupt: export the bundle again", { path: MANIFEST_FILE, code: "inconsistent" });
   }
+  checkRelease(manifest, options, where);
   await checkPaths(source, manifest);
   const keep = new Set(options.select ? options.select(manifest) : []);
   keep.add(manifest.tokenizer.file);
   const files = await verifyFiles(source, manifest, keep);
   const tokenizerBytes = files.get(manifest.tokenizer.file);
   if (!tokenizerBytes) {
-    throw new BundleError(`tokenizer.file ${JSON.stringify(manifest.tokenizer.file)} is not a listed file; export the bundle again`);
+    throw new BundleError(`tokenizer.file ${JSON.stringify(manifest.tokenizer.file)} is not a listed file; export the bundle again`,
+      { path: manifest.tokenizer.file, code: "unlisted" });
   }
-  const tokenizer = WordTokenizer.fromJSON(tokenizerBytes, manifest.tokenizer.lowercase);
+  const tokenizer = readTokenizer(tokenizerBytes, manifest);
   checkTokenizer(tokenizer, manifest);
   return { manifest, manifestBytes, tokenizer, files };
 }

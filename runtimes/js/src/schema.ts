@@ -33,6 +33,9 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
       "minLength": 1,
       "maxLength": 256
     },
+    "release": {
+      "$ref": "#/$defs/release"
+    },
     "created_utc": {
       "type": "string",
       "maxLength": 64
@@ -596,7 +599,9 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
           "additionalProperties": {
             "type": "object",
             "required": [
-              "file"
+              "file",
+              "keep_ratio",
+              "kept_tokens"
             ],
             "properties": {
               "file": {
@@ -612,7 +617,8 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
               },
               "kept_tokens": {
                 "type": "integer",
-                "minimum": 1
+                "minimum": 1,
+                "maximum": 1048576
               },
               "external_data": {
                 "$ref": "#/$defs/path",
@@ -877,6 +883,28 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
       "maxLength": 512,
       "pattern": "^(?!/)(?!.*\\\\)(?!.*//)(?!(.*/)?\\.\\.?(/|$)).+(?<!/)$",
       "description": "A '/'-separated path relative to the bundle root: no leading '/', no '.' or '..' part, no empty part, no backslash. It names a regular file or directory inside the bundle (never a symbolic link)."
+    },
+    "release": {
+      "type": "object",
+      "required": [
+        "name",
+        "sequence"
+      ],
+      "additionalProperties": false,
+      "description": "Optional: which release of which bundle this is, for rollback protection. An app that passes a minimum sequence or an expected name refuses a bundle without this section, with a lower sequence or another name (docs/bundle-format.md, Rollback). Inside manifest.json, so a signature covers it.",
+      "properties": {
+        "name": {
+          "type": "string",
+          "minLength": 1,
+          "maxLength": 128,
+          "pattern": "^[A-Za-z0-9._-]+$"
+        },
+        "sequence": {
+          "type": "integer",
+          "minimum": 0,
+          "maximum": 9007199254740991
+        }
+      }
     }
   }
 };

@@ -6,6 +6,7 @@
 
 import { BundleError, SignatureError, short } from "./errors.js";
 import { sha256Hex, toHex } from "./hash.js";
+import { parseStrictJson } from "./json.js";
 import type { BundleSource } from "./source.js";
 
 export const SIGNATURE_FILE = "manifest.sig";
@@ -28,7 +29,7 @@ export interface PublicKeyInfo {
 function base64Bytes(text: string, what: string): Uint8Array {
   const clean = text.replace(/\s+/g, "");
   if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(clean)) {
-    throw new SignatureError(`${what} is not valid base64`);
+    throw new SignatureError(`${what} is not valid base64`, { code: "signature-malformed" });
   }
   const binary = atob(clean);
   const out = new Uint8Array(binary.length);
@@ -41,17 +42,25 @@ export function parsePublicKey(key: VerifyKey): PublicKeyInfo {
   let text: string;
   if (typeof key === "string") text = key;
   else if (key instanceof Uint8Array) text = new TextDecoder("utf-8").decode(key);
-  else throw new SignatureError(`a verification key must be PEM text or PEM bytes, got ${typeof key}`);
-  if (text.length > MAX_KEY_CHARS) throw new SignatureError("the verification key is too long for a PEM public key");
+  else throw new SignatureError(`a verification key must be PEM text or PEM bytes, got ${typeof key}`, { code: "signature-key" });
+  if (text.length > MAX_KEY_CHARS) {
+    throw new SignatureError("the verification key is too long for a PEM public key", { code: "signature-key" });
+  }
   const match = /-----BEGIN PUBLIC KEY-----([A-Za-z0-9+/=\s]+)-----END PUBLIC KEY-----/.exec(text);
   if (!match) {
     throw new SignatureError("the verification key is not a PEM public key (-----BEGIN PUBLIC KEY-----); " +
-      "pass the .pub.pem that `mmedge sign --new-key DIR` wrote");
+      "pass the .pub.pem that `mmedge sign --new-key DIR` wrote", { code: "signature-key" });
   }
-  const spki = base64Bytes(match[1], "the PEM public key");
+  let spki: Uint8Array;
+  try {
+    spki = base64Bytes(match[1], "the PEM public key");
+  } catch (exc) {
+    throw new SignatureError((exc as Error).message, { code: "signature-key", cause: exc });
+  }
   const isEd25519 = spki.length === 44 && ED25519_SPKI_PREFIX.every((b, i) => spki[i] === b);
   if (!isEd25519) {
-    throw new SignatureError("the verification key is not an Ed25519 public key; bundles are signed with Ed25519");
+    throw new SignatureError("the verification key is not an Ed25519 public key; bundles are signed with Ed25519",
+      { code: "signature-key" });
   }
   return { spki, raw: spki.slice(12) };
 }
@@ -67,14 +76,14 @@ export async function ed25519Verify(spki: Uint8Array, signature: Uint8Array, dat
   const subtle = (globalThis as { crypto?: Crypto }).crypto?.subtle;
   if (!subtle) {
     throw new SignatureError("verifying a signature needs WebCrypto (crypto.subtle) with Ed25519: use Node 20+, " +
-      "a current browser over HTTPS, or install a WebCrypto polyfill (React Native)");
+      "a current browser over HTTPS, or install a WebCrypto polyfill (React Native)", { code: "signature-invalid" });
   }
   let cryptoKey: CryptoKey;
   try {
     cryptoKey = await subtle.importKey("spki", spki as Uint8Array<ArrayBuffer>, { name: "Ed25519" }, false, ["verify"]);
   } catch (exc) {
     throw new SignatureError(`this platform's WebCrypto cannot import an Ed25519 key (${short(String(exc), 120)}); ` +
-      "use a platform with Ed25519 in WebCrypto", { cause: exc });
+      "use a platform with Ed25519 in WebCrypto", { cause: exc, code: "signature-invalid" });
   }
   return subtle.verify({ name: "Ed25519" }, cryptoKey, signature as Uint8Array<ArrayBuffer>,
     data as Uint8Array<ArrayBuffer>);
@@ -93,17 +102,21 @@ export async function verifyManifestSignature(source: BundleSource, manifestByte
   } catch (exc) {
     if (exc instanceof BundleError && exc.reason === "missing") {
       throw new SignatureError(`${source.name} is not signed (no ${SIGNATURE_FILE}) but a verification key was ` +
-        "given; sign it with `mmedge sign --artifact BUNDLE --key PRIVATE.pem`", { cause: exc });
+        "given; sign it with `mmedge sign --artifact BUNDLE --key PRIVATE.pem`",
+        { cause: exc, path: SIGNATURE_FILE, code: "signature-missing" });
     }
     if (exc instanceof BundleError) {
-      throw new SignatureError(`${SIGNATURE_FILE} cannot be used: ${exc.message}`, { cause: exc, path: SIGNATURE_FILE });
+      // a link, FIFO, directory or device, or over 4,096 bytes
+      throw new SignatureError(`${SIGNATURE_FILE} cannot be used: ${exc.message}`,
+        { cause: exc, path: SIGNATURE_FILE, reason: exc.reason, code: "signature-malformed" });
     }
     throw exc;
   }
   let record: Record<string, unknown>;
   let signature: Uint8Array;
   try {
-    const parsed: unknown = JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(sigBytes));
+    // strict JSON, as for manifest.json: no BOM, duplicate keys, overflowing numbers or lone surrogates
+    const parsed: unknown = parseStrictJson(sigBytes, { maxDepth: 32 }).value;
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not a JSON object");
     record = parsed as Record<string, unknown>;
     if (record.format !== SIGNATURE_FORMAT || record.algorithm !== "ed25519" || record.signed_file !== "manifest.json") {
@@ -115,16 +128,17 @@ export async function verifyManifestSignature(source: BundleSource, manifestByte
     signature = base64Bytes(record.signature, "the signature");
   } catch (exc) {
     throw new SignatureError(`${SIGNATURE_FILE} is malformed (${short(String((exc as Error).message ?? exc), 120)}); ` +
-      "sign the bundle again", { cause: exc, path: SIGNATURE_FILE });
+      "sign the bundle again", { cause: exc, path: SIGNATURE_FILE, code: "signature-malformed" });
   }
   const mine = await sha256Hex(info.raw);
   if (record.public_key_sha256 !== mine) {
     throw new SignatureError(`${source.name} was signed with another key (fingerprint ` +
-      `${short(String(record.public_key_sha256), 16 + 3)}, yours ${mine.slice(0, 16)}...)`);
+      `${short(String(record.public_key_sha256), 16 + 3)}, yours ${mine.slice(0, 16)}...)`,
+      { path: SIGNATURE_FILE, code: "signature-key" });
   }
   if (signature.length !== 64 || !(await ed25519Verify(info.spki, signature, manifestBytes))) {
     throw new SignatureError(`${source.name}: the signature does not match manifest.json: the manifest was changed ` +
-      "after signing (calibrating removes the signature; sign again)");
+      "after signing (calibrating removes the signature; sign again)", { path: SIGNATURE_FILE, code: "signature-invalid" });
   }
 }
 

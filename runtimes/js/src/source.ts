@@ -9,9 +9,20 @@
  * - `FetchSource(baseUrl)`: a bundle served over HTTP(S) (browsers, React Native, Node's fetch).
  *   Responses are read with the size limit enforced while streaming.
  * - `MemorySource(files)`: bytes the app already holds (e.g. assets unpacked by React Native).
+ *
+ * What each can check of the spec's file rules (docs/bundle-format.md, steps 1, 7 and 8):
+ *
+ * - links, FIFOs, devices and directories in place of a file: NodeDirectorySource only (a served or
+ *   in-memory file has no type; the spec says these checks have no meaning there);
+ * - unlisted members (a file, link or folder the manifest's `files` does not list): the sources
+ *   that can enumerate their members, with `entries`: NodeDirectorySource (the whole directory
+ *   tree, without following links) and MemorySource (its keys). FetchSource cannot: HTTP has no
+ *   directory listing, so a served bundle's extra files are simply never requested (the runtime
+ *   only ever reads manifest.json, manifest.sig and listed files);
+ * - sizes and hashes of listed files, and malformed or unlisted names: every source.
  */
 
-import { BundleError, type FileProblem } from "./errors.js";
+import { BundleError, type FileProblem, type ReasonCode } from "./errors.js";
 
 export type MemberKind = "file" | "directory";
 
@@ -22,6 +33,15 @@ export interface TreeListing {
   others: string[];
 }
 
+/** What a bundle entry is, found without following links. */
+export type EntryKind = "file" | "directory" | "link" | "other";
+
+/** One member of a bundle: its bundle-relative path ("/"-separated) and kind. */
+export interface BundleEntry {
+  path: string;
+  kind: EntryKind;
+}
+
 export interface BundleSource {
   /** A name for messages (a directory or a URL). */
   readonly name: string;
@@ -30,14 +50,31 @@ export interface BundleSource {
    * `"missing"`, `"link"`, `"not-regular"`, `"too-large"` (over `maxBytes`) or `"unreadable"`.
    */
   read(path: string, maxBytes: number): Promise<Uint8Array>;
+  /**
+   * The size in bytes of the listed file at a path, without reading it (rejects like `read` for a
+   * missing, linked or special file): the loader compares every size before it hashes anything.
+   */
+  sizeOf?(path: string): Promise<number>;
   /** Rejects unless every component exists without being a link and the member is of `kind`. */
   checkMember?(path: string, kind: MemberKind): Promise<void>;
   /** Every entry under a directory of the bundle, without following links. */
   listTree?(path: string): Promise<TreeListing>;
+  /**
+   * Every member of the bundle, from its root, without following links: the loader refuses any
+   * that the manifest does not list. The walk goes into a directory only when `descend(path)` is
+   * true, so that it stops at the first unlisted folder instead of reading it.
+   */
+  entries?(descend: (directory: string) => boolean): AsyncIterable<BundleEntry>;
 }
 
+/** The reason code of a listed file's problem (the loader gives manifest.json's and manifest.sig's its own). */
+const FILE_CODES: Record<FileProblem, ReasonCode> = {
+  missing: "file-missing", link: "file-not-regular", "not-regular": "file-not-regular", "too-large": "size-mismatch",
+  unreadable: "file-not-regular",
+};
+
 function fail(message: string, path: string, reason: FileProblem, cause?: unknown): BundleError {
-  return new BundleError(message, { path, reason, cause });
+  return new BundleError(message, { path, reason, cause, code: FILE_CODES[reason] });
 }
 
 // ------------------------------------------------------------------------------------- Node
@@ -112,6 +149,14 @@ export class NodeDirectorySource implements BundleSource {
     }
   }
 
+  async sizeOf(rel: string): Promise<number> {
+    const info = await this.lstatChain(rel);
+    if (!info.isFile()) {
+      throw fail(`${rel} is not a regular file; a bundle holds regular files and directories only`, rel, "not-regular");
+    }
+    return Number(info.size);
+  }
+
   async read(rel: string, maxBytes: number): Promise<Uint8Array> {
     await this.checkMember(rel, "file");
     const { fsp, fs, path } = await loadNode();
@@ -134,7 +179,13 @@ export class NodeDirectorySource implements BundleSource {
         throw fail(`${rel} is ${info.size} bytes, over the ${maxBytes} allowed`, rel, "too-large");
       }
       // Read up to one byte past the limit, so that a file growing after fstat is caught too.
-      const buffer = new Uint8Array(Math.min(info.size, maxBytes) + 1);
+      let buffer: Uint8Array;
+      try {
+        buffer = new Uint8Array(Math.min(info.size, maxBytes) + 1);
+      } catch (exc) {
+        throw new BundleError(`${rel} is ${info.size} bytes, more than this JavaScript engine can hold in memory`,
+          { cause: exc, path: rel });
+      }
       let filled = 0;
       while (filled < buffer.length) {
         const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, null);
@@ -165,6 +216,39 @@ export class NodeDirectorySource implements BundleSource {
       }
     }
     return out;
+  }
+
+  async *entries(descend: (directory: string) => boolean): AsyncIterable<BundleEntry> {
+    const { fsp, path } = await loadNode();
+    const pending = [""];
+    while (pending.length > 0) {
+      const dir = pending.pop()!;
+      const full = dir ? path.join(this.root, ...dir.split("/")) : this.root;
+      let handle: Awaited<ReturnType<FsPromises["opendir"]>>;
+      try {
+        handle = await fsp.opendir(full);
+      } catch (exc) {
+        const where = dir || ".";
+        throw fail(`cannot list ${where} in the bundle ${this.name} (${errno(exc) ?? String(exc)})`, where, "unreadable", exc);
+      }
+      // for-await closes the directory handle, also when the consumer stops early
+      for await (const entry of handle) {
+        const member = dir ? `${dir}/${entry.name}` : entry.name;
+        let kind: EntryKind = entry.isSymbolicLink() ? "link" : entry.isDirectory() ? "directory"
+          : entry.isFile() ? "file" : "other";
+        if (kind === "other") {
+          // a filesystem that does not report types: ask lstat
+          try {
+            const info = await fsp.lstat(path.join(full, entry.name));
+            kind = info.isSymbolicLink() ? "link" : info.isDirectory() ? "directory" : info.isFile() ? "file" : "other";
+          } catch {
+            kind = "other";
+          }
+        }
+        yield { path: member, kind };
+        if (kind === "directory" && descend(member)) pending.push(member);
+      }
+    }
   }
 }
 
@@ -249,11 +333,22 @@ export class MemorySource implements BundleSource {
     this.name = name;
   }
 
+  async sizeOf(rel: string): Promise<number> {
+    const data = this.files.get(rel);
+    if (data === undefined) throw fail(`${rel} is missing from the bundle`, rel, "missing");
+    return data.length;
+  }
+
   async read(rel: string, maxBytes: number): Promise<Uint8Array> {
     const data = this.files.get(rel);
     if (data === undefined) throw fail(`${rel} is missing from the bundle`, rel, "missing");
     if (data.length > maxBytes) throw fail(`${rel} is over the ${maxBytes} bytes allowed`, rel, "too-large");
     return data;
+  }
+
+  /** Its keys, as files: a key the manifest does not list is refused like an unlisted file on disk. */
+  async *entries(): AsyncIterable<BundleEntry> {
+    for (const key of this.files.keys()) yield { path: key, kind: "file" as const };
   }
 }
 

@@ -30,11 +30,13 @@ async function withCopy(body) {
   }
 }
 
-async function refused(promise, type, pattern) {
+/** `promise` rejects with a `type` whose message matches `pattern` and whose reason code is `code`. */
+async function refused(promise, type, pattern, code) {
   await assert.rejects(promise, (exc) => {
     assert.ok(exc instanceof type, `expected ${type.name}, got ${exc?.constructor?.name}: ${exc?.message}`);
     if (type === BundleError) assert.ok(!(exc instanceof SignatureError), "not a signature problem");
     if (pattern) assert.match(exc.message, pattern);
+    if (code) assert.equal(exc.code, code, `reason code of: ${exc.message}`);
     assert.ok(exc.message.length < 1200, "short message");
     return true;
   });
@@ -57,20 +59,20 @@ test("a flipped byte in a stage file: hash mismatch", () => withCopy(async (dir)
   const bytes = readFileSync(path);
   bytes[Math.floor(bytes.length / 2)] ^= 0x01;
   writeFileSync(path, bytes);
-  await refused(load(dir), BundleError, /hash mismatch/);
+  await refused(load(dir), BundleError, /hash mismatch/, "hash-mismatch");
 }));
 
 test("a truncated stage file and a missing one", () => withCopy(async (dir) => {
   const path = join(dir, stageFile(dir));
   writeFileSync(path, readFileSync(path).subarray(0, 100));
-  await refused(load(dir), BundleError, /hash mismatch/);
+  await refused(load(dir), BundleError, /size mismatch/, "size-mismatch");
   rmSync(path);
-  await refused(load(dir), BundleError, /missing/);
+  await refused(load(dir), BundleError, /missing/, "file-missing");
 }));
 
 test("a stage file grown past its listed size", () => withCopy(async (dir) => {
   appendFileSync(join(dir, stageFile(dir)), Buffer.from([0]));
-  await refused(load(dir), BundleError, /hash mismatch/);
+  await refused(load(dir), BundleError, /size mismatch|over the \d+ bytes/, "size-mismatch");
 }));
 
 test("edited manifest (labels permuted) without a key: loads, which is why apps ship a key", () => withCopy(async (dir) => {
@@ -88,29 +90,29 @@ test("signatures: valid loads; labels permuted after signing, unsigned, other ke
   const asBytes = await load(dir, { verifyKey: new TextEncoder().encode(keys.publicPem) });
   await asBytes.dispose();
 
-  await refused(load(dir, { verifyKey: newKeyPair().publicPem }), SignatureError, /another key/);
+  await refused(load(dir, { verifyKey: newKeyPair().publicPem }), SignatureError, /another key/, "signature-key");
 
   const sig = readFileSync(join(dir, "manifest.sig"));
   editManifest(dir, (m) => { m.labels = [...m.labels.slice(1), m.labels[0]]; });
-  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /does not match/);
+  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /does not match/, "signature-invalid");
 
   rmSync(join(dir, "manifest.sig"));
-  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /not signed/);
+  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /not signed/, "signature-missing");
 
   signBundle(dir, keys);
   const record = JSON.parse(readFileSync(join(dir, "manifest.sig"), "utf8"));
   writeFileSync(join(dir, "manifest.sig"), JSON.stringify({ ...record, algorithm: "rsa" }));
-  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /malformed/);
+  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /malformed/, "signature-malformed");
   writeFileSync(join(dir, "manifest.sig"), JSON.stringify({ ...record, signature: "not base64!" }));
-  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /malformed/);
+  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /malformed/, "signature-malformed");
   writeFileSync(join(dir, "manifest.sig"), Buffer.alloc(5000, 0x20));
-  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /manifest.sig/);
+  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /manifest.sig/, "signature-malformed");
   writeFileSync(join(dir, "manifest.sig"), sig); // the signature of the original manifest
-  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /does not match/);
+  await refused(load(dir, { verifyKey: keys.publicPem }), SignatureError, /does not match/, "signature-invalid");
 
   await refused(load(dir, { verifyKey: "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VuAyEA" + "A".repeat(43) + "=\n-----END PUBLIC KEY-----\n" }),
-    SignatureError, /not an Ed25519/);
-  await refused(load(dir, { verifyKey: "ssh-ed25519 AAAA" }), SignatureError, /PEM/);
+    SignatureError, /not an Ed25519/, "signature-key");
+  await refused(load(dir, { verifyKey: "ssh-ed25519 AAAA" }), SignatureError, /PEM/, "signature-key");
 }));
 
 test("path traversal in a stage file and in files", () => withCopy(async (dir) => {
@@ -119,18 +121,18 @@ test("path traversal in a stage file and in files", () => withCopy(async (dir) =
   editManifest(dir, (m) => {
     for (const a of m.artifacts) for (const s of Object.values(a.stages)) if (s.file === rel) s.file = `../../${rel}`;
   });
-  await refused(load(dir), BundleError, /relative path|inside the bundle/);
+  await refused(load(dir), BundleError, /relative path|inside the bundle/, "path");
   writeFileSync(join(dir, "manifest.json"), original);
   editManifest(dir, (m) => {
     m.files[`onnx/../../../etc/passwd`] = { sha256: "0".repeat(64), bytes: 1 };
   });
-  await refused(load(dir), BundleError, /relative path|inside the bundle|not normalised/);
+  await refused(load(dir), BundleError, /relative path|inside the bundle|not normalised/, "path");
   writeFileSync(join(dir, "manifest.json"), original);
   editManifest(dir, (m) => { m.files["onnx/a\u0000b"] = { sha256: "0".repeat(64), bytes: 1 }; });
-  await refused(load(dir), BundleError, /NUL/);
+  await refused(load(dir), BundleError, /NUL/, "path");
   writeFileSync(join(dir, "manifest.json"), original);
   editManifest(dir, (m) => { m.files["manifest.sig"] = { sha256: "0".repeat(64), bytes: 1 }; });
-  await refused(load(dir), BundleError, /may not list/);
+  await refused(load(dir), BundleError, /may not list/, "path");
 }));
 
 test("a symlinked tokenizer (and a symlinked directory on the way)", () => withCopy(async (dir) => {
@@ -138,7 +140,7 @@ test("a symlinked tokenizer (and a symlinked directory on the way)", () => withC
   writeFileSync(real, readFileSync(join(dir, "tokenizer.json")));
   rmSync(join(dir, "tokenizer.json"));
   symlinkSync(real, join(dir, "tokenizer.json"));
-  await refused(load(dir), BundleError, /link/);
+  await refused(load(dir), BundleError, /link/, "file-not-regular");
 }));
 
 test("a symlinked stage directory", () => withCopy(async (dir) => {
@@ -146,20 +148,20 @@ test("a symlinked stage directory", () => withCopy(async (dir) => {
   const folder = rel.split("/").slice(0, -1).join("/");
   execFileSync("mv", [join(dir, folder), join(dir, "..", "moved")]);
   symlinkSync(join(dir, "..", "moved"), join(dir, folder));
-  await refused(load(dir), BundleError, /link/);
+  await refused(load(dir), BundleError, /link/, "file-not-regular");
 }));
 
 test("a FIFO in place of a stage file is refused without blocking", { skip: process.platform === "win32" }, () => withCopy(async (dir) => {
   const path = join(dir, stageFile(dir));
   rmSync(path);
   execFileSync("mkfifo", [path]);
-  await refused(load(dir), BundleError, /not regular/);
+  await refused(load(dir), BundleError, /not regular/, "file-not-regular");
 }));
 
 test("an oversized manifest (over 8 MiB)", () => withCopy(async (dir) => {
   const text = readFileSync(join(dir, "manifest.json"), "utf8");
   writeFileSync(join(dir, "manifest.json"), text + " ".repeat(8 * 1024 * 1024));
-  await refused(load(dir), BundleError, /over 8388608 bytes/);
+  await refused(load(dir), BundleError, /over 8388608 bytes/, "manifest-too-large");
 }));
 
 test("deep nesting: 33 levels, and a million", () => withCopy(async (dir) => {
@@ -169,10 +171,10 @@ test("deep nesting: 33 levels, and a million", () => withCopy(async (dir) => {
     for (let i = 0; i < 31; i++) v = [v]; // manifest (1) > model (2) > config (3) > deep: 3 + 31 = 34 levels
     m.model.config.deep = v;
   });
-  await refused(load(dir), BundleError, /nests deeper than 32/);
+  await refused(load(dir), BundleError, /nests deeper than 32/, "json");
   const tooDeep = original.replace('"model": {', `"x": ${"[".repeat(1_000_000)}${"]".repeat(1_000_000)}, "model": {`);
   writeFileSync(join(dir, "manifest.json"), tooDeep);
-  await refused(load(dir), BundleError, /nests deeper than 32/);
+  await refused(load(dir), BundleError, /nests deeper than 32/, "json");
   // exactly 32 levels are fine
   editManifest(dir, () => JSON.parse(original));
   editManifest(dir, (m) => {
@@ -189,24 +191,24 @@ test("schema_version 1.0, \"1\", 2 and missing", () => withCopy(async (dir) => {
   assert.match(original, /"schema_version": 1,/);
   for (const bad of ["1.0", "1e0", "\"1\"", "2", "true"]) {
     writeFileSync(join(dir, "manifest.json"), original.replace(/"schema_version": 1,/, `"schema_version": ${bad},`));
-    await refused(load(dir), BundleError, /schema_version/);
+    await refused(load(dir), BundleError, /schema_version/, "schema-version");
   }
   writeFileSync(join(dir, "manifest.json"), original.replace(/"schema_version": 1,/, ""));
-  await refused(load(dir), BundleError, /schema_version/);
+  await refused(load(dir), BundleError, /schema_version/, "schema-version");
 }));
 
 test("not JSON, not UTF-8, not an object, a BOM", () => withCopy(async (dir) => {
   const original = readFileSync(join(dir, "manifest.json"));
   writeFileSync(join(dir, "manifest.json"), "{\"schema_version\": 1,");
-  await refused(load(dir), BundleError, /not valid JSON/);
+  await refused(load(dir), BundleError, /not valid JSON/, "json");
   writeFileSync(join(dir, "manifest.json"), Buffer.concat([original.subarray(0, 10), Buffer.from([0xff, 0xfe]), original.subarray(10)]));
-  await refused(load(dir), BundleError, /UTF-8/);
+  await refused(load(dir), BundleError, /UTF-8/, "json");
   writeFileSync(join(dir, "manifest.json"), "[1]");
-  await refused(load(dir), BundleError, /object/);
+  await refused(load(dir), BundleError, /object/, "json");
   writeFileSync(join(dir, "manifest.json"), Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), original]));
-  await refused(load(dir), BundleError, /not valid JSON/);
+  await refused(load(dir), BundleError, /byte-order mark/, "json");
   rmSync(join(dir, "manifest.json"));
-  await refused(load(dir), BundleError, /no manifest.json/);
+  await refused(load(dir), BundleError, /no manifest.json/, "manifest-missing");
 }));
 
 test("schema and consistency violations", () => withCopy(async (dir) => {
@@ -231,7 +233,9 @@ test("schema and consistency violations", () => withCopy(async (dir) => {
   for (const [edit, pattern] of cases) {
     writeFileSync(join(dir, "manifest.json"), original);
     editManifest(dir, edit);
-    await refused(load(dir), BundleError, pattern);
+    const code = String(pattern).includes("schema") ? "schema" : String(pattern).includes("inconsistent") ? "inconsistent"
+      : "tokenizer";
+    await refused(load(dir), BundleError, pattern, code);
   }
 }));
 
@@ -240,8 +244,8 @@ test("load options: ConfigError for bad arguments, BundleError for what the bund
   await assert.rejects(load(dir, { precision: "fp16" }), ConfigError);
   await assert.rejects(load(dir, { keepRatio: 0.33 }), ConfigError);
   await assert.rejects(load(dir, { policy: { kind: "patience", patience: 0 } }), ConfigError);
-  await refused(load(dir, { precision: "int8" }), BundleError, /no onnxruntime int8/);
-  await refused(load(dir, { format: "ort" }), BundleError, /no onnxruntime fp32 artifact in format ort/);
+  await refused(load(dir, { precision: "int8" }), BundleError, /no onnxruntime int8/, "unsupported");
+  await refused(load(dir, { format: "ort" }), BundleError, /no onnxruntime fp32 artifact in format ort/, "unsupported");
   const m = readJson(join(dir, "manifest.json"));
   if (m.in_graph) {
     await assert.rejects(load(dir, { mode: "in-graph", policy: "full" }), ConfigError);
@@ -284,7 +288,13 @@ test("MemorySource: the same checks and answers as the directory", async () => {
   await engine.dispose();
   const rel = stageFile(BUNDLE);
   const bad = { ...files, [rel]: files[rel].slice(1) };
-  await refused(Engine.load(new MemorySource(bad), { ort }), BundleError, /hash mismatch/);
+  await refused(Engine.load(new MemorySource(bad), { ort }), BundleError, /size mismatch/, "size-mismatch");
+  const flipped = new Uint8Array(files[rel]);
+  flipped[100] ^= 1;
+  await refused(Engine.load(new MemorySource({ ...files, [rel]: flipped }), { ort }), BundleError, /hash mismatch/, "hash-mismatch");
+  // a member the manifest does not list: MemorySource knows its members, so it is refused
+  await refused(Engine.load(new MemorySource({ ...files, "extra.bin": new Uint8Array(3) }), { ort }), BundleError,
+    /does not list: "extra.bin"/, "unlisted");
 });
 
 test("FetchSource over HTTP: loads, predicts, and enforces the size limits", () => withCopy(async (dir) => {
@@ -312,10 +322,14 @@ test("FetchSource over HTTP: loads, predicts, and enforces the size limits", () 
     const path = join(dir, stageFile(dir));
     const bytes = readFileSync(path);
     writeFileSync(path, Buffer.concat([bytes, Buffer.from("x")]));
-    await refused(Engine.load(new FetchSource(url), { ort }), BundleError, /hash mismatch/);
+    await refused(Engine.load(new FetchSource(url), { ort }), BundleError, /size mismatch|over the \d+ bytes/, "size-mismatch");
     writeFileSync(path, bytes);
+    // HTTP cannot list a directory: an extra served file is never requested, so it does not matter
+    writeFileSync(join(dir, "extra.bin"), "x");
+    const extra = await Engine.load(new FetchSource(url), { ort });
+    await extra.dispose();
     appendFileSync(join(dir, "manifest.json"), " ".repeat(8 * 1024 * 1024));
-    await refused(Engine.load(new FetchSource(url), { ort }), BundleError, /over 8388608 bytes/);
+    await refused(Engine.load(new FetchSource(url), { ort }), BundleError, /over 8388608 bytes/, "manifest-too-large");
   } finally {
     server.close();
   }
@@ -329,7 +343,7 @@ test("loadManifest alone reads only manifest.json before the checks pass", async
   const m = JSON.parse(new TextDecoder().decode(files["manifest.json"]));
   m.thresholds.keep_ratio = 0.3;
   const bad = { name: "bad", read: async (p, n) => { reads.push(p); return p === "manifest.json" ? new TextEncoder().encode(JSON.stringify(m)) : inner.read(p, n); } };
-  await refused(loadManifest(bad), BundleError, /inconsistent/);
+  await refused(loadManifest(bad), BundleError, /inconsistent/, "inconsistent");
   assert.deepEqual(reads, ["manifest.json"]);
   reads.length = 0;
   const loaded = await loadManifest(spy);
@@ -345,7 +359,7 @@ test("shared ONNX weights: a changed weights file, one outside the stages' folde
   const bytes = readFileSync(path);
   bytes[bytes.length - 5] ^= 0x01;
   writeFileSync(path, bytes);
-  await refused(load(dir), BundleError, /hash mismatch/);
+  await refused(load(dir), BundleError, /hash mismatch/, "hash-mismatch");
 })
   .then(() => withCopy(async (dir) => {
     editManifest(dir, (m) => {
@@ -353,11 +367,11 @@ test("shared ONNX weights: a changed weights file, one outside the stages' folde
       for (const a of m.artifacts) if (a.external_data) a.external_data = "weights.bin";
     });
     execFileSync("cp", [join(dir, "onnx/fp32/weights.bin"), join(dir, "weights.bin")]);
-    await refused(load(dir), BundleError, /not in the same folder/);
+    await refused(load(dir), BundleError, /not in the same folder/, "inconsistent");
   }))
   .then(() => withCopy(async (dir) => {
     editManifest(dir, (m) => {
       for (const a of m.artifacts) if (a.external_data) a.external_data = "onnx/fp32/other.bin";
     });
-    await refused(load(dir), BundleError, /other\.bin/);
+    await refused(load(dir), BundleError, /other\.bin/, "unlisted");
   })));
