@@ -2,6 +2,7 @@ package dev.mmedge.demo;
 
 import android.app.Activity;
 import android.content.Intent;
+import android.content.SharedPreferences;
 import android.graphics.Bitmap;
 import android.graphics.Canvas;
 import android.graphics.Color;
@@ -16,6 +17,7 @@ import android.widget.LinearLayout;
 import android.widget.ScrollView;
 import android.widget.TextView;
 
+import dev.mmedge.core.BundleException;
 import dev.mmedge.core.Engine;
 import dev.mmedge.core.IO;
 import dev.mmedge.core.MMEdgeException;
@@ -41,6 +43,8 @@ import java.util.concurrent.Executors;
 public final class MainActivity extends Activity {
     private static final int PICK = 1;
     private static final int CAPTURE = 2;
+    private static final String KEY_ASSET = "bundle-key.pub.pem";
+    private static final String PREF_SEQUENCE = "highest_release_sequence";
 
     private final ExecutorService worker = Executors.newSingleThreadExecutor();
     private Engine engine;
@@ -103,18 +107,53 @@ public final class MainActivity extends Activity {
         return out;
     }
 
+    /**
+     * The app's bundle key, when it ships one (assets/bundle-key.pub.pem, as `mmedge sign --new-key`
+     * writes it), else null. With a key, a bundle must carry a valid signature by it, and rollback
+     * protection applies: the highest release.sequence accepted so far is stored and passed as the
+     * minimum next time, so an older signed bundle is refused (code rollback).
+     */
+    private byte[] shippedKey() {
+        try (InputStream in = getAssets().open(KEY_ASSET)) {
+            return IO.readAll(in, 1 << 16);
+        } catch (IOException none) {
+            return null;
+        }
+    }
+
+    private Engine.Options loadOptions(byte[] key, SharedPreferences prefs) {
+        Engine.Options o = new Engine.Options();
+        if (key == null) return o;
+        o.verifyKey = key;
+        long highest = prefs.getLong(PREF_SEQUENCE, -1);
+        if (highest >= 0) o.minSequence = highest;
+        return o;
+    }
+
+    private static void remember(Engine e, byte[] key, SharedPreferences prefs) {
+        Long sequence = e.releaseSequence();
+        if (key != null && sequence != null && sequence > prefs.getLong(PREF_SEQUENCE, -1)) {
+            prefs.edit().putLong(PREF_SEQUENCE, sequence).apply();
+        }
+    }
+
     private void loadEngine() {
         StringBuilder tried = new StringBuilder();
+        byte[] key = shippedKey();
+        SharedPreferences prefs = getSharedPreferences("mmedge", MODE_PRIVATE);
         for (File dir : bundleDirs()) {
             for (String backend : new String[] {"onnxruntime", "executorch"}) {
                 try {
-                    Engine e = Engine.load(Paths.get(dir.getAbsolutePath()), Backends.factory(backend), new Engine.Options());
+                    Engine e = Engine.load(Paths.get(dir.getAbsolutePath()), Backends.factory(backend), loadOptions(key, prefs));
+                    remember(e, key, prefs);
                     engine = e;
                     runOnUiThread(() -> status.setText(String.format(Locale.ROOT, "%s on %s (%s %s), keep ratio %s, policy %s",
                             e.manifest.name, e.backend(), e.artifact.format, e.artifact.precision, e.keepRatio(), e.policy())));
                     return;
                 } catch (MMEdgeException | UnsatisfiedLinkError exc) {
-                    tried.append("\n").append(dir.getName()).append(" (").append(backend).append("): ").append(exc.getMessage());
+                    tried.append("\n").append(dir.getName()).append(" (").append(backend).append("): ");
+                    if (exc instanceof BundleException) tried.append('[').append(((BundleException) exc).code()).append("] ");
+                    tried.append(exc.getMessage());
                 }
             }
         }

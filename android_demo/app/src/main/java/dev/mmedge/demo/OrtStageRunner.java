@@ -58,8 +58,8 @@ final class OrtStageRunner implements StageRunner {
                 throws OrtException {
             if (artifact.externalData != null) {
                 // the stage graphs read a shared weights file by name, and this runner opens verified bytes
-                throw new BundleException("artifact " + artifact.kind() + " keeps its weights in " + artifact.externalData
-                        + ", which this runner cannot pass to ONNX Runtime; use the ORT-format artifact "
+                throw new BundleException(BundleException.UNSUPPORTED, "artifact " + artifact.kind() + " keeps its weights in "
+                        + artifact.externalData + ", which this runner cannot pass to ONNX Runtime; use the ORT-format artifact "
                         + "(mmedge bundle --runtime onnxruntime --format ort): each .ort file holds its own weights");
             }
             OrtEnvironment env = OrtEnvironment.getEnvironment();

@@ -14,6 +14,7 @@ import java.nio.file.StandardOpenOption;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
@@ -27,18 +28,34 @@ import java.util.TreeSet;
 
 /**
  * Loads a bundle directory with every check of docs/bundle-format.md ("Loading a bundle"), in its
- * order; no file is read before the checks that concern it have passed:
+ * order and with its step numbers; no file is read before the checks that concern it have passed.
+ * Each refusal is a {@link BundleException} whose {@link BundleException#code() code()} is the
+ * spec's reason code:
  * <ol>
- *   <li>manifest.json: a regular file (lstat: no link, FIFO, device), opened without following links, at most 8 MiB;</li>
- *   <li>(signatures: not implemented in this runtime; an app that ships a key must not use this loader alone);</li>
- *   <li>strict UTF-8 JSON, one object, nested at most 32 levels;</li>
- *   <li>schema_version the JSON integer 1;</li>
- *   <li>the JSON Schema mmedge/bundle/manifest.schema.json;</li>
- *   <li>consistency (keep ratios, exits, stage inputs and outputs, shapes, artifacts, the fixed rules);</li>
- *   <li>paths: relative, normalised, listed; a named directory holds listed files only;</li>
- *   <li>files: every component lstat-checked (no links), a regular file of the listed size and SHA-256;</li>
- *   <li>the tokenizer agrees with the manifest.</li>
+ *   <li>manifest.json: a regular file (lstat: no link, FIFO, device), opened without following links,
+ *       at most 8 MiB ({@code manifest-missing}, {@code manifest-not-regular}, {@code manifest-too-large});</li>
+ *   <li>with a verification key (Options.verifyKeyPem): manifest.sig verified over those bytes before
+ *       they are parsed ({@link Signatures}: {@code signature-missing}, {@code -malformed}, {@code -key},
+ *       {@code -invalid});</li>
+ *   <li>strict UTF-8 JSON, one object, nested at most 32 levels, no BOM, no repeated key, no number
+ *       beyond a double or integer beyond 2^53 - 1, no unpaired surrogate ({@link Json}: {@code json});</li>
+ *   <li>schema_version the JSON integer 1 ({@code schema-version}); a manifest with a kind (captioning
+ *       bundles: "caption") is not implemented here ({@code unsupported});</li>
+ *   <li>the JSON Schema mmedge/bundle/manifest.schema.json ({@code schema}; {@code path} when every
+ *       violation is of the schema's bundle-path rule);</li>
+ *   <li>consistency (keep ratios, exits, stage inputs and outputs, shapes, artifacts, the fixed rules:
+ *       {@code inconsistent}); then rollback, the release name and sequence the app asks for
+ *       ({@code rollback});</li>
+ *   <li>paths: relative, normalised ({@code path}); named paths listed ({@code unlisted});</li>
+ *   <li>nothing inside the bundle but manifest.json, manifest.sig, the listed files and the folders on
+ *       their way: an unlisted file, link, FIFO or folder is refused, never opened ({@code unlisted});</li>
+ *   <li>files: every component lstat-checked (no links), a regular file ({@code file-missing},
+ *       {@code file-not-regular}) of the listed size ({@code size-mismatch}), all sizes before any
+ *       hash, then the SHA-256 ({@code hash-mismatch});</li>
+ *   <li>the tokenizer agrees with the manifest ({@code tokenizer}).</li>
  * </ol>
+ * {@link Engine#load} then makes steps 11 (the external data of ONNX stage graphs, {@code unlisted})
+ * and 12 (open the stages and run the self-check, {@code self-check}).
  * Java cannot open with O_NONBLOCK: a FIFO is refused by the lstat before the open, so only a FIFO
  * swapped in between those two calls could block.
  */
@@ -133,19 +150,23 @@ public final class BundleLoader {
         try {
             value = Json.parse(data, MAX_DEPTH);
         } catch (Json.ParseException exc) {
-            if (exc.tooDeep) throw new BundleException(where + " nests deeper than " + MAX_DEPTH + " levels; not an mmedge manifest");
-            if (exc.getMessage().startsWith("not valid UTF-8")) {
-                throw new BundleException(where + " is not valid UTF-8; the bundle is corrupt: export it again", exc);
+            if (exc.tooDeep) {
+                throw new BundleException(BundleException.JSON, where + " nests deeper than " + MAX_DEPTH
+                        + " levels; not an mmedge manifest", exc);
             }
-            throw new BundleException(where + " is not valid JSON (" + shortText(exc.getMessage(), 120)
+            if (exc.getMessage().startsWith("not valid UTF-8")) {
+                throw new BundleException(BundleException.JSON, where + " is not valid UTF-8; the bundle is corrupt: export it again",
+                        exc);
+            }
+            throw new BundleException(BundleException.JSON, where + " is not valid JSON (" + shortText(exc.getMessage(), 120)
                     + "); the bundle is corrupt: export it again", exc);
         }
-        if (!(value instanceof Map)) throw new BundleException(where + " must hold a JSON object");
+        if (!(value instanceof Map)) throw new BundleException(BundleException.JSON, where + " must hold a JSON object");
         Map<String, Object> m = Json.obj(value);
         Object version = m.get("schema_version");
         if (!(version instanceof Long) || (Long) version != SCHEMA_VERSION) {
             String shown = version == null ? "none" : version instanceof String ? "'" + version + "'" : String.valueOf(version);
-            throw new BundleException(where + " has schema_version " + shortText(shown, 40) + "; this runtime reads version "
+            throw new BundleException(BundleException.SCHEMA_VERSION, where + " has schema_version " + shortText(shown, 40) + "; this runtime reads version "
                     + SCHEMA_VERSION + " (an integer). Re-export the model with a matching mmedge, or update the app");
         }
         return m;
@@ -297,7 +318,7 @@ public final class BundleLoader {
         return out;
     }
 
-    // ------------------------------------------------------------------------------ step 7
+    // ------------------------------------------------------------------------------ steps 7 and 8
     /** Why `rel` is not an acceptable bundle member name (null when it is). */
     public static String memberProblem(String rel) {
         if (rel == null) return "path is null, not a string";
@@ -338,7 +359,7 @@ public final class BundleLoader {
         return named;
     }
 
-    /** Step 7. */
+    /** Steps 7 (paths) and 8 (nothing unlisted). */
     static void checkPaths(Path root, Manifest m) {
         Map<String, Manifest.FileEntry> files = m.files;
         List<String> bad = new ArrayList<>();
@@ -346,39 +367,90 @@ public final class BundleLoader {
             String p = memberProblem(rel);
             if (p != null) bad.add(shortText(rel, 80) + ": " + p);
         }
-        if (!bad.isEmpty()) throw new BundleException("files lists unsafe paths: " + listing(bad) + "; export the bundle again");
+        if (!bad.isEmpty()) {
+            throw new BundleException(BundleException.PATH, "files lists unsafe paths: " + listing(bad) + "; export the bundle again");
+        }
         if (files.containsKey(MANIFEST_FILE) || files.containsKey(SIGNATURE_FILE)) {
-            throw new BundleException("files may not list " + MANIFEST_FILE + " or " + SIGNATURE_FILE);
+            throw new BundleException(BundleException.PATH, "files may not list " + MANIFEST_FILE + " or " + SIGNATURE_FILE);
         }
         for (Map.Entry<String, String> e : namedPaths(m).entrySet()) {
             String rel = e.getKey();
             String where = e.getValue();
             String problem = memberProblem(rel);
-            if (problem != null) throw new BundleException(where + ": " + problem, null, rel, null);
+            if (problem != null) throw new BundleException(BundleException.PATH, where + ": " + problem, null, rel, null);
             if (files.containsKey(rel)) continue;
             String prefix = rel + "/";
             boolean inside = false;
             for (String f : files.keySet()) inside |= f.startsWith(prefix);
             if (!inside) {
-                throw new BundleException(where + " names " + repr(rel) + ", which `files` does not list with a hash; export it again",
-                        null, rel, null);
+                throw new BundleException(BundleException.UNLISTED, where + " names " + repr(rel)
+                        + ", which `files` does not list with a hash; export it again", null, rel, null);
             }
             BasicFileAttributes info = lstatChain(root, rel);
             if (!info.isDirectory()) {
-                throw new BundleException(rel + " is not a directory; a bundle holds regular files and directories only",
+                throw new BundleException(BundleException.FILE_NOT_REGULAR, rel
+                        + " is not a directory; a bundle holds regular files and directories only",
                         null, rel, BundleException.Reason.NOT_REGULAR);
             }
             List<String> unlisted = new ArrayList<>();
             walk(root, rel, files.keySet(), unlisted);
             if (!unlisted.isEmpty()) {
                 Collections.sort(unlisted);
-                throw new BundleException(rel + " holds files the manifest does not list: " + listing(unlisted)
-                        + "; export it again", null, rel, null);
+                throw new BundleException(BundleException.UNLISTED, rel + " holds files the manifest does not list: "
+                        + listing(unlisted) + "; export it again", null, rel, null);
             }
         }
-        Manifest.FileEntry tokenizer = files.get(m.tokenizerFile);
-        if (tokenizer != null && tokenizer.bytes > MAX_TOKENIZER_BYTES) {
-            throw new BundleException("the tokenizer file is over " + (MAX_TOKENIZER_BYTES >> 20) + " MB");
+        checkUnlisted(root, files.keySet());
+    }
+
+    /**
+     * Step 8 of the spec, the bundle as a whole: every entry inside the bundle directory is
+     * manifest.json or manifest.sig (regular files), a listed file or a directory on the way to one. Anything else (a file, a
+     * symbolic link, a FIFO, an empty folder) is refused as unlisted, so that a valid signature
+     * covers everything a bundle holds. Entries are lstat-ed only (no link followed, nothing opened);
+     * a listed path that is a link or not a regular file is left to step 8.
+     */
+    static void checkUnlisted(Path root, Set<String> listed) {
+        Set<String> parents = new HashSet<>();
+        for (String f : listed) {
+            for (int i = f.lastIndexOf('/'); i > 0; i = f.lastIndexOf('/', i - 1)) {
+                if (!parents.add(f.substring(0, i))) break;
+            }
+        }
+        List<String> unlisted = new ArrayList<>();
+        String first = null;
+        ArrayDeque<String> todo = new ArrayDeque<>();
+        todo.push("");
+        while (!todo.isEmpty() && unlisted.size() <= MAX_LISTED) {
+            String dir = todo.pop();
+            try (DirectoryStream<Path> entries = Files.newDirectoryStream(dir.isEmpty() ? root : root.resolve(dir))) {
+                for (Path child : entries) {
+                    if (unlisted.size() > MAX_LISTED) break;
+                    String name = child.getFileName().toString();
+                    String rel = dir.isEmpty() ? name : dir + "/" + name;
+                    BasicFileAttributes info = Files.readAttributes(child, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+                    if (dir.isEmpty() && (name.equals(MANIFEST_FILE) || name.equals(SIGNATURE_FILE))) {
+                        if (info.isRegularFile()) continue; // manifest.sig that is a folder, link or FIFO: unlisted
+                    } else if (listed.contains(rel)) {
+                        continue;
+                    } else if (parents.contains(rel)) {
+                        if (info.isDirectory() && !info.isSymbolicLink()) todo.push(rel);
+                        continue; // a link or file in a listed file's way: step 9 refuses it
+                    }
+                    if (first == null || rel.compareTo(first) < 0) first = rel;
+                    unlisted.add(rel + (info.isSymbolicLink() ? " (a symbolic link)" : info.isDirectory() ? "/ (a folder)"
+                            : info.isRegularFile() ? "" : " (not a regular file)"));
+                }
+            } catch (IOException exc) {
+                throw new BundleException(BundleException.FILE_NOT_REGULAR, "cannot list " + (dir.isEmpty() ? "the bundle" : dir)
+                        + " (" + exc.getMessage() + ")", exc, dir.isEmpty() ? null : dir, BundleException.Reason.UNREADABLE);
+            }
+        }
+        if (!unlisted.isEmpty()) {
+            Collections.sort(unlisted);
+            throw new BundleException(BundleException.UNLISTED, "the bundle holds what its manifest does not list: "
+                    + listing(unlisted) + "; a bundle holds its listed files only (remove the others, or export it again)",
+                    null, first, null);
         }
     }
 
@@ -388,37 +460,46 @@ public final class BundleLoader {
                 String member = rel + "/" + child.getFileName().toString();
                 BasicFileAttributes info = Files.readAttributes(child, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
                 if (info.isSymbolicLink()) {
-                    throw new BundleException(member + " is a symbolic link; a bundle may not contain links", null, member,
-                            BundleException.Reason.LINK);
+                    if (listed.contains(member)) continue; // step 9 refuses it as not a regular file
+                    unlisted.add(member + " (a symbolic link)");
+                } else if (info.isDirectory()) {
+                    if (listed.contains(member)) continue; // step 9 refuses it as not a regular file
+                    walk(root, member, listed, unlisted);
+                } else if (!listed.contains(member)) {
+                    unlisted.add(member);
                 }
-                if (info.isDirectory()) walk(root, member, listed, unlisted);
-                else if (!listed.contains(member)) unlisted.add(member);
             }
         } catch (IOException exc) {
-            throw new BundleException("cannot list " + rel + " in the bundle (" + exc.getMessage() + ")", exc, rel,
-                    BundleException.Reason.UNREADABLE);
+            throw new BundleException(BundleException.FILE_NOT_REGULAR, "cannot list " + rel + " in the bundle ("
+                    + exc.getMessage() + ")", exc, rel, BundleException.Reason.UNREADABLE);
         }
     }
 
-    // ------------------------------------------------------------------------------ step 8
+    // ------------------------------------------------------------------------------ step 9
     /** lstat every component of root/rel: BundleException on a missing part or a symbolic link. */
     static BasicFileAttributes lstatChain(Path root, String rel) {
         Path path = root;
         BasicFileAttributes info = null;
         for (String part : rel.split("/")) {
+            if (info != null && !info.isDirectory()) {
+                throw new BundleException(BundleException.FILE_NOT_REGULAR, rel + ": " + root.relativize(path)
+                        + " is not a directory; a bundle holds regular files and directories only", null, rel,
+                        BundleException.Reason.NOT_REGULAR);
+            }
             path = path.resolve(part);
             try {
                 info = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
             } catch (NoSuchFileException exc) {
-                throw new BundleException(rel + " is missing from the bundle; export it again", exc, rel,
-                        BundleException.Reason.MISSING);
+                throw new BundleException(BundleException.FILE_MISSING, rel + " is missing from the bundle; export it again", exc,
+                        rel, BundleException.Reason.MISSING);
             } catch (IOException exc) {
-                throw new BundleException("cannot inspect " + rel + " in the bundle (" + exc.getMessage() + ")", exc, rel,
-                        BundleException.Reason.UNREADABLE);
+                throw new BundleException(BundleException.FILE_NOT_REGULAR, "cannot inspect " + rel + " in the bundle ("
+                        + exc.getMessage() + ")", exc, rel, BundleException.Reason.UNREADABLE);
             }
             if (info.isSymbolicLink()) {
-                throw new BundleException(rel + " passes through a symbolic link (" + part + "); a bundle may not contain "
-                        + "links: copy the real files in and export it again", null, rel, BundleException.Reason.LINK);
+                throw new BundleException(BundleException.FILE_NOT_REGULAR, rel + " passes through a symbolic link (" + part
+                        + "); a bundle may not contain links: copy the real files in and export it again", null, rel,
+                        BundleException.Reason.LINK);
             }
         }
         return info;
@@ -431,26 +512,27 @@ public final class BundleLoader {
     static byte[] readMember(Path root, String rel, long limit) {
         BasicFileAttributes info = lstatChain(root, rel);
         if (!info.isRegularFile()) {
-            throw new BundleException(rel + " is not a regular file", null, rel, BundleException.Reason.NOT_REGULAR);
+            throw new BundleException(BundleException.FILE_NOT_REGULAR, rel + " is not a regular file", null, rel,
+                    BundleException.Reason.NOT_REGULAR);
         }
         try (SeekableByteChannel ch = Files.newByteChannel(root.resolve(rel), READ_NOFOLLOW)) {
             long size = ch.size();
             if (size > limit) {
-                throw new BundleException(rel + " is over " + limit + " bytes; not an mmedge bundle file", null, rel,
-                        BundleException.Reason.TOO_LARGE);
+                throw new BundleException(BundleException.SIZE_MISMATCH, rel + " is over " + limit
+                        + " bytes; not an mmedge bundle file", null, rel, BundleException.Reason.TOO_LARGE);
             }
             ByteBuffer buf = ByteBuffer.allocate((int) size + 1);
             while (buf.hasRemaining() && ch.read(buf) > 0) {
                 // read until the end, or one byte past the size the file had when opened
             }
             if (buf.position() > limit) {
-                throw new BundleException(rel + " is over " + limit + " bytes; not an mmedge bundle file", null, rel,
-                        BundleException.Reason.TOO_LARGE);
+                throw new BundleException(BundleException.SIZE_MISMATCH, rel + " is over " + limit
+                        + " bytes; not an mmedge bundle file", null, rel, BundleException.Reason.TOO_LARGE);
             }
             return Arrays.copyOf(buf.array(), buf.position());
         } catch (IOException exc) {
-            throw new BundleException("cannot open " + rel + " (" + exc.getMessage() + "); it must be a regular file", exc, rel,
-                    BundleException.Reason.UNREADABLE);
+            throw new BundleException(BundleException.FILE_NOT_REGULAR, "cannot open " + rel + " (" + exc.getMessage()
+                    + "); it must be a regular file", exc, rel, BundleException.Reason.UNREADABLE);
         }
     }
 
@@ -469,12 +551,14 @@ public final class BundleLoader {
     private static Hashed hashMember(Path root, String rel, long expected, boolean keep) {
         BasicFileAttributes info = lstatChain(root, rel);
         if (!info.isRegularFile()) {
-            throw new BundleException(rel + " is not a regular file", null, rel, BundleException.Reason.NOT_REGULAR);
+            throw new BundleException(BundleException.FILE_NOT_REGULAR, rel + " is not a regular file", null, rel,
+                    BundleException.Reason.NOT_REGULAR);
         }
         try (SeekableByteChannel ch = Files.newByteChannel(root.resolve(rel), READ_NOFOLLOW)) {
             if (ch.size() != expected) return null;
             if (keep && expected > Integer.MAX_VALUE - 16) {
-                throw new BundleException(rel + " is too large to keep in memory", null, rel, BundleException.Reason.TOO_LARGE);
+                throw new BundleException(BundleException.SIZE_MISMATCH, rel + " is too large to keep in memory", null, rel,
+                        BundleException.Reason.TOO_LARGE);
             }
             MessageDigest digest = sha256();
             byte[] kept = keep ? new byte[(int) expected] : null;
@@ -491,8 +575,8 @@ public final class BundleLoader {
             if (total != expected) return null;
             return new Hashed(IO.hex(digest.digest()), kept);
         } catch (IOException exc) {
-            throw new BundleException("cannot open " + rel + " (" + exc.getMessage() + "); it must be a regular file", exc, rel,
-                    BundleException.Reason.UNREADABLE);
+            throw new BundleException(BundleException.FILE_NOT_REGULAR, "cannot open " + rel + " (" + exc.getMessage()
+                    + "); it must be a regular file", exc, rel, BundleException.Reason.UNREADABLE);
         }
     }
 
@@ -504,45 +588,95 @@ public final class BundleLoader {
         }
     }
 
-    /** Step 8: every listed file, in the manifest's order. Returns the verified bytes of the files in `keep`. */
+    private static BundleException filesRefused(Path root, List<String> missing, List<String> odd, List<String> sized,
+                                                List<String> changed) {
+        List<String> parts = new ArrayList<>();
+        if (!missing.isEmpty()) parts.add("missing: " + listing(missing));
+        if (!odd.isEmpty()) parts.add("not regular files inside the bundle (links, FIFOs, devices, directories): " + listing(odd));
+        if (!sized.isEmpty()) parts.add("size mismatch (tampered, truncated or corrupt): " + listing(sized));
+        if (!changed.isEmpty()) parts.add("hash mismatch (tampered or corrupt): " + listing(changed));
+        String code;
+        String first;
+        BundleException.Reason reason = null;
+        if (!missing.isEmpty()) {
+            code = BundleException.FILE_MISSING;
+            first = missing.get(0);
+            reason = BundleException.Reason.MISSING;
+        } else if (!odd.isEmpty()) {
+            code = BundleException.FILE_NOT_REGULAR;
+            first = odd.get(0);
+            reason = BundleException.Reason.NOT_REGULAR;
+        } else if (!sized.isEmpty()) {
+            code = BundleException.SIZE_MISMATCH;
+            first = sized.get(0);
+        } else {
+            code = BundleException.HASH_MISMATCH;
+            first = changed.get(0);
+        }
+        return new BundleException(code, "bundle " + root + " failed verification; " + String.join("; ", parts)
+                + ". Export it again", null, first, reason);
+    }
+
+    /**
+     * Step 9 of the spec: every listed file, in the manifest's order: first each one's type and size
+     * (lstat, nothing opened), then, when all are right, each one's SHA-256. Returns the verified
+     * bytes of the files in `keep`. The refusal's code is that of the first kind of problem in this
+     * order: file-missing, file-not-regular, size-mismatch, hash-mismatch (the message lists them all).
+     */
     static Map<String, byte[]> verifyFiles(Path root, Manifest m, Set<String> keep) {
-        Map<String, byte[]> kept = new LinkedHashMap<>();
         List<String> missing = new ArrayList<>();
-        List<String> changed = new ArrayList<>();
         List<String> odd = new ArrayList<>();
+        List<String> sized = new ArrayList<>();
+        List<String> changed = new ArrayList<>();
+        for (Map.Entry<String, Manifest.FileEntry> e : m.files.entrySet()) {
+            String rel = e.getKey();
+            BasicFileAttributes info;
+            try {
+                info = lstatChain(root, rel);
+            } catch (BundleException exc) {
+                if (exc.reason() == BundleException.Reason.MISSING) missing.add(rel);
+                else odd.add(rel);
+                continue;
+            }
+            if (!info.isRegularFile()) odd.add(rel);
+            else if (info.size() != e.getValue().bytes) sized.add(rel);
+        }
+        if (!missing.isEmpty() || !odd.isEmpty() || !sized.isEmpty()) throw filesRefused(root, missing, odd, sized, changed);
+        Manifest.FileEntry tokenizer = m.files.get(m.tokenizerFile);
+        if (tokenizer != null && tokenizer.bytes > MAX_TOKENIZER_BYTES) {
+            throw new BundleException(BundleException.TOKENIZER, "the tokenizer file is over " + (MAX_TOKENIZER_BYTES >> 20)
+                    + " MB", null, m.tokenizerFile, BundleException.Reason.TOO_LARGE);
+        }
+        Map<String, byte[]> kept = new LinkedHashMap<>();
         for (Map.Entry<String, Manifest.FileEntry> e : m.files.entrySet()) {
             String rel = e.getKey();
             Hashed h;
             try {
                 h = hashMember(root, rel, e.getValue().bytes, keep.contains(rel));
-            } catch (BundleException exc) {
+            } catch (BundleException exc) { // changed since the first pass
                 if (exc.reason() == BundleException.Reason.MISSING) missing.add(rel);
-                else if (exc.reason() == BundleException.Reason.TOO_LARGE) changed.add(rel);
+                else if (exc.reason() == BundleException.Reason.TOO_LARGE) sized.add(rel);
                 else odd.add(rel);
                 continue;
             }
-            if (h == null || !h.sha256.equals(e.getValue().sha256)) {
+            if (h == null) {
+                sized.add(rel);
+                continue;
+            }
+            if (!h.sha256.equals(e.getValue().sha256)) {
                 changed.add(rel);
                 continue;
             }
             if (h.bytes != null) kept.put(rel, h.bytes);
         }
-        if (!missing.isEmpty() || !changed.isEmpty() || !odd.isEmpty()) {
-            List<String> parts = new ArrayList<>();
-            if (!missing.isEmpty()) parts.add("missing: " + listing(missing));
-            if (!odd.isEmpty()) parts.add("not regular files inside the bundle (links, devices): " + listing(odd));
-            if (!changed.isEmpty()) parts.add("hash mismatch (tampered or corrupt): " + listing(changed));
-            String first = !missing.isEmpty() ? missing.get(0) : !odd.isEmpty() ? odd.get(0) : changed.get(0);
-            BundleException.Reason reason = !missing.isEmpty() ? BundleException.Reason.MISSING
-                    : !odd.isEmpty() ? BundleException.Reason.NOT_REGULAR : null;
-            throw new BundleException("bundle " + root + " failed verification; " + String.join("; ", parts)
-                    + ". Export it again", null, first, reason);
+        if (!missing.isEmpty() || !odd.isEmpty() || !sized.isEmpty() || !changed.isEmpty()) {
+            throw filesRefused(root, missing, odd, sized, changed);
         }
         return kept;
     }
 
-    // ------------------------------------------------------------------------------ step 9
-    /** Step 9: the tokenizer file agrees with the manifest and gives ids the model's embedding has. */
+    // ------------------------------------------------------------------------------ step 10
+    /** Step 10: the tokenizer file agrees with the manifest and gives ids the model's embedding has. */
     static void checkTokenizer(WordTokenizer tokenizer, Manifest m) {
         List<String> problems = new ArrayList<>();
         if (!tokenizer.kind().equals(m.tokenizerKind)) {
@@ -571,22 +705,84 @@ public final class BundleLoader {
             problems.add("token id " + tokenizer.maxId() + " is outside the model's " + Json.lng(rows) + "-word embedding");
         }
         if (!problems.isEmpty()) {
-            throw new BundleException("the bundle's tokenizer does not fit its manifest: " + String.join("; ", problems)
-                    + "; export the bundle again");
+            throw new BundleException(BundleException.TOKENIZER, "the bundle's tokenizer does not fit its manifest: "
+                    + String.join("; ", problems) + "; export the bundle again");
+        }
+    }
+
+    // ------------------------------------------------------------------------------ rollback
+    /**
+     * Rollback protection: when the app gives a minimum sequence or an expected name, the manifest's
+     * {@code release} section (covered by the signature, since it is inside manifest.json) must be
+     * there, name that bundle and carry a sequence at least that minimum. An app stores the highest
+     * sequence it has accepted and passes it as the minimum next time.
+     */
+    static void checkRelease(Map<String, Object> raw, Options o) {
+        if (o.minSequence == null && o.expectName == null) return;
+        Object release = raw.get("release");
+        if (!(release instanceof Map)) {
+            throw new BundleException(BundleException.ROLLBACK, "the manifest has no release section (name, sequence), but the "
+                    + "app asks for " + (o.expectName != null ? "release name " + repr(o.expectName) : "")
+                    + (o.expectName != null && o.minSequence != null ? " and " : "")
+                    + (o.minSequence != null ? "a release sequence of at least " + o.minSequence : "")
+                    + ": an older bundle, or one made for another app; export it again with a current mmedge");
+        }
+        Object name = Json.obj(release).get("name");
+        Object sequence = Json.obj(release).get("sequence");
+        if (o.expectName != null && !o.expectName.equals(name)) {
+            throw new BundleException(BundleException.ROLLBACK, "the bundle is release "
+                    + (name instanceof String ? repr((String) name) : "(no name)") + ", the app expects " + repr(o.expectName)
+                    + ": another model's bundle was put in its place");
+        }
+        if (o.minSequence != null && (!Json.isInteger(sequence) || Json.lng(sequence) < o.minSequence)) {
+            throw new BundleException(BundleException.ROLLBACK, "the bundle's release sequence "
+                    + (Json.isInteger(sequence) ? String.valueOf(Json.lng(sequence)) : "(none)")
+                    + " is below the app's minimum " + o.minSequence + ": an older release (a downgrade) is refused");
         }
     }
 
     // ------------------------------------------------------------------------------ all steps
-    /** Every check of the spec (steps 1 and 3 to 9), in order. */
-    public static Loaded load(Path root, Selector selector) {
-        if (root == null) throw new BundleException("a bundle path is needed");
-        if (!Files.isDirectory(root)) {
-            throw new BundleException("bundle " + root + " does not exist or is not a directory; create one with `mmedge export`");
+    /** What the app asks of a bundle besides the spec's checks. */
+    public static final class Options {
+        /** PEM SubjectPublicKeyInfo of the Ed25519 key the bundle must be signed with (null: no signature check). */
+        public byte[] verifyKeyPem;
+        /** The lowest release.sequence accepted (null: none); the app stores the highest it has accepted. */
+        public Long minSequence;
+        /** The release.name the bundle must have (null: any). */
+        public String expectName;
+
+        /** Problems with these options (empty when they are fine). */
+        public List<String> problems() {
+            List<String> out = new ArrayList<>();
+            if (minSequence != null && (minSequence < 0 || minSequence > Json.MAX_SAFE_INTEGER)) {
+                out.add("minimum release sequence " + minSequence + " must be an integer from 0 to 2^53 - 1");
+            }
+            if (expectName != null && expectName.isEmpty()) out.add("the expected release name must not be empty");
+            return out;
         }
+    }
+
+    /** Every check of the spec (steps 1 and 3 to 9), in order, without a signature or release check. */
+    public static Loaded load(Path root, Selector selector) {
+        return load(root, new Options(), selector);
+    }
+
+    /** Every check of the spec (steps 1 to 9), in order, with the signature and release checks `options` ask for. */
+    public static Loaded load(Path root, Options options, Selector selector) {
+        Options o = options == null ? new Options() : options;
+        List<String> bad = o.problems();
+        if (!bad.isEmpty()) throw new ConfigException(bad, "arguments");
+        if (root == null) throw new BundleException(BundleException.MANIFEST_MISSING, "a bundle path is needed");
+        if (!Files.isDirectory(root)) {
+            throw new BundleException(BundleException.MANIFEST_MISSING, "bundle " + root
+                    + " does not exist or is not a directory; create one with `mmedge export`");
+        }
+        // step 1
         Path manifestPath = root.resolve(MANIFEST_FILE);
         if (!Files.exists(manifestPath, LinkOption.NOFOLLOW_LINKS)) {
-            throw new BundleException(root + " has no " + MANIFEST_FILE + ": not an mmedge bundle, or an interrupted copy; "
-                    + "export it again", null, MANIFEST_FILE, BundleException.Reason.MISSING);
+            throw new BundleException(BundleException.MANIFEST_MISSING, root + " has no " + MANIFEST_FILE
+                    + ": not an mmedge bundle, or an interrupted copy; export it again", null, MANIFEST_FILE,
+                    BundleException.Reason.MISSING);
         }
         String where = root.resolve(MANIFEST_FILE).toString();
         byte[] bytes;
@@ -594,33 +790,60 @@ public final class BundleLoader {
             bytes = readMember(root, MANIFEST_FILE, MAX_MANIFEST_BYTES);
         } catch (BundleException exc) {
             if (exc.reason() == BundleException.Reason.TOO_LARGE) {
-                throw new BundleException(MANIFEST_FILE + " is over " + MAX_MANIFEST_BYTES + " bytes; not an mmedge bundle file",
-                        exc, MANIFEST_FILE, BundleException.Reason.TOO_LARGE);
+                throw new BundleException(BundleException.MANIFEST_TOO_LARGE, MANIFEST_FILE + " is over " + MAX_MANIFEST_BYTES
+                        + " bytes; not an mmedge bundle file", exc, MANIFEST_FILE, BundleException.Reason.TOO_LARGE);
             }
-            throw exc;
+            if (exc.reason() == BundleException.Reason.MISSING) throw exc.withCode(BundleException.MANIFEST_MISSING);
+            throw new BundleException(BundleException.MANIFEST_NOT_REGULAR, MANIFEST_FILE + " is not a regular file ("
+                    + exc.getMessage() + "); a link, FIFO, device or directory is refused", exc, MANIFEST_FILE, exc.reason());
         }
+        // step 2
+        if (o.verifyKeyPem != null) Signatures.verify(root, bytes, o.verifyKeyPem);
+        // steps 3 and 4
         Map<String, Object> raw = parseManifest(bytes, where);
-        List<String> problems = schema().validate(raw);
-        if (!problems.isEmpty()) {
-            throw new BundleException(where + " does not match the manifest schema (export the bundle again with a matching "
-                    + "mmedge):\n  " + join(problems, 10));
+        if (raw.containsKey("kind")) { // a classifier bundle has no kind; "caption" and any other kind are not implemented here
+            Object kind = raw.get("kind");
+            throw new BundleException(BundleException.UNSUPPORTED, where + (kind.equals("caption")
+                    ? " is a captioning bundle (kind \"caption\"); this runtime implements the classifier bundle only "
+                    + "(run captioning bundles with the Python runtime, mmedge.Engine)"
+                    : " is a bundle of kind " + shortText(Json.write(kind), 40) + ", which this runtime does not implement "
+                    + "(it reads classifier bundles, which have no kind); update the app"));
         }
+        // step 5
+        JsonSchema.Violations violations = schema().violations(raw);
+        List<String> problems = violations.problems;
+        if (!problems.isEmpty()) {
+            throw new BundleException(violations.pathRuleOnly ? BundleException.PATH : BundleException.SCHEMA, where
+                    + " does not match the manifest schema (export the bundle again with a matching mmedge):\n  "
+                    + join(problems, 10));
+        }
+        // step 6
         Manifest manifest = new Manifest(raw);
         problems = consistencyProblems(manifest);
         if (!problems.isEmpty()) {
-            throw new BundleException(where + " is inconsistent:\n  " + join(problems, 10)
+            throw new BundleException(BundleException.INCONSISTENT, where + " is inconsistent:\n  " + join(problems, 10)
                     + "\nThe manifest was edited or is corrupt: export the bundle again");
         }
+        checkRelease(raw, o);
+        // steps 7 and 8
         checkPaths(root, manifest);
+        // step 9
         Set<String> keep = new HashSet<>();
         if (selector != null) keep.addAll(selector.select(manifest));
         keep.add(manifest.tokenizerFile);
         Map<String, byte[]> files = verifyFiles(root, manifest, keep);
+        // step 10
         byte[] tokenizerBytes = files.get(manifest.tokenizerFile);
         if (tokenizerBytes == null) {
-            throw new BundleException("tokenizer.file '" + manifest.tokenizerFile + "' is not a listed file; export the bundle again");
+            throw new BundleException(BundleException.TOKENIZER, "tokenizer.file '" + manifest.tokenizerFile
+                    + "' is not a listed file; export the bundle again");
         }
-        WordTokenizer tokenizer = WordTokenizer.fromJson(tokenizerBytes, manifest.lowercase);
+        WordTokenizer tokenizer;
+        try {
+            tokenizer = WordTokenizer.fromJson(tokenizerBytes, manifest.lowercase);
+        } catch (BundleException exc) {
+            throw exc.code().equals(BundleException.BUNDLE) ? exc.withCode(BundleException.TOKENIZER) : exc;
+        }
         checkTokenizer(tokenizer, manifest);
         return new Loaded(root, manifest, bytes, tokenizer, files);
     }

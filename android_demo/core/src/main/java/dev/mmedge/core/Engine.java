@@ -37,8 +37,25 @@ public final class Engine implements AutoCloseable {
         public Policy policy;
         /** Runtime threads. */
         public int threads = 1;
-        /** Run one grey query through every stage on load and refuse unless the output shapes are as declared. */
+        /**
+         * Run one grey query through every stage on load and refuse (code self-check) unless every
+         * output has the declared shape and type and finite values.
+         */
         public boolean selfCheck = true;
+        /**
+         * PEM SubjectPublicKeyInfo of the Ed25519 key the bundle must be signed with (null: no
+         * signature check). An app that ships a key sets it: the signature is verified over the
+         * manifest's bytes before they are parsed.
+         */
+        public byte[] verifyKey;
+        /**
+         * Rollback protection: the lowest manifest release.sequence accepted (null: none). The app
+         * stores the highest sequence it has accepted (Engine.releaseSequence()) and passes it here
+         * next time; with a verification key, an older signed bundle is then refused.
+         */
+        public Long minSequence;
+        /** The manifest release.name the bundle must have (null: any). */
+        public String expectName;
         /** Monotonic clock in nanoseconds (tests pass a fake one). */
         public Clock clock = Clock.SYSTEM;
         /** Receives warnings (a text truncated to max_length). */
@@ -171,7 +188,16 @@ public final class Engine implements AutoCloseable {
             problems.add("keep ratio must be a number such as 0.5");
         }
         if (o.clock == null) problems.add("clock must not be null");
+        problems.addAll(loaderOptions(o).problems());
         return problems;
+    }
+
+    private static BundleLoader.Options loaderOptions(Options o) {
+        BundleLoader.Options out = new BundleLoader.Options();
+        out.verifyKeyPem = o.verifyKey;
+        out.minSequence = o.minSequence;
+        out.expectName = o.expectName;
+        return out;
     }
 
     /** The artifact a factory runs for these options, or BundleException saying what the bundle has. */
@@ -184,7 +210,7 @@ public final class Engine implements AutoCloseable {
         }
         Set<String> have = new LinkedHashSet<>();
         for (Manifest.Artifact a : m.artifacts) have.add(a.runtime + "/" + a.format + "/" + a.precision);
-        throw new BundleException("the bundle has no " + factory.runtime() + " " + o.precision + " artifact in format "
+        throw new BundleException(BundleException.UNSUPPORTED, "the bundle has no " + factory.runtime() + " " + o.precision + " artifact in format "
                 + String.join(" or ", formats) + "; it has " + String.join(", ", have) + ". Make one with `mmedge export` "
                 + "(or `mmedge bundle --runtime " + factory.runtime() + "`)");
     }
@@ -203,15 +229,37 @@ public final class Engine implements AutoCloseable {
     }
 
     /**
-     * Opens a bundle: every loading check of the spec before any stage file is used, then the
-     * runner, then (by default) a self-check query through every stage of every keep ratio.
+     * An ONNX-format artifact's stage graphs read external data from the listed external_data file
+     * only (OnnxExternalData), checked on the bytes the runner opens, before it opens them.
+     */
+    static void checkExternalData(BundleLoader.Loaded bundle, Manifest.Artifact artifact, List<String> stages) {
+        if (!"onnx".equals(artifact.format)) return; // ORT-format files and programs hold their own weights
+        Set<String> seen = new LinkedHashSet<>();
+        for (String stage : stages) {
+            String file = artifact.stages.get(stage).file;
+            if (file == null || !seen.add(file)) continue;
+            byte[] bytes = bundle.files.get(file);
+            if (bytes == null) {
+                Manifest.FileEntry entry = bundle.manifest.files.get(file);
+                bytes = BundleLoader.readMember(bundle.root, file, entry == null ? 0 : entry.bytes);
+            }
+            OnnxExternalData.check(file, bytes, artifact.externalData);
+        }
+    }
+
+    /**
+     * Opens a bundle: every loading check of the spec before any stage file is used (the signature
+     * when options.verifyKey is set, rollback when options.minSequence / expectName are), the
+     * external data of ONNX stage graphs, then the runner, then (by default) a self-check query
+     * through every stage of every keep ratio. A refused bundle is a BundleException with the
+     * spec's reason code ({@link BundleException#code()}); bad options are a ConfigException.
      */
     public static Engine load(Path root, StageRunner.Factory factory, Options options) {
         Options o = options == null ? new Options() : options;
         List<String> problems = checkOptions(o, factory);
         if (!problems.isEmpty()) throw new ConfigException(problems, "arguments");
         final Manifest.Artifact[] chosen = new Manifest.Artifact[1];
-        BundleLoader.Loaded bundle = BundleLoader.load(root, m -> {
+        BundleLoader.Loaded bundle = BundleLoader.load(root, loaderOptions(o), m -> {
             double ratio = o.keepRatio != null ? o.keepRatio : m.thresholds.keepRatio;
             if (m.keepRatio(ratio) == null) {
                 throw new ConfigException("keep ratio " + ratio + " was not exported; this bundle has " + m.ratios(), "arguments");
@@ -224,14 +272,16 @@ public final class Engine implements AutoCloseable {
         Policy policy = o.policy != null ? o.policy : Policy.fromThresholds(m.thresholds);
         List<String> stages = new ArrayList<>();
         for (Manifest.KeepRatio k : m.keepRatios) stages.addAll(k.stages);
+        checkExternalData(bundle, chosen[0], stages);
         StageRunner runner;
         try {
             runner = factory.open(bundle, chosen[0], stages, o.threads);
         } catch (MMEdgeException exc) {
             throw exc;
         } catch (Exception exc) {
-            throw new BundleException(root + ": " + factory.runtime() + " cannot open the " + chosen[0].kind() + " artifact ("
-                    + BundleLoader.shortText(String.valueOf(exc), 300) + "); export the bundle again", exc);
+            throw new BundleException(BundleException.SELF_CHECK, root + ": " + factory.runtime() + " cannot open the "
+                    + chosen[0].kind() + " artifact (" + BundleLoader.shortText(String.valueOf(exc), 300)
+                    + "); export the bundle again", exc);
         }
         Engine engine = new Engine(bundle, chosen[0], runner, policy, ratio, o);
         try {
@@ -245,6 +295,20 @@ public final class Engine implements AutoCloseable {
 
     public Path root() {
         return bundle.root;
+    }
+
+    /** The manifest's release.sequence (what an app stores as its next minimum), or null when it has none. */
+    public Long releaseSequence() {
+        Object release = manifest.raw().get("release");
+        Object sequence = release instanceof Map ? Json.obj(release).get("sequence") : null;
+        return Json.isInteger(sequence) ? Json.lng(sequence) : null;
+    }
+
+    /** The manifest's release.name, or null when it has none. */
+    public String releaseName() {
+        Object release = manifest.raw().get("release");
+        Object name = release instanceof Map ? Json.obj(release).get("name") : null;
+        return name instanceof String ? (String) name : null;
     }
 
     public String backend() {
@@ -279,8 +343,8 @@ public final class Engine implements AutoCloseable {
         WordTokenizer.Encoding encoding = tokenizer.encode(text);
         Preprocessor.Result image = preprocessor.run(argb, width, height);
         if (encoding.truncated) {
-            warnings.warn("text has " + encoding.tokens.size() + " tokens, more than the model's " + tokenizer.maxLength()
-                    + ": truncated to the first " + tokenizer.maxLength());
+            warnings.warn("text has more than the model's " + tokenizer.maxLength()
+                    + " tokens: truncated to the first " + tokenizer.maxLength());
         }
         return new Inputs(image, encoding);
     }
@@ -384,7 +448,9 @@ public final class Engine implements AutoCloseable {
 
     /**
      * One query (a uniform grey image) through every stage of every keep ratio; BundleException
-     * unless every output has the declared shape and the kept indices are patches of the image.
+     * (code self-check) unless every declared output is there with its shape and dtype, every float
+     * output is finite (weights full of NaN give NaN everywhere: such a bundle would answer with
+     * confidence NaN) and the kept indices are patches of the image.
      */
     public void selfCheck() {
         Map<String, Tensor> feeds = feeds(grey());
@@ -395,27 +461,55 @@ public final class Engine implements AutoCloseable {
             try {
                 runs = allStages(feeds, group.stages);
             } catch (BackendException exc) {
-                throw new BundleException(root() + ": the " + runner.backend() + " stages fail on a test query ("
-                        + BundleLoader.shortText(exc.getMessage(), 300) + "); export the bundle again", exc);
+                throw new BundleException(BundleException.SELF_CHECK, root() + ": the " + runner.backend()
+                        + " stages fail on a test query (" + BundleLoader.shortText(exc.getMessage(), 300)
+                        + "); export the bundle again", exc);
             }
             for (int i = 0; i < runs.size(); i++) {
                 String name = group.stages.get(i);
                 for (Manifest.TensorSpec spec : manifest.stages.get(name).outputs) {
                     Tensor got = runs.get(i).out.get(spec.name);
                     if (!got.hasShape(spec.shape)) {
-                        throw new BundleException(root() + ": stage " + name + " output " + spec.name + " has shape "
-                                + Arrays.toString(got.shape()) + ", the manifest says " + Arrays.toString(spec.shape)
-                                + "; export the bundle again");
+                        throw new BundleException(BundleException.SELF_CHECK, root() + ": stage " + name + " output " + spec.name
+                                + " has shape " + Arrays.toString(got.shape()) + ", the manifest says "
+                                + Arrays.toString(spec.shape) + "; export the bundle again");
+                    }
+                    boolean floating = "float32".equals(spec.dtype);
+                    boolean dtypeOk = floating ? "float32".equals(got.dtype)
+                            : "int32".equals(got.dtype) || "int64".equals(got.dtype);
+                    if (!dtypeOk) {
+                        throw new BundleException(BundleException.SELF_CHECK, root() + ": stage " + name + " output " + spec.name
+                                + " is " + got.dtype + ", the manifest says " + spec.dtype + "; export the bundle again");
+                    }
+                    if (floating) {
+                        int bad = nonFinite(got.floats());
+                        if (bad > 0) {
+                            throw new BundleException(BundleException.SELF_CHECK, root() + ": stage " + name + " gives "
+                                    + bad + " non-finite value" + (bad == 1 ? "" : "s") + " (NaN or infinity) in "
+                                    + spec.name + " on a test query: its weights are corrupt; export the bundle again");
+                        }
                     }
                 }
             }
-            for (int k : runs.get(0).out.get("kept_index").ints()) {
+            int[] kept;
+            try {
+                kept = runs.get(0).out.get("kept_index").ints();
+            } catch (ArithmeticException exc) {
+                kept = new int[] {-1};
+            }
+            for (int k : kept) {
                 if (patches > 0 && (k < 0 || k >= patches)) {
-                    throw new BundleException(root() + ": the prefilter keeps token indices outside 0.." + (patches - 1)
-                            + "; export the bundle again");
+                    throw new BundleException(BundleException.SELF_CHECK, root() + ": the prefilter keeps token indices outside 0.."
+                            + (patches - 1) + "; export the bundle again");
                 }
             }
         }
+    }
+
+    private static int nonFinite(float[] values) {
+        int bad = 0;
+        for (float v : values) if (Float.isNaN(v) || Float.isInfinite(v)) bad++;
+        return bad;
     }
 
     /** Answers one question, stopping at the first exit the policy accepts (null: the engine's defaults). */

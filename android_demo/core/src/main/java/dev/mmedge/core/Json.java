@@ -19,9 +19,16 @@ import java.util.Map;
  * numbers with a fraction or exponent ({@code schema_version} {@code 1.0} is refused). Android's
  * org.json is lenient and Gson's tree parser forces lenient mode; both would need a second pass.
  *
- * <p>Values: {@code Map<String, Object>} (insertion order kept; a repeated key keeps the last
- * value, as Python's json does), {@code List<Object>}, {@code String}, {@code Long} (an integer
- * literal that fits), {@code Double} (any other number), {@code Boolean}, and {@link #NULL}.
+ * <p>The spec's JSON edge cases (docs/bundle-format.md), refused with a {@link ParseException}:
+ * a leading byte-order mark; a repeated key in an object (runtimes would disagree on which value
+ * holds); a number that overflows a double ({@code 1e400}); an integer literal (no fraction, no
+ * exponent) beyond +-(2^53 - 1), which a JavaScript runtime cannot hold exactly; a backslash-u
+ * escape that leaves an unpaired surrogate; nesting deeper than the given limit (the top-level
+ * value is level 1, each object or array inside adds one); {@code NaN} and {@code Infinity}.
+ *
+ * <p>Values: {@code Map<String, Object>} (insertion order kept), {@code List<Object>},
+ * {@code String}, {@code Long} (an integer literal), {@code Double} (any other number),
+ * {@code Boolean}, and {@link #NULL}.
  */
 public final class Json {
     /** JSON null (Java null is not used inside parsed trees, so that a missing key differs from null). */
@@ -35,6 +42,9 @@ public final class Json {
     private Json() {
     }
 
+    /** The largest integer literal accepted, 2^53 - 1 (JavaScript's Number.MAX_SAFE_INTEGER). */
+    public static final long MAX_SAFE_INTEGER = (1L << 53) - 1;
+
     /** A malformed document; the message says where. */
     public static final class ParseException extends Exception {
         public final boolean tooDeep;
@@ -47,6 +57,9 @@ public final class Json {
 
     /** Decodes strict UTF-8 (malformed bytes refused) and parses one JSON value nested at most maxDepth levels. */
     public static Object parse(byte[] utf8, int maxDepth) throws ParseException {
+        if (utf8.length >= 3 && (utf8[0] & 0xff) == 0xef && (utf8[1] & 0xff) == 0xbb && (utf8[2] & 0xff) == 0xbf) {
+            throw new ParseException("starts with a byte-order mark (UTF-8 without a BOM is required)", false);
+        }
         String text;
         try {
             text = StandardCharsets.UTF_8.newDecoder()
@@ -60,6 +73,9 @@ public final class Json {
     }
 
     public static Object parse(String text, int maxDepth) throws ParseException {
+        if (text.startsWith("\ufeff")) {
+            throw new ParseException("starts with a byte-order mark (UTF-8 without a BOM is required)", false);
+        }
         Parser p = new Parser(text, maxDepth);
         p.skipSpace();
         Object value = p.value(0);
@@ -138,14 +154,17 @@ public final class Json {
             while (true) {
                 skipSpace();
                 if (pos >= s.length() || s.charAt(pos) != '"') throw error("expected a string key");
+                int keyAt = pos;
                 String key = string();
+                if (out.containsKey(key)) {
+                    pos = keyAt;
+                    throw error("duplicate key " + shortKey(key) + " in an object");
+                }
                 skipSpace();
                 if (pos >= s.length() || s.charAt(pos) != ':') throw error("expected ':'");
                 pos++;
                 skipSpace();
-                Object v = value(depth);
-                out.remove(key); // a repeated key keeps the last value, as Python's json does
-                out.put(key, v);
+                out.put(key, value(depth));
                 skipSpace();
                 if (pos >= s.length()) throw error("unexpected end of input in an object");
                 char c = s.charAt(pos++);
@@ -174,7 +193,33 @@ public final class Json {
             }
         }
 
+        private String shortKey(String key) {
+            String shown = key.length() <= 40 ? key : key.substring(0, 37) + "...";
+            StringBuilder b = new StringBuilder("'");
+            for (int i = 0; i < shown.length(); i++) {
+                char c = shown.charAt(i);
+                if (c < 0x20 || c > 0x7e) b.append(String.format("\\u%04x", (int) c));
+                else b.append(c);
+            }
+            return b.append("'").toString();
+        }
+
         String string() throws ParseException {
+            int start = pos;
+            String out = rawString();
+            for (int i = 0; i < out.length(); i++) {
+                char c = out.charAt(i);
+                if (Character.isHighSurrogate(c) && i + 1 < out.length() && Character.isLowSurrogate(out.charAt(i + 1))) {
+                    i++;
+                } else if (Character.isSurrogate(c)) {
+                    pos = start;
+                    throw error("unpaired surrogate U+" + String.format("%04X", (int) c) + " in a string");
+                }
+            }
+            return out;
+        }
+
+        private String rawString() throws ParseException {
             pos++; // opening quote
             StringBuilder out = new StringBuilder();
             while (true) {
@@ -206,7 +251,7 @@ public final class Json {
                             code = code * 16 + d;
                         }
                         pos += 4;
-                        out.append((char) code); // lone surrogates kept, as Python keeps them
+                        out.append((char) code); // a surrogate must pair with the next one: string() checks
                         break;
                     default:
                         throw error("bad escape \\" + e);
@@ -243,14 +288,25 @@ public final class Json {
             }
             String literal = s.substring(start, pos);
             if (integral) {
+                long v;
                 try {
-                    return Long.parseLong(literal);
+                    v = Long.parseLong(literal);
                 } catch (NumberFormatException tooBig) {
-                    // falls through to a double, as an out-of-range integer cannot pass the schema's bounds
+                    v = Long.MAX_VALUE;
                 }
+                if (v > MAX_SAFE_INTEGER || v < -MAX_SAFE_INTEGER) {
+                    pos = start;
+                    throw error("integer " + (literal.length() <= 30 ? literal : literal.substring(0, 27) + "...")
+                            + " is beyond +-(2^53 - 1)");
+                }
+                return v;
             }
             double d = Double.parseDouble(literal);
-            if (Double.isInfinite(d)) throw error("number out of range");
+            if (Double.isInfinite(d)) {
+                pos = start;
+                throw error("number " + (literal.length() <= 30 ? literal : literal.substring(0, 27) + "...")
+                        + " overflows a double");
+            }
             return d;
         }
     }

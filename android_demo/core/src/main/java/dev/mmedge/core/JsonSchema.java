@@ -31,13 +31,19 @@ public final class JsonSchema {
     private static final Set<String> ANNOTATIONS = new HashSet<>(Arrays.asList(
             "$schema", "$id", "$defs", "$comment", "title", "description", "default", "examples"));
     private static final int MAX_PROBLEMS = 50;
+    /** What a problem says when a string fails the schema's bundle-path pattern ($defs/path). */
+    static final String NOT_A_BUNDLE_PATH = " is not a relative path inside the bundle";
 
     private final Map<String, Object> root;
     private final Map<String, Pattern> patterns = new HashMap<>();
+    /** $defs/path, the bundle-path definition (null when the schema has none). */
+    private final Object pathDef;
 
     public JsonSchema(Map<String, Object> schema) {
         this.root = schema;
         check(schema, "#");
+        Object defs = schema.get("$defs");
+        pathDef = defs instanceof Map ? Json.obj(defs).get("path") : null;
     }
 
     /** Refuses unknown keywords and compiles every pattern up front. */
@@ -96,9 +102,36 @@ public final class JsonSchema {
 
     /** Every violation (at most 50), each "path: message" with "/"-joined JSON paths ("(root)" for the top). */
     public List<String> validate(Object instance) {
-        List<String> out = new ArrayList<>();
+        return violations(instance).problems;
+    }
+
+    /** The violations of an instance, and whether every one of them is of the bundle-path rule. */
+    public static final class Violations {
+        /** At most 50, each "path: message". */
+        public final List<String> problems;
+        /**
+         * True when there are violations and every one is of $defs/path (a files key or a named path
+         * that is absolute, has a backslash, a '.' / '..' or empty part, is too long, ...): the loader's
+         * code is then "path", not "schema", as docs/bundle-format.md step 5 says.
+         */
+        public final boolean pathRuleOnly;
+
+        Violations(List<String> problems, boolean pathRuleOnly) {
+            this.problems = problems;
+            this.pathRuleOnly = pathRuleOnly;
+        }
+    }
+
+    /** Problems, with how many of them a $defs/path node gave. */
+    private static final class Problems extends ArrayList<String> {
+        int pathRule;
+    }
+
+    public Violations violations(Object instance) {
+        Problems out = new Problems();
         validate(root, instance, "", out);
-        return out.size() > MAX_PROBLEMS ? out.subList(0, MAX_PROBLEMS) : out;
+        List<String> problems = out.size() > MAX_PROBLEMS ? out.subList(0, MAX_PROBLEMS) : out;
+        return new Violations(problems, !out.isEmpty() && out.pathRule == out.size());
     }
 
     /** True when the instance is valid (used for if/then). */
@@ -152,6 +185,17 @@ public final class JsonSchema {
             return;
         }
         Map<String, Object> s = Json.obj(schemaNode);
+        if (s == pathDef && out instanceof Problems) { // $defs/path has no sub-schema: whatever it adds is of the path rule
+            int before = out.size();
+            keywords(s, v, path, out);
+            ((Problems) out).pathRule += out.size() - before;
+            return;
+        }
+        keywords(s, v, path, out);
+    }
+
+    /** The keywords of one schema node (and its sub-schemas) on one value. */
+    private void keywords(Map<String, Object> s, Object v, String path, List<String> out) {
         if (s.containsKey("$ref")) validate(resolve((String) s.get("$ref")), v, path, out);
         if (s.containsKey("type")) {
             Object t = s.get("type");
@@ -210,8 +254,8 @@ public final class JsonSchema {
         }
         if (s.containsKey("pattern") && !patterns.get((String) s.get("pattern")).matcher(x).find()) {
             String pattern = (String) s.get("pattern");
-            out.add(at(path) + ": " + shown(x) + (pattern.startsWith("^(?!/)")
-                    ? " is not a relative path inside the bundle ('/'-separated, no leading '/', no '.' or '..' part)"
+            out.add(at(path) + ": " + shown(x) + (s == pathDef || pattern.startsWith("^(?!/)")
+                    ? NOT_A_BUNDLE_PATH + " ('/'-separated, no leading '/', no '.' or '..' part)"
                     : " does not match " + pattern));
         }
     }

@@ -31,18 +31,31 @@ public final class Signatures {
     private Signatures() {
     }
 
-    /** BundleException unless root/manifest.sig is a valid signature of manifestBytes by the PEM key. */
+    /**
+     * BundleException unless root/manifest.sig is a valid signature of manifestBytes by the PEM key;
+     * its code is signature-missing, signature-malformed, signature-key or signature-invalid.
+     */
     public static void verify(Path root, byte[] manifestBytes, byte[] publicKeyPem) {
         PublicKey key = publicKey(publicKeyPem);
         if (!Files.exists(root.resolve(BundleLoader.SIGNATURE_FILE), LinkOption.NOFOLLOW_LINKS)) {
-            throw new BundleException(root + " is not signed (no " + BundleLoader.SIGNATURE_FILE + ") but a "
-                    + "verification key was given; sign it with `mmedge sign --artifact BUNDLE --key PRIVATE.pem`");
+            throw new BundleException(BundleException.SIGNATURE_MISSING, root + " is not signed (no " + BundleLoader.SIGNATURE_FILE
+                    + ") but a verification key was given; sign it with `mmedge sign --artifact BUNDLE --key PRIVATE.pem`");
         }
-        byte[] raw = BundleLoader.readMember(root, BundleLoader.SIGNATURE_FILE, MAX_SIGNATURE_BYTES);
+        byte[] raw;
+        try {
+            raw = BundleLoader.readMember(root, BundleLoader.SIGNATURE_FILE, MAX_SIGNATURE_BYTES);
+        } catch (BundleException exc) {
+            if (exc.reason() == BundleException.Reason.MISSING) throw exc.withCode(BundleException.SIGNATURE_MISSING);
+            throw new BundleException(BundleException.SIGNATURE_MALFORMED, BundleLoader.SIGNATURE_FILE + " is malformed ("
+                    + exc.getMessage() + "); it must be a regular file of at most " + MAX_SIGNATURE_BYTES + " bytes", exc,
+                    BundleLoader.SIGNATURE_FILE, exc.reason());
+        }
         Map<String, Object> record;
         byte[] signature;
         try {
-            record = Json.obj(Json.parse(raw, 4));
+            Object parsed = Json.parse(raw, 4);
+            if (!(parsed instanceof Map)) throw new IllegalArgumentException("not a JSON object");
+            record = Json.obj(parsed);
             if (!FORMAT.equals(record.get("format")) || !"ed25519".equals(record.get("algorithm"))
                     || !"manifest.json".equals(record.get("signed_file"))) {
                 throw new IllegalArgumentException("format / algorithm / signed_file are not " + FORMAT
@@ -52,12 +65,12 @@ public final class Signatures {
             if (!(sig instanceof String)) throw new IllegalArgumentException("no base64 signature");
             signature = Base64.getDecoder().decode((String) sig);
         } catch (Json.ParseException | IllegalArgumentException | ClassCastException exc) {
-            throw new BundleException(BundleLoader.SIGNATURE_FILE + " is malformed (" + exc.getMessage()
-                    + "); sign the bundle again");
+            throw new BundleException(BundleException.SIGNATURE_MALFORMED, BundleLoader.SIGNATURE_FILE + " is malformed ("
+                    + BundleLoader.shortText(String.valueOf(exc.getMessage()), 200) + "); sign the bundle again", exc);
         }
         String fingerprint = fingerprint(key);
         if (!fingerprint.equals(record.get("public_key_sha256"))) {
-            throw new BundleException(root + " was signed with another key (fingerprint "
+            throw new BundleException(BundleException.SIGNATURE_KEY, root + " was signed with another key (fingerprint "
                     + String.valueOf(record.get("public_key_sha256")) + ", yours " + fingerprint + ")");
         }
         boolean ok;
@@ -67,10 +80,10 @@ public final class Signatures {
             verifier.update(manifestBytes);
             ok = verifier.verify(signature);
         } catch (GeneralSecurityException exc) {
-            throw new BundleException("cannot verify the signature: " + exc.getMessage());
+            throw new BundleException(BundleException.SIGNATURE_INVALID, "cannot verify the signature: " + exc.getMessage(), exc);
         }
         if (!ok) {
-            throw new BundleException(root + ": the signature does not match manifest.json: the manifest was changed "
+            throw new BundleException(BundleException.SIGNATURE_INVALID, root + ": the signature does not match manifest.json: the manifest was changed "
                     + "after signing, or signed by someone else");
         }
     }
@@ -81,14 +94,15 @@ public final class Signatures {
         int begin = text.indexOf("-----BEGIN PUBLIC KEY-----");
         int end = text.indexOf("-----END PUBLIC KEY-----");
         if (begin < 0 || end < begin) {
-            throw new BundleException("the verification key is not a PEM public key (-----BEGIN PUBLIC KEY-----); "
+            throw new BundleException(BundleException.SIGNATURE_KEY, "the verification key is not a PEM public key (-----BEGIN PUBLIC KEY-----); "
                     + "use the .pub.pem file `mmedge sign --new-key` wrote");
         }
         String body = text.substring(begin + "-----BEGIN PUBLIC KEY-----".length(), end).replaceAll("\\s", "");
         try {
             return KeyFactory.getInstance("Ed25519").generatePublic(new X509EncodedKeySpec(Base64.getDecoder().decode(body)));
         } catch (GeneralSecurityException | IllegalArgumentException exc) {
-            throw new BundleException("the verification key is not an Ed25519 public key (" + exc.getMessage() + ")");
+            throw new BundleException(BundleException.SIGNATURE_KEY, "the verification key is not an Ed25519 public key ("
+                    + exc.getMessage() + ")", exc);
         }
     }
 

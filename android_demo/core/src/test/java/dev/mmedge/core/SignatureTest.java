@@ -44,12 +44,13 @@ public class SignatureTest {
         Files.write(dir.resolve("manifest.sig"), text.getBytes(StandardCharsets.UTF_8));
     }
 
-    private static void refused(Runnable r, String part) {
+    private static void refused(Runnable r, String code, String part) {
         try {
             r.run();
             fail("accepted; expected a refusal mentioning " + part);
         } catch (BundleException exc) {
             assertTrue(exc.getMessage(), exc.getMessage().contains(part));
+            assertEquals(exc.getMessage(), code, exc.code());
         }
     }
 
@@ -65,22 +66,22 @@ public class SignatureTest {
     public void changedManifestIsRefused() {
         byte[] changed = manifest.clone();
         changed[changed.length / 2] ^= 1;
-        refused(() -> Signatures.verify(dir, changed, pem), "does not match manifest.json");
+        refused(() -> Signatures.verify(dir, changed, pem), BundleException.SIGNATURE_INVALID, "does not match manifest.json");
     }
 
     @Test
     public void anotherKeyIsRefused() throws Exception {
         byte[] der = KeyPairGenerator.getInstance("Ed25519").generateKeyPair().getPublic().getEncoded();
         String other = "-----BEGIN PUBLIC KEY-----\n" + Base64.getEncoder().encodeToString(der) + "\n-----END PUBLIC KEY-----\n";
-        refused(() -> Signatures.verify(dir, manifest, other.getBytes(StandardCharsets.US_ASCII)), "another key");
-        refused(() -> Signatures.publicKey("not a key".getBytes(StandardCharsets.US_ASCII)), "PEM public key");
+        refused(() -> Signatures.verify(dir, manifest, other.getBytes(StandardCharsets.US_ASCII)), BundleException.SIGNATURE_KEY, "another key");
+        refused(() -> Signatures.publicKey("not a key".getBytes(StandardCharsets.US_ASCII)), BundleException.SIGNATURE_KEY, "PEM public key");
     }
 
     @Test
     public void malformedOrMissingSignatureIsRefused() throws IOException {
         writeSig("{\"format\": \"other\"}");
-        refused(() -> Signatures.verify(dir, manifest, pem), "malformed");
+        refused(() -> Signatures.verify(dir, manifest, pem), BundleException.SIGNATURE_MALFORMED, "malformed");
         Files.delete(dir.resolve("manifest.sig"));
-        refused(() -> Signatures.verify(dir, manifest, pem), "is not signed");
+        refused(() -> Signatures.verify(dir, manifest, pem), BundleException.SIGNATURE_MISSING, "is not signed");
     }
 }

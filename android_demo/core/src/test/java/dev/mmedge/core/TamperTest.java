@@ -80,12 +80,14 @@ public class TamperTest {
         return Engine.load(dir, factory(), new Engine.Options());
     }
 
-    private void refused(String pattern) {
+    /** Refused with reason code `code` and a message matching `pattern`, before any stage was opened. */
+    private void refused(String code, String pattern) {
         ReplayStageRunner.Factory f = factory();
         try {
             Engine.load(dir, f, new Engine.Options()).close();
             fail("loaded; expected a BundleException matching " + pattern);
         } catch (BundleException exc) {
+            assertEquals("code of '" + exc.getMessage() + "'", code, exc.code());
             assertTrue("message '" + exc.getMessage() + "' should match " + pattern,
                     Pattern.compile(pattern, Pattern.DOTALL).matcher(exc.getMessage()).find());
             assertTrue("short message", exc.getMessage().length() < 1200);
@@ -127,14 +129,14 @@ public class TamperTest {
         byte[] flipped = bytes.clone();
         flipped[flipped.length / 2] ^= 1;
         write(rel, flipped);
-        refused("hash mismatch");
+        refused("hash-mismatch", "hash mismatch");
         write(rel, java.util.Arrays.copyOf(bytes, 100));
-        refused("hash mismatch");
+        refused("size-mismatch", "size mismatch");
         byte[] grown = java.util.Arrays.copyOf(bytes, bytes.length + 1);
         write(rel, grown);
-        refused("hash mismatch");
+        refused("size-mismatch", "size mismatch");
         Files.delete(dir.resolve(rel));
-        refused("missing");
+        refused("file-missing", "missing");
         try {
             load();
             fail();
@@ -172,18 +174,18 @@ public class TamperTest {
                 }
             }
         });
-        refused("relative path|inside the bundle");
+        refused("path", "relative path|inside the bundle");
         String[] bad = {"onnx/../../../etc/passwd", "/etc/passwd", "onnx//x", "./x", "onnx/a\u0000b", "a\\b"};
         for (String name : bad) {
             edit(m -> Json.obj(m.get("files")).put(name, fakeEntry()));
-            refused("relative path|inside the bundle|not normalised|absolute|NUL|backslash");
+            refused("path", "relative path|inside the bundle|not normalised|absolute|NUL|backslash");
         }
         edit(m -> {
             Json.obj(m.get("tokenizer")).put("file", "/etc/passwd");
         });
-        refused("relative path|absolute");
+        refused("path", "relative path|absolute");
         edit(m -> Json.obj(m.get("files")).put("manifest.sig", fakeEntry()));
-        refused("may not list");
+        refused("path", "may not list");
     }
 
     @Test
@@ -192,7 +194,7 @@ public class TamperTest {
         Files.copy(dir.resolve("tokenizer.json"), elsewhere);
         Files.delete(dir.resolve("tokenizer.json"));
         Files.createSymbolicLink(dir.resolve("tokenizer.json"), elsewhere);
-        refused("link");
+        refused("file-not-regular", "link");
         Files.delete(dir.resolve("tokenizer.json"));
         Files.copy(elsewhere, dir.resolve("tokenizer.json"));
         load().close();
@@ -202,14 +204,14 @@ public class TamperTest {
         Path moved = tmp.resolve("moved");
         Files.move(folder, moved);
         Files.createSymbolicLink(folder, moved);
-        refused("link");
+        refused("file-not-regular", "link");
         Files.delete(folder);
         Files.move(moved, folder);
 
         Files.delete(dir.resolve(rel));
         Process p = new ProcessBuilder("mkfifo", dir.resolve(rel).toString()).inheritIO().start();
         assertEquals(0, p.waitFor());
-        refused("not regular");
+        refused("file-not-regular", "not regular");
     }
 
     @Test
@@ -219,7 +221,7 @@ public class TamperTest {
         java.util.Arrays.fill(spaces, ' ');
         big.append(spaces);
         writeManifest(big.toString());
-        refused("over 8388608 bytes");
+        refused("manifest-too-large", "over 8388608 bytes");
     }
 
     @Test
@@ -229,12 +231,12 @@ public class TamperTest {
             for (int i = 0; i < 31; i++) v = new ArrayList<>(Collections.singletonList(v)); // 3 + 31 = 34 levels
             Json.obj(Json.obj(m.get("model")).get("config")).put("deep", v);
         });
-        refused("nests deeper than 32");
+        refused("json", "nests deeper than 32");
         StringBuilder deep = new StringBuilder();
         for (int i = 0; i < 1_000_000; i++) deep.append('[');
         for (int i = 0; i < 1_000_000; i++) deep.append(']');
         writeManifest(original.replace("\"model\": {", "\"x\": " + deep + ", \"model\": {"));
-        refused("nests deeper than 32");
+        refused("json", "nests deeper than 32");
         edit(m -> {
             Object v = 1L;
             for (int i = 0; i < 29; i++) v = new ArrayList<>(Collections.singletonList(v)); // exactly 32 levels
@@ -248,16 +250,16 @@ public class TamperTest {
         assertTrue(original.contains("\"schema_version\": 1,"));
         for (String bad : new String[] {"1.0", "1e0", "\"1\"", "2", "true", "0"}) {
             writeManifest(original.replace("\"schema_version\": 1,", "\"schema_version\": " + bad + ","));
-            refused("schema_version");
+            refused("schema-version", "schema_version");
         }
         writeManifest(original.replace("\"schema_version\": 1,", ""));
-        refused("schema_version");
+        refused("schema-version", "schema_version");
     }
 
     @Test
     public void notJsonNotUtf8NotAnObjectBomMissing() throws Exception {
         writeManifest("{\"schema_version\": 1,");
-        refused("not valid JSON");
+        refused("json", "not valid JSON");
         byte[] bytes = original.getBytes(StandardCharsets.UTF_8);
         byte[] broken = new byte[bytes.length + 2];
         System.arraycopy(bytes, 0, broken, 0, 10);
@@ -265,15 +267,15 @@ public class TamperTest {
         broken[11] = (byte) 0xfe;
         System.arraycopy(bytes, 10, broken, 12, bytes.length - 10);
         write("manifest.json", broken);
-        refused("UTF-8");
+        refused("json", "UTF-8");
         writeManifest("[1]");
-        refused("object");
+        refused("json", "object");
         writeManifest("\ufeff" + original);
-        refused("not valid JSON");
+        refused("json", "not valid JSON");
         writeManifest(original.replace("\"schema_version\": 1,", "\"schema_version\": 1, \"x\": NaN,"));
-        refused("not valid JSON");
+        refused("json", "not valid JSON");
         Files.delete(dir.resolve("manifest.json"));
-        refused("no manifest.json");
+        refused("manifest-missing", "no manifest.json");
     }
 
     @Test
@@ -283,37 +285,37 @@ public class TamperTest {
             List<Object> labels = new ArrayList<>();
             for (int i = 0; i < 65537; i++) labels.add("l" + i);
             m.put("labels", labels);
-        }, "schema"});
-        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(m.get("preprocessing")).put("image_size", 5000L), "schema"});
-        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> m.remove("tokenizer"), "schema"});
+        }, "schema", "schema"});
+        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(m.get("preprocessing")).put("image_size", 5000L), "schema", "schema"});
+        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> m.remove("tokenizer"), "schema", "schema"});
         cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(Json.obj(m.get("files")).values().iterator().next())
-                .put("sha256", "ABC"), "schema"});
-        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(m.get("thresholds")).put("keep_ratio", 0.3), "inconsistent"});
-        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Collections.reverse(Json.arr(m.get("exit_layers"))), "inconsistent"});
+                .put("sha256", "ABC"), "schema", "schema"});
+        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(m.get("thresholds")).put("keep_ratio", 0.3), "inconsistent", "inconsistent"});
+        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Collections.reverse(Json.arr(m.get("exit_layers"))), "inconsistent", "inconsistent"});
         cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> {
             Map<String, Object> tok = Json.obj(m.get("tokenizer"));
             tok.put("unk_id", tok.get("pad_id"));
-        }, "inconsistent"});
+        }, "inconsistent", "inconsistent"});
         cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Collections.reverse(
-                Json.arr(Json.obj(Json.arr(m.get("keep_ratios")).get(0)).get("stages"))), "inconsistent"});
+                Json.arr(Json.obj(Json.arr(m.get("keep_ratios")).get(0)).get("stages"))), "inconsistent", "inconsistent"});
         cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.arr(
-                Json.obj(Json.arr(m.get("keep_ratios")).get(0)).get("stages")).set(1, "constructor"), "inconsistent"});
+                Json.obj(Json.arr(m.get("keep_ratios")).get(0)).get("stages")).set(1, "constructor"), "inconsistent", "inconsistent"});
         cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> {
             List<Object> labels = Json.arr(m.get("labels"));
             labels.remove(labels.size() - 1);
-        }, "inconsistent"});
-        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(m.get("tokenizer")).put("max_length", 23L), "inconsistent"});
+        }, "inconsistent", "inconsistent"});
+        cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(m.get("tokenizer")).put("max_length", 23L), "inconsistent", "inconsistent"});
         cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(m.get("preprocessing")).put("pad_color",
-                new ArrayList<Object>(java.util.Arrays.asList(0L, 0L, 0L))), "pad_color.*fixes"});
+                new ArrayList<Object>(java.util.Arrays.asList(0L, 0L, 0L))), "pad_color.*fixes", "inconsistent"});
         cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(m.get("tokenizer")).put("split_regex", "\\S+"),
-                "split_regex.*fixes"});
+                "split_regex.*fixes", "inconsistent"});
         cases.add(new Object[] {(Consumer<Map<String, Object>>) m -> Json.obj(Json.obj(m.get("model")).get("config"))
-                .put("vocab_size", 3L), "tokenizer does not fit"});
+                .put("vocab_size", 3L), "tokenizer does not fit", "tokenizer"});
         for (Object[] c : cases) {
             @SuppressWarnings("unchecked")
             Consumer<Map<String, Object>> change = (Consumer<Map<String, Object>>) c[0];
             edit(change);
-            refused((String) c[1]);
+            refused((String) c[2], (String) c[1]);
         }
     }
 
@@ -344,21 +346,21 @@ public class TamperTest {
     public void wordPieceBundle() throws Exception {
         // the shipped word-level bundle declared wordpiece
         edit(m -> wordPiece("##", 100L).accept(Json.obj(m.get("tokenizer"))));
-        refused("tokenizer does not fit.*WordLevel model.*tokenizer.kind is 'wordpiece'.*export the bundle again");
+        refused("tokenizer", "tokenizer does not fit.*WordLevel model.*tokenizer.kind is 'wordpiece'.*export the bundle again");
         edit(m -> Json.obj(m.get("tokenizer")).put("kind", "word"));
         load().close();
         edit(m -> Json.obj(m.get("tokenizer")).put("kind", "bpe"));
-        refused("schema");
+        refused("schema", "schema");
         edit(m -> Json.obj(m.get("tokenizer")).put("kind", "wordpiece"));
-        refused("schema");
+        refused("schema", "schema");
         edit(m -> wordPiece("", 100L).accept(Json.obj(m.get("tokenizer"))));
-        refused("schema");
+        refused("schema", "schema");
         edit(m -> wordPiece("#################", 100L).accept(Json.obj(m.get("tokenizer"))));
-        refused("schema");
+        refused("schema", "schema");
         edit(m -> wordPiece("##", 0L).accept(Json.obj(m.get("tokenizer"))));
-        refused("schema");
+        refused("schema", "schema");
         edit(m -> wordPiece("##", 1025L).accept(Json.obj(m.get("tokenizer"))));
-        refused("schema");
+        refused("schema", "schema");
 
         // a WordPiece tokenizer.json: loads when the manifest says so with the same settings
         useWordPieceTokenizer(wordPiece("##", 100L));
@@ -368,15 +370,15 @@ public class TamperTest {
             assertEquals(java.util.Arrays.asList("ho", "##l", "##d", "##e", "##r"), e.tokenizer.encode("holder").tokens);
         }
         useWordPieceTokenizer(tok -> { });
-        refused("tokenizer does not fit.*WordPiece model.*tokenizer.kind is 'word'.*export the bundle again");
+        refused("tokenizer", "tokenizer does not fit.*WordPiece model.*tokenizer.kind is 'word'.*export the bundle again");
         useWordPieceTokenizer(tok -> tok.put("kind", "word"));
-        refused("tokenizer does not fit.*WordPiece model.*tokenizer.kind is 'word'");
+        refused("tokenizer", "tokenizer does not fit.*WordPiece model.*tokenizer.kind is 'word'");
         useWordPieceTokenizer(wordPiece("@@", 100L));
-        refused("tokenizer does not fit.*continuing_subword_prefix '##' vs the manifest's '@@'.*export the bundle again");
+        refused("tokenizer", "tokenizer does not fit.*continuing_subword_prefix '##' vs the manifest's '@@'.*export the bundle again");
         useWordPieceTokenizer(wordPiece("##", 99L));
-        refused("tokenizer does not fit.*max_input_chars_per_word 100 vs the manifest's 99.*export the bundle again");
+        refused("tokenizer", "tokenizer does not fit.*max_input_chars_per_word 100 vs the manifest's 99.*export the bundle again");
         useWordPieceTokenizer(wordPiece("##", 100L).andThen(tok -> tok.put("max_length", 23L)));
-        refused("inconsistent|max_length");
+        refused("inconsistent", "inconsistent|max_length");
     }
 
     @Test
@@ -412,6 +414,6 @@ public class TamperTest {
         // an inconsistent manifest with every other file removed: refused for the manifest, not for missing files
         edit(m -> Json.obj(m.get("thresholds")).put("keep_ratio", 0.3));
         Files.delete(dir.resolve("tokenizer.json"));
-        refused("inconsistent");
+        refused("inconsistent", "inconsistent");
     }
 }

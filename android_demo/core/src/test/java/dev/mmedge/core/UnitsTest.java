@@ -25,6 +25,59 @@ public class UnitsTest {
         }
     }
 
+    /** docs/bundle-format.md's JSON edge cases: each refused, with the reason in the message. */
+    @Test
+    public void jsonEdgeCasesAreRefused() throws Exception {
+        String[][] cases = {
+            {"\ufeff{}", "byte-order mark"},
+            {"{\"a\": 1, \"a\": 2}", "duplicate key 'a'"},
+            {"{\"a\": 1, \"a\": 1}", "duplicate key"},
+            {"{\"x\": {\"b\": [], \"b\": []}}", "duplicate key 'b'"},
+            {"{\"\\u0061\": 1, \"a\": 2}", "duplicate key 'a'"}, // the same key once decoded
+            {"1e400", "overflows a double"},
+            {"-1e400", "overflows a double"},
+            {"[1E309]", "overflows a double"},
+            {"9007199254740992", "beyond"},
+            {"9007199254740993", "beyond"},
+            {"-9007199254740993", "beyond"},
+            {"123456789012345678901234567890", "beyond"},
+            {"\"\\ud800\"", "unpaired surrogate"},
+            {"\"\\udc00\"", "unpaired surrogate"},
+            {"\"\\udc00\\ud800\"", "unpaired surrogate"},
+            {"\"\\ud800x\"", "unpaired surrogate"},
+            {"{\"\\ud800\": 1}", "unpaired surrogate"},
+            {"\"\ud800\"", "unpaired surrogate"}, // a raw one (only a String can hold it; UTF-8 bytes cannot)
+            {"NaN", "unexpected character"},
+            {"[-Infinity]", "bad number"},
+        };
+        for (String[] c : cases) {
+            try {
+                Json.parse(c[0], 32);
+                fail("accepted " + c[0]);
+            } catch (Json.ParseException expected) {
+                assertTrue(c[0] + ": " + expected.getMessage(), expected.getMessage().contains(c[1]));
+            }
+        }
+        // the byte-order mark as bytes (the loader's path)
+        try {
+            Json.parse(new byte[] {(byte) 0xef, (byte) 0xbb, (byte) 0xbf, '{', '}'}, 32);
+            fail("accepted a BOM");
+        } catch (Json.ParseException expected) {
+            assertTrue(expected.getMessage().contains("byte-order mark"));
+        }
+        // depth: the top-level value is level 1
+        StringBuilder deep = new StringBuilder("{\"a\": ");
+        for (int i = 0; i < 31; i++) deep.append('[');
+        for (int i = 0; i < 31; i++) deep.append(']');
+        Json.parse(deep + "}", 32);
+        try {
+            Json.parse(deep.toString().replace("{\"a\": ", "{\"a\": [") + "]}", 32);
+            fail("accepted 33 levels");
+        } catch (Json.ParseException expected) {
+            assertTrue(expected.tooDeep);
+        }
+    }
+
     @Test
     public void jsonIsStrict() throws Exception {
         for (String bad : new String[] {"NaN", "[Infinity]", "{'a': 1}", "[1,]", "{\"a\":1,}", "01", "1.", ".5", "[1e]", "// x\n1",
@@ -35,8 +88,14 @@ public class UnitsTest {
         assertEquals(1.0, Json.parse("1.0", 4));
         assertEquals(100.0, Json.parse("1e2", 4));
         assertEquals("é\ud83d\udd34", Json.parse("\"\\u00e9\\ud83d\\udd34\"", 4));
-        Map<String, Object> dup = Json.obj(Json.parse("{\"a\": 1, \"a\": 2}", 4));
-        assertEquals(2L, dup.get("a"));
+        assertEquals(Json.MAX_SAFE_INTEGER, Json.parse("9007199254740991", 4));
+        assertEquals(-Json.MAX_SAFE_INTEGER, Json.parse("-9007199254740991", 4));
+        assertEquals(1e300, Json.parse("1e300", 4));
+        assertEquals(9007199254740993.0, Json.parse("9007199254740993.0", 4)); // not an integer literal: a double
+        assertEquals(0.0, Json.parse("1e-400", 4)); // underflow is no overflow
+        assertEquals("\ud83d\ude00", Json.parse("\"\\ud83d\\ude00\"", 4));
+        assertEquals("\ud83d\ude00", Json.parse("\"\\ud83d\ude00\"", 4)); // escaped high, raw low
+        assertEquals(1L, Json.obj(Json.parse("{\"a\": 1, \"A\": 2, \"a \": 3}", 4)).get("a"));
         assertTrue(Json.equal(Json.parse("[1, {\"x\": 2.0}]", 4), Json.parse("[1.0, {\"x\": 2}]", 4)));
         try {
             Json.parse(new byte[] {'"', (byte) 0xc3, '"'}, 4);

@@ -2,11 +2,11 @@ package dev.mmedge.core.testing;
 
 import dev.mmedge.core.BenchQueries;
 import dev.mmedge.core.IO;
+import dev.mmedge.core.ImageFiles;
 import dev.mmedge.core.Json;
 import dev.mmedge.core.TextException;
 import dev.mmedge.core.WordTokenizer;
 
-import java.awt.image.BufferedImage;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
@@ -15,7 +15,6 @@ import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import javax.imageio.ImageIO;
 
 /** The repository's shared vectors (tests/vectors) and how a JVM test reads them. */
 public final class Golden {
@@ -98,7 +97,11 @@ public final class Golden {
         return repo().resolve((String) queries().get("bundle"));
     }
 
-    /** A decoded PNG: ARGB ints as Bitmap.getPixels gives them (ImageIO's getRGB: not premultiplied, sRGB). */
+    /**
+     * A decoded PNG: ARGB ints as Bitmap.getPixels gives them (not premultiplied), from the core's
+     * decoder (ImageFiles, what the app uses for PNG files: EXIF orientation and pixel formats as
+     * the spec says; ImageModesTest checks it against ImageIO and image-modes.json).
+     */
     public static final class Image {
         public final int[] argb;
         public final int width;
@@ -120,13 +123,10 @@ public final class Golden {
 
     public static Image png(Path path) {
         try {
-            BufferedImage im = ImageIO.read(path.toFile());
-            if (im == null) throw new IOException("not an image ImageIO reads");
-            int w = im.getWidth();
-            int h = im.getHeight();
-            return new Image(im.getRGB(0, 0, w, h, null, 0, w), w, h);
+            ImageFiles.Decoded im = ImageFiles.decode(Files.readAllBytes(path));
+            return new Image(im.argb, im.width, im.height);
         } catch (IOException exc) {
-            throw new IllegalStateException("cannot decode " + path + ": " + exc.getMessage(), exc);
+            throw new IllegalStateException("cannot read " + path + ": " + exc.getMessage(), exc);
         }
     }
 
@@ -145,7 +145,4 @@ public final class Golden {
         return out;
     }
 
-    static {
-        ImageIO.setUseCache(false);
-    }
 }

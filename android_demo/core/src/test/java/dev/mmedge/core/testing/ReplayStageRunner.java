@@ -26,6 +26,10 @@ import java.util.Set;
  * and fails); a later stage accepts only the very hidden tensor the previous stage of the same
  * chain returned and stage 0's attention_mask tensor. The only unrecorded input it answers is the
  * engine's uniform grey self-check / warm-up query (zeros, with the declared shapes).
+ *
+ * <p>With {@code nanOutputs} it stands for a backend running corrupt weights (the negative vectors'
+ * {@code needs_backend} cases, whose graphs this JVM cannot run): every float output (hidden,
+ * logits, confidence) is NaN, as ONNX Runtime gives for weights full of NaN.
  */
 public final class ReplayStageRunner implements StageRunner {
     /** Where a tensor this runner returned came from. */
@@ -47,13 +51,15 @@ public final class ReplayStageRunner implements StageRunner {
     private final Map<String, Map<String, Object>> byInput = new HashMap<>();
     private final Map<Tensor, Origin> hidden = new IdentityHashMap<>();
     private final float greyValue;
+    private final boolean nanOutputs;
     /** Files the runner was given the verified bytes of. */
     public final Set<String> openedFiles = new HashSet<>();
     public int calls;
     public boolean closed;
 
-    ReplayStageRunner(Manifest manifest, Map<String, Object> golden) {
+    ReplayStageRunner(Manifest manifest, Map<String, Object> golden, boolean nanOutputs) {
         this.manifest = manifest;
+        this.nanOutputs = nanOutputs;
         for (Object o : Json.arr(golden.get("queries"))) {
             Map<String, Object> q = Json.obj(o);
             byInput.put(key((String) q.get("pixel_values_sha256"), ints(Json.arr(q.get("input_ids")))), q);
@@ -133,6 +139,7 @@ public final class ReplayStageRunner implements StageRunner {
         }
         Map<String, Tensor> out = new LinkedHashMap<>();
         Tensor h = zeros(stage.output("hidden"));
+        if (nanOutputs) Arrays.fill(h.floats(), Float.NaN);
         hidden.put(h, new Origin(recording, stage.stage, stage.keepRatio, attentionMask));
         out.put("hidden", h);
         int labels = manifest.labels.size();
@@ -142,6 +149,10 @@ public final class ReplayStageRunner implements StageRunner {
             List<Object> row = Json.arr(Json.arr(recording.get("logits")).get(stage.stage));
             for (int j = 0; j < labels; j++) logits[j] = (float) Json.num(row.get(j));
             confidence[0] = (float) Json.num(Json.arr(recording.get("confidence")).get(stage.stage));
+        }
+        if (nanOutputs) {
+            Arrays.fill(logits, Float.NaN);
+            Arrays.fill(confidence, Float.NaN);
         }
         out.put("logits", Tensor.float32(logits, stage.output("logits").shape));
         out.put("confidence", Tensor.float32(confidence, stage.output("confidence").shape));
@@ -177,6 +188,7 @@ public final class ReplayStageRunner implements StageRunner {
     public static final class Factory implements StageRunner.Factory {
         private final Map<String, Object> golden;
         private final boolean sameManifest;
+        private final boolean nanOutputs;
         public ReplayStageRunner last;
 
         public Factory(Map<String, Object> golden) {
@@ -185,8 +197,14 @@ public final class ReplayStageRunner implements StageRunner {
 
         /** sameManifest false: replay on an edited copy of the bundle (tamper tests). */
         public Factory(Map<String, Object> golden, boolean sameManifest) {
+            this(golden, sameManifest, false);
+        }
+
+        /** nanOutputs: every float output NaN (a backend running weights full of NaN). */
+        public Factory(Map<String, Object> golden, boolean sameManifest, boolean nanOutputs) {
             this.golden = golden;
             this.sameManifest = sameManifest;
+            this.nanOutputs = nanOutputs;
         }
 
         @Override
@@ -210,7 +228,7 @@ public final class ReplayStageRunner implements StageRunner {
             if (sameManifest && !manifestSha.equals(golden.get("manifest_sha256"))) {
                 throw new IllegalStateException("the recordings were made from another manifest");
             }
-            ReplayStageRunner runner = new ReplayStageRunner(bundle.manifest, golden);
+            ReplayStageRunner runner = new ReplayStageRunner(bundle.manifest, golden, nanOutputs);
             for (String stage : stages) {
                 String file = artifact.stages.get(stage).file;
                 byte[] bytes = bundle.files.get(file);
