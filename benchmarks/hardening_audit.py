@@ -25,11 +25,31 @@ the Markdown. Sections:
 7. kills during export: SIGKILL at a spread of delays across a small export's duration (fresh and
    --force replacing an existing bundle): leftovers, destinations, writes after the kill, recovery;
 8. signing: a signed bundle loads with its key; labels permuted and the threshold lowered are
-   refused with the key and accepted unsigned, with the test accuracy before and after.
+   refused with the key and accepted unsigned, with the test accuracy before and after;
+9. captioning bundles (benchmarks/hardening/caption.py): sections 1-3 and 5 for a captioning bundle:
+   flipped bytes, manifest tamper (every field kind, and decoder.num_heads, model.config.image_size,
+   files[].bytes, schema_version 1.0, tokenizer.kind), path and special-file attacks, NaN weights
+   with hashes updated, odd caption() / Engine.load arguments;
+10. datasets (benchmarks/hardening/datasets.py): every --data source in its official layout with a
+   hostile record or file (`..` and absolute paths, links outside, FIFOs, /dev/zero, Latin-1 and
+   UTF-16 files, 100k-deep nesting, a 1 MB text) through `mmedge eval --data NAME:ROOT`;
+11. signing across kinds and rollback (benchmarks/hardening/signing.py): classifier and captioning
+   bundles signed with `mmedge sign`, tampered with after signing, rolled back, another key;
+12. --force look-alikes and writer safety (benchmarks/hardening/writers.py): `export --force`,
+   `bundle --force`, `calibrate`, `sign --new-key` on what is not theirs to replace.
+
+    python benchmarks/hardening_audit.py --quick --sections 9-12   # only the later sections
+
+Sections 9-12 run every case in a child process (benchmarks/hardening/probe.py): a timeout (hang), a
+signal (crash), a memory limit, canary files outside the bundle or dataset root (read outside: a
+Python audit hook on "open", inotify, the canary's marker in an output) and, for commands that write,
+snapshots of every file before and after (data loss).
 
 Every count's result is given in words: "refused" (BundleError), "typed error" (another
 mmedge.errors.MMEdgeError), "untyped error" (anything else), "loaded" / "result", "hang", and
-"crash" (a child process running the case died of a signal).
+"crash" (a child process running the case died of a signal); sections 9-12 add "data loss" (a file
+that existed before a command and that it was not asked to replace is gone or changed) and "read
+outside" (a file outside the bundle or dataset root was opened).
 """
 
 from __future__ import annotations
@@ -61,21 +81,32 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tqdm import tqdm  # noqa: E402
-
+from benchmarks.hardening.common import (SCRUB, attempt, copy_bundle, describe_exc, outcome,  # noqa: E402
+                                        progress, rel, tally, words, write_manifest_raw)
+from benchmarks.hardening.common import leaves as _leaves, mutations as _mutations  # noqa: E402
+from benchmarks.hardening.common import set_path as _set, shape as _shape, table as _table  # noqa: E402
+from benchmarks.hardening import caption as caption_section  # noqa: E402
+from benchmarks.hardening import datasets as datasets_section  # noqa: E402
+from benchmarks.hardening import signing as signing_section  # noqa: E402
+from benchmarks.hardening import writers as writers_section  # noqa: E402
 from mmedge.bundle.manifest import load_manifest  # noqa: E402
 from mmedge.data.batches import generate  # noqa: E402
-from mmedge.errors import BundleError, MMEdgeError  # noqa: E402
 from mmedge.export.exporter import export_bundle  # noqa: E402
 from mmedge.export.recipe import ExportRecipe  # noqa: E402
 from mmedge.runtime.engine import Engine  # noqa: E402
 
 SECTIONS = ("flipped_bytes", "tamper", "path_attacks", "odd_inputs", "api_misuse", "concurrency", "export_kills",
-            "signing")
+            "signing", "caption_bundles", "datasets", "signing_kinds", "writers")
 TITLES = {"flipped_bytes": "1. Flipped bytes", "tamper": "2. Manifest tamper suite",
           "path_attacks": "3. Path and special-file attacks", "odd_inputs": "4. Odd inputs",
           "api_misuse": "5. API misuse", "concurrency": "6. Concurrency and memory",
-          "export_kills": "7. Kills during export", "signing": "8. Signing"}
+          "export_kills": "7. Kills during export", "signing": "8. Signing",
+          "caption_bundles": caption_section.TITLE, "datasets": datasets_section.TITLE,
+          "signing_kinds": signing_section.TITLE, "writers": writers_section.TITLE}
+# sections 9-12 live in benchmarks/hardening/: each module has the section's function, its summary rows,
+# defects, totals and Markdown
+LATER = {"caption_bundles": caption_section, "datasets": datasets_section, "signing_kinds": signing_section,
+         "writers": writers_section}
 QUESTION = "is there a red circle ?"
 BACKENDS = ("onnxruntime", "executorch")
 SPECIAL_TIMEOUT_S = 30.0  # a child process loading a FIFO / device manifest longer than this "hangs"
@@ -86,90 +117,6 @@ KILL_RECIPE = {"description": "hardening audit: small fast export (ONNX only, ke
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-class Scrubber:
-    """Keeps absolute paths (the temporary work folder, this checkout, a bundle outside the repo)
-    out of everything the audit writes."""
-
-    def __init__(self) -> None:
-        self.pairs: list[tuple[str, str]] = []
-
-    def add(self, path: Path | str, label: str) -> None:
-        for p in {str(path), str(Path(path).resolve())}:
-            if p and p != "/":
-                self.pairs.append((p, label))
-        self.pairs.sort(key=lambda pair: -len(pair[0]))
-
-    def __call__(self, text: str) -> str:
-        for path, label in self.pairs:
-            text = text.replace(path + "/", label + "/" if label else "").replace(path, label or ".")
-        return re.sub(r"/(?:tmp|work|root|home|private|var/folders)(?:/[^\s'\",;:)\]}]*)?", "<path>", text)
-
-
-SCRUB = Scrubber()
-
-
-def rel(path: Path) -> str:
-    """A path for the outputs: repo-relative, else only its name under a placeholder."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(ROOT).as_posix()
-    except ValueError:
-        return f"<outside the repo>/{path.name}"
-
-
-def outcome(exc: BaseException | None, ok: str = "loaded") -> str:
-    if exc is None:
-        return ok
-    if isinstance(exc, BundleError):
-        return "refused"
-    if isinstance(exc, MMEdgeError):
-        return "typed error"
-    return "untyped error"
-
-
-def attempt(fn):
-    """(value, exception or None, seconds)."""
-    t0 = time.perf_counter()
-    try:
-        return fn(), None, time.perf_counter() - t0
-    except Exception as exc:  # noqa: BLE001 - what the audit classifies
-        return None, exc, time.perf_counter() - t0
-
-
-def describe_exc(exc: BaseException | None, limit: int = 200) -> str | None:
-    if exc is None:
-        return None
-    return SCRUB(f"{type(exc).__name__}: {exc}")[:limit].replace("\n", " ")
-
-
-def tally(words) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for w in words:
-        out[w] = out.get(w, 0) + 1
-    return dict(sorted(out.items()))
-
-
-def words(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
-
-
-def progress(items, desc: str, quiet: bool):
-    return tqdm(items, desc=desc, leave=False, disable=quiet, file=sys.stderr, dynamic_ncols=True)
-
-
-def copy_bundle(src: Path, dst: Path) -> Path:
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst, symlinks=True)
-    return dst
-
-
-def write_manifest_raw(bundle: Path, manifest: dict | str) -> None:
-    """Replace manifest.json with these bytes (unlink first: never write through a link)."""
-    path = bundle / "manifest.json"
-    if os.path.lexists(path):
-        path.unlink()
-    path.write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
 
 
 def rss_mb() -> float:
@@ -325,48 +272,6 @@ def rehashed_flips(ctx, manifest: dict, copy: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- 2. tamper
-def _leaves(value, path=()):
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _leaves(item, path + (key,))
-    elif isinstance(value, list) and value:
-        for i, item in enumerate(value):
-            yield from _leaves(item, path + (i,))
-    else:
-        yield path
-
-
-def _shape(path) -> tuple:
-    """A path with list indices and stage / file / keep-ratio names folded (as tests/test_bundle_security.py),
-    so that each kind of field is tampered with once."""
-    return tuple("#" if isinstance(p, int) or (i and path[i - 1] in ("stages", "files", "by_keep_ratio", "ops",
-                                                                        "tools", "config"))
-                 else p for i, p in enumerate(path))
-
-
-def _mutations(value) -> list[tuple[str, object]]:
-    if isinstance(value, bool):
-        return [("out of range", not value), ("wrong type", "yes")]
-    if isinstance(value, (int, float)):
-        # NaN and Infinity are not JSON, but Python's json module (and so a hostile manifest) writes and reads them
-        return [("out of range", -1), ("out of range", value * 1000 + 1), ("out of range", float("nan")),
-                ("out of range", float("inf"))] + ([("out of range", 2 ** 64)] if isinstance(value, int) else []) + [
-                ("wrong type", "1"), ("wrong type", None)]
-    if isinstance(value, str):
-        return [("out of range", ""), ("out of range", "../../etc/passwd"), ("out of range", value[::-1] + "x"),
-                ("wrong type", 7)]
-    return [("wrong type", None), ("wrong type", {"unexpected": 1})]
-
-
-def _set(manifest, path, value, delete=False) -> None:
-    target = manifest
-    for key in path[:-1]:
-        target = target[key]
-    if delete:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-
 
 def _runtime_for(manifest, path) -> tuple[str, str, str | None]:
     if path[0] == "artifacts":
@@ -1443,6 +1348,12 @@ def defects(sections: dict) -> list[str]:
     g = sections.get("signing", {})
     if g and not g.get("result", "").startswith("signed loads"):
         found.append(f"signing: {g.get('result')}")
+    for name, module in LATER.items():
+        s = sections.get(name)
+        if s and s.get("result", "").startswith("audit section failed"):
+            found.append(f"{TITLES[name]}: {s['result']}")
+        elif s:
+            found += module.defects(s)
     return found
 
 
@@ -1462,17 +1373,13 @@ def totals(sections: dict) -> dict:
     hangs = (sum(r["outcome"] == "hang" for r in child_rows)
              + sum(b.get("hung_threads", 0) for b in sections.get("concurrency", {}).get("by_backend", {}).values()))
     crashes = sum(r["outcome"] == "crash" for r in child_rows)
-    return {"untyped": untyped, "hang": hangs, "crash": crashes}
+    out = {"untyped": untyped, "hang": hangs, "crash": crashes, "data_loss": 0, "read_outside": 0}
+    for name, module in LATER.items():
+        if "cases" in sections.get(name, {}):
+            for key, value in module.totals(sections[name]).items():
+                out[key] += value
+    return out
 
-
-def _cell(x) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return lines
 
 
 def render(report: dict) -> str:
@@ -1485,7 +1392,11 @@ def render(report: dict) -> str:
              "Words: *refused* = `BundleError`; *typed error* = another `mmedge.errors.MMEdgeError`; "
              "*untyped error* = any other exception; *loaded* / *result* = it worked; *hang* = no answer within "
              f"{SPECIAL_TIMEOUT_S:.0f} s (executorch: {4 * SPECIAL_TIMEOUT_S:.0f} s); *crash* = the child process "
-             "running the case died of a signal.", ""]
+             "running the case died of a signal; *data loss* = a file, folder or link that existed before a command and "
+             "that the command was not asked to replace is gone or changed after it; *read outside* = a canary file "
+             "placed outside the bundle or dataset root was opened (Python audit hook, inotify) or its marker "
+             "reached a result, an error or the output. Sections 9-12 run each case in a child process; for a "
+             "dataset *refused* also covers `DatasetError`, and for a command an argument refused by its parser.", ""]
     rows = []
     fb = s.get("flipped_bytes")
     if fb:
@@ -1552,10 +1463,15 @@ def render(report: dict) -> str:
         rows.append(["8", "signing (labels rotated, confidence threshold 0)", f"{g['samples']} test samples",
                      g["result"], f"accuracy {g.get('accuracy_signed')} signed -> "
                                   f"{g.get('accuracy_tampered_unsigned')} tampered, unsigned mode"])
+    for name, module in LATER.items():
+        if name in s:
+            rows += module.summary_rows(s[name]) or [[TITLES[name].split(".")[0], TITLES[name].split(". ", 1)[1],
+                                                      "-", s[name].get("result", "-"), "-"]]
     lines += ["## Summary", ""] + _table(["#", "check", "cases", "result", "counts"], rows) + [""]
     tot = report["totals"]
     lines += [f"**Untyped errors: {tot['untyped']}; hangs: {tot['hang']}; crashes (a child process killed by a "
-              f"signal): {tot['crash']}.**", ""]
+              f"signal): {tot['crash']}; data loss: {tot.get('data_loss', 0)}; reads outside: "
+              f"{tot.get('read_outside', 0)}.**", ""]
     lines += ["## Defects found", ""]
     lines += [f"- {d}" for d in report["defects"]] or ["None."]
     lines.append("")
@@ -1694,6 +1610,9 @@ def render(report: dict) -> str:
                          ["tampered, verify_key", g["tampered_with_key"], "-"],
                          ["tampered, unsigned mode", g["tampered_unsigned_mode"], g["accuracy_tampered_unsigned"]]])
         lines.append("")
+    for name, module in LATER.items():
+        if name in s:
+            lines += module.render(s[name], _table)
     return "\n".join(lines)
 
 
@@ -1723,13 +1642,52 @@ def parse_args(argv):
     p.add_argument("--predicts", type=int, help="predictions per thread in the concurrency check (default 250, "
                                                 "--quick 20)")
     p.add_argument("--kills", type=int, help="killed exports of each kind (default 6, --quick 1)")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections (debugging)")
+    p.add_argument("--sections", nargs="+", metavar="N", help="run only these sections: numbers (1-12), ranges "
+                   "(9-12) or names (" + ", ".join(SECTIONS) + ")")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, help="the same with names only (kept for old commands)")
+    p.add_argument("--caption-bundle", default=str(ROOT / "runs/demo/caption-default.mmedge"),
+                   help="captioning bundle for sections 9, 11 and 12 (default runs/demo/caption-default.mmedge, "
+                        "exported from --captioner if missing)")
+    p.add_argument("--captioner", default=str(ROOT / "models/caption-default"),
+                   help="captioning model for the exports of sections 9 and 12 ('tiny': one trained here, its "
+                        "bundle ONNX only: a smoke run)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    p.add_argument("--report-only", action="store_true", help="rewrite OUT/audit.md from OUT/audit.json; run nothing")
+    args = p.parse_args(argv)
+    args.selected = select_sections(args.sections, p) if args.sections else (args.only or list(SECTIONS))
+    return args
+
+
+def select_sections(items: list[str], parser) -> list[str]:
+    """Section names, in the audit's order, from numbers, ranges (9-12) and names."""
+    chosen = set()
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if part in SECTIONS:
+                chosen.add(part)
+            elif re.fullmatch(r"\d+(-\d+)?", part):
+                lo, _, hi = part.partition("-")
+                numbers = range(int(lo), int(hi or lo) + 1)
+                if not numbers or min(numbers) < 1 or max(numbers) > len(SECTIONS):
+                    parser.error(f"--sections {part}: sections are numbered 1-{len(SECTIONS)}")
+                chosen |= {SECTIONS[n - 1] for n in numbers}
+            elif part:
+                parser.error(f"--sections {part!r}: give numbers 1-{len(SECTIONS)}, a range such as 9-12, or names")
+    return [s for s in SECTIONS if s in chosen]
+
+
+def report_only(out: Path) -> dict:
+    """Rewrite OUT/audit.md from OUT/audit.json (nothing is audited)."""
+    report = json.loads((out / "audit.json").read_text())
+    (out / "audit.md").write_text(render(report) + "\n")
+    return report
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.report_only:
+        return report_only(Path(args.out))
     started = time.perf_counter()
     commit = git_commit()  # at the start: what was audited (a shared checkout may move on during the run)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -1747,6 +1705,9 @@ def main(argv: list[str] | None = None) -> dict:
     ctx.accuracy_samples = 30 if ctx.quick else 300
     ctx.skipped_inputs = []
     ctx.observations = []
+    ctx.caption_bundle = Path(args.caption_bundle).resolve()
+    ctx.captioner = None if args.captioner == "tiny" else Path(args.captioner).resolve()
+    ctx.case_timeout = 20.0 if ctx.quick else SPECIAL_TIMEOUT_S
     ensure_bundle(ctx.bundle, ctx.model)
     manifest = load_manifest(ctx.bundle)
     ctx.task, ctx.image_size = manifest["task"], manifest["preprocessing"]["image_size"]
@@ -1756,12 +1717,17 @@ def main(argv: list[str] | None = None) -> dict:
     for path, label in ((ctx.bundle, "<bundle>"), (ctx.model, "<model>"), (out, "<out>")):
         if rel(path).startswith("<"):
             SCRUB.add(path, label)
+    for path, label in ((ctx.caption_bundle, "<caption bundle>"), (ctx.captioner, "<captioner>")):
+        if path is not None and rel(path).startswith("<"):
+            SCRUB.add(path, label)
     runners = {"flipped_bytes": flipped_bytes, "tamper": tamper, "path_attacks": path_attacks,
                "odd_inputs": odd_inputs, "api_misuse": api_misuse, "concurrency": concurrency,
-               "export_kills": export_kills, "signing": signing_check}
+               "export_kills": export_kills, "signing": signing_check,
+               "caption_bundles": caption_section.caption_bundles, "datasets": datasets_section.datasets,
+               "signing_kinds": signing_section.signing_kinds, "writers": writers_section.writers}
     sections, seconds = {}, {}
     try:
-        for name in args.only or SECTIONS:
+        for name in args.selected:
             t0 = time.perf_counter()
             try:
                 sections[name] = runners[name](ctx)
@@ -1778,6 +1744,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpu_count": os.cpu_count(), "platform": f"{platform.system()} {platform.machine()}",
                     "python": platform.python_version()},
         "bundle": rel(ctx.bundle), "model": rel(ctx.model), "task": ctx.task, "image_size": ctx.image_size,
+        "caption_bundle": rel(ctx.caption_bundle) if getattr(ctx, "caption_ready", False) else None,
         "seconds": round(time.perf_counter() - started, 1), "section_seconds": seconds,
         "sections": sections,
     }
