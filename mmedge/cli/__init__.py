@@ -9,7 +9,7 @@ from mmedge import __version__
 from mmedge.errors import MMEdgeError
 
 VERBS = ("train", "pretrain", "eval", "predict", "data", "export", "bundle", "sign", "calibrate", "demo", "bench",
-         "probe")
+         "probe", "adapt")
 
 
 def build_parser() -> argparse.ArgumentParser:

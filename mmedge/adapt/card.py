@@ -1,0 +1,91 @@
+"""The model card (README.md) written into an adapted model folder at the end of `mmedge adapt`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tabulate import tabulate
+
+
+def _per_exit_table(before: dict, after: dict, exits: list[int], key: str) -> str:
+    rows = []
+    for ratio, res in after.get("by_keep_ratio", {}).items():
+        values = res.get(key)
+        if values is None:
+            continue
+        old = before.get("by_keep_ratio", {}).get(ratio, {}).get(key) or [None] * len(values)
+        rows.append([ratio, res["visual_tokens"]] + [f"{v:.3f}" + ("" if o is None else f" (was {o:.3f})")
+                                                    for v, o in zip(values, old)])
+    head = ["keep", "visual tokens"] + [f"exit after layer {e + 1}" for e in exits]
+    return tabulate(rows, head, tablefmt="github") if rows else ""
+
+
+def model_card(model, result, source: str, distill_cfg, preprocessor) -> str:
+    cfg = model.config
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    added = sum(p.numel() for _, p in model.adapter_parameters())
+    before, after = result.before, result.after
+    pre = preprocessor.to_dict()
+    tok = pre["tokenizer"]
+    lines = [
+        f"# {cfg.source_class}, adapted by mmedge ({cfg.task})", "",
+        f"Source: `{source}` ({cfg.source_class}, {cfg.depth} layers x {cfg.dim}, {backbone / 1e6:.2f} M parameters), "
+        f"its weights {'trained further' if distill_cfg.train_backbone else 'unchanged and frozen'}.",
+        "",
+        "## What was adapted", "",
+        f"- Fixed input: {cfg.num_images} image(s) of {cfg.image_size} x {cfg.image_size} px "
+        f"({cfg.num_patches} visual tokens of {cfg.patch_size} px each per image), {cfg.max_text_len} text tokens.",
+        f"- Exits after layers {[e + 1 for e in cfg.exits]} (1-based); the last is the model's own head. The others "
+        "are copies of the model's head (final LayerNorm, pooler, classifier) trained to answer from their layer; "
+        "each exit has a learned confidence that its answer agrees with the full model's.",
+        f"- Text-conditioned prefilter of the visual tokens "
+        f"{'on the embeddings' if cfg.prefilter_after < 0 else f'after layer {cfg.prefilter_after + 1}'}, "
+        f"keep ratios {cfg.keep_ratios}.",
+        f"- Added parameters: {added / 1e6:.3f} M.",
+        "",
+        "## How", "",
+        f"Self-distillation on `{distill_cfg.data}`: the frozen model's own final output is the teacher "
+        f"(KL at temperature {distill_cfg.temperature:g}); {result.steps} steps of {distill_cfg.batch_size} examples, "
+        f"keep ratios cycled {distill_cfg.train_keep_ratios}, labels mixed in with weight "
+        f"{distill_cfg.label_loss_weight:g} where the data has them; {result.wall_s:.0f} s."
+        + (f" {result.skipped_examples} examples were dropped for unreadable images."
+           if result.skipped_examples else ""),
+        "",
+        f"## Agreement with the teacher per exit ({after.get('samples', 0)} validation examples)", "",
+        "The share of examples on which the exit gives the full model's answer (at keep 1.0, the last exit is "
+        "the model itself). In brackets: before distillation (the copied heads read from earlier layers).", "",
+        _per_exit_table(before, after, cfg.exits, "agreement"), "",
+    ]
+    if after.get("labelled"):
+        teacher = after.get("teacher_accuracy")
+        lines += [f"## Accuracy per exit ({after['labelled']} labelled validation examples)", "",
+                  f"Teacher (the source model, full depth): {teacher:.3f}." if teacher is not None else "", "",
+                  _per_exit_table(before, after, cfg.exits, "accuracy"), ""]
+    else:
+        lines += ["## Accuracy", "", "The validation data has no labels: only agreement with the teacher is known.", ""]
+    lines += [
+        "## Inputs", "",
+        f"Images: RGB, resized (stretched) to {cfg.image_size} x {cfg.image_size} with the "
+        f"{pre['preprocessing']['resample']} filter, x {pre['preprocessing']['rescale_factor']:.8g}, then "
+        f"(x - {pre['preprocessing']['mean']}) / {pre['preprocessing']['std']}; pixel mask all ones. "
+        "The source's processor keeps the aspect ratio instead: a non-square image loses its proportions here.",
+        f"Text: BERT WordPiece (`{tok['file']}`): lowercase {tok['lowercase']}, strip accents {tok['strip_accents']}, "
+        f"CJK characters and punctuation split, `[CLS] text [SEP]` padded to {tok['max_length']} tokens.", "",
+        "## Use", "",
+        "```python",
+        "from mmedge.adapt import load_adapted",
+        "model, pre = load_adapted('THIS_FOLDER')",
+        "out = model(**pre.encode([(image,)], [question]), keep_ratio=0.5)   # logits and confidence per exit",
+        "```", "",
+        "Not yet: `mmedge eval`, `calibrate`, `export`, `bench` and the runtimes do not read adapted folders "
+        "(docs/adapt.md lists what is missing).", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(directory: Path, text: str) -> Path:
+    from mmedge.fileio import atomic_write
+
+    path = Path(directory) / "README.md"
+    atomic_write(path, lambda p: p.write_text(text))
+    return path
