@@ -2,6 +2,8 @@
 
     python benchmarks/attention_efficiency.py            # the full run (~25-30 min on 2 cores: use nohup)
     python benchmarks/attention_efficiency.py --quick --out /tmp/ae   # tiny sizes, the pipeline only (tests)
+    python benchmarks/attention_efficiency.py --report-only [--out benchmarks/results/attention/dim64]
+                                                         # the Markdown and figure again from the committed JSON
 
 For every (variant, visual tokens) cell, each unit in a fresh subprocess (so that peak memory and
 thread pools never mix between cells), one process at a time:
@@ -281,7 +283,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dim", type=int, help="model width (default 128, the shipped model's; heads stay 4): "
                         "attention's share of the cost grows as the width shrinks")
     parser.add_argument("--patches", help="comma-separated patch sizes to run (default 16,8,4 = 36, 144, 576 tokens)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite OUT's Markdown and figure from its JSON; train and measure nothing")
     args = parser.parse_args(argv)
+    if args.report_only:
+        print("wrote " + ", ".join(map(str, report_only(Path(args.out)))))
+        return 0
     plan = json.loads(json.dumps(QUICK if args.quick else FULL))
     if args.threads:
         plan["threads"] = args.threads
@@ -331,6 +338,15 @@ def main(argv=None) -> int:
     plot(result, out / "attention_efficiency.png")
     print(markdown(result))
     return 0
+
+
+def report_only(out: Path) -> list[Path]:
+    """Rewrite OUT/attention_efficiency.{md,png} from OUT/attention_efficiency.json (nothing is run)."""
+    result = json.loads((out / "attention_efficiency.json").read_text())
+    result["plan"]["steps"] = {int(k): v for k, v in result["plan"]["steps"].items()}  # JSON made the keys strings
+    atomic_write(out / "attention_efficiency.md", lambda p: p.write_text(markdown(result) + "\n"))
+    plot(result, out / "attention_efficiency.png")
+    return [out / "attention_efficiency.md", out / "attention_efficiency.png"]
 
 
 def analyse(cells: dict, plan: dict) -> dict:

@@ -1,6 +1,7 @@
 """The shipped captioner's committed benchmark (issue #16), one command:
 
     python benchmarks/captioning.py          # writes benchmarks/results/caption/
+    python benchmarks/captioning.py --report-only   # the Markdown and figures again from the committed JSON
 
 1. export models/caption-default (ONNX fp32 + int8, ExecuTorch, Core ML; reused when current) and
    calibrate its per-word exit on validation images (CIDEr drop <= 1 point);
@@ -94,7 +95,25 @@ def _name(p: dict) -> str:
     return f"patience {p['patience']}" if p["kind"] == "patience" else p["kind"]
 
 
-def main() -> int:
+def report_only(out: Path) -> list[Path]:
+    """Rewrite OUT's summary.md and every bench_*.{md,png} from their JSON (nothing is measured)."""
+    from mmedge.caption.bench import plot
+
+    summary = json.loads((out / "summary.json").read_text())
+    benches, made = [], []
+    for name in summary["benches"]:
+        path = out / f"bench_{name.replace('/', '_')}.json"
+        b = json.loads(path.read_text())
+        atomic_write(path.with_suffix(".md"), lambda p: p.write_text(markdown(b)))
+        atomic_write(path.with_suffix(".png"), lambda p: plot(b, p))
+        benches.append(b)
+        made += [path.with_suffix(".md"), path.with_suffix(".png")]
+    text = report(summary["calibration"], summary["policies"], benches)
+    atomic_write(out / "summary.md", lambda p: p.write_text(text))
+    return [out / "summary.md", *made]
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "models" / "caption-default"))
     ap.add_argument("--bundle", default=str(ROOT / "runs" / "caption-bench" / "caption-default.mmedge"))
@@ -104,7 +123,12 @@ def main() -> int:
     ap.add_argument("--bench-images", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-drop", type=float, default=1.0)
-    args = ap.parse_args()
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite OUT's Markdown and figures from its JSON; export and measure nothing")
+    args = ap.parse_args(argv)
+    if args.report_only:
+        print("wrote " + ", ".join(map(str, report_only(Path(args.out)))))
+        return 0
     from mmedge.runtime.backends.executorch_backend import set_executorch_threads
 
     set_executorch_threads(1, missing_ok=True)  # every runtime on one thread; sized before any program runs

@@ -2,6 +2,7 @@
 self-contained files that each carry their weights.
 
     python benchmarks/onnx_weights.py          # about ten minutes here; writes benchmarks/results/onnx_weights/
+    python benchmarks/onnx_weights.py --report-only   # the Markdown and figure again from the committed JSON
 
 The default model (`models/vqa-default`) is exported twice with `--target onnx --quantize int8` and
 the exporter's default keep ratios (1.0, 0.5, 0.25), ORT format on, the in-graph form off (it
@@ -216,12 +217,25 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def report_only(out: Path) -> list[Path]:
+    """Rewrite OUT/onnx_weights.{md,png} from OUT/onnx_weights.json (nothing is exported or measured)."""
+    result = json.loads((out / "onnx_weights.json").read_text())
+    atomic_write(out / "onnx_weights.md", lambda p: p.write_text(markdown(result)))
+    atomic_write(out / "onnx_weights.png", lambda p: plot(result, p))
+    return [out / "onnx_weights.md", out / "onnx_weights.png"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="fresh processes per load row (default 7)")
     parser.add_argument("--work", default=str(ROOT / "runs/onnx_weights"), help="where the two exports go")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/onnx_weights"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite OUT's Markdown and figure from its JSON; export and measure nothing")
     args = parser.parse_args(argv)
+    if args.report_only:
+        print("wrote " + ", ".join(map(str, report_only(Path(args.out)))))
+        return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     print("exporting the default model twice (embedded, shared weights)", flush=True)

@@ -1,6 +1,7 @@
 """Check the per-operator cost model against published phone latencies, and recalibrate it.
 
     python benchmarks/phone_anchors.py            # two to four minutes here; writes benchmarks/results/anchors/
+    python benchmarks/phone_anchors.py --report-only   # the Markdown and figure again from the committed JSON
 
 For every anchor in benchmarks/anchors/published_latencies.json (a latency read in a paper or an
 official benchmark page, with its device, threads, precision and runtime): build the architecture
@@ -657,11 +658,24 @@ def run(anchors_file: Path = ANCHORS, out: Path = OUT, log=print) -> dict:
     return result
 
 
+def report_only(out: Path = OUT) -> list[Path]:
+    """Rewrite OUT/anchors.{md,png} from OUT/anchors.json (nothing is exported or fitted)."""
+    result = json.loads((out / "anchors.json").read_text())
+    (out / "anchors.md").write_text(markdown(result))
+    write_plot(out / "anchors.png", result["anchors"])
+    return [out / "anchors.md", out / "anchors.png"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--anchors", type=Path, default=ANCHORS)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite OUT's Markdown and figure from its JSON; export and fit nothing")
     args = ap.parse_args(argv)
+    if args.report_only:
+        print("wrote " + ", ".join(map(str, report_only(args.out))))
+        return 0
     result = run(args.anchors, args.out)
     s, g = result["summary"], result["goals"]
     print(f"median |error| over {s['all']['n']} anchors: before {_pct(s['all']['error_before'])}, joint fit "

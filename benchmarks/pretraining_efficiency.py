@@ -4,6 +4,7 @@ object detection (rwd-rod) against masked language and object modelling (mlm-mop
     python benchmarks/pretraining_efficiency.py                 # the full run (hours here: use nohup)
     python benchmarks/pretraining_efficiency.py --only main-seed0 ablation   # some groups only
     python benchmarks/pretraining_efficiency.py --smoke --out /tmp/pe       # the pipeline on tiny sizes
+    python benchmarks/pretraining_efficiency.py --report-only   # the report again from the committed ledger
 
 What runs, in priority order (groups; `--only` picks some):
   main-seed0, main-seeds   rwd-rod and mlm-mop (the fixed designs of mmedge.pretrain.objectives),
@@ -82,9 +83,33 @@ def finished(directory: Path, key: dict):
     done = directory / "benchmark_result.json"
     if done.exists():
         saved = json.loads(done.read_text())
-        if saved.get("key") == key:
+        if saved.get("key") == key or normal_key(saved.get("key")) == normal_key(key):
             return saved["value"]
     return None
+
+
+def normal_key(key):
+    """A unit key with every field added after the ledger began left out while at its default.
+    Units were recorded by versions that wrote some of those fields (e.g. text_vocab='wordpiece' in
+    the long fine-tunes) and by versions that did not: the same settings must give the same key."""
+    if isinstance(key, list):
+        return [normal_key(v) for v in key]
+    if not isinstance(key, dict):
+        return key
+    out = {k: normal_key(v) for k, v in key.items()}
+    if isinstance(out.get("finetune"), str):
+        from mmedge.train.config import TrainConfig
+
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        for name in ADDED_FIELDS:
+            out["finetune"] = out["finetune"].replace(f", {name}={defaults[name]!r}", "")
+    if isinstance(out.get("pretrain"), dict):
+        from mmedge.pretrain.config import PretrainConfig
+
+        defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+        out["pretrain"] = {k: v for k, v in out["pretrain"].items()
+                           if not (k in ADDED_PRETRAIN_FIELDS and v == defaults[k])}
+    return out
 
 
 def record(directory: Path, key: dict, value) -> None:
@@ -537,6 +562,7 @@ def markdown(r: dict) -> str:
         rows.append([arm, task, steps[2:], _fmt_interval(s), ", ".join(f"{v:.3f}" for v in s["values"])])
     lines += ["## Accuracy after fine-tuning the final encoder (mean and 95% interval over seeds)", "",
               tabulate(rows, ["arm", "task", "fine-tune steps", "accuracy", "per seed"], tablefmt="github"), ""]
+    lines += _budgets(r)
     lines += ["## FLOPs and seconds to the target", "",
               "Targets (halfway from the mean floor to the best pretrained accuracy at the short budget): " +
               ", ".join(f"{t} {v:.3f}" if v is not None else f"{t} none" for t, v in a["targets"].items()), ""]
@@ -605,6 +631,35 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _budgets(r: dict) -> list[str]:
+    """Both fine-tuning budgets side by side, per seed: the floor and the main arms' final encoders,
+    each pretrained figure with its difference from the same seed's floor at the same budget."""
+    from tabulate import tabulate
+
+    plan, curves, floors = r["plan"], r["collected"]["curves"], r["collected"]["floors"]
+    budgets = (plan["finetune_steps"], plan["long_finetune_steps"])
+    if not any(k.endswith(f"/ft{budgets[1]}") for k in floors):
+        return []
+    rows = []
+    for seed in plan["main_seeds"]:
+        floor = {(t, st): floors.get(f"seed{seed}/{t}/ft{st}", {}).get("accuracy") for t in TASKS for st in budgets}
+        rows.append([f"floor-seed{seed}", *["-" if floor[t, st] is None else f"{floor[t, st]:.3f}"
+                                            for t in TASKS for st in budgets]])
+        for arm in ("rwd-rod", "mlm-mop"):
+            last = curves.get(f"{arm}-seed{seed}", {"points": [{}]})["points"][-1]
+            cells = []
+            for t in TASKS:
+                for st in budgets:
+                    acc = last.get(f"{t}_ft{st}", {}).get("accuracy")
+                    cells.append("-" if acc is None else f"{acc:.3f}" if floor[t, st] is None
+                                 else f"{acc:.3f} ({acc - floor[t, st]:+.3f})")
+            rows.append([f"{arm}-seed{seed}", *cells])
+    return [f"## Both fine-tuning budgets, per seed ({budgets[0]} and {budgets[1]} steps)", "",
+            "The final encoder of each main run and the no-pretraining floor of the same seed, fine-tuned at both "
+            "budgets; in brackets the difference from that seed's floor at the same budget.", "",
+            tabulate(rows, ["run", *[f"{t} {st}" for t in TASKS for st in budgets]], tablefmt="github"), ""]
+
+
 def QTYPES(r: dict) -> set[str]:  # noqa: N802 (a small helper read like a constant)
     return {q for c in r["collected"]["curves"].values() for p in c["points"]
             for q in p.get(f"vqa_ft{r['plan']['finetune_steps']}", {}).get("per_qtype", {})}
@@ -652,7 +707,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretraining"))
     parser.add_argument("--work", help="where snapshots and fine-tuned models go (default: OUT/work, not committed)")
     parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups (default: all, in order)")
-    parser.add_argument("--report-only", action="store_true", help="write the report from finished units; run nothing")
+    parser.add_argument("--report-only", action="store_true", help="rewrite OUT's report (JSON, Markdown, figure) "
+                        "from its committed unit ledger; run nothing")
     parser.add_argument("--target", type=float, nargs=2, metavar=("VQA", "VERIFY"),
                         help="target accuracies (default: halfway from the floor to the best pretrained accuracy)")
     parser.add_argument("--jobs", type=int, default=2, help="fine-tunes run this many at a time (pretraining "
@@ -667,11 +723,38 @@ def main(argv=None) -> int:
     groups = list(args.only or GROUPS)
     plan["command"] = "python benchmarks/pretraining_efficiency.py" + (" --smoke" if args.smoke else "")
     started = time.perf_counter()
-    if not args.report_only:
-        execute(groups, plan, out, work, args.jobs, not args.no_progress)
-    write_report(plan, out, args.smoke, dict(zip(TASKS, args.target)) if args.target else None,
-                 time.perf_counter() - started)
+    targets = dict(zip(TASKS, args.target)) if args.target else None
+    if args.report_only:
+        report_only(out, plan, args.smoke, targets)
+        return 0
+    execute(groups, plan, out, work, args.jobs, not args.no_progress)
+    write_report(plan, out, args.smoke, targets, time.perf_counter() - started)
     return 0
+
+
+def report_only(out: Path, plan: dict | None = None, smoke: bool = False, targets: dict | None = None,
+                quiet: bool = False) -> list[Path]:
+    """Rewrite OUT's report from what is committed there, measuring nothing: from the unit ledger
+    (OUT/units), or, for the first round's results (pretraining-prelim, -round1), from their JSON."""
+    import pretraining_first_round as first
+
+    committed = out / "pretraining_efficiency.json"
+    old = json.loads(committed.read_text()) if committed.exists() else None
+    if old is not None and first.is_first_round(old):
+        atomic_write(out / "pretraining_efficiency.md", lambda p: p.write_text(first.markdown(old) + "\n"))
+        first.plot(old, out / "pretraining_efficiency.png")
+        return [out / "pretraining_efficiency.md", out / "pretraining_efficiency.png"]
+    if not (out / "units").is_dir():
+        raise SystemExit(f"--report-only: {out} has no unit ledger (units/) and no first-round JSON to report on")
+    if plan is None:
+        plan = {**(SMOKE if smoke else FULL), "command": "python benchmarks/pretraining_efficiency.py"
+                + (" --smoke" if smoke else "")}
+        if smoke:
+            plan["diagnostics_samples"] = 16
+    # the seconds of the invocation that measured; a report-only run measures nothing
+    seconds = (old or {}).get("seconds_this_invocation", 0.0)
+    write_report(plan, out, smoke, targets, seconds, quiet=quiet)
+    return [out / f"pretraining_efficiency.{ext}" for ext in ("json", "md", "png")]
 
 
 def pending_groups(plan: dict, out: Path) -> list[str]:
@@ -698,7 +781,8 @@ def pending_groups(plan: dict, out: Path) -> list[str]:
     return pending
 
 
-def write_report(plan: dict, out: Path, smoke: bool, targets: dict | None, seconds: float) -> dict:
+def write_report(plan: dict, out: Path, smoke: bool, targets: dict | None, seconds: float,
+                 quiet: bool = False) -> dict:
     collected = collect(plan, out)
     result = {"smoke": smoke, "plan": plan, "collected": collected, "analysis": analyse(plan, collected, targets),
               "pending": pending_groups(plan, out), "seconds_this_invocation": seconds}
@@ -706,7 +790,8 @@ def write_report(plan: dict, out: Path, smoke: bool, targets: dict | None, secon
     atomic_write(out / "pretraining_efficiency.json", lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
     atomic_write(out / "pretraining_efficiency.md", lambda p: p.write_text(markdown(result) + "\n"))
     plot(result, out / "pretraining_efficiency.png")
-    print(markdown(result), flush=True)
+    if not quiet:
+        print(markdown(result), flush=True)
     return result
 
 

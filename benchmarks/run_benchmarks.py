@@ -3,6 +3,7 @@
     python benchmarks/run_benchmarks.py            # about 4 minutes on 2 busy cores (+8 min to export the bundle)
     python benchmarks/run_benchmarks.py --quick    # fewer queries, rounds and processes: about 2.5 minutes
     python benchmarks/run_benchmarks.py --sections staging,anchors   # only these (the rest from the last run)
+    python benchmarks/run_benchmarks.py --report-only   # every report it writes, again from the committed JSON
 
 Sections, each printed with its progress and kept in `--work`/sections/ when done, so that an
 interrupted run resumes where it stopped (`--fresh` measures everything again):
@@ -621,6 +622,33 @@ def plot(s: dict, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def report_only(out: Path) -> list[Path]:
+    """Rewrite every report this benchmark writes into `out` from the JSON beside it: summary.{md,png},
+    host_*.{md,png}, modelled_*.md and the staging/, anchors/ and optimum/ reports. Nothing is measured."""
+    import optimum_int8
+    import phone_anchors
+    import staging_overhead
+
+    from mmedge.bench import report
+
+    made = []
+    for path in sorted([*out.glob("host_*.json"), *out.glob("modelled_*.json")]):
+        result = json.loads(path.read_text())
+        atomic_write(path.with_suffix(".md"), lambda p: p.write_text(report.markdown(result) + "\n"))
+        made.append(path.with_suffix(".md"))
+        if result["kind"] != "modelled":
+            made += report.plots(result, path.with_suffix(""))
+    if (out / "summary.json").exists():
+        summary = json.loads((out / "summary.json").read_text())
+        atomic_write(out / "summary.md", lambda p: p.write_text(markdown(summary) + "\n"))
+        plot(summary, out / "summary.png")
+        made += [out / "summary.md", out / "summary.png"]
+    for folder, module in (("staging", staging_overhead), ("anchors", phone_anchors), ("optimum", optimum_int8)):
+        if any((out / folder).glob("*.json")):
+            made += module.report_only(out / folder)
+    return made
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models" / "vqa-default"))
@@ -639,7 +667,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup-optimum", action="store_true",
                         help="make optimum-onnx's side venv when it is missing (scripts/setup_optimum_venv.sh; "
                              "needs PyPI) so that the optimum section is measured in this run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the Markdown and figures in OUT (summary, host_*, modelled_*, staging/, "
+                             "anchors/, optimum/) from their committed JSON; export and measure nothing")
     args = parser.parse_args(argv)
+    if args.report_only:
+        for path in report_only(Path(args.out)):
+            print(f"wrote {rel(path)}")
+        return 0
     q = args.quick
     samples, repeats = args.samples or (100 if q else 300), args.repeats or (2 if q else 3)
     sq, sr = args.staging_queries or (50 if q else 150), args.staging_rounds or (3 if q else 25)

@@ -1,6 +1,7 @@
 """What the Engine costs on top of bare onnxruntime calls, on the shipped bundle (issue #18).
 
     python benchmarks/staging_overhead.py            # about two minutes; writes benchmarks/results/staging/
+    python benchmarks/staging_overhead.py --report-only   # the Markdown again from the committed JSON
 
 Every variant runs the same test queries, interleaved round by round in one process (one
 onnxruntime thread each), so that the ratios share the machine's state:
@@ -139,14 +140,25 @@ def markdown(r: dict) -> str:
                  tablefmt="github"), ""])
 
 
+def report_only(out: Path) -> list[Path]:
+    """Rewrite OUT/staging_overhead.md from OUT/staging_overhead.json (nothing is measured)."""
+    result = json.loads((out / "staging_overhead.json").read_text())
+    atomic_write(out / "staging_overhead.md", lambda p: p.write_text(markdown(result)))
+    return [out / "staging_overhead.md"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/staging"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite OUT's Markdown from its JSON; measure nothing")
     args = parser.parse_args(argv)
-    result = measure(args.queries, args.rounds)
     out = Path(args.out)
+    if args.report_only:
+        print("wrote " + ", ".join(map(str, report_only(out))))
+        return 0
+    result = measure(args.queries, args.rounds)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "staging_overhead.json", lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
     atomic_write(out / "staging_overhead.md", lambda p: p.write_text(markdown(result)))

@@ -35,6 +35,8 @@ def test_host_bench_result_matches_its_schema_and_reports(tiny_bundle, tmp_path)
                         progress=False)
     result["op_profile"] = onnxruntime_op_profile(tiny_bundle, runs=3)
     assert report.validate(result) == []
+    assert result["queries"] == {"data": "scenes", "split": "test", "n": 6, "chosen_by": "the bundle's labels",
+                                 "out_of_vocabulary": 0}  # a scene-trained bundle: the scenes' test split
     assert set(result["policies"]) == {"full depth, every token", "prefilter only", "exits only", "prefilter + exits"}
     for p in result["policies"].values():
         assert sum(p["exit_histogram"]) == 6 and p["latency"]["n"] == 12
@@ -189,3 +191,116 @@ def test_cli_bench_modelled_without_a_phone(tiny_bundle, tmp_path, monkeypatch, 
     assert "MODELLED" in out and "Cost-model check on this host" in out
     data = json.loads((tmp_path / "pi.json").read_text())
     assert data["kind"] == "modelled" and data["host_check"]["stages"]
+
+
+# ------------------------------------------------------------------ bench --data: the user's own data
+def _relabel(root, split: str) -> None:
+    """Answers the scenes never give: a bundle trained on them has labels other than the scenes'."""
+    path = root / f"{split}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "answer": f"my-{r['answer']}"}) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def own_bundle(tmp_path_factory):
+    """A tiny model trained on a JSON Lines set with its own labels, exported with --data (ONNX fp32)."""
+    import dataset_fixtures as fx
+    from conftest import TINY, TINY_RECIPE
+    from mmedge.export.exporter import export_bundle
+    from mmedge.export.recipe import ExportRecipe
+    from mmedge.train.config import TrainConfig
+    from mmedge.train.trainer import Trainer
+
+    tmp = tmp_path_factory.mktemp("own")
+    root = tmp / "own"
+    for split, n in (("train", 24), ("val", 12), ("test", 12)):
+        fx.make_jsonl(root, n, split)
+        _relabel(root, split)
+    cfg, _ = TrainConfig(**{**TINY, "steps": 2, "eval_every": 2, "checkpoint_every": 2, "eval_samples": 8}
+                         ).for_data(f"jsonl:{root}")
+    Trainer(cfg, tmp / "model", progress=False).fit()
+    recipe = {**TINY_RECIPE, "keep_ratios": [1.0], "targets": ["onnx"], "ort_format": False, "in_graph": False,
+              "data": f"jsonl:{root}"}
+    bundle = export_bundle(tmp / "model", tmp / "own.mmedge", ExportRecipe(**recipe), log=lambda *_: None)
+    return bundle, root
+
+
+@pytest.mark.slow
+def test_cli_bench_defaults_to_the_dataset_the_bundle_was_exported_with(own_bundle, tmp_path, capsys):
+    from mmedge.cli import main
+
+    bundle, root = own_bundle
+    args = ["bench", "--artifact", str(bundle), "--device", "host", "--samples", "5", "--repeats", "1",
+            "--warmup", "1", "--no-profile", "--no-progress"]
+    assert main([*args, "--json", str(tmp_path / "own.json")]) == 0
+    result = json.loads((tmp_path / "own.json").read_text())
+    q = result["queries"]
+    assert {k: q[k] for k in ("data", "split", "n", "chosen_by")} == {"data": "jsonl", "split": "test", "n": 5,
+                                                                      "chosen_by": "the bundle's manifest"}
+    assert q["out_of_vocabulary"] <= 2  # a test answer never seen in training counts wrong, as in eval
+    assert report.validate(result) == [] and result["samples"] == 5
+    assert all(0 <= p["accuracy"] <= 1 for p in result["policies"].values())
+    assert "Queries: 5 from the test split of jsonl (chosen by the bundle's manifest)" in capsys.readouterr().out
+    # --data and --split choose explicitly (the validation split of the same dataset here)
+    assert main([*args, "--data", f"jsonl:{root}", "--split", "val", "--json", str(tmp_path / "val.json")]) == 0
+    q = json.loads((tmp_path / "val.json").read_text())["queries"]
+    assert (q["split"], q["chosen_by"]) == ("val", "--data")
+
+
+@pytest.mark.slow
+def test_cli_bench_refuses_queries_whose_answers_are_not_the_bundles_labels(own_bundle, tmp_path, capsys):
+    import dataset_fixtures as fx
+    from mmedge.cli import main
+
+    bundle, _ = own_bundle
+    args = ["bench", "--artifact", str(bundle), "--device", "host", "--samples", "4", "--no-profile", "--no-progress"]
+    # the scenes for a bundle trained on other labels: refused, not an IndexError or a wrong accuracy
+    assert main([*args, "--data", "scenes"]) == 2
+    err = capsys.readouterr().err
+    assert "mmedge bench: error: the bundle's" in err and "are not the scenes' vqa labels" in err
+    assert "Traceback" not in err
+    # another dataset whose answers the bundle never learnt
+    other = fx.make_jsonl(tmp_path / "other", 8, "test")
+    assert main([*args, "--data", f"jsonl:{other}"]) == 2
+    err = capsys.readouterr().err
+    assert "4 of 4 jsonl test answers" in err and "are not among the bundle's" in err
+    # --data has no meaning for a phone or a modelled profile: refused, not ignored
+    assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--modelled", "--data", "scenes"]) == 2
+    assert "apply to --device host" in capsys.readouterr().err
+
+
+def test_bench_queries_follow_the_manifest_and_the_labels(tmp_path):
+    """Which data a bench draws from, on manifests alone (no bundle runs)."""
+    from mmedge.bench.queries import LabelMismatchError, draw_queries
+    from mmedge.data.tasks import LABELS
+    from mmedge.errors import DatasetError
+
+    scenes = {"task": "verify", "labels": list(LABELS["verify"]), "preprocessing": {"image_size": 48},
+              "export": {"recipe": {"data": "scenes"}}}
+    q = draw_queries(scenes, 3)
+    assert (q.data, q.split, q.chosen_by, len(q.samples)) == ("scenes", "test", "the bundle's labels", 3)
+    own = {**scenes, "labels": ["no", "yes"]}  # the labels of another dataset, recorded as the scenes
+    with pytest.raises(LabelMismatchError, match=r"are not the scenes' verify labels .* pass --data NAME:ROOT"):
+        draw_queries(own, 3)
+    wider = {**scenes, "labels": ["maybe", *reversed(LABELS["verify"])]}  # every scene answer among them
+    assert draw_queries(wider, 3).data == "scenes"
+    from mmedge.bench.queries import check_scene_labels
+
+    with pytest.raises(LabelMismatchError, match="in that order"):  # what a runner comparing indices needs
+        check_scene_labels(wider, "", exact=True)
+    # a scene-labelled bundle on a user's set of scene-like answers: the labels fit, out-of-vocabulary counted
+    import dataset_fixtures as fx
+
+    root = fx.make_jsonl(tmp_path / "own", 6, "test")
+    _relabel(root, "test")
+    rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()]
+    (root / "test.jsonl").write_text("".join(json.dumps({**r, "answer": r["answer"].removeprefix("my-") if i else
+                                                         "never-a-label"}) + "\n" for i, r in enumerate(rows)))
+    vqa = {**scenes, "task": "vqa", "labels": list(LABELS["vqa"])}
+    q = draw_queries(vqa, 6, f"jsonl:{root}")
+    assert (q.data, q.split, q.chosen_by, q.out_of_vocabulary) == ("jsonl", "test", "--data", 1)
+    assert [s.answer for s in q.samples][0] == "never-a-label" and q.samples[0].label == -1
+    gone = {**own, "export": {"recipe": {"data": f"jsonl:{tmp_path / 'moved'}"}}}
+    with pytest.raises(DatasetError, match=r"exported with --data jsonl:.*moved \(its manifest records it\).*"
+                                           r"pass --data NAME:ROOT"):
+        draw_queries(gone, 3)

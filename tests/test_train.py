@@ -124,3 +124,52 @@ def test_init_from_copies_the_encoder_but_not_the_exits(tiny_model_dir):
     assert model.exit_heads[0].classifier.weight.shape[0] == 2  # verify's labels, freshly initialised
     same_task = build_model(TrainConfig(**{**TINY, "seed": 5}), default_tokenizer(), init_from=tiny_model_dir)
     assert torch.equal(same_task.exit_heads[1].classifier.weight, source.exit_heads[1].classifier.weight)
+
+
+def test_data_switches_the_scenes_only_options_off():
+    """for_data (what `mmedge train --data` does) switches every scenes-only option off and names it;
+    a config that names a real dataset itself and sets one is refused, with what to do."""
+    from mmedge.train.config import SCENES_ONLY
+
+    scenes = TrainConfig(**{**TINY, "qtype_weights": {"spatial": 3.0}, "train_relations": ["left"]})
+    cfg, off = scenes.for_data("jsonl:/data/mine")
+    assert cfg.data == "jsonl:/data/mine" and all(getattr(cfg, k) == v for k, v in SCENES_ONLY.items())
+    assert [o.split(" ")[0] for o in off] == ["token_loss_weight", "ground_loss_weight", "qtype_weights",
+                                              "train_relations"]
+    assert 'qtype_weights (was {"spatial": 3.0})' in off
+    assert cfg.lr == scenes.lr and cfg.model == scenes.model  # nothing else changes
+    assert scenes.for_data("scenes") == (TrainConfig(**{**scenes.to_dict(), "data": "scenes"}), [])
+    assert TrainConfig().for_data("jsonl:/data/mine")[1] == []  # the defaults have nothing on
+    with pytest.raises(ConfigError, match=r"qtype_weights is scenes-only .* names data 'jsonl:/d' itself: set "
+                                          r"qtype_weights to null, or take 'data' out of the config"):
+        TrainConfig(data="jsonl:/d", qtype_weights={"spatial": 3.0})
+    with pytest.raises(ConfigError, match="token_loss_weight, ground_loss_weight are scenes-only"):
+        TrainConfig(**{**TINY, "data": "jsonl:/d"})
+
+
+@pytest.mark.slow
+def test_cli_data_switches_them_off_with_a_note_and_refuses_an_explicit_one(tmp_path, tiny_config, capsys):
+    import dataset_fixtures as fx
+    from mmedge.cli import main
+
+    root = fx.make_jsonl(tmp_path / "own", n=16, split="train")
+    fx.make_jsonl(root, n=8, split="val")
+    args = ["train", "--config", str(tiny_config), "--data", f"jsonl:{root}", "--steps", "2", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --data jsonl: switched off the scenes-only option(s) token_loss_weight (was 0.5), "
+                     "ground_loss_weight (was 0.5): they need the generated scenes"]
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["token_loss_weight"] == saved["ground_loss_weight"] == 0.0 and saved["data"] == f"jsonl:{root}"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["ground_bins"] == 0  # no grounding head
+    # resuming with the same command gives the same config (switched off the same way)
+    assert main([*args, "--out", str(tmp_path / "run"), "--resume"]) == 0
+    # a config that names the dataset itself and sets a scenes-only option is refused, not switched
+    explicit = tmp_path / "explicit.json"
+    explicit.write_text(json.dumps({**TINY, "data": f"jsonl:{root}"}))
+    capsys.readouterr()
+    assert main(["train", "--config", str(explicit), "--out", str(tmp_path / "no"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "token_loss_weight, ground_loss_weight are scenes-only" in err and "pass --data NAME:ROOT" in err
+    assert not (tmp_path / "no").exists()

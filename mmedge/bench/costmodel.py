@@ -23,6 +23,7 @@ import numpy as np
 
 from mmedge.errors import ConfigError
 from mmedge.runtime.backends.base import require
+from mmedge.runtime.backends.quiet import quiet_session_options
 
 MATMUL_OPS = {"MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}
 
@@ -262,7 +263,7 @@ def _time_session(sess, feeds, runs: int = 200) -> float:
 
 def _session(model, threads: int):
     ort = require("onnxruntime", "pip install onnxruntime")
-    opts = ort.SessionOptions()
+    opts = quiet_session_options(ort.SessionOptions())
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # time the ops as written
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -324,7 +325,7 @@ def check_host(bundle: str | Path, threads: int = 1, precision: str = "fp32") ->
     for stage, entry in art["stages"].items():
         if stage not in manifest["stages"]:  # the text-only stages of modality pruning: not on the main path
             continue
-        opts = ort.SessionOptions()
+        opts = quiet_session_options(ort.SessionOptions())
         opts.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(bundle / entry["file"]), opts, providers=["CPUExecutionProvider"])
         measured = _time_session(sess, _feeds(manifest, stage)) * 1e3

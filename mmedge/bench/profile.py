@@ -10,6 +10,7 @@ import numpy as np
 
 from mmedge.bundle.manifest import load_manifest
 from mmedge.runtime.backends.base import require
+from mmedge.runtime.backends.quiet import quiet_session_options
 
 
 def _feeds(manifest: dict, stage: str) -> dict[str, np.ndarray]:
@@ -41,7 +42,7 @@ def onnxruntime_op_profile(bundle: str | Path, precision: str = "fp32", keep_rat
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for stage in stages:
-            opts = ort.SessionOptions()
+            opts = quiet_session_options(ort.SessionOptions())
             opts.enable_profiling = True
             opts.profile_file_prefix = str(Path(tmp) / stage)
             if threads:

@@ -44,6 +44,11 @@ def markdown(result: dict) -> str:
               + ", ".join(f"{k} {v}" for k, v in m.get("libraries", {}).items()) + ".", "",
               f"Load (with SHA-256 checks) {result['load_ms']:.1f} ms, first inference {result['first_inference_ms']:.2f} ms, "
               f"peak RSS {result['peak_rss_mb']:.0f} MB.", ""]
+    q = result.get("queries")
+    if q:
+        lines += [f"Queries: {q['n']} from the {q['split']} split of {q['data']} (chosen by {q['chosen_by']})"
+                  + (f"; {q['out_of_vocabulary']} answers outside the bundle's labels, counted wrong"
+                     if q["out_of_vocabulary"] else "") + ".", ""]
     rows = []
     for name, p in result["policies"].items():
         lat = p["latency"]

@@ -100,9 +100,12 @@ def _onnx(model: CaptionModel, specs: list[GraphSpec], root: Path, int8: bool, l
 
 
 def _executorch(model: CaptionModel, specs: list[GraphSpec], root: Path, log) -> list[dict]:
-    require("executorch", "pip install executorch==1.5.1")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from mmedge.runtime.backends.quiet import library_imports
+
+    with library_imports():  # torchao's "Failed to load" kernels, torch's _pytree notice, ExperimentalWarning
+        require("executorch", "pip install executorch==1.5.1")
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
 
     log(f"  executorch: lowering {len(specs)} methods to XNNPACK (fp32)")
     try:

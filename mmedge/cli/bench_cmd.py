@@ -10,12 +10,17 @@ DEVICES = ("host", "pixel", "pixel-7", "pixel-8", "galaxy-s23", "iphone-15", "ra
 EPILOG = """examples:
   mmedge bench --artifact runs/demo/vqa-default.mmedge --device host --json runs/bench/host.json
   mmedge bench --artifact runs/demo/vqa-default.mmedge --device host --backend executorch --precision int8
+  mmedge bench --artifact runs/mine/mine.mmedge --device host --data jsonl:/data/mine   # your own data
   mmedge bench --artifact runs/demo/vqa-default.mmedge --device pixel        # adb if a phone is attached, else MODELLED
   mmedge bench --artifact runs/demo/vqa-default.mmedge --device pixel --modelled
 
---device host measures here. A phone profile runs on an attached phone through adb when one is
-there (android_demo/BENCHMARK.md is the contract); otherwise it is a per-operator cost-model
-estimate, labelled "modelled", with the model's error measured on this host.
+--device host measures here, on test queries of the data the bundle answers about: --data when
+given, else the dataset the bundle was exported with (its manifest records `mmedge export --data`),
+else the generated scenes, only when the scenes' answers are among the bundle's labels. A bundle whose
+labels are not the queries' answers is refused before anything runs (accuracy on other data would
+mean nothing). A phone profile runs on an attached phone through adb when one is there
+(android_demo/BENCHMARK.md is the contract; the app runs the scene queries it ships); otherwise it is
+a per-operator cost-model estimate, labelled "modelled", with the model's error measured on this host.
 """
 
 
@@ -27,6 +32,10 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="onnxruntime | executorch | auto (default)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
     p.add_argument("--threads", type=positive, default=1, help="runtime threads (default 1)")
+    p.add_argument("--data", help="--device host: the queries' data, scenes or NAME:ROOT (vqa2, gqa, nlvr2, jsonl; "
+                   "as `mmedge eval --data`); default: the dataset the bundle's manifest records, else the scenes")
+    p.add_argument("--split", help="--device host: the split queried (default: test; a real dataset without a "
+                   "test split with answers: its validation split)")
     p.add_argument("--samples", type=positive, help="test queries per policy (default 200; a captioning bundle: "
                    "100 images)")
     p.add_argument("--repeats", type=positive, default=3, help="passes over the queries (default 3)")
@@ -45,6 +54,10 @@ def run_caption(args: argparse.Namespace) -> int:
     from mmedge.caption.bench import bench_captions, markdown, write
     from mmedge.errors import ConfigError
 
+    given = [flag for flag, value in (("--data", args.data), ("--split", args.split)) if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: a captioning bundle benches on the scenes' test captions; leave "
+                          "them out", "arguments")
     if args.device != "host":
         raise ConfigError("captioning bundles bench on this host only for now (--device host): the phone cost "
                           "model and the adb runner cover the classifiers' stage graphs", "arguments")
@@ -69,12 +82,18 @@ def run(args: argparse.Namespace) -> int:
         from mmedge.bench.host import bench_host
 
         result = bench_host(args.artifact, args.backend, args.precision, args.threads, args.samples, args.repeats,
-                            args.warmup, progress=not args.no_progress)
+                            args.warmup, progress=not args.no_progress, data=args.data, split=args.split)
         if result["backend"] == "onnxruntime" and not args.no_profile:
             from mmedge.bench.profile import onnxruntime_op_profile
 
             result["op_profile"] = onnxruntime_op_profile(args.artifact, args.precision, threads=args.threads)
     else:
+        from mmedge.errors import ConfigError
+
+        given = [flag for flag, value in (("--data", args.data), ("--split", args.split)) if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to --device host: a phone runs the scene queries its app "
+                              "ships and a modelled profile runs none", "arguments")
         result = _phone(args)
     print(report.markdown(result))
     if args.json:
@@ -94,6 +113,12 @@ def _phone(args) -> dict:
         except (MissingDependencyError, adb.DeviceError) as exc:
             print(f"no phone through adb ({exc}); the figures below are MODELLED")
         else:
+            from mmedge.bench.queries import check_scene_labels
+            from mmedge.bundle.manifest import load_manifest
+
+            check_scene_labels(load_manifest(args.artifact), "the app's benchmark queries are the scenes'; measure "
+                               "this bundle with --device host --data NAME:ROOT, or --modelled for its latency",
+                               exact=True)
             backend = "executorch" if args.backend == "auto" else args.backend
             return adb.bench_device(args.artifact, serial, backend, args.precision, args.threads,
                                     args.samples * args.repeats, args.warmup, "all", args.cooldown, args.cpu_affinity)

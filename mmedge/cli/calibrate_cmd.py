@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
                    help="sigmas of the upper limit on the drop, >= 0 (default 1.645)")
     p.add_argument("--data-seed", type=non_negative, default=0)
     p.add_argument("--data", default="scenes", help="scenes (default) or NAME:ROOT: calibrate on a real dataset's "
-                   "validation split (README, Real data; a captioning bundle: coco or cc)")
+                   "validation split (docs/guides/data.md; a captioning bundle: coco or cc)")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to re-sign the manifest with (see `mmedge sign`)")
     p.add_argument("--dry-run", action="store_true", help="print the table, leave the manifest as it is")
     p.add_argument("--no-progress", action="store_true")

@@ -1,4 +1,5 @@
-"""mmedge eval: accuracy per exit, question type and keep ratio; accuracy against FLOPs."""
+"""mmedge eval: accuracy per exit, question type and keep ratio on the scenes or a real dataset
+(--data NAME:ROOT, scored with its own metric); accuracy against FLOPs."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ EPILOG = """examples:
   mmedge eval --model models/vqa-default --split test
   mmedge eval --model models/vqa-default --split compositional --limit 500 --json comp.json
   mmedge eval --model runs/vqa2 --data vqa2:/data/vqa2 --split val     # the official soft accuracy
+  mmedge eval --model runs/mine --data jsonl:/data/mine --split test   # your own data: accuracy per "type"
 """
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a model on a grounded-scenes split",
+    p = sub.add_parser("eval", help="evaluate a model on the scenes or on a real dataset (--data NAME:ROOT)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model directory (config.json, model.safetensors, tokenizer.json)")
     p.add_argument("--split", help="scenes: val, test (default) or compositional; a real dataset: its split "

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from mmedge.cli._checks import config_file, writable_dir
 
 EPILOG = """examples:
-  mmedge train --task vqa --config models/vqa-default/train_config.json --out runs/vqa
+  mmedge train --task vqa --config models/configs/vqa-default.json --out runs/vqa
   mmedge train --task vqa --config cfg.json --out runs/vqa --resume      # continue after a stop
   torchrun --nproc_per_node 2 -m mmedge train --task verify --config cfg.json --out runs/verify
-  mmedge train --task vqa --data vqa2:/data/vqa2 --config cfg.json --out runs/vqa2   # a real dataset
+  mmedge train --task vqa --data jsonl:/data/mine --out runs/mine              # your own data
+  mmedge train --task vqa --data vqa2:/data/vqa2 --config models/configs/vqa-default.json --out runs/vqa2
   mmedge train --task verify --data nlvr2:/data/nlvr2 --out runs/nlvr2
   mmedge train --task caption --config models/configs/caption-default.json --out runs/caption   # captioning
+
+--data NAME:ROOT switches the config's scenes-only options off (token_loss_weight, ground_loss_weight,
+ground_size, qtype_weights, train_relations: they need the generated scenes) and says so in one line;
+a config that names a real dataset in its own "data" field and sets one of them is refused.
 """
 
 
@@ -26,7 +32,8 @@ def add_parser(sub) -> None:
                    help="output directory: model, metrics.jsonl, checkpoint/")
     p.add_argument("--steps", type=int, help="override the config's number of steps")
     p.add_argument("--data", help="scenes (default: the generated scenes) or NAME:ROOT, NAME one of vqa2, gqa, "
-                   "nlvr2, coco, cc, jsonl (the README's Real data section gives each folder layout)")
+                   "nlvr2, coco, cc, jsonl (docs/guides/data.md gives each folder layout); NAME:ROOT switches the "
+                   "config's scenes-only options off")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--force", action="store_true", help="start over even if OUT holds a run")
     p.add_argument("--init-from", help="initialise from a model directory: matching weights are copied, exit "
@@ -70,9 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from mmedge.train.trainer import Trainer
 
     cfg = TrainConfig.load(config_file(args.config, "training config")) if args.config else TrainConfig()
-    overrides = {k: v for k, v in (("task", args.task), ("steps", args.steps), ("data", args.data)) if v is not None}
+    overrides = {k: v for k, v in (("task", args.task), ("steps", args.steps)) if v is not None}
     if overrides:
         cfg = TrainConfig(**{**cfg.to_dict(), **overrides})
+    if args.data is not None:
+        cfg, switched_off = cfg.for_data(args.data)
+        if switched_off and os.environ.get("RANK", "0") == "0":  # once under torchrun
+            print(f"note: --data {args.data.split(':')[0]}: switched off the scenes-only option(s) "
+                  f"{', '.join(switched_off)}: they need the generated scenes", flush=True)
     trainer = Trainer(cfg, args.out, resume=args.resume, force=args.force, init_from=args.init_from,
                       progress=not args.no_progress)
     result = trainer.fit()

@@ -17,6 +17,7 @@ from mmedge.export.recipe import ExportRecipe
 from mmedge.export.stages import StageSpec, example_inputs, stage_module
 from mmedge.export.tooling import export_failure, quiet, require
 from mmedge.models.model import AdaptiveVLModel
+from mmedge.runtime.backends.quiet import library_imports
 
 INSTALL = "pip install executorch==1.5.1"
 
@@ -29,8 +30,9 @@ def _exported(model: AdaptiveVLModel, spec: StageSpec, calibration: list[tuple] 
             program = torch.export.export(module, inputs, strict=False)
             if calibration is None:
                 return program
-            pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "pip install torchao")
-            xq = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", INSTALL)
+            with library_imports():
+                pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "pip install torchao")
+                xq = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", INSTALL)
             quantizer = xq.XNNPACKQuantizer().set_global(
                 xq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
             prepared = pt2e.prepare_pt2e(program.module(), quantizer)
@@ -45,9 +47,10 @@ def _exported(model: AdaptiveVLModel, spec: StageSpec, calibration: list[tuple] 
 def build_program(model: AdaptiveVLModel, specs: list[StageSpec], calibration: dict[str, list[tuple]] | None,
                   constants: dict) -> bytes:
     """Lower every stage into one multi-method program; returns the .pte bytes."""
-    require("executorch", INSTALL)
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    with library_imports():  # torchao's "Failed to load" kernels, torch's _pytree notice, ExperimentalWarning
+        require("executorch", INSTALL)
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
 
     programs = {s.name: _exported(model, s, None if calibration is None else calibration[s.name]) for s in specs}
     try:

@@ -73,7 +73,10 @@ def check_against_staged(path: Path, staged_chains: list[list[dict]], feeds: lis
     from mmedge.export.parity import exit_taken
 
     ort = require("onnxruntime", "pip install onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from mmedge.runtime.backends.quiet import quiet_session_options
+
+    session = ort.InferenceSession(str(path), quiet_session_options(ort.SessionOptions()),
+                                   providers=["CPUExecutionProvider"])
     same_exit, total, err = 0, 0, 0.0
     for feed, chain in zip(feeds, staged_chains):
         for thr in thresholds:

@@ -16,6 +16,7 @@ from mmedge.export.recipe import ExportRecipe
 from mmedge.export.stages import StageSpec, example_inputs, stage_module
 from mmedge.export.tooling import export_failure, quiet, require
 from mmedge.models.model import AdaptiveVLModel
+from mmedge.runtime.backends.quiet import onnxruntime_logs
 
 INSTALL = "pip install onnx onnxruntime onnxscript"
 
@@ -72,7 +73,7 @@ def mobile_usability(path: Path) -> dict:
     handler = Collect()
     logger.addHandler(handler)
     try:
-        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()), onnxruntime_logs():
             may_use_eps = usability.analyze_model(path, skip_optimize=False, logger=logger)
     finally:
         logger.removeHandler(handler)

@@ -27,14 +27,19 @@ def require(module: str, install: str):
 
 @contextlib.contextmanager
 def quiet():
-    """Silence the exporters' warnings, progress bars and INFO logs (errors still raise)."""
-    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "coremltools", "executorch", "onnxscript", "root")]
+    """Silence the exporters' warnings, progress bars and INFO logs, and the warnings of the
+    onnxruntime sessions their tools make (the ORT-format converter, the quantizer); errors still
+    raise (mmedge.runtime.backends.quiet says which library speaks where)."""
+    from mmedge.runtime.backends.quiet import IMPORT_LOGGERS, ONNXRUNTIME_TOOL_LOGGERS, onnxruntime_logs
+
+    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "coremltools", "executorch", "onnxscript", "root",
+                                              *IMPORT_LOGGERS, *ONNXRUNTIME_TOOL_LOGGERS)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+                contextlib.redirect_stderr(io.StringIO()), onnxruntime_logs():
             warnings.simplefilter("ignore")
             yield
     finally:

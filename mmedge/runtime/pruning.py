@@ -4,7 +4,7 @@ a signal read off that stage's output says the image is no longer needed. Pure n
 The signal is computed from what every stage already outputs (``hidden`` and stage 0's
 ``attention_mask``), so the stage graphs are the same as without pruning:
 
-- ``visual_text_norm_ratio`` (the default, chosen by measurement on the shipped model: see the README):
+- ``visual_text_norm_ratio`` (the default, chosen by measurement on the shipped model: see docs/studies/probing.md):
   the mean L2 norm of the visual tokens' hidden states divided by the mean L2 norm of the real text
   tokens' (the text mask picks them; [CLS] excluded), i.e. ``activation.visual / activation.text`` of
   ``mmedge probe`` for one input;

@@ -14,6 +14,17 @@ from mmedge.models.config import ModelConfig, from_dict, read_json
 # ModelConfig fields a training config may set (labels and vocab come from the task/tokenizer).
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"labels", "vocab_size", "task", "version"}
 
+# Options that only the generated scenes can serve, with the value that switches each off: the
+# auxiliary losses read the scenes' object maps, the weights and curriculum name their question
+# types and relations. With a real dataset (data NAME:ROOT) they must be off.
+SCENES_ONLY: dict[str, object] = {
+    "token_loss_weight": 0.0,   # tags visual tokens with the scene object's class
+    "ground_loss_weight": 0.0,  # points referring phrases at the scene object's grid cell
+    "ground_size": False,       # grounding also predicts the scene object's size
+    "qtype_weights": None,      # odds of the scenes' question types
+    "train_relations": None,    # the scenes' spatial relations asked
+}
+
 
 @dataclass
 class TrainConfig:
@@ -63,7 +74,15 @@ class TrainConfig:
                 p.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not self.train_keep_ratios or any(not 0 < r <= 1 for r in self.train_keep_ratios):
             p.append(f"train_keep_ratios {self.train_keep_ratios} must be in (0, 1]")
-        if self.qtype_weights is not None and self.task in TASKS:
+        if self.data != "scenes":
+            on = [name for name, off in SCENES_ONLY.items() if getattr(self, name) != off]
+            if on:
+                p.append(f"{', '.join(on)} {'is' if len(on) == 1 else 'are'} scenes-only (the generated scenes' object "
+                         f"maps, question types or relations) and this config names data {self.data!r} itself: set "
+                         + ", ".join(f"{n} to {json.dumps(SCENES_ONLY[n])}" for n in on)
+                         + ", or take 'data' out of the config and pass --data NAME:ROOT, which switches them off "
+                         "(TrainConfig.for_data in Python)")
+        elif self.qtype_weights is not None and self.task in TASKS:
             try:
                 check_qtype_weights(self.task, self.qtype_weights)
             except ConfigError as exc:
@@ -75,9 +94,6 @@ class TrainConfig:
                 check_relations(self.train_relations)
             except ConfigError as exc:
                 p.extend(exc.problems)
-        if self.data != "scenes" and (self.token_loss_weight > 0 or self.ground_loss_weight > 0):
-            p.append("token_loss_weight and ground_loss_weight need the generated scenes' object maps; "
-                     "set both to 0 with --data NAME:ROOT")
         if self.answer_vocab_size < 1:
             p.append("answer_vocab_size must be at least 1")
         if self.text_vocab not in ("wordpiece", "word"):
@@ -88,6 +104,20 @@ class TrainConfig:
             p.append(f"model.{key} is not a model field (known: {', '.join(sorted(_MODEL_FIELDS))})")
         if p:
             raise ConfigError(p, "training config")
+
+    def for_data(self, data: str) -> tuple["TrainConfig", list[str]]:
+        """This config on `data` (what `mmedge train --data` does): with a real dataset (NAME:ROOT)
+        every scenes-only option is switched off. Returns the new config and the options switched
+        off, each as 'name (was value)'; a config that names a real dataset itself and sets one is
+        refused (TrainConfig checks), not switched."""
+        changes: dict = {"data": data}
+        off = []
+        if data != "scenes":
+            for name, value in SCENES_ONLY.items():
+                if getattr(self, name) != value:
+                    changes[name] = value
+                    off.append(f"{name} (was {json.dumps(getattr(self, name))})")
+        return TrainConfig(**{**self.to_dict(), **changes}), off
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

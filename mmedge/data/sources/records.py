@@ -116,7 +116,7 @@ def _annotation(path: Path, root: Path | None) -> BinaryIO:
     try:
         return open_inside(path, root if root is not None else path.parent)
     except FileNotFoundError as exc:
-        raise DatasetError(f"annotation file not found: {path} (see the README's dataset section for the "
+        raise DatasetError(f"annotation file not found: {path} (see docs/guides/data.md for the "
                            f"layout)") from exc
     except OSError as exc:
         raise DatasetError(f"annotation file {path} cannot be read ({exc.strerror or exc}); check its "

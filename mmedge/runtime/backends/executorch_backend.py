@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.runtime.backends.base import require
+from mmedge.runtime.backends.quiet import library_imports, native_stderr
 
 INSTALL = "pip install executorch"
 
@@ -25,7 +26,8 @@ class ExecuTorchSession:
     backend = "executorch"
 
     def __init__(self, program_file: Path, methods: dict[str, str], threads: int | None = None) -> None:
-        runtime_mod = require("executorch.runtime", INSTALL)
+        with library_imports():  # torchao's and torch's import-time notices
+            runtime_mod = require("executorch.runtime", INSTALL)
         self._torch = require("torch", "pip install torch")
         if threads:
             self._torch.set_num_threads(threads)
@@ -46,7 +48,8 @@ class ExecuTorchSession:
         with self._lock:
             method = self._methods.get(stage)
             if method is None:
-                method = self._methods[stage] = self._program.load_method(self._method_names[stage])
+                with native_stderr():  # the first method makes the thread pool: cpuinfo's lines on fd 2
+                    method = self._methods[stage] = self._program.load_method(self._method_names[stage])
                 _loaded["methods"] += 1
             inputs = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
             values = [v.numpy().copy() for v in method.execute(inputs)]
@@ -68,15 +71,19 @@ def set_executorch_threads(threads: int, missing_ok: bool = False) -> int | None
     from mmedge.errors import BackendUnavailableError
 
     try:
-        bindings = require("executorch.extension.pybindings.portable_lib", INSTALL)
+        with library_imports():
+            bindings = require("executorch.extension.pybindings.portable_lib", INSTALL)
     except ImportError:
         if missing_ok:
             return None
         raise
     reset = getattr(bindings, "_unsafe_reset_threadpool", None)
     count = getattr(bindings, "_threadpool_get_thread_count", None)
-    if count is not None and count() == threads:
-        return threads
+    if count is not None:
+        with native_stderr():  # reading the size makes the pool: cpuinfo's lines on fd 2
+            current = count()
+        if current == threads:
+            return threads
     if reset is None or count is None:
         raise BackendUnavailableError(
             "this executorch cannot set its thread count; install executorch==1.5.1, "
@@ -87,7 +94,8 @@ def set_executorch_threads(threads: int, missing_ok: bool = False) -> int | None
             f"ran ExecuTorch on {count()} thread(s); resizing the pool now would crash it. Load with "
             f"threads={count()} or threads=None, or call set_executorch_threads({threads}) "
             "(mmedge.runtime.backends.executorch_backend) before the first ExecuTorch bundle runs")
-    reset(threads)
+    with native_stderr():  # "Resetting threadpool to N threads." on fd 2
+        reset(threads)
     return count()
 
 

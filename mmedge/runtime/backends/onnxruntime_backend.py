@@ -15,8 +15,10 @@ class OnnxRuntimeSession:
     backend = "onnxruntime"
 
     def __init__(self, files: dict[str, Path], threads: int | None = None) -> None:
+        from mmedge.runtime.backends.quiet import quiet_session_options
+
         ort = require("onnxruntime", INSTALL)
-        options = ort.SessionOptions()
+        options = quiet_session_options(ort.SessionOptions())  # errors only: no "Removing initializer" lines
         # int8 bundles store convolution weights int8 behind DequantizeLinear (mmedge.export.onnx_target
         # store_conv_weights_int8): let onnxruntime fold them into fp32 weights once, at load, instead of
         # dequantizing on every call (its default keeps DequantizeLinear for QDQ fusion; these graphs have none)
