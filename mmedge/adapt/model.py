@@ -206,13 +206,29 @@ class ConfidenceHead(nn.Module):
         return torch.sigmoid(self.mlp(x)).squeeze(-1)
 
 
+class PrefilterNorm(nn.Module):
+    """The prefilter's LayerNorm (the same parameters and function as ``nn.LayerNorm``), deliberately not
+    an ``nn.LayerNorm``: mmedge.export.delegable rewrites those into XNNPACK operators, and a delegated
+    norm ahead of the top-k puts the scorer and the layers after the gather into one XNNPACK partition
+    with the top-k (not delegated) between them, a dependency cycle that stops the lowering. Left as
+    ``aten.layer_norm`` it runs in ExecuTorch's portable kernels and cuts the partition there."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.normalized_shape, self.eps = tuple(norm.normalized_shape), norm.eps
+        self.weight, self.bias = norm.weight, norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
 class TextPrefilter(nn.Module):
     """Scores each visual token against the pooled text (mmedge's VisualPrefilter) after a LayerNorm
     initialised from the encoder's own (the residual stream of a pretrained model is not unit-scaled)."""
 
     def __init__(self, norm: nn.LayerNorm, hidden: int) -> None:
         super().__init__()
-        self.norm = norm
+        self.norm = PrefilterNorm(norm)
         self.scorer = VisualPrefilter(norm.normalized_shape[0], hidden)
 
     def forward(self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
@@ -233,6 +249,8 @@ class Pruned:
 
 class AdaptedModel(nn.Module):
     """A family's backbone with exits, confidences and the prefilter (module docstring)."""
+
+    is_adapted = True  # mmedge.export.stages.is_adapted: take the stages from mmedge.adapt.stages
 
     def __init__(self, backbone: Backbone, cfg: AdaptConfig) -> None:
         super().__init__()

@@ -194,7 +194,19 @@ class BertWordPiece:
         """Read the vocabulary and normaliser flags of a BERT ``tokenizer.json`` (what
         ``BertTokenizer.save_pretrained`` writes); anything else is a CheckpointError."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls.from_tokenizer_data(json.loads(Path(path).read_text(encoding="utf-8")), max_length)
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"tokenizer file not found: {path}") from exc
+        except (json.JSONDecodeError, OSError) as exc:
+            raise CheckpointError(f"{path}: {str(exc)[:300]}") from exc
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def from_tokenizer_data(cls, data, max_length: int) -> "BertWordPiece":
+        """The same from a parsed ``tokenizer.json`` (a bundle's, read as untrusted input); anything
+        other than a BERT WordPiece tokenizer is a CheckpointError."""
+        try:
             model, norm = data["model"], data.get("normalizer") or {}
             pre = (data.get("pre_tokenizer") or {}).get("type")
             if model.get("type") != "WordPiece" or norm.get("type") != "BertNormalizer" or pre != "BertPreTokenizer":
@@ -208,7 +220,5 @@ class BertWordPiece:
                        continuing_subword_prefix=model.get("continuing_subword_prefix", "##"),
                        max_input_chars_per_word=int(model.get("max_input_chars_per_word", 100)),
                        unk_token=model.get("unk_token", "[UNK]"), special_tokens=specials)
-        except FileNotFoundError as exc:
-            raise CheckpointError(f"tokenizer file not found: {path}") from exc
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{path}: {str(exc)[:300]}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(str(exc)[:300]) from exc

@@ -195,8 +195,12 @@ class ViltPreprocessor:
         """One image (path, PIL image or array) -> float32 (3, S, S)."""
         from PIL import Image
 
-        from mmedge.data.preprocess import load_image
+        from mmedge.data.preprocess import load_image, preprocess_stretched
 
+        if self.resample == 3:  # bicubic: the one code path the bundle's runtimes repeat
+            return preprocess_stretched(image, self.image_size, self.rescale_factor if self.do_rescale else 1.0,
+                                        self.image_mean if self.do_normalize else (0.0,) * 3,
+                                        self.image_std if self.do_normalize else (1.0,) * 3)
         img = load_image(image)
         if img.size != (self.image_size, self.image_size):
             img = img.resize((self.image_size, self.image_size), Image.Resampling(self.resample))

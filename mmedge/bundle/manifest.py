@@ -39,6 +39,7 @@ STAGE0_INPUTS = ("pixel_values", "input_ids", "text_mask")
 LATER_INPUTS = ("hidden_in", "attention_mask")
 STAGE0_OUTPUTS = ("hidden", "logits", "confidence", "attention_mask", "kept_index")
 LATER_OUTPUTS = ("hidden", "logits", "confidence")
+ADAPTED_RESIZE, BERT_WORDPIECE = "pillow-bicubic", "bert-wordpiece"  # adapted encoders (bundle-format.md)
 CLASSIFIER, CAPTION = "classifier", "caption"   # bundle kinds: no `kind` key, or "kind": "caption"
 CODES = ("manifest-missing", "manifest-not-regular", "manifest-too-large", "json", "schema-version", "schema",
          "inconsistent", "path", "unlisted", "file-missing", "file-not-regular", "size-mismatch", "hash-mismatch",
@@ -474,9 +475,14 @@ def _fixed_rules_problems(m: dict) -> list[str]:
     from mmedge.data.tokenizer import _SPLIT
 
     pre, tok = m["preprocessing"], m["tokenizer"]
-    fixed = {"preprocessing.scale": (pre["scale"], 1 / 255), "preprocessing.mean": (pre["mean"], [MEAN] * 3),
-             "preprocessing.std": (pre["std"], [STD] * 3), "preprocessing.pad_color": (pre["pad_color"], list(BACKGROUND)),
-             "tokenizer.lowercase": (tok["lowercase"], True), "tokenizer.split_regex": (tok["split_regex"], _SPLIT.pattern)}
+    fixed = {}
+    if pre["resize"] != ADAPTED_RESIZE:  # an adapted encoder's states its own scale, mean and std
+        fixed.update({"preprocessing.scale": (pre["scale"], 1 / 255), "preprocessing.mean": (pre["mean"], [MEAN] * 3),
+                      "preprocessing.std": (pre["std"], [STD] * 3),
+                      "preprocessing.pad_color": (pre["pad_color"], list(BACKGROUND))})
+    if tok.get("kind") != BERT_WORDPIECE:  # BERT's normaliser states its own flags
+        fixed.update({"tokenizer.lowercase": (tok["lowercase"], True),
+                      "tokenizer.split_regex": (tok["split_regex"], _SPLIT.pattern)})
     return [f"{name} is {_short(repr(got), 60)}; format version 1 fixes it at {want!r}"
             for name, (got, want) in fixed.items() if got != want]
 

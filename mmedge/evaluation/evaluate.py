@@ -15,6 +15,13 @@ from mmedge.train.flops import exit_flops
 
 def evaluate(model: AdaptiveVLModel, tokenizer: WordTokenizer, split: str, limit: int, data_seed: int = 0,
              keep_ratios: list[float] | None = None, batch_size: int = 128, progress: bool = True) -> dict:
+    from mmedge.export.stages import is_adapted
+
+    if is_adapted(model):  # a folder written by `mmedge adapt`: `tokenizer` is its preprocessor
+        from mmedge.evaluation.adapted import evaluate_adapted
+
+        return evaluate_adapted(model, tokenizer, "scenes", split, limit, data_seed, keep_ratios,
+                                progress=progress)
     cfg = model.config
     ratios = keep_ratios or cfg.keep_ratios
     t0 = time.perf_counter()
@@ -46,6 +53,10 @@ def evaluate(model: AdaptiveVLModel, tokenizer: WordTokenizer, split: str, limit
 
 def format_report(result: dict) -> str:
     """Readable tables: accuracy per exit and keep ratio, per question type, threshold exiting."""
+    if result.get("adapted"):
+        from mmedge.evaluation.adapted import format_adapted
+
+        return format_adapted(result)
     ratios = result["keep_ratios"]
     n_exits = len(result["exit_layers"])
     lines = [f"task {result['task']} | split {result['split']} | {result['samples']} samples | "

@@ -64,6 +64,12 @@ def retrieval(model: AdaptiveVLModel, tokenizer: WordTokenizer, dataset, images:
 
 def evaluate_real(model: AdaptiveVLModel, tokenizer: WordTokenizer, data: str, split: str | None, limit: int,
                   keep_ratios: list[float] | None = None, progress: bool = True) -> dict:
+    from mmedge.export.stages import is_adapted
+
+    if is_adapted(model):  # a folder written by `mmedge adapt`: `tokenizer` is its preprocessor
+        from mmedge.evaluation.adapted import evaluate_adapted
+
+        return evaluate_adapted(model, tokenizer, data, split, limit, keep_ratios=keep_ratios, progress=progress)
     cfg = model.config
     spec = parse_data_spec(data)
     split = split or VAL_SPLIT.get(spec.name, "val")
@@ -88,6 +94,10 @@ def evaluate_real(model: AdaptiveVLModel, tokenizer: WordTokenizer, data: str, s
 
 
 def format_real(result: dict) -> str:
+    if result.get("adapted"):
+        from mmedge.evaluation.adapted import format_adapted
+
+        return format_adapted(result)
     if "retrieval" in result:
         r = result["retrieval"]
         return (f"{result['data']} {result['split']}: retrieval over {r['images']} images and {r['texts']} captions\n  " +

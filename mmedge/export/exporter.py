@@ -7,6 +7,7 @@ and only then renamed into place. Any failure or interruption removes the tempor
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmedge.bundle.manifest import SCHEMA_VERSION, hash_files, write_manifest
+from mmedge.bundle.manifest import ADAPTED_RESIZE, SCHEMA_VERSION, hash_files, write_manifest
 from mmedge.bundle.publish import check_destination, check_sequence, new_release
 from mmedge.data.batches import build_batch, generate
 from mmedge.data.preprocess import MEAN, STD
@@ -30,13 +31,14 @@ from mmedge.export.recipe import ExportRecipe
 from mmedge.export.report import write_report
 from mmedge.export.pruning import measure_rule, pruned_chain
 from mmedge.export.pruning import section as pruning_section
-from mmedge.export.stages import StageSpec, example_inputs, stage_specs, text_stage_specs
+from mmedge.export.stages import StageSpec, example_inputs, is_adapted, stage_specs, text_stage_specs
 from mmedge.fileio import make_parent, pid_alive, publish_dir
 from mmedge.models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, from_pretrained
 from mmedge.runtime.backends import open_session
 from mmedge.runtime.backends.torch_backend import TorchSession
 from mmedge.versions import package_versions
 
+ADAPTED_FILES = ("processor_config.json", "tokenizer_config.json")
 TOOLS = ("mmedge", "torch", "onnx", "onnxscript", "onnxruntime", "executorch", "torchao", "coremltools", "numpy")
 
 
@@ -73,8 +75,11 @@ def _groups(specs: list[StageSpec]) -> dict[float, list[StageSpec]]:
 
 def _samples(model, tokenizer, split: str, n: int, seed: int, data: str = "scenes"):
     """n samples of `split`: generated scenes (seed `seed`), or a real dataset's first n records of
-    that split (`data` NAME:ROOT; every check then uses the same first records)."""
+    that split (`data` NAME:ROOT; every check then uses the same first records). An adapted model's
+    come from mmedge.adapt.data prepared by its own preprocessor (`tokenizer` is that preprocessor)."""
     cfg = model.config
+    if is_adapted(model):
+        return _adapted_samples(model, tokenizer, split, n, seed, data)
     if data == "scenes":
         samples = generate(cfg.task, seed, split, range(n), cfg.image_size)
     else:
@@ -82,6 +87,50 @@ def _samples(model, tokenizer, split: str, n: int, seed: int, data: str = "scene
 
         samples = real_samples(data, cfg.task, list(cfg.labels), cfg.image_size, split, n)
     return build_batch(samples, tokenizer, cfg.image_size)
+
+
+class UnsupportedAdaptedExport(ExportError):
+    """An adapted model whose task the bundle format cannot state yet (only vqa exports today)."""
+
+    supported = ("vqa",)
+
+
+class _AdaptedBatch:
+    """What stage0_feeds reads, for an adapted model: its preprocessor's inputs (the example as rows)."""
+
+    def __init__(self, pixels: np.ndarray, input_ids: np.ndarray, text_mask: np.ndarray, labels: np.ndarray) -> None:
+        self.pixels, self.input_ids, self.text_mask, self.labels = pixels, input_ids, text_mask, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _adapted_samples(model, preprocessor, split: str, n: int, seed: int, data: str) -> _AdaptedBatch:
+    """n examples of `split` (mmedge.adapt.data: the scenes or a dataset) through the adapted model's
+    preprocessor; labels as label_of gives them (-1 where an answer is not among the model's labels)."""
+    from mmedge.adapt.data import AdaptData, materialise
+
+    cfg = model.config
+    source = AdaptData(data, cfg.task, list(cfg.labels), cfg.image_size, cfg.num_images, seed)
+    examples = source.train(range(n)) if split == "train" else source.val(n)
+    encoded = preprocessor.encode([tuple(materialise(im) for im in ex.images) for ex in examples],
+                                  [ex.text for ex in examples])
+    return _AdaptedBatch(encoded["pixel_values"].numpy(), encoded["input_ids"].numpy(),
+                         encoded["text_mask"].numpy(), np.array([ex.label for ex in examples], np.int64))
+
+
+def check_adapted_exportable(model) -> None:
+    """What an adapted model's bundle can state today: one image, a classifier over >= 2 labels (VQA).
+    NLVR2 (two images) and retrieval (a single score) need bundle fields that no runtime implements
+    yet (docs/bundle-format.md, Adapted encoders)."""
+    cfg = model.config
+    if cfg.task != "vqa":
+        raise UnsupportedAdaptedExport(f"exporting an adapted {cfg.task} model ({cfg.source_class}) is not supported "
+                                    f"yet: `mmedge export` supports adapted models of task vqa "
+                                    f"(ViltForQuestionAnswering); {cfg.task} needs "
+                                    + ("two images per example (pixel_values (1, 2, 3, S, S))" if cfg.task == "nlvr2"
+                                       else "a single-score head (probability = sigmoid(score))")
+                                    + " in the bundle format")
 
 
 def _check_artifact(artifact: dict, root: Path, groups, reference, feeds, acc_feeds, acc_labels,
@@ -119,19 +168,23 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
     keep = [{"keep_ratio": r, "kept_tokens": ss[0].kept_tokens, "seq_len": ss[0].seq_len,
              "stages": [s.name for s in ss], "exit_flops": np.cumsum(flops[r]).astype(int).tolist()}
             for r, ss in groups.items()]
+    if is_adapted(model):
+        preprocessing, tokenizer_section = adapted_sections(tokenizer)
+    else:
+        preprocessing = {"image_size": cfg.image_size, "channel_order": "RGB", "layout": "NCHW",
+                         "scale": 1 / 255, "mean": [MEAN] * 3, "std": [STD] * 3,
+                         "resize": "pillow-bilinear",  # after padding to a centred square; docs/bundle-format.md
+                         "pad_color": list(BACKGROUND)}
+        tokenizer_section = {"file": TOKENIZER_FILE, "max_length": tokenizer.max_length, "lowercase": True,
+                             "split_regex": _SPLIT.pattern, "pad_id": tokenizer.vocab[PAD],
+                             "unk_id": tokenizer.vocab[UNK], **tokenizer.manifest_fields()}
     return {
         "schema_version": SCHEMA_VERSION, "name": name, "release": release or new_release(name),
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "task": cfg.task, "labels": list(cfg.labels),
         "model": {"config": cfg.to_dict(), "parameters": model.num_parameters(), "source": str(model_dir)},
         "exit_layers": cfg.exits,
-        "preprocessing": {"image_size": cfg.image_size, "channel_order": "RGB", "layout": "NCHW",
-                          "scale": 1 / 255, "mean": [MEAN] * 3, "std": [STD] * 3,
-                          "resize": "pillow-bilinear",  # after padding to a centred square; docs/bundle-format.md
-                          "pad_color": list(BACKGROUND)},
-        "tokenizer": {"file": TOKENIZER_FILE, "max_length": tokenizer.max_length, "lowercase": True,
-                      "split_regex": _SPLIT.pattern, "pad_id": tokenizer.vocab[PAD], "unk_id": tokenizer.vocab[UNK],
-                      **tokenizer.manifest_fields()},
+        "preprocessing": preprocessing, "tokenizer": tokenizer_section,
         "keep_ratios": keep, "stages": stages,
         "thresholds": {"source": "default", "policy": "confidence", "confidence": recipe.default_threshold,
                        "max_probability": recipe.default_threshold, "patience": 2, "keep_ratio": max(groups)},
@@ -140,6 +193,22 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
         "files": hash_files(root), "tools": tool_versions(),
         "export": {"recipe": recipe.to_dict(), "seconds": seconds},
     }
+
+
+def adapted_sections(preprocessor) -> tuple[dict, dict]:
+    """The manifest's preprocessing and tokenizer of an adapted model (docs/bundle-format.md, Adapted
+    encoders): stretch to the square with Pillow bicubic, x scale, (x - mean) / std per channel; BERT
+    WordPiece with [CLS] / [SEP] inside input_ids."""
+    pre = preprocessor.to_dict()["preprocessing"]
+    if pre["resample_pil"] != 3:
+        raise ExportError(f"the adapted model's processor resizes with PIL filter {pre['resample_pil']}; bundles "
+                          "state only bicubic (3, ViLT's) for adapted models")
+    preprocessing = {"image_size": pre["image_size"], "channel_order": "RGB", "layout": "NCHW",
+                     "scale": pre["rescale_factor"] if pre["do_rescale"] else 1.0,
+                     "mean": pre["mean"] if pre["do_normalize"] else [0.0] * 3,
+                     "std": pre["std"] if pre["do_normalize"] else [1.0] * 3,
+                     "resize": ADAPTED_RESIZE, "fit": "stretch", "num_images": pre["num_images"]}
+    return preprocessing, {"file": TOKENIZER_FILE, **preprocessor.tokenizer.manifest_fields()}
 
 
 def check_recipe_options(recipe: ExportRecipe) -> None:
@@ -177,8 +246,10 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
         from mmedge.bundle.signing import load_private_key
 
         sign_key = load_private_key(sign_key)  # a bad key fails now, not after the export
-    model, tokenizer = from_pretrained(model_dir)
+    model, tokenizer = from_pretrained(model_dir)  # adapted: (AdaptedModel, its preprocessor)
     model.eval()
+    if is_adapted(model):
+        check_adapted_exportable(model)
     cfg = model.config
     ratios = recipe.keep_ratios or list(cfg.keep_ratios)
     specs = stage_specs(model, ratios)
@@ -210,6 +281,13 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
             t0 = time.perf_counter()
             if target == "onnx":
                 made = onnx_target.export(model, all_specs, tmp, recipe, log=log)
+            elif target == "executorch" and is_adapted(model) and recipe.quantize:
+                # XNNPACK's dynamically quantized stage 0 of an adapted ViLT fails at run time
+                # ("propagating input shapes failed"): fp32 only until that is solved
+                log("  executorch: int8 is not exported for adapted models yet (XNNPACK rejects the dynamically "
+                    "quantized stage 0 at run time); fp32 only")
+                made = executorch_target.export(model, all_specs, tmp, dataclasses.replace(recipe, quantize=None),
+                                                None, log=log)
             elif target == "executorch":
                 made = executorch_target.export(model, all_specs, tmp, recipe, calibration, log=log)
             else:
@@ -226,7 +304,10 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
             seconds[target] = time.perf_counter() - t0
 
         in_graph = None
-        if recipe.in_graph and "onnx" in recipe.targets:
+        if recipe.in_graph and "onnx" in recipe.targets and is_adapted(model):
+            log("  onnx: no in-graph form for an adapted model yet (mmedge.export.ingraph builds mmedge's own "
+                "model); the staged files only")
+        elif recipe.in_graph and "onnx" in recipe.targets:
             t0 = time.perf_counter()
             in_graph = _in_graph(model, groups, tmp, recipe, feeds, artifacts, log)
             seconds["onnx_in_graph"] = time.perf_counter() - t0
@@ -326,6 +407,9 @@ def _torch_reference(model_dir: Path, root: Path, specs: list[StageSpec]) -> dic
     (root / "torch").mkdir()
     for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
         shutil.copy2(model_dir / name, root / "torch" / name)
+    for name in ADAPTED_FILES:  # an adapted model's processor files (load_adapted reads them)
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, root / "torch" / name)
     return {"target": "torch", "format": "safetensors", "precision": "fp32", "runtime": "torch", "file": "torch",
             "stages": {s.name: {} for s in specs},
             "parity": {"status": "reference", "passed": True, "reason": "the PyTorch reference itself"}}

@@ -10,7 +10,9 @@ Inputs and outputs (names shared by every backend and written into the manifest)
              confidence f32 (1,), kept_index i32 (1, k)
     stage i: hidden_in f32 (1, T, D) (the previous stage's hidden), attention_mask f32 (1, T)
           -> hidden, logits, confidence
-with T = 1 + L + k.
+with T = 1 + L + k. A model adapted by `mmedge adapt` (is_adapted) has its own stage modules, specs and
+example inputs in mmedge.adapt.stages, under the same names: T = L + 1 + k (text first, then the
+image's [CLS] and the kept patches); every function here dispatches to them.
 
 Modality pruning (``--drop-visual-after A``) adds text-only stages ``text_stage{i}`` for every
 stage i > A: the same layers and exit head on the [CLS] + text part of the sequence only,
@@ -27,6 +29,12 @@ import torch
 from torch import nn
 
 from mmedge.models.model import AdaptiveVLModel
+
+
+def is_adapted(model) -> bool:
+    """Whether `model` is a pretrained encoder adapted by `mmedge adapt` (mmedge.adapt.model.AdaptedModel):
+    its stages, specs and example inputs then come from mmedge.adapt.stages (T = L + 1 + k)."""
+    return bool(getattr(model, "is_adapted", False))
 
 STAGE0_INPUTS = ("pixel_values", "input_ids", "text_mask")
 STAGE0_OUTPUTS = ("hidden", "attention_mask", "logits", "confidence", "kept_index")
@@ -89,6 +97,10 @@ class LaterStage(nn.Module):
 
 def stage_specs(model: AdaptiveVLModel, keep_ratios: list[float]) -> list[StageSpec]:
     """Every (keep ratio, stage) pair to export, keep ratios in the order given."""
+    if is_adapted(model):
+        from mmedge.adapt import stages as adapted
+
+        return adapted.stage_specs(model, keep_ratios)
     cfg = model.config
     specs = []
     for ratio in keep_ratios:
@@ -101,6 +113,9 @@ def text_stage_specs(model: AdaptiveVLModel, after_stage: int) -> list[StageSpec
     """The text-only stages that follow stage `after_stage` when the visual tokens are dropped after it."""
     from mmedge.errors import ConfigError
 
+    if is_adapted(model):
+        raise ConfigError("drop_visual_after (modality pruning, text-only stages) is not supported yet for models "
+                          "adapted by `mmedge adapt`; export them without --drop-visual-after", "export recipe")
     if not 0 <= after_stage < model.num_stages - 1:
         raise ConfigError(f"drop_visual_after {after_stage} must name a stage before the last one "
                           f"(0..{model.num_stages - 2} for this model's {model.num_stages} stages)", "export recipe")
@@ -109,11 +124,19 @@ def text_stage_specs(model: AdaptiveVLModel, after_stage: int) -> list[StageSpec
 
 
 def stage_module(model: AdaptiveVLModel, spec: StageSpec) -> nn.Module:
+    if is_adapted(model):
+        from mmedge.adapt import stages as adapted
+
+        return adapted.stage_module(model, spec)
     return (FirstStage(model, spec.keep_ratio) if spec.stage == 0 else LaterStage(model, spec.stage)).eval()
 
 
 def example_inputs(model: AdaptiveVLModel, spec: StageSpec) -> tuple[torch.Tensor, ...]:
     """Batch-1 example inputs with the stage's exact shapes and dtypes."""
+    if is_adapted(model):
+        from mmedge.adapt import stages as adapted
+
+        return adapted.example_inputs(model, spec)
     cfg = model.config
     if spec.stage == 0:
         ids = torch.zeros(1, cfg.max_text_len, dtype=torch.int32)

@@ -28,7 +28,16 @@ def save_pretrained(model: AdaptiveVLModel, tokenizer: WordTokenizer, directory:
 
 
 def load_config(directory: str | Path) -> ModelConfig:
+    """The ModelConfig of an mmedge model folder (an adapted folder's is its AdaptConfig)."""
     directory = Path(directory)
+    if is_adapted_dir(directory):
+        from mmedge.adapt.folder import read_config
+        from mmedge.adapt.model import AdaptConfig
+
+        try:
+            return AdaptConfig.from_dict(read_config(directory)["adapt"], str(directory / CONFIG_FILE))
+        except (ConfigError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
     if not directory.is_dir():
         raise CheckpointError(f"model directory not found: {directory} (train one with `mmedge train` "
                               f"or use the shipped models/vqa-default)")
@@ -40,9 +49,28 @@ def load_config(directory: str | Path) -> ModelConfig:
         raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
 
 
+def is_adapted_dir(directory: str | Path) -> bool:
+    """Whether `directory` holds a model written by `mmedge adapt` (its config.json names a "family")."""
+    import json
+
+    try:
+        saved = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and "family" in saved
+
+
 def from_pretrained(directory: str | Path) -> tuple[AdaptiveVLModel, WordTokenizer]:
-    """Load a model directory written by save_pretrained; every failure is a CheckpointError."""
+    """Load a model directory written by save_pretrained; every failure is a CheckpointError.
+
+    A folder written by `mmedge adapt` (config.json with "family") loads through
+    mmedge.adapt.load_adapted: (AdaptedModel, its preprocessor) — the preprocessor's ``encode(images,
+    texts)`` and ``tokenizer`` (BERT WordPiece) take the place of the WordTokenizer."""
     directory = Path(directory)
+    if is_adapted_dir(directory):
+        from mmedge.adapt import load_adapted
+
+        return load_adapted(directory)
     cfg = load_config(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():

@@ -36,9 +36,13 @@ class TorchPredictor:
     def predict(self, image: ImageLike, text: str, keep_ratio: float = 1.0) -> TorchPrediction:
         if not 0 < keep_ratio <= 1:
             raise ConfigError(f"keep_ratio {keep_ratio} must be in (0, 1]", "arguments")
-        pixels = torch.from_numpy(preprocess_image(image, self.config.image_size))[None]
-        ids, mask = (torch.from_numpy(a)[None] for a in self.tokenizer.encode(text))
-        out = self.model(pixels, ids, mask, keep_ratio=keep_ratio)
+        if getattr(self.model, "is_adapted", False):  # `mmedge adapt`: the preprocessor takes the tokenizer's place
+            inputs = self.tokenizer.encode([(image,)], [text])
+            out = self.model(**inputs, keep_ratio=keep_ratio)
+        else:
+            pixels = torch.from_numpy(preprocess_image(image, self.config.image_size))[None]
+            ids, mask = (torch.from_numpy(a)[None] for a in self.tokenizer.encode(text))
+            out = self.model(pixels, ids, mask, keep_ratio=keep_ratio)
         exits = []
         for logits, conf in zip(out.logits, out.confidence):
             probs = logits[0].softmax(-1)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.bundle import paths
-from mmedge.bundle.manifest import CAPTION, MAX_TOKENIZER_BYTES, check_load_options, load_bundle_manifest, parse_json
-from mmedge.data.preprocess import ImageLike, preprocess_image
+from mmedge.bundle.manifest import ADAPTED_RESIZE, BERT_WORDPIECE, CAPTION, MAX_TOKENIZER_BYTES, check_load_options, load_bundle_manifest, parse_json
+from mmedge.data.preprocess import ImageLike, preprocess_image, preprocess_stretched
 from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
 from mmedge.errors import BundleError, CheckpointError, ConfigError, MissingDependencyError, MMEdgeError
 from mmedge.runtime.backends import BACKENDS, open_session
@@ -298,7 +298,11 @@ class Engine:
     # ------------------------------------------------------------------ inputs
     def preprocess(self, image: ImageLike, text: str) -> dict[str, np.ndarray]:
         """Stage-0 inputs; the same numpy + Pillow code training uses."""
-        pixels = preprocess_image(image, self.image_size)[None]  # (1, 3, S, S)
+        pre = self.manifest["preprocessing"]
+        if pre["resize"] == ADAPTED_RESIZE:  # an adapted encoder's: stretched, bicubic, its own mean / std
+            pixels = preprocess_stretched(image, self.image_size, pre["scale"], pre["mean"], pre["std"])[None]
+        else:
+            pixels = preprocess_image(image, self.image_size)[None]  # (1, 3, S, S)
         ids, mask = self.tokenizer.encode(text)
         return {"pixel_values": pixels.astype(np.float32), "input_ids": ids[None].astype(np.int32),
                 "text_mask": mask[None].astype(np.int32)}
@@ -555,8 +559,46 @@ def read_bundle_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
         raise BundleError(f"the bundle's tokenizer is unreadable: {exc}", code="tokenizer") from exc
 
 
+def _load_bert_tokenizer(root: Path, manifest: dict):
+    """An adapted encoder's BERT WordPiece tokenizer (tokenizer.kind "bert-wordpiece"; docs/bundle-format.md,
+    Adapted encoders), read as untrusted input like read_bundle_tokenizer; every setting it gives must be
+    the manifest's (BundleError code "tokenizer" otherwise)."""
+    from mmedge.adapt.text import BertWordPiece
+
+    spec = manifest["tokenizer"]
+    rel = spec["file"]
+    try:
+        path = paths.member_file(root, rel)
+        data = parse_json(paths.read_bounded(path, MAX_TOKENIZER_BYTES, too_large="tokenizer"), rel, "tokenizer")
+        tokenizer = BertWordPiece.from_tokenizer_data(data, spec["max_length"])
+    except CheckpointError as exc:
+        raise BundleError(f"the bundle's tokenizer is unreadable: {exc}", code="tokenizer") from exc
+    except BundleError as exc:
+        if exc.code in ("file-missing", "file-not-regular"):
+            raise
+        raise BundleError(f"the bundle's tokenizer is unreadable: {exc}", code="tokenizer") from exc
+    fields = tokenizer.manifest_fields()
+    differ = sorted(k for k, v in fields.items() if spec.get(k) != v)
+    rows = manifest["model"]["config"].get("vocab_size")
+    problems = [f"tokenizer.json gives {k} {_short_repr(fields[k])}, the manifest {_short_repr(spec.get(k))}"
+                for k in differ[:5]]
+    if type(rows) is int and max(tokenizer.vocab.values(), default=0) >= rows:
+        problems.append(f"token ids reach {max(tokenizer.vocab.values())}, the model embeds {rows}")
+    if problems:
+        raise BundleError("the bundle's tokenizer does not fit its manifest: " + "; ".join(problems)
+                          + "; export the bundle again", code="tokenizer")
+    return tokenizer
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _load_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
     """The bundle's tokenizer, checked to agree with the manifest and to give ids the model's embedding has."""
+    if manifest["tokenizer"].get("kind") == BERT_WORDPIECE:
+        return _load_bert_tokenizer(root, manifest)
     tokenizer = read_bundle_tokenizer(root, manifest)
     spec = manifest["tokenizer"]
     rows = manifest["model"]["config"].get("vocab_size")

@@ -32,7 +32,7 @@ def open_session(root, artifact: dict, threads: int | None = None) -> TorchSessi
 
     import torch
 
-    from mmedge.export.stages import StageSpec
+    from mmedge.export.stages import StageSpec, is_adapted
     from mmedge.models.checkpoint import from_pretrained
 
     if threads:
@@ -40,6 +40,11 @@ def open_session(root, artifact: dict, threads: int | None = None) -> TorchSessi
     model, _ = from_pretrained(root / artifact["file"])
     model.eval()
     manifest = json.loads((root / "manifest.json").read_text())
+    if is_adapted(model):  # a model adapted by `mmedge adapt`: T = L + 1 + k, read off stage 0's hidden
+        from mmedge.adapt.stages import stage_specs
+
+        ratios = list(dict.fromkeys(s["keep_ratio"] for s in manifest["stages"].values()))
+        return TorchSession(model, stage_specs(model, ratios))
     specs = [StageSpec(s["stage"], s["keep_ratio"], model.config.kept_tokens(s["keep_ratio"]),
                        s["inputs"][0]["shape"][1] if s["stage"] else 1 + model.config.max_text_len
                        + model.config.kept_tokens(s["keep_ratio"]))

@@ -206,6 +206,29 @@ export function parseManifest(data: Uint8Array, where = MANIFEST_FILE): Manifest
 }
 
 /**
+ * Step 4, continued: the preparation of an adapted encoder's bundle (docs/bundle-format.md, "Adapted
+ * encoders": `preprocessing.resize` "pillow-bicubic", `tokenizer.kind` "bert-wordpiece") is not
+ * implemented here yet: such a bundle is refused with code `unsupported`, never run with the format-1
+ * rules (which would give other inputs).
+ */
+export function checkAdaptedRules(m: Manifest, where = MANIFEST_FILE): void {
+  const record = m as unknown as Record<string, unknown>;
+  const section = (name: string): Record<string, unknown> | undefined => {
+    const value = own(record, name) ? record[name] : undefined;
+    return value !== null && typeof value === "object" && !Array.isArray(value) ? value as Record<string, unknown> : undefined;
+  };
+  const pre = section("preprocessing");
+  const tok = section("tokenizer");
+  const found: string[] = [];
+  if (pre !== undefined && own(pre, "resize") && pre.resize === "pillow-bicubic") found.push('preprocessing.resize "pillow-bicubic"');
+  if (tok !== undefined && own(tok, "kind") && tok.kind === "bert-wordpiece") found.push('tokenizer.kind "bert-wordpiece"');
+  if (found.length > 0) {
+    throw new BundleError(`${where} is an adapted encoder's bundle (${found.join(", ")}), which the JavaScript runtime ` +
+      "does not implement yet; run it with the Python runtime (mmedge.Engine)", { path: MANIFEST_FILE, code: "unsupported" });
+  }
+}
+
+/**
  * Step 4, continued: a bundle kind this runtime implements (BundleError code `unsupported`). A
  * manifest without `kind` is a classifier bundle, the one kind this runtime runs; `"kind":
  * "caption"` (which the Python runtime reads) and any other kind are refused.
@@ -842,6 +865,7 @@ export async function loadManifest(source: BundleSource, options: LoadManifestOp
   const where = `${source.name.replace(/\/+$/, "")}/${MANIFEST_FILE}`;
   const manifest = parseManifest(manifestBytes, where);
   checkKind(manifest, where);
+  checkAdaptedRules(manifest, where);
   const schema = schemaViolations(manifest);
   if (schema.problems.length > 0) {
     throw new BundleError(`${where} does not match the manifest schema (export the bundle again with a matching mmedge):\n  ${schema.problems.slice(0, 10).join("\n  ")}`,

@@ -96,8 +96,7 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         "scale",
         "mean",
         "std",
-        "resize",
-        "pad_color"
+        "resize"
       ],
       "properties": {
         "image_size": {
@@ -134,7 +133,8 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         },
         "resize": {
           "type": "string",
-          "maxLength": 256
+          "maxLength": 256,
+          "description": "pillow-bilinear (format 1: pad to a centred square of pad_color, then bilinear) or pillow-bicubic (adapted encoders: stretch, bicubic; fit and num_images required)."
         },
         "pad_color": {
           "type": "array",
@@ -145,8 +145,45 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
           },
           "minItems": 3,
           "maxItems": 3
+        },
+        "fit": {
+          "enum": [
+            "stretch"
+          ],
+          "description": "With resize pillow-bicubic (adapted encoders): the image is stretched to the square, no padding (docs/bundle-format.md, Adapted encoders)."
+        },
+        "num_images": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 1,
+          "description": "Images per query (adapted encoders); 1 is the only value runtimes implement."
         }
-      }
+      },
+      "allOf": [
+        {
+          "if": {
+            "properties": {
+              "resize": {
+                "const": "pillow-bicubic"
+              }
+            },
+            "required": [
+              "resize"
+            ]
+          },
+          "then": {
+            "required": [
+              "fit",
+              "num_images"
+            ]
+          },
+          "else": {
+            "required": [
+              "pad_color"
+            ]
+          }
+        }
+      ]
     },
     "tokenizer": {
       "type": "object",
@@ -154,7 +191,6 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         "file",
         "max_length",
         "lowercase",
-        "split_regex",
         "pad_id",
         "unk_id"
       ],
@@ -185,9 +221,10 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         "kind": {
           "enum": [
             "word",
-            "wordpiece"
+            "wordpiece",
+            "bert-wordpiece"
           ],
-          "description": "word (default when absent): tokenizer.json has a WordLevel model; wordpiece: a WordPiece model (docs/bundle-format.md, Text)."
+          "description": "word (default when absent): tokenizer.json has a WordLevel model; wordpiece: a WordPiece model (docs/bundle-format.md, Text); bert-wordpiece: BERT's normaliser, pre-tokenizer and WordPiece with [CLS]/[SEP] inside input_ids (docs/bundle-format.md, Adapted encoders)."
         },
         "continuing_subword_prefix": {
           "type": "string",
@@ -198,6 +235,41 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
           "type": "integer",
           "minimum": 1,
           "maximum": 1024
+        },
+        "strip_accents": {
+          "type": "boolean"
+        },
+        "clean_text": {
+          "type": "boolean"
+        },
+        "handle_chinese_chars": {
+          "type": "boolean"
+        },
+        "cls_id": {
+          "type": "integer",
+          "minimum": 0
+        },
+        "sep_id": {
+          "type": "integer",
+          "minimum": 0
+        },
+        "template": {
+          "type": "array",
+          "items": {
+            "type": "string",
+            "maxLength": 64
+          },
+          "minItems": 1,
+          "maxItems": 8
+        },
+        "special_tokens": {
+          "type": "array",
+          "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64
+          },
+          "maxItems": 1024
         }
       },
       "allOf": [
@@ -216,6 +288,36 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
             "required": [
               "continuing_subword_prefix",
               "max_input_chars_per_word"
+            ]
+          }
+        },
+        {
+          "if": {
+            "properties": {
+              "kind": {
+                "const": "bert-wordpiece"
+              }
+            },
+            "required": [
+              "kind"
+            ]
+          },
+          "then": {
+            "required": [
+              "strip_accents",
+              "clean_text",
+              "handle_chinese_chars",
+              "continuing_subword_prefix",
+              "max_input_chars_per_word",
+              "template",
+              "special_tokens",
+              "cls_id",
+              "sep_id"
+            ]
+          },
+          "else": {
+            "required": [
+              "split_regex"
             ]
           }
         }

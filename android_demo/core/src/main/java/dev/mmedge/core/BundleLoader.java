@@ -227,6 +227,28 @@ public final class BundleLoader {
     }
 
     /**
+     * Step 4, continued: an adapted encoder's bundle (docs/bundle-format.md, "Adapted encoders":
+     * preprocessing.resize "pillow-bicubic", tokenizer.kind "bert-wordpiece") states a preparation this
+     * runtime does not implement yet; it is refused ({@code unsupported}), never run with the format-1 rules.
+     */
+    static void checkAdaptedRules(Map<String, Object> raw, String where) throws BundleException {
+        List<String> found = new ArrayList<>();
+        Object pre = raw.get("preprocessing");
+        Object tok = raw.get("tokenizer");
+        if (pre instanceof Map && "pillow-bicubic".equals(((Map<?, ?>) pre).get("resize"))) {
+            found.add("preprocessing.resize \"pillow-bicubic\"");
+        }
+        if (tok instanceof Map && "bert-wordpiece".equals(((Map<?, ?>) tok).get("kind"))) {
+            found.add("tokenizer.kind \"bert-wordpiece\"");
+        }
+        if (!found.isEmpty()) {
+            throw new BundleException(BundleException.UNSUPPORTED, where + " is an adapted encoder's bundle ("
+                    + String.join(", ", found) + "), which this runtime does not implement yet; run it with the "
+                    + "Python runtime (mmedge.Engine)");
+        }
+    }
+
+    /**
      * tokenizer.kind and its WordPiece settings, by the schema's rules (which the schema check has
      * already applied to a loaded manifest; repeated here for a Manifest built from another tree).
      */
@@ -809,6 +831,7 @@ public final class BundleLoader {
                     : " is a bundle of kind " + shortText(Json.write(kind), 40) + ", which this runtime does not implement "
                     + "(it reads classifier bundles, which have no kind); update the app"));
         }
+        checkAdaptedRules(raw, where);
         // step 5
         JsonSchema.Violations violations = schema().violations(raw);
         List<String> problems = violations.problems;

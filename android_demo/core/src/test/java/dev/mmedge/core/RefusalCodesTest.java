@@ -519,4 +519,12 @@ public class RefusalCodesTest {
         });
         refused(BundleException.INCONSISTENT, factory(), new Engine.Options());
     }
+
+    @Test
+    public void adaptedEncoderBundlesAreRefusedAsUnsupported() throws Exception {
+        edit(m -> Json.obj(m.get("preprocessing")).put("resize", "pillow-bicubic"));
+        assertTrue(refused(BundleException.UNSUPPORTED).getMessage().contains("adapted encoder"));
+        edit(m -> Json.obj(m.get("tokenizer")).put("kind", "bert-wordpiece"));
+        assertTrue(refused(BundleException.UNSUPPORTED).getMessage().contains("tokenizer.kind"));
+    }
 }
