@@ -27,7 +27,6 @@ import copy
 import dataclasses
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,8 @@ from mmedge.adapt.model import AdaptedModel, as_classes
 from mmedge.errors import CheckpointError, ConfigError, DatasetError, ImageError
 from mmedge.fileio import atomic_write
 from mmedge.train.distributed import DistInfo, barrier, init_distributed, shutdown
-from mmedge.train.trainer import append_metrics, lr_factor, optimizer_tensors, restore_optimizer, trim_metrics
+from mmedge.train.trainer import (append_metrics, lr_factor, optimizer_tensors, prepare_run_dir, restore_optimizer,
+                                  trim_metrics)
 
 CHECKPOINT_DIR, STATE_FILE = "checkpoint", "state.json"
 TRAINED_FILE, OPTIM_FILE = "trained.safetensors", "optimizer.safetensors"
@@ -279,25 +279,9 @@ class Distiller:
 
     # ------------------------------------------------------------------ set-up
     def _prepare_out_dir(self, resume: bool, force: bool) -> None:
-        ckpt = self.out_dir / CHECKPOINT_DIR
-        has_run = ckpt.exists() or (self.out_dir / "metrics.jsonl").exists()
-        if resume and not (ckpt / STATE_FILE).is_file():
-            hint = ", with --force to replace what is there" if has_run else ""
-            raise ConfigError(f"--resume: nothing to resume in {self.out_dir} (no {CHECKPOINT_DIR}/{STATE_FILE}); "
-                              f"drop --resume to start{hint}", "resume")
-        if has_run and not (resume or force):
-            raise ConfigError(f"{self.out_dir} already holds an adaptation run; pass --resume to continue it or "
-                              f"--force to start over", "output directory")
-        barrier(self.dist)
-        if self.dist.is_main:
-            if force and not resume:
-                for name in (CHECKPOINT_DIR, "metrics.jsonl"):
-                    path = self.out_dir / name
-                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.out_dir / "distill_config.json",
-                         lambda p: p.write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n"))
-        barrier(self.dist)
+        prepare_run_dir(self.out_dir, self.dist, resume, force, STATE_FILE, "an adaptation run",
+                        lambda out: atomic_write(out / "distill_config.json",
+                                                 lambda p: p.write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")))
 
     def _val_batches(self, batch_size: int = 64) -> list[tuple[dict, torch.Tensor]]:
         examples = self.data.val(self.cfg.eval_samples)

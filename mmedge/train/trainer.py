@@ -39,6 +39,30 @@ from mmedge.train.flops import count_flops
 CHECKPOINT_DIR, STATE_FILE, OPTIM_FILE = "checkpoint", "trainer_state.json", "optimizer.safetensors"
 
 
+def prepare_run_dir(out_dir: Path, dist: DistInfo, resume: bool, force: bool, state_file: str, what: str, write_config) -> None:
+    """Check --resume / --force against what `out_dir` holds (a checkpoint or metrics of an earlier run),
+    clear it for a forced fresh start and call write_config(out_dir), on the main process between
+    barriers. Shared by `mmedge train` and `mmedge adapt`."""
+    ckpt = out_dir / CHECKPOINT_DIR
+    has_run = ckpt.exists() or (out_dir / "metrics.jsonl").exists()
+    if resume and not (ckpt / state_file).is_file():
+        hint = ", with --force to replace what is there" if has_run else ""
+        raise ConfigError(f"--resume: there is nothing to resume in {out_dir} (no {CHECKPOINT_DIR}/{state_file}); "
+                          f"drop --resume to start a new run{hint}", "resume")
+    if has_run and not (resume or force):
+        raise ConfigError(f"{out_dir} already holds {what}; pass --resume to continue it or --force to start over",
+                          "output directory")
+    barrier(dist)
+    if dist.is_main:
+        if force and not resume:
+            for name in (CHECKPOINT_DIR, "metrics.jsonl"):
+                path = out_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_config(out_dir)
+    barrier(dist)
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -175,23 +199,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _prepare_out_dir(self, resume: bool, force: bool) -> None:
-        has_run = (self.out_dir / CHECKPOINT_DIR).exists() or (self.out_dir / "metrics.jsonl").exists()
-        if resume and not (self.out_dir / CHECKPOINT_DIR / STATE_FILE).is_file():
-            raise ConfigError(f"--resume: there is nothing to resume in {self.out_dir} (no "
-                              f"{CHECKPOINT_DIR}/{STATE_FILE}); drop --resume to start a new run"
-                              + (", with --force to replace what is there" if has_run else ""), "resume")
-        if has_run and not (resume or force):
-            raise ConfigError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
-                              f"or --force to start over", "output directory")
-        barrier(self.dist)
-        if self.dist.is_main:
-            if force and not resume:
-                for name in (CHECKPOINT_DIR, "metrics.jsonl"):
-                    path = self.out_dir / name
-                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.cfg.save(self.out_dir / "train_config.json")
-        barrier(self.dist)
+        prepare_run_dir(self.out_dir, self.dist, resume, force, STATE_FILE, "a training run",
+                        lambda out: self.cfg.save(out / "train_config.json"))
 
     def _load_checkpoint(self) -> None:
         ckpt = self.out_dir / CHECKPOINT_DIR
