@@ -103,7 +103,9 @@ class Probe:
                 resolved = os.path.realpath(path)
             if base in self.names or resolved in self.paths:
                 self.hits.add(resolved if resolved in self.paths else path)
-        except Exception:  # noqa: BLE001 - a probe must never change what the case does
+        except Exception:  # noqa: BLE001
+            # An audit hook that raised would turn the case's own open() into an error and change its
+            # outcome; the path could not be resolved, so it is not a canary's (canaries are plain files).
             pass
         finally:
             self._inside = False
@@ -208,7 +210,7 @@ def main() -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         except Exception:  # noqa: BLE001
-            pass
+            pass  # the case closed or broke its own streams; the descriptors are restored below either way
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         os.close(saved[0])

@@ -75,7 +75,7 @@ class Canaries:
                     obj["_canary"] = self.marker
                     data = json.dumps(obj).encode()
             except ValueError:
-                pass
+                pass  # not JSON (an image, a text file): the canary's bytes are written unmarked
         path.write_bytes(data)
         return self._add(path)
 
@@ -181,7 +181,7 @@ def _kill(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the child and anything it started (its own session)
     except (ProcessLookupError, PermissionError):
-        pass
+        pass  # the child's group has already exited; wait() below reaps it
     proc.wait()
 
 
