@@ -135,12 +135,22 @@ class WordTokenizer:
         """A tokenizer.json of either kind (WordLevel or WordPiece model)."""
         try:
             data = json.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"tokenizer file not found: {path}") from exc
+        except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+            raise CheckpointError(f"{path} is not a valid tokenizer.json ({str(exc)[:200]}); re-export the model") from exc
+        return cls.from_json(data, path)
+
+    @classmethod
+    def from_json(cls, data, where: str | Path = "tokenizer.json") -> "WordTokenizer":
+        """The tokenizer of parsed tokenizer.json content (either kind); `where` names it in errors."""
+        try:
             model, truncation = data["model"], data["truncation"]
             if not isinstance(model, dict) or not isinstance(truncation, dict) or not isinstance(model["vocab"], dict):
                 raise TypeError("model, model.vocab and truncation must be JSON objects")
             kinds = {"WordLevel": WordTokenizer, "WordPiece": WordPieceTokenizer}
             if model.get("type") not in kinds:
-                raise CheckpointError(f"{path}: tokenizer model type {model.get('type')!r} is not one of {list(kinds)}")
+                raise CheckpointError(f"{where}: tokenizer model type {model.get('type')!r} is not one of {list(kinds)}")
             max_length = truncation["max_length"]
             if type(max_length) is not int or max_length < 1:
                 raise ValueError(f"truncation.max_length {max_length!r} must be a positive integer")
@@ -153,10 +163,8 @@ class WordTokenizer:
             if model.get("unk_token", UNK) != UNK:
                 raise ValueError(f"WordPiece unk_token must be {UNK!r}")
             return WordPieceTokenizer(dict(model["vocab"]), max_length, prefix, longest)
-        except FileNotFoundError as exc:
-            raise CheckpointError(f"tokenizer file not found: {path}") from exc
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
-            raise CheckpointError(f"{path} is not a valid tokenizer.json ({str(exc)[:200]}); re-export the model") from exc
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise CheckpointError(f"{where} is not a valid tokenizer.json ({str(exc)[:200]}); re-export the model") from exc
 
 
 @dataclass

@@ -549,8 +549,8 @@ def read_bundle_tokenizer(root: Path, manifest: dict) -> WordTokenizer:
     rel = manifest["tokenizer"]["file"]
     try:
         path = paths.member_file(root, rel)
-        parse_json(paths.read_bounded(path, MAX_TOKENIZER_BYTES, too_large="tokenizer"), rel, "tokenizer")
-        return WordTokenizer.load(path)
+        data = parse_json(paths.read_bounded(path, MAX_TOKENIZER_BYTES, too_large="tokenizer"), rel, "tokenizer")
+        return WordTokenizer.from_json(data, path)  # the bytes checked above, not a second read
     except CheckpointError as exc:
         raise BundleError(f"the bundle's tokenizer is unreadable: {exc}", code="tokenizer") from exc
     except BundleError as exc:
