@@ -8,9 +8,11 @@ the same order, so that a runtime in another language can reproduce them exactly
 1. special tokens: an exact occurrence of a special added token (``[CLS]``, ``[MASK]``, ...) in the
    raw text is one token, never normalised or split;
 2. normaliser (``BertNormalizer``), per code point, in this order:
-   - ``clean_text``: U+0000, U+FFFD and control characters (Unicode category C*, except tab, LF
-     and CR) are removed; white space (tab, LF, CR and Unicode White_Space) becomes a space;
-   - ``handle_chinese_chars``: each CJK ideograph (CJK_RANGES) gets a space on either side;
+   - ``clean_text``: U+0000, U+FFFD and control characters (Unicode category Cc, Cf, Co or Cs,
+     except tab, LF and CR; unassigned code points, Cn, stay, as in ``tokenizers``) are removed;
+     white space (tab, LF, CR and Unicode White_Space) becomes a space;
+   - ``handle_chinese_chars``: each CJK ideograph (CJK_RANGES, ``tokenizers``' ranges) gets a space
+     on either side;
    - ``strip_accents`` (when null in the file: the value of ``lowercase``): NFD, then every
      non-spacing mark (category Mn) removed;
    - ``lowercase``: each code point lowercased on its own (no final-sigma rule);
@@ -38,9 +40,14 @@ from mmedge.data.tokenizer import check_text
 # Code points with the Unicode White_Space property (what Rust's char::is_whitespace tests).
 WHITE_SPACE = frozenset(map(chr, [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
                                   0x2028, 0x2029, 0x202F, 0x205F, 0x3000]))
-# The CJK ideograph blocks BERT puts spaces around (its _is_chinese_char).
+# The CJK ideograph blocks BERT puts spaces around: those of `tokenizers`' is_chinese_char, which
+# transformers runs (0x2B920, not 0x2B820 as in BERT's original _is_chinese_char: U+2B820..U+2B91F
+# are not spaced out).
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-              (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+              (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+# What clean_text removes besides NUL and U+FFFD: "other" categories, but not Cn (`tokenizers` keeps
+# unassigned code points, so a code point assigned after this Python's Unicode version is kept).
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs"})
 ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
@@ -50,7 +57,7 @@ def _is_cjk(c: str) -> bool:
 
 
 def _is_control(c: str) -> bool:
-    return c not in "\t\n\r" and unicodedata.category(c).startswith("C")
+    return c not in "\t\n\r" and unicodedata.category(c) in CONTROL_CATEGORIES
 
 
 def _is_punctuation(c: str) -> bool:

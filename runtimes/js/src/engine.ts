@@ -21,7 +21,7 @@ import {
   loadManifest, rollbackOptionProblems, type Artifact, type InGraphEntry, type Manifest,
 } from "./manifest.js";
 import { externalDataLocations, OnnxFormatError } from "./onnx.js";
-import { preprocessImage, type ImageInput } from "./preprocess.js";
+import { ADAPTED_RESIZE, BACKGROUND, preprocessImage, preprocessStretched, type ImageInput } from "./preprocess.js";
 import type { VerifyKey } from "./signing.js";
 import { FetchSource, NodeDirectorySource, type BundleSource } from "./source.js";
 import type { WordTokenizer } from "./tokenizer.js";
@@ -448,16 +448,21 @@ export class Engine {
   }
 
   // ------------------------------------------------------------------ inputs
-  /** Stage-0 inputs for an image and a text (spec "Inputs"). */
+  /**
+   * Stage-0 inputs for an image and a text (spec "Inputs"; an adapted encoder's bundle, resize
+   * "pillow-bicubic" / tokenizer kind "bert-wordpiece": spec "Adapted encoders").
+   */
   preprocess(image: ImageInput, text: string): Inputs {
     const encoding = this.tokenizer.encode(text);
     const p = this.manifest.preprocessing;
-    const { resized, pixelValues } = preprocessImage(image, {
-      imageSize: p.image_size, padColor: p.pad_color, mean: p.mean, std: p.std, scale: p.scale,
-    });
+    const { resized, pixelValues } = p.resize === ADAPTED_RESIZE
+      ? preprocessStretched(image, { imageSize: p.image_size, scale: p.scale, mean: p.mean, std: p.std })
+      : preprocessImage(image, {
+        imageSize: p.image_size, padColor: p.pad_color ?? BACKGROUND, mean: p.mean, std: p.std, scale: p.scale,
+      });
     if (encoding.truncated) {
-      this.onWarning(`text has more than the model's ${this.tokenizer.maxLength} tokens: ` +
-        `truncated to the first ${this.tokenizer.maxLength}`);
+      const room = this.tokenizer.kind === "bert-wordpiece" ? this.tokenizer.maxLength - 2 : this.tokenizer.maxLength;
+      this.onWarning(`text has more than the model's ${room} tokens: truncated to the first ${room}`);
     }
     return {
       pixelValues, inputIds: encoding.inputIds, textMask: encoding.textMask, resized,

@@ -6,14 +6,17 @@
  *  2. its signature, when the app gives a verification key (over exactly those bytes);
  *  3. strict UTF-8 JSON (json.ts: no BOM, duplicate keys, overflowing numbers, lone surrogates),
  *     one object, nested at most 32 levels;
- *  4. schema_version the JSON integer 1 (and a kind this runtime implements: not "caption");
+ *  4. schema_version the JSON integer 1 (and a kind this runtime implements: not "caption"); an
+ *     adapted encoder's preparation (resize "pillow-bicubic", tokenizer kind "bert-wordpiece") is
+ *     implemented (preprocess.ts preprocessStretched, bert.ts) and checked like any other;
  *  5. the JSON Schema (draft 2020-12, ajv);
  *  6. consistency (keep ratios, exits, stage inputs/outputs, shapes, artifacts, fixed rules,
  *     modality pruning), then the app's rollback rules (`minSequence`, `expectName`);
  *  7. paths (relative, normalised, listed; nothing unlisted in the bundle where the source can
  *     list its members);
  *  8. files: each a regular file without links, of the listed size and SHA-256;
- *  9. the tokenizer (strict JSON too) agrees with the manifest.
+ *  9. the tokenizer (strict JSON too) agrees with the manifest (for "bert-wordpiece": every
+ *     setting the file gives equals the manifest's).
  *
  * Every refusal is a BundleError with a reason `code` (errors.ts, REASON_CODES).
  */
@@ -27,6 +30,8 @@ import { integerToken, MAX_SAFE_JSON_INTEGER, parseStrictJson, StrictJsonError }
 import { MANIFEST_SCHEMA } from "./schema.js";
 import { SIGNATURE_FILE, verifyManifestSignature, type VerifyKey } from "./signing.js";
 import type { BundleSource } from "./source.js";
+import { BERT_WORDPIECE, BertWordPieceTokenizer } from "./bert.js";
+import { ADAPTED_RESIZE } from "./preprocess.js";
 import { PAD, UNK, WordPieceTokenizer, WordTokenizer } from "./tokenizer.js";
 
 export const SCHEMA_VERSION = 1;
@@ -114,19 +119,37 @@ export interface Preprocessing {
   scale: number;
   mean: [number, number, number];
   std: [number, number, number];
+  /** "pillow-bilinear" (format 1, or a sentence in older bundles) or "pillow-bicubic" (an adapted encoder's). */
   resize: string;
-  pad_color: [number, number, number];
+  /** Format 1 (absent with resize "pillow-bicubic", where transparency goes over the grey [118, 118, 124]). */
+  pad_color?: [number, number, number];
+  /** With resize "pillow-bicubic": "stretch" (no padding). */
+  fit?: "stretch";
+  /** With resize "pillow-bicubic": images per query (1). */
+  num_images?: number;
 }
 
 export interface TokenizerSpec {
   file: string;
   max_length: number;
   lowercase: boolean;
-  split_regex: string;
+  /** Kinds word and wordpiece (absent with bert-wordpiece). */
+  split_regex?: string;
   pad_id: number;
   unk_id: number;
-  /** The tokenizer.json model: "word" (WordLevel, the default when absent) or "wordpiece" (WordPiece). */
-  kind?: "word" | "wordpiece";
+  /**
+   * The tokenizer.json model: "word" (WordLevel, the default when absent), "wordpiece" (WordPiece),
+   * or "bert-wordpiece" (BERT's normaliser, pre-tokenizer, WordPiece and template: bert.ts).
+   */
+  kind?: "word" | "wordpiece" | "bert-wordpiece";
+  /** With kind bert-wordpiece: BertNormalizer's switches (strip_accents resolved), the template, ids. */
+  strip_accents?: boolean;
+  clean_text?: boolean;
+  handle_chinese_chars?: boolean;
+  template?: string[];
+  special_tokens?: string[];
+  cls_id?: number;
+  sep_id?: number;
   /** With kind "wordpiece": the WordPiece model's continuing_subword_prefix (e.g. "##"). */
   continuing_subword_prefix?: string;
   /** With kind "wordpiece": the WordPiece model's max_input_chars_per_word (e.g. 100). */
@@ -203,29 +226,6 @@ export function parseManifest(data: Uint8Array, where = MANIFEST_FILE): Manifest
     { path: MANIFEST_FILE, code: "schema-version" });
   }
   return value as Manifest;
-}
-
-/**
- * Step 4, continued: the preparation of an adapted encoder's bundle (docs/bundle-format.md, "Adapted
- * encoders": `preprocessing.resize` "pillow-bicubic", `tokenizer.kind` "bert-wordpiece") is not
- * implemented here yet: such a bundle is refused with code `unsupported`, never run with the format-1
- * rules (which would give other inputs).
- */
-export function checkAdaptedRules(m: Manifest, where = MANIFEST_FILE): void {
-  const record = m as unknown as Record<string, unknown>;
-  const section = (name: string): Record<string, unknown> | undefined => {
-    const value = own(record, name) ? record[name] : undefined;
-    return value !== null && typeof value === "object" && !Array.isArray(value) ? value as Record<string, unknown> : undefined;
-  };
-  const pre = section("preprocessing");
-  const tok = section("tokenizer");
-  const found: string[] = [];
-  if (pre !== undefined && own(pre, "resize") && pre.resize === "pillow-bicubic") found.push('preprocessing.resize "pillow-bicubic"');
-  if (tok !== undefined && own(tok, "kind") && tok.kind === "bert-wordpiece") found.push('tokenizer.kind "bert-wordpiece"');
-  if (found.length > 0) {
-    throw new BundleError(`${where} is an adapted encoder's bundle (${found.join(", ")}), which the JavaScript runtime ` +
-      "does not implement yet; run it with the Python runtime (mmedge.Engine)", { path: MANIFEST_FILE, code: "unsupported" });
-  }
 }
 
 /**
@@ -385,18 +385,23 @@ function inGraphProblems(m: Manifest): string[] {
   return out;
 }
 
-/** Format version 1 fixes the preprocessing and tokenizer rules; the manifest must repeat them. */
+/**
+ * Format version 1 fixes the preprocessing and tokenizer rules; the manifest must repeat them. An
+ * adapted encoder's preparation states its own: resize "pillow-bicubic" its scale, mean and std
+ * (and no pad_color), tokenizer kind "bert-wordpiece" its normaliser's flags (and no split_regex).
+ */
 function fixedRulesProblems(m: Manifest): string[] {
   const pre = m.preprocessing;
   const tok = m.tokenizer;
-  const fixed: Array<[string, unknown, unknown]> = [
-    ["preprocessing.scale", pre.scale, FIXED_RULES.scale],
-    ["preprocessing.mean", pre.mean, FIXED_RULES.mean],
-    ["preprocessing.std", pre.std, FIXED_RULES.std],
-    ["preprocessing.pad_color", pre.pad_color, FIXED_RULES.pad_color],
-    ["tokenizer.lowercase", tok.lowercase, FIXED_RULES.lowercase],
-    ["tokenizer.split_regex", tok.split_regex, FIXED_RULES.split_regex],
-  ];
+  const fixed: Array<[string, unknown, unknown]> = [];
+  if (pre.resize !== ADAPTED_RESIZE) {
+    fixed.push(["preprocessing.scale", pre.scale, FIXED_RULES.scale], ["preprocessing.mean", pre.mean, FIXED_RULES.mean],
+      ["preprocessing.std", pre.std, FIXED_RULES.std], ["preprocessing.pad_color", pre.pad_color, FIXED_RULES.pad_color]);
+  }
+  if (tok.kind !== BERT_WORDPIECE) {
+    fixed.push(["tokenizer.lowercase", tok.lowercase, FIXED_RULES.lowercase],
+      ["tokenizer.split_regex", tok.split_regex, FIXED_RULES.split_regex]);
+  }
   const same = (a: unknown, b: unknown) => Array.isArray(b) ? Array.isArray(a) && sameList(a, b) : a === b;
   return fixed.filter(([, got, want]) => !same(got, want)).map(([name, got, want]) =>
     `${name} is ${short(JSON.stringify(got) ?? String(got), 60)}; format version 1 fixes it at ${JSON.stringify(want)}`);
@@ -710,7 +715,8 @@ export function readTokenizer(data: Uint8Array, m: Manifest): WordTokenizer {
     { cause: exc, path: m.tokenizer.file, code: "tokenizer" });
   }
   try {
-    return WordTokenizer.fromJSON(data, m.tokenizer.lowercase);
+    return m.tokenizer.kind === BERT_WORDPIECE ? BertWordPieceTokenizer.fromBertJSON(data, m.tokenizer.max_length)
+      : WordTokenizer.fromJSON(data, m.tokenizer.lowercase);
   } catch (exc) {
     if (exc instanceof BundleError && exc.code === "bundle") {
       throw new BundleError(exc.message, { cause: exc, path: m.tokenizer.file, code: "tokenizer" });
@@ -719,12 +725,41 @@ export function readTokenizer(data: Uint8Array, m: Manifest): WordTokenizer {
   }
 }
 
+/**
+ * A BERT tokenizer's settings (what its tokenizer.json gives) against the manifest's `tokenizer`:
+ * each must be equal (the first five that differ are named), as the Python runtime requires.
+ */
+function bertProblems(tokenizer: BertWordPieceTokenizer, spec: TokenizerSpec): string[] {
+  const fields = tokenizer.manifestFields() as unknown as Record<string, unknown>;
+  const stated = spec as unknown as Record<string, unknown>;
+  const shown = (v: unknown) => short(JSON.stringify(v) ?? "none", 60);
+  return Object.keys(fields).sort()
+    .filter((k) => JSON.stringify(fields[k]) !== JSON.stringify(own(stated, k) ? stated[k] : undefined)).slice(0, 5)
+    .map((k) => `tokenizer.json gives ${k} ${shown(fields[k])}, the manifest ${shown(own(stated, k) ? stated[k] : undefined)}`);
+}
+
 /** Step 9: the tokenizer file agrees with the manifest and gives ids the model's embedding has. */
 export function checkTokenizer(tokenizer: WordTokenizer, m: Manifest): void {
   const spec = m.tokenizer;
   const rows = m.model.config.vocab_size;
   const ids = [...tokenizer.vocab.values()];
   const problems: string[] = [];
+  if (tokenizer instanceof BertWordPieceTokenizer || spec.kind === BERT_WORDPIECE) {
+    if (!(tokenizer instanceof BertWordPieceTokenizer) || spec.kind !== BERT_WORDPIECE) {
+      problems.push(`the file is a ${tokenizer.kind} tokenizer, the manifest says kind ${JSON.stringify(spec.kind ?? "word")}`);
+    } else {
+      problems.push(...bertProblems(tokenizer, spec));
+    }
+    const top = ids.reduce((a, b) => Math.max(a, b), 0);
+    if (typeof rows === "number" && Number.isInteger(rows) && ids.length > 0 && top >= rows) {
+      problems.push(`token ids reach ${top}, the model embeds ${rows}`);
+    }
+    if (problems.length > 0) {
+      throw new BundleError(`the bundle's tokenizer does not fit its manifest: ${problems.join("; ")}; export the bundle again`,
+        { path: spec.file, code: "tokenizer" });
+    }
+    return;
+  }
   const kind = spec.kind ?? "word";
   if (tokenizer.kind !== kind) {
     problems.push(`the file is a ${tokenizer.kind} tokenizer, the manifest says kind ${JSON.stringify(kind)}`);
@@ -865,7 +900,6 @@ export async function loadManifest(source: BundleSource, options: LoadManifestOp
   const where = `${source.name.replace(/\/+$/, "")}/${MANIFEST_FILE}`;
   const manifest = parseManifest(manifestBytes, where);
   checkKind(manifest, where);
-  checkAdaptedRules(manifest, where);
   const schema = schemaViolations(manifest);
   if (schema.problems.length > 0) {
     throw new BundleError(`${where} does not match the manifest schema (export the bundle again with a matching mmedge):\n  ${schema.problems.slice(0, 10).join("\n  ")}`,

@@ -4,12 +4,20 @@
  *  2. pad to a centred square with pad_color (an odd leftover pixel goes right / bottom);
  *  3. Pillow's BILINEAR resize (antialiasing triangle filter, two 8-bit fixed-point passes);
  *  4. float32 NCHW normalisation, each operation rounded to float32.
+ * An adapted encoder's bundle (`preprocessing.resize` "pillow-bicubic", spec "Adapted encoders") is
+ * prepared by `preprocessStretched` instead: step 1 over the background grey, no padding, Pillow's
+ * BICUBIC resample to the square (resample.ts), then the manifest's scale, mean and std.
  */
 
 import { ImageError } from "./errors.js";
+import { resample } from "./resample.js";
 
 export const MIN_SIDE = 8;
 export const MAX_SIDE = 16384;
+/** The scene background grey: transparency is composited over it when a bundle states no pad_color. */
+export const BACKGROUND = [118, 118, 124] as const;
+/** `preprocessing.resize` of an adapted encoder's bundle: stretched to the square with Pillow's bicubic filter. */
+export const ADAPTED_RESIZE = "pillow-bicubic";
 
 /** An 8-bit image, row-major, channels interleaved (RGB or RGBA). A browser `ImageData` is one. */
 export interface ImageInput {
@@ -253,7 +261,6 @@ export function resizeSquare(image: RGBImage, m: number): RGBImage {
 export function normalize(rgb: Uint8Array, size: number, mean: readonly number[], std: readonly number[],
   scale = 1 / 255): Float32Array {
   const plane = size * size;
-  const out = new Float32Array(3 * plane);
   // The spec's first step divides by 255 (scale = 1 / 255); an integral 1 / scale is a division.
   const inverse = 1 / scale;
   const divisor = Math.abs(inverse - Math.round(inverse)) < 1e-6 ? Math.round(inverse) : 0;
@@ -269,6 +276,12 @@ export function normalize(rgb: Uint8Array, size: number, mean: readonly number[]
     }
     return table;
   });
+  return toPlanes(rgb, plane, lut);
+}
+
+/** Interleaved 8-bit RGB -> float32 channel planes [3 * plane], each value looked up in its channel's table. */
+function toPlanes(rgb: Uint8Array, plane: number, lut: Float32Array[]): Float32Array {
+  const out = new Float32Array(3 * plane);
   for (let p = 0; p < plane; p++) {
     out[p] = lut[0][rgb[p * 3]];
     out[plane + p] = lut[1][rgb[p * 3 + 1]];
@@ -286,4 +299,44 @@ export function preprocessImage(image: ImageInput, config: PreprocessConfig): Pr
     resized: resized.data,
     pixelValues: normalize(resized.data, config.imageSize, config.mean, config.std, config.scale),
   };
+}
+
+// ------------------------------------------------------------------------------- adapted encoders
+/** An adapted encoder's preprocessing (`preprocessing.resize` "pillow-bicubic", `fit` "stretch"). */
+export interface StretchConfig {
+  imageSize: number;
+  /** `preprocessing.scale` (ViLT: 1 / 255). */
+  scale: number;
+  mean: readonly number[];
+  std: readonly number[];
+}
+
+/**
+ * float32 [1, 3, S, S] of an adapted encoder: x = float32(float64(v) * scale), then
+ * (x - mean[c]) / std[c] in float32 (what numpy computes in mmedge.data.preprocess.preprocess_stretched).
+ */
+export function normalizeScaled(rgb: Uint8Array, size: number, scale: number, mean: readonly number[],
+  std: readonly number[]): Float32Array {
+  const plane = size * size;
+  const f = Math.fround;
+  const lut: Float32Array[] = [0, 1, 2].map((ch) => {
+    const table = new Float32Array(256);
+    const meanF = f(mean[ch]);
+    const stdF = f(std[ch]);
+    for (let v = 0; v < 256; v++) table[v] = f(f(f(v * scale) - meanF) / stdF);
+    return table;
+  });
+  return toPlanes(rgb, plane, lut);
+}
+
+/**
+ * An adapted encoder's image preparation (docs/bundle-format.md, "Adapted encoders"): transparency
+ * composited over the background grey (step 1 of "Image"), the image stretched to S x S with
+ * Pillow's BICUBIC resample (no padding; not resampled when already S x S), then normalizeScaled.
+ */
+export function preprocessStretched(image: ImageInput, config: StretchConfig): Preprocessed {
+  const rgb = toRgb(image, BACKGROUND);
+  const S = config.imageSize;
+  const resized = resample({ ...rgb, channels: 3 }, S, S, "bicubic").data;
+  return { resized, pixelValues: normalizeScaled(resized, S, config.scale, config.mean, config.std) };
 }

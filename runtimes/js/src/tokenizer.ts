@@ -67,8 +67,11 @@ export interface Encoding {
   truncated: boolean;
 }
 
-/** The manifest's `tokenizer.kind`: the tokenizer.json model type (WordLevel or WordPiece). */
-export type TokenizerKind = "word" | "wordpiece";
+/**
+ * The manifest's `tokenizer.kind`: the tokenizer.json model type (WordLevel or WordPiece), or BERT's
+ * whole pipeline ("bert-wordpiece": bert.ts).
+ */
+export type TokenizerKind = "word" | "wordpiece" | "bert-wordpiece";
 
 export class WordTokenizer {
   readonly vocab: ReadonlyMap<string, number>;

@@ -40,7 +40,9 @@ import java.util.TreeSet;
  *   <li>strict UTF-8 JSON, one object, nested at most 32 levels, no BOM, no repeated key, no number
  *       beyond a double or integer beyond 2^53 - 1, no unpaired surrogate ({@link Json}: {@code json});</li>
  *   <li>schema_version the JSON integer 1 ({@code schema-version}); a manifest with a kind (captioning
- *       bundles: "caption") is not implemented here ({@code unsupported});</li>
+ *       bundles: "caption") is not implemented here ({@code unsupported}); an adapted encoder's
+ *       preparation (preprocessing.resize "pillow-bicubic", tokenizer.kind "bert-wordpiece") is
+ *       ({@link Preprocessor#stretched}, {@link BertWordPieceTokenizer}) and is checked like any other;</li>
  *   <li>the JSON Schema mmedge/bundle/manifest.schema.json ({@code schema}; {@code path} when every
  *       violation is of the schema's bundle-path rule);</li>
  *   <li>consistency (keep ratios, exits, stage inputs and outputs, shapes, artifacts, the fixed rules:
@@ -52,7 +54,8 @@ import java.util.TreeSet;
  *   <li>files: every component lstat-checked (no links), a regular file ({@code file-missing},
  *       {@code file-not-regular}) of the listed size ({@code size-mismatch}), all sizes before any
  *       hash, then the SHA-256 ({@code hash-mismatch});</li>
- *   <li>the tokenizer agrees with the manifest ({@code tokenizer}).</li>
+ *   <li>the tokenizer agrees with the manifest ({@code tokenizer}; for "bert-wordpiece" every setting
+ *       the file gives equals the manifest's).</li>
  * </ol>
  * {@link Engine#load} then makes steps 11 (the external data of ONNX stage graphs, {@code unlisted})
  * and 12 (open the stages and run the self-check, {@code self-check}).
@@ -227,39 +230,19 @@ public final class BundleLoader {
     }
 
     /**
-     * Step 4, continued: an adapted encoder's bundle (docs/bundle-format.md, "Adapted encoders":
-     * preprocessing.resize "pillow-bicubic", tokenizer.kind "bert-wordpiece") states a preparation this
-     * runtime does not implement yet; it is refused ({@code unsupported}), never run with the format-1 rules.
-     */
-    static void checkAdaptedRules(Map<String, Object> raw, String where) throws BundleException {
-        List<String> found = new ArrayList<>();
-        Object pre = raw.get("preprocessing");
-        Object tok = raw.get("tokenizer");
-        if (pre instanceof Map && "pillow-bicubic".equals(((Map<?, ?>) pre).get("resize"))) {
-            found.add("preprocessing.resize \"pillow-bicubic\"");
-        }
-        if (tok instanceof Map && "bert-wordpiece".equals(((Map<?, ?>) tok).get("kind"))) {
-            found.add("tokenizer.kind \"bert-wordpiece\"");
-        }
-        if (!found.isEmpty()) {
-            throw new BundleException(BundleException.UNSUPPORTED, where + " is an adapted encoder's bundle ("
-                    + String.join(", ", found) + "), which this runtime does not implement yet; run it with the "
-                    + "Python runtime (mmedge.Engine)");
-        }
-    }
-
-    /**
      * tokenizer.kind and its WordPiece settings, by the schema's rules (which the schema check has
      * already applied to a loaded manifest; repeated here for a Manifest built from another tree).
      */
     static List<String> tokenizerKindProblems(Manifest m) {
         List<String> out = new ArrayList<>();
         Map<String, Object> tok = Json.obj(m.raw().get("tokenizer"));
-        if (!WordTokenizer.KIND_WORD.equals(m.tokenizerKind) && !WordTokenizer.KIND_WORDPIECE.equals(m.tokenizerKind)) {
-            out.add("tokenizer.kind " + shortText(Json.write(tok.get("kind")), 40) + " is not \"word\" or \"wordpiece\"");
+        if (!WordTokenizer.KIND_WORD.equals(m.tokenizerKind) && !WordTokenizer.KIND_WORDPIECE.equals(m.tokenizerKind)
+                && !WordTokenizer.KIND_BERT_WORDPIECE.equals(m.tokenizerKind)) {
+            out.add("tokenizer.kind " + shortText(Json.write(tok.get("kind")), 40)
+                    + " is not \"word\", \"wordpiece\" or \"bert-wordpiece\"");
             return out;
         }
-        if (!WordTokenizer.KIND_WORDPIECE.equals(m.tokenizerKind)) return out;
+        if (WordTokenizer.KIND_WORD.equals(m.tokenizerKind)) return out;
         Object prefix = tok.get("continuing_subword_prefix");
         int chars = prefix instanceof String ? ((String) prefix).codePointCount(0, ((String) prefix).length()) : 0;
         if (chars < 1 || chars > 16) {
@@ -274,18 +257,27 @@ public final class BundleLoader {
         return out;
     }
 
-    /** Format version 1 fixes the preprocessing and tokenizer rules; other values are refused, not ignored. */
+    /**
+     * Format version 1 fixes the preprocessing and tokenizer rules; other values are refused, not
+     * ignored. An adapted encoder's preparation states its own: resize "pillow-bicubic" its scale,
+     * mean and std (and no pad_color), tokenizer.kind "bert-wordpiece" its normaliser's flags (and no
+     * split_regex).
+     */
     static List<String> fixedRulesProblems(Manifest m) {
         List<String> out = new ArrayList<>();
         Map<String, Object> pre = Json.obj(m.raw().get("preprocessing"));
         Map<String, Object> tok = Json.obj(m.raw().get("tokenizer"));
         List<Object> half = Arrays.<Object>asList(0.5, 0.5, 0.5);
-        fixed(out, "preprocessing.scale", pre.get("scale"), 1.0 / 255);
-        fixed(out, "preprocessing.mean", pre.get("mean"), half);
-        fixed(out, "preprocessing.std", pre.get("std"), half);
-        fixed(out, "preprocessing.pad_color", pre.get("pad_color"), Arrays.<Object>asList(118L, 118L, 124L));
-        fixed(out, "tokenizer.lowercase", tok.get("lowercase"), Boolean.TRUE);
-        fixed(out, "tokenizer.split_regex", tok.get("split_regex"), WordTokenizer.SPLIT_REGEX);
+        if (!Preprocessor.ADAPTED_RESIZE.equals(m.resize)) {
+            fixed(out, "preprocessing.scale", pre.get("scale"), 1.0 / 255);
+            fixed(out, "preprocessing.mean", pre.get("mean"), half);
+            fixed(out, "preprocessing.std", pre.get("std"), half);
+            fixed(out, "preprocessing.pad_color", pre.get("pad_color"), Arrays.<Object>asList(118L, 118L, 124L));
+        }
+        if (!WordTokenizer.KIND_BERT_WORDPIECE.equals(m.tokenizerKind)) {
+            fixed(out, "tokenizer.lowercase", tok.get("lowercase"), Boolean.TRUE);
+            fixed(out, "tokenizer.split_regex", tok.get("split_regex"), WordTokenizer.SPLIT_REGEX);
+        }
         return out;
     }
 
@@ -698,9 +690,43 @@ public final class BundleLoader {
     }
 
     // ------------------------------------------------------------------------------ step 10
+    /**
+     * A BERT tokenizer's settings (what its tokenizer.json gives) against the manifest's tokenizer
+     * section: each must be equal (the first five that differ are named), as the Python runtime asks.
+     */
+    static List<String> bertProblems(BertWordPieceTokenizer tokenizer, Manifest m) {
+        List<String> out = new ArrayList<>();
+        Map<String, Object> fields = tokenizer.manifestFields();
+        for (String k : new TreeSet<>(fields.keySet())) {
+            Object stated = m.tokenizerSpec.get(k);
+            if (out.size() < 5 && !Json.equal(fields.get(k), stated)) {
+                out.add("tokenizer.json gives " + k + " " + shortText(Json.write(fields.get(k)), 60) + ", the manifest "
+                        + (stated == null ? "none" : shortText(Json.write(stated), 60)));
+            }
+        }
+        return out;
+    }
+
     /** Step 10: the tokenizer file agrees with the manifest and gives ids the model's embedding has. */
     static void checkTokenizer(WordTokenizer tokenizer, Manifest m) {
         List<String> problems = new ArrayList<>();
+        if (tokenizer instanceof BertWordPieceTokenizer || WordTokenizer.KIND_BERT_WORDPIECE.equals(m.tokenizerKind)) {
+            if (!(tokenizer instanceof BertWordPieceTokenizer) || !WordTokenizer.KIND_BERT_WORDPIECE.equals(m.tokenizerKind)) {
+                problems.add("tokenizer.json is a " + tokenizer.kind() + " tokenizer, the manifest's tokenizer.kind is "
+                        + repr(m.tokenizerKind));
+            } else {
+                problems.addAll(bertProblems((BertWordPieceTokenizer) tokenizer, m));
+            }
+            Object rows = m.modelConfig.get("vocab_size");
+            if (Json.isInteger(rows) && tokenizer.maxId() >= Json.lng(rows)) {
+                problems.add("token ids reach " + tokenizer.maxId() + ", the model embeds " + Json.lng(rows));
+            }
+            if (!problems.isEmpty()) {
+                throw new BundleException(BundleException.TOKENIZER, "the bundle's tokenizer does not fit its manifest: "
+                        + String.join("; ", problems) + "; export the bundle again");
+            }
+            return;
+        }
         if (!tokenizer.kind().equals(m.tokenizerKind)) {
             problems.add("tokenizer.json has a " + (tokenizer instanceof WordPieceTokenizer ? "WordPiece" : "WordLevel")
                     + " model (kind " + repr(tokenizer.kind()) + ") but the manifest's tokenizer.kind is " + repr(m.tokenizerKind));
@@ -831,7 +857,6 @@ public final class BundleLoader {
                     : " is a bundle of kind " + shortText(Json.write(kind), 40) + ", which this runtime does not implement "
                     + "(it reads classifier bundles, which have no kind); update the app"));
         }
-        checkAdaptedRules(raw, where);
         // step 5
         JsonSchema.Violations violations = schema().violations(raw);
         List<String> problems = violations.problems;
@@ -863,7 +888,9 @@ public final class BundleLoader {
         }
         WordTokenizer tokenizer;
         try {
-            tokenizer = WordTokenizer.fromJson(tokenizerBytes, manifest.lowercase);
+            tokenizer = WordTokenizer.KIND_BERT_WORDPIECE.equals(manifest.tokenizerKind)
+                    ? BertWordPieceTokenizer.fromBertJson(tokenizerBytes, manifest.maxLength)
+                    : WordTokenizer.fromJson(tokenizerBytes, manifest.lowercase);
         } catch (BundleException exc) {
             throw exc.code().equals(BundleException.BUNDLE) ? exc.withCode(BundleException.TOKENIZER) : exc;
         }

@@ -338,13 +338,16 @@ public final class Engine implements AutoCloseable {
     }
 
     // ------------------------------------------------------------------ inputs
-    /** Stage-0 inputs for an ARGB image and a text (spec "Inputs"). */
+    /**
+     * Stage-0 inputs for an ARGB image and a text (spec "Inputs"; an adapted encoder's bundle,
+     * resize "pillow-bicubic" / tokenizer kind "bert-wordpiece": spec "Adapted encoders").
+     */
     public Inputs preprocess(int[] argb, int width, int height, String text) {
         WordTokenizer.Encoding encoding = tokenizer.encode(text);
         Preprocessor.Result image = preprocessor.run(argb, width, height);
         if (encoding.truncated) {
-            warnings.warn("text has more than the model's " + tokenizer.maxLength()
-                    + " tokens: truncated to the first " + tokenizer.maxLength());
+            int room = tokenizer instanceof BertWordPieceTokenizer ? tokenizer.maxLength() - 2 : tokenizer.maxLength();
+            warnings.warn("text has more than the model's " + room + " tokens: truncated to the first " + room);
         }
         return new Inputs(image, encoding);
     }

@@ -162,7 +162,10 @@ public final class Manifest {
     public final double scale;
     public final double[] mean = new double[3];
     public final double[] std = new double[3];
+    /** preprocessing.pad_color; absent for an adapted encoder (resize "pillow-bicubic"): the background grey. */
     public final int[] padColor = new int[3];
+    /** preprocessing.resize: "pillow-bilinear" (format 1, or a sentence in older bundles) or "pillow-bicubic". */
+    public final String resize;
     // tokenizer
     public final String tokenizerFile;
     public final int maxLength;
@@ -176,6 +179,8 @@ public final class Manifest {
     public final String continuingSubwordPrefix;
     /** tokenizer.max_input_chars_per_word (kind wordpiece), or 0 when absent. */
     public final int maxInputCharsPerWord;
+    /** The tokenizer section as the manifest states it (kind bert-wordpiece: compared with the file's settings). */
+    public final Map<String, Object> tokenizerSpec;
     public final List<KeepRatio> keepRatios = new ArrayList<>();
     public final Map<String, Stage> stages = new LinkedHashMap<>();
     public final Thresholds thresholds;
@@ -195,12 +200,15 @@ public final class Manifest {
         Map<String, Object> pre = Json.obj(m.get("preprocessing"));
         imageSize = (int) Json.lng(pre.get("image_size"));
         scale = Json.num(pre.get("scale"));
+        resize = (String) pre.get("resize");
+        Object pad = pre.get("pad_color");
         for (int c = 0; c < 3; c++) {
             mean[c] = Json.num(Json.arr(pre.get("mean")).get(c));
             std[c] = Json.num(Json.arr(pre.get("std")).get(c));
-            padColor[c] = (int) Json.lng(Json.arr(pre.get("pad_color")).get(c));
+            padColor[c] = pad == null ? Preprocessor.BACKGROUND[c] : (int) Json.lng(Json.arr(pad).get(c));
         }
         Map<String, Object> tok = Json.obj(m.get("tokenizer"));
+        tokenizerSpec = Collections.unmodifiableMap(tok);
         tokenizerFile = (String) tok.get("file");
         maxLength = (int) Json.lng(tok.get("max_length"));
         lowercase = (Boolean) tok.get("lowercase");

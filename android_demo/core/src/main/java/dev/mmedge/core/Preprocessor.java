@@ -10,12 +10,20 @@ package dev.mmedge.core;
  *   <li>Pillow's BILINEAR resize (antialiasing triangle filter, two 8-bit fixed-point passes);</li>
  *   <li>float32 NCHW normalisation, each operation rounded to float32.</li>
  * </ol>
+ * An adapted encoder's bundle ({@code preprocessing.resize} "pillow-bicubic", {@code fit} "stretch";
+ * docs/bundle-format.md "Adapted encoders") is prepared by {@link #stretched} instead: transparency
+ * over the grey {@link #BACKGROUND}, no padding, the image stretched to S x S with Pillow's BICUBIC
+ * resample ({@link Resample}), then x = (float) (v * scale) and (x - mean) / std in float32.
  * On Android decode with {@code BitmapFactory.Options.inPremultiplied = false}: a premultiplied
  * bitmap has already lost the colour of semi-transparent pixels when getPixels un-premultiplies.
  */
 public final class Preprocessor {
     public static final int MIN_SIDE = 8;
     public static final int MAX_SIDE = 16384;
+    /** The scene background grey: what transparency is composited over when a bundle states no pad_color. */
+    public static final int[] BACKGROUND = {118, 118, 124};
+    /** preprocessing.resize of an adapted encoder's bundle: stretched with Pillow's bicubic filter. */
+    public static final String ADAPTED_RESIZE = "pillow-bicubic";
     private static final int PRECISION_BITS = 22;
 
     /** Stage-0 image input and the 8-bit image it was made from. */
@@ -42,16 +50,30 @@ public final class Preprocessor {
 
     private final int size;
     private final int[] padColor;
+    private final boolean stretch;
     private final float[][] lut = new float[3][256];
 
-    /** From a checked manifest's preprocessing entry. */
+    /** From a checked manifest's preprocessing entry (an adapted encoder's: {@link #stretched}). */
     public Preprocessor(Manifest m) {
-        this(m.imageSize, m.padColor, m.mean, m.std, m.scale);
+        this(m.imageSize, m.padColor, m.mean, m.std, m.scale, ADAPTED_RESIZE.equals(m.resize));
     }
 
     public Preprocessor(int imageSize, int[] padColor, double[] mean, double[] std, double scale) {
+        this(imageSize, padColor, mean, std, scale, false);
+    }
+
+    private Preprocessor(int imageSize, int[] padColor, double[] mean, double[] std, double scale, boolean stretch) {
         this.size = imageSize;
         this.padColor = padColor.clone();
+        this.stretch = stretch;
+        if (stretch) { // x = float32(float64(v) * scale), then (x - mean) / std in float32
+            for (int c = 0; c < 3; c++) {
+                float meanF = (float) mean[c];
+                float stdF = (float) std[c];
+                for (int v = 0; v < 256; v++) lut[c][v] = ((float) (v * scale) - meanF) / stdF;
+            }
+            return;
+        }
         // x = float32(v) / 255 (an integral 1 / scale is a division, as numpy divides), then (x - mean) / std in float32
         double inverse = 1.0 / scale;
         long divisor = Math.abs(inverse - Math.rint(inverse)) < 1e-6 ? Math.round(inverse) : 0;
@@ -65,8 +87,21 @@ public final class Preprocessor {
         }
     }
 
+    /**
+     * An adapted encoder's preprocessing: transparency over {@link #BACKGROUND}, the image stretched
+     * to S x S with Pillow's bicubic filter (not padded), x = (float) (v * scale), (x - mean) / std.
+     */
+    public static Preprocessor stretched(int imageSize, double[] mean, double[] std, double scale) {
+        return new Preprocessor(imageSize, BACKGROUND, mean, std, scale, true);
+    }
+
     public int size() {
         return size;
+    }
+
+    /** Whether this is an adapted encoder's preparation (stretch, bicubic). */
+    public boolean stretches() {
+        return stretch;
     }
 
     /** Checks an ARGB input. */
@@ -243,10 +278,14 @@ public final class Preprocessor {
         return out;
     }
 
-    /** Steps 1 to 4 on an ARGB image. */
+    /** Steps 1 to 4 on an ARGB image (an adapted encoder's: composite, bicubic stretch, normalise). */
     public Result run(int[] argb, int width, int height) {
         check(argb, width, height);
         int[] rgb = toRgb(argb, padColor);
+        if (stretch) {
+            int[] resized = Resample.resize(rgb, width, height, 3, size, size, Resample.Filter.BICUBIC);
+            return new Result(resized, normalize(resized), size);
+        }
         int[] square = padToSquare(rgb, width, height, padColor);
         int[] resized = resizeSquare(square, Math.max(width, height), size);
         return new Result(resized, normalize(resized), size);

@@ -15,8 +15,9 @@ import java.util.Map;
  * and the empty-text error are those of {@link WordTokenizer#encode}, over the subwords.
  *
  * <p>Lengths and slices are in Unicode code points, as Python's str counts them (not UTF-16 chars).
+ * {@link BertWordPieceTokenizer} splits BERT's words with {@link #subwords} too.
  */
-public final class WordPieceTokenizer extends WordTokenizer {
+public class WordPieceTokenizer extends WordTokenizer {
     private final String prefix;
     private final int maxInputCharsPerWord;
     /** The longest vocabulary entry in UTF-16 chars: no slice of more code points can match (a shortcut, same result). */

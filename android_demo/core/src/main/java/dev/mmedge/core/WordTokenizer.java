@@ -37,6 +37,8 @@ public class WordTokenizer {
     public static final String KIND_WORD = "word";
     /** The manifest's tokenizer.kind of a WordPiece file. */
     public static final String KIND_WORDPIECE = "wordpiece";
+    /** The manifest's tokenizer.kind of an adapted encoder's BERT tokenizer ({@link BertWordPieceTokenizer}). */
+    public static final String KIND_BERT_WORDPIECE = "bert-wordpiece";
     /** The longest text a tokenizer takes, in Unicode code points (Python's len; a lone surrogate is one). */
     public static final int MAX_TEXT_CHARS = 65_536;
 
@@ -227,8 +229,11 @@ public class WordTokenizer {
         return tokenize(text, Integer.MAX_VALUE);
     }
 
-    /** The first {@code limit} tokens of a text: the splitting stops there, so the work is bounded by the limit. */
-    public final List<String> tokenize(String text, int limit) {
+    /**
+     * The first {@code limit} tokens of a text: the splitting stops there, so the work is bounded by
+     * the limit ({@link BertWordPieceTokenizer} splits by BERT's rules instead).
+     */
+    public List<String> tokenize(String text, int limit) {
         return pieces(text, limit, true);
     }
 
@@ -297,8 +302,8 @@ public class WordTokenizer {
         return new Encoding(ids, mask, all, truncated);
     }
 
-    /** Every token of a truncated text, made on first use (unmodifiable). */
-    private static final class Whole extends AbstractList<String> {
+    /** Every token of a truncated text, made on first use (unmodifiable; shared by the subclasses). */
+    static final class Whole extends AbstractList<String> {
         private final WordTokenizer tokenizer;
         private final String text;
         private volatile List<String> tokens;

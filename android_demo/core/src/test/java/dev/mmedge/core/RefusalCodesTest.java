@@ -520,11 +520,46 @@ public class RefusalCodesTest {
         refused(BundleException.INCONSISTENT, factory(), new Engine.Options());
     }
 
+    /**
+     * An adapted encoder's preparation (AdaptedVectorsTest runs it) on the shipped format-1 bundle:
+     * its manifest switched to resize "pillow-bicubic" loads and stretches; without the fields that
+     * preparation needs it is refused (schema), and with tokenizer.kind "bert-wordpiece" over its
+     * WordLevel tokenizer.json it is refused (tokenizer), never run by the format-1 rules.
+     */
     @Test
-    public void adaptedEncoderBundlesAreRefusedAsUnsupported() throws Exception {
+    public void adaptedEncoderRulesAreCheckedNotRefusedAsUnsupported() throws Exception {
         edit(m -> Json.obj(m.get("preprocessing")).put("resize", "pillow-bicubic"));
-        assertTrue(refused(BundleException.UNSUPPORTED).getMessage().contains("adapted encoder"));
-        edit(m -> Json.obj(m.get("tokenizer")).put("kind", "bert-wordpiece"));
-        assertTrue(refused(BundleException.UNSUPPORTED).getMessage().contains("tokenizer.kind"));
+        assertTrue(refused(BundleException.SCHEMA).getMessage().contains("fit"));
+        edit(m -> {
+            Map<String, Object> pre = Json.obj(m.get("preprocessing"));
+            pre.put("resize", "pillow-bicubic");
+            pre.put("fit", "stretch");
+            pre.put("num_images", 1L);
+            pre.remove("pad_color");
+        });
+        try (Engine engine = Engine.load(dir, new ReplayStageRunner.Factory(Golden.queries(), false), new Engine.Options())) {
+            assertTrue(engine.preprocessor.stretches());
+            int[] argb = new int[90 * 40];
+            for (int i = 0; i < argb.length; i++) argb[i] = 0xff000000 | (int) ((i * 2654435761L >>> 7) & 0xffffff);
+            Preprocessor.Result got = engine.preprocessor.run(argb, 90, 40);
+            Manifest m = engine.manifest;
+            Preprocessor.Result want = Preprocessor.stretched(m.imageSize, m.mean, m.std, m.scale).run(argb, 90, 40);
+            assertTrue(Arrays.equals(want.pixelValues, got.pixelValues));
+            Preprocessor.Result padded = new Preprocessor(m.imageSize, m.padColor, m.mean, m.std, m.scale).run(argb, 90, 40);
+            assertTrue("stretched, not padded", !Arrays.equals(padded.resizedRgb, got.resizedRgb));
+        }
+        edit(m -> {
+            Map<String, Object> tok = Json.obj(m.get("tokenizer"));
+            tok.put("kind", "bert-wordpiece");
+            for (String k : new String[] {"strip_accents", "clean_text", "handle_chinese_chars"}) tok.put(k, Boolean.TRUE);
+            tok.put("continuing_subword_prefix", "##");
+            tok.put("max_input_chars_per_word", 100L);
+            tok.put("template", Arrays.<Object>asList("[CLS]", "$text", "[SEP]"));
+            tok.put("special_tokens", Collections.emptyList());
+            tok.put("cls_id", 2L);
+            tok.put("sep_id", 3L);
+            tok.remove("split_regex");
+        });
+        assertTrue(refused(BundleException.TOKENIZER).getMessage().contains("BERT WordPiece"));
     }
 }
