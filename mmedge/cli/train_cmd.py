@@ -30,7 +30,12 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="training config JSON (fields of mmedge.train.config.TrainConfig)")
     p.add_argument("--out", type=writable_dir, required=True,
                    help="output directory: model, metrics.jsonl, checkpoint/")
-    p.add_argument("--steps", type=int, help="override the config's number of steps")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="override the config's number of steps")
+    budget.add_argument("--minutes", type=float, help="train for about this many minutes: the step count is set "
+                        "from the speed of the first steps (the config's steps stay the most it may take)")
+    budget.add_argument("--epochs", type=float, help="real data: train this many passes over the training records "
+                        "(the config's steps stay the most it may take)")
     p.add_argument("--data", help="scenes (default: the generated scenes) or NAME:ROOT, NAME one of vqa2, gqa, "
                    "nlvr2, coco, cc, jsonl (docs/guides/data.md gives each folder layout); NAME:ROOT switches the "
                    "config's scenes-only options off")
@@ -59,6 +64,9 @@ def run_caption(args: argparse.Namespace) -> int:
     if args.init_from:
         raise ConfigError("--init-from is not supported for captioning yet; train the captioner from scratch",
                           "arguments")
+    if args.minutes is not None or args.epochs is not None:
+        raise ConfigError("--minutes and --epochs budget the classifier's training; the captioner counts steps: "
+                          "use --steps", "arguments")
     cfg = CaptionTrainConfig.load(config_file(args.config, "training config")) if args.config else CaptionTrainConfig()
     overrides = {k: v for k, v in (("steps", args.steps), ("data", args.data)) if v is not None}
     if overrides:
@@ -76,8 +84,23 @@ def run(args: argparse.Namespace) -> int:
     from mmedge.train.config import TrainConfig
     from mmedge.train.trainer import Trainer
 
-    cfg = TrainConfig.load(config_file(args.config, "training config")) if args.config else TrainConfig()
-    overrides = {k: v for k, v in (("task", args.task), ("steps", args.steps)) if v is not None}
+    if args.config:
+        cfg = TrainConfig.load(config_file(args.config, "training config"))
+    elif args.data not in (None, "scenes"):  # your own data: the recipe measured on data it was not tuned on
+        cfg = TrainConfig.data_recipe()
+        if os.environ.get("RANK", "0") == "0":
+            print(f"note: no --config: the data recipe (budget {cfg.minutes:g} minutes, batch {cfg.batch_size}, "
+                  f"lr {cfg.lr:g}; docs/guides/training.md)", flush=True)
+    else:
+        cfg = TrainConfig()
+    overrides = {k: v for k, v in (("task", args.task), ("steps", args.steps), ("minutes", args.minutes),
+                                   ("epochs", args.epochs)) if v is not None}
+    if args.steps is not None:  # an explicit step count replaces the config's budget
+        overrides.update(minutes=None, epochs=None)
+    elif args.minutes is not None:
+        overrides["epochs"] = None
+    elif args.epochs is not None:
+        overrides["minutes"] = None
     if overrides:
         cfg = TrainConfig(**{**cfg.to_dict(), **overrides})
     if args.data is not None:

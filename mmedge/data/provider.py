@@ -91,12 +91,21 @@ class RealData:
         return np.array([i for i, r in enumerate(self.train.records) if r.answer in labels], dtype=np.int64)
 
 
+def extend_words(tokenizer: WordTokenizer, words: list[str]) -> WordTokenizer:
+    """`tokenizer` with `words` it lacks appended: every known word keeps its id, so a starting model's
+    embedding rows still index it and only the new words' rows start fresh."""
+    vocab = dict(tokenizer.vocab)
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    return WordTokenizer(vocab, tokenizer.max_length)
+
+
 def load_real(data: str, task: str, image_size: int, max_text_len: int, answer_vocab_size: int = 1000,
               eval_samples: int | None = None, cache_dir: Path | None = None, progress: bool = True,
               text_vocab: str = "wordpiece", text_vocab_size: int = 8000,
               tokenizer: WordTokenizer | None = None) -> RealData:
     """A real dataset's splits, labels and tokenizer: `tokenizer` when given (a run that starts from
-    a pretrained encoder keeps its vocabulary), else WordPiece learnt from the training text
+    a trained model keeps its vocabulary; a word vocabulary gains the data's new words), else WordPiece learnt from the training text
     (`text_vocab` "wordpiece") or its words (`text_vocab` "word")."""
     spec = parse_data_spec(data)
     train = open_dataset(spec, task, "train", image_size, cache_dir, progress=progress)
@@ -112,6 +121,8 @@ def load_real(data: str, task: str, image_size: int, max_text_len: int, answer_v
     elif tokenizer.max_length != max_text_len:
         raise DatasetError(f"the starting model's tokenizer takes {tokenizer.max_length} tokens, the config "
                            f"{max_text_len}; set model.max_text_len to {tokenizer.max_length}")
+    elif type(tokenizer) is WordTokenizer:  # a word vocabulary grows by the data's new words (fresh embeddings)
+        tokenizer = extend_words(tokenizer, vocabulary_words_of(texts))
     if task != "vqa" and spec.name not in CAPTION_SOURCES and any(r.answer not in labels for r in train.records):
         raise DatasetError(f"{spec.name}: {task} answers must be {' or '.join(labels)}")
     return RealData(spec, task, train, val, labels, tokenizer)

@@ -11,6 +11,8 @@ from mmedge.data.tasks import TASKS, check_qtype_weights, check_relations
 from mmedge.errors import ConfigError
 from mmedge.models.config import ModelConfig, from_dict, read_json
 
+DATA_RECIPE = Path(__file__).with_name("data-recipe.json")
+
 # ModelConfig fields a training config may set (labels and vocab come from the task/tokenizer).
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"labels", "vocab_size", "task", "version"}
 
@@ -31,7 +33,9 @@ class TrainConfig:
     task: str = "vqa"                   # vqa | verify | match
     seed: int = 0                       # seeds init and order; same seed -> same run
     data_seed: int = 0                  # seeds the scene generator (val/test sets depend only on it)
-    steps: int = 3000                   # optimizer steps
+    steps: int = 3000                   # optimizer steps (with epochs or minutes: the most it may take)
+    epochs: float | None = None         # real data: the steps are this many passes over the training records
+    minutes: float | None = None        # a wall-clock budget: the steps are set from the speed of the first steps
     batch_size: int = 64                # per process (global = batch_size * world size)
     lr: float = 1e-3                    # peak AdamW learning rate
     min_lr_ratio: float = 0.05          # cosine decay floor, as a fraction of lr
@@ -60,6 +64,7 @@ class TrainConfig:
     answer_vocab_size: int = 1000       # real VQA data: the most frequent training answers become the labels
     text_vocab: str = "wordpiece"       # real data: "wordpiece" (learnt from the training text) or "word"
     text_vocab_size: int = 8000         # real data, wordpiece: vocabulary size (special tokens included)
+    augment_shift: int = 0              # move each training image by up to this many px in x and y (0 = off)
     model: dict = field(default_factory=dict)  # ModelConfig overrides (dim, depth, ...)
 
     def __post_init__(self) -> None:
@@ -94,6 +99,17 @@ class TrainConfig:
                 check_relations(self.train_relations)
             except ConfigError as exc:
                 p.extend(exc.problems)
+        if self.epochs is not None and self.minutes is not None:
+            p.append("set at most one budget: epochs or minutes (steps stays the most either may take)")
+        for name in ("epochs", "minutes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                p.append(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.augment_shift, int) or isinstance(self.augment_shift, bool) or self.augment_shift < 0:
+            p.append(f"augment_shift must be a non-negative integer (pixels), got {self.augment_shift!r}")
+        elif self.augment_shift and (self.token_loss_weight > 0 or self.ground_loss_weight > 0):
+            p.append("augment_shift moves the images but not the scenes' object maps that token_loss_weight and "
+                     "ground_loss_weight read: switch those off or set augment_shift to 0")
         if self.answer_vocab_size < 1:
             p.append("answer_vocab_size must be at least 1")
         if self.text_vocab not in ("wordpiece", "word"):
@@ -118,6 +134,12 @@ class TrainConfig:
                     changes[name] = value
                     off.append(f"{name} (was {json.dumps(getattr(self, name))})")
         return TrainConfig(**{**self.to_dict(), **changes}), off
+
+    @classmethod
+    def data_recipe(cls) -> "TrainConfig":
+        """The recipe for a dataset of your own (what `mmedge train --data NAME:ROOT` uses without
+        --config): the shipped model's architecture and optimiser settings, a 30-minute budget."""
+        return cls.load(DATA_RECIPE)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

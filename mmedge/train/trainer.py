@@ -32,8 +32,9 @@ from mmedge.models.checkpoint import atomic_write, from_pretrained, save_pretrai
 from mmedge.models.config import ModelConfig
 from mmedge.models.model import AdaptiveVLModel
 from mmedge.train import losses
+from mmedge.train.augment import random_shift
 from mmedge.train.config import TrainConfig
-from mmedge.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from mmedge.train.distributed import DistInfo, barrier, broadcast_int, init_distributed, shutdown
 from mmedge.train.flops import count_flops
 
 CHECKPOINT_DIR, STATE_FILE, OPTIM_FILE = "checkpoint", "trainer_state.json", "optimizer.safetensors"
@@ -89,6 +90,9 @@ def build_model(cfg: TrainConfig, tokenizer: WordTokenizer, init_from: str | Pat
         own = model.state_dict()
         shared = {k: v for k, v in source.state_dict().items()
                   if k in own and own[k].shape == v.shape and (same_task or not k.startswith("exit_heads."))}
+        grown = source.state_dict()["token_embed.weight"]  # a vocabulary grown by the data's words: copy the known rows
+        if own["token_embed.weight"].shape[0] > grown.shape[0] and own["token_embed.weight"].shape[1:] == grown.shape[1:]:
+            shared["token_embed.weight"] = torch.cat([grown, own["token_embed.weight"][grown.shape[0]:]])
         model.load_state_dict(shared, strict=False)
     return model
 
@@ -102,11 +106,14 @@ def _tokenizer_of(model_dir: str | Path | None) -> WordTokenizer | None:
     return WordTokenizer.load(Path(model_dir) / TOKENIZER_FILE)
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up then cosine decay to cfg.min_lr_ratio."""
+def lr_factor(step: int, cfg: TrainConfig, total_steps: int | None = None, progress: float | None = None) -> float:
+    """Linear warm-up then cosine decay to cfg.min_lr_ratio, at the fraction `progress` of the run when
+    given (a minutes budget: the share of the time spent), else at step / total_steps (default cfg.steps)."""
+    total = cfg.steps if total_steps is None else total_steps
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if progress is None:
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -147,8 +154,19 @@ def trim_metrics(log: Path, step: int) -> None:
 
 def batch_indices(cfg: TrainConfig, step: int, dist: DistInfo) -> np.ndarray:
     """This rank's sample indices for `step` (disjoint across ranks, wrapping at train_size)."""
+    return batch_positions(cfg, step, dist) % cfg.train_size
+
+
+def batch_positions(cfg: TrainConfig, step: int, dist: DistInfo) -> np.ndarray:
+    """This rank's positions in the endless stream of training samples for `step`."""
     start = (step * dist.world_size + dist.rank) * cfg.batch_size
-    return np.arange(start, start + cfg.batch_size) % cfg.train_size
+    return np.arange(start, start + cfg.batch_size)
+
+
+def epoch_order(records: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The order of the training records in one pass over them: a fresh permutation per epoch,
+    a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(records)
 
 
 class Trainer:
@@ -157,6 +175,9 @@ class Trainer:
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.dist = init_distributed()
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // self.dist.world_size))
+        if cfg.epochs is not None and cfg.data == "scenes":
+            raise ConfigError("epochs counts passes over a dataset's records and the generated scenes have no end: "
+                              "give steps or minutes, or pass --data NAME:ROOT", "training config")
         self._prepare_out_dir(resume, force)
         self.real = None
         if cfg.data != "scenes":  # a real dataset: its own labels and vocabulary
@@ -167,11 +188,16 @@ class Trainer:
                                   text_vocab=cfg.text_vocab, text_vocab_size=cfg.text_vocab_size,
                                   tokenizer=_tokenizer_of(init_from))
             self.tokenizer = self.real.tokenizer
-            self.order = np.random.default_rng(cfg.seed).permutation(self.real.trainable())  # the records trained on
+            self.order = self.real.trainable()  # the records trained on, reshuffled every epoch
+            self._epoch_cache: dict[int, np.ndarray] = {}
             if not len(self.order):
                 raise ConfigError(f"{cfg.data}: no training record has an answer among the labels", "training data")
         else:
             self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
+        self.total_steps = cfg.steps  # the most steps: fewer with epochs; with minutes, the time decides
+        if cfg.epochs is not None:
+            per_step = cfg.batch_size * self.dist.world_size
+            self.total_steps = min(cfg.steps, max(1, math.ceil(cfg.epochs * len(self.order) / per_step)))
         self.model = build_model(cfg, self.tokenizer, init_from, self.real.labels if self.real else None)
         self.weights = losses.exit_weights(self.model.num_stages, cfg.exit_weighting)
         if cfg.ground_loss_weight > 0 and cfg.ground_stage >= self.model.num_stages:
@@ -235,10 +261,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _train_step(self, keep_ratio: float) -> dict:
         cfg, model = self.cfg, self.ddp or self.model
-        indices = batch_indices(cfg, self.step, self.dist)
         if self.real is not None:
-            samples = self.real.samples(self.real.train, self.order[indices % len(self.order)])
+            samples = self.real.samples(self.real.train, self._records_at(batch_positions(cfg, self.step, self.dist)))
         else:
+            indices = batch_indices(cfg, self.step, self.dist)
             samples = generate(cfg.task, cfg.data_seed, "train", indices, self.model.config.image_size,
                                cfg.max_objects, cfg.qtype_weights,
                                None if cfg.train_relations is None else tuple(cfg.train_relations))
@@ -248,6 +274,9 @@ class Trainer:
                             self.model.config.patch_size if tagging else None,
                             self.model.config.ground_bins if grounding else None)
         pixels, ids, mask = to_torch(batch)
+        if cfg.augment_shift:
+            rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step * 1009 + self.dist.rank)
+            pixels = random_shift(pixels, cfg.augment_shift, rng)
         labels = torch.from_numpy(batch.labels)
         full = keep_ratio >= 1.0
         out = model(pixels, ids, mask, keep_ratio=keep_ratio, return_attention=full, score_all=True)
@@ -279,6 +308,39 @@ class Trainer:
                 "ground_loss": ground_loss.item(),
                 "train_acc_last_exit": acc}
 
+    def _records_at(self, positions: np.ndarray) -> np.ndarray:
+        """Training record indices at these stream positions: epoch by epoch, each in its own order."""
+        n = len(self.order)
+        out = np.empty(len(positions), dtype=np.int64)
+        for k, pos in enumerate(positions):
+            epoch = int(pos // n)
+            if epoch not in self._epoch_cache:
+                self._epoch_cache = {e: o for e, o in self._epoch_cache.items() if e >= epoch - 1}
+                self._epoch_cache[epoch] = epoch_order(self.order, self.cfg.seed, epoch)
+            out[k] = self._epoch_cache[epoch][pos % n]
+        return out
+
+    def _time_is_up(self, start: float, budget_s: float | None) -> bool:
+        """With a minutes budget: whether the time is spent (rank 0 decides for every rank)."""
+        if budget_s is None:
+            return False
+        return bool(broadcast_int(self.dist, int(time.perf_counter() - start >= budget_s)))
+
+    def _validate_and_log(self, bar, start: float) -> dict:
+        val = {}
+        if self.dist.is_main:
+            val = self._validate()
+            self._log({"kind": "val", "step": self.step, "train_flops": self.train_flops,
+                       "wall_s": round(time.perf_counter() - start, 3), **val})
+            bar.write(f"step {self.step}: " + ", ".join(f"{k} last={v[-1]:.3f}" for k, v in val.items()))
+        barrier(self.dist)
+        return val
+
+    def _checkpoint(self, start: float) -> None:
+        if self.dist.is_main:
+            self._save_checkpoint(time.perf_counter() - start)
+        barrier(self.dist)
+
     def _validate(self) -> dict:
         ratios = self.model.config.keep_ratios
         run = run_model(self.model, self.val_batches, ratios)
@@ -288,15 +350,19 @@ class Trainer:
         append_metrics(self.out_dir, row)
 
     def fit(self) -> TrainResult:
+        """Train to total_steps, or with a minutes budget until the time is spent (the learning rate
+        decays over the share of the time spent, so a slower or busier machine takes fewer steps)."""
         cfg = self.cfg
         start = time.perf_counter() - self.wall_offset
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.task}",
+        budget_s = None if cfg.minutes is None else cfg.minutes * 60
+        bar = tqdm(total=self.total_steps if budget_s is None else None, initial=self.step, desc=f"train {cfg.task}",
                    disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
-        val = {}
+        val, validated, first = {}, -1, self.step
         try:
-            while self.step < cfg.steps:
+            while self.step < self.total_steps and not self._time_is_up(start, budget_s):
+                progress = None if budget_s is None else (time.perf_counter() - start) / budget_s
                 for group in self.optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(self.step, cfg)
+                    group["lr"] = cfg.lr * lr_factor(self.step, cfg, self.total_steps, progress)
                 keep = cfg.train_keep_ratios[self.step % len(cfg.train_keep_ratios)]
                 if keep not in self.step_flops:  # count one step of each kind (fwd + bwd, all ranks)
                     with count_flops() as cost:
@@ -309,23 +375,22 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_acc_last_exit']:.2f}")
                 wall = time.perf_counter() - start
-                if self.dist.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                if self.dist.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                     self._log({"kind": "train", "step": self.step, "keep_ratio": keep,
                                "lr": self.optimizer.param_groups[0]["lr"], "train_flops": self.train_flops,
                                "wall_s": round(wall, 3), "samples": self.step * cfg.batch_size * self.dist.world_size,
                                **stats})
-                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                    if self.dist.is_main:
-                        val = self._validate()
-                        self._log({"kind": "val", "step": self.step, "train_flops": self.train_flops,
-                                   "wall_s": round(time.perf_counter() - start, 3), **val})
-                        bar.write(f"step {self.step}: " + ", ".join(
-                            f"{k} last={v[-1]:.3f}" for k, v in val.items()))
-                    barrier(self.dist)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                    if self.dist.is_main:
-                        self._save_checkpoint(time.perf_counter() - start)
-                    barrier(self.dist)
+                if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
+                    val, validated = self._validate_and_log(bar, start), self.step
+                if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
+                    self._checkpoint(start)
+            if budget_s is not None and self.step > first:  # the time is spent: between validations, as a rule
+                if validated != self.step:
+                    val = self._validate_and_log(bar, start)
+                    self._checkpoint(start)
+                if self.dist.is_main:
+                    self._log({"kind": "budget", "step": self.step, "minutes": cfg.minutes,
+                               "wall_s": round(time.perf_counter() - start, 3), "capped_by_steps": self.step >= cfg.steps})
         finally:
             bar.close()
         wall = time.perf_counter() - start
