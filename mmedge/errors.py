@@ -24,6 +24,28 @@ class ImageError(MMEdgeError, ValueError):
     """An input image cannot be used (unreadable, too small, too large)."""
 
 
+class ImageCountError(ImageError):
+    """A query gave a number of images the bundle does not read: a two-image bundle (NLVR2,
+    preprocessing.num_images 2) takes a list of two, a one-image bundle one image."""
+
+    def __init__(self, expected: int, got: int, where: str = "the bundle") -> None:
+        self.expected, self.got = expected, got
+        how = (f"a list of {expected} images, e.g. predict([image_a, image_b], text)" if expected > 1
+               else "one image (a path, PIL image or array), e.g. predict(image, text)")
+        super().__init__(f"{where} reads {expected} image{'s' if expected > 1 else ''} per query, got {got}: "
+                         f"pass {how}")
+
+
+class AdaptedModelUnsupported(MMEdgeError, ValueError):
+    """A command that reads mmedge's own models was given a folder written by `mmedge adapt`; the
+    message names the commands that take it."""
+
+    def __init__(self, command: str, folder, instead: str) -> None:
+        self.command, self.folder, self.instead = command, str(folder), instead
+        super().__init__(f"{folder} is a model adapted by `mmedge adapt`; `mmedge {command}` runs mmedge's own models "
+                         f"only. Instead: {instead}")
+
+
 class TextError(MMEdgeError, ValueError):
     """An input text cannot be used (empty after normalisation)."""
 

@@ -77,8 +77,11 @@ def model_card(model, result, source: str, distill_cfg, preprocessor) -> str:
         "model, pre = load_adapted('THIS_FOLDER')",
         "out = model(**pre.encode([(image,)], [question]), keep_ratio=0.5)   # logits and confidence per exit",
         "```", "",
-        "Not yet: `mmedge eval`, `calibrate`, `export`, `bench` and the runtimes do not read adapted folders "
-        "(docs/adapt.md lists what is missing).", "",
+        "Through the toolchain: `mmedge eval --model THIS_FOLDER`; `mmedge export` (ONNX fp32 / int8, ExecuTorch "
+        "fp32), then `mmedge calibrate` and `mmedge bench --device host` on the bundle and the Python `Engine` "
+        "(NLVR2: `predict([left, right], text)`; retrieval: `Prediction.match_score`). The JavaScript and Android "
+        "runtimes run VQA bundles only; `mmedge demo`, `probe` and `predict` refuse adapted folders "
+        "(docs/adapt.md).", "",
     ]
     return "\n".join(lines)
 

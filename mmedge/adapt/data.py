@@ -10,6 +10,9 @@ Labels are optional: a record's answer becomes the index of that answer among th
 (compared case-insensitively; retrieval: "yes"/"true" = 1, "no"/"false" = 0), -1 when it has
 none, and distillation needs none. Caption sources (coco, cc) pair every other image with another
 image's caption (label 0), as mmedge's matching task does, so the teacher sees both kinds of pair.
+
+The same examples serve the bundle of an adapted model (bundle_queries: `mmedge calibrate` and
+`mmedge bench --device host` draw its queries here, raw images for the Engine to prepare).
 """
 
 from __future__ import annotations
@@ -40,10 +43,14 @@ def label_of(answer: str, labels: list[str], task: str) -> int:
 
 
 class AdaptData:
-    """Training examples by index (wrapping, deterministic) and the first n validation examples."""
+    """Training examples by index (wrapping, deterministic) and the first n examples of a split.
+
+    splits: the splits to read ({key: the split's name on disk}); by default "train" and "val" (a
+    dataset's validation split: mmedge.data.provider.VAL_SPLIT). Calibration and benchmarks read one
+    split only (`first`), so that a dataset without training records serves them too."""
 
     def __init__(self, data: str, task: str, labels: list[str], image_size: int, num_images: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, splits: dict[str, str] | None = None) -> None:
         self.data, self.task, self.labels, self.image_size, self.seed = data, task, labels, image_size, seed
         if data == "scenes":
             if task not in SCENES_TASK:
@@ -58,18 +65,21 @@ class AdaptData:
         spec = parse_data_spec(data)
         self.root = spec.root
         self.caption_pairs = spec.name in ("coco", "cc")
-        train = read_records(spec, RECORD_TASK[task], "train")
-        val = read_records(spec, RECORD_TASK[task], VAL_SPLIT.get(spec.name, "val"))
-        for name, records in (("train", train), ("validation", val)):
+        splits = splits or {"train": "train", "val": VAL_SPLIT.get(spec.name, "val")}
+        self._records = {}
+        for key, split in splits.items():
+            records = read_records(spec, RECORD_TASK[task], split)
+            name = {"train": "train", "val": "validation"}.get(key, split)
             if not records:
                 raise DatasetError(f"{data}: the {name} split has no records")
             wrong = next((r for r in records if len(r.images) != num_images), None)
             if wrong is not None:
                 raise DatasetError(f"{wrong.where}: the model reads {num_images} image(s) per example, this record "
                                    f"names {len(wrong.images)}")
-        self._records = {"train": train, "val": val}
-        self.order = np.random.default_rng(seed).permutation(len(train))
-        self.train_size = len(train)
+            self._records[key] = records
+        if "train" in self._records:
+            self.order = np.random.default_rng(seed).permutation(len(self._records["train"]))
+            self.train_size = len(self._records["train"])
 
     def _scenes(self, split: str, indices) -> list[Example]:
         from mmedge.data.batches import generate
@@ -102,9 +112,13 @@ class AdaptData:
 
     def val(self, n: int) -> list[Example]:
         """The first n validation examples (fewer when the split is smaller)."""
+        return self.first("val", n)
+
+    def first(self, key: str, n: int) -> list[Example]:
+        """The first n examples of split `key` (the scenes: val, test or compositional)."""
         if self._records is None:
-            return self._scenes("val", range(n))
-        return self._from_records("val", range(min(n, len(self._records["val"]))))
+            return self._scenes(key, range(n))
+        return self._from_records(key, range(min(n, len(self._records[key]))))
 
 
 class _OpenInside:
@@ -135,3 +149,28 @@ class _OpenInside:
 def materialise(image):
     """What the preprocessor takes: a dataset file is read (inside its root) first."""
     return image.load() if isinstance(image, _OpenInside) else image
+
+
+# ---------------------------------------------------------------------------------------------- bundles
+def bundle_adapt_config(manifest: dict) -> dict | None:
+    """The AdaptConfig (as a dict) of a bundle exported from an adapted model, None for mmedge's own."""
+    config = (manifest.get("model") or {}).get("config") or {}
+    return config if isinstance(config, dict) and "family" in config and "source_class" in config else None
+
+
+def bundle_queries(manifest: dict, data: str, split: str, n: int, seed: int = 0) -> tuple[list, np.ndarray]:
+    """The first n queries of `split` for a bundle of an adapted model, as `mmedge eval` and the export's
+    checks draw them: (images, text) pairs (images: a list of the example's images, read from disk
+    inside the dataset's root) and labels (n,): each answer's index among the bundle's labels, -1 when it
+    is not one of them (a retrieval bundle's labels are [no, yes]: 1 a matching pair, 0 not).
+
+    `split` is a key of the scenes (val, test, compositional) or a dataset's split on disk."""
+    cfg = bundle_adapt_config(manifest)
+    if cfg is None:
+        raise DatasetError("bundle_queries reads bundles of adapted models (model.config has a family)")
+    task, labels = cfg["task"], list(manifest["labels"])
+    source = AdaptData(data, task, labels, manifest["preprocessing"]["image_size"], cfg.get("num_images", 1), seed,
+                       splits=None if data == "scenes" else {split: split})
+    examples = source.first(split, n)
+    return ([([materialise(im) for im in ex.images], ex.text) for ex in examples],
+            np.array([ex.label for ex in examples], np.int64))

@@ -9,6 +9,11 @@
 with I images per example (1, or 2 for NLVR2: one sequence per image) and T = L + 1 + k (the text,
 the image [CLS], the k kept patches). Stage 0 holds the prefilter, wherever in it the prefilter
 sits, so its kept indices come out of stage 0 as they do for mmedge's own models.
+
+A single-score head (retrieval: C = 1, the score s) gives logits [0, s] (C = 2, labels no / yes;
+mmedge.adapt.model.as_classes): softmax of them is [1 - sigmoid(s), sigmoid(s)], so a runtime's
+softmax over the labels is the match probability (docs/bundle-format.md, Adapted encoders, head
+"match-score").
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmedge.adapt.model import AdaptedModel
+from mmedge.adapt.model import AdaptedModel, as_classes
 from mmedge.export.stages import StageSpec
 
 
@@ -35,7 +40,7 @@ class FirstStage(nn.Module):
             kept = torch.arange(N, dtype=torch.int32).unsqueeze(0).expand(hidden.shape[0], N)
         else:
             kept = pruned.kept_index.to(torch.int32)
-        return hidden, mask, logits, confidence, kept
+        return hidden, mask, as_classes(logits), confidence, kept
 
 
 class LaterStage(nn.Module):
@@ -44,7 +49,8 @@ class LaterStage(nn.Module):
         self.model, self.stage = model, stage
 
     def forward(self, hidden_in: torch.Tensor, attention_mask: torch.Tensor):
-        return self.model.forward_stage(self.stage, hidden_in, attention_mask)
+        hidden, logits, confidence = self.model.forward_stage(self.stage, hidden_in, attention_mask)
+        return hidden, as_classes(logits), confidence
 
 
 def stage_specs(model: AdaptedModel, keep_ratios: list[float]) -> list[StageSpec]:

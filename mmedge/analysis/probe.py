@@ -62,6 +62,13 @@ DEFINITIONS = {
 
 
 # ----------------------------------------------------------------------------------------------- per batch
+# what `mmedge probe` says to use for a model adapted by `mmedge adapt` (whose sequence, preprocessor
+# and head are its source's, not the ones this probe reads)
+ADAPTED_INSTEAD = ("mmedge eval --model DIR (every exit's agreement with the full model and accuracy, per keep "
+                   "ratio), or the attention of mmedge.adapt.load_adapted(DIR)'s model: model(**inputs, "
+                   "return_attention=True) (docs/adapt.md)")
+
+
 def token_norms(hidden: torch.Tensor, text_mask: torch.Tensor, num_text: int) -> dict[str, torch.Tensor]:
     """hidden (B, 1 + L + N, D), text_mask (B, L) -> per-sample mean L2 norm of text / visual tokens and
     the [CLS] norm, each (B,). A sequence without visual tokens gives NaN for them."""
@@ -226,6 +233,10 @@ def probe(model: AdaptiveVLModel, tokenizer, split: str = "val", samples: int = 
           data_seed: int = 0, batch_size: int = 64, progress: bool = True) -> dict:
     """Probe `model` on `samples` generated samples of `split`; a JSON-ready dict (see DEFINITIONS)."""
     check_settings(split, samples, keep_ratio, data_seed, batch_size)
+    if getattr(model, "is_adapted", False):  # its own sequence, preprocessor and head: not this probe's
+        from mmedge.errors import AdaptedModelUnsupported
+
+        raise AdaptedModelUnsupported("probe", type(model).__name__, ADAPTED_INSTEAD)
     cfg = model.config
     was_training = model.training
     model.eval()

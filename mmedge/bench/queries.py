@@ -7,6 +7,11 @@ the scenes, but only when every answer the scenes give for its task is one of th
 Accuracy is then measured on the data the model answers about, never silently on another: a
 bundle whose labels are not the queries' answers is refused with a LabelMismatchError. Answers are
 compared as strings, never as label indices.
+
+A bundle of a model adapted by `mmedge adapt` draws its queries as `mmedge eval` does
+(mmedge.adapt.data.bundle_queries: the raw images, which the Engine prepares as the model's own
+processor does; a list of two per query for NLVR2), and is refused the same way when most of their
+answers are not among its labels.
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ def draw_queries(manifest: dict, n: int, data: str | None = None, split: str | N
     from mmedge.data.batches import generate
     from mmedge.data.sources import parse_data_spec
 
+    from mmedge.adapt.data import bundle_adapt_config
+
     task, labels = manifest["task"], list(manifest["labels"])
     image_size = manifest["preprocessing"]["image_size"]
     spec_text, chosen_by = resolve_data(manifest, data)
@@ -103,6 +110,8 @@ def draw_queries(manifest: dict, n: int, data: str | None = None, split: str | N
         raise DatasetError(f"the bundle was exported with --data {spec_text} (its manifest records it), which "
                            f"cannot be read here ({exc}); pass --data NAME:ROOT with the dataset's folder on "
                            "this machine") from None
+    if bundle_adapt_config(manifest) is not None:
+        return _adapted_queries(manifest, spec, spec_text, n, split, chosen_by)
     if spec.is_scenes:
         check_scene_labels(manifest, "pass --data NAME:ROOT with the dataset it was trained on (e.g. "
                                      "--data jsonl:/data/mine)")
@@ -122,6 +131,30 @@ def draw_queries(manifest: dict, n: int, data: str | None = None, split: str | N
             f"{outside} of {len(samples)} {spec.name} {split} answers ({_few(answers)}) are not among the "
             f"bundle's {len(labels)} labels ({_few(labels)}): the bundle was not trained on this data; "
             "bench it with the dataset it was trained on (--data NAME:ROOT)")
+    notes = [f"{outside} of {len(samples)} answers are outside the bundle's labels: counted wrong"] if outside else []
+    return Queries(samples, spec.name, split, chosen_by, outside, notes)
+
+
+def _adapted_queries(manifest: dict, spec, spec_text: str, n: int, split: str | None, chosen_by: str) -> Queries:
+    """The queries of a bundle of an adapted model (module docstring): Samples whose image is the list of
+    the query's images; an answer outside the bundle's labels is counted wrong."""
+    from mmedge.adapt.data import bundle_queries
+
+    labels = list(manifest["labels"])
+    split = split or default_split(spec_text)
+    if spec.is_scenes and split not in ("val", "test", "compositional"):
+        raise DatasetError(f"--split {split!r}: the scenes have val, test and compositional")
+    pairs, ids = bundle_queries(manifest, spec_text, split, n)
+    if not pairs:
+        raise DatasetError(f"{spec.name} {split}: no queries")
+    outside = int((ids < 0).sum())
+    if outside > MAX_OUT_OF_VOCABULARY * len(pairs):
+        raise LabelMismatchError(
+            f"{outside} of {len(pairs)} {spec.name} {split} answers are not among the bundle's {len(labels)} labels "
+            f"({_few(labels)}): the adapted model does not answer this data; bench it with data whose answers are "
+            "its labels (--data NAME:ROOT)")
+    samples = [Sample(images, text, labels[i] if i >= 0 else "", int(i), manifest["task"], "")
+               for (images, text), i in zip(pairs, ids)]
     notes = [f"{outside} of {len(samples)} answers are outside the bundle's labels: counted wrong"] if outside else []
     return Queries(samples, spec.name, split, chosen_by, outside, notes)
 

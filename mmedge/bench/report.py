@@ -62,6 +62,13 @@ def markdown(result: dict) -> str:
     full = result["policies"]["full depth, every token"]["stages"]
     srows = [[s, f"{v['p50_ms']:.3f}", f"{v['p90_ms']:.3f}"] for s, v in full.items()]
     lines += ["Per-stage latency at full depth (ms):", "", tabulate(srows, ["stage", "p50", "p90"], tablefmt="github"), ""]
+    exits = result.get("exit_latency")
+    if exits:
+        n = max(len(v["p50_ms"]) for v in exits.values())
+        erows = [[v["keep_ratio"], *[f"{a:.3f} / {b:.3f}" for a, b in zip(v["p50_ms"], v["p90_ms"])]]
+                 for v in exits.values()]
+        lines += ["Latency to each exit at full depth, p50 / p90 (ms; the stages up to it, preprocessing excluded):",
+                  "", tabulate(erows, ["keep", *[f"exit {i}" for i in range(n)]], tablefmt="github"), ""]
     prof = result.get("op_profile")
     if prof:
         lines += [f"Per-operator time from onnxruntime's profiler ({prof['precision']}, keep {prof['keep_ratio']}, "

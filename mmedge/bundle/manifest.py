@@ -40,6 +40,8 @@ LATER_INPUTS = ("hidden_in", "attention_mask")
 STAGE0_OUTPUTS = ("hidden", "logits", "confidence", "attention_mask", "kept_index")
 LATER_OUTPUTS = ("hidden", "logits", "confidence")
 ADAPTED_RESIZE, BERT_WORDPIECE = "pillow-bicubic", "bert-wordpiece"  # adapted encoders (bundle-format.md)
+SOFTMAX, MATCH_SCORE = "softmax", "match-score"  # the manifest's `head` (absent: softmax; bundle-format.md)
+MATCH_LABELS = ["no", "yes"]  # head match-score: logits [0, s], softmax(logits)[1] = sigmoid(s)
 CLASSIFIER, CAPTION = "classifier", "caption"   # bundle kinds: no `kind` key, or "kind": "caption"
 CODES = ("manifest-missing", "manifest-not-regular", "manifest-too-large", "json", "schema-version", "schema",
          "inconsistent", "path", "unlisted", "file-missing", "file-not-regular", "size-mismatch", "hash-mismatch",
@@ -385,6 +387,7 @@ def consistency_problems(m: dict) -> list[str]:
     if m["tokenizer"]["pad_id"] == m["tokenizer"]["unk_id"]:
         problems.append("tokenizer pad_id and unk_id are the same id")
     problems += _fixed_rules_problems(m)
+    problems += _adapted_problems(m)
     if "modality_pruning" in m:
         problems += _pruning_problems(m["modality_pruning"], m)
     if "in_graph" in m:
@@ -467,6 +470,26 @@ def _pruning_problems(p: dict, m: dict) -> list[str]:
     return out
 
 
+def num_images(m: dict) -> int:
+    """Images per query: preprocessing.num_images (adapted encoders), else 1."""
+    return m["preprocessing"].get("num_images", 1)
+
+
+def _adapted_problems(m: dict) -> list[str]:
+    """Two images per query are an adapted encoder's preparation only; head match-score is a yes/no
+    match (task match, labels [no, yes]) without modality pruning or in-graph graphs."""
+    out = []
+    if num_images(m) != 1 and m["preprocessing"]["resize"] != ADAPTED_RESIZE:
+        out.append(f"preprocessing.num_images {num_images(m)} needs resize {ADAPTED_RESIZE!r} (an adapted encoder's "
+                   "preparation)")
+    if num_images(m) != 1 and ("modality_pruning" in m or "in_graph" in m):
+        out.append("a bundle of two images per query has no modality_pruning or in_graph section")
+    if m.get("head", SOFTMAX) == MATCH_SCORE and (m["task"] != "match" or m["labels"] != MATCH_LABELS):
+        out.append(f"head {MATCH_SCORE!r} needs task 'match' and labels {MATCH_LABELS} (logits [0, s]), not task "
+                   f"{m['task']!r} and labels {_short(repr(m['labels']), 60)}")
+    return out
+
+
 def _fixed_rules_problems(m: dict) -> list[str]:
     """Format version 1 fixes the preprocessing and tokenizer rules; the manifest repeats them, and a
     value this runtime does not implement is refused rather than silently ignored."""
@@ -502,10 +525,11 @@ def _io_problems(name: str, entry: dict, index: int, labels: list, group: dict, 
     logits = outputs["logits"]["shape"]
     if not logits or logits[-1] != len(labels):
         out.append(f"stage {name!r} gives {logits[-1] if logits else 0} logits for {len(labels)} labels")
-    size = m["preprocessing"]["image_size"]
-    if index == 0 and "pixel_values" in inputs and inputs["pixel_values"]["shape"] != [1, 3, size, size]:
+    size, images = m["preprocessing"]["image_size"], num_images(m)
+    pixels = [1, 3, size, size] if images == 1 else [1, images, 3, size, size]
+    if index == 0 and "pixel_values" in inputs and inputs["pixel_values"]["shape"] != pixels:
         out.append(f"stage {name!r} takes pixel_values {inputs['pixel_values']['shape']}, "
-                   f"preprocessing gives [1, 3, {size}, {size}]")
+                   f"preprocessing gives {pixels}")
     if index == 0 and "input_ids" in inputs and inputs["input_ids"]["shape"] != [1, m["tokenizer"]["max_length"]]:
         out.append(f"stage {name!r} takes input_ids {inputs['input_ids']['shape']}, the tokenizer gives "
                    f"[1, {m['tokenizer']['max_length']}]")

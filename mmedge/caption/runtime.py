@@ -58,6 +58,7 @@ class Hypothesis:
     cache_v: list[np.ndarray]
     done: bool = False
     logits: list[np.ndarray] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class CaptionRun:
     encoder_ms: float
     stage_ms: dict[str, float]   # total ms per graph over the caption
     total_ms: float
+    confidences: list[float] = field(default_factory=list)  # per generated id, the learned confidence at its exit
+    logprob: float = 0.0         # the hypothesis' score: sum of its ids' log-softmax (float64)
 
 
 class CaptionDecoder:
@@ -85,8 +88,9 @@ class CaptionDecoder:
         return [np.zeros((1, L.num_heads, L.max_len, L.head_dim), np.float32) for _ in range(L.depth)]
 
     def _word(self, hyp: Hypothesis, pos: int, cross_k: np.ndarray, cross_v: np.ndarray, policy: Policy,
-              kv: str, timings: dict) -> tuple[np.ndarray, int]:
-        """Run the stages for the word at `pos` of `hyp` (updating its caches) -> logits (V,), exit stage."""
+              kv: str, timings: dict) -> tuple[np.ndarray, int, float]:
+        """Run the stages for the word at `pos` of `hyp` (updating its caches) -> logits (V,), exit stage and
+        the learned confidence at that exit."""
         L = self.layout
         position = np.array([pos], np.int64)
         token = hyp.tokens[-1] if hyp.tokens else L.bos_id
@@ -119,7 +123,7 @@ class CaptionDecoder:
                                                    "past_v": np.stack([hyp.cache_v[i] for i in later])}, timings)
             for j, i in enumerate(later):
                 hyp.cache_k[i], hyp.cache_v[i] = out["present_k"][j], out["present_v"][j]
-        return logits, chosen_exit
+        return logits, chosen_exit, state.confidences[chosen_exit]
 
     def caption(self, pixel_values: np.ndarray, policy: Policy, max_len: int | None = None, beam: int = 1,
                 kv: str = "copy") -> CaptionRun:
@@ -145,26 +149,26 @@ class CaptionDecoder:
             candidates = []
             for hyp in beams:
                 if hyp.done:
-                    candidates.append((hyp.logprob, hyp, None, None, None))
+                    candidates.append((hyp.logprob, hyp, None, None, None, None))
                     continue
-                logits, exit_stage = self._word(hyp, pos, cross_k, cross_v, policy, kv, timings)
+                logits, exit_stage, confidence = self._word(hyp, pos, cross_k, cross_v, policy, kv, timings)
                 z = logits.astype(np.float64)
                 logp = z - z.max() - np.log(np.exp(z - z.max()).sum())
                 top = np.argsort(-logp, kind="stable")[:beam]
                 for w in top:
-                    candidates.append((hyp.logprob + float(logp[w]), hyp, int(w), exit_stage, logits))
+                    candidates.append((hyp.logprob + float(logp[w]), hyp, int(w), exit_stage, logits, confidence))
             candidates.sort(key=lambda c: -c[0])
             new_beams = []
-            for score, hyp, word, exit_stage, logits in candidates[:beam]:
+            for score, hyp, word, exit_stage, logits, confidence in candidates[:beam]:
                 if word is None:
                     new_beams.append(hyp)
                     continue
                 new_beams.append(Hypothesis(hyp.tokens + [word], hyp.exits + [exit_stage], score,
                                             list(hyp.cache_k), list(hyp.cache_v), word == L.eos_id,
-                                            hyp.logits + [logits]))
+                                            hyp.logits + [logits], hyp.confidences + [confidence]))
             beams = new_beams
             if all(h.done for h in beams):
                 break
         best = max(beams, key=lambda h: h.logprob / max(1, len(h.tokens))) if beam > 1 else beams[0]
         return CaptionRun(best.tokens, best.exits, best.logits, encoder_ms, timings,
-                          (time.perf_counter() - t0) * 1e3)
+                          (time.perf_counter() - t0) * 1e3, best.confidences, best.logprob)

@@ -10,11 +10,16 @@ EPILOG = """examples:
   mmedge calibrate --artifact bundles/vqa-default.mmedge --max-drop 0.01
   mmedge calibrate --artifact bundles/vqa-default.mmedge --max-drop 0.02 --samples 2000 --dry-run
   mmedge calibrate --artifact bundles/caption-default.mmedge --max-drop-cider 1.0   # a captioner
+  mmedge calibrate --artifact vilt.mmedge --data vqa2:/data/vqa2             # a model adapted by `mmedge adapt`
+  mmedge calibrate --artifact vilt.mmedge --labels teacher                   # bound the disagreement with full depth
 
 Every exported keep ratio and the policies confidence / max_probability (thresholds 0.5-1.0),
 patience (2..exits) and full depth are tried on the validation split; the cheapest in expected
 FLOPs whose paired accuracy drop against full depth with every token stays within --max-drop at
-its one-sided 95% upper limit is written into manifest.json (atomically).
+its one-sided 95% upper limit is written into manifest.json (atomically). --labels teacher counts
+the bundle's own full-depth answer (every token) as correct instead of the data's answers: the bound
+is then on disagreement with the full model, and the data needs no labels (what the exits of a
+model adapted by `mmedge adapt` are distilled for).
 
 A captioning bundle bounds its CIDEr drop instead: --max-drop-cider points (x100 scale), or
 --max-drop D, the same bound on CIDEr's own scale (D x 100 points: --max-drop 0.01 is 1 point).
@@ -40,6 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data-seed", type=non_negative, default=0)
     p.add_argument("--data", default="scenes", help="scenes (default) or NAME:ROOT: calibrate on a real dataset's "
                    "validation split (docs/guides/data.md; a captioning bundle: coco or cc)")
+    p.add_argument("--labels", choices=("data", "teacher"), default="data",
+                   help="what counts as correct: the data's answers (default), or the bundle's own full-depth "
+                        "answers with every token (teacher)")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to re-sign the manifest with (see `mmedge sign`)")
     p.add_argument("--dry-run", action="store_true", help="print the table, leave the manifest as it is")
     p.add_argument("--no-progress", action="store_true")
@@ -82,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--sign-key signs the rewritten manifest, and --dry-run writes none: drop one of them",
                           "arguments")
     if _is_caption_bundle(args.artifact):
+        if args.labels != "data":
+            raise ConfigError("--labels teacher applies to classifier bundles; a captioning bundle bounds its CIDEr "
+                              "against the references", "arguments")
         return run_caption(args)
     if args.max_drop_cider is not None:
         raise ConfigError("--max-drop-cider bounds a captioning bundle's CIDEr; this is a classifier bundle: "
@@ -90,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
     samples = 1000 if args.samples is None else args.samples
     from mmedge.runtime.calibrate import calibrate, check_arguments, format_table
 
-    check_arguments(max_drop, args.z, samples)  # before loading anything (calibrate checks too)
+    check_arguments(max_drop, args.z, samples, args.labels)  # before loading anything (calibrate checks too)
     result = calibrate(args.artifact, max_drop, samples, "val", args.data_seed, args.backend, args.z,
-                       progress=not args.no_progress, write=not args.dry_run, sign_key=args.sign_key, data=args.data)
+                       progress=not args.no_progress, write=not args.dry_run, sign_key=args.sign_key, data=args.data,
+                       labels=args.labels)
     print(format_table(result))
     if not args.dry_run and result["chosen"] is not None:
         print(f"\nwrote the thresholds into {args.artifact}/manifest.json")

@@ -90,9 +90,25 @@ def _samples(model, tokenizer, split: str, n: int, seed: int, data: str = "scene
 
 
 class UnsupportedAdaptedExport(ExportError):
-    """An adapted model whose task the bundle format cannot state yet (only vqa exports today)."""
+    """An adapted model whose task the bundle format cannot state (every task of mmedge adapt exports
+    today: VQA, NLVR2 and retrieval; kept for a family with another task)."""
 
-    supported = ("vqa",)
+    supported = ("vqa", "nlvr2", "retrieval")
+
+
+# an adapted model's task -> the bundle's task (the format's: a classifier over answers, a true / false
+# statement about two images, an image-text match) and how its logits are read (docs/bundle-format.md)
+ADAPTED_BUNDLE_TASK = {"vqa": "vqa", "nlvr2": "verify", "retrieval": "match"}
+
+
+def adapted_head(cfg) -> tuple[str, list[str], str | None]:
+    """(the manifest's task, labels, head) of an adapted model: a retrieval model's one score s is
+    exported as logits [0, s] over labels [no, yes] (head match-score: softmax = sigmoid(s))."""
+    from mmedge.bundle.manifest import MATCH_LABELS, MATCH_SCORE
+
+    if cfg.task == "retrieval":
+        return ADAPTED_BUNDLE_TASK[cfg.task], list(MATCH_LABELS), MATCH_SCORE
+    return ADAPTED_BUNDLE_TASK[cfg.task], list(cfg.labels), None
 
 
 class _AdaptedBatch:
@@ -120,17 +136,13 @@ def _adapted_samples(model, preprocessor, split: str, n: int, seed: int, data: s
 
 
 def check_adapted_exportable(model) -> None:
-    """What an adapted model's bundle can state today: one image, a classifier over >= 2 labels (VQA).
-    NLVR2 (two images) and retrieval (a single score) need bundle fields that no runtime implements
-    yet (docs/bundle-format.md, Adapted encoders)."""
+    """The adapted tasks a bundle can state: VQA, NLVR2 (two images per query) and retrieval (one score,
+    exported as logits [0, s]; docs/bundle-format.md, Adapted encoders)."""
     cfg = model.config
-    if cfg.task != "vqa":
-        raise UnsupportedAdaptedExport(f"exporting an adapted {cfg.task} model ({cfg.source_class}) is not supported "
-                                    f"yet: `mmedge export` supports adapted models of task vqa "
-                                    f"(ViltForQuestionAnswering); {cfg.task} needs "
-                                    + ("two images per example (pixel_values (1, 2, 3, S, S))" if cfg.task == "nlvr2"
-                                       else "a single-score head (probability = sigmoid(score))")
-                                    + " in the bundle format")
+    if cfg.task not in UnsupportedAdaptedExport.supported:
+        raise UnsupportedAdaptedExport(f"exporting an adapted {cfg.task} model ({cfg.source_class}) is not supported: "
+                                       f"`mmedge export` supports adapted models of task "
+                                       f"{', '.join(UnsupportedAdaptedExport.supported)}")
 
 
 def _check_artifact(artifact: dict, root: Path, groups, reference, feeds, acc_feeds, acc_labels,
@@ -168,8 +180,10 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
     keep = [{"keep_ratio": r, "kept_tokens": ss[0].kept_tokens, "seq_len": ss[0].seq_len,
              "stages": [s.name for s in ss], "exit_flops": np.cumsum(flops[r]).astype(int).tolist()}
             for r, ss in groups.items()]
+    task, labels, head = cfg.task, list(cfg.labels), None
     if is_adapted(model):
         preprocessing, tokenizer_section = adapted_sections(tokenizer)
+        task, labels, head = adapted_head(cfg)
     else:
         preprocessing = {"image_size": cfg.image_size, "channel_order": "RGB", "layout": "NCHW",
                          "scale": 1 / 255, "mean": [MEAN] * 3, "std": [STD] * 3,
@@ -181,7 +195,7 @@ def _manifest(name: str, model, model_dir: Path, tokenizer, specs, groups, recip
     return {
         "schema_version": SCHEMA_VERSION, "name": name, "release": release or new_release(name),
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "task": cfg.task, "labels": list(cfg.labels),
+        "task": task, "labels": labels, **({"head": head} if head else {}),
         "model": {"config": cfg.to_dict(), "parameters": model.num_parameters(), "source": str(model_dir)},
         "exit_layers": cfg.exits,
         "preprocessing": preprocessing, "tokenizer": tokenizer_section,

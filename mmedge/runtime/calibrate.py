@@ -13,6 +13,13 @@ the rule's signal on the calibration samples. A query whose signal fires follows
 (its exits after the pruning stage come from the text-only stages, at their FLOPs); the chosen
 threshold, or "off" when the cheapest option within the bound does not prune, is written into the
 manifest's ``modality_pruning.rule``.
+
+What "correct" means (``labels``): "data", the data's own answers (an answer outside the bundle's
+labels is always wrong), or "teacher", the bundle's own full-depth answer with every token (the
+reference is then right by definition, and the bound is on disagreement with it: what self-distilled
+exits of a model adapted by `mmedge adapt` are trained for, and what needs no labelled data).
+A bundle of an adapted model draws its queries as `mmedge eval` does (mmedge.adapt.data: the raw
+images, prepared by the bundle's own preparation; two per query for NLVR2).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from mmedge.runtime.pruning import PruningRule, stored_rule
 # errors of a mean of 0/1 differences) is not trustworthy: one sample's error moves the drop by more
 # than the usual bound (0.01). 100 is the least calibration accepts; the default is 1,000.
 MIN_SAMPLES = 100
+LABELS = ("data", "teacher")  # what calibration counts as correct (module docstring)
 
 THRESHOLDS = tuple(np.round(np.concatenate([np.arange(0.5, 0.9, 0.05), np.arange(0.9, 1.0, 0.01),
                                             [0.995, 0.999, 1.0001]]), 4).tolist())
@@ -71,7 +79,19 @@ class ExitTable:
 
 def _queries(engine: Engine, split: str, n: int, data_seed: int, data: str) -> tuple[list, np.ndarray]:
     """(image, text) pairs and labels of n queries: generated scenes, or a real dataset's validation
-    records (`data` NAME:ROOT; an answer outside the bundle's labels is labelled -1: always wrong)."""
+    records (`data` NAME:ROOT; an answer outside the bundle's labels is labelled -1: always wrong).
+    A bundle of an adapted model: its images as its own preparation reads them (mmedge.adapt.data)."""
+    from mmedge.adapt.data import bundle_adapt_config, bundle_queries
+
+    if bundle_adapt_config(engine.manifest) is not None:
+        if data == "scenes":
+            return bundle_queries(engine.manifest, data, split, n, data_seed)
+        from mmedge.data.provider import VAL_SPLIT
+        from mmedge.data.sources import parse_data_spec
+
+        name = parse_data_spec(data).name
+        return bundle_queries(engine.manifest, data, VAL_SPLIT.get(name, "val") if split == "val" else split, n,
+                              data_seed)
     task = engine.manifest["task"]
     if data == "scenes":
         samples = generate(task, data_seed, split, range(n), engine.image_size)
@@ -176,10 +196,13 @@ def evaluate_policy(policy: Policy, table: ExitTable, labels: np.ndarray,
     return answers[rows, exits] == labels, flops[rows, exits]
 
 
-def check_arguments(max_drop, z, samples) -> None:
+def check_arguments(max_drop, z, samples, labels: str = "data") -> None:
     """Refuse a bound that means nothing, before any work: max_drop a finite number in [0, 1), z a
-    finite number >= 0, samples a whole number >= MIN_SAMPLES."""
+    finite number >= 0, samples a whole number >= MIN_SAMPLES, labels one of LABELS."""
     problems = []
+    if labels not in LABELS:
+        problems.append(f"labels {labels!r} must be one of {', '.join(LABELS)} (the data's answers, or the bundle's "
+                        "own full-depth answers)")
     if not _real(max_drop) or not 0 <= max_drop < 1:
         problems.append(f"max drop {max_drop!r} must be a number in [0, 1), e.g. 0.01 for one point of accuracy")
     if not _real(z) or z < 0:
@@ -229,10 +252,11 @@ def choose(labels: np.ndarray, tables: dict[float, ExitTable], max_drop: float, 
 
 def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = "val", data_seed: int = 0,
               backend: str = "auto", z: float = 1.645, progress: bool = True, write: bool = True,
-              sign_key=None, data: str = "scenes") -> dict:
+              sign_key=None, data: str = "scenes", labels: str = "data") -> dict:
     """Calibrate a bundle's thresholds; with write, store them in its manifest atomically. Rewriting
-    the manifest removes its signature (result["signature"] says so) unless `sign_key` re-signs it."""
-    check_arguments(max_drop, z, samples)
+    the manifest removes its signature (result["signature"] says so) unless `sign_key` re-signs it.
+    labels: "data" (the data's answers) or "teacher" (the bundle's own full-depth answers; module docstring)."""
+    check_arguments(max_drop, z, samples, labels)
     if isinstance(data_seed, bool) or not isinstance(data_seed, numbers.Integral) or data_seed < 0:
         raise ConfigError(f"data seed {data_seed!r} must be a whole number >= 0", "calibration arguments")
     if data != "scenes":
@@ -250,12 +274,19 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
     engine = Engine.load(bundle, backend=backend)
     if write:
         _check_writable(engine.root, engine.manifest, hashes=False)  # before the collection too (hashed on load)
-    labels, tables = collect(engine, split, samples, data_seed, progress, data)
-    if len(labels) < MIN_SAMPLES:
-        raise ConfigError(f"{data}: only {len(labels)} usable validation records; calibration needs at least "
+    answers, tables = collect(engine, split, samples, data_seed, progress, data)
+    if len(answers) < MIN_SAMPLES:
+        raise ConfigError(f"{data}: only {len(answers)} usable validation records; calibration needs at least "
                           f"{MIN_SAMPLES}", "calibration data")
-    result = choose(labels, tables, max_drop, z)
-    result.update(split=split, backend=engine.backend, data=data.split(":")[0])
+    if labels == "teacher":  # the full-depth answer with every token: the reference itself
+        answers = tables[max(tables)].answers[:, -1].copy()
+    elif int((answers >= 0).sum()) < MIN_SAMPLES:
+        raise ConfigError(f"{data}: only {int((answers >= 0).sum())} of {len(answers)} validation answers are among "
+                          f"the bundle's {len(engine.labels)} labels, too few for the accuracy bound to mean anything "
+                          f"(at least {MIN_SAMPLES}); calibrate against the bundle's own full-depth answers with "
+                          "--labels teacher, or on the data the model was trained for", "calibration data")
+    result = choose(answers, tables, max_drop, z)
+    result.update(split=split, backend=engine.backend, data=data.split(":")[0], labels=labels)
     if write and result["chosen"] is not None:
         manifest = _check_writable(engine.root, engine.manifest)
         chosen = result["chosen"]
@@ -265,7 +296,7 @@ def calibrate(bundle, max_drop: float = 0.01, samples: int = 1000, split: str = 
                           patience=policy["patience"])
         if policy["kind"] in ("confidence", "max_probability"):
             thresholds[policy["kind"]] = policy["threshold"]
-        thresholds["calibration"] = {k: result[k] for k in ("split", "samples", "max_drop", "z", "backend",
+        thresholds["calibration"] = {k: result[k] for k in ("split", "samples", "max_drop", "z", "backend", "labels",
                                                              "reference_accuracy", "reference_flops", "chosen")}
         manifest["thresholds"] = thresholds
         if "modality_pruning" in manifest:  # the rule is on exactly when the chosen option prunes
@@ -315,7 +346,8 @@ def format_table(result: dict) -> str:
              f"{r['accuracy']:.3f}", f"{r['drop']:+.3f}", f"{r['drop_upper']:+.3f}", f"{r['mean_flops'] / 1e6:.1f}",
              f"{r['flops_ratio']:.2f}"] for r in result["table"]]
     chosen = result["chosen"]
-    head = (f"full depth, every token: accuracy {result['reference_accuracy']:.3f} at "
+    against = " (against its own full-depth answers)" if result.get("labels") == "teacher" else ""
+    head = (f"full depth, every token{against}: accuracy {result['reference_accuracy']:.3f} at "
             f"{result['reference_flops'] / 1e6:.1f} MFLOPs ({result['samples']} {result['split']} samples, "
             f"backend {result['backend']}); allowed drop {result['max_drop']} at the {result['z']}-sigma upper limit")
     table = tabulate(rows, ["keep", "policy", "setting", "modality pruning", "accuracy", "drop", "drop upper",

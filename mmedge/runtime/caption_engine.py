@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class Caption:
     stage_ms: dict[str, float]    # total per graph over the caption
     total_ms: float               # preprocessing excluded
     keep_ratio: float
+    confidences: list[float] = field(default_factory=list)  # learned confidence at each generated id's exit
 
     @property
     def mean_exit(self) -> float:
@@ -179,7 +180,8 @@ class CaptionEngine:
         with self._lock:
             run = decoder.caption(pixels, policy, max_len, beam, kv or self.kv)
         text = decode_caption(self.tokenizer, run.tokens)
-        return Caption(text, text.split(), run.exits, run.tokens, run.encoder_ms, run.stage_ms, run.total_ms, ratio)
+        return Caption(text, text.split(), run.exits, run.tokens, run.encoder_ms, run.stage_ms, run.total_ms, ratio,
+                       run.confidences)
 
     def predict(self, *args, **kwargs):
         raise BundleError(f"{self.root} is a captioning bundle: call caption(image), not predict(image, text)")

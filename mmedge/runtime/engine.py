@@ -5,6 +5,10 @@
     p.answer, p.confidence, p.exit_index, p.kept_visual_tokens, p.timings_ms
     p.visual_dropped_after   # the stage after which modality pruning dropped the image, or None
 
+    two = Engine.load("nlvr2.mmedge")                     # preprocessing.num_images 2 (an adapted NLVR2 model)
+    two.predict([left, right], "the left image has two dogs")   # a list of exactly two images
+    Engine.load("itr.mmedge").predict(image, caption).match_score   # head "match-score": sigmoid(s)
+
 Needs numpy, Pillow and the chosen backend only (no torch with onnxruntime). Thread-safe:
 concurrent calls give exactly the results of sequential ones (sessions are read-only; the only
 shared state, the per-stage time statistics, is guarded by a lock).
@@ -23,10 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.bundle import paths
-from mmedge.bundle.manifest import ADAPTED_RESIZE, BERT_WORDPIECE, CAPTION, MAX_TOKENIZER_BYTES, check_load_options, load_bundle_manifest, parse_json
+from mmedge.bundle.manifest import (ADAPTED_RESIZE, BERT_WORDPIECE, CAPTION, MATCH_SCORE, MAX_TOKENIZER_BYTES, SOFTMAX,
+                                    check_load_options, load_bundle_manifest, num_images, parse_json)
 from mmedge.data.preprocess import ImageLike, preprocess_image, preprocess_stretched
 from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
-from mmedge.errors import BundleError, CheckpointError, ConfigError, MissingDependencyError, MMEdgeError
+from mmedge.errors import (BundleError, CheckpointError, ConfigError, ImageCountError, MissingDependencyError,
+                           MMEdgeError)
 from mmedge.runtime.backends import BACKENDS, open_session
 from mmedge.runtime.controller import ExitState, Policy, policy_from_thresholds, should_prune, should_stop, softmax_max
 from mmedge.runtime.pruning import PruningRule, rule_from_manifest, signal_value, stored_rule
@@ -45,11 +51,13 @@ class Prediction:
     max_probability: float           # top softmax probability at the exit taken
     exit_index: int                  # 0-based exit taken
     exit_layer: int                  # the layer after which it exits
-    kept_visual_tokens: list[int]    # row-major patch indices the prefilter kept (sorted)
+    kept_visual_tokens: list[int]    # row-major patch indices the prefilter kept (sorted); two images:
+                                     # image i's patch j is i * N + j (N patches per image)
     keep_ratio: float
     timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess, stage names, total
     visual_dropped_after: int | None = None  # modality pruning: the stage after which the image was dropped
     pruning_signal: float | None = None      # the rule's signal, when it was computed
+    match_score: float | None = None         # head "match-score": sigmoid(s) at the exit taken ("yes" above 0.5)
 
 
 @dataclass
@@ -87,6 +95,10 @@ class Engine:
         self.labels: list[str] = manifest["labels"]
         self.tokenizer = tokenizer or _load_tokenizer(root, manifest)
         self.image_size: int = manifest["preprocessing"]["image_size"]
+        self.num_images: int = num_images(manifest)  # 2: predict([image_a, image_b], text)
+        self.head: str = manifest.get("head", SOFTMAX)  # "match-score": Prediction.match_score = sigmoid(s)
+        patch = manifest["model"]["config"].get("patch_size")
+        self._patches = (self.image_size // patch) ** 2 if type(patch) is int and patch > 0 else None
         self._groups = {k["keep_ratio"]: k["stages"] for k in manifest["keep_ratios"]}
         section = manifest.get("modality_pruning")
         self.pruning_section: dict | None = section
@@ -182,7 +194,7 @@ class Engine:
         graphs); BundleError code "self-check" unless every output has the shape the manifest
         declares and the next stage takes, and holds finite values only (weights full of NaN answer
         with confidence NaN)."""
-        feeds = self.preprocess(np.full((self.image_size, self.image_size, 3), 128, np.uint8), "check")
+        feeds = self.preprocess(self._grey(), "check")
         for group in self.manifest["keep_ratios"]:
             try:
                 outs, _ = self._all_stages(feeds, group["stages"])
@@ -197,8 +209,7 @@ class Engine:
             if self.pruning_section:
                 self._check_pruned(feeds, group["stages"])
             kept = np.asarray(outs[0]["kept_index"]).reshape(-1)
-            patch = self.manifest["model"]["config"].get("patch_size")
-            patches = (self.image_size // patch) ** 2 if type(patch) is int and patch > 0 else None
+            patches = self._patches
             if patches and kept.size and (kept.min() < 0 or kept.max() >= patches):
                 raise BundleError(f"{self.root}: the prefilter keeps token indices outside 0..{patches - 1}",
                                   code="self-check")
@@ -251,7 +262,7 @@ class Engine:
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         logits = np.asarray(out["logits"]).reshape(-1)
         exit_index = int(np.asarray(out["exit_index"]).reshape(-1)[0])
-        kept = np.sort(np.asarray(out["kept_index"]).reshape(-1)).astype(int).tolist()
+        kept = self._kept(out["kept_index"])
         return Prediction(self.labels[int(np.argmax(logits))], float(np.asarray(out["confidence"]).reshape(-1)[0]),
                           softmax_max(logits), exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings)
 
@@ -296,16 +307,47 @@ class Engine:
                                      "install one, e.g. `pip install onnxruntime`")
 
     # ------------------------------------------------------------------ inputs
-    def preprocess(self, image: ImageLike, text: str) -> dict[str, np.ndarray]:
-        """Stage-0 inputs; the same numpy + Pillow code training uses."""
+    def preprocess(self, image, text: str) -> dict[str, np.ndarray]:
+        """Stage-0 inputs; the same numpy + Pillow code training uses. `image`: one image (a path, PIL
+        image or array), or a list / tuple of preprocessing.num_images of them (two for NLVR2: pixel_values
+        (1, 2, 3, S, S)); another count is an ImageCountError."""
+        images = self._images(image)
         pre = self.manifest["preprocessing"]
         if pre["resize"] == ADAPTED_RESIZE:  # an adapted encoder's: stretched, bicubic, its own mean / std
-            pixels = preprocess_stretched(image, self.image_size, pre["scale"], pre["mean"], pre["std"])[None]
+            pixels = np.stack([preprocess_stretched(im, self.image_size, pre["scale"], pre["mean"], pre["std"])
+                               for im in images])  # (I, 3, S, S)
         else:
-            pixels = preprocess_image(image, self.image_size)[None]  # (1, 3, S, S)
+            pixels = preprocess_image(images[0], self.image_size)[None]  # (1, 3, S, S)
+        pixels = pixels[None] if self.num_images > 1 else pixels  # (1, I, 3, S, S) or (1, 3, S, S)
         ids, mask = self.tokenizer.encode(text)
         return {"pixel_values": pixels.astype(np.float32), "input_ids": ids[None].astype(np.int32),
                 "text_mask": mask[None].astype(np.int32)}
+
+    def _images(self, image) -> list:
+        """The query's images as a list of num_images (one image alone counts as a list of one)."""
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        if len(images) != self.num_images:
+            raise ImageCountError(self.num_images, len(images), str(self.root))
+        return images
+
+    def _grey(self):
+        """The self-check and warm-up query's image(s): uniform grey, value 128."""
+        grey = np.full((self.image_size, self.image_size, 3), 128, np.uint8)
+        return grey if self.num_images == 1 else [grey] * self.num_images
+
+    def _kept(self, kept_index) -> list[int]:
+        """Stage 0's kept_index (I, k) as sorted patch indices; image i's patch j is i * N + j."""
+        kept = np.asarray(kept_index).astype(int)
+        if kept.ndim == 2 and kept.shape[0] > 1 and self._patches:
+            kept = kept + np.arange(kept.shape[0])[:, None] * self._patches
+        return np.sort(kept.reshape(-1)).tolist()
+
+    def _match_score(self, logits) -> float | None:
+        """head match-score: softmax(logits)[1] = sigmoid(s) for logits [0, s]; None for a classifier."""
+        if self.head != MATCH_SCORE:
+            return None
+        lg = np.asarray(logits, np.float64).reshape(-1)
+        return float(1.0 / (1.0 + np.exp(lg[0] - lg[1])))
 
     # ------------------------------------------------------------------ running
     def stages_for(self, keep_ratio: float | None) -> list[str]:
@@ -334,7 +376,7 @@ class Engine:
 
     def warm_up(self, runs: int = 5, keep_ratio: float | None = None) -> None:
         """Run every stage a few times so that latency budgets have measured stage times."""
-        feeds = self.preprocess(np.full((self.image_size, self.image_size, 3), 128, np.uint8), "warm up")
+        feeds = self.preprocess(self._grey(), "warm up")
         for _ in range(runs):
             self._all_stages(feeds, self.stages_for(keep_ratio))
 
@@ -365,10 +407,11 @@ class Engine:
                               "use modality pruning)", "arguments")
         return pruning
 
-    def predict(self, image: ImageLike, text: str, policy: Policy | None = None,
+    def predict(self, image: ImageLike | list[ImageLike], text: str, policy: Policy | None = None,
                 keep_ratio: float | None = None, pruning=BUNDLE_RULE) -> Prediction:
         """Answer one question, stopping at the first exit the policy accepts (`policy`: a Policy or
-        a policy name such as "full"). With a modality pruning rule (`pruning`: the bundle's by default,
+        a policy name such as "full"). `image`: one image, or for a two-image bundle (NLVR2) a list of
+        the two, [left, right] (ImageCountError otherwise). With a modality pruning rule (`pruning`: the bundle's by default,
         None for none, or a PruningRule), after the pruning stage the visual tokens are dropped when the
         rule fires, and the remaining stages run text-only."""
         policy = self.policy if policy is None else _policy(policy)
@@ -416,14 +459,15 @@ class Engine:
         exit_index = len(state.answers) - 1
         if not needs_max_prob:
             state.max_probabilities[-1] = softmax_max(out["logits"])
-        kept = np.sort(np.asarray(first["kept_index"]).reshape(-1)).astype(int).tolist()
+        kept = self._kept(first["kept_index"])
         return Prediction(self.labels[state.answers[-1]], state.confidences[-1], state.max_probabilities[-1],
                           exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings,
-                          dropped_after, signal)
+                          dropped_after, signal, self._match_score(out["logits"]))
 
     def predict_batch(self, items: list[tuple[ImageLike, str]], policy: Policy | None = None,
                       keep_ratio: float | None = None) -> list[Prediction]:
-        """predict() for many (image, text) pairs, in order (stages are batch-1 for phones)."""
+        """predict() for many (image, text) pairs, in order (stages are batch-1 for phones); a two-image
+        bundle's pairs are ([image_a, image_b], text)."""
         if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
             raise ConfigError(f"predict_batch takes a list of (image, text) pairs, got {type(items).__name__}",
                               "arguments")
@@ -451,8 +495,7 @@ class Engine:
         return AllExits([int(np.argmax(lg)) for lg in logits],
                         [float(np.asarray(o["confidence"]).reshape(-1)[0]) for o in outs],
                         [softmax_max(lg) for lg in logits],
-                        np.sort(np.asarray(outs[0]["kept_index"]).reshape(-1)).astype(int).tolist(), times,
-                        logits, pruned)
+                        self._kept(outs[0]["kept_index"]), times, logits, pruned)
 
     def exit_flops(self, keep_ratio: float | None = None, pruned: bool = False) -> list[int]:
         """Cumulative FLOPs to each exit; `pruned`: on the modality-pruned path (the same up to the pruning

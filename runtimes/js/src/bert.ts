@@ -180,6 +180,14 @@ export class BertWordPieceTokenizer extends WordPieceTokenizer {
       throw new BundleError(`the bundle's tokenizer.json cannot be parsed (${short(String((exc as Error).message), 120)})`,
         { cause: exc });
     }
+    return BertWordPieceTokenizer.fromBertParsed(root, maxLength);
+  }
+
+  /**
+   * A BERT tokenizer from a tokenizer.json already parsed (the bundle loader's strict parse: the
+   * file is parsed once); the same checks as fromBertJSON after its parse.
+   */
+  static fromBertParsed(root: unknown, maxLength: number): BertWordPieceTokenizer {
     const model = isObject(root) ? root.model : undefined;
     const norm = isObject(root) ? root.normalizer ?? {} : undefined;
     const pre = isObject(root) && isObject(root.pre_tokenizer) ? root.pre_tokenizer.type : undefined;

@@ -9,6 +9,8 @@ export * from "./preprocess.js";
 export * from "./resample.js";
 export * from "./controller.js";
 export * from "./engine.js";
+export * from "./caption.js";
+export { CAPTION_MANIFEST_SCHEMA } from "./caption-schema.js";
 export { MANIFEST_SCHEMA } from "./schema.js";
 export * from "./json.js";
 export { externalDataLocations, OnnxFormatError } from "./onnx.js";

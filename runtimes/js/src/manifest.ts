@@ -6,9 +6,10 @@
  *  2. its signature, when the app gives a verification key (over exactly those bytes);
  *  3. strict UTF-8 JSON (json.ts: no BOM, duplicate keys, overflowing numbers, lone surrogates),
  *     one object, nested at most 32 levels;
- *  4. schema_version the JSON integer 1 (and a kind this runtime implements: not "caption"); an
+ *  4. schema_version the JSON integer 1 (and a classifier bundle: "caption" loads with caption.ts); an
  *     adapted encoder's preparation (resize "pillow-bicubic", tokenizer kind "bert-wordpiece") is
- *     implemented (preprocess.ts preprocessStretched, bert.ts) and checked like any other;
+ *     implemented (preprocess.ts preprocessStretched, bert.ts) and checked like any other, but not
+ *     two images per query (preprocessing.num_images 2) nor head "match-score" (`unsupported`);
  *  5. the JSON Schema (draft 2020-12, ajv);
  *  6. consistency (keep ratios, exits, stage inputs/outputs, shapes, artifacts, fixed rules,
  *     modality pruning), then the app's rollback rules (`minSequence`, `expectName`);
@@ -125,7 +126,7 @@ export interface Preprocessing {
   pad_color?: [number, number, number];
   /** With resize "pillow-bicubic": "stretch" (no padding). */
   fit?: "stretch";
-  /** With resize "pillow-bicubic": images per query (1). */
+  /** With resize "pillow-bicubic": images per query (1; 2, NLVR2, is refused here as `unsupported`). */
   num_images?: number;
 }
 
@@ -189,6 +190,8 @@ export interface Manifest {
   in_graph?: { inputs: string[]; outputs: string[]; by_keep_ratio: Record<string, InGraphEntry>; check?: unknown };
   modality_pruning?: ModalityPruning;
   release?: Release;
+  /** How the logits are read: "softmax" (absent too); "match-score" is refused here as `unsupported`. */
+  head?: "softmax" | "match-score";
   files: Record<string, { sha256: string; bytes: number }>;
   tools: Record<string, string>;
   [key: string]: unknown;
@@ -237,13 +240,37 @@ export function checkKind(m: Manifest, where = MANIFEST_FILE): void {
   if (!own(m, "kind")) return;
   const kind = (m as Record<string, unknown>).kind;
   if ((UNSUPPORTED_KINDS as readonly unknown[]).includes(kind)) {
-    throw new BundleError(`${where} is a ${String(kind)} bundle ("kind": ${JSON.stringify(kind)}); the JavaScript ` +
-      "runtime implements the classifier bundle only (predict(image, text)). Run captioning bundles with the " +
-      "Python runtime (mmedge.Engine), or load a classifier bundle here", { path: MANIFEST_FILE, code: "unsupported" });
+    throw new BundleError(`${where} is a ${String(kind)} bundle ("kind": ${JSON.stringify(kind)}); Engine runs the ` +
+      "classifier bundle only (predict(image, text)). Load captioning bundles with CaptionEngine.load (as the " +
+      "Python runtime, mmedge.Engine, does), or load a classifier bundle here", { path: MANIFEST_FILE, code: "unsupported" });
   }
   throw new BundleError(`${where} is a bundle of kind ${short(JSON.stringify(kind) ?? String(kind), 40)}, which this ` +
     "runtime does not implement (it reads classifier bundles, which have no \"kind\"); upgrade @mmedge/runtime",
   { path: MANIFEST_FILE, code: "unsupported" });
+}
+
+/**
+ * Step 4, continued: what an adapted encoder's bundle may state that this runtime does not implement
+ * (spec "Adapted encoders"; BundleError code `unsupported`): two images per query
+ * (`preprocessing.num_images` 2, an NLVR2 model: predict takes one image here) and `head`
+ * "match-score" (an image-text retrieval model's match probability). Any other value is left to the
+ * schema, so that an invalid manifest gets the same code in every runtime.
+ */
+export function checkImplemented(m: Manifest, where = MANIFEST_FILE): void {
+  const pre = (m as Record<string, unknown>).preprocessing;
+  const images = pre !== null && typeof pre === "object" && !Array.isArray(pre)
+    ? (pre as Record<string, unknown>).num_images : undefined;
+  if (images === 2) {
+    throw new BundleError(`${where} reads ${images} images per query (preprocessing.num_images ${images}: a two-image ` +
+      "model such as NLVR2); the JavaScript runtime implements one image per query. Run it with the Python runtime " +
+      "(mmedge.Engine: predict([left, right], text))", { path: MANIFEST_FILE, code: "unsupported" });
+  }
+  const head = (m as Record<string, unknown>).head;
+  if (head === "match-score") {
+    throw new BundleError(`${where} states head ${short(JSON.stringify(head), 40)} (an image-text match score), which ` +
+      "the JavaScript runtime does not implement (it reads softmax classifiers). Run it with the Python runtime " +
+      "(mmedge.Engine: Prediction.match_score)", { path: MANIFEST_FILE, code: "unsupported" });
+  }
 }
 
 // ------------------------------------------------------------------------------------- step 5
@@ -703,11 +730,12 @@ export async function verifyFiles(source: BundleSource, m: Manifest, keep: Itera
 // ------------------------------------------------------------------------------------- step 9
 /**
  * The tokenizer from its verified bytes: strict JSON first (as manifest.json), then the tokenizer
- * file's own checks. BundleError code `tokenizer`.
+ * file's own checks on that parse (the file is parsed once). BundleError code `tokenizer`.
  */
 export function readTokenizer(data: Uint8Array, m: Manifest): WordTokenizer {
+  let parsed: unknown;
   try {
-    parseStrictJson(data, { maxDepth: MAX_DEPTH });
+    parsed = parseStrictJson(data, { maxDepth: MAX_DEPTH }).value;
   } catch (exc) {
     if (!(exc instanceof StrictJsonError)) throw exc;
     throw new BundleError(`the bundle's tokenizer file ${JSON.stringify(short(m.tokenizer.file, 80))} is not strict ` +
@@ -715,8 +743,8 @@ export function readTokenizer(data: Uint8Array, m: Manifest): WordTokenizer {
     { cause: exc, path: m.tokenizer.file, code: "tokenizer" });
   }
   try {
-    return m.tokenizer.kind === BERT_WORDPIECE ? BertWordPieceTokenizer.fromBertJSON(data, m.tokenizer.max_length)
-      : WordTokenizer.fromJSON(data, m.tokenizer.lowercase);
+    return m.tokenizer.kind === BERT_WORDPIECE ? BertWordPieceTokenizer.fromBertParsed(parsed, m.tokenizer.max_length)
+      : WordTokenizer.fromParsed(parsed, m.tokenizer.lowercase);
   } catch (exc) {
     if (exc instanceof BundleError && exc.code === "bundle") {
       throw new BundleError(exc.message, { cause: exc, path: m.tokenizer.file, code: "tokenizer" });
@@ -900,6 +928,7 @@ export async function loadManifest(source: BundleSource, options: LoadManifestOp
   const where = `${source.name.replace(/\/+$/, "")}/${MANIFEST_FILE}`;
   const manifest = parseManifest(manifestBytes, where);
   checkKind(manifest, where);
+  checkImplemented(manifest, where);
   const schema = schemaViolations(manifest);
   if (schema.problems.length > 0) {
     throw new BundleError(`${where} does not match the manifest schema (export the bundle again with a matching mmedge):\n  ${schema.problems.slice(0, 10).join("\n  ")}`,

@@ -47,6 +47,13 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         "match"
       ]
     },
+    "head": {
+      "enum": [
+        "softmax",
+        "match-score"
+      ],
+      "description": "How the stages' logits are read (absent: softmax). softmax: the answer is labels[argmax], max_probability the largest softmax probability. match-score (an adapted image-text retrieval model): task match, labels [no, yes], logits [0, s] for the model's one score s, so that softmax(logits)[1] = sigmoid(s) is the match probability and the answer is yes when it exceeds 0.5. A runtime that does not implement match-score refuses it as unsupported (docs/bundle-format.md, Adapted encoders)."
+    },
     "labels": {
       "type": "array",
       "items": {
@@ -155,8 +162,8 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         "num_images": {
           "type": "integer",
           "minimum": 1,
-          "maximum": 1,
-          "description": "Images per query (adapted encoders); 1 is the only value runtimes implement."
+          "maximum": 2,
+          "description": "Images per query (adapted encoders): 1, or 2 for a two-image model (NLVR2), whose stage 0 takes pixel_values [1, 2, 3, S, S]. A runtime that reads one image per query refuses 2 as unsupported (docs/bundle-format.md, Adapted encoders)."
         }
       },
       "allOf": [

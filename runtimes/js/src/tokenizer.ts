@@ -99,6 +99,14 @@ export class WordTokenizer {
       throw new BundleError(`the bundle's tokenizer.json cannot be parsed as UTF-8 JSON (${short(String((exc as Error).message), 120)}); ` +
         "export the bundle again", { cause: exc });
     }
+    return WordTokenizer.fromParsed(parsed, lowercase);
+  }
+
+  /**
+   * A tokenizer from a tokenizer.json already parsed (the bundle loader's strict parse: the file is
+   * parsed once); the same checks as fromJSON after its parse.
+   */
+  static fromParsed(parsed: unknown, lowercase = true): WordTokenizer {
     const root = parsed as { model?: Record<string, unknown>; truncation?: { max_length?: unknown } };
     const model = isObject(root) ? root.model : undefined;
     if (!isObject(model) || (model.type !== "WordLevel" && model.type !== "WordPiece") || !isObject(model.vocab)) {

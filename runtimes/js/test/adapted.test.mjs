@@ -217,6 +217,26 @@ test("a tokenizer setting the manifest misstates is refused (tokenizer)", async 
   }
 });
 
+test("two images per query (NLVR2) and a match-score head (retrieval) are refused (unsupported)", async () => {
+  const nlvr2 = await refusal((m) => {  // what `mmedge export` writes for an adapted NLVR2 model
+    m.preprocessing.num_images = 2;
+    m.task = "verify";
+    m.labels = ["False", "True"];
+    for (const s of Object.values(m.stages)) {
+      if (s.stage === 0) s.inputs[0].shape = [1, 2, 3, m.preprocessing.image_size, m.preprocessing.image_size];
+    }
+  });
+  assert.equal(nlvr2?.code, "unsupported", nlvr2?.message);
+  assert.match(nlvr2.message, /2 images per query/);
+  const retrieval = await refusal((m) => { m.head = "match-score"; m.task = "match"; m.labels = ["no", "yes"]; });
+  assert.equal(retrieval?.code, "unsupported", retrieval?.message);
+  assert.match(retrieval.message, /match-score/);
+  // values no runtime reads are the schema's; an explicit softmax head is the classifier the runtime runs
+  assert.equal((await refusal((m) => { m.preprocessing.num_images = 3; }))?.code, "schema");
+  assert.equal((await refusal((m) => { m.head = "sigmoid"; }))?.code, "schema");
+  assert.equal((await refusal((m) => { m.head = "softmax"; })), null);
+});
+
 test("the adapted preparation's own fields are required, and format 1's where it is format 1 (schema)", async () => {
   assert.equal((await refusal((m) => { delete m.preprocessing.fit; }))?.code, "schema");
   assert.equal((await refusal((m) => { delete m.tokenizer.cls_id; }))?.code, "schema");

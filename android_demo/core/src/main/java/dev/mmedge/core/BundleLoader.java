@@ -42,7 +42,9 @@ import java.util.TreeSet;
  *   <li>schema_version the JSON integer 1 ({@code schema-version}); a manifest with a kind (captioning
  *       bundles: "caption") is not implemented here ({@code unsupported}); an adapted encoder's
  *       preparation (preprocessing.resize "pillow-bicubic", tokenizer.kind "bert-wordpiece") is
- *       ({@link Preprocessor#stretched}, {@link BertWordPieceTokenizer}) and is checked like any other;</li>
+ *       ({@link Preprocessor#stretched}, {@link BertWordPieceTokenizer}) and is checked like any other,
+ *       but not two images per query (preprocessing.num_images 2, NLVR2) nor head "match-score" (an
+ *       image-text retrieval model): {@code unsupported};</li>
  *   <li>the JSON Schema mmedge/bundle/manifest.schema.json ({@code schema}; {@code path} when every
  *       violation is of the schema's bundle-path rule);</li>
  *   <li>consistency (keep ratios, exits, stage inputs and outputs, shapes, artifacts, the fixed rules:
@@ -857,6 +859,7 @@ public final class BundleLoader {
                     : " is a bundle of kind " + shortText(Json.write(kind), 40) + ", which this runtime does not implement "
                     + "(it reads classifier bundles, which have no kind); update the app"));
         }
+        checkImplemented(raw, where);
         // step 5
         JsonSchema.Violations violations = schema().violations(raw);
         List<String> problems = violations.problems;
@@ -905,5 +908,27 @@ public final class BundleLoader {
             out.append(shortText(problems.get(i), 200));
         }
         return out.toString();
+    }
+
+    /**
+     * Step 4, continued (docs/bundle-format.md, "Adapted encoders"): what an adapted encoder's bundle
+     * may state that this runtime does not implement, {@code unsupported}: two images per query
+     * (preprocessing.num_images 2, an NLVR2 model; {@link Engine} takes one image) and head
+     * "match-score" (an image-text retrieval model's match probability). Any other value is left to
+     * the schema, so that an invalid manifest gets the same code in every runtime.
+     */
+    static void checkImplemented(Map<String, Object> raw, String where) {
+        Object pre = raw.get("preprocessing");
+        Object images = pre instanceof Map ? ((Map<?, ?>) pre).get("num_images") : null;
+        if (images instanceof Number && ((Number) images).doubleValue() == 2.0) {
+            throw new BundleException(BundleException.UNSUPPORTED, where + " reads 2 images per query "
+                    + "(preprocessing.num_images 2: a two-image model such as NLVR2); this runtime implements one image "
+                    + "per query (run it with the Python runtime, mmedge.Engine: predict([left, right], text))");
+        }
+        if ("match-score".equals(raw.get("head"))) {
+            throw new BundleException(BundleException.UNSUPPORTED, where + " states head \"match-score\" (an "
+                    + "image-text match score), which this runtime does not implement (it reads softmax classifiers; "
+                    + "run it with the Python runtime, mmedge.Engine: Prediction.match_score)");
+        }
     }
 }

@@ -521,6 +521,36 @@ public class RefusalCodesTest {
     }
 
     /**
+     * Two images per query (an adapted NLVR2 model, preprocessing.num_images 2) and head "match-score"
+     * (an adapted retrieval model) are not implemented here: refused at step 4 (unsupported), before
+     * the schema; values no runtime reads are the schema's, and an explicit head "softmax" loads.
+     */
+    @Test
+    public void twoImagesAndMatchScoreAreRefusedAsUnsupported() throws Exception {
+        edit(m -> {
+            Map<String, Object> pre = Json.obj(m.get("preprocessing"));
+            pre.put("resize", "pillow-bicubic");
+            pre.put("fit", "stretch");
+            pre.put("num_images", 2L);
+            pre.remove("pad_color");
+            m.put("task", "verify");
+        });
+        assertTrue(refused(BundleException.UNSUPPORTED).getMessage().contains("2 images per query"));
+        edit(m -> {
+            m.put("head", "match-score");
+            m.put("task", "match");
+            m.put("labels", Arrays.<Object>asList("no", "yes"));
+        });
+        assertTrue(refused(BundleException.UNSUPPORTED).getMessage().contains("match-score"));
+        edit(m -> Json.obj(m.get("preprocessing")).put("num_images", 3L));
+        refused(BundleException.SCHEMA);
+        edit(m -> m.put("head", "sigmoid"));
+        refused(BundleException.SCHEMA);
+        edit(m -> m.put("head", "softmax"));
+        load(new Engine.Options()).close();
+    }
+
+    /**
      * An adapted encoder's preparation (AdaptedVectorsTest runs it) on the shipped format-1 bundle:
      * its manifest switched to resize "pillow-bicubic" loads and stretches; without the fields that
      * preparation needs it is refused (schema), and with tokenizer.kind "bert-wordpiece" over its
