@@ -32,6 +32,7 @@ REGENERATORS = [
     ("hardening_audit", "hardening", ("audit.json",)),
     ("onnx_weights", "onnx_weights", ("onnx_weights.json",)),
     ("real_data", "real_data", ("real_data.json",)),
+    ("data_recipe", "data_recipe", ("results.json",)),
     ("staging_overhead", "staging", ("staging_overhead.json",)),
     ("phone_anchors", "anchors", ("anchors.json",)),
     ("optimum_int8", "optimum", ("optimum_int8.json",)),

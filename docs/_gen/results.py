@@ -353,6 +353,36 @@ def real_data(root: Path) -> str:
             + table(["dataset", "task", "split", "metric", "result", "n", "steps"], rows) + "\n\n" + source(rel))
 
 
+def data_recipe(root: Path) -> str:
+    """The recipe for --data on the second domain: test accuracy per run and per question type."""
+    rel = f"{RESULTS}/data_recipe/results.json"
+    d = load(root, rel)
+    types = list(d["answer_priors"])
+    rows = [["answer prior", "", "", "", ""] + [f2(d["answer_priors"][t]) for t in types]]
+    for r in d["runs"]:
+        rows.append([r["name"], f"`{r['recipe']}`" + (f" from `{r['init_from']}`" if r.get("init_from") else ""),
+                     f"{r['minutes']:g} min", r["steps"], f3(r["test_acc_per_exit"][-1])]
+                    + [f2(r["test_acc_per_type"].get(t)) for t in types])
+    return (table(["run", "recipe", "budget", "steps", "test accuracy"] + types, rows) + "\n\n"
+            + f"Last exit, keep ratio 1, on the {d['data']['test']} test questions; one thread per run, two runs "
+            "at once. " + source(rel))
+
+
+def data_recipe_answer(root: Path) -> str:
+    """The study's answer in one paragraph, from its results: each run's test accuracy against the
+    accuracy of answering every question with its type's prior, and the types it learnt."""
+    d = load(root, f"{RESULTS}/data_recipe/results.json")
+    priors, parts = d["answer_priors"], []
+    for r in d["runs"]:
+        n = sum(r["test_type_counts"].values())
+        prior = sum(priors[t] * c for t, c in r["test_type_counts"].items()) / n
+        learnt = [t for t, a in r["test_acc_per_type"].items() if a - priors[t] >= 0.10]
+        parts.append(f"`{r['name']}` reaches {r['test_acc_per_exit'][-1]:.3f} (priors alone: {prior:.3f}; "
+                     f"10+ points above the prior on {', '.join(learnt) if learnt else 'no question type'})")
+    return ("; ".join(parts) + ". Test accuracy of the last exit; the table below gives every type. "
+            "Where a type stays near its prior, the model has not learnt to read it from the image in that time.")
+
+
 # ----------------------------------------------------------------------------- shipped model
 def vqa_default(root: Path) -> str:
     rel = "models/vqa-default/eval/test.json"
@@ -401,6 +431,8 @@ BLOCKS = {
     "perf-runtimes": perf_runtimes,
     "perf-anchors": perf_anchors,
     "real-data": real_data,
+    "data-recipe": data_recipe,
+    "data-recipe-answer": data_recipe_answer,
     "vqa-default": vqa_default,
 }
 
