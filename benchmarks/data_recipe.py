@@ -44,7 +44,9 @@ OVERRIDES = {"threads": 1, "eval_every": 100}  # one thread per run (two at once
 
 
 def rel(path: Path) -> str:
-    return str(Path(path).resolve().relative_to(ROOT))
+    """A path as the results name it: relative to the repository (absolute only outside it)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def answer_priors(data: Path) -> dict[str, float]:
