@@ -9,7 +9,7 @@ from mmedge.cli._checks import fraction, non_negative_float, positive, writable_
 EPILOG = """examples:
   mmedge demo
   mmedge demo --samples 1000 --max-drop 0.02 --out runs/demo-2pt
-  mmedge demo --model runs/my-model --force-export
+  mmedge demo --model runs/vqa --force-export          # a model trained on the scenes
   mmedge demo --model models/caption-default --out runs/demo-caption   # the captioner
 
 Writes OUT/demo.json, OUT/demo.md and OUT/demo.png, and keeps the bundle in OUT/NAME.mmedge
@@ -46,9 +46,19 @@ def run_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+ADAPTED_INSTEAD = ("export it (mmedge export --model DIR --out B.mmedge --target onnx), then mmedge calibrate "
+                   "--artifact B.mmedge --data NAME:ROOT and mmedge bench --artifact B.mmedge --device host --data "
+                   "NAME:ROOT (docs/adapt.md)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from mmedge.adapt.folder import is_adapted_dir
     from mmedge.caption.checkpoint import is_caption_dir
 
+    if is_adapted_dir(args.model):  # the demo's scenes, labels and model card are mmedge's own models'
+        from mmedge.errors import AdaptedModelUnsupported
+
+        raise AdaptedModelUnsupported("demo", args.model, ADAPTED_INSTEAD)
     if is_caption_dir(args.model):
         return run_caption(args)
     args.samples = args.samples or 300
