@@ -222,7 +222,7 @@ def test_calibrate_on_a_real_datasets_validation_split(tmp_path):
     from mmedge.train.config import TrainConfig
     from mmedge.train.trainer import Trainer
 
-    root = fx.make_jsonl(tmp_path / "own", n=12, split="train")
+    root = fx.make_jsonl(tmp_path / "own", n=60, split="train")  # labels: the training answers; calibration needs 100 of them in val
     fx.make_jsonl(tmp_path / "own", n=110, split="val")
     cfg = TrainConfig(task="vqa", data=f"jsonl:{root}", steps=2, batch_size=4, warmup_steps=1, eval_every=2,
                       eval_samples=8, checkpoint_every=2, log_every=1, threads=1, model=TINY)
@@ -243,8 +243,8 @@ def test_calibrate_on_a_real_datasets_validation_split(tmp_path):
     assert isinstance(engine.tokenizer, WordPieceTokenizer)
     record = json.loads((root / "train.jsonl").read_text().splitlines()[0])
     assert engine.predict(np.zeros((20, 30, 3), np.uint8), record["question"]).answer in engine.labels
-    result = calibrate(bundle, samples=100, data=f"jsonl:{root}", write=False, progress=False)
-    assert result["samples"] == 100 and result["data"] == "jsonl"  # the first 100 usable records of the split
+    result = calibrate(bundle, samples=110, data=f"jsonl:{root}", write=False, progress=False)
+    assert result["samples"] == 110 and result["data"] == "jsonl"  # the split's 110 records, 100+ of them labelled
     with pytest.raises(Exception, match="at least 100"):
         fx.make_jsonl(tmp_path / "few", n=20, split="val")
         calibrate(bundle, samples=100, data=f"jsonl:{tmp_path / 'few'}", write=False, progress=False)
