@@ -9,7 +9,7 @@
   entry exists, and the CLI reference has a page per registered verb;
 - every generated block of the study pages builds from the committed results.
 
-Running the example commands for real is not done here (most need minutes of training or export).
+Running the example commands for real is tests/test_docs_run.py's job (every command, page by page; opt-in: MMEDGE_DOCS_RUN=1).
 """
 
 from __future__ import annotations
