@@ -68,18 +68,12 @@ SHORT = [{"policy": 1, "kv": "copy", "beam": 1, "max_len": 5}, {"policy": 0, "kv
 
 # ---------------------------------------------------------------------------------------------- images
 def generated(width: int, height: int, channels: int, seed: int) -> np.ndarray:
-    """The generator's image: uint8 (height, width, channels) (GENERATOR)."""
-    n = width * height * channels
-    out = np.empty(n, np.uint8)
-    x = seed & 0xFFFFFFFF
-    if x == 0:
-        raise ValueError("xorshift32 needs a non-zero seed")
-    for i in range(n):
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        out[i] = x >> 24
-    return out.reshape(height, width, channels)
+    """The generator's image: uint8 (height, width, channels) (GENERATOR: the adapted vectors' xorshift32
+    noise, scripts/make_adapted_vectors.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_adapted_vectors import generated as xorshift_image
+
+    return xorshift_image(width, height, channels, "noise", seed)
 
 
 def image_of(entry: dict, vectors: Path = OUT):

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import pytest
 
-from test_docs import DOCS, FENCE, GEN, README, ROOT, mmedge_argv
+from test_docs import DOCS, FENCE, GEN, README, ROOT, mmedge_argv, nav_pages
 
 pytestmark = pytest.mark.slow
 
@@ -258,20 +258,7 @@ class Command:
 
 def page_order() -> list[Path]:
     """README.md, then the hand-written pages in mkdocs.yml's nav order (any page not in it last)."""
-    yaml = pytest.importorskip("yaml")
-    nav: list[str] = []
-
-    def walk(item):
-        if isinstance(item, str):
-            nav.append(item)
-        elif isinstance(item, list):
-            for x in item:
-                walk(x)
-        elif isinstance(item, dict):
-            for x in item.values():
-                walk(x)
-
-    walk(yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
+    nav = nav_pages()  # external links left out: they name no file
     pages = sorted(p for p in DOCS.rglob("*.md") if GEN not in p.parents)
     rank = {DOCS / p: i for i, p in enumerate(nav)}
     return [README, *sorted(pages, key=lambda p: (rank.get(p, len(rank)), str(p)))]

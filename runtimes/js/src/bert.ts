@@ -24,9 +24,9 @@
  * code points assigned or changed since, which the golden vectors avoid.
  */
 
-import { BundleError, short } from "./errors.js";
+import { BundleError } from "./errors.js";
 import {
-  checkText, jsonDepthExceeds, PAD, UNK, WordPieceTokenizer, type Encoding, type TokenizerKind,
+  checkText, PAD, parseTokenizerJSON, UNK, WordPieceTokenizer, type Encoding, type TokenizerKind,
 } from "./tokenizer.js";
 
 export const BERT_WORDPIECE = "bert-wordpiece";
@@ -171,16 +171,7 @@ export class BertWordPieceTokenizer extends WordPieceTokenizer {
    * BertNormalizer's defaults); `manifestFields` gives them for the comparison with the manifest.
    */
   static fromBertJSON(data: Uint8Array | string, maxLength: number): BertWordPieceTokenizer {
-    let root: unknown;
-    try {
-      const text = typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(data);
-      if (jsonDepthExceeds(text, 32)) throw new Error("nested more than 32 levels deep");
-      root = JSON.parse(text);
-    } catch (exc) {
-      throw new BundleError(`the bundle's tokenizer.json cannot be parsed (${short(String((exc as Error).message), 120)})`,
-        { cause: exc });
-    }
-    return BertWordPieceTokenizer.fromBertParsed(root, maxLength);
+    return BertWordPieceTokenizer.fromBertParsed(parseTokenizerJSON(data), maxLength);
   }
 
   /**

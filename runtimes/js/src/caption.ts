@@ -26,12 +26,12 @@ import type { PolicyArg } from "./engine.js";
 import { toSource } from "./engine.js";
 import { BundleError, ConfigError, MMEdgeError, short } from "./errors.js";
 import {
-  checkPaths, checkRelease, checkTokenizer, MANIFEST_FILE, MAX_MANIFEST_BYTES, parseManifest, readTokenizer,
+  checkPaths, checkRelease, checkTokenizer, MANIFEST_FILE, parseManifest, readManifestFile, readTokenizer,
   rollbackOptionProblems, verifyFiles, type Manifest,
 } from "./manifest.js";
 import { externalDataLocations, OnnxFormatError } from "./onnx.js";
 import { BACKGROUND, preprocessImage, type ImageInput, type Preprocessed } from "./preprocess.js";
-import { verifyManifestSignature, type VerifyKey } from "./signing.js";
+import type { VerifyKey } from "./signing.js";
 import type { BundleSource } from "./source.js";
 import type { WordTokenizer } from "./tokenizer.js";
 
@@ -285,24 +285,7 @@ export interface LoadedCaptionManifest {
  * size and SHA-256, the tokenizer (with its [BOS] and [EOS] ids). BundleError with its reason code.
  */
 export async function loadCaptionManifest(source: BundleSource, options: LoadCaptionOptions = {}): Promise<LoadedCaptionManifest> {
-  if (!source || typeof source.read !== "function") {
-    throw new BundleError("a bundle source is needed: new NodeDirectorySource(dir), new FetchSource(url) or new MemorySource(files)");
-  }
-  const optionProblems = rollbackOptionProblems(options);
-  if (optionProblems.length > 0) throw new ConfigError(optionProblems, "arguments");
-  let manifestBytes: Uint8Array;
-  try {
-    manifestBytes = await source.read(MANIFEST_FILE, MAX_MANIFEST_BYTES);
-  } catch (exc) {
-    if (!(exc instanceof BundleError)) throw exc;
-    const code = exc.reason === "missing" ? "manifest-missing" : exc.reason === "too-large" ? "manifest-too-large"
-      : exc.reason === "link" || exc.reason === "not-regular" ? "manifest-not-regular" : "bundle";
-    throw new BundleError(`${MANIFEST_FILE} cannot be used: ${exc.message}`, { cause: exc, path: MANIFEST_FILE, reason: exc.reason, code });
-  }
-  if (options.verifyKey !== undefined && options.verifyKey !== null) {
-    await verifyManifestSignature(source, manifestBytes, options.verifyKey);
-  }
-  const where = `${source.name.replace(/\/+$/, "")}/${MANIFEST_FILE}`;
+  const { manifestBytes, where } = await readManifestFile(source, options);
   const parsed = parseManifest(manifestBytes, where) as unknown as Record<string, unknown>;
   if (parsed.kind !== CAPTION_KIND) {
     throw new BundleError(`${where} is not a captioning bundle (its kind is ${short(JSON.stringify(parsed.kind) ?? "absent", 40)}); ` +

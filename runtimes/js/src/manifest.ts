@@ -893,8 +893,13 @@ export interface LoadedManifest {
   files: Map<string, Uint8Array>;
 }
 
-/** Every loading check of the spec (steps 1 to 9), in order; BundleError / SignatureError say what is wrong. */
-export async function loadManifest(source: BundleSource, options: LoadManifestOptions = {}): Promise<LoadedManifest> {
+/**
+ * Steps 1 and 2, shared by every bundle kind: the source and the app's rollback options checked, the
+ * manifest's bytes read (BundleError with a `manifest-*` code when they cannot be used) and, given a
+ * key, its signature verified. Returns those bytes and the manifest's display path.
+ */
+export async function readManifestFile(source: BundleSource, options: RollbackOptions & { verifyKey?: VerifyKey }):
+  Promise<{ manifestBytes: Uint8Array; where: string }> {
   if (!source || typeof source.read !== "function") {
     throw new BundleError("a bundle source is needed: new NodeDirectorySource(dir), new FetchSource(url) or " +
       "new MemorySource(files)");
@@ -925,7 +930,12 @@ export async function loadManifest(source: BundleSource, options: LoadManifestOp
   if (options.verifyKey !== undefined && options.verifyKey !== null) {
     await verifyManifestSignature(source, manifestBytes, options.verifyKey);
   }
-  const where = `${source.name.replace(/\/+$/, "")}/${MANIFEST_FILE}`;
+  return { manifestBytes, where: `${source.name.replace(/\/+$/, "")}/${MANIFEST_FILE}` };
+}
+
+/** Every loading check of the spec (steps 1 to 9), in order; BundleError / SignatureError say what is wrong. */
+export async function loadManifest(source: BundleSource, options: LoadManifestOptions = {}): Promise<LoadedManifest> {
+  const { manifestBytes, where } = await readManifestFile(source, options);
   const manifest = parseManifest(manifestBytes, where);
   checkKind(manifest, where);
   checkImplemented(manifest, where);

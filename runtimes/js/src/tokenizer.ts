@@ -67,6 +67,19 @@ export interface Encoding {
   truncated: boolean;
 }
 
+
+/** The bytes of a tokenizer.json parsed: UTF-8, nested at most 32 levels; BundleError otherwise. */
+export function parseTokenizerJSON(data: Uint8Array | string): unknown {
+  try {
+    const text = typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(data);
+    if (jsonDepthExceeds(text, 32)) throw new Error("nested more than 32 levels deep");
+    return JSON.parse(text);
+  } catch (exc) {
+    throw new BundleError(`the bundle's tokenizer.json cannot be parsed as UTF-8 JSON (${short(String((exc as Error).message), 120)}); ` +
+      "export the bundle again", { cause: exc });
+  }
+}
+
 /**
  * The manifest's `tokenizer.kind`: the tokenizer.json model type (WordLevel or WordPiece), or BERT's
  * whole pipeline ("bert-wordpiece": bert.ts).
@@ -90,16 +103,7 @@ export class WordTokenizer {
    * WordPieceTokenizer for a WordPiece model; BundleError when it is neither or a field is invalid.
    */
   static fromJSON(data: Uint8Array | string, lowercase = true): WordTokenizer {
-    let parsed: unknown;
-    try {
-      const text = typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(data);
-      if (jsonDepthExceeds(text, 32)) throw new Error("nested more than 32 levels deep");
-      parsed = JSON.parse(text);
-    } catch (exc) {
-      throw new BundleError(`the bundle's tokenizer.json cannot be parsed as UTF-8 JSON (${short(String((exc as Error).message), 120)}); ` +
-        "export the bundle again", { cause: exc });
-    }
-    return WordTokenizer.fromParsed(parsed, lowercase);
+    return WordTokenizer.fromParsed(parseTokenizerJSON(data), lowercase);
   }
 
   /**

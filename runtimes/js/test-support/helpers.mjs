@@ -102,3 +102,22 @@ export async function runTokenizerCases(t, tokenizer, doc, TextError) {
     });
   }
 }
+
+/**
+ * The vectors' image generator (xorshift32; `generator` in tests/vectors/adapted and caption): an
+ * ImageInput of noise, or with pattern "binary" each byte thresholded to 0 / 255.
+ */
+export function generated({ width, height, channels, pattern, seed }) {
+  const data = new Uint8Array(width * height * channels);
+  let x = seed >>> 0;
+  for (let i = 0; i < data.length; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    const v = x >>> 24;
+    data[i] = pattern === "binary" ? (v >= 128 ? 255 : 0) : v;
+  }
+  return { width, height, channels, data };
+}

@@ -12,7 +12,7 @@ import {
   BertWordPieceTokenizer, BundleError, Engine, ImageError, NodeDirectorySource, TextError, axisCoefficients,
   bertNormalize, decideOffline, makePolicy, preprocessImage, preprocessStretched, resample, resizeSquare, verticalFirst,
 } from "../dist/index.js";
-import { GOLDEN, REPO, copyBundle, editManifest, policyOf, readJson, sha256 } from "../test-support/helpers.mjs";
+import { GOLDEN, REPO, copyBundle, editManifest, generated, policyOf, readJson, sha256 } from "../test-support/helpers.mjs";
 
 const VECTORS = join(REPO, "tests/vectors/adapted");
 const tokenizerDoc = readJson(join(VECTORS, "tokenizer.json"));
@@ -22,21 +22,6 @@ const bundlePath = join(REPO, queriesDoc.bundle);
 const stats = { tokenizer: 0, tokenizerErrors: 0, resample: 0, images: 0, refused: 0, queries: 0, policies: 0,
   maxLogitsErr: 0, maxConfErr: 0 };
 
-/** The vectors' image generator (xorshift32; `generator` in the files): an ImageInput. */
-function generated({ width, height, channels, pattern, seed }) {
-  const data = new Uint8Array(width * height * channels);
-  let x = seed >>> 0;
-  for (let i = 0; i < data.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    const v = x >>> 24;
-    data[i] = pattern === "binary" ? (v >= 128 ? 255 : 0) : v;
-  }
-  return { width, height, channels, data };
-}
 
 const textOf = (c) => (c.text !== undefined ? c.text : c.repeat.text.repeat(c.repeat.count));
 

@@ -10,7 +10,7 @@ import * as ort from "onnxruntime-node";
 import {
   BundleError, CAPTION_MANIFEST_SCHEMA, CaptionEngine, Engine, MemorySource, NodeDirectorySource, logSoftmax,
 } from "../dist/index.js";
-import { REPO, policyOf, readJson, readPng, sha256 } from "../test-support/helpers.mjs";
+import { REPO, generated, policyOf, readJson, readPng, sha256 } from "../test-support/helpers.mjs";
 
 const VECTORS = join(REPO, "tests/vectors/caption");
 const doc = readJson(join(VECTORS, "vectors.json"));
@@ -22,20 +22,6 @@ const stats = {
   maxConfErr: 0, maxLogprobErr: 0, maxCrossErr: 0,
 };
 
-/** The vectors' image generator (xorshift32; `generator` in vectors.json): an ImageInput. */
-function generated({ width, height, channels, seed }) {
-  const data = new Uint8Array(width * height * channels);
-  let x = seed >>> 0;
-  for (let i = 0; i < data.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    data[i] = x >>> 24;
-  }
-  return { width, height, channels, data };
-}
 
 const imageOf = (entry) => (entry.file ? readPng(join(VECTORS, entry.file)) : generated(entry));
 

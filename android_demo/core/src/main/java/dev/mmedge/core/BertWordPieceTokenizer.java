@@ -75,13 +75,7 @@ public final class BertWordPieceTokenizer extends WordPieceTokenizer {
      * defaults; null: false, strip_accents null follows lowercase). BundleException otherwise.
      */
     public static BertWordPieceTokenizer fromBertJson(byte[] data, int maxLength) {
-        Object parsed;
-        try {
-            parsed = Json.parse(data, BundleLoader.MAX_DEPTH);
-        } catch (Json.ParseException exc) {
-            throw new BundleException("the bundle's tokenizer.json cannot be parsed as UTF-8 JSON ("
-                    + BundleLoader.shortText(exc.getMessage(), 120) + "); export the bundle again", exc);
-        }
+        Object parsed = parseJson(data);
         Map<String, Object> root = parsed instanceof Map ? Json.obj(parsed) : Collections.<String, Object>emptyMap();
         Object model = root.get("model");
         Object normalizer = root.get("normalizer");

@@ -79,19 +79,23 @@ public class WordTokenizer {
         this.maxId = top;
     }
 
+    /** The bytes of a tokenizer.json parsed (UTF-8, nested at most MAX_DEPTH); BundleException otherwise. */
+    static Object parseJson(byte[] data) {
+        try {
+            return Json.parse(data, BundleLoader.MAX_DEPTH);
+        } catch (Json.ParseException exc) {
+            throw new BundleException("the bundle's tokenizer.json cannot be parsed as UTF-8 JSON ("
+                    + BundleLoader.shortText(exc.getMessage(), 120) + "); export the bundle again", exc);
+        }
+    }
+
     /**
      * A tokenizer from the bytes of a tokenizer.json: a WordLevel model gives a WordTokenizer, a
      * WordPiece model a {@link WordPieceTokenizer}; BundleException when it is neither or a field is
      * missing or of the wrong type.
      */
     public static WordTokenizer fromJson(byte[] data, boolean lowercase) {
-        Object parsed;
-        try {
-            parsed = Json.parse(data, BundleLoader.MAX_DEPTH);
-        } catch (Json.ParseException exc) {
-            throw new BundleException("the bundle's tokenizer.json cannot be parsed as UTF-8 JSON ("
-                    + BundleLoader.shortText(exc.getMessage(), 120) + "); export the bundle again", exc);
-        }
+        Object parsed = parseJson(data);
         Object model = parsed instanceof Map ? Json.obj(parsed).get("model") : null;
         Object type = model instanceof Map ? Json.obj(model).get("type") : null;
         boolean wordPiece = "WordPiece".equals(type);
