@@ -18,7 +18,7 @@ from mmedge.bench.queries import check_scene_labels
 from mmedge.bench.stats import wilson
 from mmedge.bundle.manifest import load_manifest
 from mmedge.data.batches import generate
-from mmedge.errors import ConfigError, MMEdgeError
+from mmedge.errors import AdaptedModelUnsupported, ConfigError, MMEdgeError
 from mmedge.fileio import atomic_write, sha256_file, shown_path
 from mmedge.runtime.controller import Policy, policy_rows
 from mmedge.runtime.pruning import PruningRule
@@ -53,6 +53,11 @@ def ensure_bundle(model_dir: Path, bundle: Path, force: bool, log=print) -> Path
 
 DEMO_HINT = ("the demo answers the generated scenes' test split; measure a model trained on your own data with "
              "`mmedge eval --model MODEL --data NAME:ROOT` and `mmedge bench --artifact BUNDLE --data NAME:ROOT`")
+
+
+ADAPTED_INSTEAD = ("export it (mmedge export --model DIR --out B.mmedge --target onnx), then mmedge calibrate "
+                   "--artifact B.mmedge --data NAME:ROOT and mmedge bench --artifact B.mmedge --device host --data "
+                   "NAME:ROOT (docs/adapt.md)")
 
 
 def check_model_labels(model_dir: Path) -> None:
@@ -119,6 +124,10 @@ def run_demo(model_dir: str | Path = "models/vqa-default", out: str | Path = "ru
         set_executorch_threads(threads, missing_ok=True)
     started = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
+    from mmedge.adapt.folder import is_adapted_dir
+
+    if is_adapted_dir(model_dir):  # the demo's scenes, labels and card are mmedge's own models'
+        raise AdaptedModelUnsupported("demo", model_dir, ADAPTED_INSTEAD)
     check_model_labels(model_dir)  # before minutes of export
     bundle = ensure_bundle(model_dir, out / f"{model_dir.name}.mmedge", force_export, log)
     manifest = load_manifest(bundle)

@@ -353,6 +353,12 @@ def test_demo_probe_and_predict_refuse_an_adapted_folder_and_say_what_to_use(mad
     assert "adapted by `mmedge adapt`" in err and "Traceback" not in err
     assert {"demo": "mmedge bench", "probe": "mmedge eval", "predict": "Engine.load"}[verb] in err
     assert not (tmp_path / "demo").exists()
+    if verb == "demo":  # Python callers get the same refusal, before anything is exported
+        from mmedge.demo import run_demo
+
+        with pytest.raises(AdaptedModelUnsupported, match="mmedge bench"):
+            run_demo(made["folder"], tmp_path / "demo", progress=False, log=lambda *_: None)
+        assert not (tmp_path / "demo").exists()
     if verb == "probe":
         from mmedge.analysis.probe import probe
 

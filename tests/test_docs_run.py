@@ -242,10 +242,10 @@ def _datasets():
             "cc": (make_cc, {"train": 16, "val": 8})}
 
 
-# The Hugging Face ViLT folders docs/adapt.md adapts (`--from ./vilt-b32-finetuned-vqa`): tiny
+# The Hugging Face ViLT folders the docs adapt (`--from ./vilt-b32-finetuned-vqa`, the README's ./my-vilt-vqa): tiny
 # random ViLTs of the same class written with save_pretrained (tests/test_adapt.py), no download.
 VILT_SOURCES = {"vilt-b32-finetuned-vqa": "vqa", "vilt-b32-finetuned-nlvr2": "nlvr2",
-                "vilt-b32-finetuned-coco": "retrieval"}
+                "vilt-b32-finetuned-coco": "retrieval", "my-vilt-vqa": "vqa"}
 
 
 # ------------------------------------------------------------------------------------------------ pages

@@ -46,16 +46,12 @@ def run_caption(args: argparse.Namespace) -> int:
     return 0
 
 
-ADAPTED_INSTEAD = ("export it (mmedge export --model DIR --out B.mmedge --target onnx), then mmedge calibrate "
-                   "--artifact B.mmedge --data NAME:ROOT and mmedge bench --artifact B.mmedge --device host --data "
-                   "NAME:ROOT (docs/adapt.md)")
-
-
 def run(args: argparse.Namespace) -> int:
     from mmedge.adapt.folder import is_adapted_dir
     from mmedge.caption.checkpoint import is_caption_dir
 
     if is_adapted_dir(args.model):  # the demo's scenes, labels and model card are mmedge's own models'
+        from mmedge.demo import ADAPTED_INSTEAD
         from mmedge.errors import AdaptedModelUnsupported
 
         raise AdaptedModelUnsupported("demo", args.model, ADAPTED_INSTEAD)
