@@ -1,7 +1,7 @@
 """Golden vectors for adapted encoders' bundles (docs/bundle-format.md, "Adapted encoders"): a tiny
 ViLT adapted by mmedge, its ONNX bundle, and what the Python Engine computes on it.
 
-    python scripts/make_adapted_vectors.py [--steps 8]
+    python scripts/make_adapted_vectors.py [--steps 8] [--kinds vqa,nlvr2,retrieval]
 
 Builds a tiny ``transformers`` ViLT (2 layers x 32 wide, 32 px images in 8 px patches, a small BERT
 vocabulary with accents stripped, CJK ideographs and ``##`` pieces) with ``save_pretrained`` in a
@@ -21,7 +21,17 @@ it with ``mmedge export --target onnx`` (fp32) and writes tests/vectors/adapted/
   image and of ``pixel_values``, or the refusal;
 - ``queries.json`` (format ``mmedge-adapted-golden-1``, the layout of golden/queries.json): generated
   images and questions end to end -> ids, mask, hashes, and per keep ratio the kept tokens, every
-  exit's logits and confidence and each policy's exit and answer, and ``Engine.predict``'s default.
+  exit's logits and confidence and each policy's exit and answer, and ``Engine.predict``'s default;
+- ``tiny-vilt-nlvr2-onnx.mmedge/`` and ``queries-nlvr2.json``: the same for a tiny
+  ``ViltForImagesAndTextClassification`` (NLVR2, ``preprocessing.num_images`` 2): each query is a
+  text and two images (``images``: left, right), ``pixel_values`` ``[1, 2, 3, S, S]``, the kept
+  tokens of both images as one list (image i's patch j is ``i * N + j``);
+- ``tiny-vilt-retrieval-onnx.mmedge/`` and ``queries-retrieval.json``: the same for a tiny
+  ``ViltForImageAndTextRetrieval`` (``head`` ``"match-score"``, labels ``["no", "yes"]``, logits
+  ``[0, s]``), with the match score ``sigmoid(s)`` per exit, per policy and of the default prediction.
+
+``--kinds`` makes only some of them (each kind's bundle and vectors are independent: making the
+NLVR2 and retrieval ones leaves the VQA bundle and its three files as they are).
 
 Images are not stored: each is generated from a seed by xorshift32 (``generator`` in the files says
 how), so that every runtime rebuilds the same bytes. Every value is checked against its reference
@@ -55,6 +65,14 @@ from mmedge.runtime.engine import Engine  # noqa: E402
 
 OUT = ROOT / "tests/vectors/adapted"
 BUNDLE_NAME = "tiny-vilt-onnx.mmedge"
+KINDS = ("vqa", "nlvr2", "retrieval")
+# the two-image and match-score kinds: bundle, query file, the transformers class, labels (retrieval: one score)
+OTHER_KINDS = {
+    "nlvr2": {"bundle": "tiny-vilt-nlvr2-onnx.mmedge", "queries": "queries-nlvr2.json",
+              "class": "ViltForImagesAndTextClassification", "labels": ["False", "True"]},
+    "retrieval": {"bundle": "tiny-vilt-retrieval-onnx.mmedge", "queries": "queries-retrieval.json",
+                  "class": "ViltForImageAndTextRetrieval", "labels": ["score"]},
+}
 TOLERANCE = {"logits_abs": 1e-4, "confidence_abs": 1e-4}
 POLICIES = [Policy("full"), Policy("confidence", threshold=0.5), Policy("confidence", threshold=0.7),
             Policy("confidence", threshold=0.9), Policy("max_probability", threshold=0.4),
@@ -113,6 +131,26 @@ QUERIES = [
     ("binary-cjk", (48, 48, 3, "binary", 14), "红色的 circle 日本 [MASK]"),
     ("large-truncated", (640, 480, 3, "noise", 15), " ".join(["is there a red circle left of the square"] * 4)),
     ("small-empty", (8, 8, 3, "noise", 16), ""),
+]
+# NLVR2: (name, left image, right image, text)
+NLVR2_QUERIES = [
+    ("square-pair", (32, 32, 3, "noise", 21), (32, 32, 3, "noise", 22), "the left image has a red circle ."),
+    ("wide-tall", (100, 60, 3, "noise", 23), (31, 47, 4, "noise", 24), "Are there more squares on the LEFT?"),
+    ("same-image", (48, 48, 3, "binary", 25), (48, 48, 3, "binary", 25), "both images are the same"),
+    ("mixed-cjk", (640, 480, 3, "noise", 26), (8, 8, 3, "noise", 27), "红色的 circle 日本 [MASK] naïve"),
+    ("rgba-truncated", (40, 33, 4, "noise", 28), (33, 40, 4, "binary", 29),
+     " ".join(["there is a small blue triangle above the green square"] * 3)),
+    ("small-empty", (8, 9, 3, "noise", 30), (9, 8, 4, "noise", 31), ""),
+]
+# retrieval: (name, image, caption)
+RETRIEVAL_QUERIES = [
+    ("square-rgb", (32, 32, 3, "noise", 41), "a red circle left of a blue square"),
+    ("wide-rgb", (100, 60, 3, "noise", 42), "How many green triangles? Two."),
+    ("tall-rgba", (31, 47, 4, "noise", 43), "a CAFÉ, naïve"),
+    ("binary", (48, 48, 3, "binary", 44), "yes no yes no"),
+    ("large-truncated", (640, 480, 3, "noise", 45), " ".join(["a large green circle below the red square"] * 4)),
+    ("small-empty", (8, 8, 3, "noise", 46), ""),
+    ("cjk", (64, 40, 4, "binary", 47), "中文 [MASK] 红色的"),
 ]
 
 
@@ -238,8 +276,9 @@ def tokenizer_cases(engine: Engine, reference) -> tuple[list[dict], list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------- model
-def make_source(root: Path, max_length: int) -> Path:
-    """A tiny ViltForQuestionAnswering and its ViltProcessor, saved like a downloaded model."""
+def make_source(root: Path, max_length: int, kind: str = "vqa") -> Path:
+    """A tiny ViltForQuestionAnswering (or, by `kind`, ViltForImagesAndTextClassification for NLVR2,
+    ViltForImageAndTextRetrieval for retrieval) and its ViltProcessor, saved like a downloaded model."""
     import torch
     import transformers
 
@@ -248,33 +287,69 @@ def make_source(root: Path, max_length: int) -> Path:
                                            model_max_length=max_length)
     images = transformers.ViltImageProcessor(size={"shortest_edge": 32}, size_divisor=8)
     processor = transformers.ViltProcessor(image_processor=images, tokenizer=tokenizer)
+    labels = LABELS if kind == "vqa" else OTHER_KINDS[kind]["labels"]
+    extra = {"num_images": 2, "modality_type_vocab_size": 3} if kind == "nlvr2" else {}  # token types 1 and 2
     config = transformers.ViltConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=64, image_size=32, patch_size=8, vocab_size=len(vocab),
-                                     max_position_embeddings=max_length, num_labels=len(LABELS),
-                                     initializer_range=0.2, id2label=dict(enumerate(LABELS)),
-                                     label2id={a: i for i, a in enumerate(LABELS)})
+                                     max_position_embeddings=max_length, num_labels=len(labels),
+                                     initializer_range=0.2, id2label=dict(enumerate(labels)),
+                                     label2id={a: i for i, a in enumerate(labels)}, **extra)
     torch.manual_seed(0)
-    transformers.ViltForQuestionAnswering(config).eval().save_pretrained(root)
+    cls = "ViltForQuestionAnswering" if kind == "vqa" else OTHER_KINDS[kind]["class"]
+    getattr(transformers, cls)(config).eval().save_pretrained(root)
     processor.save_pretrained(root)
     return root
 
 
-def make_bundle(work: Path, steps: int) -> Path:
-    """`mmedge adapt` (a few distillation steps) then `mmedge export --target onnx` (fp32)."""
+def nlvr2_data(root: Path, sets: int = 4) -> Path:
+    """A small NLVR2 dataset in its official layout (train.json, dev.json, images/) from mmedge's
+    generated two-image scenes: what the NLVR2 model distils on and its export's parity check reads
+    (the generated scenes have no two-image task)."""
+    from PIL import Image
+
+    from mmedge.data.batches import generate
+
+    for split in ("train", "dev"):
+        samples = generate("verify", 0, "train" if split == "train" else "val", range(4 * sets))
+        lines = []
+        for k in range(sets):
+            for pair in range(2):  # two image pairs per sentence
+                left, right = samples[4 * k + 2 * pair], samples[4 * k + 2 * pair + 1]
+                folder = root / "images" / split / (str(k % 3) if split == "train" else "")
+                folder.mkdir(parents=True, exist_ok=True)
+                stem = f"{split}-{k}-{pair}"
+                Image.fromarray(left.image).save(folder / f"{stem}-img0.png")
+                Image.fromarray(right.image).save(folder / f"{stem}-img1.png")
+                row = {"identifier": f"{stem}-0", "sentence": left.text,
+                       "label": "True" if left.answer == "true" else "False"}
+                if split == "train":
+                    row["directory"] = k % 3
+                lines.append(json.dumps(row))
+        (root / f"{split}.json").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_bundle(work: Path, steps: int, kind: str = "vqa") -> Path:
+    """`mmedge adapt` (a few distillation steps) then `mmedge export --target onnx` (fp32). NLVR2
+    distils on, and checks its export on, a small generated NLVR2 dataset (nlvr2_data)."""
     from mmedge.adapt import adapt
     from mmedge.adapt.distill import DistillConfig
     from mmedge.export.exporter import export_bundle
     from mmedge.export.recipe import ExportRecipe
 
+    data = {"data": "nlvr2:nlvr2"} if kind == "nlvr2" else {}
     cfg = DistillConfig(steps=steps, eval_every=steps, checkpoint_every=steps, batch_size=8, eval_samples=16,
-                        log_every=steps, threads=1, warmup_steps=2, lr=3e-3, train_keep_ratios=[1.0, 0.5])
-    recipe = ExportRecipe(targets=["onnx"], parity_samples=4, accuracy_samples=8, calibration_samples=4,
-                          ort_format=False, in_graph=False)
+                        log_every=steps, threads=1, warmup_steps=2, lr=3e-3, train_keep_ratios=[1.0, 0.5], **data)
+    name = BUNDLE_NAME if kind == "vqa" else OTHER_KINDS[kind]["bundle"]
     with contextlib.chdir(work):  # relative paths: the bundle's metadata names "source" and "adapted", no temp dir
-        make_source(Path("source"), max_length=24)
-        adapt("source", Path("adapted"), cfg, task="vqa", progress=False, log=lambda *_: None,
+        make_source(Path("source"), max_length=24, kind=kind)
+        if kind == "nlvr2":
+            nlvr2_data(Path("nlvr2"))
+        recipe = ExportRecipe(targets=["onnx"], parity_samples=4, accuracy_samples=8, calibration_samples=4,
+                              ort_format=False, in_graph=False, **data)
+        adapt("source", Path("adapted"), cfg, task=kind, progress=False, log=lambda *_: None,
               exit_layers=[0, 1], keep_ratios=[1.0, 0.5])
-        return work / export_bundle(Path("adapted"), Path(BUNDLE_NAME), recipe, log=lambda *_: None)
+        return work / export_bundle(Path("adapted"), Path(name), recipe, log=lambda *_: None)
 
 
 # ---------------------------------------------------------------------------------------------- queries
@@ -318,20 +393,125 @@ def query_vectors(engine: Engine, bundle: Path) -> list[dict]:
     return queries
 
 
+def _image_spec(spec: tuple) -> dict:
+    w, h, channels, pattern, seed = spec
+    return {"width": w, "height": h, "channels": channels, "pattern": pattern, "seed": seed}
+
+
+def _exits_entry(engine: Engine, exits, thresholds: list[float], where: str, match: bool) -> dict:
+    """One keep ratio's vectors: kept tokens, every exit's outputs, each policy's exit and answer
+    (and, for a match-score bundle, every exit's and each policy's match score)."""
+    default = policy_from_thresholds(engine.manifest["thresholds"])
+    for c, p in zip(exits.confidences, exits.max_probabilities):
+        close = [t for t in thresholds if abs(c - t) < 1e-4 or abs(p - t) < 1e-4]
+        if close:
+            print(f"warning: {where}: a confidence or probability within 1e-4 of {close}")
+    scores = [engine._match_score(lg) for lg in exits.logits] if match else None
+    if match and any(abs(m - 0.5) < 1e-4 for m in scores):
+        print(f"warning: {where}: a match score within 1e-4 of 0.5")
+    rows = []
+    for policy in POLICIES + [default]:
+        i = decide_offline(policy, exits.answers, exits.confidences, exits.max_probabilities)
+        row = {"policy": policy.to_dict(), "exit_index": i, "answer": engine.labels[exits.answers[i]]}
+        if match:
+            row["match_score"] = scores[i]
+        rows.append(row)
+    entry = {"kept_index": exits.kept_visual_tokens,
+             "logits": [np.asarray(lg, np.float32).astype(float).tolist() for lg in exits.logits],
+             "confidence": [float(c) for c in exits.confidences],
+             "max_probability": [float(p) for p in exits.max_probabilities],
+             "answers": [engine.labels[a] for a in exits.answers]}
+    if match:
+        entry["match_score"] = scores
+    return {**entry, "policies": rows}
+
+
+def other_query_vectors(engine: Engine, kind: str) -> list[dict]:
+    """The NLVR2 queries (a text, two images) or the retrieval queries (a text, one image, the match
+    score), end to end through the Python Engine, in the layout of query_vectors."""
+    manifest = engine.manifest
+    default = policy_from_thresholds(manifest["thresholds"])
+    thresholds = sorted({p.threshold for p in POLICIES + [default] if p.threshold is not None})
+    match = kind == "retrieval"
+    items = ([(name, [left, right], text) for name, left, right, text in NLVR2_QUERIES] if kind == "nlvr2"
+             else [(name, [spec], text) for name, spec, text in RETRIEVAL_QUERIES])
+    queries = []
+    for name, specs, text in items:
+        arrays = [generated(*spec) for spec in specs]
+        image = arrays if kind == "nlvr2" else arrays[0]
+        feeds = engine.preprocess(image, text)
+        rgb = [_sha(stretched_rgb(a, engine.image_size)) for a in arrays]
+        where = {"images": [_image_spec(sp) for sp in specs], "resized_rgb_sha256": rgb} if kind == "nlvr2" \
+            else {**_image_spec(specs[0]), "resized_rgb_sha256": rgb[0]}
+        query = {"name": name, **where, "text": text, "input_ids": feeds["input_ids"].reshape(-1).tolist(),
+                 "text_mask": feeds["text_mask"].reshape(-1).tolist(),
+                 "pixel_values_shape": list(feeds["pixel_values"].shape),
+                 "pixel_values_sha256": _sha(feeds["pixel_values"].astype("<f4")), "by_keep_ratio": {}}
+        for group in manifest["keep_ratios"]:
+            ratio = group["keep_ratio"]
+            exits = engine.all_exits(feeds, ratio)
+            query["by_keep_ratio"][str(ratio)] = _exits_entry(engine, exits, thresholds, f"{name} at {ratio}", match)
+        predicted = engine.predict(image, text)
+        row = query["by_keep_ratio"][str(engine.keep_ratio)]["policies"][-1]
+        if (predicted.exit_index, predicted.answer) != (row["exit_index"], row["answer"]):
+            raise SystemExit(f"{kind} {name}: Engine.predict disagrees with the offline controller")
+        query["default"] = {"keep_ratio": engine.keep_ratio, "policy": default.to_dict(),
+                            "exit_index": predicted.exit_index, "answer": predicted.answer}
+        if match:
+            if abs(predicted.match_score - row["match_score"]) > 1e-6:
+                raise SystemExit(f"{kind} {name}: Prediction.match_score disagrees with the exit's logits")
+            query["default"]["match_score"] = predicted.match_score
+        queries.append(query)
+    return queries
+
+
+def make_other(out: Path, steps: int, kind: str) -> dict:
+    """The NLVR2 or retrieval bundle and its queries file."""
+    names = OTHER_KINDS[kind]
+    with tempfile.TemporaryDirectory() as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            built = make_bundle(Path(tmp), steps, kind)
+        bundle = out / names["bundle"]
+        if bundle.exists():
+            shutil.rmtree(bundle)
+        shutil.copytree(built, bundle)
+    rel = bundle.relative_to(ROOT).as_posix()
+    manifest_sha = hashlib.sha256((bundle / MANIFEST_FILE).read_bytes()).hexdigest()
+    engine = Engine.load(bundle, backend="onnxruntime", fmt="onnx")
+    m = engine.manifest
+    doc = {"format": "mmedge-adapted-golden-1", "bundle": rel, "manifest_sha256": manifest_sha, "generator": GENERATOR,
+           "task": m["task"], "num_images": engine.num_images, "head": engine.head, "labels": engine.labels,
+           "backend": "onnxruntime (Python Engine, CPU)", "tolerance": TOLERANCE,
+           "queries": other_query_vectors(engine, kind)}
+    _write(out / names["queries"], doc)
+    return {f"{kind} queries": len(doc["queries"])}
+
+
 def _write(path: Path, doc: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n",
                                                    encoding="utf-8"))
 
 
-def make(out: Path, steps: int) -> dict:
+def make(out: Path, steps: int, kinds=KINDS) -> dict:
     import PIL
-    import transformers
 
     if int(PIL.__version__.split(".")[0]) < 13:
         raise SystemExit(f"Pillow {PIL.__version__}: the vectors pin Pillow 13's resize (its pass order); "
                          "install pillow>=13")
 
     out.mkdir(parents=True, exist_ok=True)
+    counts = make_vqa(out, steps) if "vqa" in kinds else {"tokenizer_left_out": []}
+    for kind in OTHER_KINDS:
+        if kind in kinds:
+            counts.update(make_other(out, steps, kind))
+    return counts
+
+
+def make_vqa(out: Path, steps: int) -> dict:
+    """The VQA bundle and its tokenizer, resize and queries files."""
+    import transformers
+
     with tempfile.TemporaryDirectory() as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -370,8 +550,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(OUT.relative_to(ROOT)))
     parser.add_argument("--steps", type=int, default=8, help="self-distillation steps of the tiny model")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help=f"which bundles and vectors to make, comma-separated (default: all of {', '.join(KINDS)})")
     args = parser.parse_args()
-    counts = make(ROOT / args.out, args.steps)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        parser.error(f"--kinds takes {', '.join(KINDS)}; got {args.kinds!r}")
+    counts = make(ROOT / args.out, args.steps, kinds)
     for text in counts.pop("tokenizer_left_out"):
         print(f"left out (the Python Engine and transformers differ): {text!r}")
     print(f"wrote {args.out}: " + ", ".join(f"{v} {k} cases" for k, v in counts.items()))

@@ -1,7 +1,7 @@
 """The adapted encoders' golden vectors (tests/vectors/adapted, scripts/make_adapted_vectors.py): the
-Python Engine on the committed tiny ViLT bundle reproduces them, and they are what the references
-give: transformers' BertTokenizer for the text, Pillow's bicubic resize and ViltImageProcessor for
-the images."""
+Python Engine on the committed tiny ViLT bundles (VQA, NLVR2 with two images per query, retrieval with
+a match score) reproduces them, and they are what the references give: transformers' BertTokenizer
+for the text, Pillow's bicubic resize and ViltImageProcessor for the images."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ TOKENIZER = json.loads((VECTORS / "tokenizer.json").read_text(encoding="utf-8"))
 RESIZE = json.loads((VECTORS / "resize.json").read_text(encoding="utf-8"))
 QUERIES = json.loads((VECTORS / "queries.json").read_text(encoding="utf-8"))
 BUNDLE = ROOT / QUERIES["bundle"]
+# the two-image (NLVR2) and match-score (retrieval) bundles' queries
+KINDS = {kind: json.loads((VECTORS / f"queries-{kind}.json").read_text(encoding="utf-8"))
+         for kind in ("nlvr2", "retrieval")}
 # Pillow 13 changed the order of the two resize passes for images whose height shrinks much more
 # than their width (vertical first): the vectors pin that order, which older Pillow does not run
 PILLOW_13 = pytest.mark.skipif(int(PIL.__version__.split(".")[0]) < 13,
@@ -68,8 +71,28 @@ def test_the_vectors_were_made_from_this_bundle():
     m = json.loads(manifest)
     assert (m["preprocessing"]["resize"], m["preprocessing"]["fit"], m["tokenizer"]["kind"]) == \
         ("pillow-bicubic", "stretch", "bert-wordpiece")
-    assert sum(p.stat().st_size for p in VECTORS.rglob("*") if p.is_file()) < 1 << 20
+    # three tiny bundles (VQA, NLVR2, retrieval; each about 0.5 MB with its torch/ copy) and their vectors
+    assert sum(p.stat().st_size for p in VECTORS.rglob("*") if p.is_file()) < 2 << 20
+    for bundle in [BUNDLE] + [ROOT / doc["bundle"] for doc in KINDS.values()]:
+        assert sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()) < 600_000, bundle
     assert len(TOKENIZER["cases"]) >= 60 and len(RESIZE["resample"]) >= 80 and len(QUERIES["queries"]) >= 5
+
+
+def test_the_nlvr2_and_retrieval_vectors_were_made_from_their_bundles():
+    for kind, doc in KINDS.items():
+        bundle = ROOT / doc["bundle"]
+        manifest = (bundle / "manifest.json").read_bytes()
+        assert doc["manifest_sha256"] == hashlib.sha256(manifest).hexdigest(), \
+            f"the {kind} bundle changed: run python scripts/make_adapted_vectors.py --kinds {kind}"
+        m = json.loads(manifest)
+        assert (m["preprocessing"]["resize"], m["tokenizer"]["kind"]) == ("pillow-bicubic", "bert-wordpiece")
+        assert (m["task"], m["labels"], m["preprocessing"]["num_images"], m.get("head", "softmax")) == \
+            (doc["task"], doc["labels"], doc["num_images"], doc["head"])
+        assert {a["target"] for a in m["artifacts"]} == {"onnx", "torch"} and len(doc["queries"]) >= 5
+        assert sorted(k["keep_ratio"] for k in m["keep_ratios"]) == [0.5, 1.0]
+    assert (KINDS["nlvr2"]["task"], KINDS["nlvr2"]["num_images"], KINDS["nlvr2"]["head"]) == ("verify", 2, "softmax")
+    assert (KINDS["retrieval"]["task"], KINDS["retrieval"]["labels"], KINDS["retrieval"]["head"]) == \
+        ("match", ["no", "yes"], "match-score")
 
 
 def test_generator_is_xorshift32():
@@ -177,6 +200,77 @@ def test_queries_python_engine(engine):
         p = engine.predict(image, q["text"])
         assert (p.keep_ratio, p.exit_index, p.answer) == (q["default"]["keep_ratio"], q["default"]["exit_index"],
                                                           q["default"]["answer"])
+
+
+def _kind_images(kind: str, q: dict):
+    """A query's image argument: [left, right] for NLVR2, one image for retrieval; and the images."""
+    arrays = [_image(spec) for spec in q["images"]] if kind == "nlvr2" else [_image(q)]
+    return (arrays if kind == "nlvr2" else arrays[0]), arrays
+
+
+@PILLOW_13
+@pytest.mark.parametrize("kind", ["nlvr2", "retrieval"])
+def test_nlvr2_and_retrieval_queries_python_engine(kind):
+    """The Python Engine on the NLVR2 bundle (two images per query) and the retrieval bundle (a match
+    score) reproduces their vectors: inputs bit for bit, every exit within tolerance, the policies'
+    exits and answers, the match scores and the default prediction."""
+    pytest.importorskip("onnxruntime")
+    from mmedge.runtime.engine import Engine
+
+    doc = KINDS[kind]
+    engine = Engine.load(ROOT / doc["bundle"], backend="onnxruntime", fmt="onnx")
+    tol, match = doc["tolerance"], doc["head"] == "match-score"
+    N = (engine.image_size // engine.manifest["model"]["config"]["patch_size"]) ** 2
+    for q in doc["queries"]:
+        image, arrays = _kind_images(kind, q)
+        feeds = engine.preprocess(image, q["text"])
+        assert feeds["input_ids"].reshape(-1).tolist() == q["input_ids"]
+        assert feeds["text_mask"].reshape(-1).tolist() == q["text_mask"]
+        assert list(feeds["pixel_values"].shape) == q["pixel_values_shape"]
+        assert _sha(feeds["pixel_values"].astype("<f4")) == q["pixel_values_sha256"]
+        rgb = [_sha(SCRIPT.stretched_rgb(a, engine.image_size)) for a in arrays]
+        assert rgb == (q["resized_rgb_sha256"] if kind == "nlvr2" else [q["resized_rgb_sha256"]])
+        for key, want in q["by_keep_ratio"].items():
+            exits = engine.all_exits(feeds, float(key))
+            k = next(g["kept_tokens"] for g in engine.manifest["keep_ratios"] if g["keep_ratio"] == float(key))
+            assert exits.kept_visual_tokens == want["kept_index"]
+            for i in range(engine.num_images):  # image i's patch j is i * N + j, k per image
+                assert sum(i * N <= t < (i + 1) * N for t in want["kept_index"]) == k
+            assert np.abs(np.stack(exits.logits) - np.asarray(want["logits"])).max() <= tol["logits_abs"]
+            assert np.abs(np.asarray(exits.confidences) - want["confidence"]).max() <= tol["confidence_abs"]
+            assert [engine.labels[a] for a in exits.answers] == want["answers"]
+            if match:
+                scores = [engine._match_score(lg) for lg in exits.logits]
+                assert all(lg[0] == 0.0 for lg in exits.logits)  # logits [0, s]
+                assert np.abs(np.asarray(scores) - want["match_score"]).max() <= tol["logits_abs"]
+            else:
+                assert "match_score" not in want
+            for row in want["policies"]:
+                policy = Policy(**row["policy"])
+                i = decide_offline(policy, exits.answers, exits.confidences, exits.max_probabilities)
+                assert (i, engine.labels[exits.answers[i]]) == (row["exit_index"], row["answer"]), row
+                if match:
+                    assert abs(row["match_score"] - want["match_score"][i]) < 1e-12
+                    assert row["answer"] == ("yes" if row["match_score"] > 0.5 else "no")
+        p = engine.predict(image, q["text"])
+        assert (p.keep_ratio, p.exit_index, p.answer) == (q["default"]["keep_ratio"], q["default"]["exit_index"],
+                                                          q["default"]["answer"])
+        if match:
+            assert p.match_score == pytest.approx(q["default"]["match_score"], abs=tol["logits_abs"])
+        else:
+            assert p.match_score is None
+
+
+def test_the_nlvr2_bundle_takes_two_images_and_refuses_another_count():
+    pytest.importorskip("onnxruntime")
+    from mmedge.errors import ImageCountError
+    from mmedge.runtime.engine import Engine
+
+    engine = Engine.load(ROOT / KINDS["nlvr2"]["bundle"], backend="onnxruntime", fmt="onnx")
+    image, _ = _kind_images("nlvr2", KINDS["nlvr2"]["queries"][0])
+    for bad in (image[0], image[:1], image + image[:1]):
+        with pytest.raises(ImageCountError):
+            engine.predict(bad, "x")
 
 
 @pytest.mark.parametrize("key,value", [("lowercase", False), ("strip_accents", False), ("special_tokens", []),

@@ -7,6 +7,11 @@
  *   const p = await engine.predict({ width, height, data }, "what color is the circle ?");
  *   p.answer, p.confidence, p.exitIndex, p.keptVisualTokens, p.timingsMs
  *
+ *   // an adapted NLVR2 bundle (preprocessing.num_images 2): a text and two images, left and right
+ *   await nlvr2.predict([left, right], "the left image has two dogs");
+ *   // an adapted retrieval bundle (head "match-score"): the match probability sigmoid(s)
+ *   (await retrieval.predict(image, "a dog on a sofa")).matchScore;
+ *
  * The app passes its own `ort` module; this package only uses its API types.
  */
 
@@ -16,9 +21,9 @@ import {
   argmax, decideOffline, makePolicy, policyFromThresholds, shouldStop, softmaxMax,
   type ExitState, type Policy, type PolicyInit, type PolicyKind,
 } from "./controller.js";
-import { BundleError, ConfigError, MMEdgeError, short } from "./errors.js";
+import { BundleError, ConfigError, ImageCountError, MMEdgeError, short } from "./errors.js";
 import {
-  loadManifest, rollbackOptionProblems, type Artifact, type InGraphEntry, type Manifest,
+  loadManifest, MATCH_SCORE, numImages, rollbackOptionProblems, type Artifact, type InGraphEntry, type Manifest,
 } from "./manifest.js";
 import { externalDataLocations, OnnxFormatError } from "./onnx.js";
 import { ADAPTED_RESIZE, BACKGROUND, preprocessImage, preprocessStretched, type ImageInput } from "./preprocess.js";
@@ -76,6 +81,13 @@ export interface PredictOptions {
   keepRatio?: number;
 }
 
+/**
+ * A query's image: one image, or for a two-image bundle (NLVR2, `preprocessing.num_images` 2) an array
+ * of the two, `[left, right]`. A one-image bundle also takes an array of one; any other count is an
+ * ImageCountError.
+ */
+export type QueryImages = ImageInput | readonly ImageInput[];
+
 export interface Prediction {
   answer: string;
   answerIndex: number;
@@ -87,11 +99,20 @@ export interface Prediction {
   exitIndex: number;
   /** The layer after which it exits. */
   exitLayer: number;
-  /** Row-major patch indices the prefilter kept, sorted ascending. */
+  /**
+   * Row-major patch indices the prefilter kept, sorted ascending; two images: both images' in one list,
+   * image i's patch j numbered i * N + j (N patches per image).
+   */
   keptVisualTokens: number[];
   keepRatio: number;
   /** preprocess, each stage run (or "in_graph"), total. */
   timingsMs: Record<string, number>;
+  /**
+   * A match-score bundle's (`head` "match-score", image-text retrieval) match probability at the exit
+   * taken: sigmoid(s) of its logits [0, s], the softmax probability of "yes" (the answer is "yes" when it
+   * exceeds 0.5). Absent for other bundles.
+   */
+  matchScore?: number;
 }
 
 /** Every exit's outputs for one query (full depth). */
@@ -100,20 +121,28 @@ export interface AllExits {
   confidences: number[];
   maxProbabilities: number[];
   logits: Float32Array[];
-  /** kept_index as the model gives it (score order). */
+  /**
+   * kept_index as the model gives it (score order); two images: image 0's then image 1's, image i's
+   * patch j numbered i * N + j.
+   */
   keptIndex: number[];
   /** The same, sorted ascending. */
   keptVisualTokens: number[];
   stageMs: number[];
+  /** A match-score bundle's match probability sigmoid(s) at each exit (absent for other bundles). */
+  matchScores?: number[];
 }
 
 /** Stage-0 inputs and what they were made from. */
 export interface Inputs {
+  /** float32 [1, 3, S, S]; two images: [1, 2, 3, S, S] (left, then right). */
   pixelValues: Float32Array;
   inputIds: Int32Array;
   textMask: Int32Array;
-  /** The resized 8-bit RGB image. */
+  /** The resized 8-bit RGB image (S x S, row-major RGB); two images: both, one after the other. */
   resized: Uint8Array;
+  /** Each image's resized 8-bit RGB bytes, in order (views into `resized`). */
+  resizedImages: Uint8Array[];
   tokens: string[];
   truncated: boolean;
 }
@@ -169,6 +198,14 @@ function firstNonFinite(tensor: Tensor): string | undefined {
 
 function toNumbers(data: Tensor["data"]): number[] {
   return Array.from(data as ArrayLike<number | bigint>, (v) => Number(v));
+}
+
+/**
+ * A match-score head's match probability: softmax(logits)[1] = sigmoid(s) for logits [0, s], in double
+ * precision as the Python Engine computes it (1 / (1 + exp(logits[0] - logits[1]))).
+ */
+export function matchProbability(logits: ArrayLike<number>): number {
+  return 1 / (1 + Math.exp(logits[0] - logits[1]));
 }
 
 /** A source for a path or URL string; a BundleSource as it is. */
@@ -302,6 +339,10 @@ export class Engine {
   readonly labels: string[];
   readonly tokenizer: WordTokenizer;
   readonly imageSize: number;
+  /** Images per query: 2 for a two-image bundle (NLVR2: predict([left, right], text)), else 1. */
+  readonly numImages: number;
+  /** How the logits are read: "softmax", or "match-score" (Prediction.matchScore = sigmoid(s)). */
+  readonly head: "softmax" | "match-score";
   readonly mode: Mode;
   readonly source: BundleSource;
   /** The artifact in use (staged mode). */
@@ -314,6 +355,8 @@ export class Engine {
   private readonly groups: Map<number, string[]>;
   private readonly stageTimes = new Map<string, number[]>();
   private readonly onWarning: (message: string) => void;
+  /** Patches per image (N), when model.config.patch_size says. */
+  private readonly patches?: number;
 
   private constructor(init: {
     source: BundleSource; manifest: Manifest; tokenizer: WordTokenizer; ort: OrtModule; mode: Mode;
@@ -325,6 +368,11 @@ export class Engine {
     this.labels = init.manifest.labels;
     this.tokenizer = init.tokenizer;
     this.imageSize = init.manifest.preprocessing.image_size;
+    this.numImages = numImages(init.manifest);
+    this.head = init.manifest.head === MATCH_SCORE ? MATCH_SCORE : "softmax";
+    const patch = init.manifest.model.config.patch_size;
+    this.patches = typeof patch === "number" && Number.isInteger(patch) && patch > 0
+      ? Math.floor(this.imageSize / patch) ** 2 : undefined;
     this.ort = init.ort;
     this.mode = init.mode;
     this.artifact = init.artifact;
@@ -450,31 +498,60 @@ export class Engine {
   // ------------------------------------------------------------------ inputs
   /**
    * Stage-0 inputs for an image and a text (spec "Inputs"; an adapted encoder's bundle, resize
-   * "pillow-bicubic" / tokenizer kind "bert-wordpiece": spec "Adapted encoders").
+   * "pillow-bicubic" / tokenizer kind "bert-wordpiece": spec "Adapted encoders"). A two-image bundle
+   * takes `[left, right]`: each image prepared alone, stacked to pixel_values [1, 2, 3, S, S].
    */
-  preprocess(image: ImageInput, text: string): Inputs {
+  preprocess(image: QueryImages, text: string): Inputs {
+    const images = this.images(image);
     const encoding = this.tokenizer.encode(text);
     const p = this.manifest.preprocessing;
-    const { resized, pixelValues } = p.resize === ADAPTED_RESIZE
-      ? preprocessStretched(image, { imageSize: p.image_size, scale: p.scale, mean: p.mean, std: p.std })
-      : preprocessImage(image, {
+    const prepared = images.map((im) => p.resize === ADAPTED_RESIZE
+      ? preprocessStretched(im, { imageSize: p.image_size, scale: p.scale, mean: p.mean, std: p.std })
+      : preprocessImage(im, {
         imageSize: p.image_size, padColor: p.pad_color ?? BACKGROUND, mean: p.mean, std: p.std, scale: p.scale,
-      });
+      }));
+    let { resized, pixelValues } = prepared[0];
+    let resizedImages = [resized];
+    if (prepared.length > 1) {
+      pixelValues = new Float32Array(prepared.reduce((n, x) => n + x.pixelValues.length, 0));
+      resized = new Uint8Array(prepared.reduce((n, x) => n + x.resized.length, 0));
+      resizedImages = [];
+      let at = 0;
+      let atBytes = 0;
+      for (const x of prepared) {
+        pixelValues.set(x.pixelValues, at);
+        resized.set(x.resized, atBytes);
+        resizedImages.push(resized.subarray(atBytes, atBytes + x.resized.length));
+        at += x.pixelValues.length;
+        atBytes += x.resized.length;
+      }
+    }
     if (encoding.truncated) {
       const room = this.tokenizer.kind === "bert-wordpiece" ? this.tokenizer.maxLength - 2 : this.tokenizer.maxLength;
       this.onWarning(`text has more than the model's ${room} tokens: truncated to the first ${room}`);
     }
     return {
-      pixelValues, inputIds: encoding.inputIds, textMask: encoding.textMask, resized,
+      pixelValues, inputIds: encoding.inputIds, textMask: encoding.textMask, resized, resizedImages,
       tokens: encoding.tokens, truncated: encoding.truncated,
     };
+  }
+
+  /**
+   * The query's images as an array of `numImages` (one image alone counts as an array of one);
+   * ImageCountError for another count, as the Python Engine.
+   */
+  private images(image: QueryImages): readonly ImageInput[] {
+    const images = Array.isArray(image) ? image as readonly ImageInput[] : [image as ImageInput];
+    if (images.length !== this.numImages) throw new ImageCountError(this.numImages, images.length, this.source.name);
+    return images;
   }
 
   private feeds(inputs: Inputs): Record<string, Tensor> {
     const S = this.imageSize;
     const L = this.tokenizer.maxLength;
+    const pixels = this.numImages === 1 ? [1, 3, S, S] : [1, this.numImages, 3, S, S];
     return {
-      pixel_values: new this.ort.Tensor("float32", inputs.pixelValues, [1, 3, S, S]),
+      pixel_values: new this.ort.Tensor("float32", inputs.pixelValues, pixels),
       input_ids: new this.ort.Tensor("int32", inputs.inputIds, [1, L]),
       text_mask: new this.ort.Tensor("int32", inputs.textMask, [1, L]),
     };
@@ -511,9 +588,27 @@ export class Engine {
     return times && times.length > 0 ? median(times) : undefined;
   }
 
-  private grey(): ImageInput {
+  /** The self-check and warm-up query's image(s): uniform grey, value 128. */
+  private grey(): QueryImages {
     const S = this.imageSize;
-    return { width: S, height: S, channels: 3, data: new Uint8Array(S * S * 3).fill(128) };
+    const grey: ImageInput = { width: S, height: S, channels: 3, data: new Uint8Array(S * S * 3).fill(128) };
+    return this.numImages === 1 ? grey : Array.from({ length: this.numImages }, () => grey);
+  }
+
+  /**
+   * Stage 0's kept_index ([1, k], or [2, k] for two images) as one list in model order; image i's patch
+   * j is i * N + j (as the Python Engine numbers them).
+   */
+  private kept(keptIndex: Tensor): number[] {
+    const kept = toNumbers(keptIndex.data);
+    const rows = keptIndex.dims.length === 2 ? keptIndex.dims[0] : 1;
+    if (rows <= 1 || !this.patches) return kept;
+    const k = kept.length / rows;
+    return kept.map((v, i) => v + Math.floor(i / k) * this.patches!);
+  }
+
+  private matchScore(logits: ArrayLike<number>): number | undefined {
+    return this.head === MATCH_SCORE ? matchProbability(logits) : undefined;
   }
 
   /** Runs every stage a few times so that latency budgets have measured stage times. */
@@ -543,9 +638,7 @@ export class Engine {
    */
   async selfCheck(): Promise<void> {
     const feeds = this.feeds(this.preprocess(this.grey(), "check"));
-    const patch = this.manifest.model.config.patch_size;
-    const patches = typeof patch === "number" && Number.isInteger(patch) && patch > 0
-      ? Math.floor(this.imageSize / patch) ** 2 : undefined;
+    const patches = this.patches;
     const fail = (what: string, exc?: unknown) =>
       new BundleError(`${this.source.name}: ${what}; export the bundle again`, { cause: exc, code: "self-check" });
     const checkFinite = (where: string, outputs: Outputs) => {
@@ -606,8 +699,12 @@ export class Engine {
     }
   }
 
-  /** Answers one question, stopping at the first exit the policy accepts. */
-  async predict(image: ImageInput, text: string, options: PredictOptions = {}): Promise<Prediction> {
+  /**
+   * Answers one question, stopping at the first exit the policy accepts. `image`: one image, or for a
+   * two-image bundle (NLVR2) an array of the two, `[left, right]` (ImageCountError otherwise). A
+   * match-score bundle's prediction has `matchScore`.
+   */
+  async predict(image: QueryImages, text: string, options: PredictOptions = {}): Promise<Prediction> {
     const policy = options.policy === undefined ? this.policy : policyArg(options.policy);
     const ratio = options.keepRatio === undefined ? this.keepRatio : checkRatio(options.keepRatio);
     if (this.mode === "in-graph") return this.predictInGraph(image, text, policy, ratio);
@@ -639,14 +736,17 @@ export class Engine {
     timings.total = now() - tStart;
     const exitIndex = state.answers.length - 1;
     const answerIndex = state.answers[exitIndex];
-    return {
+    const prediction: Prediction = {
       answer: this.labels[answerIndex], answerIndex, confidence: state.confidences[exitIndex],
       maxProbability: state.maxProbabilities[exitIndex], exitIndex, exitLayer: this.manifest.exit_layers[exitIndex],
-      keptVisualTokens: toNumbers(first!.kept_index.data).sort((a, b) => a - b), keepRatio: ratio, timingsMs: timings,
+      keptVisualTokens: this.kept(first!.kept_index).sort((a, b) => a - b), keepRatio: ratio, timingsMs: timings,
     };
+    const match = this.matchScore(logits!);
+    if (match !== undefined) prediction.matchScore = match;
+    return prediction;
   }
 
-  private async predictInGraph(image: ImageInput, text: string, policy: Policy, ratio: number): Promise<Prediction> {
+  private async predictInGraph(image: QueryImages, text: string, policy: Policy, ratio: number): Promise<Prediction> {
     if (policy.kind !== "confidence") {
       throw new ConfigError(`mode "in-graph" runs the confidence policy only, not ${policy.kind}; load the engine ` +
         "with mode \"staged\" for other policies", "arguments");
@@ -667,28 +767,33 @@ export class Engine {
     const logits = out.logits.data as Float32Array;
     const answerIndex = argmax(logits);
     const exitIndex = Number(out.exit_index.data[0]);
-    return {
+    const prediction: Prediction = {
       answer: this.labels[answerIndex], answerIndex, confidence: Number(out.confidence.data[0]),
       maxProbability: softmaxMax(logits), exitIndex, exitLayer: this.manifest.exit_layers[exitIndex],
-      keptVisualTokens: toNumbers(out.kept_index.data).sort((a, b) => a - b), keepRatio: ratio, timingsMs: timings,
+      keptVisualTokens: this.kept(out.kept_index).sort((a, b) => a - b), keepRatio: ratio, timingsMs: timings,
     };
+    const match = this.matchScore(logits);
+    if (match !== undefined) prediction.matchScore = match;
+    return prediction;
   }
 
   /** Full depth, every exit's outputs (calibration, analysis, conformance tests); staged mode only. */
-  async allExits(image: ImageInput, text: string, options: { keepRatio?: number } = {}): Promise<AllExits> {
+  async allExits(image: QueryImages, text: string, options: { keepRatio?: number } = {}): Promise<AllExits> {
     if (this.mode !== "staged") {
       throw new ConfigError("allExits needs the staged stages; load the engine with mode \"staged\"", "arguments");
     }
     const names = this.stagesFor(options.keepRatio);
     const { outs, times } = await this.allStages(this.feeds(this.preprocess(image, text)), names);
     const logits = outs.map((o) => Float32Array.from(o.logits.data as Float32Array));
-    const keptIndex = toNumbers(outs[0].kept_index.data);
-    return {
+    const keptIndex = this.kept(outs[0].kept_index);
+    const exits: AllExits = {
       answers: logits.map((l) => argmax(l)),
       confidences: outs.map((o) => Number(o.confidence.data[0])),
       maxProbabilities: logits.map((l) => softmaxMax(l)),
       logits, keptIndex, keptVisualTokens: [...keptIndex].sort((a, b) => a - b), stageMs: times,
     };
+    if (this.head === MATCH_SCORE) exits.matchScores = logits.map((l) => matchProbability(l));
+    return exits;
   }
 
   /** The exit a policy takes on full-depth outputs (what `predict` would do, without timing). */

@@ -90,6 +90,26 @@ export class ConfigError extends MMEdgeError {
 /** An input image cannot be used (wrong layout, too small, too large). */
 export class ImageError extends MMEdgeError {}
 
+/**
+ * A query gave a number of images the bundle does not read (the Python runtime's ImageCountError): a
+ * two-image bundle (NLVR2, `preprocessing.num_images` 2) takes an array of two, `[left, right]`; a
+ * one-image bundle one image (or an array of one).
+ */
+export class ImageCountError extends ImageError {
+  /** Images per query the bundle reads. */
+  readonly expected: number;
+  /** Images the query gave. */
+  readonly got: number;
+
+  constructor(expected: number, got: number, where = "the bundle") {
+    const how = expected > 1 ? `an array of ${expected} images, e.g. predict([left, right], text)`
+      : "one image ({width, height, data, channels?}), e.g. predict(image, text)";
+    super(`${where} reads ${expected} image${expected > 1 ? "s" : ""} per query, got ${got}: pass ${how}`);
+    this.expected = expected;
+    this.got = got;
+  }
+}
+
 /** An input text cannot be used (not a string, or empty after splitting). */
 export class TextError extends MMEdgeError {}
 

@@ -8,11 +8,13 @@
  *     one object, nested at most 32 levels;
  *  4. schema_version the JSON integer 1 (and a classifier bundle: "caption" loads with caption.ts); an
  *     adapted encoder's preparation (resize "pillow-bicubic", tokenizer kind "bert-wordpiece") is
- *     implemented (preprocess.ts preprocessStretched, bert.ts) and checked like any other, but not
- *     two images per query (preprocessing.num_images 2) nor head "match-score" (`unsupported`);
+ *     implemented (preprocess.ts preprocessStretched, bert.ts) and checked like any other, and so are
+ *     two images per query (preprocessing.num_images 2, NLVR2) and head "match-score" (retrieval), so
+ *     nothing of an adapted encoder is refused here;
  *  5. the JSON Schema (draft 2020-12, ajv);
  *  6. consistency (keep ratios, exits, stage inputs/outputs, shapes, artifacts, fixed rules,
- *     modality pruning), then the app's rollback rules (`minSequence`, `expectName`);
+ *     modality pruning, two images and the match-score head), then the app's rollback rules
+ *     (`minSequence`, `expectName`);
  *  7. paths (relative, normalised, listed; nothing unlisted in the bundle where the source can
  *     list its members);
  *  8. files: each a regular file without links, of the listed size and SHA-256;
@@ -56,6 +58,10 @@ export const FIXED_RULES = {
 } as const;
 /** The bundle kinds this runtime refuses as not implemented (the Python runtime reads them). */
 export const UNSUPPORTED_KINDS = ["caption"] as const;
+/** `head` "match-score": logits [0, s], softmax(logits)[1] = sigmoid(s) (spec "Two images, and a match score"). */
+export const MATCH_SCORE = "match-score";
+/** The only labels (and task "match") a match-score bundle may have. */
+export const MATCH_LABELS = ["no", "yes"] as const;
 
 // ------------------------------------------------------------------------------------- types
 export interface TensorSpec {
@@ -126,7 +132,10 @@ export interface Preprocessing {
   pad_color?: [number, number, number];
   /** With resize "pillow-bicubic": "stretch" (no padding). */
   fit?: "stretch";
-  /** With resize "pillow-bicubic": images per query (1; 2, NLVR2, is refused here as `unsupported`). */
+  /**
+   * With resize "pillow-bicubic": images per query, 1 or 2 (NLVR2: predict([left, right], text), stage 0
+   * takes pixel_values [1, 2, 3, S, S]). Absent: 1.
+   */
   num_images?: number;
 }
 
@@ -190,7 +199,10 @@ export interface Manifest {
   in_graph?: { inputs: string[]; outputs: string[]; by_keep_ratio: Record<string, InGraphEntry>; check?: unknown };
   modality_pruning?: ModalityPruning;
   release?: Release;
-  /** How the logits are read: "softmax" (absent too); "match-score" is refused here as `unsupported`. */
+  /**
+   * How the logits are read: "softmax" (absent too) or "match-score" (an adapted image-text retrieval
+   * model: logits [0, s], Prediction.matchScore = sigmoid(s), the answer "yes" above 0.5).
+   */
   head?: "softmax" | "match-score";
   files: Record<string, { sha256: string; bytes: number }>;
   tools: Record<string, string>;
@@ -249,28 +261,9 @@ export function checkKind(m: Manifest, where = MANIFEST_FILE): void {
   { path: MANIFEST_FILE, code: "unsupported" });
 }
 
-/**
- * Step 4, continued: what an adapted encoder's bundle may state that this runtime does not implement
- * (spec "Adapted encoders"; BundleError code `unsupported`): two images per query
- * (`preprocessing.num_images` 2, an NLVR2 model: predict takes one image here) and `head`
- * "match-score" (an image-text retrieval model's match probability). Any other value is left to the
- * schema, so that an invalid manifest gets the same code in every runtime.
- */
-export function checkImplemented(m: Manifest, where = MANIFEST_FILE): void {
-  const pre = (m as Record<string, unknown>).preprocessing;
-  const images = pre !== null && typeof pre === "object" && !Array.isArray(pre)
-    ? (pre as Record<string, unknown>).num_images : undefined;
-  if (images === 2) {
-    throw new BundleError(`${where} reads ${images} images per query (preprocessing.num_images ${images}: a two-image ` +
-      "model such as NLVR2); the JavaScript runtime implements one image per query. Run it with the Python runtime " +
-      "(mmedge.Engine: predict([left, right], text))", { path: MANIFEST_FILE, code: "unsupported" });
-  }
-  const head = (m as Record<string, unknown>).head;
-  if (head === "match-score") {
-    throw new BundleError(`${where} states head ${short(JSON.stringify(head), 40)} (an image-text match score), which ` +
-      "the JavaScript runtime does not implement (it reads softmax classifiers). Run it with the Python runtime " +
-      "(mmedge.Engine: Prediction.match_score)", { path: MANIFEST_FILE, code: "unsupported" });
-  }
+/** Images per query: `preprocessing.num_images` (an adapted encoder's), else 1. */
+export function numImages(m: Manifest): number {
+  return m.preprocessing.num_images ?? 1;
 }
 
 // ------------------------------------------------------------------------------------- step 5
@@ -375,6 +368,7 @@ export function consistencyProblems(m: Manifest): string[] {
   }
   if (m.tokenizer.pad_id === m.tokenizer.unk_id) problems.push("tokenizer pad_id and unk_id are the same id");
   problems.push(...fixedRulesProblems(m));
+  problems.push(...adaptedProblems(m));
   if (m.modality_pruning !== undefined) problems.push(...pruningProblems(m.modality_pruning, m));
   if (m.in_graph !== undefined) problems.push(...inGraphProblems(m));
   for (const a of m.artifacts) {
@@ -408,6 +402,27 @@ function inGraphProblems(m: Manifest): string[] {
     }
     if (seen.has(ratio)) out.push(`${where} repeats keep ratio ${ratio}`);
     seen.add(ratio);
+  }
+  return out;
+}
+
+/**
+ * Two images per query are an adapted encoder's preparation only, without modality pruning or
+ * in-graph graphs; head match-score is a yes/no match (task "match", labels ["no", "yes"]).
+ */
+function adaptedProblems(m: Manifest): string[] {
+  const out: string[] = [];
+  const images = numImages(m);
+  if (images !== 1 && m.preprocessing.resize !== ADAPTED_RESIZE) {
+    out.push(`preprocessing.num_images ${images} needs resize ${JSON.stringify(ADAPTED_RESIZE)} (an adapted encoder's ` +
+      "preparation)");
+  }
+  if (images !== 1 && (own(m, "modality_pruning") || own(m, "in_graph"))) {
+    out.push("a bundle of two images per query has no modality_pruning or in_graph section");
+  }
+  if ((m.head ?? "softmax") === MATCH_SCORE && (m.task !== "match" || !sameList(m.labels, MATCH_LABELS))) {
+    out.push(`head ${JSON.stringify(MATCH_SCORE)} needs task "match" and labels ${JSON.stringify(MATCH_LABELS)} ` +
+      `(logits [0, s]), not task ${short(JSON.stringify(m.task), 40)} and labels ${short(JSON.stringify(m.labels), 60)}`);
   }
   return out;
 }
@@ -528,9 +543,11 @@ function ioProblems(name: string, entry: StageEntry, index: number, labels: stri
     out.push(`stage ${q} gives ${logits.length ? logits[logits.length - 1] : 0} logits for ${labels.length} labels`);
   }
   const size = m.preprocessing.image_size;
+  const images = numImages(m);
+  const want = images === 1 ? [1, 3, size, size] : [1, images, 3, size, size];
   const pixels = inputs.get("pixel_values");
-  if (index === 0 && pixels && !sameList(pixels.shape, [1, 3, size, size])) {
-    out.push(`stage ${q} takes pixel_values ${JSON.stringify(pixels.shape)}, preprocessing gives [1, 3, ${size}, ${size}]`);
+  if (index === 0 && pixels && !sameList(pixels.shape, want)) {
+    out.push(`stage ${q} takes pixel_values ${JSON.stringify(pixels.shape)}, preprocessing gives ${JSON.stringify(want)}`);
   }
   const ids = inputs.get("input_ids");
   if (index === 0 && ids && !sameList(ids.shape, [1, m.tokenizer.max_length])) {
@@ -938,7 +955,6 @@ export async function loadManifest(source: BundleSource, options: LoadManifestOp
   const { manifestBytes, where } = await readManifestFile(source, options);
   const manifest = parseManifest(manifestBytes, where);
   checkKind(manifest, where);
-  checkImplemented(manifest, where);
   const schema = schemaViolations(manifest);
   if (schema.problems.length > 0) {
     throw new BundleError(`${where} does not match the manifest schema (export the bundle again with a matching mmedge):\n  ${schema.problems.slice(0, 10).join("\n  ")}`,
