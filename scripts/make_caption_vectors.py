@@ -19,6 +19,10 @@ For each image and keep ratio: the SHA-256 of the encoder's cross_k / cross_v (f
 the reference computed them) with a strided sample of their values, and the caption of every
 policy x kv mode x search (greedy, beam 3), plus two shorter max_len runs: per generated id its
 word, exit and learned confidence, the hypothesis' log-probability score and the text.
+
+After writing new vectors, record the graph calls again for the runtimes that replay them (the
+Android core's JVM tests): `python scripts/make_caption_replay.py` (replay.json is tied to
+vectors.json by its SHA-256; tests/test_caption_vectors.py checks it).
 """
 
 from __future__ import annotations

@@ -4,8 +4,11 @@ scripted adb stand-in whose `am start` runs the app's benchmark path on the JVM
 (android_demo/core: BenchmarkOptions, Engine, BenchmarkRunner, result and .done files; the stage
 outputs replayed from the golden vectors instead of ONNX Runtime). The result must validate against
 mmedge/bench/bench.schema.json, and its exit histograms, kept tokens and accuracy must equal what
-the Python runtime's golden decisions give. The JUnit tests of the core run in
-scripts/test_android_core.sh."""
+the Python runtime's golden decisions give. A captioning bundle takes the same way through
+`mmedge bench --device pixel` (CaptionEngine, CaptionBenchmarkRunner; graph calls replayed from
+tests/vectors/caption/replay.json): its result must validate against
+mmedge/caption/device_bench.schema.json and its captions and per-word exits equal the caption
+vectors. The JUnit tests of the core run in scripts/test_android_core.sh."""
 
 from __future__ import annotations
 
@@ -56,8 +59,8 @@ elif args[:2] == ["shell", "mkdir"]:
 elif args[:3] == ["shell", "am", "start"]:
     words = [unquote(a) for a in args[3:]]
     assert words[:3] == ["-W", "-n", "dev.mmedge.demo/.BenchmarkActivity"], words
-    java = ["java", "-cp", os.environ["CORE_CLASSPATH"], "dev.mmedge.core.testing.BenchCli",
-            "--golden", os.environ["GOLDEN"]]
+    java = ["java", "-Dmmedge.repo=" + os.environ["MMEDGE_REPO"], "-cp", os.environ["CORE_CLASSPATH"],
+            "dev.mmedge.core.testing.BenchCli", "--golden", os.environ["GOLDEN"]]
     it = iter(words[3:])
     for flag in it:
         key, value = next(it), next(it)
@@ -94,6 +97,7 @@ def phone(tmp_path, monkeypatch, core_classpath):
     monkeypatch.setenv("FAKE_ADB_ROOT", str(tmp_path))
     monkeypatch.setenv("CORE_CLASSPATH", core_classpath)
     monkeypatch.setenv("GOLDEN", str(GOLDEN))
+    monkeypatch.setenv("MMEDGE_REPO", str(ROOT))
     return tmp_path
 
 
@@ -178,3 +182,64 @@ def test_bad_extras_are_reported_not_hung(phone, tmp_path):
     bundle = _golden_bundle(tmp_path)
     with pytest.raises(adb.DeviceError, match=r"(?s)ConfigException: invalid benchmark extras:.*mmedge.backend 'tflite'"):
         adb.bench_device(bundle, serial="PHONE1", backend="tflite", runs=3, warmup=0, poll_s=0.05, timeout_s=120)
+
+
+def _caption_vectors():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_caption_vectors", ROOT / "scripts/make_caption_vectors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_caption_bundle_through_adb_on_the_cli(phone, tmp_path, capsys):
+    """`mmedge bench --device pixel` with a captioning bundle: the app's caption benchmark (JVM, replayed
+    graph calls) returns captions, per-word exits and timings that validate and equal the caption vectors."""
+    pytest.importorskip("safetensors")
+    from mmedge.caption.bench import device_problems
+    from mmedge.caption.metrics import caption_scores
+    from mmedge.cli import main
+
+    vectors = _caption_vectors()
+    bundle = vectors.assemble_bundle(tmp_path / "host")
+    out = tmp_path / "pixel-caption.json"
+    code = main(["bench", "--artifact", str(bundle), "--device", "pixel", "--backend", "onnxruntime", "--samples", "4",
+                 "--repeats", "2", "--warmup", "1", "--no-progress", "--json", str(out)])
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code == 0, captured.err + ((phone / "app.log").read_text() if (phone / "app.log").exists() else "")
+    assert "captions/s" in printed and "per-word exits" in printed
+    result = json.loads(out.read_text())
+    assert out.with_suffix(".md").exists()
+    assert device_problems(result) == []
+    assert result["kind"] == "measured-on-device" and result["task"] == "caption" and result["device"] == "Pixel 8"
+    assert result["runs"] == 8 and result["warmup"] == 1 and result["samples"] == 4 and result["exits"] == 4
+    doc = json.loads((ROOT / "tests/vectors/caption/vectors.json").read_text())
+    scenes = [e for e in doc["images"] if "reference" in e]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert list(result["policies"]) == ["full depth, every token", "prefilter only", "exits only", "prefilter + exits"]
+    for name, row in result["policies"].items():
+        # this bundle's thresholds are uncalibrated ("full", kv copy): every setting is full depth, greedy
+        key = f"{row['keep_ratio']:g}"
+        want = [next(r for r in e["by_keep_ratio"][key]["runs"] if r["policy"]["kind"] == "full" and r["kv"] == "copy"
+                     and r["beam"] == 1 and r["max_len"] == manifest["decoder"]["max_len"]) for e in scenes]
+        assert [c["text"] for c in row["captions"]] == [w["text"] for w in want], name
+        assert [c["exits"] for c in row["captions"]] == [w["exits"] for w in want], name
+        exits = [x for w in want for x in w["exits"]]
+        assert row["exit_histogram"] == [exits.count(i) for i in range(4)], name
+        assert row["words"] == pytest.approx(len(exits) / len(scenes))
+        assert row["latency"]["n"] == 8 and row["captions_per_s"] == pytest.approx(1e3 / row["latency"]["p50_ms"])
+        scores = caption_scores([w["text"] for w in want], [[e["reference"]] for e in scenes], meteor=False)
+        assert row["cider"] == round(scores.cider, 2) and row["bleu4"] == round(scores.bleu4, 4)
+    calls = [json.loads(line) for line in (phone / "calls.log").read_text().splitlines()]
+    start = next(c for c in calls if "am" in c)
+    assert start[start.index("mmedge.runs") + 1] == "8"
+
+
+def test_caption_bundle_is_not_modelled(tmp_path):
+    pytest.importorskip("safetensors")
+    from mmedge.cli import main
+
+    bundle = _caption_vectors().assemble_bundle(tmp_path)
+    assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--modelled"]) == 2

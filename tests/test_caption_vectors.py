@@ -1,6 +1,9 @@
 """The captioning golden vectors (tests/vectors/caption/, scripts/make_caption_vectors.py) hold for the
 Python CaptionEngine on the committed bundle, whose weights file is rebuilt from the shipped model's
-safetensors: every caption's words, exits and text equal, confidences and scores within tolerance."""
+safetensors: every caption's words, exits and text equal, confidences and scores within tolerance.
+The graph-call recordings beside them (replay.json, scripts/make_caption_replay.py; the Android
+core's JVM tests replay them) belong to these vectors and this bundle, and recording again gives
+the same file."""
 
 from __future__ import annotations
 
@@ -26,6 +29,16 @@ def _script():
 
 
 SCRIPT = _script()
+
+
+def _replay_script():
+    spec = importlib.util.spec_from_file_location("make_caption_replay", ROOT / "scripts/make_caption_replay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REPLAY = _replay_script()
 
 
 def _sha(data: bytes) -> str:
@@ -125,3 +138,37 @@ def test_every_caption(engine):
                 stats["max_logprob_err"] = max(stats["max_logprob_err"], abs(run.logprob - r["logprob"]))
     assert stats["captions"] == sum(len(v["runs"]) for e in DOC["images"] for v in e["by_keep_ratio"].values())
     print(f"caption vectors: {stats}")
+
+
+def test_replay_belongs_to_these_vectors_and_this_bundle():
+    doc = json.loads((VECTORS / "replay.json").read_text())
+    stale = "replay.json is stale: run python scripts/make_caption_replay.py"
+    assert doc["format"] == REPLAY.FORMAT
+    assert doc["manifest_sha256"] == DOC["manifest_sha256"], stale
+    assert doc["vectors_sha256"] == _sha((VECTORS / "vectors.json").read_bytes()), stale
+    assert doc["captions"] == sum(len(v["runs"]) for e in DOC["images"] for v in e["by_keep_ratio"].values())
+    assert doc["columns"] == REPLAY.COLUMNS
+    kinds = {"encoder": 0, "step": 0, "fill": 0}
+    for row in doc["calls"]:
+        kind = REPLAY.graph_kind(row[0])
+        kinds[kind] += 1
+        assert len(row) == len(REPLAY.COLUMNS[kind]), row[:3]
+        for i, column in enumerate(REPLAY.COLUMNS[kind][1:], 1):  # every tensor index points into the table
+            values = row[i] if isinstance(row[i], list) else [row[i]]
+            if column in ("past_k", "past_v", "cross_k", "cross_v", "present_k", "present_v", "hidden", "hidden_in") \
+                    or (column == "token | hidden_in" and not row[0].startswith("step0_")):
+                assert all(0 <= v < len(doc["tensors"]) for v in values), (row[0], column)
+    assert kinds == doc["calls_by_kind"]
+
+
+@pytest.mark.slow
+def test_replay_records_again_to_the_same_file(bundle):
+    """Recording again on the onnxruntime that made the file gives it byte for byte (another version's
+    float32 results may differ in the last bits, which changes tensor hashes: skipped there)."""
+    import onnxruntime
+
+    doc = json.loads((VECTORS / "replay.json").read_text())
+    if not doc["backend"].startswith(f"onnxruntime {onnxruntime.__version__} "):
+        pytest.skip(f"replay.json was recorded with {doc['backend']}, this is onnxruntime {onnxruntime.__version__}")
+    fresh = REPLAY.dumps(REPLAY.record())
+    assert fresh == (VECTORS / "replay.json").read_text(), "run python scripts/make_caption_replay.py"

@@ -149,3 +149,67 @@ def write(result: dict, json_path: str | Path) -> list[Path]:
     atomic_write(md, lambda p: p.write_text(markdown(result)))
     atomic_write(png, lambda p: plot(result, p))
     return [json_path, md, png]
+
+
+# ---------------------------------------------------------------------------------------------- on a phone
+DEVICE_SCHEMA = Path(__file__).with_name("device_bench.schema.json")
+
+
+def device_problems(result: dict) -> list[str]:
+    """What is wrong with a captioning benchmark measured on a phone (device_bench.schema.json), [] when nothing."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads(DEVICE_SCHEMA.read_text())
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                for e in jsonschema.Draft202012Validator(schema).iter_errors(result)]
+    if problems:
+        return problems
+    for name, row in result["policies"].items():
+        hist = row["exit_histogram"]
+        words = sum(len(c["exits"]) for c in row["captions"])
+        if len(hist) != result["exits"] or sum(hist) != words:
+            problems.append(f"policies/{name}: the exit histogram {hist} does not count the {words} words of its "
+                            f"captions over {result['exits']} exits")
+    return problems
+
+
+def score_device_captions(result: dict) -> None:
+    """CIDEr-D and BLEU-4 per setting from the first pass's captions against their references (the app
+    ships each test image's reference caption), when every caption has one."""
+    for row in result["policies"].values():
+        caps = row["captions"]
+        if caps and all(c["reference"] is not None for c in caps):
+            scores = caption_scores([c["text"] for c in caps], [[c["reference"]] for c in caps], meteor=False)
+            row["cider"], row["bleu4"] = round(scores.cider, 2), round(scores.bleu4, 4)
+
+
+def device_markdown(result: dict) -> str:
+    from tabulate import tabulate
+
+    head = (f"# Captioning benchmark: {result['model']} on {result['device']} (measured on the device)\n\n"
+            f"{result['backend']}/{result['precision']}, {result['threads']} thread(s); {result['runs']} greedy captions per "
+            f"setting over the app's {result['samples']} test images after {result['warmup']} warm-up captions; latency per "
+            f"caption incl. preprocessing; per-word exits and CIDEr over the first pass; kv {result['kv']}.\n\n")
+    rows = []
+    for name, r in result["policies"].items():
+        lat = r["latency"]
+        rows.append([name, f"{r['keep_ratio']:g}", f"{r['mean_exit']:.2f}", str(r["exit_histogram"]),
+                     f"{r['words']:.1f}", f"{lat['p50_ms']:.1f} [{lat['min_ms']:.1f}, {lat['p90_ms']:.1f}]",
+                     f"{r['captions_per_s']:.1f}", f"{r.get('speedup_p50', float('nan')):.2f}x",
+                     "" if r.get("cider") is None else f"{r['cider']:.1f}"])
+    return head + tabulate(rows, ["setting", "keep", "mean exit", "per-word exits", "words", "ms p50 [min, p90]",
+                                  "captions/s", "speed-up", "CIDEr"], tablefmt="github") + "\n"
+
+
+def write_device(result: dict, json_path: str | Path) -> list[Path]:
+    import json
+
+    from mmedge.fileio import atomic_write
+
+    json_path = Path(json_path)
+    md = json_path.with_suffix(".md")
+    atomic_write(json_path, lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
+    atomic_write(md, lambda p: p.write_text(device_markdown(result)))
+    return [json_path, md]

@@ -11,6 +11,10 @@ import android.widget.TextView;
 import dev.mmedge.core.BenchQueries;
 import dev.mmedge.core.BenchmarkOptions;
 import dev.mmedge.core.BenchmarkRunner;
+import dev.mmedge.core.BundleLoader;
+import dev.mmedge.core.CaptionBenchmarkRunner;
+import dev.mmedge.core.CaptionEngine;
+import dev.mmedge.core.CaptionManifest;
 import dev.mmedge.core.ConfigException;
 import dev.mmedge.core.CpuList;
 import dev.mmedge.core.Engine;
@@ -31,8 +35,9 @@ import java.util.Map;
 /**
  * The benchmark entry point `mmedge bench --device` drives through adb, exactly as
  * android_demo/BENCHMARK.md says: intent extras in, the result JSON (or {"error": ...}) and an
- * empty `<result>.done` out. The work itself is the core's BenchmarkRunner (JVM-tested); this class
- * only reads the extras, pins the thread, decodes the asset queries and measures PSS.
+ * empty `<result>.done` out. The work itself is the core's BenchmarkRunner, or for a captioning
+ * bundle (kind "caption") its CaptionBenchmarkRunner (both JVM-tested); this class only reads the
+ * extras, pins the thread, decodes the asset queries and measures PSS.
  */
 public final class BenchmarkActivity extends Activity {
     private static final String TAG = "mmedge-bench";
@@ -66,12 +71,6 @@ public final class BenchmarkActivity extends Activity {
             extra.put("app", "dev.mmedge.demo " + appVersion());
             extra.put("cpu_affinity_applied", options.cpus == null ? null : pin(options.cpus));
             // Pinned before the engine loads: the runtimes' worker threads inherit this thread's mask.
-            BenchmarkRunner.EngineLoader loader = o -> {
-                Engine.Options eo = new Engine.Options();
-                eo.precision = o.precision;
-                eo.threads = o.threads;
-                return Engine.load(Paths.get(o.bundle), Backends.factory(o.backend), eo);
-            };
             MemoryProbe memory = new MemoryProbe() {
                 @Override
                 public double peakRssMb() {
@@ -83,8 +82,24 @@ public final class BenchmarkActivity extends Activity {
                     return Debug.getPss() / 1024.0; // kB -> MB
                 }
             };
-            Map<String, Object> out = BenchmarkRunner.run(options, loader, m -> loadQueries(m.task), memory,
-                    Engine.Clock.SYSTEM, extra);
+            Map<String, Object> out;
+            if (CaptionManifest.KIND.equals(BundleLoader.kind(Paths.get(options.bundle)))) {
+                CaptionBenchmarkRunner.EngineLoader loader = o -> {
+                    CaptionEngine.Options co = new CaptionEngine.Options();
+                    co.precision = o.precision;
+                    co.threads = o.threads;
+                    return CaptionEngine.load(Paths.get(o.bundle), Backends.captionFactory(o.backend), co);
+                };
+                out = CaptionBenchmarkRunner.run(options, loader, m -> loadQueries("caption"), memory, Engine.Clock.SYSTEM, extra);
+            } else {
+                BenchmarkRunner.EngineLoader loader = o -> {
+                    Engine.Options eo = new Engine.Options();
+                    eo.precision = o.precision;
+                    eo.threads = o.threads;
+                    return Engine.load(Paths.get(o.bundle), Backends.factory(o.backend), eo);
+                };
+                out = BenchmarkRunner.run(options, loader, m -> loadQueries(m.task), memory, Engine.Clock.SYSTEM, extra);
+            }
             BenchmarkRunner.writeResult(resultPath, out);
             Log.i(TAG, "wrote " + resultPath);
         } catch (Exception | OutOfMemoryError exc) { // the contract: every failure becomes {"error": ...}
@@ -119,7 +134,10 @@ public final class BenchmarkActivity extends Activity {
         return "unknown";
     }
 
-    /** The asset queries for a task: assets/bench/<task>/ (scripts/make_android_queries.py). */
+    /**
+     * The asset queries for a task: assets/bench/<task>/ (scripts/make_android_queries.py); for
+     * "caption" each query's answer is the image's reference caption.
+     */
     private List<BenchQueries.Query> loadQueries(String task) {
         AssetManager assets = getAssets();
         String dir = "bench/" + task + "/";

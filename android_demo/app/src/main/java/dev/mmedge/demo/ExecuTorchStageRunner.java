@@ -1,10 +1,14 @@
 package dev.mmedge.demo;
 
 import dev.mmedge.core.BundleLoader;
+import dev.mmedge.core.CaptionLoader;
+import dev.mmedge.core.CaptionManifest;
+import dev.mmedge.core.CaptionRunner;
 import dev.mmedge.core.Manifest;
 import dev.mmedge.core.StageRunner;
 import dev.mmedge.core.Tensor;
 
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -14,24 +18,47 @@ import org.pytorch.executorch.EValue;
 import org.pytorch.executorch.Module;
 
 /**
- * Stages on ExecuTorch's Android API: one program (the artifact's .pte, lowered to XNNPACK at
- * export) with one method per stage; inputs in the order the manifest lists them, outputs named by
- * the artifact's per-stage `outputs`. Module.load takes a path only, so the program is opened
- * again after the core hashed it (as the Python runtime does); a process that can swap files in
- * the bundle directory between the two is not detected.
+ * Stages and captioning graphs on ExecuTorch's Android API: one program (the artifact's .pte,
+ * lowered to XNNPACK at export) with one method per stage or graph; inputs in the order the
+ * manifest lists them, outputs named by the artifact's per-method `outputs`. Module.load takes a
+ * path only, so the program is opened again after the core hashed it (as the Python runtime does);
+ * a process that can swap files in the bundle directory between the two is not detected.
  */
-final class ExecuTorchStageRunner implements StageRunner {
+final class ExecuTorchStageRunner implements StageRunner, CaptionRunner {
     private final Module module;
-    private final Manifest manifest;
+    /** Each method's input names, in the order the manifest lists them. */
+    private final Map<String, List<String>> inputs;
     private final Manifest.Artifact artifact;
 
-    private ExecuTorchStageRunner(Module module, Manifest manifest, Manifest.Artifact artifact) {
+    private ExecuTorchStageRunner(Module module, Map<String, List<String>> inputs, Manifest.Artifact artifact) {
         this.module = module;
-        this.manifest = manifest;
+        this.inputs = inputs;
         this.artifact = artifact;
     }
 
-    static final class Factory implements StageRunner.Factory {
+    private static List<String> names(List<Manifest.TensorSpec> specs) {
+        List<String> out = new ArrayList<>();
+        for (Manifest.TensorSpec t : specs) out.add(t.name);
+        return out;
+    }
+
+    /** The program with every named method loaded. */
+    private static Module load(java.nio.file.Path root, Manifest.Artifact artifact, List<String> names, int threads) {
+        String path = root.resolve(artifact.file).toAbsolutePath().toString();
+        Module module = Module.load(path, Module.LOAD_MODE_MMAP, threads);
+        for (String name : names) {
+            String method = artifact.stages.get(name).method;
+            int error = module.loadMethod(method);
+            if (error != 0) {
+                module.destroy();
+                throw new IllegalStateException("ExecuTorch cannot load method " + method + " of " + artifact.file
+                        + " (error 0x" + Integer.toHexString(error) + ")");
+            }
+        }
+        return module;
+    }
+
+    static final class Factory implements StageRunner.Factory, CaptionRunner.Factory {
         @Override
         public String runtime() {
             return "executorch";
@@ -49,18 +76,20 @@ final class ExecuTorchStageRunner implements StageRunner {
 
         @Override
         public StageRunner open(BundleLoader.Loaded bundle, Manifest.Artifact artifact, List<String> stages, int threads) {
-            String path = bundle.root.resolve(artifact.file).toAbsolutePath().toString();
-            Module module = Module.load(path, Module.LOAD_MODE_MMAP, threads);
-            for (String stage : stages) {
-                String method = artifact.stages.get(stage).method;
-                int error = module.loadMethod(method);
-                if (error != 0) {
-                    module.destroy();
-                    throw new IllegalStateException("ExecuTorch cannot load method " + method + " of " + artifact.file
-                            + " (error 0x" + Integer.toHexString(error) + ")");
-                }
+            Map<String, List<String>> inputs = new LinkedHashMap<>();
+            for (String stage : stages) inputs.put(stage, names(bundle.manifest.stages.get(stage).inputs));
+            return new ExecuTorchStageRunner(load(bundle.root, artifact, stages, threads), inputs, artifact);
+        }
+
+        /** A captioning artifact: one method per graph (encoder_k{r}, step{s}_k{r}, fill{s}) of the one .pte. */
+        @Override
+        public CaptionRunner open(CaptionLoader.Loaded bundle, Manifest.Artifact artifact, List<String> graphs, int threads) {
+            Map<String, List<String>> inputs = new LinkedHashMap<>();
+            for (String graph : graphs) {
+                CaptionManifest.Graph g = bundle.manifest.graphs.get(graph);
+                inputs.put(graph, names(g.inputs));
             }
-            return new ExecuTorchStageRunner(module, bundle.manifest, artifact);
+            return new ExecuTorchStageRunner(load(bundle.root, artifact, graphs, threads), inputs, artifact);
         }
     }
 
@@ -92,14 +121,16 @@ final class ExecuTorchStageRunner implements StageRunner {
         throw new IllegalStateException("output " + name + " has dtype " + dtype);
     }
 
+    /** Runs one stage (classifier) or graph (captioning): inputs in the manifest's order, outputs by the artifact's names. */
     @Override
-    public Map<String, Tensor> run(String stage, Map<String, Tensor> inputs) {
-        Manifest.Stage spec = manifest.stages.get(stage);
+    public Map<String, Tensor> run(String stage, Map<String, Tensor> feeds) {
+        List<String> order = inputs.get(stage);
+        if (order == null) throw new IllegalArgumentException(stage + " is not open");
         Manifest.ArtifactStage where = artifact.stages.get(stage);
-        EValue[] args = new EValue[spec.inputs.size()];
+        EValue[] args = new EValue[order.size()];
         for (int i = 0; i < args.length; i++) {
-            Tensor t = inputs.get(spec.inputs.get(i).name);
-            if (t == null) throw new IllegalArgumentException("stage " + stage + " needs input " + spec.inputs.get(i).name);
+            Tensor t = feeds.get(order.get(i));
+            if (t == null) throw new IllegalArgumentException(stage + " needs input " + order.get(i));
             args[i] = EValue.from(toEt(t));
         }
         EValue[] outs = module.execute(where.method, args);

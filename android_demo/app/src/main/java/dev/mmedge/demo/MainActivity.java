@@ -18,13 +18,19 @@ import android.widget.ScrollView;
 import android.widget.TextView;
 
 import dev.mmedge.core.BundleException;
+import dev.mmedge.core.BundleLoader;
+import dev.mmedge.core.Caption;
+import dev.mmedge.core.CaptionEngine;
+import dev.mmedge.core.CaptionManifest;
 import dev.mmedge.core.Engine;
 import dev.mmedge.core.IO;
 import dev.mmedge.core.MMEdgeException;
+import dev.mmedge.core.Preprocessor;
 
 import java.io.File;
 import java.io.IOException;
 import java.io.InputStream;
+import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
@@ -36,9 +42,11 @@ import java.util.concurrent.Executors;
 /**
  * The demo screen: pick or take a photo, type a question; shows the answer, the exit taken, the
  * visual tokens the prefilter kept drawn over the model's view of the image, and per-stage latency.
- * The bundle is the first NAME.mmedge directory found in the app's external files ("bundles/", see
- * README.md); ONNX Runtime when it has an onnxruntime
- * artifact, else ExecuTorch.
+ * With a captioning bundle (kind "caption") it captions the photo instead: the caption, then word
+ * by word the exit each word took (stage and decoder layer) and its confidence, and the time of
+ * each graph. The bundle is the first NAME.mmedge directory found in the app's external files
+ * ("bundles/", see README.md) that loads; ONNX Runtime when it has an onnxruntime artifact, else
+ * ExecuTorch.
  */
 public final class MainActivity extends Activity {
     private static final int PICK = 1;
@@ -48,11 +56,13 @@ public final class MainActivity extends Activity {
 
     private final ExecutorService worker = Executors.newSingleThreadExecutor();
     private Engine engine;
+    private CaptionEngine captioner;
     private Images.Argb image;
     private TextView status;
     private EditText question;
     private ImageView view;
     private TextView result;
+    private Button ask;
 
     @Override
     protected void onCreate(Bundle savedInstanceState) {
@@ -78,9 +88,12 @@ public final class MainActivity extends Activity {
         question.setHint("is there a red circle ?");
         question.setSingleLine(true);
         column.addView(question);
-        Button ask = new Button(this);
+        ask = new Button(this);
         ask.setText("Ask");
-        ask.setOnClickListener(v -> ask());
+        ask.setOnClickListener(v -> {
+            if (captioner != null) caption();
+            else ask();
+        });
         column.addView(ask);
         view = new ImageView(this);
         view.setAdjustViewBounds(true);
@@ -130,8 +143,15 @@ public final class MainActivity extends Activity {
         return o;
     }
 
-    private static void remember(Engine e, byte[] key, SharedPreferences prefs) {
-        Long sequence = e.releaseSequence();
+    private CaptionEngine.Options captionOptions(byte[] key, SharedPreferences prefs) {
+        CaptionEngine.Options o = new CaptionEngine.Options();
+        Engine.Options e = loadOptions(key, prefs);
+        o.verifyKey = e.verifyKey;
+        o.minSequence = e.minSequence;
+        return o;
+    }
+
+    private static void remember(Long sequence, byte[] key, SharedPreferences prefs) {
         if (key != null && sequence != null && sequence > prefs.getLong(PREF_SEQUENCE, -1)) {
             prefs.edit().putLong(PREF_SEQUENCE, sequence).apply();
         }
@@ -142,23 +162,46 @@ public final class MainActivity extends Activity {
         byte[] key = shippedKey();
         SharedPreferences prefs = getSharedPreferences("mmedge", MODE_PRIVATE);
         for (File dir : bundleDirs()) {
+            Path root = Paths.get(dir.getAbsolutePath());
+            String kind;
+            try {
+                kind = BundleLoader.kind(root); // which engine; that engine then makes every check
+            } catch (MMEdgeException exc) {
+                tried.append("\n").append(dir.getName()).append(": ").append(describe(exc));
+                continue;
+            }
             for (String backend : new String[] {"onnxruntime", "executorch"}) {
                 try {
-                    Engine e = Engine.load(Paths.get(dir.getAbsolutePath()), Backends.factory(backend), loadOptions(key, prefs));
-                    remember(e, key, prefs);
+                    if (CaptionManifest.KIND.equals(kind)) {
+                        CaptionEngine c = CaptionEngine.load(root, Backends.captionFactory(backend), captionOptions(key, prefs));
+                        remember(c.releaseSequence(), key, prefs);
+                        captioner = c;
+                        runOnUiThread(() -> {
+                            question.setVisibility(android.view.View.GONE);
+                            ask.setText("Caption");
+                            status.setText(String.format(Locale.ROOT, "%s (captions) on %s (%s %s), keep ratio %s, policy %s, kv %s",
+                                    c.manifest.name, c.backend(), c.artifact.format, c.artifact.precision, c.keepRatio(), c.policy(),
+                                    c.kv()));
+                        });
+                        return;
+                    }
+                    Engine e = Engine.load(root, Backends.factory(backend), loadOptions(key, prefs));
+                    remember(e.releaseSequence(), key, prefs);
                     engine = e;
                     runOnUiThread(() -> status.setText(String.format(Locale.ROOT, "%s on %s (%s %s), keep ratio %s, policy %s",
                             e.manifest.name, e.backend(), e.artifact.format, e.artifact.precision, e.keepRatio(), e.policy())));
                     return;
                 } catch (MMEdgeException | UnsatisfiedLinkError exc) {
-                    tried.append("\n").append(dir.getName()).append(" (").append(backend).append("): ");
-                    if (exc instanceof BundleException) tried.append('[').append(((BundleException) exc).code()).append("] ");
-                    tried.append(exc.getMessage());
+                    tried.append("\n").append(dir.getName()).append(" (").append(backend).append("): ").append(describe(exc));
                 }
             }
         }
         String message = "no usable bundle. Push one with\n  adb push NAME.mmedge " + getExternalFilesDir("bundles") + "/" + tried;
         runOnUiThread(() -> status.setText(message));
+    }
+
+    private static String describe(Throwable exc) {
+        return (exc instanceof BundleException ? "[" + ((BundleException) exc).code() + "] " : "") + exc.getMessage();
     }
 
     @Override
@@ -214,6 +257,52 @@ public final class MainActivity extends Activity {
         });
     }
 
+    /**
+     * Captions the photo with the bundle's calibrated settings (greedy): the caption, then per word
+     * the stage it exited at, the decoder layers it ran and its learned confidence, then latency.
+     */
+    private void caption() {
+        CaptionEngine c = captioner;
+        Images.Argb im = image;
+        if (im == null) {
+            result.setText("pick or take a photo first");
+            return;
+        }
+        result.setText("…");
+        worker.execute(() -> {
+            try {
+                Caption cap = c.caption(im.pixels, im.width, im.height, null);
+                Preprocessor.Result seen = c.preprocess(im.pixels, im.width, im.height);
+                Bitmap shown = keptTokens(seen.resizedRgb, seen.size, 0, new int[0]); // the model's view (no token overlay)
+                String text = captionReport(cap, c.numStages(), c.manifest.depth());
+                runOnUiThread(() -> {
+                    view.setImageBitmap(shown);
+                    result.setText(text);
+                });
+            } catch (MMEdgeException exc) {
+                runOnUiThread(() -> result.setText(exc.getClass().getSimpleName() + ": " + exc.getMessage()));
+            }
+        });
+    }
+
+    /** The caption, word by word with its exit (stage of `stages`, decoder layer of `layers`) and confidence, then latency. */
+    static String captionReport(Caption cap, int stages, int layers) {
+        StringBuilder out = new StringBuilder();
+        out.append(cap.text.isEmpty() ? "(no words)" : cap.text).append("\n\n");
+        out.append(String.format(Locale.ROOT, "%-12s %-9s %-9s %s\n", "word", "exit", "layer", "confidence"));
+        for (int i = 0; i < cap.tokens.length; i++) {
+            String word = i < cap.words.size() ? cap.words.get(i) : "[EOS]";
+            out.append(String.format(Locale.ROOT, "%-12s %-9s %-9s %.3f\n", word, (cap.exits[i] + 1) + "/" + stages,
+                    cap.exitLayers[i] + "/" + layers, cap.confidences[i]));
+        }
+        out.append(String.format(Locale.ROOT, "\nmean exit %.2f of %d, keep ratio %s, policy %s, kv %s\n\nlatency (ms):\n",
+                cap.meanExit() + 1, stages, cap.keepRatio, cap.policy, cap.kv));
+        for (Map.Entry<String, Double> t : cap.timingsMs.entrySet()) {
+            out.append(String.format(Locale.ROOT, "  %-14s %8.2f\n", t.getKey(), t.getValue()));
+        }
+        return out.toString();
+    }
+
     /** The model's S x S view of the image, scaled up, with dropped patches dimmed and kept ones outlined. */
     static Bitmap keptTokens(int[] rgb, int size, int patch, int[] kept) {
         int scale = Math.max(1, 480 / size);
@@ -246,6 +335,7 @@ public final class MainActivity extends Activity {
     protected void onDestroy() {
         worker.shutdownNow();
         if (engine != null) engine.close();
+        if (captioner != null) captioner.close();
         super.onDestroy();
     }
 }

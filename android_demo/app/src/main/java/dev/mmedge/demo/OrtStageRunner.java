@@ -2,6 +2,7 @@ package dev.mmedge.demo;
 
 import ai.onnxruntime.OnnxJavaType;
 import ai.onnxruntime.OnnxTensor;
+import ai.onnxruntime.OnnxTensorLike;
 import ai.onnxruntime.OnnxValue;
 import ai.onnxruntime.OrtEnvironment;
 import ai.onnxruntime.OrtException;
@@ -10,10 +11,15 @@ import ai.onnxruntime.TensorInfo;
 
 import dev.mmedge.core.BundleException;
 import dev.mmedge.core.BundleLoader;
+import dev.mmedge.core.CaptionLoader;
+import dev.mmedge.core.CaptionRunner;
 import dev.mmedge.core.Manifest;
+import dev.mmedge.core.OnnxExternalData;
 import dev.mmedge.core.StageRunner;
 import dev.mmedge.core.Tensor;
 
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
 import java.nio.LongBuffer;
@@ -24,20 +30,87 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Stages on ONNX Runtime's Android API: one OrtSession per stage file (ORT format preferred, plain
- * ONNX accepted), created from the bytes the core verified (never a second read of the file),
- * with the XNNPACK execution provider.
+ * Stages and captioning graphs on ONNX Runtime's Android API: one OrtSession per stage or graph
+ * file (ORT format preferred, plain ONNX accepted), created from the bytes the core verified
+ * (never a second read of the file), with the XNNPACK execution provider. A captioning bundle's
+ * ONNX graphs read their weights from one shared external_data file: its verified bytes are handed
+ * to each session as external initializers (SessionOptions.addExternalInitializers, one tensor per
+ * initializer the graph stores externally, found by the core's OnnxExternalData), so no graph reads
+ * a file either.
  */
-final class OrtStageRunner implements StageRunner {
+final class OrtStageRunner implements StageRunner, CaptionRunner {
     private final OrtEnvironment env;
     private final Map<String, OrtSession> sessions;
+    /** Options of sessions that were given external initializers, closed with the sessions. */
+    private final List<OrtSession.SessionOptions> options;
 
-    private OrtStageRunner(OrtEnvironment env, Map<String, OrtSession> sessions) {
+    private OrtStageRunner(OrtEnvironment env, Map<String, OrtSession> sessions, List<OrtSession.SessionOptions> options) {
         this.env = env;
         this.sessions = sessions;
+        this.options = options;
     }
 
-    static final class Factory implements StageRunner.Factory {
+    /** The session options of every graph: XNNPACK with `threads`, ORT's own pools at one thread. */
+    private static OrtSession.SessionOptions sessionOptions(int threads) throws OrtException {
+        OrtSession.SessionOptions options = new OrtSession.SessionOptions();
+        // XNNPACK runs the compute with its own pool; ORT's own intra-op pool stays at one thread
+        options.setIntraOpNumThreads(1);
+        options.setInterOpNumThreads(1);
+        options.setExecutionMode(OrtSession.SessionOptions.ExecutionMode.SEQUENTIAL);
+        options.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
+        Map<String, String> xnnpack = new HashMap<>();
+        xnnpack.put("intra_op_num_threads", String.valueOf(threads));
+        options.addXnnpack(xnnpack);
+        return options;
+    }
+
+    /** The Java type ORT reads an ONNX TensorProto.DataType as. */
+    private static OnnxJavaType javaType(int onnxType, String name) {
+        switch (onnxType) {
+            case 1: return OnnxJavaType.FLOAT;
+            case 2: return OnnxJavaType.UINT8;
+            case 3: return OnnxJavaType.INT8;
+            case 5: return OnnxJavaType.INT16;
+            case 6: return OnnxJavaType.INT32;
+            case 7: return OnnxJavaType.INT64;
+            case 9: return OnnxJavaType.BOOL;
+            case 11: return OnnxJavaType.DOUBLE;
+            default:
+                throw new BundleException(BundleException.UNSUPPORTED, "external initializer " + name + " has ONNX data type "
+                        + onnxType + ", which this runner cannot pass to ONNX Runtime");
+        }
+    }
+
+    /**
+     * The external initializers of one graph as tensors over the verified weights bytes (little
+     * endian, as ONNX stores them and as arm64 and x86_64 are); `made` collects them for closing.
+     */
+    private static Map<String, OnnxTensorLike> externalInitializers(OrtEnvironment env, String file, byte[] graph, byte[] weights,
+                                                                    String location, List<OnnxTensor> made) throws OrtException {
+        List<OnnxExternalData.ExternalTensor> tensors;
+        try {
+            tensors = OnnxExternalData.externalInitializers(graph);
+        } catch (OnnxExternalData.FormatException exc) {
+            throw new BundleException(BundleException.SELF_CHECK, file + " is not a well-formed ONNX file (" + exc.getMessage()
+                    + "); export the bundle again", exc);
+        }
+        Map<String, OnnxTensorLike> out = new LinkedHashMap<>();
+        for (OnnxExternalData.ExternalTensor t : tensors) {
+            long length = t.length < 0 ? weights.length - t.offset : t.length;
+            if (!location.equals(t.location) || t.offset + length > weights.length) {
+                throw new BundleException(BundleException.SELF_CHECK, file + ": initializer " + t.name + " lies outside "
+                        + location + "; export the bundle again");
+            }
+            ByteBuffer data = ByteBuffer.allocateDirect((int) length).order(ByteOrder.nativeOrder());
+            data.put(weights, (int) t.offset, (int) length).flip();
+            OnnxTensor tensor = OnnxTensor.createTensor(env, data, t.dims, javaType(t.dataType, t.name));
+            made.add(tensor);
+            out.put(t.name, tensor);
+        }
+        return out;
+    }
+
+    static final class Factory implements StageRunner.Factory, CaptionRunner.Factory {
         @Override
         public String runtime() {
             return "onnxruntime";
@@ -64,15 +137,7 @@ final class OrtStageRunner implements StageRunner {
             }
             OrtEnvironment env = OrtEnvironment.getEnvironment();
             Map<String, OrtSession> sessions = new HashMap<>();
-            try (OrtSession.SessionOptions options = new OrtSession.SessionOptions()) {
-                // XNNPACK runs the compute with its own pool; ORT's own intra-op pool stays at one thread
-                options.setIntraOpNumThreads(1);
-                options.setInterOpNumThreads(1);
-                options.setExecutionMode(OrtSession.SessionOptions.ExecutionMode.SEQUENTIAL);
-                options.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
-                Map<String, String> xnnpack = new HashMap<>();
-                xnnpack.put("intra_op_num_threads", String.valueOf(threads));
-                options.addXnnpack(xnnpack);
+            try (OrtSession.SessionOptions options = sessionOptions(threads)) {
                 for (String stage : stages) {
                     String file = artifact.stages.get(stage).file;
                     byte[] bytes = bundle.files.get(file);
@@ -83,7 +148,47 @@ final class OrtStageRunner implements StageRunner {
                 for (OrtSession s : sessions.values()) closeQuietly(s);
                 throw exc;
             }
-            return new OrtStageRunner(env, sessions);
+            return new OrtStageRunner(env, sessions, new ArrayList<>());
+        }
+
+        /**
+         * A captioning artifact's graphs, from their verified bytes; an ONNX artifact's shared
+         * external_data file passed to each session from its verified bytes too.
+         */
+        @Override
+        public CaptionRunner open(CaptionLoader.Loaded bundle, Manifest.Artifact artifact, List<String> graphs, int threads)
+                throws OrtException {
+            OrtEnvironment env = OrtEnvironment.getEnvironment();
+            byte[] weights = null;
+            String location = null;
+            if (artifact.externalData != null && "onnx".equals(artifact.format)) {
+                weights = bundle.files.get(artifact.externalData);
+                if (weights == null) throw new BundleException(artifact.externalData + " was not verified");
+                location = artifact.externalData.substring(artifact.externalData.lastIndexOf('/') + 1);
+            }
+            Map<String, OrtSession> sessions = new HashMap<>();
+            List<OrtSession.SessionOptions> kept = new ArrayList<>();
+            try {
+                for (String graph : graphs) {
+                    String file = artifact.stages.get(graph).file;
+                    byte[] bytes = bundle.files.get(file);
+                    if (bytes == null) throw new BundleException("graph " + graph + ": " + file + " was not verified");
+                    OrtSession.SessionOptions options = sessionOptions(threads);
+                    kept.add(options);
+                    List<OnnxTensor> made = new ArrayList<>();
+                    try {
+                        if (weights != null) options.addExternalInitializers(externalInitializers(env, file, bytes, weights, location, made));
+                        sessions.put(graph, env.createSession(bytes, options));
+                    } finally {
+                        for (OnnxTensor t : made) t.close(); // copied into the session when it was created
+                    }
+                }
+            } catch (OrtException | RuntimeException exc) {
+                for (OrtSession s : sessions.values()) closeQuietly(s);
+                for (OrtSession.SessionOptions o : kept) o.close();
+                throw exc;
+            }
+            return new OrtStageRunner(env, sessions, kept);
         }
     }
 
@@ -131,6 +236,7 @@ final class OrtStageRunner implements StageRunner {
         throw new IllegalStateException("output " + name + " has type " + info.type);
     }
 
+    /** Runs one stage (classifier) or graph (captioning) with its inputs by name. */
     @Override
     public Map<String, Tensor> run(String stage, Map<String, Tensor> inputs) throws OrtException {
         OrtSession session = sessions.get(stage);
@@ -165,5 +271,7 @@ final class OrtStageRunner implements StageRunner {
     public void close() {
         for (OrtSession s : sessions.values()) closeQuietly(s);
         sessions.clear();
+        for (OrtSession.SessionOptions o : options) o.close();
+        options.clear();
     }
 }

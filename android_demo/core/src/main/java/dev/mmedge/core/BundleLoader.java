@@ -39,8 +39,9 @@ import java.util.TreeSet;
  *       {@code -invalid});</li>
  *   <li>strict UTF-8 JSON, one object, nested at most 32 levels, no BOM, no repeated key, no number
  *       beyond a double or integer beyond 2^53 - 1, no unpaired surrogate ({@link Json}: {@code json});</li>
- *   <li>schema_version the JSON integer 1 ({@code schema-version}); a manifest with a kind (captioning
- *       bundles: "caption") is not implemented here ({@code unsupported}); an adapted encoder's
+ *   <li>schema_version the JSON integer 1 ({@code schema-version}); a manifest with a kind is not a
+ *       classifier bundle ({@code unsupported}; captioning bundles, kind "caption", load with
+ *       {@link CaptionLoader} / CaptionEngine, which share steps 1-4 and 7-9); an adapted encoder's
  *       preparation (preprocessing.resize "pillow-bicubic", tokenizer.kind "bert-wordpiece") is
  *       ({@link Preprocessor#stretched}, {@link BertWordPieceTokenizer}) and is checked like any other,
  *       but not two images per query (preprocessing.num_images 2, NLVR2) nor head "match-score" (an
@@ -377,7 +378,11 @@ public final class BundleLoader {
 
     /** Steps 7 (paths) and 8 (nothing unlisted). */
     static void checkPaths(Path root, Manifest m) {
-        Map<String, Manifest.FileEntry> files = m.files;
+        checkPaths(root, m.files, namedPaths(m));
+    }
+
+    /** Steps 7 and 8 for any kind of bundle: its listed `files` and the paths its manifest names (path -> where). */
+    static void checkPaths(Path root, Map<String, Manifest.FileEntry> files, Map<String, String> named) {
         List<String> bad = new ArrayList<>();
         for (String rel : files.keySet()) {
             String p = memberProblem(rel);
@@ -389,7 +394,7 @@ public final class BundleLoader {
         if (files.containsKey(MANIFEST_FILE) || files.containsKey(SIGNATURE_FILE)) {
             throw new BundleException(BundleException.PATH, "files may not list " + MANIFEST_FILE + " or " + SIGNATURE_FILE);
         }
-        for (Map.Entry<String, String> e : namedPaths(m).entrySet()) {
+        for (Map.Entry<String, String> e : named.entrySet()) {
             String rel = e.getKey();
             String where = e.getValue();
             String problem = memberProblem(rel);
@@ -640,11 +645,17 @@ public final class BundleLoader {
      * order: file-missing, file-not-regular, size-mismatch, hash-mismatch (the message lists them all).
      */
     static Map<String, byte[]> verifyFiles(Path root, Manifest m, Set<String> keep) {
+        return verifyFiles(root, m.files, m.tokenizerFile, keep);
+    }
+
+    /** Step 9 for any kind of bundle: its listed `files`, of which `tokenizerFile` is bounded in size. */
+    static Map<String, byte[]> verifyFiles(Path root, Map<String, Manifest.FileEntry> listed, String tokenizerFile,
+                                           Set<String> keep) {
         List<String> missing = new ArrayList<>();
         List<String> odd = new ArrayList<>();
         List<String> sized = new ArrayList<>();
         List<String> changed = new ArrayList<>();
-        for (Map.Entry<String, Manifest.FileEntry> e : m.files.entrySet()) {
+        for (Map.Entry<String, Manifest.FileEntry> e : listed.entrySet()) {
             String rel = e.getKey();
             BasicFileAttributes info;
             try {
@@ -658,13 +669,13 @@ public final class BundleLoader {
             else if (info.size() != e.getValue().bytes) sized.add(rel);
         }
         if (!missing.isEmpty() || !odd.isEmpty() || !sized.isEmpty()) throw filesRefused(root, missing, odd, sized, changed);
-        Manifest.FileEntry tokenizer = m.files.get(m.tokenizerFile);
+        Manifest.FileEntry tokenizer = listed.get(tokenizerFile);
         if (tokenizer != null && tokenizer.bytes > MAX_TOKENIZER_BYTES) {
             throw new BundleException(BundleException.TOKENIZER, "the tokenizer file is over " + (MAX_TOKENIZER_BYTES >> 20)
-                    + " MB", null, m.tokenizerFile, BundleException.Reason.TOO_LARGE);
+                    + " MB", null, tokenizerFile, BundleException.Reason.TOO_LARGE);
         }
         Map<String, byte[]> kept = new LinkedHashMap<>();
-        for (Map.Entry<String, Manifest.FileEntry> e : m.files.entrySet()) {
+        for (Map.Entry<String, Manifest.FileEntry> e : listed.entrySet()) {
             String rel = e.getKey();
             Hashed h;
             try {
@@ -729,35 +740,46 @@ public final class BundleLoader {
             }
             return;
         }
-        if (!tokenizer.kind().equals(m.tokenizerKind)) {
-            problems.add("tokenizer.json has a " + (tokenizer instanceof WordPieceTokenizer ? "WordPiece" : "WordLevel")
-                    + " model (kind " + repr(tokenizer.kind()) + ") but the manifest's tokenizer.kind is " + repr(m.tokenizerKind));
-        } else if (WordTokenizer.KIND_WORDPIECE.equals(m.tokenizerKind)) {
-            if (!tokenizer.continuingSubwordPrefix().equals(m.continuingSubwordPrefix)) {
-                problems.add("continuing_subword_prefix " + repr(tokenizer.continuingSubwordPrefix()) + " vs the manifest's "
-                        + (m.continuingSubwordPrefix == null ? "(none)" : repr(m.continuingSubwordPrefix)));
-            }
-            if (tokenizer.maxInputCharsPerWord() != m.maxInputCharsPerWord) {
-                problems.add("max_input_chars_per_word " + tokenizer.maxInputCharsPerWord() + " vs the manifest's "
-                        + m.maxInputCharsPerWord);
-            }
-        }
-        if (tokenizer.maxLength() != m.maxLength) {
-            problems.add("max_length " + tokenizer.maxLength() + " vs the manifest's " + m.maxLength);
-        }
-        Integer pad = tokenizer.id(WordTokenizer.PAD);
-        Integer unk = tokenizer.id(WordTokenizer.UNK);
-        if (pad == null || unk == null || pad != m.padId || unk != m.unkId) {
-            problems.add("[PAD]/[UNK] ids differ from the manifest's pad_id/unk_id");
-        }
-        Object rows = m.modelConfig.get("vocab_size");
-        if (Json.isInteger(rows) && tokenizer.maxId() >= Json.lng(rows)) {
-            problems.add("token id " + tokenizer.maxId() + " is outside the model's " + Json.lng(rows) + "-word embedding");
-        }
+        problems.addAll(wordTokenizerProblems(tokenizer, m.tokenizerKind, m.continuingSubwordPrefix, m.maxInputCharsPerWord,
+                m.maxLength, m.padId, m.unkId, m.modelConfig.get("vocab_size")));
         if (!problems.isEmpty()) {
             throw new BundleException(BundleException.TOKENIZER, "the bundle's tokenizer does not fit its manifest: "
                     + String.join("; ", problems) + "; export the bundle again");
         }
+    }
+
+    /**
+     * Step 10 for a word-level or WordPiece tokenizer file (classifier and captioning bundles): its
+     * kind and WordPiece settings, truncation, [PAD] / [UNK] ids are the manifest's and every id is
+     * below the model's vocab_size (when the manifest states one).
+     */
+    static List<String> wordTokenizerProblems(WordTokenizer tokenizer, String kind, String prefix, int maxChars, int maxLength,
+                                              int padId, int unkId, Object vocabSize) {
+        List<String> problems = new ArrayList<>();
+        if (!tokenizer.kind().equals(kind)) {
+            problems.add("tokenizer.json has a " + (tokenizer instanceof WordPieceTokenizer ? "WordPiece" : "WordLevel")
+                    + " model (kind " + repr(tokenizer.kind()) + ") but the manifest's tokenizer.kind is " + repr(kind));
+        } else if (WordTokenizer.KIND_WORDPIECE.equals(kind)) {
+            if (!tokenizer.continuingSubwordPrefix().equals(prefix)) {
+                problems.add("continuing_subword_prefix " + repr(tokenizer.continuingSubwordPrefix()) + " vs the manifest's "
+                        + (prefix == null ? "(none)" : repr(prefix)));
+            }
+            if (tokenizer.maxInputCharsPerWord() != maxChars) {
+                problems.add("max_input_chars_per_word " + tokenizer.maxInputCharsPerWord() + " vs the manifest's " + maxChars);
+            }
+        }
+        if (tokenizer.maxLength() != maxLength) {
+            problems.add("max_length " + tokenizer.maxLength() + " vs the manifest's " + maxLength);
+        }
+        Integer pad = tokenizer.id(WordTokenizer.PAD);
+        Integer unk = tokenizer.id(WordTokenizer.UNK);
+        if (pad == null || unk == null || pad != padId || unk != unkId) {
+            problems.add("[PAD]/[UNK] ids differ from the manifest's pad_id/unk_id");
+        }
+        if (Json.isInteger(vocabSize) && tokenizer.maxId() >= Json.lng(vocabSize)) {
+            problems.add("token id " + tokenizer.maxId() + " is outside the model's " + Json.lng(vocabSize) + "-word embedding");
+        }
+        return problems;
     }
 
     // ------------------------------------------------------------------------------ rollback
@@ -817,9 +839,25 @@ public final class BundleLoader {
         return load(root, new Options(), selector);
     }
 
-    /** Every check of the spec (steps 1 to 9), in order, with the signature and release checks `options` ask for. */
-    public static Loaded load(Path root, Options options, Selector selector) {
-        Options o = options == null ? new Options() : options;
+    /** The manifest's checked bytes and parsed tree after steps 1 to 4 (its kind not yet looked at). */
+    static final class Read {
+        final byte[] bytes;
+        final Map<String, Object> raw;
+        /** The manifest's path, for messages. */
+        final String where;
+
+        Read(byte[] bytes, Map<String, Object> raw, String where) {
+            this.bytes = bytes;
+            this.raw = raw;
+            this.where = where;
+        }
+    }
+
+    /**
+     * Steps 1 to 4, shared by classifier and captioning bundles: the options, manifest.json as a
+     * regular file of at most 8 MiB, its signature when a key is given, strict JSON, schema_version 1.
+     */
+    static Read readManifest(Path root, Options o) {
         List<String> bad = o.problems();
         if (!bad.isEmpty()) throw new ConfigException(bad, "arguments");
         if (root == null) throw new BundleException(BundleException.MANIFEST_MISSING, "a bundle path is needed");
@@ -850,14 +888,35 @@ public final class BundleLoader {
         // step 2
         if (o.verifyKeyPem != null) Signatures.verify(root, bytes, o.verifyKeyPem);
         // steps 3 and 4
-        Map<String, Object> raw = parseManifest(bytes, where);
+        return new Read(bytes, parseManifest(bytes, where), where);
+    }
+
+    /**
+     * Which loader a bundle needs: its manifest's kind ("caption" for {@link CaptionLoader} /
+     * CaptionEngine), or null for a classifier bundle ({@link #load} / Engine), read after steps 1, 3
+     * and 4 (a kind that is not a string is given as its JSON text). It trusts nothing: the loader
+     * then makes every check, the signature included. BundleException as the loader would refuse.
+     */
+    public static String kind(Path root) {
+        Object kind = readManifest(root, new Options()).raw.get("kind");
+        return kind == null ? null : kind instanceof String ? (String) kind : Json.write(kind);
+    }
+
+    /** Every check of the spec (steps 1 to 9), in order, with the signature and release checks `options` ask for. */
+    public static Loaded load(Path root, Options options, Selector selector) {
+        Options o = options == null ? new Options() : options;
+        Read read = readManifest(root, o);
+        byte[] bytes = read.bytes;
+        Map<String, Object> raw = read.raw;
+        String where = read.where;
         if (raw.containsKey("kind")) { // a classifier bundle has no kind; "caption" and any other kind are not implemented here
             Object kind = raw.get("kind");
             throw new BundleException(BundleException.UNSUPPORTED, where + (kind.equals("caption")
-                    ? " is a captioning bundle (kind \"caption\"); this runtime implements the classifier bundle only "
-                    + "(run captioning bundles with the Python runtime, mmedge.Engine)"
+                    ? " is a captioning bundle (kind \"caption\"); Engine loads classifier bundles: load it with "
+                    + "CaptionEngine.load"
                     : " is a bundle of kind " + shortText(Json.write(kind), 40) + ", which this runtime does not implement "
-                    + "(it reads classifier bundles, which have no kind); update the app"));
+                    + "(it reads classifier bundles, which have no kind, and captioning bundles, kind \"caption\"); "
+                    + "update the app"));
         }
         checkImplemented(raw, where);
         // step 5

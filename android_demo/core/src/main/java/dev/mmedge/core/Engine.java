@@ -202,17 +202,26 @@ public final class Engine implements AutoCloseable {
 
     /** The artifact a factory runs for these options, or BundleException saying what the bundle has. */
     static Manifest.Artifact chooseArtifact(Manifest m, StageRunner.Factory factory, Options o) {
-        List<String> formats = o.format != null ? Collections.singletonList(o.format) : Arrays.asList(factory.formats());
-        for (String format : formats) {
-            for (Manifest.Artifact a : m.artifacts) {
-                if (a.runtime.equals(factory.runtime()) && a.precision.equals(o.precision) && a.format.equals(format)) return a;
+        return chooseArtifact(m.artifacts, factory.runtime(), factory.formats(), o.precision, o.format);
+    }
+
+    /**
+     * The first artifact of `runtime` and `precision` in `format` (null: the first of `formats`, the
+     * runner's preference, that the bundle has); BundleException (unsupported) saying what it has.
+     */
+    static Manifest.Artifact chooseArtifact(List<Manifest.Artifact> artifacts, String runtime, String[] formats,
+                                            String precision, String format) {
+        List<String> wanted = format != null ? Collections.singletonList(format) : Arrays.asList(formats);
+        for (String f : wanted) {
+            for (Manifest.Artifact a : artifacts) {
+                if (a.runtime.equals(runtime) && a.precision.equals(precision) && a.format.equals(f)) return a;
             }
         }
         Set<String> have = new LinkedHashSet<>();
-        for (Manifest.Artifact a : m.artifacts) have.add(a.runtime + "/" + a.format + "/" + a.precision);
-        throw new BundleException(BundleException.UNSUPPORTED, "the bundle has no " + factory.runtime() + " " + o.precision + " artifact in format "
-                + String.join(" or ", formats) + "; it has " + String.join(", ", have) + ". Make one with `mmedge export` "
-                + "(or `mmedge bundle --runtime " + factory.runtime() + "`)");
+        for (Manifest.Artifact a : artifacts) have.add(a.runtime + "/" + a.format + "/" + a.precision);
+        throw new BundleException(BundleException.UNSUPPORTED, "the bundle has no " + runtime + " " + precision + " artifact in format "
+                + String.join(" or ", wanted) + "; it has " + String.join(", ", have) + ". Make one with `mmedge export`"
+                + " (or `mmedge bundle --runtime " + runtime + "`)");
     }
 
     /** The files of an artifact that its runner opens. */

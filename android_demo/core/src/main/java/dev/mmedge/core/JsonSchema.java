@@ -13,7 +13,7 @@ import java.util.regex.Pattern;
  * A JSON Schema (draft 2020-12) validator for the keywords mmedge's schemas use: $ref (local),
  * type, const, enum, properties, additionalProperties, propertyNames, required, min/maxProperties,
  * items, min/maxItems, uniqueItems, minimum, maximum, exclusiveMinimum, exclusiveMaximum,
- * min/maxLength, pattern, allOf, if/then/else. A schema that uses any other keyword is refused when
+ * min/maxLength, pattern, allOf, anyOf, if/then/else. A schema that uses any other keyword is refused when
  * the validator is built (so a schema change that this code does not implement fails loudly
  * instead of passing silently).
  *
@@ -26,8 +26,8 @@ public final class JsonSchema {
     private static final Set<String> KEYWORDS = new HashSet<>(Arrays.asList(
             "$ref", "type", "const", "enum", "properties", "additionalProperties", "propertyNames", "required",
             "minProperties", "maxProperties", "items", "minItems", "maxItems", "uniqueItems", "minimum", "maximum",
-            "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "allOf", "if", "then",
-            "else"));
+            "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "allOf", "anyOf", "if",
+            "then", "else"));
     private static final Set<String> ANNOTATIONS = new HashSet<>(Arrays.asList(
             "$schema", "$id", "$defs", "$comment", "title", "description", "default", "examples"));
     private static final int MAX_PROBLEMS = 50;
@@ -69,8 +69,8 @@ public final class JsonSchema {
                         check(p.getValue(), where + "/properties/" + p.getKey());
                     }
                     break;
-                case "allOf":
-                    for (Object sub : Json.arr(v)) check(sub, where + "/allOf");
+                case "allOf": case "anyOf":
+                    for (Object sub : Json.arr(v)) check(sub, where + "/" + k);
                     break;
                 case "additionalProperties": case "propertyNames": case "items": case "if": case "then": case "else":
                     check(v, where + "/" + k);
@@ -134,7 +134,7 @@ public final class JsonSchema {
         return new Violations(problems, !out.isEmpty() && out.pathRule == out.size());
     }
 
-    /** True when the instance is valid (used for if/then). */
+    /** True when the instance is valid (used for if/then and anyOf). */
     private boolean valid(Object schema, Object instance) {
         List<String> sink = new ArrayList<>();
         validate(schema, instance, "", sink);
@@ -220,6 +220,11 @@ public final class JsonSchema {
         if (v instanceof List) array(s, Json.arr(v), path, out);
         if (v instanceof Map) object(s, Json.obj(v), path, out);
         if (s.containsKey("allOf")) for (Object sub : Json.arr(s.get("allOf"))) validate(sub, v, path, out);
+        if (s.containsKey("anyOf")) {
+            boolean ok = false;
+            for (Object sub : Json.arr(s.get("anyOf"))) ok = ok || valid(sub, v);
+            if (!ok) out.add(at(path) + ": " + shown(v) + " is not valid under any of the given schemas");
+        }
         if (s.containsKey("if")) {
             if (valid(s.get("if"), v)) {
                 if (s.containsKey("then")) validate(s.get("then"), v, path, out);

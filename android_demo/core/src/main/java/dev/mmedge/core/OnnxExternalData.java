@@ -193,6 +193,133 @@ public final class OnnxExternalData {
         return out;
     }
 
+    /** An initializer of a model's main graph whose data is external (what a runner must supply from the weights file). */
+    public static final class ExternalTensor {
+        public final String name;
+        /** ONNX TensorProto.DataType (1 float, 2 uint8, 3 int8, 6 int32, 7 int64, 9 bool, 11 double, ...). */
+        public final int dataType;
+        public final long[] dims;
+        public final String location;
+        public final long offset;
+        /** Bytes, or -1 when the graph gives none (then the data runs to the end of the file). */
+        public final long length;
+
+        ExternalTensor(String name, int dataType, long[] dims, String location, long offset, long length) {
+            this.name = name;
+            this.dataType = dataType;
+            this.dims = dims;
+            this.location = location;
+            this.offset = offset;
+            this.length = length;
+        }
+    }
+
+    private static final int TENSOR_DIMS = 1;
+    private static final int TENSOR_DATA_TYPE = 2;
+    private static final int TENSOR_NAME = 8;
+
+    /**
+     * The external initializers of the model's main graph (ModelProto.graph.initializer with
+     * data_location EXTERNAL), in order: what ONNX Runtime's AddExternalInitializers replaces so
+     * that a graph opened from bytes reads its weights from memory (the app's runner for ONNX
+     * graphs with one shared external_data file).
+     */
+    public static List<ExternalTensor> externalInitializers(byte[] bytes) throws FormatException {
+        List<ExternalTensor> out = new ArrayList<>();
+        Reader model = new Reader(bytes, 0, bytes.length);
+        while (model.pos < model.end) {
+            int[] span = field(model);
+            if (span == null || span[0] != MODEL_GRAPH) continue;
+            Reader graph = new Reader(bytes, span[1], span[2]);
+            while (graph.pos < graph.end) {
+                int[] init = field(graph);
+                if (init != null && init[0] == GRAPH_INITIALIZER) {
+                    ExternalTensor t = tensor(bytes, init[1], init[2]);
+                    if (t != null) out.add(t);
+                }
+            }
+        }
+        return out;
+    }
+
+    /** The next field of r: {number, start, end} of a length-delimited one, null for any other (skipped). */
+    private static int[] field(Reader r) throws FormatException {
+        long key = r.varint();
+        long number = key >>> 3;
+        int wire = (int) (key & 7);
+        if (number == 0) throw new FormatException("field number 0");
+        switch (wire) {
+            case 0:
+                r.varint();
+                return null;
+            case 1:
+                r.skip(8);
+                return null;
+            case 5:
+                r.skip(4);
+                return null;
+            case 2: {
+                long length = r.varint();
+                int start = r.pos;
+                r.skip(length);
+                return new int[] {number > Integer.MAX_VALUE ? -1 : (int) number, start, r.pos};
+            }
+            default:
+                throw new FormatException("wire type " + wire + " is not used by ONNX");
+        }
+    }
+
+    /** A TensorProto stored externally, or null when its data is in the graph. */
+    private static ExternalTensor tensor(byte[] bytes, int start, int end) throws FormatException {
+        Reader r = new Reader(bytes, start, end);
+        String name = "";
+        int dataType = 0;
+        boolean external = false;
+        List<Long> dims = new ArrayList<>();
+        Map<String, String> entries = new HashMap<>();
+        while (r.pos < end) {
+            long key = r.varint();
+            long number = key >>> 3;
+            int wire = (int) (key & 7);
+            if (wire == 0) {
+                long value = r.varint();
+                if (number == TENSOR_DIMS) dims.add(value);
+                else if (number == TENSOR_DATA_TYPE) dataType = (int) value;
+                else if (number == TENSOR_DATA_LOCATION) external = value == EXTERNAL;
+            } else if (wire == 2) {
+                long length = r.varint();
+                int s = r.pos;
+                r.skip(length);
+                if (number == TENSOR_DIMS) { // packed
+                    Reader packed = new Reader(bytes, s, r.pos);
+                    while (packed.pos < packed.end) dims.add(packed.varint());
+                } else if (number == TENSOR_NAME) {
+                    name = new String(bytes, s, (int) length, StandardCharsets.UTF_8);
+                } else if (number == TENSOR_EXTERNAL_DATA) {
+                    String[] entry = readEntry(bytes, s, r.pos);
+                    if (entry[0] != null) entries.put(entry[0], entry[1] == null ? "" : entry[1]);
+                }
+            } else if (wire == 1) {
+                r.skip(8);
+            } else if (wire == 5) {
+                r.skip(4);
+            } else {
+                throw new FormatException("wire type " + wire + " is not used by ONNX");
+            }
+        }
+        if (!external) return null;
+        long[] shape = new long[dims.size()];
+        for (int i = 0; i < shape.length; i++) shape[i] = dims.get(i);
+        try {
+            long offset = entries.containsKey("offset") ? Long.parseLong(entries.get("offset")) : 0;
+            long length = entries.containsKey("length") ? Long.parseLong(entries.get("length")) : -1;
+            if (offset < 0 || length < -1) throw new FormatException("negative external data offset or length for " + name);
+            return new ExternalTensor(name, dataType, shape, entries.get("location"), offset, length);
+        } catch (NumberFormatException exc) {
+            throw new FormatException("external data offset / length of " + name + " is not a number");
+        }
+    }
+
     /** The folder part of a bundle path ("" at the root). */
     static String dirOf(String rel) {
         int i = rel.lastIndexOf('/');

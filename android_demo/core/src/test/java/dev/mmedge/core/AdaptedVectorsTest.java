@@ -61,32 +61,14 @@ public class AdaptedVectorsTest {
         System.out.println("# adapted agreement (Java core): " + counts + ", all equal");
     }
 
-    /** The vectors' image generator (xorshift32; "generator" in the files): channel values, interleaved. */
+    /** The vectors' image generator (Golden.generated: xorshift32, "generator" in the files). */
     static int[] generated(Map<String, Object> spec) {
-        int n = (int) (Json.lng(spec.get("width")) * Json.lng(spec.get("height")) * Json.lng(spec.get("channels")));
-        boolean binary = "binary".equals(spec.get("pattern"));
-        int x = (int) Json.lng(spec.get("seed"));
-        int[] out = new int[n];
-        for (int i = 0; i < n; i++) {
-            x ^= x << 13;
-            x ^= x >>> 17;
-            x ^= x << 5;
-            int v = x >>> 24;
-            out[i] = binary ? (v >= 128 ? 255 : 0) : v;
-        }
-        return out;
+        return Golden.generated(spec);
     }
 
-    /** The generated image as Bitmap.getPixels gives it: ARGB ints, alpha 255 for RGB. */
+    /** The generated image as Bitmap.getPixels gives it (Golden.generatedArgb). */
     static int[] argb(Map<String, Object> spec) {
-        int[] v = generated(spec);
-        int ch = (int) Json.lng(spec.get("channels"));
-        int[] out = new int[v.length / ch];
-        for (int p = 0; p < out.length; p++) {
-            int a = ch == 4 ? v[p * 4 + 3] : 255;
-            out[p] = a << 24 | v[p * ch] << 16 | v[p * ch + 1] << 8 | v[p * ch + 2];
-        }
-        return out;
+        return Golden.generatedArgb(spec);
     }
 
     private static int w(Map<String, Object> spec) {

@@ -3,6 +3,10 @@ package dev.mmedge.core.testing;
 import dev.mmedge.core.BenchQueries;
 import dev.mmedge.core.BenchmarkOptions;
 import dev.mmedge.core.BenchmarkRunner;
+import dev.mmedge.core.BundleLoader;
+import dev.mmedge.core.CaptionBenchmarkRunner;
+import dev.mmedge.core.CaptionEngine;
+import dev.mmedge.core.CaptionManifest;
 import dev.mmedge.core.Engine;
 import dev.mmedge.core.MemoryProbe;
 
@@ -15,9 +19,10 @@ import java.util.Map;
 
 /**
  * BenchmarkActivity's path on the JVM, for the host-side contract test (tests/test_android_core.py):
- * the same extras as `am start` (--es KEY VALUE, --ei KEY INT), the same BenchmarkRunner, result
- * file and `.done` file, with the replay StageRunner in place of ONNX Runtime and the golden
- * queries that have known answers in place of the app's asset queries.
+ * the same extras as `am start` (--es KEY VALUE, --ei KEY INT), the same dispatch on the bundle's
+ * kind, BenchmarkRunner or CaptionBenchmarkRunner, result file and `.done` file, with the replay
+ * runners in place of ONNX Runtime and the golden queries that have known answers (captions: the
+ * caption vectors' images with their references) in place of the app's asset queries.
  *
  *   java dev.mmedge.core.testing.BenchCli --golden tests/vectors/golden --es mmedge.bundle /abs/b.mmedge ...
  */
@@ -50,18 +55,32 @@ public final class BenchCli {
         }
         try {
             BenchmarkOptions options = BenchmarkOptions.fromExtras(extras);
-            Map<String, Object> doc = Golden.json(golden.resolve("queries.json"));
-            List<BenchQueries.Query> queries = Golden.answeredQueries(golden);
-            BenchmarkRunner.EngineLoader loader = o -> {
-                Engine.Options eo = new Engine.Options();
-                eo.precision = o.precision;
-                eo.threads = o.threads;
-                return Engine.load(Paths.get(o.bundle), new ReplayStageRunner.Factory(doc), eo);
-            };
             Map<String, Object> extra = new LinkedHashMap<>();
-            extra.put("app", "dev.mmedge.core.testing.BenchCli (JVM, replayed stage outputs)");
+            extra.put("app", "dev.mmedge.core.testing.BenchCli (JVM, replayed graph outputs)");
             extra.put("cpu_affinity_applied", false);
-            Map<String, Object> out = BenchmarkRunner.run(options, loader, m -> queries, MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
+            Map<String, Object> out;
+            if (CaptionManifest.KIND.equals(BundleLoader.kind(Paths.get(options.bundle)))) {
+                Map<String, Object> replay = CaptionVectors.replay();
+                List<BenchQueries.Query> images = new java.util.ArrayList<>();
+                for (BenchQueries.Query q : CaptionVectors.benchImages()) if (q.answer != null) images.add(q); // the scenes: with references
+                CaptionBenchmarkRunner.EngineLoader loader = o -> {
+                    CaptionEngine.Options co = new CaptionEngine.Options();
+                    co.precision = o.precision;
+                    co.threads = o.threads;
+                    return CaptionEngine.load(Paths.get(o.bundle), new ReplayCaptionRunner.Factory(replay), co);
+                };
+                out = CaptionBenchmarkRunner.run(options, loader, m -> images, MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
+            } else {
+                Map<String, Object> doc = Golden.json(golden.resolve("queries.json"));
+                List<BenchQueries.Query> queries = Golden.answeredQueries(golden);
+                BenchmarkRunner.EngineLoader loader = o -> {
+                    Engine.Options eo = new Engine.Options();
+                    eo.precision = o.precision;
+                    eo.threads = o.threads;
+                    return Engine.load(Paths.get(o.bundle), new ReplayStageRunner.Factory(doc), eo);
+                };
+                out = BenchmarkRunner.run(options, loader, m -> queries, MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
+            }
             BenchmarkRunner.writeResult((String) result, out);
         } catch (Exception exc) {
             BenchmarkRunner.writeError((String) result, exc);

@@ -130,6 +130,38 @@ public final class Golden {
         }
     }
 
+    /**
+     * The vectors' image generator ("generator" in tests/vectors/adapted and tests/vectors/caption:
+     * xorshift32 from `seed`, one byte per channel value, interleaved; pattern "binary" thresholds at
+     * 128): the channel values of a width x height x channels image, row-major.
+     */
+    public static int[] generated(Map<String, Object> spec) {
+        int n = (int) (Json.lng(spec.get("width")) * Json.lng(spec.get("height")) * Json.lng(spec.get("channels")));
+        boolean binary = "binary".equals(spec.get("pattern"));
+        int x = (int) Json.lng(spec.get("seed"));
+        int[] out = new int[n];
+        for (int i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >>> 17;
+            x ^= x << 5;
+            int v = x >>> 24;
+            out[i] = binary ? (v >= 128 ? 255 : 0) : v;
+        }
+        return out;
+    }
+
+    /** The generated image as Bitmap.getPixels gives it: ARGB ints, alpha 255 for RGB. */
+    public static int[] generatedArgb(Map<String, Object> spec) {
+        int[] v = generated(spec);
+        int ch = (int) Json.lng(spec.get("channels"));
+        int[] out = new int[v.length / ch];
+        for (int p = 0; p < out.length; p++) {
+            int a = ch == 4 ? v[p * 4 + 3] : 255;
+            out[p] = a << 24 | v[p * ch] << 16 | v[p * ch + 1] << 8 | v[p * ch + 2];
+        }
+        return out;
+    }
+
     /** The golden queries that have a known answer (android.json "answers"), as benchmark queries. */
     public static List<BenchQueries.Query> answeredQueries(Path goldenDir) {
         Map<String, Object> doc = json(goldenDir.resolve("queries.json"));
