@@ -5,7 +5,9 @@
 #   2. the JavaScript runtime built into runtimes/js/dist (`npm ci` first when it has no
 #      node_modules, with ONNXRUNTIME_NODE_INSTALL=skip: the page uses onnxruntime-web, not -node);
 #   3. `npm ci` in web_demo, then `npm test` there (builds vendor/ajv2020.js, then node --test test/).
-# Needs the bundle models/vqa-default/bundles/vqa-default-onnx.mmedge and tests/vectors/golden/.
+# Needs the bundle models/vqa-default/bundles/vqa-default-onnx.mmedge and tests/vectors/golden/; the
+# captioning mode's tests need tests/vectors/caption/ and models/caption-default/model.safetensors
+# (web_demo's build rebuilds the caption bundle's weights from it).
 #
 #   scripts/test_web.sh            # as root, or with chromium already installed
 #   CHROMIUM_PATH=/path/to/chromium scripts/test_web.sh

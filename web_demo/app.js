@@ -4,13 +4,16 @@
 //   bundle=URL    the bundle directory (default: the shipped vqa-default ONNX bundle)
 //   threads=N     WebAssembly threads (default: up to 4 when the page is cross-origin isolated, else 1)
 //   mode=full|adaptive
+//   task=vqa|caption  the tab shown first (default vqa)
+//   caption_bundle, caption_calibration, caption_runs: the captioning mode's (caption.js)
 //
 // window.mmedgeDemo is a small hook for tests and the console; it drives the same code as the UI
 // (decode the image like a chosen file, put the text in the question box, set the mode radio,
-// ask): see the end of this file.
+// ask; or caption it): see the end of this file.
 
 import * as ort from "onnxruntime-web";
 import * as mmedge from "@mmedge/runtime";
+import { CaptionMode } from "./caption.js";
 import { decodeImageBlob, decodeImageUrl, toBitmap } from "./image.js";
 
 const DEFAULT_BUNDLE = "../models/vqa-default/bundles/vqa-default-onnx.mmedge/";
@@ -25,7 +28,9 @@ const el = {
   modeFullDesc: $("mode-full-desc"), modeAdaptiveDesc: $("mode-adaptive-desc"),
   result: $("result"), answer: $("answer"), confidence: $("confidence"), confidenceBar: $("confidence-bar"),
   exit: $("exit"), exits: $("exits"), kept: $("kept"), policy: $("policy"), timings: $("timings"),
-  error: $("error"), engineInfo: $("engine-info"),
+  error: $("error"), engineInfo: $("engine-info"), taskVqa: $("task-vqa"), taskCaption: $("task-caption"),
+  captionSamples: $("caption-samples"), captionForm: $("caption-form"), captionBeam: $("caption-beam"),
+  captionMeasure: $("caption-measure"),
 };
 
 const state = {
@@ -35,9 +40,25 @@ const state = {
   prediction: null,   // the last prediction shown
   lastRun: null,
   running: Promise.resolve(),
+  task: "vqa",
 };
 
+const TASKS = ["vqa", "caption"];
+let vqaLoadSettled;
+/** Settles once the VQA bundle has loaded or failed: the captioning bundle loads after it, not beside it. */
+const vqaLoaded = new Promise((resolve) => { vqaLoadSettled = resolve; });
+const caption = new CaptionMode({ mmedge, ort, params, getImage: () => state.image, before: vqaLoaded });
+
 // ------------------------------------------------------------------------------ settings
+/** onnxruntime-web's settings, before either engine opens a session. */
+function configureOrt() {
+  const threads = threadCount();
+  ort.env.wasm.numThreads = threads;
+  ort.env.wasm.proxy = false;
+  ort.env.logLevel = "error";
+  return threads;
+}
+
 function threadCount() {
   const asked = Number(params.get("threads") ?? NaN);
   if (Number.isInteger(asked) && asked >= 1) return crossOriginIsolated ? Math.min(asked, 16) : 1;
@@ -89,12 +110,14 @@ function setMode(mode) {
 // ------------------------------------------------------------------------------ messages
 function setStatus(text, kind = "") {
   el.status.textContent = text;
-  el.status.className = `status ${kind}`;
+  el.status.classList.remove("ready", "failed");
+  if (kind) el.status.classList.add(kind);
 }
 
 function showError(message) {
   el.error.textContent = message;
   el.error.hidden = !message;
+  if (state.task === "caption") caption.showError(message); // the question panel is hidden there
 }
 
 // ------------------------------------------------------------------------------ drawing
@@ -119,7 +142,7 @@ function drawView() {
   ctx.drawImage(img.bitmap, x0 * scale, y0 * scale, img.width * scale, img.height * scale);
 
   const prediction = state.prediction;
-  if (!manifest || !prediction || !el.showGrid.checked) return;
+  if (state.task !== "vqa" || !manifest || !prediction || !el.showGrid.checked) return;
   const grid = Math.round(manifest.preprocessing.image_size / manifest.model.config.patch_size);
   const cell = size / grid;
   const kept = new Set(prediction.keptVisualTokens);
@@ -218,7 +241,10 @@ async function setImage(image, name) {
   state.image = { ...image, name, bitmap };
   state.prediction = null;
   el.result.hidden = true;
-  for (const b of el.samples.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.name === name));
+  caption.clear();
+  for (const b of [...el.samples.querySelectorAll("button"), ...el.captionSamples.querySelectorAll("button")]) {
+    b.setAttribute("aria-pressed", String(b.dataset.name === name));
+  }
   drawView();
 }
 
@@ -279,6 +305,40 @@ function askFromUi() {
   });
 }
 
+/** A caption of the image shown, then its full-depth / adaptive timing, from a UI event. */
+function captionFromUi() {
+  caption.fromUi().catch((err) => caption.report(err));
+}
+
+/** A new image from the file input or a drop: answered (VQA, once there is a question) or captioned. */
+function afterNewImage() {
+  if (state.task === "caption") captionFromUi();
+  else if (el.question.value.trim()) askFromUi();
+}
+
+/** Shows one task's panels and samples; the captioning bundle is loaded the first time. */
+function setTask(task) {
+  if (!TASKS.includes(task)) throw new Error(`unknown task ${JSON.stringify(task)}; use "vqa" or "caption"`);
+  state.task = task;
+  for (const node of document.querySelectorAll(".vqa-only")) node.hidden = task !== "vqa";
+  for (const node of document.querySelectorAll(".caption-only")) node.hidden = task !== "caption";
+  el.taskVqa.setAttribute("aria-selected", String(task === "vqa"));
+  el.taskCaption.setAttribute("aria-selected", String(task === "caption"));
+  drawView();
+  if (task === "caption") caption.load().catch(() => {}); // a failure is shown in the caption panel
+}
+
+/** The Caption tab: the image shown is captioned (the first sample image when there is none). */
+async function openCaptionTab() {
+  setTask("caption");
+  if (!state.image) {
+    const first = el.captionSamples.querySelector("button");
+    if (first) first.click();
+    return;
+  }
+  if (caption.el.result.hidden) captionFromUi(); // not captioned yet
+}
+
 // ------------------------------------------------------------------------------ wiring
 function wireUi() {
   el.form.addEventListener("submit", (event) => {
@@ -294,7 +354,7 @@ function wireUi() {
   el.showGrid.addEventListener("change", drawView);
   el.file.addEventListener("change", async () => {
     const file = el.file.files?.[0];
-    if (file && (await loadFile(file, file.name)) && el.question.value.trim()) askFromUi();
+    if (file && (await loadFile(file, file.name))) afterNewImage();
     el.file.value = "";
   });
   el.drop.addEventListener("dragover", (event) => {
@@ -308,11 +368,30 @@ function wireUi() {
     el.drop.classList.remove("over");
     const file = [...(event.dataTransfer?.files ?? [])].find((f) => f.type.startsWith("image/")) ??
       event.dataTransfer?.files?.[0];
-    if (file && (await loadFile(file, file.name)) && el.question.value.trim()) askFromUi();
+    if (file && (await loadFile(file, file.name))) afterNewImage();
   });
   el.drop.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") el.file.click();
   });
+  wireCaptionUi();
+}
+
+function wireCaptionUi() {
+  el.taskVqa.addEventListener("click", () => setTask("vqa"));
+  el.taskCaption.addEventListener("click", () => openCaptionTab().catch((err) => caption.report(err)));
+  el.captionForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    captionFromUi();
+  });
+  for (const radio of document.querySelectorAll('input[name="caption-mode"]')) {
+    radio.addEventListener("change", () => {
+      if (state.image && caption.engine) caption.caption().catch((err) => caption.report(err));
+    });
+  }
+  el.captionBeam.addEventListener("change", () => {
+    if (state.image && caption.engine) captionFromUi();
+  });
+  el.captionMeasure.addEventListener("click", () => caption.compare().catch((err) => caption.report(err)));
 }
 
 async function loadSamples() {
@@ -355,7 +434,24 @@ async function loadSamples() {
     }));
     el.samples.append(button);
   }
+  for (const image of samples.captions ?? []) el.captionSamples.append(captionSampleButton(image));
   return samples;
+}
+
+function captionSampleButton(sample) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.dataset.name = sample.name;
+  button.title = `${sample.name}: caption it`;
+  button.setAttribute("aria-pressed", "false");
+  const img = document.createElement("img");
+  img.src = `samples/${sample.file}`;
+  img.alt = sample.name;
+  button.append(img);
+  button.addEventListener("click", async () => {
+    if (await useImageUrl(`samples/${sample.file}`, sample.name)) captionFromUi();
+  });
+  return button;
 }
 
 /** A sample scene: its image and its question, then ask (once the bundle is loaded). */
@@ -379,10 +475,7 @@ async function useImageUrl(url, name = url) {
 }
 
 async function loadEngine() {
-  const threads = threadCount();
-  ort.env.wasm.numThreads = threads;
-  ort.env.wasm.proxy = false;
-  ort.env.logLevel = "error";
+  const threads = ort.env.wasm.numThreads;
   const started = performance.now();
   const engine = await mmedge.Engine.load(new mmedge.FetchSource(bundleUrl), { ort, mode: "staged" });
   const loadMs = performance.now() - started;
@@ -412,8 +505,11 @@ async function loadEngine() {
 
 async function main() {
   wireUi();
+  configureOrt();
   const mode = params.get("mode");
   if (mode === "full" || mode === "adaptive") setMode(mode);
+  const firstTask = params.get("task") === "caption" ? "caption" : "vqa";
+  setTask(firstTask);
   const samplesLoaded = loadSamples();
   let info;
   try {
@@ -423,11 +519,14 @@ async function main() {
     showError(`${err.message}\n(bundle: ${bundleUrl})`);
     console.error(err);
     throw err;
+  } finally {
+    vqaLoadSettled();
   }
   const samples = await samplesLoaded;
   renderTokens();
-  // Start with the first sample scene answered (this also warms the stages up).
-  if (!state.image && samples?.scenes?.length) await selectSample(samples.scenes[0]);
+  // Start with the first sample scene answered (this also warms the stages up), or captioned.
+  if (firstTask === "caption") await openCaptionTab();
+  else if (!state.image && samples?.scenes?.length) await selectSample(samples.scenes[0]);
   return info;
 }
 
@@ -474,6 +573,60 @@ window.mmedgeDemo = {
     };
   },
 };
+
+/** An image for the caption hook: a URL, or {name, bytes} (a file's bytes, decoded like a chosen file). */
+async function useImage(image) {
+  if (typeof image === "string") return useImageUrl(image, image);
+  if (!image || !Array.isArray(image.bytes) || typeof image.name !== "string") {
+    throw new Error("image: a URL, or {name, bytes: [...]} with the file's bytes");
+  }
+  return loadFile(new Blob([new Uint8Array(image.bytes)]), image.name);
+}
+
+/** One caption through the page (mode radio, beam box, the panel), as plain data. */
+async function captionVia(options) {
+  const { mode = caption.currentMode(), beam, paint = false, ...overrides } = options;
+  caption.setMode(mode);
+  if (beam !== undefined) caption.setBeam(beam);
+  const out = await caption.caption({ overrides, paint });
+  if (!out) throw new Error(caption.shown.error || "no caption");
+  return { ...plain(out.caption), settings: plain(out.settings), steps: out.steps, shown: caption.shown };
+}
+
+// (property descriptors, not Object.assign: that would read the getters once, now)
+Object.defineProperties(window.mmedgeDemo, Object.getOwnPropertyDescriptors({
+  setTask,
+  getTask: () => state.task,
+  /** Loads the captioning bundle (once); resolves to what was loaded and the calibrated policy. */
+  captionReady: () => caption.load(),
+  /**
+   * Loads an image (URL or {name, bytes}) like a chosen file and captions it once per entry of
+   * `runs` ({mode, beam, policy, keepRatio, kv, maxLen, paint}), each through the page's caption
+   * panel; returns each caption with what the panel showed.
+   */
+  async captionRuns(image, runs) {
+    await ready;
+    await caption.load();
+    await caption.running;
+    setTask("caption");
+    if (!(await useImage(image))) throw new Error(el.error.textContent);
+    const out = [];
+    for (const r of runs) out.push(await captionVia(r));
+    return out;
+  },
+  /** Full depth against adaptive on the image shown (the page's "Measure again"), with every run's times. */
+  async measureCaption(options = {}) {
+    const result = await caption.compare(options);
+    if (!result) throw new Error(caption.shown.error || "no measurement");
+    return { ...plain(result), shown: caption.shown };
+  },
+  get captionShown() {
+    return caption.shown;
+  },
+  get captionLastRun() {
+    return caption.lastRun && plain(caption.lastRun);
+  },
+}));
 
 function plainSettings(mode) {
   const s = modeSettings(mode);

@@ -10,6 +10,13 @@
 //
 // It also checks that web_demo pins the same ajv and onnxruntime versions as the runtime, and
 // that the built runtime imports no other bare module the import map lacks.
+//
+// The captioning mode needs a whole captioning bundle. The shipped captioner's bundle is committed as
+// the caption golden vectors' bundle, tests/vectors/caption/caption-default.mmedge, without its 7 MB
+// weights file (tests/vectors/caption/weights.json rebuilds it byte for byte from
+// models/caption-default/model.safetensors). This script copies that bundle to
+// `web_demo/vendor/caption-default.mmedge/` (ignored by git) with the weights file rebuilt; the page
+// then loads it like any served bundle, every file's SHA-256 checked against the manifest.
 
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -20,6 +27,9 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..");
 const RUNTIME = path.join(ROOT, "runtimes", "js");
 const VENDOR = path.join(HERE, "vendor");
+const CAPTION_VECTORS = path.join(ROOT, "tests", "vectors", "caption");
+/** Where the page finds the captioning bundle (index: app.js DEFAULT_CAPTION_BUNDLE). */
+export const CAPTION_BUNDLE = path.join(VENDOR, "caption-default.mmedge");
 
 // Bare specifiers the page's import map resolves (index.html).
 export const MAPPED = new Set(["@mmedge/runtime", "onnxruntime-web", "ajv/dist/2020.js"]);
@@ -98,10 +108,31 @@ async function buildAjv() {
   return { outfile, size, version: ajvPkg.version };
 }
 
+/**
+ * vendor/caption-default.mmedge: the caption vectors' bundle with its weights file rebuilt (built
+ * in a hidden temporary folder, then put in place, so that a half-written bundle is never served).
+ */
+async function buildCaptionBundle() {
+  const { rebuildCaptionWeights } = await import("../runtimes/js/test-support/caption-weights.mjs");
+  const recipe = await readJson(path.join(CAPTION_VECTORS, "weights.json"));
+  const vectors = await readJson(path.join(CAPTION_VECTORS, "vectors.json"));
+  const source = path.join(ROOT, vectors.bundle);
+  const weights = rebuildCaptionWeights(ROOT, recipe);
+  const temp = path.join(VENDOR, `.caption-bundle-${process.pid}`);
+  await fs.rm(temp, { recursive: true, force: true });
+  await fs.cp(source, temp, { recursive: true });
+  await fs.writeFile(path.join(temp, recipe.file), weights);
+  await fs.rm(CAPTION_BUNDLE, { recursive: true, force: true });
+  await fs.rename(temp, CAPTION_BUNDLE);
+  return { dir: CAPTION_BUNDLE, source: vectors.bundle, bytes: weights.length };
+}
+
 export async function build({ quiet = false } = {}) {
   const log = quiet ? () => {} : (...a) => console.log(...a);
   const ajv = await buildAjv();
   log(`built ${path.relative(ROOT, ajv.outfile)} (ajv ${ajv.version}, ${(ajv.size / 1024).toFixed(0)} KiB)`);
+  const caption = await buildCaptionBundle();
+  log(`built ${path.relative(ROOT, caption.dir)} (${caption.source}, weights rebuilt: ${(caption.bytes / 1048576).toFixed(1)} MB)`);
   const notes = await checkVersions();
   const imports = await runtimeBareImports();
   if (imports === null) {
@@ -112,7 +143,7 @@ export async function build({ quiet = false } = {}) {
     }
   }
   for (const n of notes) console.warn(`warning: ${n}`);
-  return { ajv, notes };
+  return { ajv, caption, notes };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {

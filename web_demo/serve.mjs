@@ -191,6 +191,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const missing = [
     ["web_demo/node_modules/onnxruntime-web", "cd web_demo && npm ci"],
     ["web_demo/vendor/ajv2020.js", "cd web_demo && npm run build"],
+    ["web_demo/vendor/caption-default.mmedge/manifest.json", "cd web_demo && npm run build"],
     ["runtimes/js/dist/index.js", "cd runtimes/js && npm ci && npm run build"],
   ].filter(([p]) => !fs.existsSync(path.join(args.root, p)));
   for (const [p, fix] of missing) console.warn(`warning: ${p} is missing, the demo page needs it: ${fix}`);

@@ -286,6 +286,31 @@ def caption_speed(root: Path) -> str:
             + "\n\n" + source(f"{RESULTS}/caption/bench_*.json"))
 
 
+WEB_CAPTION = "web_demo/caption-latency.json"
+
+
+def web_caption_latency(root: Path) -> str:
+    """The web demo's captioning mode: time per caption at full depth and adaptive, in the page."""
+    d = load(root, WEB_CAPTION)
+    rows = []
+    for mode, label in (("full", "full depth"), ("adaptive", "adaptive")):
+        m = d["modes"][mode]
+        ms = m["caption_ms"]
+        rows.append([label, f"{_policy_name(m['policy'])}, keep {m['keep_ratio']:g}, kv {m['kv']}",
+                     f"{m['mean_exit']:.2f} of {d['stages']}",
+                     f"{m['decoder_stages_run']} of {m['decoder_stages_full_depth']}",
+                     f"**{ms['median']:.1f}** [{ms['p10']:.1f}, {ms['p90']:.1f}]"])
+    mach = d["machine"]
+    same = "the same caption" if d["same_caption"] else "different captions"
+    return (f"Image `{d['image']['name']}`, greedy, {d['runs_per_mode']} runs per mode after "
+            f"{d['warmup_runs_per_mode']} warm-up runs, alternating; headless Chromium {d['chromium']}, "
+            f"onnxruntime-web {d['onnxruntime_web']} WebAssembly with {d['wasm_threads']} thread, "
+            f"{mach['cpu']} ({mach['logical_cores']} logical cores, shared; 1-minute load "
+            f"{mach['load_average_1m']['before']:g}); ms per caption (preprocessing, encoder, decoder graphs):\n\n"
+            + table(["mode", "policy", "mean exit", "decoder stages run", "ms p50 [p10, p90]"], rows)
+            + f"\n\nAdaptive is {times(d['speedup_median'])} faster here, with {same}.\n\n" + source(WEB_CAPTION))
+
+
 # ----------------------------------------------------------------------------- performance
 SUMMARY = f"{RESULTS}/summary.json"
 
@@ -330,9 +355,13 @@ def perf_anchors(root: Path) -> str:
             + table(["profile", "anchors", "before", "joint fit, leave-one-out", "leave-one-device-out"], rows)
             + f"\n\nPhones with anchors of their own (leave-one-out): {pct(goals['phones_leave_one_out']['value'])} "
             f"(goal <= {pct(goals['phones_leave_one_out']['goal'])}, "
-            f"{'met' if goals['phones_leave_one_out']['met'] else 'not met'}). Profiles without any anchor "
-            f"({', '.join(un['profiles'])}): {pct(un['value'])} held out "
-            f"({'met' if un['met'] else 'not met'}); every MODELLED figure for them carries this error."
+            f"{'met' if goals['phones_leave_one_out']['met'] else 'not met'}). Repository profiles with anchors of "
+            "their own: " + ", ".join(f"{n} {pct(v['median_abs_error'])} ({v['anchors']} of {v['source']}, "
+                                      f"{v['judged_by'].split(':')[0]})"
+                                      for n, v in d["recalibration"].items() if v["anchors"])
+            + f". Profiles without an fp32 / fp16 anchor of their own ({', '.join(un['profiles'])}): "
+            f"{pct(un['value'])} held out ({'met' if un['met'] else 'not met'}); every MODELLED figure carries its "
+            "profile's error."
             + "\n\n" + source(rel))
 
 
@@ -427,6 +456,7 @@ BLOCKS = {
     "probe-qtypes": probe_qtypes,
     "caption-policies": caption_policies,
     "caption-speed": caption_speed,
+    "web-caption-latency": web_caption_latency,
     "perf-goals": perf_goals,
     "perf-runtimes": perf_runtimes,
     "perf-anchors": perf_anchors,

@@ -70,19 +70,8 @@ export function byRatio(query, ratio) {
   return query.by_keep_ratio[key];
 }
 
-export function median(values) {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-
-export function quantile(values, q) {
-  const s = [...values].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
-}
+// the page's own statistics (web_demo/caption.js), so that the tests compute what the page shows
+export { median, quantile } from "../caption.js";
 
 /** The server on a free 127.0.0.1 port, Chromium, and a page with console errors collected. */
 export async function openDemo({ query = "threads=1", viewport = { width: 1000, height: 700 } } = {}) {

@@ -7,6 +7,7 @@
  *   const engine = await CaptionEngine.load(new NodeDirectorySource("caption-default.mmedge"), { ort });
  *   const c = await engine.caption({ width, height, data });
  *   c.text, c.words, c.exits, c.confidences, c.timingsMs
+ *   await engine.caption(image, { onWord: (step) => show(step.word, step.exit) });  // word by word
  *
  * The image is encoded once (`encoder_k{r}`: every decoder layer's cross-attention keys and values);
  * each word then runs the decoder stages (`step{s}_k{r}`, a static key/value cache of max_len
@@ -355,6 +356,33 @@ export interface CaptionOptions {
   policy?: PolicyArg;
   keepRatio?: number;
   kv?: KvMode;
+  /**
+   * Called after each generated position with the leading hypothesis (greedy: the caption as it is
+   * written, one id more per call, its [EOS] last). A returned promise is awaited before the next
+   * position (so that a page can draw the word); a throw or a rejection ends the call with that
+   * error. Its time is `timingsMs.onWord` (and part of `total`).
+   */
+  onWord?: (step: CaptionStep) => void | Promise<void>;
+}
+
+/** What `onWord` receives: the leading hypothesis after one generated position. */
+export interface CaptionStep {
+  /** The position just generated (0-based). */
+  position: number;
+  /** The hypothesis' newest id, its word (null for [EOS]), the exit it took and its confidence there. */
+  token: number;
+  word: string | null;
+  exit: number;
+  confidence: number;
+  /** The hypothesis so far: its words before [EOS], and per id its id, exit and confidence. */
+  words: string[];
+  tokens: number[];
+  exits: number[];
+  confidences: number[];
+  /** True once the hypothesis has ended with [EOS]. */
+  done: boolean;
+  /** ms since decoding began (the encoder included, earlier onWord calls excluded). */
+  elapsedMs: number;
 }
 
 export interface CaptionResult {
@@ -641,6 +669,7 @@ export class CaptionEngine {
     }
     if (!Number.isInteger(beam) || beam < 1 || beam > MAX_BEAM) problems.push(`beam ${String(beam)} must be an integer from 1 to ${MAX_BEAM}`);
     if (!Number.isInteger(limit) || limit < 1 || limit > P) problems.push(`maxLen ${String(limit)} must be an integer from 1 to the model's ${P}`);
+    if (options.onWord !== undefined && typeof options.onWord !== "function") problems.push(`onWord must be a function, got ${typeof options.onWord}`);
     if (problems.length > 0) throw new ConfigError(problems, "arguments");
     return { policy, ratio, kv, beam, limit };
   }
@@ -666,6 +695,7 @@ export class CaptionEngine {
     const fresh = () => Array.from({ length: depth }, () => new Float32Array(this.cacheSize));
     let beams: Hypothesis[] = [{ tokens: [], exits: [], confidences: [], logprob: 0, cacheK: fresh(), cacheV: fresh(), done: false }];
     const positionMs: number[] = [];
+    let callbackMs = 0;
     const S = this.numStages;
     for (let pos = 0; pos < limit; pos++) {
       const tPos = now();
@@ -734,6 +764,7 @@ export class CaptionEngine {
         logprob: c.score, cacheK: [...c.hyp.cacheK], cacheV: [...c.hyp.cacheV], done: c.word === eos,
       });
       positionMs.push(now() - tPos);
+      if (options.onWord) callbackMs += await this.report(options.onWord, beams[0], pos, now() - t0 - callbackMs);
       if (beams.every((h) => h.done)) break;
     }
     let best = beams[0];
@@ -741,17 +772,35 @@ export class CaptionEngine {
       const norm = (h: Hypothesis) => h.logprob / Math.max(1, h.tokens.length);
       for (const h of beams) if (norm(h) > norm(best)) best = h;
     }
-    const words: string[] = [];
-    for (const id of best.tokens) {
-      if (id === eos) break;
-      words.push(this.words.get(id) ?? "[UNK]");
-    }
-    const text = words.join(" ");
+    const text = this.wordsOf(best.tokens).join(" ");
+    const callback: Record<string, number> = options.onWord ? { onWord: callbackMs } : {};
     return {
       text, words: text.split(/\s+/).filter((w) => w.length > 0), tokens: best.tokens, exits: best.exits,
       confidences: best.confidences, logprob: best.logprob, keepRatio: ratio,
-      timingsMs: { encoder: encoderMs, ...timings, total: now() - t0 }, positionMs,
+      timingsMs: { encoder: encoderMs, ...timings, ...callback, total: now() - t0 }, positionMs,
     };
+  }
+
+  /** The words of generated ids, up to the first [EOS]. */
+  private wordsOf(tokens: number[]): string[] {
+    const eos = this.manifest.tokenizer.eos_id;
+    const end = tokens.indexOf(eos);
+    return (end < 0 ? tokens : tokens.slice(0, end)).map((id) => this.words.get(id) ?? "[UNK]");
+  }
+
+  /** Calls onWord with a hypothesis after position `pos` (awaiting a returned promise); returns the ms it took. */
+  private async report(onWord: NonNullable<CaptionOptions["onWord"]>, hyp: Hypothesis, pos: number, elapsedMs: number): Promise<number> {
+    const t0 = now();
+    const last = hyp.tokens.length - 1;
+    const token = hyp.tokens[last];
+    const step: CaptionStep = {
+      position: pos, token, word: token === this.manifest.tokenizer.eos_id ? null : this.words.get(token) ?? "[UNK]",
+      exit: hyp.exits[last], confidence: hyp.confidences[last], words: this.wordsOf(hyp.tokens),
+      tokens: [...hyp.tokens], exits: [...hyp.exits], confidences: [...hyp.confidences], done: hyp.done, elapsedMs,
+    };
+    const pending = onWord(step);
+    if (pending && typeof (pending as Promise<void>).then === "function") await pending;
+    return now() - t0;
   }
 
   /**

@@ -10,6 +10,7 @@ import * as ort from "onnxruntime-node";
 import {
   BundleError, CAPTION_MANIFEST_SCHEMA, CaptionEngine, Engine, MemorySource, NodeDirectorySource, logSoftmax,
 } from "../dist/index.js";
+import { rebuildCaptionWeights } from "../test-support/caption-weights.mjs";
 import { REPO, generated, policyOf, readJson, readPng, sha256 } from "../test-support/helpers.mjs";
 
 const VECTORS = join(REPO, "tests/vectors/caption");
@@ -25,38 +26,6 @@ const stats = {
 
 const imageOf = (entry) => (entry.file ? readPng(join(VECTORS, entry.file)) : generated(entry));
 
-/** weights.json's rule: the model's safetensors tensors (some transposed) and inline bytes, zeros between. */
-function rebuildWeights() {
-  const st = readFileSync(join(REPO, recipe.safetensors));
-  assert.equal(sha256(st), recipe.safetensors_sha256, "models/caption-default/model.safetensors changed");
-  const headerBytes = Number(st.readBigUInt64LE(0));
-  const header = JSON.parse(st.subarray(8, 8 + headerBytes).toString("utf8"));
-  const base = 8 + headerBytes;
-  const out = new Uint8Array(recipe.bytes);
-  for (const s of recipe.segments) {
-    let chunk;
-    if (s.base64 !== undefined) {
-      chunk = Buffer.from(s.base64, "base64");
-    } else {
-      const t = header[s.tensor];
-      assert.equal(t.dtype, "F32");
-      const raw = st.subarray(base + t.data_offsets[0], base + t.data_offsets[1]);
-      if (!s.transpose) {
-        chunk = raw;
-      } else {
-        const [r, c] = t.shape;
-        const src = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
-        const dst = new Float32Array(r * c);
-        for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) dst[j * r + i] = src[i * c + j];
-        chunk = new Uint8Array(dst.buffer);
-      }
-    }
-    assert.equal(chunk.length, s.length);
-    out.set(chunk, s.offset);
-  }
-  return out;
-}
-
 /** The committed bundle plus the rebuilt weights, as an in-memory source. */
 function bundleFiles() {
   const files = new Map();
@@ -68,7 +37,7 @@ function bundleFiles() {
     }
   };
   walk(bundleDir);
-  files.set(recipe.file, rebuildWeights());
+  files.set(recipe.file, rebuildCaptionWeights(REPO, recipe));
   return files;
 }
 
@@ -128,6 +97,7 @@ test("loading: every check of the spec applies to a captioning bundle", async (t
     await assert.rejects(engine.captionPixels(new Float32Array(3 * 96 * 96), { maxLen: 25 }), /maxLen/);
     await assert.rejects(engine.captionPixels(new Float32Array(3 * 96 * 96), { kv: "nope" }), /kv/);
     await assert.rejects(engine.captionPixels(new Float32Array(3 * 96 * 96), { keepRatio: 0.25 }), /keep ratio/);
+    await assert.rejects(engine.captionPixels(new Float32Array(3 * 96 * 96), { onWord: "print" }), /onWord must be a function/);
   });
 });
 
@@ -198,4 +168,64 @@ test("caption(image) preprocesses, captions and times the whole call", async () 
   assert.equal(c.text, want.text);
   assert.deepEqual(c.words, want.text.split(" "));
   for (const k of ["preprocess", "encoder", "total"]) assert.ok(c.timingsMs[k] >= 0, k);
+});
+
+test("onWord: the caption word by word, each id with its exit and confidence, as it is written", async () => {
+  const entry = doc.images[0];
+  const want = entry.by_keep_ratio["1"].runs.find((r) => r.policy.kind === "confidence" && r.beam === 1 && r.max_len === 24);
+  const { pixelValues } = engine.preprocess(imageOf(entry));
+  const steps = [];
+  let pending = false;
+  const c = await engine.captionPixels(pixelValues, {
+    policy: policyOf(want.policy), kv: want.kv, keepRatio: 1,
+    onWord: async (step) => {
+      assert.equal(pending, false, "the previous call's promise was awaited before this position ran");
+      steps.push(step);
+      pending = true;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      pending = false;
+    },
+  });
+  assert.equal(c.text, want.text);
+  assert.deepEqual(c.tokens, want.tokens);
+  assert.equal(steps.length, want.tokens.length, "one call per generated id");
+  steps.forEach((step, i) => {
+    assert.equal(step.position, i);
+    assert.equal(step.token, want.tokens[i]);
+    assert.equal(step.exit, want.exits[i], `word ${i}: exit`);
+    assert.ok(Math.abs(step.confidence - want.confidences[i]) <= tol.confidence_abs, `word ${i}: confidence`);
+    assert.deepEqual(step.tokens, want.tokens.slice(0, i + 1));
+    assert.deepEqual(step.exits, want.exits.slice(0, i + 1));
+    const isEos = want.tokens[i] === engine.manifest.tokenizer.eos_id;
+    assert.equal(step.word, isEos ? null : want.words[i], `word ${i}`);
+    assert.deepEqual(step.words, want.text.split(" ").slice(0, isEos ? i : i + 1));
+    assert.equal(step.done, i === want.tokens.length - 1 && want.tokens[i] === engine.manifest.tokenizer.eos_id);
+    assert.ok(i === 0 || step.elapsedMs >= steps[i - 1].elapsedMs);
+  });
+  assert.ok(c.timingsMs.onWord >= steps.length, "the callbacks' time (each waited >= 1 ms) is reported");
+  assert.ok(c.timingsMs.total >= c.timingsMs.onWord);
+  const quiet = await engine.captionPixels(pixelValues, { policy: policyOf(want.policy), kv: want.kv, keepRatio: 1 });
+  assert.equal(quiet.timingsMs.onWord, undefined, "no onWord time without a callback");
+  assert.deepEqual(quiet.exits, c.exits);
+});
+
+test("onWord with a beam: one call per position, the leading hypothesis; an error in it ends the call", async () => {
+  const entry = doc.images[0];
+  const want = entry.by_keep_ratio["1"].runs.find((r) => r.policy.kind === "full" && r.beam === 3 && r.max_len === 5);
+  const { pixelValues } = engine.preprocess(imageOf(entry));
+  const steps = [];
+  const c = await engine.captionPixels(pixelValues, {
+    policy: policyOf(want.policy), kv: want.kv, beam: 3, maxLen: 5, keepRatio: 1, onWord: (step) => { steps.push(step); },
+  });
+  assert.deepEqual(c.tokens, want.tokens);
+  assert.equal(steps.length, c.positionMs.length);
+  steps.forEach((step, i) => assert.equal(step.tokens.length, i + 1, "a hypothesis with one id per position"));
+  assert.deepEqual(steps.at(-1).tokens, c.tokens, "here the last leader is the caption chosen");
+
+  await assert.rejects(
+    engine.captionPixels(pixelValues, { onWord: (step) => { if (step.position === 2) throw new Error("stop at word 3"); } }),
+    /stop at word 3/);
+  await assert.rejects(engine.captionPixels(pixelValues, { onWord: () => Promise.reject(new Error("rejected")) }), /rejected/);
+  const after = await engine.captionPixels(pixelValues, { policy: policyOf(want.policy), kv: want.kv, beam: 3, maxLen: 5, keepRatio: 1 });
+  assert.deepEqual(after.tokens, want.tokens, "the engine still captions after a callback failed");
 });
