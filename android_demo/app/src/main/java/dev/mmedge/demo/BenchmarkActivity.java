@@ -84,20 +84,12 @@ public final class BenchmarkActivity extends Activity {
             };
             Map<String, Object> out;
             if (CaptionManifest.KIND.equals(BundleLoader.kind(Paths.get(options.bundle)))) {
-                CaptionBenchmarkRunner.EngineLoader loader = o -> {
-                    CaptionEngine.Options co = new CaptionEngine.Options();
-                    co.precision = o.precision;
-                    co.threads = o.threads;
-                    return CaptionEngine.load(Paths.get(o.bundle), Backends.captionFactory(o.backend), co);
-                };
+                CaptionBenchmarkRunner.EngineLoader loader = o -> CaptionEngine.load(Paths.get(o.bundle),
+                        Backends.captionFactory(o.backend), o.applyTo(new CaptionEngine.Options()));
                 out = CaptionBenchmarkRunner.run(options, loader, m -> loadQueries("caption"), memory, Engine.Clock.SYSTEM, extra);
             } else {
-                BenchmarkRunner.EngineLoader loader = o -> {
-                    Engine.Options eo = new Engine.Options();
-                    eo.precision = o.precision;
-                    eo.threads = o.threads;
-                    return Engine.load(Paths.get(o.bundle), Backends.factory(o.backend), eo);
-                };
+                BenchmarkRunner.EngineLoader loader = o -> Engine.load(Paths.get(o.bundle), Backends.factory(o.backend),
+                        o.applyTo(new Engine.Options()));
                 out = BenchmarkRunner.run(options, loader, m -> loadQueries(m.task), memory, Engine.Clock.SYSTEM, extra);
             }
             BenchmarkRunner.writeResult(resultPath, out);

@@ -24,7 +24,9 @@ import dev.mmedge.core.CaptionEngine;
 import dev.mmedge.core.CaptionManifest;
 import dev.mmedge.core.Engine;
 import dev.mmedge.core.IO;
+import dev.mmedge.core.ImageFiles;
 import dev.mmedge.core.MMEdgeException;
+import dev.mmedge.core.Manifest;
 import dev.mmedge.core.Preprocessor;
 
 import java.io.File;
@@ -44,7 +46,10 @@ import java.util.concurrent.Executors;
  * visual tokens the prefilter kept drawn over the model's view of the image, and per-stage latency.
  * With a captioning bundle (kind "caption") it captions the photo instead: the caption, then word
  * by word the exit each word took (stage and decoder layer) and its confidence, and the time of
- * each graph. The bundle is the first NAME.mmedge directory found in the app's external files
+ * each graph. An adapted NLVR2 bundle (two images per query) takes the photo picked before the last
+ * one as the left image and the last one as the right; an adapted retrieval bundle (head
+ * "match-score") also shows the match probability of the text. The bundle is the first NAME.mmedge
+ * directory found in the app's external files
  * ("bundles/", see README.md) that loads; ONNX Runtime when it has an onnxruntime artifact, else
  * ExecuTorch.
  */
@@ -58,6 +63,8 @@ public final class MainActivity extends Activity {
     private Engine engine;
     private CaptionEngine captioner;
     private Images.Argb image;
+    /** The photo picked before `image`: the left image of a two-image (NLVR2) bundle. */
+    private Images.Argb previous;
     private TextView status;
     private EditText question;
     private ImageView view;
@@ -188,8 +195,10 @@ public final class MainActivity extends Activity {
                     Engine e = Engine.load(root, Backends.factory(backend), loadOptions(key, prefs));
                     remember(e.releaseSequence(), key, prefs);
                     engine = e;
-                    runOnUiThread(() -> status.setText(String.format(Locale.ROOT, "%s on %s (%s %s), keep ratio %s, policy %s",
-                            e.manifest.name, e.backend(), e.artifact.format, e.artifact.precision, e.keepRatio(), e.policy())));
+                    String how = e.numImages == 2 ? "\ntwo images per query: pick the left photo, then the right one"
+                            : Manifest.MATCH_SCORE.equals(e.head) ? "\nimage-text match: type a caption to score" : "";
+                    runOnUiThread(() -> status.setText(String.format(Locale.ROOT, "%s on %s (%s %s), keep ratio %s, policy %s%s",
+                            e.manifest.name, e.backend(), e.artifact.format, e.artifact.precision, e.keepRatio(), e.policy(), how)));
                     return;
                 } catch (MMEdgeException | UnsatisfiedLinkError exc) {
                     tried.append("\n").append(dir.getName()).append(" (").append(backend).append("): ").append(describe(exc));
@@ -209,14 +218,18 @@ public final class MainActivity extends Activity {
         super.onActivityResult(requestCode, resultCode, data);
         if (resultCode != RESULT_OK || data == null) return;
         try {
+            Images.Argb picked = null;
             if (requestCode == PICK && data.getData() != null) {
                 Uri uri = data.getData();
                 try (InputStream in = getContentResolver().openInputStream(uri)) {
-                    image = Images.decode(IO.readAll(in, 64 << 20));
+                    picked = Images.decode(IO.readAll(in, 64 << 20));
                 }
             } else if (requestCode == CAPTURE && data.getExtras() != null) {
-                image = Images.pixels((Bitmap) data.getExtras().get("data")); // the camera app's preview-size image
+                picked = Images.pixels((Bitmap) data.getExtras().get("data")); // the camera app's preview-size image
             }
+            if (picked == null) return;
+            previous = image;
+            image = picked;
             Bitmap shown = Bitmap.createBitmap(image.pixels, image.width, image.height, Bitmap.Config.ARGB_8888);
             view.setImageBitmap(shown);
             result.setText(image.width + " x " + image.height + " px");
@@ -228,22 +241,32 @@ public final class MainActivity extends Activity {
     private void ask() {
         Engine e = engine;
         Images.Argb im = image;
+        Images.Argb left = previous;
         String text = question.getText().toString();
         if (e == null || im == null) {
             result.setText(e == null ? "no bundle loaded yet" : "pick or take a photo first");
             return;
         }
+        if (e.numImages == 2 && left == null) {
+            result.setText("this bundle compares two images: pick the left photo, then the right one");
+            return;
+        }
+        List<ImageFiles.Decoded> images = new ArrayList<>();
+        if (e.numImages == 2) images.add(new ImageFiles.Decoded(left.pixels, left.width, left.height));
+        images.add(new ImageFiles.Decoded(im.pixels, im.width, im.height));
         result.setText("…");
         worker.execute(() -> {
             try {
-                Engine.Prediction p = e.predict(im.pixels, im.width, im.height, text, null, null);
-                Engine.Inputs in = e.preprocess(im.pixels, im.width, im.height, text);
-                Bitmap overlay = keptTokens(in.image.resizedRgb, in.image.size, e.manifest.patchSize(), p.keptVisualTokens);
+                Engine.Prediction p = e.predict(images, text, null, null);
+                Engine.Inputs in = e.preprocess(images, text);
+                Bitmap overlay = keptTokens(in.images, e.manifest.patchesPerImage(), e.manifest.patchSize(), p.keptVisualTokens);
                 StringBuilder out = new StringBuilder();
                 out.append(String.format(Locale.ROOT, "answer: %s\nconfidence %.3f, top probability %.3f\nexit %d of %d (after layer %d)\n"
-                                + "kept visual tokens: %d (keep ratio %s)\n\nlatency (ms):\n", p.answer, p.confidence,
+                                + "kept visual tokens: %d (keep ratio %s)\n", p.answer, p.confidence,
                         p.maxProbability, p.exitIndex + 1, e.manifest.exitLayers.size(), p.exitLayer, p.keptVisualTokens.length,
                         p.keepRatio));
+                if (p.matchScore != null) out.append(String.format(Locale.ROOT, "match probability %.3f\n", p.matchScore));
+                out.append("\nlatency (ms):\n");
                 for (Map.Entry<String, Double> t : p.timingsMs.entrySet()) {
                     out.append(String.format(Locale.ROOT, "  %-14s %8.2f\n", t.getKey(), t.getValue()));
                 }
@@ -301,6 +324,36 @@ public final class MainActivity extends Activity {
             out.append(String.format(Locale.ROOT, "  %-14s %8.2f\n", t.getKey(), t.getValue()));
         }
         return out.toString();
+    }
+
+    /**
+     * keptTokens of each image of a query side by side (left, right); image i's kept patch j is
+     * numbered i * N + j in `kept` (N = `patches` per image).
+     */
+    static Bitmap keptTokens(List<Preprocessor.Result> images, int patches, int patch, int[] kept) {
+        List<Bitmap> views = new ArrayList<>();
+        int width = 0;
+        int height = 0;
+        for (int i = 0; i < images.size(); i++) {
+            List<Integer> own = new ArrayList<>();
+            for (int k : kept) if (images.size() == 1 || (k >= i * patches && k < (i + 1) * patches)) own.add(k - i * patches);
+            int[] mine = new int[own.size()];
+            for (int j = 0; j < mine.length; j++) mine[j] = own.get(j);
+            Preprocessor.Result r = images.get(i);
+            Bitmap view = keptTokens(r.resizedRgb, r.size, patch, mine);
+            views.add(view);
+            width += view.getWidth();
+            height = Math.max(height, view.getHeight());
+        }
+        if (views.size() == 1) return views.get(0);
+        Bitmap out = Bitmap.createBitmap(width, height, Bitmap.Config.ARGB_8888);
+        Canvas canvas = new Canvas(out);
+        int x = 0;
+        for (Bitmap view : views) {
+            canvas.drawBitmap(view, x, 0, null);
+            x += view.getWidth();
+        }
+        return out;
     }
 
     /** The model's S x S view of the image, scaled up, with dropped patches dimmed and kept ones outlined. */

@@ -15,6 +15,7 @@ import dev.mmedge.core.CaptionLoader;
 import dev.mmedge.core.CaptionRunner;
 import dev.mmedge.core.Manifest;
 import dev.mmedge.core.OnnxExternalData;
+import dev.mmedge.core.RunnerFactory;
 import dev.mmedge.core.StageRunner;
 import dev.mmedge.core.Tensor;
 
@@ -110,22 +111,8 @@ final class OrtStageRunner implements StageRunner, CaptionRunner {
         return out;
     }
 
-    static final class Factory implements StageRunner.Factory, CaptionRunner.Factory {
-        @Override
-        public String runtime() {
-            return "onnxruntime";
-        }
-
-        @Override
-        public String[] formats() {
-            return new String[] {"ort", "onnx"};
-        }
-
-        @Override
-        public boolean opensBytes() {
-            return true;
-        }
-
+    /** ONNX Runtime from verified bytes (runtime, formats and opensBytes: {@link RunnerFactory.OnnxRuntime}). */
+    static final class Factory implements StageRunner.Factory, CaptionRunner.Factory, RunnerFactory.OnnxRuntime {
         @Override
         public StageRunner open(BundleLoader.Loaded bundle, Manifest.Artifact artifact, List<String> stages, int threads)
                 throws OrtException {

@@ -122,4 +122,11 @@ public final class BenchmarkOptions {
         if (value < min) problems.add(key + " " + value + " must be at least " + min);
         return value;
     }
+
+    /** Sets an engine's load options to the benchmark's precision and threads; returns them. */
+    public <T extends EngineOptions> T applyTo(T options) {
+        options.precision = precision;
+        options.threads = threads;
+        return options;
+    }
 }

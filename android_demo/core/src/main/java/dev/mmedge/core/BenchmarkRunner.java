@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Consumer;
 
 /**
  * What BenchmarkActivity does, without Android (android_demo/BENCHMARK.md): load the bundle
@@ -54,14 +55,8 @@ public final class BenchmarkRunner {
                             + m.name + " (task " + m.task + "): these queries are for another task", "benchmark queries");
                 }
             }
-            BenchQueries.Query first = queries.get(0);
-            t0 = clock.nanoTime();
-            engine.predict(first.argb, first.width, first.height, first.text, null, null);
-            double firstMs = (clock.nanoTime() - t0) / 1e6;
-            for (int i = 0; i < o.warmup; i++) {
-                BenchQueries.Query q = queries.get(i % queries.size());
-                engine.predict(q.argb, q.width, q.height, q.text, null, null);
-            }
+            double firstMs = firstAndWarmUp(queries, o.warmup, clock,
+                    q -> engine.predict(q.argb, q.width, q.height, q.text, null, null));
             peakPss = max(peakPss, memory.pssMb());
             Map<String, Controller.Setting> settings = Controller.standardPolicies(m);
             Map<String, Object> policies = new LinkedHashMap<>();
@@ -80,13 +75,7 @@ public final class BenchmarkRunner {
                 for (int r = 0; r < o.runs; r++) {
                     BenchQueries.Query q = queries.get(r % queries.size());
                     Engine.Prediction p = engine.predict(q.argb, q.width, q.height, q.text, s.policy, s.keepRatio);
-                    totals.add(p.timingsMs.get("total"));
-                    for (Map.Entry<String, Double> t : p.timingsMs.entrySet()) {
-                        if (t.getKey().equals("total")) continue;
-                        List<Double> list = stages.get(t.getKey());
-                        if (list == null) stages.put(t.getKey(), list = new ArrayList<>());
-                        list.add(t.getValue());
-                    }
+                    collectTimings(p.timingsMs, totals, stages);
                     if (r < firstPass) {
                         histogram[p.exitIndex]++;
                         exitSum += p.exitIndex;
@@ -101,56 +90,104 @@ public final class BenchmarkRunner {
                 row.put("exit_policy", s.policy.toJson());
                 row.put("keep_ratio", s.keepRatio);
                 row.put("latency", Stats.summarize(totals));
-                Map<String, Object> stageStats = new LinkedHashMap<>();
-                for (Map.Entry<String, List<Double>> e : stages.entrySet()) stageStats.put(e.getKey(), Stats.summarize(e.getValue()));
-                row.put("stages", stageStats);
+                row.put("stages", summarizeEach(stages));
                 row.put("throughput_qps", wallS > 0 ? totals.size() / wallS : 0.0);
                 row.put("accuracy", (double) correct / judged);
-                List<Object> hist = new ArrayList<>();
-                for (long h : histogram) hist.add(h);
-                row.put("exit_histogram", hist);
+                row.put("exit_histogram", histogramJson(histogram));
                 row.put("mean_exit", exitSum / firstPass);
                 row.put("kept_tokens", keptSum / firstPass);
                 policies.put(name, row);
             }
-            Object full = policies.get(Controller.FULL);
-            if (full != null) {
-                double fullP50 = (Double) Json.obj(Json.obj(full).get("latency")).get("p50_ms");
-                for (Object row : policies.values()) {
-                    double p50 = (Double) Json.obj(Json.obj(row).get("latency")).get("p50_ms");
-                    Json.obj(row).put("speedup_p50", p50 > 0 ? fullP50 / p50 : 0.0);
-                }
-            }
-            Map<String, Object> out = new LinkedHashMap<>();
-            out.put("schema_version", 1L);
-            out.put("backend", engine.backend());
-            out.put("precision", o.precision);
-            out.put("threads", (long) o.threads);
-            out.put("model", m.name);
-            out.put("task", m.task);
-            out.put("bundle", o.bundle);
-            out.put("artifact", engine.artifact.kind());
-            out.put("samples", (long) queries.size());
-            out.put("runs", (long) o.runs);
-            out.put("warmup", (long) o.warmup);
-            out.put("load_ms", loadMs);
-            out.put("first_inference_ms", firstMs);
-            double rss = memory.peakRssMb();
-            out.put("peak_rss_mb", Double.isNaN(rss) ? 0.0 : rss);
-            out.put("peak_pss_mb", Double.isNaN(peakPss) ? Json.NULL : peakPss);
-            out.put("thresholds", m.raw().get("thresholds"));
-            if (extra != null) out.putAll(extra);
-            out.put("policies", policies);
+            addSpeedups(policies);
+            Map<String, Object> out = resultHead(engine.backend(), o, m.name, m.task, engine.artifact.kind(), queries.size());
+            resultTail(out, loadMs, firstMs, memory, peakPss, m.raw().get("thresholds"), extra, policies);
             return out;
         } finally {
             engine.close();
         }
     }
 
-    private static double max(double a, double b) {
+    /** The larger of two measurements, NaN standing for none. */
+    static double max(double a, double b) {
         if (Double.isNaN(a)) return b;
         if (Double.isNaN(b)) return a;
         return Math.max(a, b);
+    }
+
+    // ------------------------------------------------------------------ shared with CaptionBenchmarkRunner
+    /** Runs the first query (timed: the first-inference time in ms, returned), then `warmup` queries cycling over them. */
+    static double firstAndWarmUp(List<BenchQueries.Query> queries, int warmup, Engine.Clock clock, Consumer<BenchQueries.Query> run) {
+        long t0 = clock.nanoTime();
+        run.accept(queries.get(0));
+        double firstMs = (clock.nanoTime() - t0) / 1e6;
+        for (int i = 0; i < warmup; i++) run.accept(queries.get(i % queries.size()));
+        return firstMs;
+    }
+
+    /** One query's timings: "total" to `totals`, each other entry (preprocess, a stage or graph) to its list in `parts`. */
+    static void collectTimings(Map<String, Double> timings, List<Double> totals, Map<String, List<Double>> parts) {
+        totals.add(timings.get("total"));
+        for (Map.Entry<String, Double> t : timings.entrySet()) {
+            if (t.getKey().equals("total")) continue;
+            List<Double> list = parts.get(t.getKey());
+            if (list == null) parts.put(t.getKey(), list = new ArrayList<>());
+            list.add(t.getValue());
+        }
+    }
+
+    /** Stats.summarize of each list, by name. */
+    static Map<String, Object> summarizeEach(Map<String, List<Double>> lists) {
+        Map<String, Object> out = new LinkedHashMap<>();
+        for (Map.Entry<String, List<Double>> e : lists.entrySet()) out.put(e.getKey(), Stats.summarize(e.getValue()));
+        return out;
+    }
+
+    /** An exit histogram as a JSON list. */
+    static List<Object> histogramJson(long[] histogram) {
+        List<Object> out = new ArrayList<>();
+        for (long h : histogram) out.add(h);
+        return out;
+    }
+
+    /** Each row's speedup_p50: the full-depth row's median latency over its own (when a full row was run). */
+    static void addSpeedups(Map<String, Object> rows) {
+        Object full = rows.get(Controller.FULL);
+        if (full == null) return;
+        double fullP50 = (Double) Json.obj(Json.obj(full).get("latency")).get("p50_ms");
+        for (Object row : rows.values()) {
+            double p50 = (Double) Json.obj(Json.obj(row).get("latency")).get("p50_ms");
+            Json.obj(row).put("speedup_p50", p50 > 0 ? fullP50 / p50 : 0.0);
+        }
+    }
+
+    /** The result's first fields: schema_version, backend, precision, threads, model, task, bundle, artifact, samples, runs, warmup. */
+    static Map<String, Object> resultHead(String backend, BenchmarkOptions o, String model, String task, String artifact, int samples) {
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("schema_version", 1L);
+        out.put("backend", backend);
+        out.put("precision", o.precision);
+        out.put("threads", (long) o.threads);
+        out.put("model", model);
+        out.put("task", task);
+        out.put("bundle", o.bundle);
+        out.put("artifact", artifact);
+        out.put("samples", (long) samples);
+        out.put("runs", (long) o.runs);
+        out.put("warmup", (long) o.warmup);
+        return out;
+    }
+
+    /** The result's last fields: load and first-inference times, memory, the manifest's thresholds, `extra`, the rows. */
+    static void resultTail(Map<String, Object> out, double loadMs, double firstMs, MemoryProbe memory, double peakPss,
+                           Object thresholds, Map<String, Object> extra, Map<String, Object> rows) {
+        out.put("load_ms", loadMs);
+        out.put("first_inference_ms", firstMs);
+        double rss = memory.peakRssMb();
+        out.put("peak_rss_mb", Double.isNaN(rss) ? 0.0 : rss);
+        out.put("peak_pss_mb", Double.isNaN(peakPss) ? Json.NULL : peakPss);
+        out.put("thresholds", thresholds);
+        if (extra != null) out.putAll(extra);
+        out.put("policies", rows);
     }
 
     /** Writes the result JSON (through a temporary file and a rename), then the empty `.done` file. */

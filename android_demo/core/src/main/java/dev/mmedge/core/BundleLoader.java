@@ -42,14 +42,15 @@ import java.util.TreeSet;
  *   <li>schema_version the JSON integer 1 ({@code schema-version}); a manifest with a kind is not a
  *       classifier bundle ({@code unsupported}; captioning bundles, kind "caption", load with
  *       {@link CaptionLoader} / CaptionEngine, which share steps 1-4 and 7-9); an adapted encoder's
- *       preparation (preprocessing.resize "pillow-bicubic", tokenizer.kind "bert-wordpiece") is
- *       ({@link Preprocessor#stretched}, {@link BertWordPieceTokenizer}) and is checked like any other,
- *       but not two images per query (preprocessing.num_images 2, NLVR2) nor head "match-score" (an
- *       image-text retrieval model): {@code unsupported};</li>
+ *       preparation (preprocessing.resize "pillow-bicubic", tokenizer.kind "bert-wordpiece"), two
+ *       images per query (preprocessing.num_images 2, NLVR2) and head "match-score" (an image-text
+ *       retrieval model) are implemented ({@link Preprocessor#stretched}, {@link BertWordPieceTokenizer},
+ *       {@link Engine}) and checked like any other manifest;</li>
  *   <li>the JSON Schema mmedge/bundle/manifest.schema.json ({@code schema}; {@code path} when every
  *       violation is of the schema's bundle-path rule);</li>
- *   <li>consistency (keep ratios, exits, stage inputs and outputs, shapes, artifacts, the fixed rules:
- *       {@code inconsistent}); then rollback, the release name and sequence the app asks for
+ *   <li>consistency (keep ratios, exits, stage inputs and outputs, shapes, artifacts, the fixed rules,
+ *       two images only with the adapted preparation and without modality_pruning or in_graph,
+ *       match-score only with task "match" and labels ["no", "yes"]: {@code inconsistent}); then rollback, the release name and sequence the app asks for
  *       ({@code rollback});</li>
  *   <li>paths: relative, normalised ({@code path}); named paths listed ({@code unlisted});</li>
  *   <li>nothing inside the bundle but manifest.json, manifest.sig, the listed files and the folders on
@@ -84,22 +85,37 @@ public final class BundleLoader {
 
     private static JsonSchema cachedSchema;
 
-    /** What a successful load gives. */
-    public static final class Loaded {
+    /**
+     * What a successful load of either kind of bundle gives (a classifier bundle's {@link Loaded}, a
+     * captioning bundle's {@link CaptionLoader.Loaded}, each with its typed manifest).
+     */
+    public abstract static class Checked<M> {
         public final Path root;
-        public final Manifest manifest;
+        /** The checked manifest, typed by its kind. */
+        public final M manifest;
         /** The exact bytes of manifest.json that were checked and parsed. */
         public final byte[] manifestBytes;
         public final WordTokenizer tokenizer;
         /** Verified bytes of the selected files, by bundle-relative path. */
         public final Map<String, byte[]> files;
+        /** The manifest's `files`: each listed path's size and SHA-256. */
+        final Map<String, Manifest.FileEntry> listedFiles;
 
-        Loaded(Path root, Manifest manifest, byte[] manifestBytes, WordTokenizer tokenizer, Map<String, byte[]> files) {
+        Checked(Path root, M manifest, Map<String, Manifest.FileEntry> listedFiles, byte[] manifestBytes, WordTokenizer tokenizer,
+                Map<String, byte[]> files) {
             this.root = root;
             this.manifest = manifest;
+            this.listedFiles = listedFiles;
             this.manifestBytes = manifestBytes;
             this.tokenizer = tokenizer;
             this.files = files;
+        }
+    }
+
+    /** What a successful load of a classifier bundle gives. */
+    public static final class Loaded extends Checked<Manifest> {
+        Loaded(Path root, Manifest manifest, byte[] manifestBytes, WordTokenizer tokenizer, Map<String, byte[]> files) {
+            super(root, manifest, manifest.files, manifestBytes, tokenizer, files);
         }
     }
 
@@ -134,19 +150,64 @@ public final class BundleLoader {
     // ------------------------------------------------------------------------------ schema
     /** The manifest schema from the classpath. */
     public static synchronized JsonSchema schema() {
-        if (cachedSchema == null) {
-            try (InputStream in = BundleLoader.class.getResourceAsStream(SCHEMA_RESOURCE)) {
-                if (in == null) {
-                    throw new IllegalStateException("manifest.schema.json is not on the classpath at " + SCHEMA_RESOURCE
-                            + "; the build copies it from mmedge/bundle/manifest.schema.json");
-                }
-                Object schema = Json.parse(IO.readAll(in, 1 << 22), 64);
-                cachedSchema = new JsonSchema(Json.obj(schema));
-            } catch (IOException | Json.ParseException exc) {
-                throw new IllegalStateException("cannot read the manifest schema: " + exc.getMessage(), exc);
-            }
-        }
+        if (cachedSchema == null) cachedSchema = readSchema(SCHEMA_RESOURCE, "mmedge/bundle/manifest.schema.json", "manifest schema");
         return cachedSchema;
+    }
+
+    /** A schema from the classpath at `resource`, where the build copies the repository's `source` file. */
+    static JsonSchema readSchema(String resource, String source, String what) {
+        try (InputStream in = BundleLoader.class.getResourceAsStream(resource)) {
+            if (in == null) {
+                throw new IllegalStateException(source.substring(source.lastIndexOf('/') + 1) + " is not on the classpath at "
+                        + resource + "; the build copies it from " + source);
+            }
+            return new JsonSchema(Json.obj(Json.parse(IO.readAll(in, 1 << 22), 64)));
+        } catch (IOException | Json.ParseException exc) {
+            throw new IllegalStateException("cannot read the " + what + ": " + exc.getMessage(), exc);
+        }
+    }
+
+    /**
+     * Step 5: the manifest validates against `schema` ({@code schema}; {@code path} when every
+     * violation is of the schema's bundle-path rule); `what` names the schema in the message.
+     */
+    static void checkSchema(JsonSchema schema, Map<String, Object> raw, String where, String what) {
+        JsonSchema.Violations violations = schema.violations(raw);
+        if (!violations.problems.isEmpty()) {
+            throw new BundleException(violations.pathRuleOnly ? BundleException.PATH : BundleException.SCHEMA, where
+                    + " does not match the " + what + " (export the bundle again with a matching mmedge):\n  "
+                    + join(violations.problems, 10));
+        }
+    }
+
+    /** Step 6's refusal ({@code inconsistent}) when there are problems. */
+    static void checkConsistent(List<String> problems, String where) {
+        if (!problems.isEmpty()) {
+            throw new BundleException(BundleException.INCONSISTENT, where + " is inconsistent:\n  " + join(problems, 10)
+                    + "\nThe manifest was edited or is corrupt: export the bundle again");
+        }
+    }
+
+    /** Step 10's input: the verified bytes of tokenizer.file ({@code tokenizer} when it is not a listed file). */
+    static byte[] tokenizerBytes(Map<String, byte[]> files, String tokenizerFile) {
+        byte[] bytes = files.get(tokenizerFile);
+        if (bytes == null) {
+            throw new BundleException(BundleException.TOKENIZER, "tokenizer.file '" + tokenizerFile
+                    + "' is not a listed file; export the bundle again");
+        }
+        return bytes;
+    }
+
+    /** A tokenizer file the tokenizer classes could not read is refused with code {@code tokenizer}. */
+    static BundleException tokenizerRefusal(BundleException exc) {
+        return exc.code().equals(BundleException.BUNDLE) ? exc.withCode(BundleException.TOKENIZER) : exc;
+    }
+
+    /** A manifest's release.sequence (what an app stores as its next minimum), or null when it has none. */
+    static Long releaseSequence(Map<String, Object> raw) {
+        Object release = raw.get("release");
+        Object sequence = release instanceof Map ? Json.obj(release).get("sequence") : null;
+        return Json.isInteger(sequence) ? Json.lng(sequence) : null;
     }
 
     // ------------------------------------------------------------------------------ steps 3-4
@@ -221,6 +282,7 @@ public final class BundleLoader {
         if (m.padId == m.unkId) problems.add("tokenizer pad_id and unk_id are the same id");
         problems.addAll(tokenizerKindProblems(m));
         problems.addAll(fixedRulesProblems(m));
+        problems.addAll(adaptedProblems(m));
         for (Manifest.Artifact a : m.artifacts) {
             List<String> missing = new ArrayList<>();
             for (String name : listed) if (!a.stages.containsKey(name)) missing.add(name);
@@ -284,6 +346,28 @@ public final class BundleLoader {
         return out;
     }
 
+    /**
+     * Two images per query are an adapted encoder's preparation only, without modality_pruning or
+     * in_graph sections; head "match-score" is a yes/no match: task "match", labels ["no", "yes"]
+     * (docs/bundle-format.md, "Two images, and a match score"; mmedge.bundle.manifest._adapted_problems).
+     */
+    static List<String> adaptedProblems(Manifest m) {
+        List<String> out = new ArrayList<>();
+        if (m.numImages != 1 && !Preprocessor.ADAPTED_RESIZE.equals(m.resize)) {
+            out.add("preprocessing.num_images " + m.numImages + " needs resize '" + Preprocessor.ADAPTED_RESIZE
+                    + "' (an adapted encoder's preparation)");
+        }
+        if (m.numImages != 1 && (m.raw().containsKey("modality_pruning") || m.raw().containsKey("in_graph"))) {
+            out.add("a bundle of two images per query has no modality_pruning or in_graph section");
+        }
+        if (Manifest.MATCH_SCORE.equals(m.head) && (!Manifest.MATCH_TASK.equals(m.task) || !Manifest.MATCH_LABELS.equals(m.labels))) {
+            out.add("head '" + Manifest.MATCH_SCORE + "' needs task 'match' and labels " + Manifest.MATCH_LABELS
+                    + " (logits [0, s]), not task " + repr(String.valueOf(m.task)) + " and labels "
+                    + shortText(String.valueOf(m.labels), 60));
+        }
+        return out;
+    }
+
     private static void fixed(List<String> out, String name, Object got, Object want) {
         if (!Json.equal(got, want)) {
             out.add(name + " is " + shortText(Json.write(got), 60) + "; format version 1 fixes it at " + Json.write(want));
@@ -298,6 +382,12 @@ public final class BundleLoader {
 
     private static String dims(long[] shape) {
         return Arrays.toString(shape);
+    }
+
+    /** Stage 0's pixel_values shape: [1, 3, S, S], or [1, I, 3, S, S] for I = preprocessing.num_images above 1. */
+    static long[] pixelShape(Manifest m) {
+        long s = m.imageSize;
+        return m.numImages == 1 ? new long[] {1, 3, s, s} : new long[] {1, m.numImages, 3, s, s};
     }
 
     /** A stage's declared inputs and outputs are what the runtime feeds and reads. */
@@ -317,10 +407,10 @@ public final class BundleLoader {
         }
         if (index == 0) {
             Manifest.TensorSpec pixels = entry.input("pixel_values");
-            long s = m.imageSize;
-            if (pixels != null && !Arrays.equals(pixels.shape, new long[] {1, 3, s, s})) {
-                out.add("stage " + repr(name) + " takes pixel_values " + dims(pixels.shape) + ", preprocessing gives [1, 3, "
-                        + s + ", " + s + "]");
+            long[] want = pixelShape(m);
+            if (pixels != null && !Arrays.equals(pixels.shape, want)) {
+                out.add("stage " + repr(name) + " takes pixel_values " + dims(pixels.shape) + ", preprocessing gives "
+                        + dims(want));
             }
             Manifest.TensorSpec ids = entry.input("input_ids");
             if (ids != null && !Arrays.equals(ids.shape, new long[] {1, m.maxLength})) {
@@ -918,22 +1008,11 @@ public final class BundleLoader {
                     + "(it reads classifier bundles, which have no kind, and captioning bundles, kind \"caption\"); "
                     + "update the app"));
         }
-        checkImplemented(raw, where);
         // step 5
-        JsonSchema.Violations violations = schema().violations(raw);
-        List<String> problems = violations.problems;
-        if (!problems.isEmpty()) {
-            throw new BundleException(violations.pathRuleOnly ? BundleException.PATH : BundleException.SCHEMA, where
-                    + " does not match the manifest schema (export the bundle again with a matching mmedge):\n  "
-                    + join(problems, 10));
-        }
+        checkSchema(schema(), raw, where, "manifest schema");
         // step 6
         Manifest manifest = new Manifest(raw);
-        problems = consistencyProblems(manifest);
-        if (!problems.isEmpty()) {
-            throw new BundleException(BundleException.INCONSISTENT, where + " is inconsistent:\n  " + join(problems, 10)
-                    + "\nThe manifest was edited or is corrupt: export the bundle again");
-        }
+        checkConsistent(consistencyProblems(manifest), where);
         checkRelease(raw, o);
         // steps 7 and 8
         checkPaths(root, manifest);
@@ -943,51 +1022,26 @@ public final class BundleLoader {
         keep.add(manifest.tokenizerFile);
         Map<String, byte[]> files = verifyFiles(root, manifest, keep);
         // step 10
-        byte[] tokenizerBytes = files.get(manifest.tokenizerFile);
-        if (tokenizerBytes == null) {
-            throw new BundleException(BundleException.TOKENIZER, "tokenizer.file '" + manifest.tokenizerFile
-                    + "' is not a listed file; export the bundle again");
-        }
+        byte[] tokenizerBytes = tokenizerBytes(files, manifest.tokenizerFile);
         WordTokenizer tokenizer;
         try {
             tokenizer = WordTokenizer.KIND_BERT_WORDPIECE.equals(manifest.tokenizerKind)
                     ? BertWordPieceTokenizer.fromBertJson(tokenizerBytes, manifest.maxLength)
                     : WordTokenizer.fromJson(tokenizerBytes, manifest.lowercase);
         } catch (BundleException exc) {
-            throw exc.code().equals(BundleException.BUNDLE) ? exc.withCode(BundleException.TOKENIZER) : exc;
+            throw tokenizerRefusal(exc);
         }
         checkTokenizer(tokenizer, manifest);
         return new Loaded(root, manifest, bytes, tokenizer, files);
     }
 
-    private static String join(List<String> problems, int max) {
+    /** At most `max` problems, one a line, each cut to 200 characters. */
+    static String join(List<String> problems, int max) {
         StringBuilder out = new StringBuilder();
         for (int i = 0; i < Math.min(max, problems.size()); i++) {
             if (i > 0) out.append("\n  ");
             out.append(shortText(problems.get(i), 200));
         }
         return out.toString();
-    }
-
-    /**
-     * Step 4, continued (docs/bundle-format.md, "Adapted encoders"): what an adapted encoder's bundle
-     * may state that this runtime does not implement, {@code unsupported}: two images per query
-     * (preprocessing.num_images 2, an NLVR2 model; {@link Engine} takes one image) and head
-     * "match-score" (an image-text retrieval model's match probability). Any other value is left to
-     * the schema, so that an invalid manifest gets the same code in every runtime.
-     */
-    static void checkImplemented(Map<String, Object> raw, String where) {
-        Object pre = raw.get("preprocessing");
-        Object images = pre instanceof Map ? ((Map<?, ?>) pre).get("num_images") : null;
-        if (images instanceof Number && ((Number) images).doubleValue() == 2.0) {
-            throw new BundleException(BundleException.UNSUPPORTED, where + " reads 2 images per query "
-                    + "(preprocessing.num_images 2: a two-image model such as NLVR2); this runtime implements one image "
-                    + "per query (run it with the Python runtime, mmedge.Engine: predict([left, right], text))");
-        }
-        if ("match-score".equals(raw.get("head"))) {
-            throw new BundleException(BundleException.UNSUPPORTED, where + " states head \"match-score\" (an "
-                    + "image-text match score), which this runtime does not implement (it reads softmax classifiers; "
-                    + "run it with the Python runtime, mmedge.Engine: Prediction.match_score)");
-        }
     }
 }

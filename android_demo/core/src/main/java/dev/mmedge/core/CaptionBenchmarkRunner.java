@@ -57,52 +57,22 @@ public final class CaptionBenchmarkRunner {
             CaptionManifest m = engine.manifest;
             List<BenchQueries.Query> images = source.images(m);
             if (images.isEmpty()) throw new ConfigException("no test images to caption", "benchmark queries");
-            BenchQueries.Query first = images.get(0);
-            t0 = clock.nanoTime();
-            engine.caption(first.argb, first.width, first.height, null);
-            double firstMs = (clock.nanoTime() - t0) / 1e6;
-            for (int i = 0; i < o.warmup; i++) {
-                BenchQueries.Query q = images.get(i % images.size());
-                engine.caption(q.argb, q.width, q.height, null);
-            }
-            peakPss = max(peakPss, memory.pssMb());
+            double firstMs = BenchmarkRunner.firstAndWarmUp(images, o.warmup, clock,
+                    q -> engine.caption(q.argb, q.width, q.height, null));
+            peakPss = BenchmarkRunner.max(peakPss, memory.pssMb());
             Map<String, Controller.Setting> settings = standardSettings(engine);
             Map<String, Object> rows = new LinkedHashMap<>();
             for (String name : o.policies) {
                 rows.put(name, setting(engine, settings.get(name), images, o.runs, clock));
-                peakPss = max(peakPss, memory.pssMb());
+                peakPss = BenchmarkRunner.max(peakPss, memory.pssMb());
             }
-            Object full = rows.get(Controller.FULL);
-            if (full != null) {
-                double fullP50 = (Double) Json.obj(Json.obj(full).get("latency")).get("p50_ms");
-                for (Object row : rows.values()) {
-                    double p50 = (Double) Json.obj(Json.obj(row).get("latency")).get("p50_ms");
-                    Json.obj(row).put("speedup_p50", p50 > 0 ? fullP50 / p50 : 0.0);
-                }
-            }
-            Map<String, Object> out = new LinkedHashMap<>();
-            out.put("schema_version", 1L);
-            out.put("backend", engine.backend());
-            out.put("precision", o.precision);
-            out.put("threads", (long) o.threads);
-            out.put("model", m.name);
-            out.put("task", "caption");
-            out.put("bundle", o.bundle);
-            out.put("artifact", engine.artifact.kind());
-            out.put("samples", (long) images.size());
-            out.put("runs", (long) o.runs);
-            out.put("warmup", (long) o.warmup);
+            BenchmarkRunner.addSpeedups(rows);
+            Map<String, Object> out = BenchmarkRunner.resultHead(engine.backend(), o, m.name, "caption", engine.artifact.kind(),
+                    images.size());
             out.put("beam", 1L);
             out.put("kv", engine.kv());
             out.put("exits", (long) m.numStages());
-            out.put("load_ms", loadMs);
-            out.put("first_inference_ms", firstMs);
-            double rss = memory.peakRssMb();
-            out.put("peak_rss_mb", Double.isNaN(rss) ? 0.0 : rss);
-            out.put("peak_pss_mb", Double.isNaN(peakPss) ? Json.NULL : peakPss);
-            out.put("thresholds", m.raw().get("thresholds"));
-            if (extra != null) out.putAll(extra);
-            out.put("policies", rows);
+            BenchmarkRunner.resultTail(out, loadMs, firstMs, memory, peakPss, m.raw().get("thresholds"), extra, rows);
             return out;
         } finally {
             engine.close();
@@ -126,13 +96,7 @@ public final class CaptionBenchmarkRunner {
         for (int r = 0; r < runs; r++) {
             BenchQueries.Query q = images.get(r % images.size());
             Caption c = engine.caption(q.argb, q.width, q.height, request);
-            totals.add(c.timingsMs.get("total"));
-            for (Map.Entry<String, Double> t : c.timingsMs.entrySet()) {
-                if (t.getKey().equals("total")) continue;
-                List<Double> list = graphs.get(t.getKey());
-                if (list == null) graphs.put(t.getKey(), list = new ArrayList<>());
-                list.add(t.getValue());
-            }
+            BenchmarkRunner.collectTimings(c.timingsMs, totals, graphs);
             if (r < firstPass) {
                 for (int e : c.exits) {
                     histogram[e]++;
@@ -155,24 +119,14 @@ public final class CaptionBenchmarkRunner {
         row.put("keep_ratio", s.keepRatio);
         Map<String, Object> latency = Stats.summarize(totals);
         row.put("latency", latency);
-        Map<String, Object> stages = new LinkedHashMap<>();
-        for (Map.Entry<String, List<Double>> e : graphs.entrySet()) stages.put(e.getKey(), Stats.summarize(e.getValue()));
-        row.put("stages", stages);
+        row.put("stages", BenchmarkRunner.summarizeEach(graphs));
         double p50 = (Double) latency.get("p50_ms");
         row.put("captions_per_s", p50 > 0 ? 1000.0 / p50 : 0.0);
         row.put("throughput_captions_per_s", wallS > 0 ? totals.size() / wallS : 0.0);
-        List<Object> hist = new ArrayList<>();
-        for (long h : histogram) hist.add(h);
-        row.put("exit_histogram", hist);
+        row.put("exit_histogram", BenchmarkRunner.histogramJson(histogram));
         row.put("mean_exit", ids > 0 ? exitSum / ids : 0.0);
         row.put("words", (double) ids / firstPass);
         row.put("captions", captions);
         return row;
-    }
-
-    private static double max(double a, double b) {
-        if (Double.isNaN(a)) return b;
-        if (Double.isNaN(b)) return a;
-        return Math.max(a, b);
     }
 }

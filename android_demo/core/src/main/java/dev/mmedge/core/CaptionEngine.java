@@ -5,10 +5,8 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
-import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 
 /**
  * Loads a captioning bundle ({@code "kind": "caption"}) with every check of the spec and captions
@@ -35,30 +33,15 @@ public final class CaptionEngine implements AutoCloseable {
     /** Captioning bundles normalise with mean and std 0.5 (format version 1 fixes it; the manifest has no preprocessing). */
     private static final double[] HALF = {0.5, 0.5, 0.5};
 
-    /** Load options. */
-    public static final class Options {
-        /** Artifact precision: fp32 or int8. */
-        public String precision = "fp32";
-        /** Artifact format (null: the factory's preference). */
-        public String format;
-        /** Default keep ratio (null: the manifest's thresholds.keep_ratio). */
-        public Double keepRatio;
-        /** Default exit policy (null: the manifest's thresholds). */
-        public Policy policy;
+    /** Load options (those both engines take: {@link EngineOptions}). */
+    public static final class Options extends EngineOptions {
         /** Default cache filling of a word that exits early: "copy" or "recompute" (null: thresholds.kv). */
         public String kv;
-        /** Runtime threads. */
-        public int threads = 1;
-        /** Run a grey image through every graph on load; refuse (code self-check) unless every output is right. */
-        public boolean selfCheck = true;
-        /** PEM SubjectPublicKeyInfo of the Ed25519 key the bundle must be signed with (null: no signature check). */
-        public byte[] verifyKey;
-        /** Rollback protection: the lowest release.sequence accepted (null: none). */
-        public Long minSequence;
-        /** The release.name the bundle must have (null: any). */
-        public String expectName;
-        /** Monotonic clock in nanoseconds (tests pass a fake one). */
-        public Engine.Clock clock = Engine.Clock.SYSTEM;
+
+        @Override
+        void ownProblems(List<String> out) {
+            if (kv != null && !KV_MODES.contains(kv)) out.add("kv '" + kv + "' unknown; choose one of " + KV_MODES);
+        }
     }
 
     /** What one caption is made with; null fields take the engine's defaults. */
@@ -112,62 +95,6 @@ public final class CaptionEngine implements AutoCloseable {
         return new Policy(kind, Math.min(1.0, threshold), th.patience, 0.0);
     }
 
-    private static List<String> checkOptions(Options o, CaptionRunner.Factory factory) {
-        List<String> problems = new ArrayList<>();
-        if (factory == null) problems.add("a CaptionRunner.Factory is needed (ONNX Runtime or ExecuTorch)");
-        if (!"fp32".equals(o.precision) && !"int8".equals(o.precision)) {
-            problems.add("precision '" + o.precision + "' unknown; choose fp32 or int8");
-        }
-        if (factory != null && o.format != null && !Arrays.asList(factory.formats()).contains(o.format)) {
-            problems.add("format '" + o.format + "' is not one " + factory.runtime() + " reads; choose one of "
-                    + Arrays.toString(factory.formats()));
-        }
-        if (o.threads < 1) problems.add("threads " + o.threads + " must be at least 1");
-        if (o.keepRatio != null && (o.keepRatio.isNaN() || o.keepRatio.isInfinite())) {
-            problems.add("keep ratio must be a number such as 0.5");
-        }
-        if (o.kv != null && !KV_MODES.contains(o.kv)) problems.add("kv '" + o.kv + "' unknown; choose one of " + KV_MODES);
-        if (o.clock == null) problems.add("clock must not be null");
-        problems.addAll(loaderOptions(o).problems());
-        return problems;
-    }
-
-    private static BundleLoader.Options loaderOptions(Options o) {
-        BundleLoader.Options out = new BundleLoader.Options();
-        out.verifyKeyPem = o.verifyKey;
-        out.minSequence = o.minSequence;
-        out.expectName = o.expectName;
-        return out;
-    }
-
-    /** The files of an artifact its runner opens: the program, the shared weights, every graph's file. */
-    static List<String> artifactFiles(CaptionManifest m, Manifest.Artifact a) {
-        Set<String> out = new LinkedHashSet<>();
-        if (a.file != null) out.add(a.file);
-        if (a.externalData != null) out.add(a.externalData);
-        for (String graph : m.graphs.keySet()) {
-            String f = a.stages.get(graph).file;
-            if (f != null) out.add(f);
-        }
-        return new ArrayList<>(out);
-    }
-
-    /** Step 11: an ONNX graph reads external data from the artifact's listed external_data only. */
-    static void checkExternalData(CaptionLoader.Loaded bundle, Manifest.Artifact artifact) {
-        if (!"onnx".equals(artifact.format)) return;
-        Set<String> seen = new LinkedHashSet<>();
-        for (String graph : bundle.manifest.graphs.keySet()) {
-            String file = artifact.stages.get(graph).file;
-            if (file == null || !seen.add(file)) continue;
-            byte[] bytes = bundle.files.get(file);
-            if (bytes == null) {
-                Manifest.FileEntry entry = bundle.manifest.files.get(file);
-                bytes = BundleLoader.readMember(bundle.root, file, entry == null ? 0 : entry.bytes);
-            }
-            OnnxExternalData.check(file, bytes, artifact.externalData);
-        }
-    }
-
     /**
      * Opens a captioning bundle: every loading check (the signature with options.verifyKey,
      * rollback with minSequence / expectName) before any graph file is used, the external data of
@@ -176,38 +103,23 @@ public final class CaptionEngine implements AutoCloseable {
      */
     public static CaptionEngine load(Path root, CaptionRunner.Factory factory, Options options) {
         Options o = options == null ? new Options() : options;
-        List<String> problems = checkOptions(o, factory);
-        if (!problems.isEmpty()) throw new ConfigException(problems, "arguments");
+        o.check(factory, "CaptionRunner.Factory");
         final Manifest.Artifact[] chosen = new Manifest.Artifact[1];
-        CaptionLoader.Loaded bundle = CaptionLoader.load(root, loaderOptions(o), m -> {
-            double ratio = o.keepRatio != null ? o.keepRatio : m.thresholds.keepRatio;
-            if (!m.hasRatio(ratio)) {
-                throw new ConfigException("keep ratio " + ratio + " was not exported; this bundle has " + m.keepRatios, "arguments");
-            }
-            chosen[0] = Engine.chooseArtifact(m.artifacts, factory.runtime(), factory.formats(), o.precision, o.format);
-            return factory.opensBytes() ? artifactFiles(m, chosen[0]) : Collections.<String>emptyList();
+        CaptionLoader.Loaded bundle = CaptionLoader.load(root, o.loaderOptions(), m -> {
+            double ratio = o.startRatio(m.thresholds);
+            if (!m.hasRatio(ratio)) throw new ConfigException(EngineOptions.notExported(ratio, m.keepRatios), "arguments");
+            chosen[0] = Engine.chooseArtifact(m.artifacts, factory, o);
+            // the runner opens the program, the shared weights and every graph's file
+            return factory.opensBytes() ? Engine.artifactFiles(chosen[0], m.graphs.keySet(), true) : Collections.<String>emptyList();
         });
         CaptionManifest m = bundle.manifest;
-        checkExternalData(bundle, chosen[0]);
-        CaptionRunner runner;
-        try {
-            runner = factory.open(bundle, chosen[0], new ArrayList<>(m.graphs.keySet()), o.threads);
-        } catch (MMEdgeException exc) {
-            throw exc;
-        } catch (Exception exc) {
-            throw new BundleException(BundleException.SELF_CHECK, root + ": " + factory.runtime() + " cannot open the "
-                    + chosen[0].kind() + " artifact (" + BundleLoader.shortText(String.valueOf(exc), 300)
-                    + "); export the bundle again", exc);
-        }
+        Engine.checkExternalData(bundle, chosen[0], m.graphs.keySet());
+        CaptionRunner runner = Engine.openRunner(root, factory, chosen[0],
+                () -> factory.open(bundle, chosen[0], new ArrayList<>(m.graphs.keySet()), o.threads));
         CaptionEngine engine = new CaptionEngine(bundle, chosen[0], runner,
-                o.policy != null ? o.policy : policyFromThresholds(m.thresholds),
-                o.keepRatio != null ? o.keepRatio : m.thresholds.keepRatio, o.kv != null ? o.kv : m.thresholds.kv, o.clock);
-        try {
-            if (o.selfCheck) engine.selfCheck();
-        } catch (RuntimeException exc) {
-            engine.close();
-            throw exc;
-        }
+                o.policy != null ? o.policy : policyFromThresholds(m.thresholds), o.startRatio(m.thresholds),
+                o.kv != null ? o.kv : m.thresholds.kv, o.clock);
+        o.runSelfCheck(engine::selfCheck, engine::close);
         return engine;
     }
 
@@ -232,9 +144,7 @@ public final class CaptionEngine implements AutoCloseable {
 
     /** The manifest's release.sequence (what an app stores as its next minimum), or null when it has none. */
     public Long releaseSequence() {
-        Object release = manifest.raw().get("release");
-        Object sequence = release instanceof Map ? Json.obj(release).get("sequence") : null;
-        return Json.isInteger(sequence) ? Json.lng(sequence) : null;
+        return BundleLoader.releaseSequence(manifest.raw());
     }
 
     public Policy policy() {
@@ -252,7 +162,7 @@ public final class CaptionEngine implements AutoCloseable {
 
     public void setKeepRatio(double ratio) {
         if (!manifest.hasRatio(ratio)) {
-            throw new ConfigException("keep ratio " + ratio + " was not exported; this bundle has " + manifest.keepRatios, "arguments");
+            throw new ConfigException(EngineOptions.notExported(ratio, manifest.keepRatios), "arguments");
         }
         this.keepRatio = ratio;
     }
@@ -313,7 +223,7 @@ public final class CaptionEngine implements AutoCloseable {
         double ratio = r.keepRatio != null ? r.keepRatio : keepRatio;
         String mode = r.kv != null ? r.kv : kv;
         int limit = r.maxLen != null ? r.maxLen : manifest.maxLen;
-        if (!manifest.hasRatio(ratio)) problems.add("keep ratio " + ratio + " was not exported; this bundle has " + manifest.keepRatios);
+        if (!manifest.hasRatio(ratio)) problems.add(EngineOptions.notExported(ratio, manifest.keepRatios));
         if (!KV_MODES.contains(mode)) problems.add("kv '" + mode + "' unknown; choose one of " + KV_MODES);
         if (r.beam < 1 || r.beam > MAX_BEAM) problems.add("beam " + r.beam + " must be an integer from 1 to " + MAX_BEAM);
         if (limit < 1 || limit > manifest.maxLen) {
@@ -426,8 +336,7 @@ public final class CaptionEngine implements AutoCloseable {
     }
 
     private void finite(String graph, String output, Tensor t) {
-        int bad = 0;
-        for (float v : t.floats()) if (Float.isNaN(v) || Float.isInfinite(v)) bad++;
+        int bad = Engine.nonFinite(t.floats());
         if (bad > 0) {
             throw new BundleException(BundleException.SELF_CHECK, root() + ": graph " + graph + " gives " + bad + " non-finite value"
                     + (bad == 1 ? "" : "s") + " (NaN or infinity) in " + output + " on a test image: its weights are corrupt; "

@@ -23,22 +23,10 @@ final class CaptionGraphs {
         this.clock = clock;
     }
 
-    /** One graph call, as CaptionRunner's encode / step / fill. */
-    private interface Call<T> {
-        T run() throws Exception;
-    }
-
-    private <T> T timed(String graph, Call<T> call) {
+    /** One graph call, as CaptionRunner's encode / step / fill, timed. */
+    private <T> T timed(String graph, Engine.BackendCall<T> call) {
         long t0 = clock.nanoTime();
-        T out;
-        try {
-            out = call.run();
-        } catch (MMEdgeException exc) {
-            throw exc;
-        } catch (Exception exc) {
-            throw new BackendException(runner.backend() + " failed on graph " + graph + " ("
-                    + BundleLoader.shortText(String.valueOf(exc), 300) + ")", exc);
-        }
+        T out = Engine.backendCall(runner.backend(), "graph " + graph, call);
         double ms = (clock.nanoTime() - t0) / 1e6;
         Double before = timings.get(graph);
         timings.put(graph, before == null ? ms : before + ms);

@@ -1,7 +1,5 @@
 package dev.mmedge.core;
 
-import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.Path;
 import java.util.Collection;
 import java.util.HashSet;
@@ -27,22 +25,10 @@ public final class CaptionLoader {
 
     private static JsonSchema cachedSchema;
 
-    /** What a successful load gives. */
-    public static final class Loaded {
-        public final Path root;
-        public final CaptionManifest manifest;
-        /** The exact bytes of manifest.json that were checked and parsed. */
-        public final byte[] manifestBytes;
-        public final WordTokenizer tokenizer;
-        /** Verified bytes of the selected files, by bundle-relative path. */
-        public final Map<String, byte[]> files;
-
+    /** What a successful load gives (root, manifest bytes, tokenizer and verified files: {@link BundleLoader.Checked}). */
+    public static final class Loaded extends BundleLoader.Checked<CaptionManifest> {
         Loaded(Path root, CaptionManifest manifest, byte[] manifestBytes, WordTokenizer tokenizer, Map<String, byte[]> files) {
-            this.root = root;
-            this.manifest = manifest;
-            this.manifestBytes = manifestBytes;
-            this.tokenizer = tokenizer;
-            this.files = files;
+            super(root, manifest, manifest.files, manifestBytes, tokenizer, files);
         }
     }
 
@@ -57,15 +43,8 @@ public final class CaptionLoader {
     /** The caption manifest schema from the classpath. */
     public static synchronized JsonSchema schema() {
         if (cachedSchema == null) {
-            try (InputStream in = CaptionLoader.class.getResourceAsStream(SCHEMA_RESOURCE)) {
-                if (in == null) {
-                    throw new IllegalStateException("caption_manifest.schema.json is not on the classpath at " + SCHEMA_RESOURCE
-                            + "; the build copies it from mmedge/caption/caption_manifest.schema.json");
-                }
-                cachedSchema = new JsonSchema(Json.obj(Json.parse(IO.readAll(in, 1 << 22), 64)));
-            } catch (IOException | Json.ParseException exc) {
-                throw new IllegalStateException("cannot read the caption manifest schema: " + exc.getMessage(), exc);
-            }
+            cachedSchema = BundleLoader.readSchema(SCHEMA_RESOURCE, "mmedge/caption/caption_manifest.schema.json",
+                    "caption manifest schema");
         }
         return cachedSchema;
     }
@@ -83,19 +62,10 @@ public final class CaptionLoader {
                     + "); load classifier bundles with Engine.load");
         }
         // step 5
-        JsonSchema.Violations violations = schema().violations(read.raw);
-        if (!violations.problems.isEmpty()) {
-            throw new BundleException(violations.pathRuleOnly ? BundleException.PATH : BundleException.SCHEMA, where
-                    + " does not match the caption manifest schema (export the bundle again with a matching mmedge):\n  "
-                    + join(violations.problems));
-        }
+        BundleLoader.checkSchema(schema(), read.raw, where, "caption manifest schema");
         // step 6, then the app's rollback rules
         CaptionManifest manifest = new CaptionManifest(read.raw);
-        List<String> problems = CaptionChecks.consistencyProblems(manifest);
-        if (!problems.isEmpty()) {
-            throw new BundleException(BundleException.INCONSISTENT, where + " is inconsistent:\n  " + join(problems)
-                    + "\nThe manifest was edited or is corrupt: export the bundle again");
-        }
+        BundleLoader.checkConsistent(CaptionChecks.consistencyProblems(manifest), where);
         BundleLoader.checkRelease(read.raw, o);
         // steps 7 and 8
         BundleLoader.checkPaths(root, manifest.files, manifest.namedPaths());
@@ -105,16 +75,12 @@ public final class CaptionLoader {
         keep.add(manifest.tokenizerFile);
         Map<String, byte[]> files = BundleLoader.verifyFiles(root, manifest.files, manifest.tokenizerFile, keep);
         // step 10
-        byte[] tokenizerBytes = files.get(manifest.tokenizerFile);
-        if (tokenizerBytes == null) {
-            throw new BundleException(BundleException.TOKENIZER, "tokenizer.file '" + manifest.tokenizerFile
-                    + "' is not a listed file; export the bundle again");
-        }
+        byte[] tokenizerBytes = BundleLoader.tokenizerBytes(files, manifest.tokenizerFile);
         WordTokenizer tokenizer;
         try {
             tokenizer = WordTokenizer.fromJson(tokenizerBytes, true);
         } catch (BundleException exc) {
-            throw exc.code().equals(BundleException.BUNDLE) ? exc.withCode(BundleException.TOKENIZER) : exc;
+            throw BundleLoader.tokenizerRefusal(exc);
         }
         checkTokenizer(tokenizer, manifest);
         return new Loaded(root, manifest, read.bytes, tokenizer, files);
@@ -136,14 +102,5 @@ public final class CaptionLoader {
             throw new BundleException(BundleException.TOKENIZER, "the bundle's tokenizer does not fit its manifest: "
                     + String.join("; ", problems) + "; export the bundle again", null, m.tokenizerFile, null);
         }
-    }
-
-    private static String join(List<String> problems) {
-        StringBuilder out = new StringBuilder();
-        for (int i = 0; i < Math.min(10, problems.size()); i++) {
-            if (i > 0) out.append("\n  ");
-            out.append(BundleLoader.shortText(problems.get(i), 200));
-        }
-        return out.toString();
     }
 }

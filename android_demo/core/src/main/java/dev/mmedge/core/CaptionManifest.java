@@ -45,24 +45,17 @@ public final class CaptionManifest {
         }
     }
 
-    /** {@code thresholds}: the calibrated defaults. */
-    public static final class Thresholds {
-        /** "confidence", "max_probability", "patience" or "full". */
-        public final String policy;
-        public final double confidence;
-        public final double maxProbability;
-        public final int patience;
-        public final double keepRatio;
+    /**
+     * {@code thresholds}: the calibrated defaults, a classifier's (policy: "confidence",
+     * "max_probability", "patience" or "full"; its thresholds, patience and keep ratio) and the kv mode.
+     */
+    public static final class Thresholds extends Manifest.Thresholds {
         /** "copy" or "recompute". */
         public final String kv;
         public final boolean calibrated;
 
         Thresholds(Map<String, Object> m) {
-            policy = (String) m.get("policy");
-            confidence = Json.num(m.get("confidence"));
-            maxProbability = Json.num(m.get("max_probability"));
-            patience = (int) Json.lng(m.get("patience"));
-            keepRatio = Json.num(m.get("keep_ratio"));
+            super(m);
             kv = (String) m.get("kv");
             calibrated = Boolean.TRUE.equals(m.get("calibrated"));
         }

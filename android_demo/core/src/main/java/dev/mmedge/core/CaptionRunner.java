@@ -108,17 +108,8 @@ public interface CaptionRunner extends Closeable {
         }
     }
 
-    /** Opens the runner for an artifact of a checked captioning bundle. */
-    interface Factory {
-        /** The manifest runtime this factory runs ("onnxruntime", "executorch"). */
-        String runtime();
-
-        /** Artifact formats it reads, most preferred first. */
-        String[] formats();
-
-        /** True when it opens files from their verified bytes (the loader then keeps them), as StageRunner.Factory. */
-        boolean opensBytes();
-
+    /** Opens the runner for an artifact of a checked captioning bundle (which artifact, and how: {@link RunnerFactory}). */
+    interface Factory extends RunnerFactory {
         /**
          * Opens the artifact's graphs. {@code bundle.files} holds the verified bytes of the artifact's
          * files (its graphs and external data) when opensBytes(); files are otherwise at

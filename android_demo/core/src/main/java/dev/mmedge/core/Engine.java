@@ -4,6 +4,7 @@ import java.nio.file.Path;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collection;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -21,43 +22,18 @@ import java.util.Set;
  *   Engine.Prediction p = engine.predict(argb, width, height, "what color is the circle ?", null, null);
  *   p.answer, p.exitIndex, p.keptVisualTokens, p.timingsMs
  * </pre>
+ *
+ * An adapted NLVR2 bundle ({@code preprocessing.num_images} 2, {@link #numImages}) takes two images
+ * per query, left then right: {@code predict(Arrays.asList(left, right), text, null, null)}, each an
+ * {@link ImageFiles.Decoded}; another count is an {@link ImageCountException}. An adapted retrieval
+ * bundle ({@code head} "match-score", {@link #head}) answers "yes" or "no" and gives the match
+ * probability as {@link Prediction#matchScore} (docs/bundle-format.md, "Two images, and a match score").
  */
 public final class Engine implements AutoCloseable {
     private static final int STAGE_TIMES = 64;
 
-    /** Load options. */
-    public static final class Options {
-        /** Artifact precision: fp32 or int8. */
-        public String precision = "fp32";
-        /** Artifact format (null: the factory's preference). */
-        public String format;
-        /** Default keep ratio (null: the manifest's thresholds.keep_ratio). */
-        public Double keepRatio;
-        /** Default exit policy (null: the manifest's thresholds). */
-        public Policy policy;
-        /** Runtime threads. */
-        public int threads = 1;
-        /**
-         * Run one grey query through every stage on load and refuse (code self-check) unless every
-         * output has the declared shape and type and finite values.
-         */
-        public boolean selfCheck = true;
-        /**
-         * PEM SubjectPublicKeyInfo of the Ed25519 key the bundle must be signed with (null: no
-         * signature check). An app that ships a key sets it: the signature is verified over the
-         * manifest's bytes before they are parsed.
-         */
-        public byte[] verifyKey;
-        /**
-         * Rollback protection: the lowest manifest release.sequence accepted (null: none). The app
-         * stores the highest sequence it has accepted (Engine.releaseSequence()) and passes it here
-         * next time; with a verification key, an older signed bundle is then refused.
-         */
-        public Long minSequence;
-        /** The manifest release.name the bundle must have (null: any). */
-        public String expectName;
-        /** Monotonic clock in nanoseconds (tests pass a fake one). */
-        public Clock clock = Clock.SYSTEM;
+    /** Load options (those both engines take: {@link EngineOptions}). */
+    public static final class Options extends EngineOptions {
         /** Receives warnings (a text truncated to max_length). */
         public Warnings warnings = Warnings.IGNORE;
     }
@@ -78,12 +54,26 @@ public final class Engine implements AutoCloseable {
 
     /** Stage-0 inputs and what they were made from. */
     public static final class Inputs {
+        /** The (first) image, prepared: for a two-image bundle the left one. */
         public final Preprocessor.Result image;
+        /** Every image of the query, prepared, in the order given. */
+        public final List<Preprocessor.Result> images;
+        /** pixel_values: float32 [1, 3, S, S], or the images' stacked [1, I, 3, S, S] for a bundle of I > 1 images. */
+        public final float[] pixelValues;
         public final WordTokenizer.Encoding text;
 
-        Inputs(Preprocessor.Result image, WordTokenizer.Encoding text) {
-            this.image = image;
+        Inputs(List<Preprocessor.Result> images, WordTokenizer.Encoding text) {
+            this.images = Collections.unmodifiableList(new ArrayList<>(images));
+            this.image = images.get(0);
             this.text = text;
+            if (images.size() == 1) {
+                this.pixelValues = image.pixelValues;
+            } else {
+                int plane = image.pixelValues.length;
+                float[] stacked = new float[plane * images.size()];
+                for (int i = 0; i < images.size(); i++) System.arraycopy(images.get(i).pixelValues, 0, stacked, i * plane, plane);
+                this.pixelValues = stacked;
+            }
         }
     }
 
@@ -99,14 +89,22 @@ public final class Engine implements AutoCloseable {
         public final int exitIndex;
         /** The layer after which it exits. */
         public final int exitLayer;
-        /** Row-major patch indices the prefilter kept, sorted ascending. */
+        /**
+         * Row-major patch indices the prefilter kept, sorted ascending; with two images, image i's
+         * patch j is i * N + j (N patches per image).
+         */
         public final int[] keptVisualTokens;
         public final double keepRatio;
         /** preprocess, each stage run, total: milliseconds, in that order. */
         public final Map<String, Double> timingsMs;
+        /**
+         * head "match-score": the match probability sigmoid(s) at the exit taken (the answer is "yes"
+         * when it exceeds 0.5); null for a softmax classifier.
+         */
+        public final Double matchScore;
 
         Prediction(String answer, int answerIndex, double confidence, double maxProbability, int exitIndex, int exitLayer,
-                   int[] keptVisualTokens, double keepRatio, Map<String, Double> timingsMs) {
+                   int[] keptVisualTokens, double keepRatio, Map<String, Double> timingsMs, Double matchScore) {
             this.answer = answer;
             this.answerIndex = answerIndex;
             this.confidence = confidence;
@@ -116,6 +114,7 @@ public final class Engine implements AutoCloseable {
             this.keptVisualTokens = keptVisualTokens;
             this.keepRatio = keepRatio;
             this.timingsMs = Collections.unmodifiableMap(timingsMs);
+            this.matchScore = matchScore;
         }
     }
 
@@ -125,14 +124,16 @@ public final class Engine implements AutoCloseable {
         public final double[] confidences;
         public final double[] maxProbabilities;
         public final float[][] logits;
-        /** kept_index as the model gives it (score order). */
+        /** kept_index as the model gives it (score order), one list: with two images, image i's patch j is i * N + j. */
         public final int[] keptIndex;
         /** The same, sorted ascending. */
         public final int[] keptVisualTokens;
         public final double[] stageMs;
+        /** head "match-score": each exit's match probability sigmoid(s); null for a softmax classifier. */
+        public final double[] matchScores;
 
         AllExits(int[] answers, double[] confidences, double[] maxProbabilities, float[][] logits, int[] keptIndex,
-                 double[] stageMs) {
+                 double[] stageMs, double[] matchScores) {
             this.answers = answers;
             this.confidences = confidences;
             this.maxProbabilities = maxProbabilities;
@@ -140,6 +141,7 @@ public final class Engine implements AutoCloseable {
             this.keptIndex = keptIndex;
             this.keptVisualTokens = sorted(keptIndex);
             this.stageMs = stageMs;
+            this.matchScores = matchScores;
         }
     }
 
@@ -149,6 +151,10 @@ public final class Engine implements AutoCloseable {
     public final WordTokenizer tokenizer;
     public final Preprocessor preprocessor;
     public final Manifest.Artifact artifact;
+    /** Images per query: preprocessing.num_images (2 for an adapted NLVR2 model), else 1. */
+    public final int numImages;
+    /** How the logits are read: {@link Manifest#SOFTMAX}, or {@link Manifest#MATCH_SCORE} (Prediction.matchScore). */
+    public final String head;
     private final StageRunner runner;
     private final Clock clock;
     private final Warnings warnings;
@@ -165,6 +171,8 @@ public final class Engine implements AutoCloseable {
         this.tokenizer = bundle.tokenizer;
         this.preprocessor = new Preprocessor(manifest);
         this.artifact = artifact;
+        this.numImages = manifest.numImages;
+        this.head = manifest.head;
         this.runner = runner;
         this.policy = policy;
         this.keepRatio = keepRatio;
@@ -173,36 +181,9 @@ public final class Engine implements AutoCloseable {
         for (Manifest.KeepRatio k : manifest.keepRatios) groups.put(k.keepRatio, k.stages);
     }
 
-    private static List<String> checkOptions(Options o, StageRunner.Factory factory) {
-        List<String> problems = new ArrayList<>();
-        if (factory == null) problems.add("a StageRunner.Factory is needed (ONNX Runtime or ExecuTorch)");
-        if (!"fp32".equals(o.precision) && !"int8".equals(o.precision)) {
-            problems.add("precision '" + o.precision + "' unknown; choose fp32 or int8");
-        }
-        if (factory != null && o.format != null && !Arrays.asList(factory.formats()).contains(o.format)) {
-            problems.add("format '" + o.format + "' is not one " + factory.runtime() + " reads; choose one of "
-                    + Arrays.toString(factory.formats()));
-        }
-        if (o.threads < 1) problems.add("threads " + o.threads + " must be at least 1");
-        if (o.keepRatio != null && (o.keepRatio.isNaN() || o.keepRatio.isInfinite())) {
-            problems.add("keep ratio must be a number such as 0.5");
-        }
-        if (o.clock == null) problems.add("clock must not be null");
-        problems.addAll(loaderOptions(o).problems());
-        return problems;
-    }
-
-    private static BundleLoader.Options loaderOptions(Options o) {
-        BundleLoader.Options out = new BundleLoader.Options();
-        out.verifyKeyPem = o.verifyKey;
-        out.minSequence = o.minSequence;
-        out.expectName = o.expectName;
-        return out;
-    }
-
     /** The artifact a factory runs for these options, or BundleException saying what the bundle has. */
-    static Manifest.Artifact chooseArtifact(Manifest m, StageRunner.Factory factory, Options o) {
-        return chooseArtifact(m.artifacts, factory.runtime(), factory.formats(), o.precision, o.format);
+    static Manifest.Artifact chooseArtifact(List<Manifest.Artifact> artifacts, RunnerFactory factory, EngineOptions o) {
+        return chooseArtifact(artifacts, factory.runtime(), factory.formats(), o.precision, o.format);
     }
 
     /**
@@ -224,24 +205,26 @@ public final class Engine implements AutoCloseable {
                 + " (or `mmedge bundle --runtime " + runtime + "`)");
     }
 
-    /** The files of an artifact that its runner opens. */
-    static List<String> artifactFiles(Manifest m, Manifest.Artifact a) {
+    /**
+     * The files of an artifact that its runner opens: its program file, with `externalData` its shared
+     * weights file (a captioning artifact's runner hands those bytes over), and each stage's (or graph's) file.
+     */
+    static List<String> artifactFiles(Manifest.Artifact a, Collection<String> stages, boolean externalData) {
         Set<String> out = new LinkedHashSet<>();
         if (a.file != null) out.add(a.file);
-        for (Manifest.KeepRatio k : m.keepRatios) {
-            for (String stage : k.stages) {
-                String f = a.stages.get(stage).file;
-                if (f != null) out.add(f);
-            }
+        if (externalData && a.externalData != null) out.add(a.externalData);
+        for (String stage : stages) {
+            String f = a.stages.get(stage).file;
+            if (f != null) out.add(f);
         }
         return new ArrayList<>(out);
     }
 
     /**
-     * An ONNX-format artifact's stage graphs read external data from the listed external_data file
-     * only (OnnxExternalData), checked on the bytes the runner opens, before it opens them.
+     * Step 11: an ONNX-format artifact's stage (or graph) files read external data from the listed
+     * external_data file only (OnnxExternalData), checked on the bytes the runner opens, before it opens them.
      */
-    static void checkExternalData(BundleLoader.Loaded bundle, Manifest.Artifact artifact, List<String> stages) {
+    static void checkExternalData(BundleLoader.Checked<?> bundle, Manifest.Artifact artifact, Collection<String> stages) {
         if (!"onnx".equals(artifact.format)) return; // ORT-format files and programs hold their own weights
         Set<String> seen = new LinkedHashSet<>();
         for (String stage : stages) {
@@ -249,10 +232,46 @@ public final class Engine implements AutoCloseable {
             if (file == null || !seen.add(file)) continue;
             byte[] bytes = bundle.files.get(file);
             if (bytes == null) {
-                Manifest.FileEntry entry = bundle.manifest.files.get(file);
+                Manifest.FileEntry entry = bundle.listedFiles.get(file);
                 bytes = BundleLoader.readMember(bundle.root, file, entry == null ? 0 : entry.bytes);
             }
             OnnxExternalData.check(file, bytes, artifact.externalData);
+        }
+    }
+
+    /** A call into a backend, which may throw the backend's own exceptions. */
+    interface BackendCall<R> {
+        R call() throws Exception;
+    }
+
+    /**
+     * Runs a stage or graph (`what`, e.g. "stage k16_stage0"); a backend's own error is a
+     * BackendException "BACKEND failed on WHAT (...)" (an MMEdgeException passes as it is).
+     */
+    static <R> R backendCall(String backend, String what, BackendCall<R> call) {
+        try {
+            return call.call();
+        } catch (MMEdgeException exc) {
+            throw exc;
+        } catch (Exception exc) {
+            throw new BackendException(backend + " failed on " + what + " (" + BundleLoader.shortText(String.valueOf(exc), 300) + ")",
+                    exc);
+        }
+    }
+
+    /**
+     * Step 12's opening: the runner `opener` gives; a backend's own error is a BundleException
+     * (self-check) naming the artifact (an MMEdgeException passes as it is).
+     */
+    static <R> R openRunner(Path root, RunnerFactory factory, Manifest.Artifact artifact, BackendCall<R> opener) {
+        try {
+            return opener.call();
+        } catch (MMEdgeException exc) {
+            throw exc;
+        } catch (Exception exc) {
+            throw new BundleException(BundleException.SELF_CHECK, root + ": " + factory.runtime() + " cannot open the "
+                    + artifact.kind() + " artifact (" + BundleLoader.shortText(String.valueOf(exc), 300)
+                    + "); export the bundle again", exc);
         }
     }
 
@@ -265,41 +284,30 @@ public final class Engine implements AutoCloseable {
      */
     public static Engine load(Path root, StageRunner.Factory factory, Options options) {
         Options o = options == null ? new Options() : options;
-        List<String> problems = checkOptions(o, factory);
-        if (!problems.isEmpty()) throw new ConfigException(problems, "arguments");
+        o.check(factory, "StageRunner.Factory");
         final Manifest.Artifact[] chosen = new Manifest.Artifact[1];
-        BundleLoader.Loaded bundle = BundleLoader.load(root, loaderOptions(o), m -> {
-            double ratio = o.keepRatio != null ? o.keepRatio : m.thresholds.keepRatio;
-            if (m.keepRatio(ratio) == null) {
-                throw new ConfigException("keep ratio " + ratio + " was not exported; this bundle has " + m.ratios(), "arguments");
-            }
-            chosen[0] = chooseArtifact(m, factory, o);
-            return factory.opensBytes() ? artifactFiles(m, chosen[0]) : Collections.<String>emptyList();
+        BundleLoader.Loaded bundle = BundleLoader.load(root, o.loaderOptions(), m -> {
+            double ratio = o.startRatio(m.thresholds);
+            if (m.keepRatio(ratio) == null) throw new ConfigException(EngineOptions.notExported(ratio, m.ratios()), "arguments");
+            chosen[0] = chooseArtifact(m.artifacts, factory, o);
+            return factory.opensBytes() ? artifactFiles(chosen[0], stageNames(m), false) : Collections.<String>emptyList();
         });
         Manifest m = bundle.manifest;
-        double ratio = o.keepRatio != null ? o.keepRatio : m.thresholds.keepRatio;
+        double ratio = o.startRatio(m.thresholds);
         Policy policy = o.policy != null ? o.policy : Policy.fromThresholds(m.thresholds);
+        List<String> stages = stageNames(m);
+        checkExternalData(bundle, chosen[0], stages);
+        StageRunner runner = openRunner(root, factory, chosen[0], () -> factory.open(bundle, chosen[0], stages, o.threads));
+        Engine engine = new Engine(bundle, chosen[0], runner, policy, ratio, o);
+        o.runSelfCheck(engine::selfCheck, engine::close);
+        return engine;
+    }
+
+    /** Every stage of every keep ratio, in the manifest's order. */
+    private static List<String> stageNames(Manifest m) {
         List<String> stages = new ArrayList<>();
         for (Manifest.KeepRatio k : m.keepRatios) stages.addAll(k.stages);
-        checkExternalData(bundle, chosen[0], stages);
-        StageRunner runner;
-        try {
-            runner = factory.open(bundle, chosen[0], stages, o.threads);
-        } catch (MMEdgeException exc) {
-            throw exc;
-        } catch (Exception exc) {
-            throw new BundleException(BundleException.SELF_CHECK, root + ": " + factory.runtime() + " cannot open the "
-                    + chosen[0].kind() + " artifact (" + BundleLoader.shortText(String.valueOf(exc), 300)
-                    + "); export the bundle again", exc);
-        }
-        Engine engine = new Engine(bundle, chosen[0], runner, policy, ratio, o);
-        try {
-            if (o.selfCheck) engine.selfCheck();
-        } catch (RuntimeException exc) {
-            engine.close();
-            throw exc;
-        }
-        return engine;
+        return stages;
     }
 
     public Path root() {
@@ -308,9 +316,7 @@ public final class Engine implements AutoCloseable {
 
     /** The manifest's release.sequence (what an app stores as its next minimum), or null when it has none. */
     public Long releaseSequence() {
-        Object release = manifest.raw().get("release");
-        Object sequence = release instanceof Map ? Json.obj(release).get("sequence") : null;
-        return Json.isInteger(sequence) ? Json.lng(sequence) : null;
+        return BundleLoader.releaseSequence(manifest.raw());
     }
 
     /** The manifest's release.name, or null when it has none. */
@@ -352,20 +358,43 @@ public final class Engine implements AutoCloseable {
      * resize "pillow-bicubic" / tokenizer kind "bert-wordpiece": spec "Adapted encoders").
      */
     public Inputs preprocess(int[] argb, int width, int height, String text) {
+        return preprocess(one(argb, width, height), text);
+    }
+
+    /**
+     * Stage-0 inputs for the query's images, {@link #numImages} of them in order (left, right for a
+     * two-image bundle: each prepared alone, stacked to [1, 2, 3, S, S]); ImageCountException for
+     * another count.
+     */
+    public Inputs preprocess(List<ImageFiles.Decoded> images, String text) {
+        checkCount(images);
         WordTokenizer.Encoding encoding = tokenizer.encode(text);
-        Preprocessor.Result image = preprocessor.run(argb, width, height);
+        List<Preprocessor.Result> prepared = new ArrayList<>();
+        for (ImageFiles.Decoded image : images) {
+            if (image == null) throw new ImageException("an image of the query is null; pass ARGB pixels with their size");
+            prepared.add(preprocessor.run(image.argb, image.width, image.height));
+        }
         if (encoding.truncated) {
             int room = tokenizer instanceof BertWordPieceTokenizer ? tokenizer.maxLength() - 2 : tokenizer.maxLength();
             warnings.warn("text has more than the model's " + room + " tokens: truncated to the first " + room);
         }
-        return new Inputs(image, encoding);
+        return new Inputs(prepared, encoding);
+    }
+
+    private static List<ImageFiles.Decoded> one(int[] argb, int width, int height) {
+        return Collections.singletonList(new ImageFiles.Decoded(argb, width, height));
+    }
+
+    /** The query's images must be {@link #numImages} (ImageCountException otherwise, as the Python Engine). */
+    private void checkCount(List<ImageFiles.Decoded> images) {
+        int got = images == null ? 0 : images.size();
+        if (got != numImages) throw new ImageCountException(numImages, got, root().toString());
     }
 
     private Map<String, Tensor> feeds(Inputs inputs) {
-        long s = preprocessor.size();
         long l = tokenizer.maxLength();
         Map<String, Tensor> out = new LinkedHashMap<>();
-        out.put("pixel_values", Tensor.float32(inputs.image.pixelValues, 1, 3, s, s));
+        out.put("pixel_values", Tensor.float32(inputs.pixelValues, BundleLoader.pixelShape(manifest)));
         out.put("input_ids", Tensor.int32(inputs.text.inputIds, 1, l));
         out.put("text_mask", Tensor.int32(inputs.text.textMask, 1, l));
         return out;
@@ -376,7 +405,7 @@ public final class Engine implements AutoCloseable {
     public List<String> stagesFor(double ratio) {
         List<String> names = groups.get(ratio);
         if (names == null) {
-            throw new ConfigException("keep ratio " + ratio + " was not exported; this bundle has " + manifest.ratios(), "arguments");
+            throw new ConfigException(EngineOptions.notExported(ratio, manifest.ratios()), "arguments");
         }
         return names;
     }
@@ -393,15 +422,7 @@ public final class Engine implements AutoCloseable {
 
     private Run run(String stage, Map<String, Tensor> feeds) {
         long t0 = clock.nanoTime();
-        Map<String, Tensor> out;
-        try {
-            out = runner.run(stage, feeds);
-        } catch (MMEdgeException exc) {
-            throw exc;
-        } catch (Exception exc) {
-            throw new BackendException(runner.backend() + " failed on stage " + stage + " ("
-                    + BundleLoader.shortText(String.valueOf(exc), 300) + ")", exc);
-        }
+        Map<String, Tensor> out = backendCall(runner.backend(), "stage " + stage, () -> runner.run(stage, feeds));
         double ms = (clock.nanoTime() - t0) / 1e6;
         Manifest.Stage spec = manifest.stages.get(stage);
         for (Manifest.TensorSpec t : spec.outputs) {
@@ -444,11 +465,39 @@ public final class Engine implements AutoCloseable {
         return runs;
     }
 
+    /** The self-check and warm-up query: a uniform grey image (value 128) for each of the bundle's images. */
     private Inputs grey() {
         int s = preprocessor.size();
         int[] argb = new int[s * s];
         Arrays.fill(argb, 0xff808080);
-        return preprocess(argb, s, s, "check");
+        return preprocess(Collections.nCopies(numImages, new ImageFiles.Decoded(argb, s, s)), "check");
+    }
+
+    /**
+     * Stage 0's kept_index ([1, k], or [I, k] for I images) as one list in model order; image i's patch
+     * j is i * N + j (N patches per image), as the Python Engine numbers them.
+     */
+    private int[] kept(Tensor keptIndex) {
+        int[] kept = keptIndex.ints().clone();
+        long[] shape = keptIndex.shape();
+        int rows = shape.length == 2 ? (int) shape[0] : 1;
+        int patches = manifest.patchesPerImage();
+        if (rows <= 1 || patches == 0) return kept;
+        int k = kept.length / rows;
+        for (int i = 0; i < kept.length; i++) kept[i] += (i / k) * patches;
+        return kept;
+    }
+
+    /**
+     * A match-score head's match probability: softmax(logits)[1] = sigmoid(s) for logits [0, s], in
+     * double precision as the Python Engine computes it, 1 / (1 + exp(logits[0] - logits[1])).
+     */
+    public static double matchProbability(float[] logits) {
+        return 1.0 / (1.0 + Math.exp((double) logits[0] - (double) logits[1]));
+    }
+
+    private Double matchScore(float[] logits) {
+        return Manifest.MATCH_SCORE.equals(head) ? matchProbability(logits) : null;
     }
 
     /** Runs every stage a few times so that latency budgets have measured stage times. */
@@ -466,8 +515,7 @@ public final class Engine implements AutoCloseable {
      */
     public void selfCheck() {
         Map<String, Tensor> feeds = feeds(grey());
-        int patch = manifest.patchSize();
-        int patches = patch > 0 ? (manifest.imageSize / patch) * (manifest.imageSize / patch) : 0;
+        int patches = manifest.patchesPerImage();
         for (Manifest.KeepRatio group : manifest.keepRatios) {
             List<Run> runs;
             try {
@@ -518,7 +566,8 @@ public final class Engine implements AutoCloseable {
         }
     }
 
-    private static int nonFinite(float[] values) {
+    /** How many values are NaN or infinite. */
+    static int nonFinite(float[] values) {
         int bad = 0;
         for (float v : values) if (Float.isNaN(v) || Float.isInfinite(v)) bad++;
         return bad;
@@ -526,6 +575,15 @@ public final class Engine implements AutoCloseable {
 
     /** Answers one question, stopping at the first exit the policy accepts (null: the engine's defaults). */
     public Prediction predict(int[] argb, int width, int height, String text, Policy policyArg, Double ratioArg) {
+        return predict(one(argb, width, height), text, policyArg, ratioArg);
+    }
+
+    /**
+     * Answers one query of {@link #numImages} images (a two-image bundle: left, right), stopping at the
+     * first exit the policy accepts (null: the engine's defaults); ImageCountException for another count.
+     */
+    public Prediction predict(List<ImageFiles.Decoded> images, String text, Policy policyArg, Double ratioArg) {
+        checkCount(images);
         Policy p = policyArg != null ? policyArg : policy;
         double ratio = ratioArg != null ? ratioArg : keepRatio;
         List<String> names = stagesFor(ratio);
@@ -538,19 +596,20 @@ public final class Engine implements AutoCloseable {
             }
         }
         long tStart = clock.nanoTime();
-        Map<String, Tensor> feeds = feeds(preprocess(argb, width, height, text));
+        Map<String, Tensor> feeds = feeds(preprocess(images, text));
         Map<String, Double> timings = new LinkedHashMap<>();
         timings.put("preprocess", (clock.nanoTime() - tStart) / 1e6);
         Controller.State state = new Controller.State();
         Map<String, Tensor> first = null;
         Map<String, Tensor> out = null;
+        float[] logits = null;
         for (int i = 0; i < names.size(); i++) {
             Run r = run(names.get(i), i == 0 ? feeds : next(out, first));
             out = r.out;
             if (first == null) first = out;
             timings.put(names.get(i), r.ms);
             state.elapsedMs += r.ms;
-            float[] logits = out.get("logits").floats();
+            logits = out.get("logits").floats();
             state.add(Controller.argmax(logits), out.get("confidence").floats()[0], Controller.softmaxMax(logits));
             Double next = i + 1 < names.size() ? stageMs(names.get(i + 1)) : null;
             if (Controller.shouldStop(p, state, names.size(), next)) break;
@@ -559,27 +618,35 @@ public final class Engine implements AutoCloseable {
         int exit = state.answers.size() - 1;
         int answer = state.answers.get(exit);
         return new Prediction(labels.get(answer), answer, state.confidences.get(exit), state.maxProbabilities.get(exit), exit,
-                manifest.exitLayers.get(exit), sorted(first.get("kept_index").ints()), ratio, timings);
+                manifest.exitLayers.get(exit), sorted(kept(first.get("kept_index"))), ratio, timings, matchScore(logits));
     }
 
     /** Full depth, every exit's outputs (conformance tests, calibration). */
     public AllExits allExits(int[] argb, int width, int height, String text, Double ratioArg) {
+        return allExits(one(argb, width, height), text, ratioArg);
+    }
+
+    /** Full depth, every exit's outputs for a query of {@link #numImages} images; ImageCountException for another count. */
+    public AllExits allExits(List<ImageFiles.Decoded> images, String text, Double ratioArg) {
+        checkCount(images);
         List<String> names = stagesFor(ratioArg != null ? ratioArg : keepRatio);
-        List<Run> runs = allStages(feeds(preprocess(argb, width, height, text)), names);
+        List<Run> runs = allStages(feeds(preprocess(images, text)), names);
         int n = runs.size();
         int[] answers = new int[n];
         double[] conf = new double[n];
         double[] maxp = new double[n];
         float[][] logits = new float[n][];
         double[] ms = new double[n];
+        double[] match = Manifest.MATCH_SCORE.equals(head) ? new double[n] : null;
         for (int i = 0; i < n; i++) {
             logits[i] = runs.get(i).out.get("logits").floats().clone();
             answers[i] = Controller.argmax(logits[i]);
             conf[i] = runs.get(i).out.get("confidence").floats()[0];
             maxp[i] = Controller.softmaxMax(logits[i]);
             ms[i] = runs.get(i).ms;
+            if (match != null) match[i] = matchProbability(logits[i]);
         }
-        return new AllExits(answers, conf, maxp, logits, runs.get(0).out.get("kept_index").ints().clone(), ms);
+        return new AllExits(answers, conf, maxp, logits, kept(runs.get(0).out.get("kept_index")), ms, match);
     }
 
     public List<Long> exitFlops(double ratio) {

@@ -1,6 +1,7 @@
 package dev.mmedge.core;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -13,6 +14,18 @@ import java.util.Map;
  * allows.
  */
 public final class Manifest {
+    /** head: the answer is labels[argmax] and max_probability the largest softmax probability (the default). */
+    public static final String SOFTMAX = "softmax";
+    /**
+     * head of an adapted image-text retrieval model: task "match", labels {@link #MATCH_LABELS}, logits
+     * [0, s]; the match probability is softmax(logits)[1] = sigmoid(s) ({@link Engine#matchProbability}).
+     */
+    public static final String MATCH_SCORE = "match-score";
+    /** The labels of a match-score bundle. */
+    public static final List<String> MATCH_LABELS = Collections.unmodifiableList(Arrays.asList("no", "yes"));
+    /** The task of a match-score bundle. */
+    public static final String MATCH_TASK = "match";
+
     /** One input or output of a stage. */
     public static final class TensorSpec {
         public final String name;
@@ -123,8 +136,8 @@ public final class Manifest {
         }
     }
 
-    /** `thresholds`. */
-    public static final class Thresholds {
+    /** `thresholds` (a captioning bundle's add kv: {@link CaptionManifest.Thresholds}). */
+    public static class Thresholds {
         public final String policy;
         public final double confidence;
         public final double maxProbability;
@@ -156,6 +169,8 @@ public final class Manifest {
     public final String task;
     public final List<String> labels = new ArrayList<>();
     public final List<Integer> exitLayers = new ArrayList<>();
+    /** head: {@link #SOFTMAX} (also when absent) or {@link #MATCH_SCORE}. */
+    public final String head;
     public final Map<String, Object> modelConfig;
     // preprocessing
     public final int imageSize;
@@ -166,6 +181,11 @@ public final class Manifest {
     public final int[] padColor = new int[3];
     /** preprocessing.resize: "pillow-bilinear" (format 1, or a sentence in older bundles) or "pillow-bicubic". */
     public final String resize;
+    /**
+     * preprocessing.num_images: images per query (1 when absent; 2 for an adapted NLVR2 model, whose
+     * stage 0 takes pixel_values [1, 2, 3, S, S]).
+     */
+    public final int numImages;
     // tokenizer
     public final String tokenizerFile;
     public final int maxLength;
@@ -196,11 +216,16 @@ public final class Manifest {
         task = (String) m.get("task");
         for (Object l : Json.arr(m.get("labels"))) labels.add((String) l);
         for (Object e : Json.arr(m.get("exit_layers"))) exitLayers.add((int) Json.lng(e));
+        Object headValue = m.get("head");
+        head = headValue == null ? SOFTMAX : headValue instanceof String ? (String) headValue : Json.write(headValue);
         modelConfig = Json.obj(Json.obj(m.get("model")).get("config"));
         Map<String, Object> pre = Json.obj(m.get("preprocessing"));
         imageSize = (int) Json.lng(pre.get("image_size"));
         scale = Json.num(pre.get("scale"));
         resize = (String) pre.get("resize");
+        Object images = pre.get("num_images");
+        numImages = Json.isInteger(images) && Json.num(images) >= 1 && Json.num(images) <= Integer.MAX_VALUE
+                ? (int) Json.lng(images) : 1;
         Object pad = pre.get("pad_color");
         for (int c = 0; c < 3; c++) {
             mean[c] = Json.num(Json.arr(pre.get("mean")).get(c));
@@ -261,6 +286,12 @@ public final class Manifest {
         double best = 0;
         for (KeepRatio k : keepRatios) best = Math.max(best, k.keepRatio);
         return best;
+    }
+
+    /** Patches per image, (image_size / patch_size)^2, or 0 when model.config has no positive patch_size. */
+    public int patchesPerImage() {
+        int patch = patchSize();
+        return patch > 0 ? (imageSize / patch) * (imageSize / patch) : 0;
     }
 
     /** model.config.patch_size when it is a positive integer, else 0. */

@@ -19,21 +19,8 @@ public interface StageRunner extends Closeable {
     @Override
     void close();
 
-    /** Opens the runner for an artifact of a checked bundle. */
-    interface Factory {
-        /** The manifest runtime this factory runs ("onnxruntime", "executorch"). */
-        String runtime();
-
-        /** Artifact formats it reads, most preferred first (e.g. "ort", "onnx"; "pte"). */
-        String[] formats();
-
-        /**
-         * True when it opens files from their verified bytes (the loader then keeps them); false
-         * when the backend can only open a path (ExecuTorch's Module.load), which opens the
-         * file again after it was hashed.
-         */
-        boolean opensBytes();
-
+    /** Opens the runner for an artifact of a checked bundle (which artifact, and how: {@link RunnerFactory}). */
+    interface Factory extends RunnerFactory {
         /**
          * Opens the artifact's stages. `bundle.files` holds the verified bytes of the artifact's
          * files when opensBytes(); files are otherwise at bundle.root.resolve(path).

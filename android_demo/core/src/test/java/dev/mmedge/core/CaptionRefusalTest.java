@@ -5,6 +5,7 @@ import static org.junit.Assert.assertNull;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
+import dev.mmedge.core.testing.BundleCopy;
 import dev.mmedge.core.testing.CaptionVectors;
 import dev.mmedge.core.testing.Golden;
 import dev.mmedge.core.testing.NegativeVectors;
@@ -34,7 +35,7 @@ import org.junit.Test;
 public class CaptionRefusalTest {
     private static Path pristine;
     private static Map<String, Object> replay;
-    private Path tmp;
+    private BundleCopy copy;
     private Path dir;
     private String original;
 
@@ -51,29 +52,21 @@ public class CaptionRefusalTest {
 
     @Before
     public void copy() throws IOException {
-        tmp = Files.createTempDirectory("mmedge-caption-codes-");
-        dir = tmp.resolve(pristine.getFileName().toString());
-        NegativeVectors.copyBase(pristine, dir);
-        original = new String(Files.readAllBytes(dir.resolve("manifest.json")), StandardCharsets.UTF_8);
+        copy = BundleCopy.of(pristine, "mmedge-caption-codes-");
+        dir = copy.dir;
+        original = copy.original;
     }
 
     @After
     public void remove() throws IOException {
-        NegativeVectors.removeTree(tmp);
+        copy.close();
     }
 
     private BundleException refused(String code, CaptionEngine.Options o) {
         ReplayCaptionRunner.Factory f = new ReplayCaptionRunner.Factory(replay, false, false);
-        try {
-            CaptionEngine.load(dir, f, o).close();
-            fail("loaded; expected a refusal with code " + code);
-            return null;
-        } catch (BundleException exc) {
-            assertEquals("code of '" + exc.getMessage() + "'", code, exc.code());
-            assertTrue(exc.getMessage().length() < 1200);
-            assertNull("no graph was opened", f.last);
-            return exc;
-        }
+        BundleException exc = BundleCopy.refused(code, () -> CaptionEngine.load(dir, f, o).close());
+        assertNull("no graph was opened", f.last);
+        return exc;
     }
 
     private BundleException refused(String code) {
@@ -81,9 +74,7 @@ public class CaptionRefusalTest {
     }
 
     private void edit(Consumer<Map<String, Object>> change) throws Exception {
-        Map<String, Object> m = Json.obj(Json.parse(original, 64));
-        change.accept(m);
-        Files.write(dir.resolve("manifest.json"), Json.write(m, 1).getBytes(StandardCharsets.UTF_8));
+        copy.edit(change);
     }
 
     private static Map<String, Object> at(Map<String, Object> m, String... path) {

@@ -4,6 +4,7 @@ import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
+import dev.mmedge.core.testing.BundleCopy;
 import dev.mmedge.core.testing.Golden;
 import dev.mmedge.core.testing.NegativeVectors;
 import dev.mmedge.core.testing.ReplayStageRunner;
@@ -32,21 +33,22 @@ import org.junit.Test;
  * bundles, the self-check on values (NaN, infinity) and shapes, and ONNX external data.
  */
 public class RefusalCodesTest {
+    private BundleCopy copy;
     private Path tmp;
     private Path dir;
     private String original;
 
     @Before
     public void copy() throws IOException {
-        tmp = Files.createTempDirectory("mmedge-codes-");
-        dir = tmp.resolve("bundle.mmedge");
-        NegativeVectors.copyBase(Golden.bundle(), dir);
-        original = new String(Files.readAllBytes(dir.resolve("manifest.json")), StandardCharsets.UTF_8);
+        copy = BundleCopy.of(Golden.bundle(), "mmedge-codes-");
+        tmp = copy.tmp;
+        dir = copy.dir;
+        original = copy.original;
     }
 
     @After
     public void remove() throws IOException {
-        NegativeVectors.removeTree(tmp);
+        copy.close();
     }
 
     private static ReplayStageRunner.Factory factory() {
@@ -58,15 +60,7 @@ public class RefusalCodesTest {
     }
 
     private BundleException refused(String code, StageRunner.Factory f, Engine.Options o) {
-        try {
-            Engine.load(dir, f, o).close();
-            fail("loaded; expected a refusal with code " + code);
-            return null;
-        } catch (BundleException exc) {
-            assertEquals("code of '" + exc.getMessage() + "'", code, exc.code());
-            assertTrue(exc.getMessage().length() < 1200);
-            return exc;
-        }
+        return BundleCopy.refused(code, () -> Engine.load(dir, f, o).close());
     }
 
     private BundleException refused(String code, Engine.Options o) {
@@ -81,9 +75,7 @@ public class RefusalCodesTest {
     }
 
     private void edit(Consumer<Map<String, Object>> change) throws Exception {
-        Map<String, Object> m = Json.obj(Json.parse(original, 64));
-        change.accept(m);
-        Files.write(dir.resolve("manifest.json"), Json.write(m, 1).getBytes(StandardCharsets.UTF_8));
+        copy.edit(change);
     }
 
     private void mkfifo(Path path) throws Exception {
@@ -520,33 +512,60 @@ public class RefusalCodesTest {
         refused(BundleException.INCONSISTENT, factory(), new Engine.Options());
     }
 
+    /** The manifest's preprocessing switched to an adapted encoder's (stretch, bicubic, no pad_color) for `images` images. */
+    private static void adaptedPreparation(Map<String, Object> m, long images) {
+        Map<String, Object> pre = Json.obj(m.get("preprocessing"));
+        pre.put("resize", "pillow-bicubic");
+        pre.put("fit", "stretch");
+        pre.put("num_images", images);
+        pre.remove("pad_color");
+    }
+
     /**
      * Two images per query (an adapted NLVR2 model, preprocessing.num_images 2) and head "match-score"
-     * (an adapted retrieval model) are not implemented here: refused at step 4 (unsupported), before
-     * the schema; values no runtime reads are the schema's, and an explicit head "softmax" loads.
+     * (an adapted retrieval model) are implemented, so they are checked for consistency (step 6,
+     * inconsistent) like the rest of the manifest: two images only with the adapted preparation, a
+     * stage 0 taking [1, 2, 3, S, S] and no modality_pruning or in_graph section; match-score only
+     * with task "match" and labels ["no", "yes"]. Values no runtime reads are the schema's, and an
+     * explicit head "softmax" or num_images 1 loads. Here on the shipped one-image VQA bundle; the
+     * NLVR2 and retrieval bundles' own edits are in AdaptedVectorsTest.
      */
     @Test
-    public void twoImagesAndMatchScoreAreRefusedAsUnsupported() throws Exception {
+    public void twoImagesAndMatchScoreAreCheckedForConsistency() throws Exception {
+        // a one-image bundle stating two images: format 1's preparation, and its stage 0 takes one image
+        edit(m -> Json.obj(m.get("preprocessing")).put("num_images", 2L));
+        String message = refused(BundleException.INCONSISTENT).getMessage();
+        assertTrue(message, message.contains("preprocessing.num_images 2 needs resize 'pillow-bicubic'"));
+        assertTrue(message, message.contains("preprocessing gives [1, 2, 3, 96, 96]"));
+        // with the adapted preparation, only the stage-0 shape is wrong
         edit(m -> {
-            Map<String, Object> pre = Json.obj(m.get("preprocessing"));
-            pre.put("resize", "pillow-bicubic");
-            pre.put("fit", "stretch");
-            pre.put("num_images", 2L);
-            pre.remove("pad_color");
+            adaptedPreparation(m, 2);
             m.put("task", "verify");
         });
-        assertTrue(refused(BundleException.UNSUPPORTED).getMessage().contains("2 images per query"));
+        message = refused(BundleException.INCONSISTENT).getMessage();
+        assertTrue(message, message.contains("takes pixel_values [1, 3, 96, 96], preprocessing gives [1, 2, 3, 96, 96]"));
+        assertTrue(message, !message.contains("needs resize"));
+        // match-score on a six-label VQA bundle, and with task match and labels [no, yes] over six logits
+        edit(m -> m.put("head", "match-score"));
+        message = refused(BundleException.INCONSISTENT).getMessage();
+        assertTrue(message, message.contains("head 'match-score' needs task 'match' and labels [no, yes]"));
         edit(m -> {
             m.put("head", "match-score");
             m.put("task", "match");
             m.put("labels", Arrays.<Object>asList("no", "yes"));
         });
-        assertTrue(refused(BundleException.UNSUPPORTED).getMessage().contains("match-score"));
+        message = refused(BundleException.INCONSISTENT).getMessage();
+        assertTrue(message, message.contains("logits for 2 labels") && !message.contains("needs task"));
         edit(m -> Json.obj(m.get("preprocessing")).put("num_images", 3L));
         refused(BundleException.SCHEMA);
         edit(m -> m.put("head", "sigmoid"));
         refused(BundleException.SCHEMA);
         edit(m -> m.put("head", "softmax"));
+        try (Engine e = load(new Engine.Options())) {
+            assertEquals(Manifest.SOFTMAX, e.head);
+            assertEquals(1, e.numImages);
+        }
+        edit(m -> Json.obj(m.get("preprocessing")).put("num_images", 1L));
         load(new Engine.Options()).close();
     }
 
@@ -560,13 +579,7 @@ public class RefusalCodesTest {
     public void adaptedEncoderRulesAreCheckedNotRefusedAsUnsupported() throws Exception {
         edit(m -> Json.obj(m.get("preprocessing")).put("resize", "pillow-bicubic"));
         assertTrue(refused(BundleException.SCHEMA).getMessage().contains("fit"));
-        edit(m -> {
-            Map<String, Object> pre = Json.obj(m.get("preprocessing"));
-            pre.put("resize", "pillow-bicubic");
-            pre.put("fit", "stretch");
-            pre.put("num_images", 1L);
-            pre.remove("pad_color");
-        });
+        edit(m -> adaptedPreparation(m, 1));
         try (Engine engine = Engine.load(dir, new ReplayStageRunner.Factory(Golden.queries(), false), new Engine.Options())) {
             assertTrue(engine.preprocessor.stretches());
             int[] argb = new int[90 * 40];

@@ -6,6 +6,7 @@ import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
 import dev.mmedge.core.testing.Golden;
+import dev.mmedge.core.testing.NegativeVectors;
 import dev.mmedge.core.testing.ReplayStageRunner;
 
 import java.io.IOException;
@@ -55,21 +56,7 @@ public class TamperTest {
 
     @After
     public void remove() throws IOException {
-        List<Path> all = new ArrayList<>();
-        Files.walkFileTree(tmp, new SimpleFileVisitor<Path>() {
-            @Override
-            public FileVisitResult visitFile(Path f, BasicFileAttributes a) {
-                all.add(f);
-                return FileVisitResult.CONTINUE;
-            }
-
-            @Override
-            public FileVisitResult postVisitDirectory(Path d, IOException e) {
-                all.add(d);
-                return FileVisitResult.CONTINUE;
-            }
-        });
-        for (Path p : all) Files.deleteIfExists(p);
+        NegativeVectors.removeTree(tmp);
     }
 
     private ReplayStageRunner.Factory factory() {

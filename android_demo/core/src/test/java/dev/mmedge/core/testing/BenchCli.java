@@ -63,22 +63,14 @@ public final class BenchCli {
                 Map<String, Object> replay = CaptionVectors.replay();
                 List<BenchQueries.Query> images = new java.util.ArrayList<>();
                 for (BenchQueries.Query q : CaptionVectors.benchImages()) if (q.answer != null) images.add(q); // the scenes: with references
-                CaptionBenchmarkRunner.EngineLoader loader = o -> {
-                    CaptionEngine.Options co = new CaptionEngine.Options();
-                    co.precision = o.precision;
-                    co.threads = o.threads;
-                    return CaptionEngine.load(Paths.get(o.bundle), new ReplayCaptionRunner.Factory(replay), co);
-                };
+                CaptionBenchmarkRunner.EngineLoader loader = o -> CaptionEngine.load(Paths.get(o.bundle),
+                        new ReplayCaptionRunner.Factory(replay), o.applyTo(new CaptionEngine.Options()));
                 out = CaptionBenchmarkRunner.run(options, loader, m -> images, MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
             } else {
                 Map<String, Object> doc = Golden.json(golden.resolve("queries.json"));
                 List<BenchQueries.Query> queries = Golden.answeredQueries(golden);
-                BenchmarkRunner.EngineLoader loader = o -> {
-                    Engine.Options eo = new Engine.Options();
-                    eo.precision = o.precision;
-                    eo.threads = o.threads;
-                    return Engine.load(Paths.get(o.bundle), new ReplayStageRunner.Factory(doc), eo);
-                };
+                BenchmarkRunner.EngineLoader loader = o -> Engine.load(Paths.get(o.bundle), new ReplayStageRunner.Factory(doc),
+                        o.applyTo(new Engine.Options()));
                 out = BenchmarkRunner.run(options, loader, m -> queries, MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
             }
             BenchmarkRunner.writeResult((String) result, out);

@@ -201,10 +201,7 @@ public final class ReplayCaptionRunner implements CaptionRunner {
     }
 
     /** The factory: runs the "onnxruntime" onnx artifact (from its verified bytes) by replaying replay.json. */
-    public static final class Factory implements CaptionRunner.Factory {
-        private final Map<String, Object> replay;
-        private final boolean sameManifest;
-        private final boolean nanOutputs;
+    public static final class Factory extends ReplayFactory implements CaptionRunner.Factory {
         public ReplayCaptionRunner last;
         /** The files the last runner was given the verified bytes of. */
         public final List<String> openedFiles = new ArrayList<>();
@@ -215,40 +212,21 @@ public final class ReplayCaptionRunner implements CaptionRunner {
 
         /** sameManifest false: an edited copy of the bundle (refusal tests); nanOutputs: every float output NaN. */
         public Factory(Map<String, Object> replay, boolean sameManifest, boolean nanOutputs) {
-            this.replay = replay;
-            this.sameManifest = sameManifest;
-            this.nanOutputs = nanOutputs;
-        }
-
-        @Override
-        public String runtime() {
-            return "onnxruntime";
-        }
-
-        @Override
-        public String[] formats() {
-            return new String[] {"ort", "onnx"};
-        }
-
-        @Override
-        public boolean opensBytes() {
-            return true;
+            super(replay, sameManifest, nanOutputs);
         }
 
         @Override
         public CaptionRunner open(CaptionLoader.Loaded bundle, Manifest.Artifact artifact, List<String> graphs, int threads) {
-            if (sameManifest && !IO.sha256Hex(bundle.manifestBytes).equals(replay.get("manifest_sha256"))) {
-                throw new IllegalStateException("replay.json was recorded from another manifest: run python scripts/make_caption_replay.py");
-            }
+            checkManifest(bundle.manifestBytes, "replay.json was recorded from another manifest: run python scripts/make_caption_replay.py");
             openedFiles.clear();
             List<String> files = new ArrayList<>();
             for (String graph : graphs) files.add(artifact.stages.get(graph).file);
             if (artifact.externalData != null) files.add(artifact.externalData);
             for (String file : files) {
-                if (bundle.files.get(file) == null) throw new IllegalStateException("no verified bytes of " + file);
+                requireVerified(bundle.files, file);
                 openedFiles.add(file);
             }
-            last = new ReplayCaptionRunner(bundle.manifest, replay, nanOutputs);
+            last = new ReplayCaptionRunner(bundle.manifest, recording, nanOutputs);
             return last;
         }
     }

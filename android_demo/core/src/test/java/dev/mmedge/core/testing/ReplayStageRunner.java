@@ -18,8 +18,10 @@ import java.util.Set;
 
 /**
  * A StageRunner that replays the stage outputs the Python runtime recorded in
- * tests/vectors/golden/queries.json (every exit's logits and confidence and the kept tokens, per
- * keep ratio), so that stage chaining is tested on the JVM without ONNX Runtime.
+ * tests/vectors/golden/queries.json or tests/vectors/adapted/queries*.json (every exit's logits and
+ * confidence and the kept tokens, per keep ratio), so that stage chaining is tested on the JVM
+ * without ONNX Runtime. A two-image bundle's recordings give the SHA-256 of the stacked
+ * pixel_values [1, 2, 3, S, S] and every image's kept patches in one list (see keptIndex).
  *
  * <p>It is strict about its inputs: stage 0 finds its recording by the SHA-256 of the float32
  * pixel_values and the input_ids it is given (so wrong preprocessing or tokenisation finds none
@@ -158,20 +160,39 @@ public final class ReplayStageRunner implements StageRunner {
         out.put("confidence", Tensor.float32(confidence, stage.output("confidence").shape));
         if (stage.stage == 0) {
             out.put("attention_mask", attentionMask);
-            Manifest.TensorSpec spec = stage.output("kept_index");
-            int kept = (int) spec.shape[spec.shape.length - 1];
-            int[] index = new int[kept];
-            if (recording != null) {
-                List<Object> k = Json.arr(recording.get("kept_index"));
-                if (k.size() != kept) throw new IllegalStateException("recorded " + k.size() + " kept tokens, manifest " + kept);
-                // recorded ascending; give them back in a different (score-like) order: the engine must sort
-                for (int i = 0; i < kept; i++) index[i] = (int) Json.lng(k.get(kept - 1 - i));
-            } else {
-                for (int i = 0; i < kept; i++) index[i] = i;
-            }
-            out.put("kept_index", Tensor.int32(index, spec.shape));
+            out.put("kept_index", keptIndex(stage.output("kept_index"), recording));
         }
         return out;
+    }
+
+    /**
+     * Stage 0's kept_index, [1, k] or [I, k] for a bundle of I images per query: each image's own
+     * patch indices 0..N-1. The recording lists every image's kept patches in one ascending list,
+     * image i's patch j as i * N + j; row i is rebuilt from the entries i * N .. (i + 1) * N - 1 less
+     * i * N. Each row is given back in another (score-like) order: the engine must sort, and number
+     * image i's patches i * N + j again. The grey query keeps patches 0..k-1 of each image.
+     */
+    private Tensor keptIndex(Manifest.TensorSpec spec, Map<String, Object> recording) {
+        int kept = (int) spec.shape[spec.shape.length - 1];
+        int rows = spec.shape.length == 2 ? (int) spec.shape[0] : 1;
+        int patches = manifest.patchesPerImage();
+        int[] index = new int[rows * kept];
+        if (recording == null) {
+            for (int i = 0; i < index.length; i++) index[i] = i % kept;
+            return Tensor.int32(index, spec.shape);
+        }
+        List<Object> recorded = Json.arr(recording.get("kept_index"));
+        if (recorded.size() != rows * kept) {
+            throw new IllegalStateException("recorded " + recorded.size() + " kept tokens, the manifest " + rows + " x " + kept);
+        }
+        int[] filled = new int[rows];
+        for (Object o : recorded) {
+            int v = (int) Json.lng(o);
+            int row = rows == 1 ? 0 : v / patches;
+            if (row >= rows || filled[row] == kept) throw new IllegalStateException("recorded kept index " + v + " is not image-wise");
+            index[row * kept + kept - 1 - filled[row]++] = v - row * (rows == 1 ? 0 : patches);
+        }
+        return Tensor.int32(index, spec.shape);
     }
 
     /** The golden file's keep-ratio keys are Python's float repr ("1.0", "0.25"). */
@@ -185,10 +206,7 @@ public final class ReplayStageRunner implements StageRunner {
     }
 
     /** The factory: runs "onnxruntime" onnx artifacts (from their verified bytes) by replaying queries.json. */
-    public static final class Factory implements StageRunner.Factory {
-        private final Map<String, Object> golden;
-        private final boolean sameManifest;
-        private final boolean nanOutputs;
+    public static final class Factory extends ReplayFactory implements StageRunner.Factory {
         public ReplayStageRunner last;
 
         public Factory(Map<String, Object> golden) {
@@ -202,37 +220,16 @@ public final class ReplayStageRunner implements StageRunner {
 
         /** nanOutputs: every float output NaN (a backend running weights full of NaN). */
         public Factory(Map<String, Object> golden, boolean sameManifest, boolean nanOutputs) {
-            this.golden = golden;
-            this.sameManifest = sameManifest;
-            this.nanOutputs = nanOutputs;
-        }
-
-        @Override
-        public String runtime() {
-            return "onnxruntime";
-        }
-
-        @Override
-        public String[] formats() {
-            return new String[] {"ort", "onnx"};
-        }
-
-        @Override
-        public boolean opensBytes() {
-            return true;
+            super(golden, sameManifest, nanOutputs);
         }
 
         @Override
         public StageRunner open(BundleLoader.Loaded bundle, Manifest.Artifact artifact, List<String> stages, int threads) {
-            String manifestSha = IO.sha256Hex(bundle.manifestBytes);
-            if (sameManifest && !manifestSha.equals(golden.get("manifest_sha256"))) {
-                throw new IllegalStateException("the recordings were made from another manifest");
-            }
-            ReplayStageRunner runner = new ReplayStageRunner(bundle.manifest, golden, nanOutputs);
+            checkManifest(bundle.manifestBytes, "the recordings were made from another manifest");
+            ReplayStageRunner runner = new ReplayStageRunner(bundle.manifest, recording, nanOutputs);
             for (String stage : stages) {
                 String file = artifact.stages.get(stage).file;
-                byte[] bytes = bundle.files.get(file);
-                if (bytes == null) throw new IllegalStateException("stage " + stage + ": no verified bytes of " + file);
+                requireVerified(bundle.files, file);
                 runner.openedFiles.add(file);
             }
             last = runner;
