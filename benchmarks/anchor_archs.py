@@ -1,8 +1,11 @@
-"""Standard vision architectures, shapes only (random weights), for the phone-latency anchors.
+"""Standard architectures, shapes only (random weights), for the phone-latency anchors.
 
-torchvision is not installed here, so each family is written out in a few lines. Only the layer
-shapes matter: the cost model counts FLOPs and bytes per node of the exported ONNX graph. Each
-builder follows the definition the published latency was measured on (named in `ARCHS`).
+torchvision, torchaudio and torchsr are not installed here, so each vision / audio family is written
+out in a few lines; the transformers (MobileBERT, Whisper-tiny's encoder, Moonshine-tiny's encoder)
+come from the installed transformers' configuration classes, whose defaults are those checkpoints'
+shapes. Only the layer shapes matter: the cost model counts FLOPs and bytes per node of the exported
+ONNX graph. Each builder follows the definition the published latency was measured on (named in
+`ARCHS`).
 """
 
 from __future__ import annotations
@@ -151,10 +154,11 @@ def efficientnet(width: float = 1.0, depth: float = 1.0, lite: bool = False) -> 
 
 # ------------------------------------------------------------------ ResNet (Caffe definition)
 class _Bottleneck(nn.Module):
-    def __init__(self, cin, mid, s):
+    def __init__(self, cin, mid, s, caffe: bool = True):
         super().__init__()
-        # the Caffe ResNet-50 (ncnn's resnet50.param) strides the first 1x1, not the 3x3
-        self.body = nn.Sequential(_cbr(cin, mid, 1, s, act=nn.ReLU), _cbr(mid, mid, 3, act=nn.ReLU),
+        # the Caffe ResNet-50 (ncnn's resnet50.param) strides the first 1x1; torchvision's ("v1.5") the 3x3
+        s1, s3 = (s, 1) if caffe else (1, s)
+        self.body = nn.Sequential(_cbr(cin, mid, 1, s1, act=nn.ReLU), _cbr(mid, mid, 3, s3, act=nn.ReLU),
                                   _cbr(mid, mid * 4, 1, act=None))
         self.short = _cbr(cin, mid * 4, 1, s, act=None) if s != 1 or cin != mid * 4 else nn.Identity()
 
@@ -172,7 +176,9 @@ class _Basic(nn.Module):
         return torch.relu(self.body(x) + self.short(x))
 
 
-def resnet(depth: int = 50) -> nn.Module:
+def resnet(depth: int = 50, caffe: bool = True) -> nn.Module:
+    """ResNet-18 / -50; `caffe` picks where a downsampling bottleneck strides (the 1x1, else the 3x3
+    as torchvision's resnet50, which ExecuTorch's examples/models/resnet exports)."""
     reps = {18: [2, 2, 2, 2], 50: [3, 4, 6, 3]}[depth]
     layers: list[nn.Module] = [_cbr(3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
     cin = 64
@@ -180,7 +186,7 @@ def resnet(depth: int = 50) -> nn.Module:
         for j in range(n):
             s = 2 if j == 0 and i > 0 else 1
             if depth == 50:
-                layers.append(_Bottleneck(cin, w, s))
+                layers.append(_Bottleneck(cin, w, s, caffe))
                 cin = w * 4
             else:
                 layers.append(_Basic(cin, w, s))
@@ -242,7 +248,175 @@ class ViT(nn.Module):
         return self.head(self.norm(self.blocks(x))[:, 0])
 
 
-# name -> (builder, input size); the name is what published_latencies.json's "arch" refers to
+# ------------------------------------------------------------------ Wav2Letter (torchaudio)
+def wav2letter(num_classes: int = 4096) -> nn.Module:
+    """torchaudio.models.Wav2Letter(num_classes, input_type="waveform", num_features=1): a strided
+    waveform convolution, then the acoustic model (Collobert et al. 2016), log-softmax over classes."""
+    def conv(cin, cout, k, s=1, p=0):
+        return [nn.Conv1d(cin, cout, k, s, p), nn.ReLU()]
+
+    layers = conv(1, 250, 250, 160, 45) + conv(250, 250, 48, 2, 23)
+    for _ in range(7):
+        layers += conv(250, 250, 7, 1, 3)
+    layers += conv(250, 2000, 32, 1, 16) + conv(2000, 2000, 1) + conv(2000, num_classes, 1)
+
+    class _W2L(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.acoustic_model = nn.Sequential(*layers)
+
+        def forward(self, x):  # (B, 1, samples) -> (B, classes, frames)
+            return torch.log_softmax(self.acoustic_model(x), dim=1)
+
+    return _W2L()
+
+
+# ------------------------------------------------------------------ EDSR (torchsr edsr_r16f64)
+class _ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def edsr(blocks: int = 16, feats: int = 64, scale: int = 2) -> nn.Module:
+    """torchsr.models.edsr_r16f64(scale): mean shift, head conv, 16 residual blocks (no batch norm),
+    body conv + skip, sub-pixel upsampler (conv to feats * scale^2, PixelShuffle), tail conv."""
+    class _EDSR(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sub_mean, self.add_mean = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+            self.head = nn.Conv2d(3, feats, 3, padding=1)
+            self.body = nn.Sequential(*[_ResBlock(feats) for _ in range(blocks)], nn.Conv2d(feats, feats, 3, padding=1))
+            self.tail = nn.Sequential(nn.Conv2d(feats, feats * scale * scale, 3, padding=1), nn.PixelShuffle(scale),
+                                      nn.Conv2d(feats, 3, 3, padding=1))
+
+        def forward(self, x):
+            x = self.head(self.sub_mean(x))
+            return self.add_mean(self.tail(x + self.body(x)))
+
+    return _EDSR()
+
+
+# ------------------------------------------------------------------ CRAFT (text detector)
+def craft() -> nn.Module:
+    """CRAFT (Baek et al. 2019; clovaai/CRAFT-pytorch, the detector EasyOCR ships): VGG16-BN to conv5
+    plus a dilated fc6/fc7 slice, a U-Net of four upconv blocks, a 5-conv head to 2 score maps (at
+    half the input resolution)."""
+    import torch.nn.functional as F
+
+    def cbr(cin, cout, k=3, p=1, d=1):
+        return [nn.Conv2d(cin, cout, k, padding=p, dilation=d), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    def vgg(plan, cin):
+        layers = []
+        for v in plan:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += cbr(cin, v)
+                cin = v
+        return nn.Sequential(*layers)
+
+    class _Up(nn.Module):
+        def __init__(self, cin, mid, cout):
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv2d(cin + mid, mid, 1), nn.BatchNorm2d(mid), nn.ReLU(),
+                                      nn.Conv2d(mid, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+        def forward(self, x):
+            return self.conv(x)
+
+    class _CRAFT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s1 = vgg([64, 64, "M", 128, 128], 3)                           # /2, 128
+            self.s2 = vgg(["M", 256, 256, 256], 128)                            # /4, 256 (conv3_1-3)
+            self.s3 = vgg(["M", 512, 512, 512], 256)                            # /8, 512 (conv4_1-3)
+            self.s4 = vgg(["M", 512, 512], 512)                                 # /16, 512 (no conv5_3)
+            self.s5 = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(512, 1024, 3, padding=6, dilation=6),
+                                    nn.Conv2d(1024, 1024, 1))                   # /16, 1024
+            self.up1, self.up2 = _Up(1024, 512, 256), _Up(512, 256, 128)
+            self.up3, self.up4 = _Up(256, 128, 64), _Up(128, 64, 32)
+            self.cls = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+                                     nn.ReLU(), nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1),
+                                     nn.ReLU(), nn.Conv2d(16, 2, 1))
+
+        def forward(self, x):
+            f1 = self.s1(x)
+            f2 = self.s2(f1)
+            f3 = self.s3(f2)
+            f4 = self.s4(f3)
+            y = self.up1(torch.cat([self.s5(f4), f4], 1))
+            y = F.interpolate(y, size=f3.shape[2:], mode="bilinear", align_corners=False)
+            y = self.up2(torch.cat([y, f3], 1))
+            y = F.interpolate(y, size=f2.shape[2:], mode="bilinear", align_corners=False)
+            y = self.up3(torch.cat([y, f2], 1))
+            y = F.interpolate(y, size=f1.shape[2:], mode="bilinear", align_corners=False)
+            return self.cls(self.up4(torch.cat([y, f1], 1)))
+
+    return _CRAFT()
+
+
+# ------------------------------------------------------------------ transformers checkpoints' shapes
+class _LastHidden(nn.Module):
+    """A transformers module returning its last hidden state only (one ONNX output)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x, return_dict=False)[0]
+
+
+def mobilebert() -> nn.Module:
+    """transformers.MobileBertModel with MobileBertConfig's defaults (google/mobilebert-uncased: 24
+    layers, hidden 512, bottleneck 128, 4 stacked FFNs), as ExecuTorch's examples/models/mobilebert."""
+    from transformers import MobileBertConfig, MobileBertModel
+
+    return _LastHidden(MobileBertModel(MobileBertConfig(attn_implementation="eager"), add_pooling_layer=True))
+
+
+def whisper_tiny_encoder() -> nn.Module:
+    """Whisper-tiny's encoder (openai/whisper-tiny: d_model 384, 4 layers, 6 heads, FFN 1536, 80 mel
+    bins, 30 s = 3000 frames -> 1500 positions)."""
+    from transformers import WhisperConfig, WhisperModel
+
+    config = WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
+                           decoder_layers=4, decoder_attention_heads=6, decoder_ffn_dim=1536, num_mel_bins=80,
+                           attn_implementation="eager")
+    return _LastHidden(WhisperModel(config).get_encoder())
+
+
+def moonshine_tiny_encoder() -> nn.Module:
+    """Moonshine-tiny's encoder with its convolutional front end on raw 16 kHz audio (MoonshineConfig's
+    defaults are UsefulSensors/moonshine-tiny: hidden 288, 6 encoder layers, 8 heads)."""
+    from transformers import MoonshineConfig, MoonshineModel
+    from transformers.models.moonshine import modeling_moonshine as mm
+
+    def rotary(q, k, cos, sin, unsqueeze_dim=1):
+        """mm.apply_rotary_pos_emb with repeat_interleave written as expand + flatten, which the
+        TorchScript ONNX exporter handles (the same elementwise work)."""
+        def interleave(t):
+            t = t.unsqueeze(unsqueeze_dim)[..., : t.shape[-1] // 2]
+            return t.unsqueeze(-1).expand(*t.shape, 2).flatten(-2)
+
+        cos, sin = interleave(cos), interleave(sin)
+        d = cos.shape[-1]
+        q_embed = torch.cat([q[..., :d] * cos + mm.rotate_half(q[..., :d]) * sin, q[..., d:]], dim=-1)
+        k_embed = torch.cat([k[..., :d] * cos + mm.rotate_half(k[..., :d]) * sin, k[..., d:]], dim=-1)
+        return q_embed, k_embed
+
+    mm.apply_rotary_pos_emb = rotary
+    return _LastHidden(MoonshineModel(MoonshineConfig(attn_implementation="eager")).get_encoder())
+
+
+# name -> (builder, input): an int is a square RGB image's side (batch 1); a string names the input of a
+# non-image architecture, whose example tensors INPUTS gives. The name is what published_latencies.json's
+# "arch" refers to, and its "input" equals the second element.
 ARCHS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     **{f"mobilenet_v1_{a}_{r}": (lambda a=a: mobilenet_v1(float(a)), r)
        for a in ("1.0", "0.75", "0.5", "0.25") for r in (128, 160, 192, 224)},
@@ -259,7 +433,32 @@ ARCHS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "efficientnet_lite4_300": (lambda: efficientnet(1.4, 1.8, lite=True), 300),
     "resnet18_224": (lambda: resnet(18), 224),
     "resnet50_caffe_224": (lambda: resnet(50), 224),
+    "resnet50_224": (lambda: resnet(50, caffe=False), 224),
     "squeezenet_1.1_227": (squeezenet_1_1, 227),
     "vit_b_32_384": (lambda: ViT(384, 32, 768, 12, 12, 3072), 384),
     "deit_tiny_224": (lambda: ViT(224, 16, 192, 12, 3, 768), 224),
+    "vit_b_16_224": (lambda: ViT(224, 16, 768, 12, 12, 3072), 224),
+    "efficientnet_lite2_224": (lambda: efficientnet(1.1, 1.2, lite=True), 224),
+    "edsr_r16f64_x2_224": (edsr, 224),
+    "craft_800": (craft, 800),
+    "wav2letter_10x700": (wav2letter, "waveform 10x1x700"),
+    "mobilebert_8": (mobilebert, "input_ids 1x8"),
+    "whisper_tiny_encoder_30s": (whisper_tiny_encoder, "log-mel 1x80x3000"),
+    **{f"moonshine_tiny_encoder_{t}s": (moonshine_tiny_encoder, f"audio 1x{16000 * t}") for t in (5, 10, 30)},
 }
+
+# example inputs of the non-image architectures (batch as the source ran it)
+INPUTS: dict[str, Callable[[], tuple[torch.Tensor, ...]]] = {
+    "wav2letter_10x700": lambda: (torch.randn(10, 1, 700),),
+    "mobilebert_8": lambda: (torch.randint(0, 30522, (1, 8)),),
+    "whisper_tiny_encoder_30s": lambda: (torch.randn(1, 80, 3000),),
+    **{f"moonshine_tiny_encoder_{t}s": (lambda t=t: (torch.randn(1, 16000 * t),)) for t in (5, 10, 30)},
+}
+
+
+def example_inputs(arch: str) -> tuple[torch.Tensor, ...]:
+    """The tensors `arch` is exported with: INPUTS', else one (1, 3, side, side) image."""
+    if arch in INPUTS:
+        return INPUTS[arch]()
+    side = ARCHS[arch][1]
+    return (torch.randn(1, 3, side, side),)
