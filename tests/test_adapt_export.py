@@ -1,5 +1,5 @@
 """A folder written by `mmedge adapt` through the toolchain: `mmedge eval`, `mmedge export` (ONNX fp32
-and int8, ExecuTorch fp32; parity-checked) and the Python Engine, whose full-depth outputs equal
+and int8, ExecuTorch fp32 and int8; parity-checked) and the Python Engine, whose full-depth outputs equal
 transformers' own forward, for VQA, NLVR2 (two images per query) and retrieval (a match score);
 `mmedge calibrate` and `mmedge bench --device host` on its bundle; `mmedge demo` and `mmedge probe`
 refuse the folder and say what to use. Tiny ViLTs made with save_pretrained (tests/test_adapt.py),
@@ -48,11 +48,13 @@ def made(tmp_path_factory):
     recipe.write_text(json.dumps(SMALL))
     assert main(["export", "--model", str(folder), "--out", str(root / "onnx.mmedge"), "--target", "onnx",
                  "--quantize", "int8", "--recipe", str(recipe)]) == 0
-    # ExecuTorch lowering is the slow part: one stage (exit after the last layer) at both keep ratios
+    # ExecuTorch lowering is the slow part: one stage (exit after the last layer) at both keep ratios, fp32 and
+    # int8 (XNNPACK, dynamically quantized; parity-checked at export like every artifact)
     _, one_stage = adapted_folder(root, exit_layers=(2,), name="one-stage", source=source)
     assert main(["export", "--model", str(one_stage), "--out", str(root / "et.mmedge"), "--target", "executorch",
-                 "--recipe", str(recipe)]) == 0
-    return {"source": source, "folder": folder, "onnx": root / "onnx.mmedge", "et": root / "et.mmedge"}
+                 "--quantize", "int8", "--recipe", str(recipe)]) == 0
+    return {"source": source, "folder": folder, "onnx": root / "onnx.mmedge", "et": root / "et.mmedge",
+            "one_stage": one_stage, "recipe": recipe}
 
 
 def reference(source):
@@ -66,6 +68,7 @@ def reference(source):
 @pytest.mark.parametrize("bundle,backend,precision,tol", [("onnx", "onnxruntime", "fp32", 1e-4),
                                                            ("onnx", "onnxruntime", "int8", 0.5),
                                                            ("et", "executorch", "fp32", 1e-4),
+                                                           ("et", "executorch", "int8", 0.5),
                                                            ("onnx", "torch", "fp32", 1e-4)])
 def test_engine_at_full_depth_equals_transformers(made, bundle, backend, precision, tol):
     """Engine.load(bundle): its preprocessing gives transformers' processor's pixels and ids bit for bit,
@@ -124,6 +127,52 @@ def test_engine_refuses_a_tokenizer_the_manifest_does_not_state(made, tmp_path):
     with pytest.raises(BundleError) as info:
         Engine.load(bundle, backend="onnxruntime")
     assert info.value.code == "tokenizer" and "lowercase" in str(info.value)
+
+
+def test_executorch_int8_bundle_of_an_adapted_model(made):
+    """ExecuTorch int8 is exported for adapted models (it fell back to fp32 while XNNPACK rejected the dynamically
+    quantized stage 0 at run time): parity-checked at every stage and keep ratio, and smaller than fp32."""
+    m = json.loads((made["et"] / "manifest.json").read_text())
+    et = {a["precision"]: a for a in m["artifacts"] if a["runtime"] == "executorch"}
+    assert set(et) == {"fp32", "int8"}
+    parity = et["int8"]["parity"]
+    assert parity["status"] == "measured" and parity["passed"] and set(parity["by_keep_ratio"]) == {"1.0", "0.5"}
+    assert all(s["kept_tokens_agreement"] == 1.0 for p in parity["by_keep_ratio"].values() for s in p["stages"])
+    assert (made["et"] / et["int8"]["file"]).stat().st_size < (made["et"] / et["fp32"]["file"]).stat().st_size
+
+
+def test_int8_quantizes_a_convolution_only_where_it_reads_a_graph_input():
+    """XNNPACK cannot run a dynamically quantized convolution whose input another delegated op computes
+    ("Propagating input shapes failed"): for adapted models the quantizer skips such a convolution (NLVR2's patch
+    projection, behind the reshape that folds two images into rows), and quantizes one reading the pixels."""
+    from mmedge.export.executorch_target import _conv_reads_graph_input
+
+    class Patches(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.linear = torch.nn.Conv2d(3, 8, 4, 4), torch.nn.Linear(8, 8)
+
+        def forward(self, one, two):
+            a = self.conv(one).flatten(2).transpose(1, 2)
+            b = self.conv(two.reshape(-1, 3, 8, 8)).flatten(2).transpose(1, 2)
+            return self.linear(a), self.linear(b)
+
+    graph = torch.export.export(Patches(), (torch.zeros(1, 3, 8, 8), torch.zeros(1, 2, 3, 8, 8))).module().graph
+    convs = [n for n in graph.nodes if str(n.target).startswith("aten.conv2d")]
+    linears = [n for n in graph.nodes if str(n.target).startswith("aten.linear")]
+    assert [_conv_reads_graph_input(n) for n in convs] == [True, False]
+    assert linears and all(_conv_reads_graph_input(n) for n in linears)
+
+
+def test_coreml_bundle_of_an_adapted_model(made, tmp_path):
+    """Core ML converts an adapted ViLT (stage 0's no-op `aten.alias` nodes are dropped first: coremltools
+    has no converter for them) into a package whose functions have the stage contract's inputs and outputs
+    (checked structurally at export; predicting needs macOS)."""
+    out = tmp_path / "coreml.mmedge"
+    assert main(["export", "--model", str(made["one_stage"]), "--out", str(out), "--target", "coreml",
+                 "--recipe", str(made["recipe"])]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {(a["runtime"], a["precision"]) for a in manifest["artifacts"]} == {("coreml", "fp32"), ("torch", "fp32")}
 
 
 def test_eval_and_loading_dispatch_on_family(made, capsys):

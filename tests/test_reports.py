@@ -36,6 +36,7 @@ REGENERATORS = [
     ("staging_overhead", "staging", ("staging_overhead.json",)),
     ("phone_anchors", "anchors", ("anchors.json",)),
     ("optimum_int8", "optimum", ("optimum_int8.json",)),
+    ("vilt_teacher", "vilt_teacher", ("results.json",)),
     ("pretraining_efficiency", "pretraining", ("pretraining_efficiency.json", "units/**/*.json")),
     ("pretraining_efficiency", "pretraining-prelim", ("pretraining_efficiency.json",)),
     ("pretraining_efficiency", "pretraining-round1", ("pretraining_efficiency.json",)),

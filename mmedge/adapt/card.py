@@ -77,10 +77,10 @@ def model_card(model, result, source: str, distill_cfg, preprocessor) -> str:
         "model, pre = load_adapted('THIS_FOLDER')",
         "out = model(**pre.encode([(image,)], [question]), keep_ratio=0.5)   # logits and confidence per exit",
         "```", "",
-        "Through the toolchain: `mmedge eval --model THIS_FOLDER`; `mmedge export` (ONNX fp32 / int8, ExecuTorch "
-        "fp32), then `mmedge calibrate` and `mmedge bench --device host` on the bundle and the Python `Engine` "
-        "(NLVR2: `predict([left, right], text)`; retrieval: `Prediction.match_score`). The JavaScript and Android "
-        "runtimes run VQA bundles only; `mmedge demo`, `probe` and `predict` refuse adapted folders "
+        "Through the toolchain: `mmedge eval --model THIS_FOLDER`; `mmedge export` (ONNX and ExecuTorch, fp32 and "
+        "int8), then `mmedge calibrate` and `mmedge bench --device host` on the bundle, and the runtimes: "
+        "the Python `Engine`, the JavaScript runtime and the Android core (NLVR2: `predict([left, right], text)`; "
+        "retrieval: the prediction's match score). `mmedge demo`, `probe` and `predict` refuse adapted folders "
         "(docs/adapt.md).", "",
     ]
     return "\n".join(lines)

@@ -117,7 +117,9 @@ class ViltBackbone(Backbone):
         S = self.image_size
         text = e.text_embeddings(input_ids=input_ids.long())  # (B, L, D): word + type + position, LayerNorm
         text = text + e.token_type_embeddings.weight[0]  # modality 0: text
-        pixels = pixel_values.reshape(-1, 3, S, S)  # (B', 3, S, S), image-major within a sample
+        # (B', 3, S, S), image-major within a sample. One image: the input itself, not a reshape of it, so that
+        # the patch projection reads a graph input and ExecuTorch int8 can quantize it (executorch_target)
+        pixels = pixel_values if pixel_values.dim() == 4 else pixel_values.reshape(-1, 3, S, S)
         patches = e.patch_embeddings.projection(pixels).flatten(2).transpose(1, 2)  # (B', N, D)
         Bp = patches.shape[0]
         cls = (e.cls_token + e.position_embeddings[:, :1]).expand(Bp, -1, -1)  # (B', 1, D)

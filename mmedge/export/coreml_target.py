@@ -22,6 +22,20 @@ INSTALL = "pip install coremltools==9.0"
 _DTYPES = {65568: "float32", 65552: "float16", 131104: "int32"}  # Core ML ArrayFeatureType codes
 
 
+def drop_aliases(program):
+    """Replace every `aten.alias` node (a no-op view; the adapted ViLT's stage 0 has them after
+    decomposition) by its input: coremltools 9 has no converter for it ("Unsupported fx node alias")."""
+    import torch
+
+    graph = program.graph_module.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten.alias.default:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    program.graph_module.recompile()
+    return program
+
+
 def convert_stage(model: AdaptiveVLModel, spec: StageSpec, recipe: ExportRecipe, int8: bool):
     """One stage as an in-memory mlprogram model (not yet loaded: no macOS needed)."""
     torch = require("torch", "pip install torch==2.13.0")
@@ -30,7 +44,7 @@ def convert_stage(model: AdaptiveVLModel, spec: StageSpec, recipe: ExportRecipe,
     precision = ct.precision.FLOAT32 if recipe.coreml_precision == "float32" else ct.precision.FLOAT16
     try:
         with quiet():
-            program = torch.export.export(module, inputs, strict=False).run_decompositions({})
+            program = drop_aliases(torch.export.export(module, inputs, strict=False).run_decompositions({}))
             mlmodel = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
                                  compute_precision=precision, skip_model_load=True,
                                  outputs=[ct.TensorType(name=n) for n in spec.outputs])

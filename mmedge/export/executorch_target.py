@@ -2,6 +2,11 @@
 
 int8 uses the PT2E flow with the XNNPACK quantizer (torchao's prepare/convert): weights int8 per
 channel, activations quantized dynamically per token, calibrated on real training samples.
+A convolution is quantized only where it reads a graph input (``_conv_reads_graph_input``):
+XNNPACK (ExecuTorch 1.5.1) builds a dynamically quantized convolution whose input another delegated
+op computes (a reshape, a multiply) but fails to run it ("Propagating input shapes failed with code:
+xnn_status_invalid_parameter"). An adapted ViLT's patch projection reads the pixels directly (one
+image) and is quantized; NLVR2's reads them folded to one row per image (a reshape) and stays fp32.
 Constant methods carry what the app needs without reading the manifest (names, labels count).
 The stages are lowered from a copy of the model whose layer norms, and the partial q / kv projections
 of ``lowrank`` attention, are written in operators XNNPACK takes (``mmedge.export.delegable``), so
@@ -14,12 +19,24 @@ from pathlib import Path
 
 from mmedge.export.delegable import delegable_copy
 from mmedge.export.recipe import ExportRecipe
-from mmedge.export.stages import StageSpec, example_inputs, stage_module
+from mmedge.export.stages import StageSpec, example_inputs, is_adapted, stage_module
 from mmedge.export.tooling import export_failure, quiet, require
 from mmedge.models.model import AdaptiveVLModel
 from mmedge.runtime.backends.quiet import library_imports
 
 INSTALL = "pip install executorch==1.5.1"
+
+
+CONV_TARGETS = ("aten.conv1d", "aten.conv2d", "aten.convolution")
+
+
+def _conv_reads_graph_input(node) -> bool:
+    """The quantizer's filter for adapted models: every node but a convolution whose input is computed
+    in the graph (module docstring: XNNPACK cannot run such a convolution dynamically quantized)."""
+    if not str(node.target).startswith(CONV_TARGETS):
+        return True
+    source = node.args[0] if node.args else None
+    return getattr(source, "op", None) == "placeholder"
 
 
 def _exported(model: AdaptiveVLModel, spec: StageSpec, calibration: list[tuple] | None):
@@ -35,6 +52,8 @@ def _exported(model: AdaptiveVLModel, spec: StageSpec, calibration: list[tuple] 
                 xq = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", INSTALL)
             quantizer = xq.XNNPACKQuantizer().set_global(
                 xq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+            if is_adapted(model):
+                quantizer.set_filter_function(_conv_reads_graph_input)
             prepared = pt2e.prepare_pt2e(program.module(), quantizer)
             with torch.no_grad():
                 for sample in calibration:

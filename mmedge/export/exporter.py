@@ -7,7 +7,6 @@ and only then renamed into place. Any failure or interruption removes the tempor
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -295,13 +294,6 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
             t0 = time.perf_counter()
             if target == "onnx":
                 made = onnx_target.export(model, all_specs, tmp, recipe, log=log)
-            elif target == "executorch" and is_adapted(model) and recipe.quantize:
-                # XNNPACK's dynamically quantized stage 0 of an adapted ViLT fails at run time
-                # ("propagating input shapes failed"): fp32 only until that is solved
-                log("  executorch: int8 is not exported for adapted models yet (XNNPACK rejects the dynamically "
-                    "quantized stage 0 at run time); fp32 only")
-                made = executorch_target.export(model, all_specs, tmp, dataclasses.replace(recipe, quantize=None),
-                                                None, log=log)
             elif target == "executorch":
                 made = executorch_target.export(model, all_specs, tmp, recipe, calibration, log=log)
             else:
