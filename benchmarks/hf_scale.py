@@ -112,30 +112,22 @@ VARIANTS = {
                                  "targets": ["onnx"], "keep_ratios": [1.0], "opset": 20},
 }
 
-# configuration name -> how it runs
+# configuration name -> how it runs: the adapted variants through the Engine, then the unmodified graph
+ENGINE_RUNS = [("every layer", "onnxruntime"), ("every layer", "executorch"), ("exits 3/6/9/12", "onnxruntime"),
+               ("last exit only", "onnxruntime"), ("every layer, opset 20", "onnxruntime"),
+               ("last exit only, opset 20", "onnxruntime")]
+
+
+def _engine_name(variant: str, backend: str, precision: str) -> str:
+    """"onnxruntime fp32" for every layer; "onnxruntime fp32, opset 20" and the like for the others."""
+    suffix = variant.removeprefix("every layer").removeprefix(", ")
+    return f"{backend} {precision}" + (f", {suffix}" if suffix else "")
+
+
 CONFIGS = {
-    "onnxruntime fp32": {"kind": "engine", "variant": "every layer", "backend": "onnxruntime", "precision": "fp32"},
-    "onnxruntime int8": {"kind": "engine", "variant": "every layer", "backend": "onnxruntime", "precision": "int8"},
-    "executorch fp32": {"kind": "engine", "variant": "every layer", "backend": "executorch", "precision": "fp32"},
-    "executorch int8": {"kind": "engine", "variant": "every layer", "backend": "executorch", "precision": "int8"},
-    "onnxruntime fp32, exits 3/6/9/12": {"kind": "engine", "variant": "exits 3/6/9/12", "backend": "onnxruntime",
-                                         "precision": "fp32"},
-    "onnxruntime int8, exits 3/6/9/12": {"kind": "engine", "variant": "exits 3/6/9/12", "backend": "onnxruntime",
-                                         "precision": "int8"},
-    "onnxruntime fp32, last exit only": {"kind": "engine", "variant": "last exit only", "backend": "onnxruntime",
-                                         "precision": "fp32"},
-    "onnxruntime int8, last exit only": {"kind": "engine", "variant": "last exit only", "backend": "onnxruntime",
-                                         "precision": "int8"},
-    "onnxruntime fp32, opset 20": {"kind": "engine", "variant": "every layer, opset 20", "backend": "onnxruntime",
-                                   "precision": "fp32"},
-    "onnxruntime int8, opset 20": {"kind": "engine", "variant": "every layer, opset 20", "backend": "onnxruntime",
-                                   "precision": "int8"},
-    "onnxruntime fp32, last exit only, opset 20": {"kind": "engine", "variant": "last exit only, opset 20",
-                                                   "backend": "onnxruntime", "precision": "fp32"},
-    "onnxruntime int8, last exit only, opset 20": {"kind": "engine", "variant": "last exit only, opset 20",
-                                                   "backend": "onnxruntime", "precision": "int8"},
-    "unmodified onnxruntime fp32": {"kind": "plain", "precision": "fp32"},
-    "unmodified onnxruntime int8": {"kind": "plain", "precision": "int8"},
+    **{_engine_name(v, b, p): {"kind": "engine", "variant": v, "backend": b, "precision": p}
+       for v, b in ENGINE_RUNS for p in ("fp32", "int8")},
+    **{f"unmodified onnxruntime {p}": {"kind": "plain", "precision": p} for p in ("fp32", "int8")},
 }
 MAIN = ["onnxruntime fp32", "onnxruntime int8", "executorch fp32", "executorch int8"]  # every layer, every ratio
 

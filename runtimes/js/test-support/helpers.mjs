@@ -121,3 +121,19 @@ export function generated({ width, height, channels, pattern, seed }) {
   }
   return { width, height, channels, data };
 }
+
+/**
+ * Exit i of an allExits() result against its golden values: every logit within tol.logits_abs and the
+ * confidence within tol.confidence_abs (logits_abs where the vectors give none); the largest errors are
+ * kept in stats.maxLogitsErr / stats.maxConfErr.
+ */
+export function assertExitMatches(exits, want, i, tol, stats) {
+  want.logits[i].forEach((v, j) => {
+    const err = Math.abs(exits.logits[i][j] - v);
+    stats.maxLogitsErr = Math.max(stats.maxLogitsErr, err);
+    assert.ok(err <= tol.logits_abs, `exit ${i} logit ${j}: ${exits.logits[i][j]} vs ${v}`);
+  });
+  const cerr = Math.abs(exits.confidences[i] - want.confidence[i]);
+  stats.maxConfErr = Math.max(stats.maxConfErr, cerr);
+  assert.ok(cerr <= (tol.confidence_abs ?? tol.logits_abs), `exit ${i} confidence`);
+}

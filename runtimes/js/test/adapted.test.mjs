@@ -14,7 +14,9 @@ import {
   axisCoefficients, bertNormalize, decideOffline, makePolicy, matchProbability, preprocessImage, preprocessStretched,
   resample, resizeSquare, verticalFirst,
 } from "../dist/index.js";
-import { GOLDEN, REPO, copyBundle, editManifest, generated, policyOf, readJson, sha256 } from "../test-support/helpers.mjs";
+import {
+  GOLDEN, REPO, assertExitMatches, copyBundle, editManifest, generated, policyOf, readJson, sha256,
+} from "../test-support/helpers.mjs";
 
 const VECTORS = join(REPO, "tests/vectors/adapted");
 const tokenizerDoc = readJson(join(VECTORS, "tokenizer.json"));
@@ -161,15 +163,8 @@ for (const q of queriesDoc.queries) {
         const ratio = Number(key);
         const exits = await engine.allExits(image, q.text, { keepRatio: ratio });
         assert.deepEqual(exits.keptVisualTokens, want.kept_index, "kept tokens");
-        exits.logits.forEach((logits, i) => {
-          want.logits[i].forEach((v, j) => {
-            const err = Math.abs(logits[j] - v);
-            stats.maxLogitsErr = Math.max(stats.maxLogitsErr, err);
-            assert.ok(err <= tol.logits_abs, `exit ${i} logit ${j}: ${logits[j]} vs ${v}`);
-          });
-          const cerr = Math.abs(exits.confidences[i] - want.confidence[i]);
-          stats.maxConfErr = Math.max(stats.maxConfErr, cerr);
-          assert.ok(cerr <= tol.confidence_abs, `exit ${i} confidence`);
+        exits.logits.forEach((_, i) => {
+          assertExitMatches(exits, want, i, tol, stats);
           assert.ok(Math.abs(exits.maxProbabilities[i] - want.max_probability[i]) <= tol.logits_abs, "softmax max");
         });
         assert.deepEqual(exits.answers.map((a) => engine.labels[a]), want.answers, "answers");
@@ -277,14 +272,7 @@ for (const [kind, doc] of Object.entries(KINDS)) {
           }
           exits.logits.forEach((logits, i) => {
             assert.equal(logits.length, e.labels.length);
-            want.logits[i].forEach((v, j) => {
-              const err = Math.abs(logits[j] - v);
-              stats.maxLogitsErr = Math.max(stats.maxLogitsErr, err);
-              assert.ok(err <= tol.logits_abs, `exit ${i} logit ${j}: ${logits[j]} vs ${v}`);
-            });
-            const cerr = Math.abs(exits.confidences[i] - want.confidence[i]);
-            stats.maxConfErr = Math.max(stats.maxConfErr, cerr);
-            assert.ok(cerr <= tol.confidence_abs, `exit ${i} confidence`);
+            assertExitMatches(exits, want, i, tol, stats);
             assert.ok(Math.abs(exits.maxProbabilities[i] - want.max_probability[i]) <= tol.logits_abs, "softmax max");
             if (match) {
               assert.equal(logits[0], 0, "a match-score head's logits are [0, s]");

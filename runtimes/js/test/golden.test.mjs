@@ -6,7 +6,9 @@ import test from "node:test";
 import * as ort from "onnxruntime-node";
 
 import { Engine, NodeDirectorySource, TextError, WordTokenizer, decideOffline, makePolicy } from "../dist/index.js";
-import { GOLDEN, REPO, policyOf, readJson, readPng, runTokenizerCases, sha256 } from "../test-support/helpers.mjs";
+import {
+  GOLDEN, REPO, assertExitMatches, policyOf, readJson, readPng, runTokenizerCases, sha256,
+} from "../test-support/helpers.mjs";
 
 const golden = readJson(join(GOLDEN, "queries.json"));
 const tokenizerCases = readJson(join(GOLDEN, "tokenizer.json"));
@@ -59,16 +61,9 @@ for (const q of golden.queries) {
         const exits = await staged.allExits(image, q.text, { keepRatio: ratio });
         assert.deepEqual(exits.keptVisualTokens, want.kept_index, "kept tokens");
         assert.equal(exits.logits.length, want.logits.length);
-        exits.logits.forEach((logits, i) => {
+        exits.logits.forEach((_, i) => {
           stats.exits++;
-          want.logits[i].forEach((v, j) => {
-            const err = Math.abs(logits[j] - v);
-            stats.maxLogitsErr = Math.max(stats.maxLogitsErr, err);
-            assert.ok(err <= tol.logits_abs, `exit ${i} logit ${j}: ${logits[j]} vs ${v}`);
-          });
-          const cerr = Math.abs(exits.confidences[i] - want.confidence[i]);
-          stats.maxConfErr = Math.max(stats.maxConfErr, cerr);
-          assert.ok(cerr <= (tol.confidence_abs ?? tol.logits_abs), `exit ${i} confidence`);
+          assertExitMatches(exits, want, i, tol, stats);
         });
         assert.deepEqual(exits.answers.map((a) => staged.labels[a]), want.answers, "answers");
         for (const row of want.policies) {
