@@ -200,6 +200,29 @@ def test_onnx_stages_equal_transformers_at_full_depth(sources, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- prefilter
+def test_exit_heads_are_factorised_where_a_rank_pair_is_smaller():
+    """exit_rank stores a linear map as a rank-r pair (exact for a map of rank r), leaves maps a pair
+    would not shrink, and folders saved before the field existed load as full copies."""
+    from mmedge.adapt.model import AdaptConfig, factorise_linears
+
+    torch.manual_seed(0)
+    big = torch.nn.Linear(48, 40)
+    with torch.no_grad():
+        big.weight.copy_(torch.randn(40, 3) @ torch.randn(3, 48))  # rank 3
+    head = torch.nn.Sequential(big, torch.nn.GELU(), torch.nn.Linear(40, 2))
+    x = torch.randn(5, 48)
+    want = head(x)
+    factorise_linears(head, 3)
+    assert isinstance(head[0], torch.nn.Sequential) and [m.weight.shape for m in head[0]] == [(3, 48), (40, 3)]
+    assert isinstance(head[2], torch.nn.Linear)  # 3 * (40 + 2) > 40 * 2: kept as it is
+    assert (head(x) - want).abs().max() < 1e-5
+    saved = AdaptConfig(labels=["a"]).to_dict()
+    del saved["exit_rank"]
+    assert AdaptConfig.from_dict(saved).exit_rank is None and AdaptConfig(labels=["a"]).exit_rank == 128
+    with pytest.raises(ConfigError, match="exit_rank"):
+        AdaptConfig(labels=["a"], exit_rank=0)
+
+
 def test_relaxed_pruning_is_hard_pruning_with_a_gradient(sources):
     """The prefilter's training form masks the dropped tokens out exactly (the same logits as removing
     them) and passes a finite, non-zero gradient to the scorer."""

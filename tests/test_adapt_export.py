@@ -32,18 +32,19 @@ SMALL = {"parity_samples": 4, "accuracy_samples": 8, "calibration_samples": 4, "
          "in_graph": False}
 
 
-def adapted_folder(root, task: str = "vqa", exit_layers=(0, 2), name: str = "adapted", source=None):
+def adapted_folder(root, task: str = "vqa", exit_layers=(0, 2), name: str = "adapted", source=None,
+                   exit_rank: int | None = None):
     """An adapted folder as `mmedge adapt` writes it (the exits as initialised: no distillation needed
     for what is checked here)."""
     source = source or make_source(root / "source", task)
-    model, pre = load_source(source, exit_layers=list(exit_layers), keep_ratios=[1.0, 0.5])
+    model, pre = load_source(source, exit_layers=list(exit_layers), keep_ratios=[1.0, 0.5], exit_rank=exit_rank)
     return source, save_adapted(model, pre, root / name, str(source), source_dir=source)
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt_export")
-    source, folder = adapted_folder(root)
+    source, folder = adapted_folder(root, exit_rank=4)  # exit 1's head stored as rank-4 pairs
     recipe = root / "recipe.json"
     recipe.write_text(json.dumps(SMALL))
     assert main(["export", "--model", str(folder), "--out", str(root / "onnx.mmedge"), "--target", "onnx",

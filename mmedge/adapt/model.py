@@ -4,8 +4,11 @@ The pretrained weights stay as they are (the family's ``Backbone`` holds the ``t
 itself); what is added is small and trained by self-distillation (mmedge.adapt.distill):
 
 - an exit head after each chosen layer, a copy of the model's own head (for ViLT: final LayerNorm,
-  pooler, classifier) that then learns to answer from that layer. The exit after the last layer is
-  the model's own head, unchanged, so the last exit at keep ratio 1.0 *is* the pretrained model;
+  pooler, classifier) that then learns to answer from that layer. Each linear map of the copy larger
+  than rank ``exit_rank`` allows is stored as two (a truncated SVD of the original): a head read at
+  every exit costs its weights' memory traffic, and a real-size VQA head (768 -> 1536 -> 3,129) is
+  26 MB. The exit after the last layer is the model's own head, unchanged, so the last exit at keep
+  ratio 1.0 *is* the pretrained model;
 - a learned confidence per exit (that exit's answer agrees with the full model's);
 - a text-conditioned visual-token prefilter after a chosen layer: it scores the visual tokens
   against the pooled text and keeps the top k, so that every later layer runs on fewer tokens.
@@ -32,6 +35,7 @@ from torch import nn
 
 from mmedge.errors import ConfigError
 from mmedge.models.attention import MASK_VALUE
+from mmedge.models.exit_stages import ExitStages
 from mmedge.models.model import ModelOutput, VisualPrefilter
 
 ADAPT_CONFIG_VERSION = 1
@@ -56,6 +60,7 @@ class AdaptConfig:
     prefilter_after: int = 0             # the prefilter scores the output of this layer (-1: the embeddings)
     prefilter_dim: int = 64              # width of the prefilter's scorer
     confidence_dim: int = 64             # hidden width of each confidence head
+    exit_rank: int | None = 128          # exit heads' linear maps factorised to this rank where smaller; None: full copies
     keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # visual-token keep ratios
     version: int = ADAPT_CONFIG_VERSION
 
@@ -110,6 +115,8 @@ class AdaptConfig:
             p.append(f"keep_ratios {self.keep_ratios} must be in (0, 1]")
         if self.prefilter_dim < 1 or self.confidence_dim < 1:
             p.append("prefilter_dim and confidence_dim must be positive")
+        if self.exit_rank is not None and self.exit_rank < 1:
+            p.append(f"exit_rank {self.exit_rank} must be positive (or null: full copies of the head)")
         return p
 
     def to_dict(self) -> dict:
@@ -119,7 +126,8 @@ class AdaptConfig:
     def from_dict(cls, data: dict, source: str = "adapt config") -> "AdaptConfig":
         from mmedge.models.config import from_dict
 
-        return from_dict(cls, data, source)
+        # folders written before exit_rank existed hold full copies of the head
+        return from_dict(cls, {"exit_rank": None, **data}, source)
 
 
 # ---------------------------------------------------------------------------------------------- family side
@@ -186,6 +194,34 @@ def attention_probs(scores: torch.Tensor, additive_mask: torch.Tensor,
 
 
 # ---------------------------------------------------------------------------------------------- added parts
+def low_rank_linear(linear: nn.Linear, rank: int) -> nn.Sequential:
+    """`linear` as Linear(in, rank) -> Linear(rank, out) from its truncated SVD (W ~ U_r S_r V_r^T)."""
+    weight = linear.weight.detach().float()  # (out, in)
+    u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+    root = s[:rank].sqrt()
+    down = nn.Linear(linear.in_features, rank, bias=False)
+    up = nn.Linear(rank, linear.out_features, bias=linear.bias is not None)
+    with torch.no_grad():
+        down.weight.copy_(root[:, None] * vh[:rank])  # (rank, in)
+        up.weight.copy_(u[:, :rank] * root[None])     # (out, rank)
+        if linear.bias is not None:
+            up.bias.copy_(linear.bias)
+    return nn.Sequential(down, up).to(linear.weight.dtype)
+
+
+def factorise_linears(module: nn.Module, rank: int | None) -> nn.Module:
+    """Replace (in place) every nn.Linear in `module` that a rank-`rank` pair stores in fewer
+    parameters by that pair; rank None leaves the module as it is. Returns `module`."""
+    if rank is None:
+        return module
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear) and rank * (child.in_features + child.out_features) < \
+                    child.in_features * child.out_features:
+                setattr(parent, name, low_rank_linear(child, rank))
+    return module
+
+
 def as_classes(logits: torch.Tensor) -> torch.Tensor:
     """(B, C) logits as class logits: a single score s (retrieval) becomes the two classes [0, s]."""
     return torch.cat([torch.zeros_like(logits), logits], dim=-1) if logits.shape[-1] == 1 else logits
@@ -247,7 +283,15 @@ class Pruned:
     scores: torch.Tensor | None          # (B', N)
 
 
-class AdaptedModel(nn.Module):
+class Adapter(ExitStages):
+    """What every adapted model shares: the pretrained model under ``backbone``, the rest added."""
+
+    def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The added parameters (exits, confidences, prefilter): what self-distillation trains."""
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith("backbone.")]
+
+
+class AdaptedModel(Adapter, nn.Module):
     """A family's backbone with exits, confidences and the prefilter (module docstring)."""
 
     is_adapted = True  # mmedge.export.stages.is_adapted: take the stages from mmedge.adapt.stages
@@ -262,24 +306,13 @@ class AdaptedModel(nn.Module):
             problems.append(f"{cfg.num_patches} visual tokens != the backbone's {backbone.num_patches}")
         if problems:
             raise ConfigError(problems, "adapt config (against its source model)")
-        self.exit_heads = nn.ModuleList(backbone.new_exit_head() for _ in cfg.exits[:-1])  # the last: backbone.head
+        self.exit_heads = nn.ModuleList(factorise_linears(backbone.new_exit_head(), cfg.exit_rank)
+                                        for _ in cfg.exits[:-1])  # the last: backbone.head
         self.confidence = nn.ModuleList(ConfidenceHead(backbone.feature_dim, cfg.confidence_dim) for _ in cfg.exits)
         self.prefilter = TextPrefilter(backbone.prefilter_norm(cfg.prefilter_after), cfg.prefilter_dim)
         self.relax_temperature = 1.0  # relaxed top-k: sigmoid((score - threshold) / this)
 
     # ------------------------------------------------------------------ structure
-    @property
-    def num_stages(self) -> int:
-        return len(self.config.exits)
-
-    def stage_layers(self, stage: int) -> range:
-        exits = self.config.exits
-        return range(0 if stage == 0 else exits[stage - 1] + 1, exits[stage] + 1)
-
-    def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """The added parameters (exit heads, confidences, prefilter): what self-distillation trains."""
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("backbone.")]
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

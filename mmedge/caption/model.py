@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from mmedge.caption.config import CaptionConfig
 from mmedge.models.attention import MASK_VALUE, FullAttention
+from mmedge.models.exit_stages import ExitStages
 from mmedge.models.model import MLP, ConvStem, VisualPrefilter, sincos_2d
 
 
@@ -148,7 +149,7 @@ class CaptionOutput:
     kept_index: torch.Tensor | None   # (B, k) or None when every token is kept
 
 
-class CaptionModel(nn.Module):
+class CaptionModel(ExitStages, nn.Module):
     def __init__(self, cfg: CaptionConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -168,14 +169,6 @@ class CaptionModel(nn.Module):
             nn.init.trunc_normal_(p, std=0.02)
 
     # ------------------------------------------------------------------ structure
-    @property
-    def num_stages(self) -> int:
-        return len(self.config.exits)
-
-    def stage_layers(self, stage: int) -> range:
-        exits = self.config.exits
-        return range(0 if stage == 0 else exits[stage - 1] + 1, exits[stage] + 1)
-
     def layers_after(self, stage: int) -> range:
         return range(self.config.exits[stage] + 1, self.config.decoder_depth)
 

@@ -29,6 +29,18 @@ def _layers(value: str) -> list[int] | str:
         raise argparse.ArgumentTypeError(f"{value!r}: give 1-based layer numbers such as 3,6,9,12, or 'all'") from None
 
 
+def _rank(value: str) -> int | str:
+    if value == "full":
+        return value
+    try:
+        rank = int(value)
+    except ValueError:
+        rank = 0
+    if rank < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a positive rank such as 128, or 'full'")
+    return rank
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("adapt", help="give a Hugging Face ViLT exits and a prefilter (self-distillation)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +59,8 @@ def add_parser(sub) -> None:
                    "the last), or 'all' (default)")
     p.add_argument("--prefilter-after", type=int, help="the prefilter scores the output of this 1-based layer "
                    "(0: the embeddings); at most the first exit layer (default 1)")
+    p.add_argument("--exit-rank", type=_rank, help="store each exit head's linear maps as rank-r pairs where "
+                   "smaller (default 128: a real-size VQA head is 26 MB, read at every exit), or 'full' for exact copies")
     p.add_argument("--keep-ratios", type=float, nargs="+", help="visual-token keep ratios (default 1.0 0.5 0.25)")
     p.add_argument("--image-size", type=positive, help="exported square image side in px (default: the "
                    "processor's shortest edge)")
@@ -74,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if isinstance(args.exits, list):
         overrides["exit_layers"] = args.exits
+    if args.exit_rank is not None:
+        overrides["exit_rank"] = None if args.exit_rank == "full" else args.exit_rank
     result = adapt(args.source, args.out, cfg, task=args.task, resume=args.resume, force=args.force,
                    progress=not args.no_progress, **overrides)
     after = result.after.get("by_keep_ratio", {})

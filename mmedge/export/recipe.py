@@ -39,7 +39,7 @@ class ExportRecipe:
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
     quantize: str | None = None         # None (fp32 only) or "int8" (fp32 and int8)
     keep_ratios: list[float] | None = None  # None: the model's trained keep ratios
-    opset: int = 18                     # ONNX opset
+    opset: int = 20                     # ONNX opset (20: GELU as one Gelu node, which onnxruntime runs fused)
     ort_format: bool = True             # also convert ONNX stages to ORT format (ORT Mobile)
     in_graph: bool = True               # also export one ONNX graph with the exits as If branches
     onnx_weights: str = "shared"        # "shared": one weights.bin per ONNX precision; "embedded": per file

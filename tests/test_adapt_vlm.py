@@ -1,0 +1,116 @@
+"""A generative VLM (transformers' SmolVLMForConditionalGeneration) re-expressed by mmedge.adapt.smolvlm and
+given exits and a prefilter by mmedge.adapt.vlm: at full depth equal to transformers' own forward and, token by
+token, to its greedy generate(); a pruned prompt is the full prompt with the dropped visual tokens masked out;
+the exit policy decides per token. Tiny configs made here, no download."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from mmedge.adapt.smolvlm import SmolVLMBackbone  # noqa: E402
+from mmedge.adapt.vlm import AdaptedVLM, VLMAdaptConfig  # noqa: E402
+from mmedge.errors import ConfigError  # noqa: E402
+from mmedge.models.attention import MASK_VALUE  # noqa: E402
+from mmedge.runtime.controller import Policy  # noqa: E402
+
+VOCAB, IMAGE, FAKE, GLOBAL, BOS, END = 50, 40, 41, 42, 1, 2
+
+
+def tiny_smolvlm(std: float = 0.2, layers: int = 3):
+    """A random tiny SmolVLM: 32 px images in 8 px patches (16), pixel shuffle 2 -> 4 visual tokens; a 3-layer
+    Llama decoder with grouped keys and values. std 0.2 makes answers depend on the input and on depth."""
+    config = transformers.SmolVLMConfig(
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           image_size=32, patch_size=8),
+        text_config=dict(model_type="llama", hidden_size=48, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB, max_position_embeddings=64,
+                         pad_token_id=0, bos_token_id=BOS, eos_token_id=END),
+        image_token_id=IMAGE, scale_factor=2, pad_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = transformers.SmolVLMForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, std)
+    return model
+
+
+def prompt_ids(text: list[int], image_tokens: int) -> torch.Tensor:
+    """SmolVLM's single-image layout: <fake><global-img><image>*M<fake>, then the text."""
+    return torch.tensor([[BOS, FAKE, GLOBAL] + [IMAGE] * image_tokens + [FAKE] + text])
+
+
+@pytest.fixture(scope="module")
+def made():
+    hf = tiny_smolvlm()
+    backbone = SmolVLMBackbone(hf)
+    model = AdaptedVLM(backbone, VLMAdaptConfig(depth=3, dim=48, num_image_tokens=backbone.num_image_tokens))
+    torch.manual_seed(1)
+    pixels = [torch.randn(1, 3, 32, 32) for _ in range(3)]
+    prompts = [prompt_ids(t, backbone.num_image_tokens) for t in ([5, 6, 7, 3], [8, 9, 3], [10, 3])]
+    return hf, model.eval(), pixels, prompts
+
+
+def test_visual_tokens_and_prefill_equal_transformers(made):
+    hf, model, pixels, prompts = made
+    with torch.no_grad():
+        for ids, px in zip(prompts, pixels):
+            want = hf.model.get_image_features(px[:, None]).pooler_output[0]
+            assert (model.backbone.encode_image(px)[0] - want).abs().max() < 1e-5
+            logits = hf(input_ids=ids, pixel_values=px[:, None]).logits[:, -1]
+            cache = model.backbone.new_cache(1, ids.shape[1])
+            _, last = model.prefill(model.prompt(ids, px), cache)
+            assert (last - logits).abs().max() < 1e-5
+
+
+def test_generate_at_full_depth_equals_transformers_token_by_token(made):
+    hf, model, pixels, prompts = made
+    for ids, px in zip(prompts, pixels):
+        want = hf.generate(input_ids=ids, pixel_values=px[:, None], max_new_tokens=10, do_sample=False,
+                           eos_token_id=[END])[0, ids.shape[1]:].tolist()
+        got = model.generate(ids, px, max_new_tokens=10, stop_ids=(END,))
+        assert got.tokens == want
+        assert got.exits == [model.num_stages - 1] * len(want)
+
+
+def test_a_pruned_prompt_is_the_full_prompt_with_dropped_visual_tokens_masked(made):
+    """Prefill at keep 0.5 gives the logits of the unpruned prompt whose dropped visual tokens no token sees."""
+    _, model, pixels, prompts = made
+    ids, px = prompts[0], pixels[0]
+    with torch.no_grad():
+        pruned = model.prompt(ids, px, keep_ratio=0.5)
+        full = model.prompt(ids, px)
+        assert pruned.kept.shape == (1, 2) and pruned.embeds.shape[1] == ids.shape[1] - 2
+        T = ids.shape[1]
+        image_at = (ids[0] == IMAGE).nonzero()[:, 0]
+        dropped = [int(image_at[i]) for i in range(len(image_at)) if i not in pruned.kept[0].tolist()]
+        mask = model._causal(0, T, T).clone()
+        mask[..., dropped] = MASK_VALUE
+        cos, sin = model.backbone.rotary(full.positions, full.embeds)
+        x, cache = full.embeds, model.backbone.new_cache(1, T)
+        for i in range(model.config.depth):
+            x = model.backbone.layer(i, x, cos, sin, cache[i], torch.arange(T), mask)
+        want = model.exit(model.num_stages - 1, x[:, -1:])[0][:, 0]
+        _, got = model.prefill(pruned, model.backbone.new_cache(1, pruned.embeds.shape[1]))
+        assert (got - want).abs().max() < 1e-4
+        # the kept tokens keep their positions: the text after the image is not shifted
+        assert pruned.positions[0, -1] == T - 1
+
+
+def test_the_exit_policy_decides_per_token(made):
+    _, model, pixels, prompts = made
+    ids, px = prompts[1], pixels[1]
+    every = model.generate(ids, px, max_new_tokens=6, policy=Policy("max_probability", 0.0))
+    assert every.exits == [model.num_stages - 1] + [0] * (len(every.tokens) - 1)  # the first from the prefill
+    never = model.generate(ids, px, max_new_tokens=6, policy=Policy("max_probability", 1.0))
+    assert never.exits == [model.num_stages - 1] * len(never.tokens)
+    assert never.tokens == model.generate(ids, px, max_new_tokens=6).tokens
+
+
+def test_a_prompt_without_the_image_tokens_is_refused(made):
+    _, model, pixels, _ = made
+    with pytest.raises(ConfigError, match="image tokens"):
+        model.prompt(torch.tensor([[BOS, IMAGE, 5, 3]]), pixels[0])
