@@ -5,6 +5,7 @@ the exit policy decides per token. Tiny configs made here, no download."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,78 @@ def test_a_prompt_without_the_image_tokens_is_refused(made):
     _, model, pixels, _ = made
     with pytest.raises(ConfigError, match="image tokens"):
         model.prompt(torch.tensor([[BOS, IMAGE, 5, 3]]), pixels[0])
+
+
+# ---------------------------------------------------------------------------------------------- source folder, distillation
+WORDS = "user assistant : describe the image . ? what color shape is a red blue green circle square".split()
+
+
+def make_source(root, std: float = 0.2):
+    """A tiny SmolVLM saved like a downloaded one: model, word-level tokenizer with SmolVLM's chat template and
+    special tokens, and the image processor (one unsplit 32 px tile)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+
+    specials = ["<pad>", "<|im_start|>", "<end_of_utterance>", "<unk>"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    vocab.update({"<image>": IMAGE, "<fake_token_around_image>": FAKE, "<global-img>": GLOBAL})
+    vocab.update({f"w{i}": i for i in range(VOCAB) if i not in vocab.values()})
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>", additional_special_tokens=["<image>", "<fake_token_around_image>", "<global-img>"])
+    tok.chat_template = DEFAULT_CHAT_TEMPLATE
+    model = tiny_smolvlm(std)
+    model.save_pretrained(root)
+    tok.save_pretrained(root)
+    transformers.SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
+                                          max_image_size={"longest_edge": 32}).save_pretrained(root)
+    return root
+
+
+def scene_data(step: int, n: int):
+    rng = np.random.default_rng(step)
+    images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(n)]
+    texts = [rng.choice(["describe the image.", "what color is the circle?", "what shape is a red ?"]) for _ in range(n)]
+    return images, texts
+
+
+def test_load_source_prompts_as_the_processor_lays_out_one_tile(tmp_path):
+    from mmedge.adapt.smolvlm import load_source
+
+    model, pre = load_source(make_source(tmp_path / "src"))
+    ids = pre.prompt_ids("describe the image.")[0].tolist()
+    M = model.backbone.num_image_tokens
+    assert ids[:5 + M + 1] == [BOS, vocab_id(pre, "user"), vocab_id(pre, ":"), FAKE, GLOBAL] + [IMAGE] * M + [FAKE]
+    assert pre.decode(ids) == "user : describe the image . assistant :"
+    px = pre.pixels([np.zeros((20, 50, 3), np.uint8) + 255])  # a wide image is stretched to the tile
+    assert tuple(px.shape) == (1, 3, 32, 32) and float(px.max()) == 1.0
+
+
+def vocab_id(pre, word: str) -> int:
+    return pre.tokenizer.convert_tokens_to_ids(word)
+
+
+def test_distillation_fits_the_exits_and_the_prefilter_to_the_teacher(tmp_path):
+    """On one batch, repeated (what the losses can reach, not how they generalise: a random tiny model's
+    attention is near uniform over 4 visual tokens; benchmarks/vlm_teacher.py measures held-out data on a
+    trained teacher): exit 1 learns the teacher's tokens, the prefilter the tokens the teacher reads; the
+    pretrained weights stay as they were."""
+    from mmedge.adapt.smolvlm import load_source
+    from mmedge.adapt.vlm_distill import VLMDistillConfig, agreement, distill, kept_attention, teacher_batch
+
+    torch.manual_seed(0)
+    model, pre = load_source(make_source(tmp_path / "src"), exit_layers=[0, 2], keep_ratios=[1.0, 0.5])
+    weights = {n: p.clone() for n, p in model.backbone.named_parameters()}
+    fixed = scene_data(7, 8)
+    held = [teacher_batch(model, pre, *fixed, max_new_tokens=6)]
+    before, kept_before = agreement(model, held), kept_attention(model, held, 0.5)
+    cfg = VLMDistillConfig(steps=40, batch_size=8, max_new_tokens=6, lr=1e-2, train_keep_ratios=[1.0, 0.5])
+    log = distill(model, pre, lambda step, n: fixed, cfg, progress=False)
+    after, kept_after = agreement(model, held), kept_attention(model, held, 0.5)
+    assert after[-1] == before[-1] == 1.0 and after[0] > before[0] + 0.3, (before, after)
+    assert kept_after > max(kept_before, 0.5) + 0.05, (kept_before, kept_after)
+    assert len(log["history"]) == 40
+    assert all(torch.equal(p, weights[n]) for n, p in model.backbone.named_parameters())

@@ -17,11 +17,15 @@ What changes against `transformers`' own forward, always checked against it (tes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from mmedge.adapt.families import Family
+from mmedge.adapt.families import Family, source_class
+from mmedge.adapt.model import attention_probs
+from mmedge.errors import CheckpointError, ConfigError
 
 FAMILY = Family("smolvlm", {"SmolVLMForConditionalGeneration": "generate"})
 
@@ -115,9 +119,12 @@ class SmolVLMBackbone(nn.Module):
         return k * cos[:, None] + rotate_half(k) * sin[:, None], v
 
     def layer(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerCache,
-              slots: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+              slots: torch.Tensor, additive_mask: torch.Tensor, key_weight: torch.Tensor | None = None,
+              attention: list | None = None) -> torch.Tensor:
         """Decoder layer `index` on x (B, T, D) whose tokens go to cache slots `slots` (T,); the cache is
-        written in place. additive_mask (B, T, S): 0 where a token may attend to a slot, else MASK_VALUE."""
+        written in place. additive_mask (B, T, S): 0 where a token may attend to a slot, else MASK_VALUE;
+        key_weight (B, S): the prefilter's relaxed keep weights in training (mmedge.adapt.model.attention_probs);
+        attention: a list that gets this layer's attention probabilities (B, H, T, S)."""
         layer = self.layers[index]
         attn = layer.self_attn
         B, T, _ = x.shape
@@ -130,8 +137,10 @@ class SmolVLMBackbone(nn.Module):
         groups = self.num_heads // self.num_kv_heads
         keys = cache.k.repeat_interleave(groups, dim=1)    # (B, H, S, hd)
         values = cache.v.repeat_interleave(groups, dim=1)  # (B, H, S, hd)
-        scores = (q @ keys.transpose(-1, -2)) * attn.scaling + additive_mask[:, None]  # (B, H, T, S)
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        scores = (q @ keys.transpose(-1, -2)) * attn.scaling  # (B, H, T, S)
+        probs = attention_probs(scores.float(), additive_mask[:, None], key_weight).to(q.dtype)
+        if attention is not None:
+            attention.append(probs)
         out = (probs @ values).transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # (B, T, H * hd)
         x = x + attn.o_proj(out)
         return x + layer.mlp(layer.post_attention_layernorm(x))
@@ -141,3 +150,75 @@ class SmolVLMBackbone(nn.Module):
 
     def lm_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.hf.lm_head(x)
+
+
+# ---------------------------------------------------------------------------------------------- preprocessing
+IMAGE, FAKE, GLOBAL = "<image>", "<fake_token_around_image>", "<global-img>"
+
+
+class SmolVLMPreprocessor:
+    """The source's tokenizer, chat template and image processor, for one unsplit tile. (SmolVLMProcessor
+    itself needs a video processor and so torchvision; the prompt is laid out with its module's functions.)"""
+
+    def __init__(self, tokenizer, image_processor, image_size: int, image_seq_len: int) -> None:
+        self.tokenizer, self.image_processor = tokenizer, image_processor
+        self.image_size, self.image_seq_len = image_size, image_seq_len
+
+    def pixels(self, images: list) -> torch.Tensor:
+        """HWC uint8 images of any shape -> (B, 3, S, S), each stretched to the square tile first (SmolVLM
+        keeps the aspect ratio and pads; one fixed tile loses the proportions of a non-square image)."""
+        from PIL import Image
+
+        S = self.image_size
+        squares = [np.asarray(Image.fromarray(np.asarray(im, dtype=np.uint8)).resize((S, S), Image.Resampling.LANCZOS))
+                   if np.asarray(im).shape[:2] != (S, S) else np.asarray(im, dtype=np.uint8) for im in images]
+        out = self.image_processor(images=[[im] for im in squares], return_tensors="pt")["pixel_values"]
+        return out[:, 0]  # (B, 1, 3, S, S): one tile per image
+
+    def prompt_text(self, text: str) -> str:
+        from transformers.models.smolvlm.processing_smolvlm import _prompt_single_image
+
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        chat = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat.replace(IMAGE, _prompt_single_image(self.image_seq_len, FAKE, IMAGE, GLOBAL), 1)
+
+    def prompt_ids(self, text: str) -> torch.Tensor:
+        """One prompt's ids (1, T), the image placeholders expanded as the processor expands one tile."""
+        return torch.tensor([self.tokenizer(self.prompt_text(text), add_special_tokens=False)["input_ids"]])
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<end_of_utterance>")}
+        return tuple(sorted(i for i in ids if i is not None and i != self.tokenizer.unk_token_id))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def load_source(source: str | Path, **overrides):
+    """(AdaptedVLM, SmolVLMPreprocessor) from a folder holding a SmolVLMForConditionalGeneration, its
+    tokenizer (with the chat template) and its image processor."""
+    import transformers
+
+    from mmedge.adapt.vlm import AdaptedVLM, VLMAdaptConfig
+
+    name = source_class(source)
+    if name not in FAMILY.classes:
+        raise ConfigError(f"{source} holds a {name}, not a {' or '.join(FAMILY.classes)}", "source")
+    try:
+        hf = transformers.SmolVLMForConditionalGeneration.from_pretrained(source).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        images = transformers.SmolVLMImageProcessorPil.from_pretrained(source)
+    except OSError as exc:
+        raise CheckpointError(f"{source}: could not load the model, its tokenizer and its image processor "
+                              f"(save all three with save_pretrained into the folder): {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise CheckpointError(f"{source}: the tokenizer has no chat template; set tokenizer.chat_template "
+                              "(transformers.models.smolvlm.processing_smolvlm.DEFAULT_CHAT_TEMPLATE) and save it")
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    backbone = SmolVLMBackbone(hf)
+    cfg = VLMAdaptConfig(depth=backbone.num_layers, dim=backbone.dim, num_image_tokens=backbone.num_image_tokens,
+                         **overrides)
+    pre = SmolVLMPreprocessor(tokenizer, images, backbone.image_size, backbone.num_image_tokens)
+    return AdaptedVLM(backbone, cfg), pre

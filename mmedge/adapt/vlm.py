@@ -3,8 +3,9 @@ prompt-conditioned visual-token prefilter and per-token exits in the decoder.
 
 What is added, trained by self-distillation from the frozen model (its weights unchanged):
 - **exits** after chosen decoder layers: a per-exit RMSNorm (a copy of the final norm) in front of the
-  model's own LM head (shared, not copied), and a confidence (that this exit's token is the full
-  model's). The exit after the last layer is the model's own norm and head: at keep ratio 1.0 the
+  model's own LM head (shared, not copied), behind a low-rank residual map h + U V h (rank
+  ``exit_adapter_rank``, U zero at the start: the exit starts as the final norm and head read early),
+  and a confidence (that this exit's token is the full model's). The exit after the last layer is the model's own norm and head: at keep ratio 1.0 the
   last exit *is* the pretrained model;
 - **a prefilter** on the connector's visual tokens, conditioned on the prompt (the mean of its text
   tokens' embeddings), keeping the top k = keep ratio x M tokens in their order. Kept tokens, and
@@ -45,6 +46,7 @@ class VLMAdaptConfig:
     keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
     prefilter_dim: int = 64
     confidence_dim: int = 64
+    exit_adapter_rank: int = 32           # rank of each exit's residual map before its norm; 0: the norm alone
 
     def __post_init__(self) -> None:
         p = []
@@ -53,6 +55,8 @@ class VLMAdaptConfig:
                 p.append(f"exit_layers {self.exit_layers} must lie in 0..{self.depth - 1} and include the last")
         if not self.keep_ratios or any(not 0 < r <= 1 for r in self.keep_ratios):
             p.append(f"keep_ratios {self.keep_ratios} must be in (0, 1]")
+        if self.exit_adapter_rank < 0:
+            p.append(f"exit_adapter_rank {self.exit_adapter_rank} must be 0 or more")
         if p:
             raise ConfigError(p, "adapt config")
 
@@ -65,6 +69,20 @@ class VLMAdaptConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+class ExitMap(nn.Module):
+    """An exit's hidden-state map before the shared head: h + up(down(h)) (rank r; up starts at zero)."""
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, rank, bias=False) if rank else None
+        self.up = nn.Linear(rank, dim, bias=False) if rank else None
+        if self.up is not None:
+            nn.init.zeros_(self.up.weight)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden if self.down is None else hidden + self.up(self.down(hidden))
 
 
 class TokenConfidence(nn.Module):
@@ -105,15 +123,18 @@ class AdaptedVLM(Adapter, nn.Module):
                               f"does not match the source ({backbone.num_layers}, {backbone.dim}, "
                               f"{backbone.num_image_tokens})", "adapt config")
         self.exit_norms = nn.ModuleList(copy.deepcopy(backbone.text.norm) for _ in cfg.exits[:-1])
+        self.exit_maps = nn.ModuleList(ExitMap(backbone.dim, cfg.exit_adapter_rank) for _ in cfg.exits[:-1])
         self.confidence = nn.ModuleList(TokenConfidence(backbone.dim, cfg.confidence_dim) for _ in cfg.exits)
         self.prefilter = VisualPrefilter(backbone.dim, cfg.prefilter_dim)
+        self.relax_temperature = 1.0  # relaxed top-k in training: sigmoid((score - threshold) / this)
 
     # ------------------------------------------------------------------ exits
     def exit(self, stage: int, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden (B, T, D) after stage `stage` -> logits (B, T, V), confidence (B, T)."""
-        last = stage == self.num_stages - 1
-        norm = self.backbone.final_norm if last else self.exit_norms[stage]
-        logits = self.backbone.lm_head(norm(hidden))
+        if stage == self.num_stages - 1:
+            logits = self.backbone.lm_head(self.backbone.final_norm(hidden))
+        else:
+            logits = self.backbone.lm_head(self.exit_norms[stage](self.exit_maps[stage](hidden)))
         return logits, self.confidence[stage](hidden, logits)
 
     # ------------------------------------------------------------------ the prompt

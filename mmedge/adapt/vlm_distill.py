@@ -1,0 +1,251 @@
+"""Self-distillation of a generative VLM's exits, confidences and prefilter (mmedge.adapt.vlm).
+
+The teacher is the frozen model itself: for each prompt (an image and a text, no labels) it writes its
+own greedy continuation (transformers' generate), and along that continuation, teacher-forced:
+- each exit before the last learns KL(teacher || exit) on every continuation position, reading the
+  frozen hidden states (its loss trains its norm only: the LM head is the model's, shared);
+- each confidence learns BCE against "this exit's token is the teacher's";
+- at keep ratios below 1 the prefilter learns KL(teacher || the pruned model's final output): the
+  dropped visual tokens are masked out of attention exactly (the pruned prompt *is* that), and the
+  gradient reaches the scorer through mmedge.adapt.model.attention_probs' straight-through weights;
+  and, at every step, soft cross-entropy of its scores' softmax against the teacher's own attention
+  from the continuation to each visual token (all layers and heads; ``attention_prior_weight``).
+
+Batches: prompts left-padded, continuations right-padded, rotary positions counted over the real
+tokens (as transformers' generate counts them).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from mmedge.adapt.vlm import AdaptedVLM
+from mmedge.models.attention import MASK_VALUE
+
+
+@dataclass
+class VLMDistillConfig:
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    temperature: float = 1.0
+    train_keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
+    max_new_tokens: int = 24
+    relax_temperature: float = 1.0
+    attention_prior_weight: float = 1.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor        # (B, T) prompt (left-padded) + continuation (right-padded)
+    valid: torch.Tensor      # (B, T) bool: a real token
+    pixels: torch.Tensor     # (B, 3, S, S)
+    targets: torch.Tensor    # (B, T) bool: position t predicts a continuation token (t + 1)
+    prompt_len: int          # the prompts' (padded) length: the image placeholders lie before it
+
+
+@torch.no_grad()
+def teacher_batch(model: AdaptedVLM, pre, images: list, texts: list[str], max_new_tokens: int) -> Batch:
+    """The prompts and the frozen model's own greedy continuations (up to and including a stop token)."""
+    hf, tok = model.backbone.hf, pre.tokenizer
+    pixels = pre.pixels(images)
+    prompts = [pre.prompt_ids(t)[0] for t in texts]
+    Tp = max(len(p) for p in prompts)
+    pad = tok.pad_token_id
+    ids = torch.full((len(prompts), Tp), pad)
+    mask = torch.zeros((len(prompts), Tp), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, Tp - len(p):], mask[row, Tp - len(p):] = p, 1
+    out = hf.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels[:, None], max_new_tokens=max_new_tokens,
+                      do_sample=False, eos_token_id=list(pre.stop_ids), pad_token_id=pad)[:, Tp:]
+    stops = torch.tensor(pre.stop_ids)
+    cont_valid = torch.ones_like(out, dtype=torch.bool)
+    for row in range(out.shape[0]):
+        hit = torch.isin(out[row], stops).nonzero()
+        if len(hit):
+            cont_valid[row, int(hit[0]) + 1:] = False
+    ids = torch.cat([ids, out], dim=1)
+    valid = torch.cat([mask.bool(), cont_valid], dim=1)
+    targets = torch.zeros_like(valid)
+    targets[:, Tp - 1:-1] = valid[:, Tp:]
+    return Batch(ids, valid, pixels, targets, Tp)
+
+
+def _layout(batch: Batch):
+    """Rotary positions (B, T) over the real tokens and the additive mask (B, T, T): causal, real keys."""
+    positions = (batch.valid.long().cumsum(-1) - 1).clamp(min=0)
+    T = batch.ids.shape[1]
+    causal = torch.arange(T)[None, :] <= torch.arange(T)[:, None]  # (T, T)
+    see = causal[None] & batch.valid[:, None, :]
+    return positions, torch.where(see, 0.0, MASK_VALUE)
+
+
+def image_mask(model: AdaptedVLM, batch: Batch) -> torch.Tensor:
+    """(B, T) bool: the prompts' image placeholders (a generated placeholder id is just a token)."""
+    is_image = batch.ids == model.backbone.image_token_id
+    is_image[:, batch.prompt_len:] = False
+    return is_image
+
+
+def prefilter_logits(model: AdaptedVLM, batch: Batch, visual: torch.Tensor) -> torch.Tensor:
+    """The prefilter's scores (B, M) of the visual tokens against each prompt's text."""
+    text_mask = (batch.valid & ~image_mask(model, batch)).float()
+    return model.prefilter_scores(visual, model.backbone.embed_tokens(batch.ids), text_mask)
+
+
+def run_stages(model: AdaptedVLM, batch: Batch, keep_ratio: float = 1.0, relaxed: bool = False,
+               attention: list | None = None):
+    """Teacher-forced pass over the whole batch -> the visual tokens (B, M, D) and the hidden state after
+    each stage [(B, T, D)]. At keep < 1 the prefilter's dropped visual tokens are masked out as keys
+    (relaxed: with its straight-through gradient; the tokens stay in the sequence, so every position is
+    where it was). attention: a list that gets every layer's attention probabilities."""
+    bb = model.backbone
+    is_image = image_mask(model, batch)
+    with torch.no_grad():
+        visual = bb.encode_image(batch.pixels)  # (B, M, D)
+    embeds = bb.embed_tokens(batch.ids).masked_scatter(is_image[..., None], visual)
+    positions, mask = _layout(batch)
+    key_weight = None
+    k = model.config.kept_tokens(keep_ratio)
+    if k < visual.shape[1]:
+        scores = prefilter_logits(model, batch, visual)  # (B, M)
+        kept = scores.topk(k, dim=-1).indices
+        weight = torch.zeros_like(scores).scatter(1, kept, 1.0)
+        if relaxed:
+            top = scores.detach().topk(k + 1, dim=-1).values
+            threshold = 0.5 * (top[:, k - 1] + top[:, k])
+            soft = torch.sigmoid((scores - threshold[:, None]) / model.relax_temperature)
+            weight = weight + soft - soft.detach()
+        key_weight = torch.ones_like(batch.valid, dtype=weight.dtype).masked_scatter(is_image, weight)  # (B, T)
+    cos, sin = bb.rotary(positions, embeds)
+    cache = bb.new_cache(batch.ids.shape[0], batch.ids.shape[1], embeds.dtype)
+    slots = torch.arange(batch.ids.shape[1])
+    hidden, x = [], embeds
+    for stage in range(model.num_stages):
+        for i in model.stage_layers(stage):
+            x = bb.layer(i, x, cos, sin, cache[i], slots, mask, key_weight, attention)
+        hidden.append(x)
+    return visual, hidden
+
+
+def attention_prior(model: AdaptedVLM, batch: Batch, attention: list[torch.Tensor]) -> torch.Tensor:
+    """(B, M): the share of the continuation's attention (every layer and head) that each visual token gets."""
+    mass = torch.stack(attention).mean(dim=(0, 2))  # (layers, B, H, T, S) -> (B, T, S)
+    mass = (mass * batch.targets[..., None]).sum(1)  # (B, S): from the predicting positions
+    M = model.config.num_image_tokens
+    prior = mass[image_mask(model, batch)].view(-1, M)  # (B, M)
+    return prior / prior.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    return F.kl_div(F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1),
+                    log_target=True, reduction="batchmean") * temperature ** 2
+
+
+def distill_step(model: AdaptedVLM, batch: Batch, keep_ratio: float, cfg: VLMDistillConfig) -> dict:
+    """The losses of one batch (see the module docstring); returns them as floats after backward."""
+    last = model.num_stages - 1
+    sel = batch.targets  # (B, T)
+    attention: list[torch.Tensor] = []
+    with torch.no_grad():
+        visual, hidden = run_stages(model, batch, attention=attention)
+        teacher = model.exit(last, hidden[last])[0][sel]  # (P, V) at the predicting positions
+        prior = attention_prior(model, batch, attention)
+    choice = teacher.argmax(-1)
+    loss, parts = 0.0, {}
+    for stage in range(model.num_stages):
+        logits, confidence = model.exit(stage, hidden[stage].detach())
+        logits, confidence = logits[sel], confidence[sel]
+        if stage < last:
+            kl = _kl(logits, teacher, cfg.temperature)
+            loss = loss + kl
+            parts[f"kl{stage}"] = float(kl.detach())
+        agree = (logits.argmax(-1) == choice).float()
+        loss = loss + F.binary_cross_entropy(confidence.clamp(1e-6, 1 - 1e-6), agree)
+    if cfg.attention_prior_weight > 0:
+        scores = prefilter_logits(model, batch, visual)
+        prior_loss = -(prior * F.log_softmax(scores, -1)).sum(-1).mean()
+        loss = loss + cfg.attention_prior_weight * prior_loss
+        parts["attention_prior"] = float(prior_loss.detach())
+    if keep_ratio < 1.0:
+        _, pruned = run_stages(model, batch, keep_ratio, relaxed=True)
+        student = model.exit(last, pruned[last])[0][sel]
+        kl = _kl(student, teacher, cfg.temperature)
+        loss = loss + kl
+        parts[f"prefilter_kl@{keep_ratio:g}"] = float(kl.detach())
+    loss.backward()
+    return {"loss": float(loss.detach()), **parts}
+
+
+@torch.no_grad()
+def agreement(model: AdaptedVLM, batches: list[Batch], keep_ratio: float = 1.0) -> list[float]:
+    """Per exit, the share of continuation tokens (teacher-forced) whose argmax is the full model's at keep 1."""
+    last = model.num_stages - 1
+    hits, total = torch.zeros(model.num_stages), 0
+    for batch in batches:
+        sel = batch.targets
+        want = model.exit(last, run_stages(model, batch)[1][last])[0][sel].argmax(-1)
+        _, hidden = run_stages(model, batch, keep_ratio)
+        for stage in range(model.num_stages):
+            hits[stage] += float((model.exit(stage, hidden[stage])[0][sel].argmax(-1) == want).sum())
+        total += int(sel.sum())
+    return (hits / max(total, 1)).tolist()
+
+
+@torch.no_grad()
+def pruned_kl(model: AdaptedVLM, batches: list[Batch], keep_ratio: float, temperature: float = 1.0) -> float:
+    """Mean KL(full model || the model on the pruned prompt) of the next-token distributions along the
+    teacher's continuations: how far the prefilter moves the output."""
+    last, total, count = model.num_stages - 1, 0.0, 0
+    for batch in batches:
+        sel = batch.targets
+        teacher = model.exit(last, run_stages(model, batch)[1][last])[0][sel]
+        student = model.exit(last, run_stages(model, batch, keep_ratio)[1][last])[0][sel]
+        total += float(_kl(student, teacher, temperature)) * teacher.shape[0]
+        count += teacher.shape[0]
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def kept_attention(model: AdaptedVLM, batches: list[Batch], keep_ratio: float) -> float:
+    """Mean share of the full model's attention from the continuation to the visual tokens that falls on
+    the tokens the prefilter keeps at `keep_ratio` (keeping k of M at random gives k / M on average)."""
+    k, shares = model.config.kept_tokens(keep_ratio), []
+    for batch in batches:
+        attention: list[torch.Tensor] = []
+        visual, _ = run_stages(model, batch, attention=attention)
+        prior = attention_prior(model, batch, attention)
+        kept = prefilter_logits(model, batch, visual).topk(k, dim=-1).indices
+        shares += prior.gather(1, kept).sum(-1).tolist()
+    return sum(shares) / max(len(shares), 1)
+
+
+def distill(model: AdaptedVLM, pre, data, cfg: VLMDistillConfig, progress: bool = True, log=print) -> dict:
+    """Train the adapter parts for cfg.steps; data(step, batch_size) -> (images, texts). Returns a log."""
+    torch.manual_seed(cfg.seed)
+    model.relax_temperature = cfg.relax_temperature
+    params = [p for _, p in model.adapter_parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    started, history = time.perf_counter(), []
+    bar = tqdm(range(cfg.steps), desc="distil exits and prefilter", unit="step", disable=not progress)
+    for step in bar:
+        images, texts = data(step, cfg.batch_size)
+        batch = teacher_batch(model, pre, images, texts, cfg.max_new_tokens)
+        ratio = cfg.train_keep_ratios[step % len(cfg.train_keep_ratios)]
+        opt.zero_grad(set_to_none=True)
+        row = distill_step(model, batch, ratio, cfg)
+        opt.step()
+        history.append({"step": step + 1, "keep_ratio": ratio, **row})
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+    return {"steps": cfg.steps, "wall_s": round(time.perf_counter() - started, 1), "history": history}
