@@ -190,3 +190,23 @@ def test_distillation_fits_the_exits_and_the_prefilter_to_the_teacher(tmp_path):
     assert kept_after > max(kept_before, 0.5) + 0.05, (kept_before, kept_after)
     assert len(log["history"]) == 40
     assert all(torch.equal(p, weights[n]) for n, p in model.backbone.named_parameters())
+
+
+def test_calibration_takes_the_cheapest_threshold_within_the_bound(tmp_path):
+    """Confidence 0 exits every decoded token at exit 1 (1 layer per token), 1.0 never does (an untrained confidence is near 0.5); a loose
+    bound takes the cheaper one, a bound nothing but full depth meets takes the dearer; counted FLOPs follow."""
+    from mmedge.adapt.smolvlm import load_source
+    from mmedge.adapt.vlm_eval import calibrate, decoder_flops, flops_per_token
+
+    torch.manual_seed(0)
+    model, pre = load_source(make_source(tmp_path / "src"), exit_layers=[0, 2])
+    images, texts = scene_data(3, 4)
+    refs = ["w20"] * 4
+    loose = calibrate(model, pre, "answer", images, texts, refs, [0.0, 1.0], bound=100.0, max_new_tokens=5)
+    assert loose["chosen"]["threshold"] == 0.0 and loose["chosen"]["layers_per_token"] == 1.0
+    tight = calibrate(model, pre, "answer", images, texts, refs, [0.0, 1.0], bound=-1.0, max_new_tokens=5)
+    assert tight["chosen"] is None  # nothing is 1 point *better* than full depth
+    parts = decoder_flops(model, slots=16)
+    early, full = flops_per_token(model, [1, 0], parts), flops_per_token(model, [0, 1], parts)
+    assert early == parts["layer"] + parts["exit_heads"][0] + 2 * parts["copy_forward_layer"]
+    assert full == 3 * parts["layer"] + sum(parts["exit_heads"]) and early < full
