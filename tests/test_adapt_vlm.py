@@ -210,3 +210,28 @@ def test_calibration_takes_the_cheapest_threshold_within_the_bound(tmp_path):
     early, full = flops_per_token(model, [1, 0], parts), flops_per_token(model, [0, 1], parts)
     assert early == parts["layer"] + parts["exit_heads"][0] + 2 * parts["copy_forward_layer"]
     assert full == 3 * parts["layer"] + sum(parts["exit_heads"]) and early < full
+
+
+def test_cli_adapts_a_smolvlm_into_a_folder_that_loads_back(tmp_path, capsys):
+    """`mmedge adapt --task generate` distils on the scenes' prompts and writes a folder (weights, tokenizer,
+    image processor, card, report) whose model at full depth is the source and whose exits are the trained
+    ones; encoder-only flags are refused with what applies."""
+    from mmedge.adapt import load_adapted
+    from mmedge.cli import main
+
+    source, out = make_source(tmp_path / "src"), tmp_path / "adapted"
+    assert main(["adapt", "--from", str(source), "--task", "generate", "--out", str(out), "--steps", "3",
+                 "--batch-size", "4", "--exits", "1,3", "--no-progress"]) == 0
+    assert "token agreement with the full model per exit" in capsys.readouterr().out
+    assert {"config.json", "model.safetensors", "README.md", "adapt_report.json", "tokenizer.json"} <= \
+        {p.name for p in out.iterdir()}
+    model, pre = load_adapted(out)
+    hf = transformers.SmolVLMForConditionalGeneration.from_pretrained(source).eval()
+    ids, px = pre.prompt_ids("describe the image."), pre.pixels(scene_data(5, 1)[0])
+    want = hf.generate(input_ids=ids, pixel_values=px[:, None], max_new_tokens=8, do_sample=False,
+                       eos_token_id=list(pre.stop_ids))[0, ids.shape[1]:].tolist()
+    assert model.generate(ids, px, max_new_tokens=8, stop_ids=pre.stop_ids).tokens == want
+    assert model.config.exits == [0, 2] and float(model.exit_maps[0].up.weight.abs().sum()) > 0  # trained
+    assert main(["adapt", "--from", str(source), "--task", "generate", "--out", str(tmp_path / "x"),
+                 "--exit-rank", "8"]) != 0
+    assert "--exit-rank applies to encoder models" in capsys.readouterr().err

@@ -48,14 +48,16 @@ def load_adapted(directory: str | Path):
 
 
 def adapt(source: str | Path, out: str | Path, distill_cfg, task: str | None = None, resume: bool = False,
-          force: bool = False, progress: bool = True, log=print, **overrides):
-    """Wrap `source`, self-distil its exits and prefilter on distill_cfg.data, write the adapted
-    folder and its card into `out`. Returns the DistillResult (rank 0's is complete)."""
+          force: bool = False, progress: bool = True, log=print, data: str | None = None, **overrides):
+    """Wrap `source`, self-distil its exits and prefilter on distill_cfg.data (a generative model: on
+    `data`), write the adapted folder and its card into `out`. Returns the DistillResult (rank 0's is
+    complete; a generative model's: its report dict)."""
     _require_transformers()
     from mmedge.adapt.card import model_card, write_card
     from mmedge.adapt.distill import Distiller
     from mmedge.adapt.families import family_of_class, source_class
     from mmedge.adapt.folder import save_adapted
+    from mmedge.adapt.vlm_distill import VLMDistillConfig
     from mmedge.errors import ConfigError
 
     name = source_class(source)
@@ -65,6 +67,14 @@ def adapt(source: str | Path, out: str | Path, distill_cfg, task: str | None = N
         wanted = [c for c, t in family.FAMILY.classes.items() if t == task]
         raise ConfigError(f"--task {task} needs a {' or '.join(wanted) or 'model of that task'}; {source} is a "
                           f"{name} ({expected})", "arguments")
+    if expected == "generate":
+        from mmedge.adapt.vlm_distill import adapt_generative
+
+        if resume or not isinstance(distill_cfg, VLMDistillConfig):
+            raise ConfigError("a generative model is distilled in one run (no --resume yet), with a VLMDistillConfig",
+                              "arguments")
+        return adapt_generative(source, out, distill_cfg, data=data or "scenes", progress=progress, log=log,
+                                **overrides)
     model, preprocessor = family.load_source(source, **overrides)
     distiller = Distiller(model, preprocessor, distill_cfg, out, resume=resume, force=force, progress=progress)
     try:

@@ -36,8 +36,9 @@ def model_card(model, result, source: str, distill_cfg, preprocessor) -> str:
         f"- Fixed input: {cfg.num_images} image(s) of {cfg.image_size} x {cfg.image_size} px "
         f"({cfg.num_patches} visual tokens of {cfg.patch_size} px each per image), {cfg.max_text_len} text tokens.",
         f"- Exits after layers {[e + 1 for e in cfg.exits]} (1-based); the last is the model's own head. The others "
-        "are copies of the model's head (final LayerNorm, pooler, classifier) trained to answer from their layer; "
-        "each exit has a learned confidence that its answer agrees with the full model's.",
+        "are copies of the model's head (final LayerNorm, pooler, classifier"
+        f"{'' if cfg.exit_rank is None else f'; linear maps stored as rank-{cfg.exit_rank} pairs where smaller'}) "
+        "trained to answer from their layer; each exit has a learned confidence that its answer agrees with the full model's.",
         f"- Text-conditioned prefilter of the visual tokens "
         f"{'on the embeddings' if cfg.prefilter_after < 0 else f'after layer {cfg.prefilter_after + 1}'}, "
         f"keep ratios {cfg.keep_ratios}.",

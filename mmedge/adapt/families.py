@@ -23,7 +23,7 @@ from types import ModuleType
 
 from mmedge.errors import CheckpointError, MMEdgeError
 
-FAMILY_MODULES = ("mmedge.adapt.vilt",)
+FAMILY_MODULES = ("mmedge.adapt.vilt", "mmedge.adapt.smolvlm")
 
 
 @dataclass(frozen=True)

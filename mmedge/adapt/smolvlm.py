@@ -194,6 +194,36 @@ class SmolVLMPreprocessor:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
+    def to_dict(self) -> dict:
+        """The preprocessing and tokenizer sections of the adapted folder's config.json."""
+        ip = self.image_processor
+        return {"preprocessing": {"image_size": self.image_size, "channel_order": "RGB", "layout": "NCHW",
+                                  "resize": "stretch to square (one tile, no splitting)", "resample": "lanczos",
+                                  "rescale_factor": ip.rescale_factor, "mean": list(ip.image_mean),
+                                  "std": list(ip.image_std), "image_tokens": self.image_seq_len},
+                "tokenizer": {"files": ["tokenizer.json", "tokenizer_config.json"], "chat_template": "SmolVLM's",
+                              "stop_ids": list(self.stop_ids)}}
+
+    def save(self, directory: Path, source_dir: Path | None = None) -> None:
+        """The tokenizer (with its chat template) and the image processor into `directory`."""
+        self.tokenizer.save_pretrained(str(directory))
+        self.image_processor.save_pretrained(str(directory))
+
+
+def _preprocessor(folder: str | Path, backbone: SmolVLMBackbone) -> SmolVLMPreprocessor:
+    import transformers
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+        images = transformers.SmolVLMImageProcessorPil.from_pretrained(str(folder))
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: could not load the tokenizer and the image processor (save both with "
+                              f"save_pretrained into the folder): {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise CheckpointError(f"{folder}: the tokenizer has no chat template; set tokenizer.chat_template "
+                              "(transformers.models.smolvlm.processing_smolvlm.DEFAULT_CHAT_TEMPLATE) and save it")
+    return SmolVLMPreprocessor(tokenizer, images, backbone.image_size, backbone.num_image_tokens)
+
 
 def load_source(source: str | Path, **overrides):
     """(AdaptedVLM, SmolVLMPreprocessor) from a folder holding a SmolVLMForConditionalGeneration, its
@@ -207,18 +237,34 @@ def load_source(source: str | Path, **overrides):
         raise ConfigError(f"{source} holds a {name}, not a {' or '.join(FAMILY.classes)}", "source")
     try:
         hf = transformers.SmolVLMForConditionalGeneration.from_pretrained(source).eval()
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-        images = transformers.SmolVLMImageProcessorPil.from_pretrained(source)
     except OSError as exc:
-        raise CheckpointError(f"{source}: could not load the model, its tokenizer and its image processor "
-                              f"(save all three with save_pretrained into the folder): {exc}") from exc
-    if tokenizer.chat_template is None:
-        raise CheckpointError(f"{source}: the tokenizer has no chat template; set tokenizer.chat_template "
-                              "(transformers.models.smolvlm.processing_smolvlm.DEFAULT_CHAT_TEMPLATE) and save it")
+        raise CheckpointError(f"{source}: could not load the model: {exc}") from exc
     for p in hf.parameters():
         p.requires_grad_(False)
     backbone = SmolVLMBackbone(hf)
+    pre = _preprocessor(source, backbone)
+    import dataclasses
+
+    overrides = {k: v for k, v in overrides.items() if k not in ("image_size", "max_text_len")}  # fixed by the model
+    known = {f.name for f in dataclasses.fields(VLMAdaptConfig)} - {"family", "source_class", "depth", "dim",
+                                                                      "num_image_tokens"}
+    if set(overrides) - known:
+        raise ConfigError(f"{', '.join(sorted(set(overrides) - known))} do not apply to a generative model (it takes "
+                          f"{', '.join(sorted(known))})", "arguments")
     cfg = VLMAdaptConfig(depth=backbone.num_layers, dim=backbone.dim, num_image_tokens=backbone.num_image_tokens,
                          **overrides)
-    pre = SmolVLMPreprocessor(tokenizer, images, backbone.image_size, backbone.num_image_tokens)
     return AdaptedVLM(backbone, cfg), pre
+
+
+def load_adapted(directory: Path, saved: dict):
+    """(AdaptedVLM, SmolVLMPreprocessor) of an adapted folder (its weights are loaded by the caller)."""
+    import transformers
+
+    from mmedge.adapt.vlm import AdaptedVLM, VLMAdaptConfig
+
+    cfg = VLMAdaptConfig.from_dict(saved["adapt"], f"{directory / 'config.json'} (adapt)")
+    if cfg.source_class not in FAMILY.classes:
+        raise CheckpointError(f"{directory}: {cfg.source_class} is not a {' or '.join(FAMILY.classes)}")
+    hf = transformers.SmolVLMForConditionalGeneration(transformers.SmolVLMConfig.from_dict(saved["source"]["config"]))
+    backbone = SmolVLMBackbone(hf.eval())
+    return AdaptedVLM(backbone, cfg), _preprocessor(directory, backbone)

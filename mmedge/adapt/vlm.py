@@ -67,8 +67,20 @@ class VLMAdaptConfig:
     def kept_tokens(self, keep_ratio: float) -> int:
         return max(1, round(keep_ratio * self.num_image_tokens))
 
+    task = "generate"
+
+    @property
+    def labels(self) -> list[str]:
+        return []  # a generative model has no answer set
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "adapt config") -> "VLMAdaptConfig":
+        from mmedge.models.config import from_dict
+
+        return from_dict(cls, data, source)
 
 
 class ExitMap(nn.Module):

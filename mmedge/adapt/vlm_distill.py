@@ -249,3 +249,79 @@ def distill(model: AdaptedVLM, pre, data, cfg: VLMDistillConfig, progress: bool 
         history.append({"step": step + 1, "keep_ratio": ratio, **row})
         bar.set_postfix(loss=f"{row['loss']:.3f}")
     return {"steps": cfg.steps, "wall_s": round(time.perf_counter() - started, 1), "history": history}
+
+
+def scene_prompts(image_size: int, seed: int = 0, split: str = "train"):
+    """data(step, n) over the generated scenes, no labels: half caption prompts, half VQA questions."""
+    from mmedge.caption.data import scene_captions
+    from mmedge.data.batches import generate
+
+    def data(step: int, n: int):
+        n_cap, start = n // 2, step * n
+        images, _ = scene_captions(seed, split, range(start, start + n_cap), image_size)
+        questions = generate("vqa", seed, split, range(start, start + n - n_cap), image_size=image_size)
+        return images + [q.image for q in questions], [CAPTION_PROMPT] * n_cap + [q.text for q in questions]
+
+    return data
+
+
+CAPTION_PROMPT = "describe the image."
+
+
+def adapt_generative(source, out, cfg: VLMDistillConfig, data: str = "scenes", progress: bool = True, log=print,
+                     **overrides) -> dict:
+    """`mmedge adapt` for a generative family: wrap, distil on `data`, write the folder and its card."""
+    import json
+    from pathlib import Path
+
+    from mmedge.adapt.families import family_of_class, source_class
+    from mmedge.adapt.folder import save_adapted
+    from mmedge.errors import ConfigError
+    from mmedge.fileio import atomic_write
+
+    if data != "scenes":
+        raise ConfigError(f"--data {data}: a generative model is distilled on the generated scenes (--data scenes) "
+                          "for now; datasets of your own are not read for it yet", "arguments")
+    family = family_of_class(source_class(source))
+    torch.manual_seed(cfg.seed)
+    model, pre = family.load_source(source, **overrides)
+    prompts = scene_prompts(pre.image_size, cfg.seed)
+    held = [teacher_batch(model, pre, *scene_prompts(pre.image_size, cfg.seed, "val")(i, cfg.batch_size),
+                          cfg.max_new_tokens) for i in range(2)]
+    ratios = [r for r in model.config.keep_ratios if r < 1]
+    before = {"agreement": agreement(model, held), "kept_attention": {str(r): kept_attention(model, held, r)
+                                                                        for r in ratios}}
+    result = distill(model, pre, prompts, cfg, progress=progress, log=log)
+    model.eval()
+    after = {"agreement": agreement(model, held), "kept_attention": {str(r): kept_attention(model, held, r)
+                                                                       for r in ratios}}
+    out = Path(out)
+    save_adapted(model, pre, out, str(source), metadata={"distill_steps": str(cfg.steps)})
+    report = {"before": before, "after": after, "steps": cfg.steps, "wall_s": result["wall_s"], "config": cfg.to_dict()}
+    atomic_write(out / "adapt_report.json", lambda p: p.write_text(json.dumps(report, indent=1) + "\n"))
+    atomic_write(out / "README.md", lambda p: p.write_text(card(model, report, str(source))))
+    log(f"adapted {model.config.source_class} in {result['wall_s']:.0f} s; model folder {out}")
+    return report
+
+
+def card(model: AdaptedVLM, report: dict, source: str) -> str:
+    """The adapted folder's README.md."""
+    cfg = model.config
+    exits = [e + 1 for e in cfg.exits]
+    row = lambda key: " | ".join(f"{a:.3f}" for a in report[key]["agreement"])  # noqa: E731
+    lines = [f"# {cfg.source_class}, adapted by mmedge (generate)", "",
+             f"Source: `{source}`, {cfg.depth} decoder layers x {cfg.dim}, its weights unchanged and frozen.", "",
+             "## What was adapted", "",
+             f"- Exits after decoder layers {exits}: the last is the model's own norm and LM head; each other is a "
+             f"rank-{cfg.exit_adapter_rank} residual map and a copy of the final norm before the shared LM head, with "
+             "a learned confidence that its token is the full model's.",
+             f"- A prompt-conditioned prefilter on the {cfg.num_image_tokens} visual tokens of one tile, at keep ratios "
+             f"{cfg.keep_ratios}; kept tokens keep their positions.",
+             f"- Self-distillation: {report['steps']} steps on unlabelled scene prompts ({report['wall_s']:.0f} s).", "",
+             "## Agreement with the full model (held out, teacher-forced)", "",
+             "| | " + " | ".join(f"exit {e}" for e in exits) + " |", "|---|" + "---|" * len(exits),
+             f"| before | {row('before')} |", f"| after | {row('after')} |", "",
+             "Share of the full model's attention to the visual tokens that falls on the kept ones: " +
+             ", ".join(f"keep {k}: {report['before']['kept_attention'][k]:.3f} -> {v:.3f}"
+                       for k, v in report["after"]["kept_attention"].items()) + ".", ""]
+    return "\n".join(lines)

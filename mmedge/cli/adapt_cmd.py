@@ -46,9 +46,9 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", required=True,
                    help="pretrained model: a folder (model + processor) or a hub id where a hub is reachable")
-    p.add_argument("--task", required=True, choices=("vqa", "nlvr2", "retrieval"),
+    p.add_argument("--task", required=True, choices=("vqa", "nlvr2", "retrieval", "generate"),
                    help="vqa (ViltForQuestionAnswering), nlvr2 (ViltForImagesAndTextClassification), "
-                        "retrieval (ViltForImageAndTextRetrieval)")
+                        "retrieval (ViltForImageAndTextRetrieval), generate (SmolVLMForConditionalGeneration)")
     p.add_argument("--data", default="scenes", help="scenes (the generated scenes, default) or NAME:ROOT with NAME "
                    "one of vqa2, gqa, nlvr2, coco, cc, jsonl (docs/guides/data.md gives each layout)")
     p.add_argument("--out", type=writable_dir, required=True, help="the adapted model folder (and its checkpoint/)")
@@ -73,10 +73,39 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def run_generative(args: argparse.Namespace) -> int:
+    """A generative VLM: its exits and prefilter distilled on the scenes' prompts (mmedge.adapt.vlm_distill)."""
+    from mmedge.adapt import adapt
+    from mmedge.adapt.vlm_distill import VLMDistillConfig
+    from mmedge.errors import ConfigError
+    from mmedge.models.config import from_dict, read_json
+
+    if args.train_backbone:
+        raise ConfigError("--train-backbone: a generative model's own weights stay frozen", "arguments")
+    cfg = from_dict(VLMDistillConfig, read_json(config_file(args.config, "distillation config")),
+                    args.config) if args.config else VLMDistillConfig()
+    changes = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size}.items() if v is not None}
+    cfg = VLMDistillConfig(**{**cfg.to_dict(), **changes})
+    overrides = {"keep_ratios": args.keep_ratios, "exit_layers": args.exits if isinstance(args.exits, list) else None}
+    for flag, value in (("--prefilter-after", args.prefilter_after), ("--exit-rank", args.exit_rank),
+                        ("--image-size", args.image_size), ("--max-text-len", args.max_text_len)):
+        if value is not None:
+            raise ConfigError(f"{flag} applies to encoder models; a generative model's prefilter sits after its "
+                              "connector and its image size and prompt are the model's own", "arguments")
+    report = adapt(args.source, args.out, cfg, task="generate", resume=args.resume, force=args.force,
+                   progress=not args.no_progress, data=args.data,
+                   **{k: v for k, v in overrides.items() if v is not None})
+    agree = ", ".join(f"{a:.3f}" for a in report["after"]["agreement"])
+    print(f"token agreement with the full model per exit [{agree}]")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from mmedge.adapt import adapt
     from mmedge.adapt.distill import DistillConfig
 
+    if args.task == "generate":
+        return run_generative(args)
     cfg = DistillConfig.load(config_file(args.config, "distillation config")) if args.config else DistillConfig()
     changes = {"steps": args.steps, "batch_size": args.batch_size, "data": args.data,
                "train_backbone": args.train_backbone or None}
