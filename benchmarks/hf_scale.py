@@ -18,13 +18,13 @@ Steps:
 1. Source: the random ViLT-B/32 VQA model and a ViltProcessor (a BERT-layout WordPiece tokenizer padded to
    30,522 entries, ViltImageProcessor at shortest edge 384) saved with save_pretrained into the work folder.
 2. Adapt: `mmedge.adapt.load_source` + `save_adapted`, what `mmedge adapt` runs before and after distilling, with
-   an exit after every layer (12), the prefilter after layer 1 and keep ratios 1.0 / 0.5 / 0.25, and *no*
-   distillation (0 steps: `mmedge adapt --steps` takes at least 1, and the exit heads' and prefilter's values do
-   not change latency). The exits are copies of the model's own head, each moved by noise of std 1e-3 so that,
-   as trained heads would, each holds its own bytes (identical copies are stored once by the exporters).
-   More variants split the cost of full depth (ONNX only, keep 1.0): exits after layers 3, 6, 9, 12; the last
-   exit alone (the model's own head: mmedge's stage form with nothing added that runs at keep 1.0); and every
-   layer and the last exit alone at ONNX opset 20 instead of the recipe's default 18 (VARIANTS).
+   an exit after every layer (12), the prefilter after layer 1, keep ratios 1.0 / 0.5 / 0.25 and the exit heads'
+   linear maps stored as rank-128 pairs (the default), and *no* distillation (0 steps: `mmedge adapt --steps`
+   takes at least 1, and the exit heads' and prefilter's values do not change latency). Each exit is moved by
+   noise of std 1e-3 so that, as trained heads would, each holds its own bytes (identical copies are stored once
+   by the exporters). More variants split the cost of full depth (ONNX only, keep 1.0): every layer with full
+   copies of the head (`--exit-rank full`); the last exit alone (the model's own head: mmedge's stage form with
+   nothing added that runs at keep 1.0); and that at ONNX opset 18 instead of the default 20 (VARIANTS).
 3. Export: `mmedge export --target onnx executorch --quantize int8` (fp32 and int8 of each; no ORT format,
    no in-graph graph), parity-checked against PyTorch as every export is.
 4. Unmodified model: optimum's ONNX exporter is asked first (from its side venv, scripts/setup_optimum_venv.sh,
@@ -94,32 +94,31 @@ ARCHS = {
              "image_size": 64, "patch_size": 16, "max_position_embeddings": 16, "vocab_size": 600},
 }
 
-# Adapted variants: the study (an exit after every layer, every keep ratio, both targets), and some that split
-# the cost of full depth against the unmodified model (ONNX only, keep 1.0): the four exits of the docs'
-# `--exits 3,6,9,12`; the last exit alone (the model's own head: mmedge's stage form with nothing added that
-# runs at keep 1.0); and two at ONNX opset 20 instead of the recipe's default 18 (at 18 the exporter writes GELU
-# as Div, Erf, Add, Mul, which onnxruntime does not fuse; at 20 it writes the Gelu operator).
+# Adapted variants: the study (an exit after every layer, every keep ratio, both targets, the defaults of
+# `mmedge adapt` and `mmedge export`: exit heads stored as rank-128 pairs, ONNX opset 20), and some that split
+# the cost of full depth against the unmodified model (ONNX only, keep 1.0): every layer with full copies of the
+# head (`--exit-rank full`); the last exit alone (the model's own head: mmedge's stage form with nothing added
+# that runs at keep 1.0); and that at opset 18 (where the exporter writes GELU as Div, Erf, Add, Mul, which
+# onnxruntime does not fuse; at 20 it writes the Gelu operator).
 VARIANTS = {
-    "every layer": {"exit_layers": None, "bundle": "bundle.mmedge", "targets": ["onnx", "executorch"],
-                    "keep_ratios": list(RATIOS), "opset": 18},
-    "exits 3/6/9/12": {"exit_layers": "quarters", "bundle": "bundle-exits-3-6-9-12.mmedge", "targets": ["onnx"],
-                       "keep_ratios": [1.0], "opset": 18},
-    "last exit only": {"exit_layers": "last", "bundle": "bundle-last-exit.mmedge", "targets": ["onnx"],
-                       "keep_ratios": [1.0], "opset": 18},
-    "every layer, opset 20": {"exit_layers": None, "bundle": "bundle-opset20.mmedge", "targets": ["onnx"],
-                              "keep_ratios": [1.0], "opset": 20},
-    "last exit only, opset 20": {"exit_layers": "last", "bundle": "bundle-last-exit-opset20.mmedge",
-                                 "targets": ["onnx"], "keep_ratios": [1.0], "opset": 20},
+    "every layer": {"exit_layers": None, "exit_rank": 128, "bundle": "bundle.mmedge", "targets": ["onnx", "executorch"],
+                    "keep_ratios": list(RATIOS), "opset": 20},
+    "every layer, full-copy heads": {"exit_layers": None, "exit_rank": None, "bundle": "bundle-full-heads.mmedge",
+                                     "targets": ["onnx"], "keep_ratios": [1.0], "opset": 20},
+    "last exit only": {"exit_layers": "last", "exit_rank": 128, "bundle": "bundle-last-exit.mmedge",
+                       "targets": ["onnx"], "keep_ratios": [1.0], "opset": 20},
+    "last exit only, opset 18": {"exit_layers": "last", "exit_rank": 128, "bundle": "bundle-last-exit-opset18.mmedge",
+                                 "targets": ["onnx"], "keep_ratios": [1.0], "opset": 18},
 }
 
 # configuration name -> how it runs: the adapted variants through the Engine, then the unmodified graph
-ENGINE_RUNS = [("every layer", "onnxruntime"), ("every layer", "executorch"), ("exits 3/6/9/12", "onnxruntime"),
-               ("last exit only", "onnxruntime"), ("every layer, opset 20", "onnxruntime"),
-               ("last exit only, opset 20", "onnxruntime")]
+ENGINE_RUNS = [("every layer", "onnxruntime"), ("every layer", "executorch"),
+               ("every layer, full-copy heads", "onnxruntime"), ("last exit only", "onnxruntime"),
+               ("last exit only, opset 18", "onnxruntime")]
 
 
 def _engine_name(variant: str, backend: str, precision: str) -> str:
-    """"onnxruntime fp32" for every layer; "onnxruntime fp32, opset 20" and the like for the others."""
+    """"onnxruntime fp32" for every layer; "onnxruntime fp32, last exit only" and the like for the others."""
     suffix = variant.removeprefix("every layer").removeprefix(", ")
     return f"{backend} {precision}" + (f", {suffix}" if suffix else "")
 
@@ -133,14 +132,12 @@ MAIN = ["onnxruntime fp32", "onnxruntime int8", "executorch fp32", "executorch i
 
 
 def adapted_folder(variant: dict) -> str:
-    """The adapted folder a variant is exported from (one per set of exits)."""
-    return f"adapted-{variant['exit_layers'] or 'every-layer'}"
+    """The adapted folder a variant is exported from (one per set of exits and exit rank)."""
+    return f"adapted-{variant['exit_layers'] or 'every-layer'}-rank-{variant['exit_rank'] or 'full'}"
 
 
 def exit_layers(variant: dict, depth: int) -> list[int] | None:
-    """0-based layers followed by an exit: None (every layer), the quarters of the depth (3, 6, 9, 12 of 12), the last."""
-    if variant["exit_layers"] == "quarters":
-        return sorted({round(depth * q / 4) - 1 for q in (1, 2, 3, 4)})
+    """0-based layers followed by an exit: None (every layer) or the last alone."""
     return [depth - 1] if variant["exit_layers"] == "last" else None
 
 
@@ -229,7 +226,8 @@ def build_source(folder: Path, arch: str, seed: int = 0) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- 2. adapt
-def adapt(source: Path, folder: Path, exit_layers: list[int] | None = None, seed: int = 0) -> dict:
+def adapt(source: Path, folder: Path, exit_layers: list[int] | None = None, exit_rank: int | None = 128,
+          seed: int = 0) -> dict:
     """What `mmedge adapt` does around distillation, with 0 steps: wrap, then write the adapted folder.
 
     Each exit head starts as a copy of the model's own head; untrained, all of them would hold the same bytes,
@@ -241,7 +239,7 @@ def adapt(source: Path, folder: Path, exit_layers: list[int] | None = None, seed
     from mmedge.adapt.folder import save_adapted
 
     # exits after every layer (None) or the ones given, the prefilter after layer 1
-    model, pre = load_source(source, keep_ratios=list(RATIOS), exit_layers=exit_layers)
+    model, pre = load_source(source, keep_ratios=list(RATIOS), exit_layers=exit_layers, exit_rank=exit_rank)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for head in model.exit_heads:
@@ -772,14 +770,15 @@ def markdown(r: dict) -> str:
              f"{src['parameters']:,} parameters; adapted: exits after layers {', '.join(map(str, ad['exit_layers']))}, "
              f"the prefilter after layer {ad['prefilter_after_layer']}, keep ratios "
              f"{' / '.join(map(str, ad['keep_ratios']))} (sequence {' / '.join(ad['tokens'][str(x)].__str__() for x in RATIOS)} "
-             f"tokens), {ad['parameters']['added']:,} parameters added (the exit heads copy the 3,129-answer head: "
-             f"{ad['parameters']['total']:,} in all). **No distillation** (0 steps): the exits and the prefilter are as "
-             "initialised (each exit head a copy of the model's head moved by noise of std 1e-3, so that, as trained "
-             "heads, each is stored on its own), which changes no latency. More adapted variants, ONNX only at "
-             "keep 1.0, split the cost of full depth: exits after layers 3, 6, 9 and 12 (`--exits 3,6,9,12`); the "
-             "last exit alone (the model's own head: mmedge's stage form with nothing added that runs at keep "
-             "1.0); every layer and the last exit alone exported at ONNX opset 20 (recipe `\"opset\": 20`) instead "
-             "of the default 18. Everything else is exported at opset 18.", "",
+             f"tokens), {ad['parameters']['added']:,} parameters added ({ad['parameters']['total']:,} in all): each "
+             "exit head is a copy of the model's head (LayerNorm, pooler, the 768 -> 1536 -> 3,129 classifier) with "
+             "its linear maps stored as rank-128 pairs (`mmedge adapt`'s default `--exit-rank 128`). **No "
+             "distillation** (0 steps): the exits and the prefilter are as initialised (each exit head moved by "
+             "noise of std 1e-3, so that, as trained heads, each is stored on its own), which changes no latency. "
+             "More adapted variants, ONNX only at keep 1.0, split the cost of full depth: every layer with full "
+             "copies of the head (`--exit-rank full`); the last exit alone (the model's own head: mmedge's stage "
+             "form with nothing added that runs at keep 1.0); and that at ONNX opset 18 instead of the default 20 "
+             "(recipe `\"opset\": 18`). Everything else is exported at opset 20.", "",
              f"Measured on {r['machine']['cpu']} ({r['machine']['logical_cores']} logical cores, shared with other "
              f"work while this ran: compare configurations within this run only), batch 1, one thread "
              f"(onnxruntime intra_op_num_threads=1; ExecuTorch's thread pool sized 1), onnxruntime "
@@ -811,21 +810,28 @@ def markdown(r: dict) -> str:
                          f"{rm['ratio']:.3f} [{rm['ci90'][0]:.3f}-{rm['ci90'][1]:.3f}] | "
                          f"{'yes' if v['within_goal'] else 'no'} |")
         lines.append("")
-        exits = {"every layer": len(ad["exit_layers"])}
         parts = []
-        for opset in ("", ", opset 20"):
-            for p in ("fp32", "int8"):
-                by = {v["variant"]: v["paired_ratio"]["median"] for v in vs if v["precision"] == p}
-                every, last = f"every layer{opset}", f"last exit only{opset}"
-                if {every, last} <= set(by):
-                    per_head = (by[every] - by[last]) / (exits["every layer"] - 1)
-                    parts.append(f"{p}{opset or ', opset 18'}: the stage form alone (last exit only) {by[last]:.3f}x, "
-                                 f"each exit head before the last {100 * per_head:+.1f}% of the unmodified model's time")
+        for p in ("fp32", "int8"):
+            by = {v["variant"]: v["paired_ratio"]["median"] for v in vs if v["precision"] == p}
+            heads = len(ad["exit_layers"]) - 1
+            if {"every layer", "every layer, full-copy heads", "last exit only"} <= set(by):
+                last = by["last exit only"]
+                parts.append(f"{p}: the stage form alone (last exit only) {last:.3f}x; each exit head before the "
+                             f"last {100 * (by['every layer'] - last) / heads:+.2f}% of the unmodified model's time "
+                             f"at rank 128, {100 * (by['every layer, full-copy heads'] - last) / heads:+.2f}% as a "
+                             "full copy")
+            if {"last exit only", "last exit only, opset 18"} <= set(by):
+                parts.append(f"{p}: opset 18 instead of 20 {by['last exit only, opset 18'] - by['last exit only']:+.3f} "
+                             "on the stage form")
         if parts:
-            lines += ["From the medians above: " + "; ".join(parts) + ". The exit heads copy the 3,129-answer "
-                      "classifier (a 1536 x 3129 matrix read at every exit); at opset 18 onnxruntime also leaves "
-                      "mmedge's GELU unfused (Div, Erf, Add, Mul) where it fuses the unmodified graph's into one Gelu "
-                      "node, which opset 20's Gelu operator avoids.", ""]
+            added = {k: r["variants"][k]["adapted"]["parameters"]["added"]
+                     for k in ("every layer", "every layer, full-copy heads") if k in r.get("variants", {})}
+            sizes = (f" ({added['every layer, full-copy heads']:,} parameters added with full copies, "
+                     f"{added['every layer']:,} at rank 128)" if len(added) == 2 else "")
+            lines += ["From the medians above: " + "; ".join(parts) + ". Each exit reads its head's weights once per "
+                      f"query: a full copy's are the model's whole head{sizes}; at opset 18 onnxruntime "
+                      "leaves mmedge's GELU unfused (Div, Erf, Add, Mul) where it fuses the unmodified graph's into "
+                      "one Gelu node, which opset 20's Gelu operator avoids.", ""]
     # per stage
     lines += ["## Each stage", "", "Milliseconds per stage call, median [p10-p90]; stage 0 holds the embeddings, "
               "layer 1, the prefilter (at keep < 1) and exit 1; stage i layer i + 1 and its exit.", ""]
@@ -934,12 +940,10 @@ def markdown(r: dict) -> str:
     lines += [f"- `{k}`: `{v}`" for k, v in um["evidence"].items()]
     within = [f"{v['precision']} {v['variant']}" for v in vs if v["within_goal"]]
     beyond = [f"{v['precision']} {v['variant']}" for v in vs if not v["within_goal"]]
-    lines += ["", "## Not done here", ""]
+    lines += ["", "## The goal, and what is not done here", ""]
     if vs:
         lines.append(f"- At most {GOAL:.2f}x the unmodified model at full depth (median paired ratio): met by "
-                     f"{'; '.join(within) or 'none'}. Not by {'; '.join(beyond) or 'none'}. What is left over the goal "
-                     "is the exit heads (a smaller exit head for real-size VQA models is still to be designed) and, at "
-                     "opset 18, the unfused GELU.")
+                     f"{'; '.join(within) or 'none'}. Not by {'; '.join(beyond) or 'none'}.")
     lines += [
               "- Real weights and accuracy: nothing pretrained can be downloaded here; the answers above mean nothing.",
               "- Distillation at this size (minutes per step on two cores): the exits and prefilter are untrained; "
@@ -1052,7 +1056,8 @@ def run(args, command: str) -> dict:
         for name, variant in VARIANTS.items():
             folder, bundle = work / adapted_folder(variant), work / variant["bundle"]
             step(f"adapted {folder.name}", f"adapt ({folder.name}): the prefilter after layer 1, 0 distillation steps",
-                 lambda: adapt(source, folder, exit_layers(variant, facts["source"]["config"]["num_hidden_layers"])))
+                 lambda: adapt(source, folder, exit_layers(variant, facts["source"]["config"]["num_hidden_layers"]),
+                               variant["exit_rank"]))
             step(f"export {name}", f"export ({name}): {', '.join(variant['targets'])}, fp32 and int8, opset "
                  f"{variant['opset']}", lambda: export(folder, bundle, variant))
         step("unmodified", "unmodified: torch.onnx.export of the plain transformers model",
@@ -1090,7 +1095,7 @@ def run(args, command: str) -> dict:
         "label": LABEL, "command": command,
         "settings": {"arch": args.arch, "rounds": args.rounds, "warmup": args.warmup, "queries": args.queries,
                      "threads": 1, "batch": 1, "keep_ratios": list(RATIOS), "recipe": RECIPE,
-                     "variants": {k: {x: v[x] for x in ("exit_layers", "targets", "keep_ratios", "opset")}
+                     "variants": {k: {x: v[x] for x in ("exit_layers", "exit_rank", "targets", "keep_ratios", "opset")}
                                   for k, v in VARIANTS.items()}},
         "source": facts["source"], "adapted": facts[f"adapted {main_folder.name}"],
         "variants": {name: {"adapted": facts[f"adapted {adapted_folder(v)}"], "export": facts[f"export {name}"]}
