@@ -125,18 +125,24 @@ class SmolVLMBackbone(nn.Module):
         written in place. additive_mask (B, T, S): 0 where a token may attend to a slot, else MASK_VALUE;
         key_weight (B, S): the prefilter's relaxed keep weights in training (mmedge.adapt.model.attention_probs);
         attention: a list that gets this layer's attention probabilities (B, H, T, S)."""
+        k, v = self.key_values(index, x, cos, sin)
+        cache.k[:, :, slots] = k
+        cache.v[:, :, slots] = v
+        return self.attend(index, x, cos, sin, cache.k, cache.v, additive_mask, key_weight, attention)
+
+    def attend(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
+               values: torch.Tensor, additive_mask: torch.Tensor, key_weight: torch.Tensor | None = None,
+               attention: list | None = None) -> torch.Tensor:
+        """The rest of layer `index` once its cache, keys and values (B, KVH, S, hd), holds x's own."""
         layer = self.layers[index]
         attn = layer.self_attn
         B, T, _ = x.shape
         h = layer.input_layernorm(x)
         q = attn.q_proj(h).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         q = q * cos[:, None] + rotate_half(q) * sin[:, None]
-        k, v = self.key_values(index, x, cos, sin)
-        cache.k[:, :, slots] = k
-        cache.v[:, :, slots] = v
         groups = self.num_heads // self.num_kv_heads
-        keys = cache.k.repeat_interleave(groups, dim=1)    # (B, H, S, hd)
-        values = cache.v.repeat_interleave(groups, dim=1)  # (B, H, S, hd)
+        keys = keys.repeat_interleave(groups, dim=1)      # (B, H, S, hd)
+        values = values.repeat_interleave(groups, dim=1)  # (B, H, S, hd)
         scores = (q @ keys.transpose(-1, -2)) * attn.scaling  # (B, H, T, S)
         probs = attention_probs(scores.float(), additive_mask[:, None], key_weight).to(q.dtype)
         if attention is not None:

@@ -1,0 +1,163 @@
+"""An adapted generative VLM (mmedge.adapt.vlm) cut into the graphs a device runs: what export traces.
+
+Per exported keep ratio r:
+- ``vision_k{r}``: pixel_values (1, 3, S, S) and the prompt's text ids (1, L) -> ``visual`` (1, k, D), the
+  visual tokens the prefilter keeps, in order, and ``kept`` (1, k) their indices among the M of the tile;
+and once:
+- ``embed``: ids (1, T) -> ``embeds`` (1, T, D): the decoder's token embeddings;
+- ``step{s}``: decoder stage s on T tokens (a prefill: the prompt; a decode: T = 1): ``hidden_in``
+  (1, T, D: the embeddings for stage 0, else the previous stage's ``hidden``), ``positions`` (1, T) rotary
+  positions, ``slot`` (1,) the cache slot of the first token (the rest follow), ``past_k``/``past_v``
+  (n, 1, KVH, P, hd) this stage's layers' caches -> ``hidden`` (1, T, D), ``logits`` (1, V) and
+  ``confidence`` (1,) of the last token at this stage's exit, ``present_k``/``present_v`` (the caches with
+  the T tokens written). Token t sees the slots up to slot + t;
+- ``fill{s}`` for every stage but the last: ``hidden_in`` (1, 1, D, the exiting stage's hidden), ``positions``,
+  ``slot`` and the caches of every later layer -> those caches with the copy-forward keys and values written.
+The cache holds P = max_slots positions: a prompt of T tokens and up to P - T generated ones. The writes are
+one-hot products (no scatter), so every shape but T is static.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmedge.adapt.vlm import AdaptedVLM
+from mmedge.models.attention import MASK_VALUE
+
+
+def ratio_tag(keep_ratio: float) -> str:
+    return f"k{keep_ratio:g}"
+
+
+@dataclass
+class VLMGraphSpec:
+    name: str
+    kind: str                      # vision | embed | step | fill
+    stage: int | None
+    keep_ratio: float | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    layers: tuple[int, ...] = ()   # decoder layers whose caches the graph takes
+
+
+def graph_specs(model: AdaptedVLM) -> list[VLMGraphSpec]:
+    cfg, S = model.config, model.num_stages
+    specs = [VLMGraphSpec(f"vision_{ratio_tag(r)}", "vision", None, r, ("pixel_values", "text_ids"),
+                          ("visual", "kept")) for r in cfg.keep_ratios]
+    specs.append(VLMGraphSpec("embed", "embed", None, None, ("ids",), ("embeds",)))
+    cache = ("past_k", "past_v")
+    for s in range(S):
+        specs.append(VLMGraphSpec(f"step{s}", "step", s, None, ("hidden_in", "positions", "slot") + cache,
+                                  ("hidden", "logits", "confidence", "present_k", "present_v"),
+                                  tuple(model.stage_layers(s))))
+    for s in range(S - 1):
+        later = tuple(range(cfg.exits[s] + 1, cfg.depth))
+        specs.append(VLMGraphSpec(f"fill{s}", "fill", s, None, ("hidden_in", "positions", "slot") + cache,
+                                  ("present_k", "present_v"), later))
+    return specs
+
+
+def _write(past: torch.Tensor, new: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """past (1, KVH, P, hd) with new (1, KVH, T, hd) written at slots slot..slot+T-1 (one-hot product)."""
+    P, T = past.shape[2], new.shape[2]
+    onehot = (torch.arange(P)[None, :] == (slot + torch.arange(T))[:, None]).to(past.dtype)  # (T, P)
+    keep = 1.0 - onehot.sum(0)  # (P,)
+    return past * keep[None, None, :, None] + torch.einsum("tp,bhtd->bhpd", onehot, new)
+
+
+def _mask(slot: torch.Tensor, T: int, P: int) -> torch.Tensor:
+    """(1, T, P) additive: token t (in slot slot + t) sees the slots up to its own."""
+    query = slot + torch.arange(T)
+    return torch.where(torch.arange(P)[None, :] <= query[:, None], 0.0, MASK_VALUE)[None]
+
+
+class VisionGraph(nn.Module):
+    def __init__(self, model: AdaptedVLM, keep_ratio: float) -> None:
+        super().__init__()
+        self.model, self.k = model, model.config.kept_tokens(keep_ratio)
+
+    def forward(self, pixel_values: torch.Tensor, text_ids: torch.Tensor):
+        bb = self.model.backbone
+        visual = bb.encode_image(pixel_values)  # (1, M, D)
+        M = visual.shape[1]
+        if self.k >= M:
+            return visual, torch.arange(M)[None]
+        text = bb.embed_tokens(text_ids)
+        scores = self.model.prefilter_scores(visual, text, torch.ones(text.shape[:2], dtype=text.dtype))  # (1, M)
+        kept = scores.topk(self.k, dim=-1).indices.sort(dim=-1).values  # (1, k) in order
+        return visual.gather(1, kept[..., None].expand(-1, -1, visual.shape[-1])), kept
+
+
+class EmbedGraph(nn.Module):
+    def __init__(self, model: AdaptedVLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor):
+        return self.model.backbone.embed_tokens(ids)
+
+
+class StepGraph(nn.Module):
+    """Decoder stage `stage` on T tokens; argument names are the graph's input names."""
+
+    def __init__(self, model: AdaptedVLM, stage: int) -> None:
+        super().__init__()
+        self.model, self.stage = model, stage
+        self.layers = list(model.stage_layers(stage))
+
+    def forward(self, hidden_in, positions, slot, past_k, past_v):
+        bb = self.model.backbone
+        x = hidden_in
+        cos, sin = bb.rotary(positions, x)
+        mask = _mask(slot, x.shape[1], past_k.shape[3])
+        present_k, present_v = [], []
+        for j, i in enumerate(self.layers):
+            k, v = bb.key_values(i, x, cos, sin)
+            keys, values = _write(past_k[j], k, slot), _write(past_v[j], v, slot)
+            x = bb.attend(i, x, cos, sin, keys, values, mask)
+            present_k.append(keys)
+            present_v.append(values)
+        logits, confidence = self.model.exit(self.stage, x[:, -1:])
+        return x, logits[:, 0], confidence[:, 0], torch.stack(present_k), torch.stack(present_v)
+
+
+class FillGraph(nn.Module):
+    """Copy-forward: the later layers' keys and values of a token that exited after stage `stage`."""
+
+    def __init__(self, model: AdaptedVLM, stage: int) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = list(range(model.config.exits[stage] + 1, model.config.depth))
+
+    def forward(self, hidden_in, positions, slot, past_k, past_v):
+        bb = self.model.backbone
+        cos, sin = bb.rotary(positions, hidden_in)
+        present_k, present_v = [], []
+        for j, i in enumerate(self.layers):
+            k, v = bb.key_values(i, hidden_in, cos, sin)
+            present_k.append(_write(past_k[j], k, slot))
+            present_v.append(_write(past_v[j], v, slot))
+        return torch.stack(present_k), torch.stack(present_v)
+
+
+def graph_module(model: AdaptedVLM, spec: VLMGraphSpec) -> nn.Module:
+    if spec.kind == "vision":
+        return VisionGraph(model, spec.keep_ratio)
+    if spec.kind == "embed":
+        return EmbedGraph(model)
+    return (StepGraph if spec.kind == "step" else FillGraph)(model, spec.stage)
+
+
+def example_inputs(model: AdaptedVLM, spec: VLMGraphSpec, max_slots: int, tokens: int = 3) -> tuple:
+    """Inputs to trace `spec` with (T = tokens for the graphs whose token count varies)."""
+    bb = model.backbone
+    if spec.kind == "vision":
+        return torch.zeros(1, 3, bb.image_size, bb.image_size), torch.ones(1, 5, dtype=torch.long)
+    if spec.kind == "embed":
+        return (torch.ones(1, tokens, dtype=torch.long),)
+    T = tokens if spec.kind == "step" else 1
+    cache = torch.zeros(len(spec.layers), 1, bb.num_kv_heads, max_slots, bb.head_dim)
+    return (torch.zeros(1, T, bb.dim), torch.arange(T)[None], torch.tensor([0]), cache, cache.clone())

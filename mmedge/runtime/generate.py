@@ -1,0 +1,162 @@
+"""Generation on exported graphs with a per-token early exit, in numpy: the one decoding loop that
+mmedge's captioner (mmedge.caption.runtime) and adapted generative VLMs (mmedge.runtime.vlm) share.
+
+Backend-agnostic and torch-free: `session.run(graph_name, feeds) -> outputs` is any of
+``mmedge.runtime.backends``' sessions or an export's PyTorch reference. Each token runs the decoder's
+``step`` graphs in order until ``mmedge.runtime.controller.should_stop`` takes an exit; a token that
+exits before the last stage leaves its copy-forward keys and values in the later layers' caches
+through a ``fill`` graph (``kv="copy"``), or runs the skipped stages for their caches
+(``kv="recompute"``). The KV cache is one array per decoder layer, (1, heads, slots, head_dim).
+A model kind says how its graphs are fed (``StagedDecoder``'s hooks); search (greedy, beam) is here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmedge.errors import ConfigError
+from mmedge.runtime.controller import ExitState, Policy, should_stop, softmax_max
+
+KV_MODES = ("copy", "recompute")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]
+    exits: list[int]
+    logprob: float
+    cache_k: list[np.ndarray]   # per decoder layer, (1, H, P, hd)
+    cache_v: list[np.ndarray]
+    done: bool = False
+    logits: list[np.ndarray] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
+
+
+@dataclass
+class GenerationRun:
+    tokens: list[int]            # generated ids, the stop token included when reached
+    exits: list[int]             # exit stage per generated id
+    logits: list[np.ndarray]     # per generated id, the logits it was chosen from (V,)
+    encoder_ms: float            # the image's graphs (and, for a VLM, the prompt's prefill)
+    stage_ms: dict[str, float]   # total ms per graph over the generation
+    total_ms: float
+    confidences: list[float] = field(default_factory=list)  # per generated id, the learned confidence at its exit
+    logprob: float = 0.0         # the hypothesis' score: sum of its ids' log-softmax (float64)
+
+
+def check_search(policy, kv: str, beam) -> None:
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy must be a Policy (mmedge.runtime.controller), got {type(policy).__name__}",
+                          "arguments")
+    if kv not in KV_MODES:
+        raise ConfigError(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}", "arguments")
+    if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= 16:
+        raise ConfigError(f"beam {beam!r} must be an integer from 1 to 16", "arguments")
+
+
+class StagedDecoder:
+    """Per-token staged decoding over a session's graphs. A model kind implements the hooks:
+    ``stage_layers`` (decoder layers per stage), ``step_name(s)``, ``fill_name(s)``,
+    ``first_feeds(hyp, n)`` (stage 0's inputs besides the caches for the n-th generated token),
+    ``token_feeds(n)`` (every step's and fill's position inputs) and ``context_feeds(s)`` (stage s's
+    inputs after its caches: the captioner's cross-attention keys and values). Feeds are built in that
+    order: first (or hidden_in), token feeds, past_k, past_v, context."""
+
+    stage_layers: list[list[int]]
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    # ------------------------------------------------------------------ hooks
+    def step_name(self, stage: int) -> str:
+        raise NotImplementedError
+
+    def fill_name(self, stage: int) -> str:
+        raise NotImplementedError
+
+    def first_feeds(self, hyp: Hypothesis, n: int, timings: dict) -> dict:
+        raise NotImplementedError
+
+    def token_feeds(self, n: int) -> dict:
+        raise NotImplementedError
+
+    def context_feeds(self, stage: int) -> dict:
+        return {}
+
+    # ------------------------------------------------------------------ shared
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_layers)
+
+    def run_graph(self, name: str, feeds: dict, timings: dict) -> dict:
+        t0 = time.perf_counter()
+        out = self.session.run(name, feeds)
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+        return out
+
+    def word(self, hyp: Hypothesis, n: int, policy: Policy, kv: str, timings: dict) -> tuple[np.ndarray, int, float]:
+        """Run the stages for the n-th generated token of `hyp` (updating its caches) -> logits (V,), exit
+        stage and the learned confidence at that exit."""
+        state = ExitState([], [], [], 0.0)
+        hidden = logits = None
+        chosen_exit = self.num_stages - 1
+        for s, layers in enumerate(self.stage_layers):
+            first = self.first_feeds(hyp, n, timings) if s == 0 else {"hidden_in": hidden}
+            feeds = {**first, **self.token_feeds(n), "past_k": np.stack([hyp.cache_k[i] for i in layers]),
+                     "past_v": np.stack([hyp.cache_v[i] for i in layers]), **self.context_feeds(s)}
+            out = self.run_graph(self.step_name(s), feeds, timings)
+            for j, i in enumerate(layers):
+                hyp.cache_k[i], hyp.cache_v[i] = out["present_k"][j], out["present_v"][j]
+            hidden = out["hidden"]
+            stage_logits = out["logits"][0]
+            if logits is None:  # still choosing
+                state.answers.append(int(np.argmax(stage_logits)))
+                state.confidences.append(float(out["confidence"][0]))
+                state.max_probabilities.append(softmax_max(stage_logits))
+                if should_stop(policy, state, self.num_stages):
+                    logits, chosen_exit = stage_logits, s
+                    if kv == "copy":
+                        break
+        if kv == "copy" and chosen_exit < self.num_stages - 1:
+            later = [i for layers in self.stage_layers[chosen_exit + 1:] for i in layers]
+            out = self.run_graph(self.fill_name(chosen_exit),
+                                 {"hidden_in": hidden, **self.token_feeds(n),
+                                  "past_k": np.stack([hyp.cache_k[i] for i in later]),
+                                  "past_v": np.stack([hyp.cache_v[i] for i in later])}, timings)
+            for j, i in enumerate(later):
+                hyp.cache_k[i], hyp.cache_v[i] = out["present_k"][j], out["present_v"][j]
+        return logits, chosen_exit, state.confidences[chosen_exit]
+
+    def search(self, start: Hypothesis, limit: int, policy: Policy, beam: int, kv: str, stop_ids: tuple[int, ...],
+               timings: dict) -> Hypothesis:
+        """Greedy (beam 1) or beam search from `start` for up to `limit` tokens; a hypothesis ends at a
+        stop id. Beams are ranked by summed log-probability, the best by its length-normalised score."""
+        beams = [start]
+        for n in range(limit):
+            candidates = []
+            for hyp in beams:
+                if hyp.done:
+                    candidates.append((hyp.logprob, hyp, None, None, None, None))
+                    continue
+                logits, exit_stage, confidence = self.word(hyp, n, policy, kv, timings)
+                z = logits.astype(np.float64)
+                logp = z - z.max() - np.log(np.exp(z - z.max()).sum())
+                top = np.argsort(-logp, kind="stable")[:beam]
+                for w in top:
+                    candidates.append((hyp.logprob + float(logp[w]), hyp, int(w), exit_stage, logits, confidence))
+            candidates.sort(key=lambda c: -c[0])
+            new_beams = []
+            for score, hyp, word, exit_stage, logits, confidence in candidates[:beam]:
+                if word is None:
+                    new_beams.append(hyp)
+                    continue
+                new_beams.append(Hypothesis(hyp.tokens + [word], hyp.exits + [exit_stage], score,
+                                            list(hyp.cache_k), list(hyp.cache_v), word in stop_ids,
+                                            hyp.logits + [logits], hyp.confidences + [confidence]))
+            beams = new_beams
+            if all(h.done for h in beams):
+                break
+        return max(beams, key=lambda h: h.logprob / max(1, len(h.tokens))) if beam > 1 else beams[0]
