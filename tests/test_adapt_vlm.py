@@ -235,3 +235,37 @@ def test_cli_adapts_a_smolvlm_into_a_folder_that_loads_back(tmp_path, capsys):
     assert main(["adapt", "--from", str(source), "--task", "generate", "--out", str(tmp_path / "x"),
                  "--exit-rank", "8"]) != 0
     assert "--exit-rank applies to encoder models" in capsys.readouterr().err
+
+
+def test_onnx_graphs_generate_as_transformers_and_as_pytorch(tmp_path):
+    """The exported graphs (vision per keep ratio, embed, step per exit segment, fill) on onnxruntime,
+    driven by the shared decoding loop: at full depth token for token transformers' generate(); with an
+    exit policy and at keep 0.5 the adapted PyTorch model's tokens and exits."""
+    from mmedge.adapt.smolvlm import load_source
+    from mmedge.adapt.vlm_export import export_onnx, open_onnx
+    from mmedge.runtime.vlm import VLMDecoder
+
+    torch.manual_seed(0)
+    model, pre = load_source(make_source(tmp_path / "src"), exit_layers=[0, 2], keep_ratios=[1.0, 0.5])
+    torch.nn.init.normal_(model.exit_maps[0].up.weight, std=0.1)  # an exit that is not the identity map
+    parity = export_onnx(model, tmp_path / "graphs", max_slots=40, progress=False)
+    assert set(parity) == {"vision_k1", "vision_k0.5", "embed", "step0", "step1", "fill0"}
+    assert max(parity.values()) < 1e-4, parity
+    decoder = VLMDecoder(*open_onnx(tmp_path / "graphs"))
+    hf = model.backbone.hf
+    policy = Policy("max_probability", threshold=0.3)
+    early = 0
+    for image, text in zip(*scene_data(5, 3)):
+        ids, px = pre.prompt_ids(text), pre.pixels([image])
+        want = hf.generate(input_ids=ids, pixel_values=px[:, None], max_new_tokens=10, do_sample=False,
+                           eos_token_id=list(pre.stop_ids))[0, ids.shape[1]:].tolist()
+        got = decoder.generate(ids[0].tolist(), px.numpy(), Policy("full"), 10, stop_ids=pre.stop_ids)
+        assert got.tokens == want
+        for ratio in (1.0, 0.5):
+            run = decoder.generate(ids[0].tolist(), px.numpy(), policy, 10, keep_ratio=ratio, stop_ids=pre.stop_ids)
+            ref = model.generate(ids, px, 10, pre.stop_ids, keep_ratio=ratio, policy=policy)
+            assert (run.tokens, run.exits) == (ref.tokens, ref.exits)
+            early += run.exits.count(0)
+    assert early > 0  # the policy did take the early exit
+    with pytest.raises(ConfigError, match="image tokens"):
+        decoder.generate([1, 2, 3], px.numpy(), policy, 4)

@@ -1,0 +1,125 @@
+"""An adapted generative VLM on its exported graphs (mmedge.adapt.vlm_graphs), in numpy: the prompt
+assembled with the prefilter's visual tokens, prefilled at full depth, then each token decoded with a
+per-token exit by mmedge.runtime.generate's loop (the captioner's). Torch-free.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mmedge.errors import ConfigError
+from mmedge.runtime.controller import Policy
+from mmedge.runtime.generate import GenerationRun, Hypothesis, StagedDecoder, check_search
+
+
+@dataclass
+class VLMLayout:
+    """What generation needs to know about the graphs (saved beside them as vlm.json)."""
+
+    stage_layers: list[list[int]]   # decoder layers of each stage
+    num_kv_heads: int
+    head_dim: int
+    max_slots: int                  # cache slots: prompt + generated tokens
+    image_token_id: int
+    num_image_tokens: int           # per tile, before the prefilter
+    keep_ratios: list[float]
+
+    @property
+    def depth(self) -> int:
+        return sum(len(x) for x in self.stage_layers)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ratio_tag(keep_ratio: float) -> str:
+    return f"k{keep_ratio:g}"
+
+
+class VLMDecoder(StagedDecoder):
+    def __init__(self, session, layout: VLMLayout) -> None:
+        super().__init__(session)
+        self.layout = layout
+        self.stage_layers = layout.stage_layers
+        self._next_position = self._next_slot = 0
+        self._first: tuple[np.ndarray, float] | None = None
+
+    def step_name(self, stage: int) -> str:
+        return f"step{stage}"
+
+    def fill_name(self, stage: int) -> str:
+        return f"fill{stage}"
+
+    def first_feeds(self, hyp: Hypothesis, n: int, timings: dict) -> dict:
+        embeds = self.run_graph("embed", {"ids": np.array([[hyp.tokens[-1]]], np.int64)}, timings)["embeds"]
+        return {"hidden_in": embeds}
+
+    def token_feeds(self, n: int) -> dict:
+        """The n-th generated token (n >= 1) feeds token n - 1 at the position and slot after the last."""
+        return {"positions": np.array([[self._next_position + n - 1]], np.int64),
+                "slot": np.array([self._next_slot + n - 1], np.int64)}
+
+    def word(self, hyp: Hypothesis, n: int, policy: Policy, kv: str, timings: dict):
+        if n == 0:  # the first token comes from the prefill, at full depth
+            logits, confidence = self._first
+            return logits, self.num_stages - 1, confidence
+        return super().word(hyp, n, policy, kv, timings)
+
+    def prompt(self, ids: list[int], pixel_values: np.ndarray, keep_ratio: float, timings: dict):
+        """-> the prompt's embeddings (1, T', D) with the kept visual tokens in place of the image block,
+        their rotary positions (1, T') (the unpruned prompt's) and the kept indices."""
+        L = self.layout
+        ids = np.asarray(ids, np.int64)
+        at = np.flatnonzero(ids == L.image_token_id)
+        M = L.num_image_tokens
+        if len(at) != M or (M and at[-1] - at[0] != M - 1):
+            raise ConfigError(f"the prompt must hold one block of {M} image tokens (one tile); it holds {len(at)}",
+                              "prompt")
+        start = int(at[0])
+        text = ids[ids != L.image_token_id][None]
+        vision = self.run_graph(f"vision_{ratio_tag(keep_ratio)}", {"pixel_values": pixel_values, "text_ids": text},
+                                timings)
+        embeds = self.run_graph("embed", {"ids": ids[None]}, timings)["embeds"]
+        kept = vision["kept"][0]
+        embeds = np.concatenate([embeds[:, :start], vision["visual"], embeds[:, start + M:]], axis=1)
+        positions = np.concatenate([np.arange(start), start + kept, np.arange(start + M, len(ids))])[None]
+        return embeds.astype(np.float32), positions.astype(np.int64), kept
+
+    def generate(self, ids: list[int], pixel_values: np.ndarray, policy: Policy, max_new_tokens: int = 24,
+                 beam: int = 1, kv: str = "copy", keep_ratio: float = 1.0,
+                 stop_ids: tuple[int, ...] = ()) -> GenerationRun:
+        """ids: the prompt with its block of image tokens; pixel_values (1, 3, S, S) float32."""
+        check_search(policy, kv, beam)
+        L = self.layout
+        if keep_ratio not in L.keep_ratios:
+            raise ConfigError(f"keep ratio {keep_ratio} was not exported; these graphs have {L.keep_ratios}",
+                              "arguments")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        embeds, positions, _ = self.prompt(ids, pixel_values, keep_ratio, timings)
+        T = embeds.shape[1]
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or \
+                not 1 <= max_new_tokens <= L.max_slots - T:
+            raise ConfigError(f"max_new_tokens {max_new_tokens!r} must be from 1 to {L.max_slots - T} (the cache "
+                              f"holds {L.max_slots} slots, the prompt {T})", "arguments")
+        cache_k = [np.zeros((1, L.num_kv_heads, L.max_slots, L.head_dim), np.float32) for _ in range(L.depth)]
+        cache_v = [c.copy() for c in cache_k]
+        hidden = embeds
+        for s, layers in enumerate(self.stage_layers):  # the prefill: every stage on the whole prompt
+            out = self.run_graph(self.step_name(s), {"hidden_in": hidden, "positions": positions,
+                                                     "slot": np.array([0], np.int64),
+                                                     "past_k": np.stack([cache_k[i] for i in layers]),
+                                                     "past_v": np.stack([cache_v[i] for i in layers])}, timings)
+            for j, i in enumerate(layers):
+                cache_k[i], cache_v[i] = out["present_k"][j], out["present_v"][j]
+            hidden = out["hidden"]
+        first_ms = (time.perf_counter() - t0) * 1e3
+        self._first = (out["logits"][0], float(out["confidence"][0]))
+        self._next_position, self._next_slot = int(positions[0, -1]) + 1, T
+        start = Hypothesis([], [], 0.0, cache_k, cache_v)
+        best = self.search(start, max_new_tokens, policy, beam, kv, tuple(stop_ids), timings)
+        return GenerationRun(best.tokens, best.exits, best.logits, first_ms, timings,
+                             (time.perf_counter() - t0) * 1e3, best.confidences, best.logprob)
