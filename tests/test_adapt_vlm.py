@@ -237,12 +237,12 @@ def test_cli_adapts_a_smolvlm_into_a_folder_that_loads_back(tmp_path, capsys):
     assert "--exit-rank applies to encoder models" in capsys.readouterr().err
 
 
-def test_onnx_graphs_generate_as_transformers_and_as_pytorch(tmp_path):
-    """The exported graphs (vision per keep ratio, embed, step per exit segment, fill) on onnxruntime,
-    driven by the shared decoding loop: at full depth token for token transformers' generate(); with an
-    exit policy and at keep 0.5 the adapted PyTorch model's tokens and exits."""
+def test_onnx_and_executorch_graphs_generate_as_transformers_and_as_pytorch(tmp_path):
+    """The exported graphs (vision per keep ratio, embed, step per exit segment, fill) on onnxruntime, and as
+    the methods of one ExecuTorch program, driven by the shared decoding loop: at full depth token for token
+    transformers' generate(); with an exit policy and at keep 0.5 the adapted PyTorch model's tokens and exits."""
     from mmedge.adapt.smolvlm import load_source
-    from mmedge.adapt.vlm_export import export_onnx, open_onnx
+    from mmedge.adapt.vlm_export import export_executorch, export_onnx, open_executorch, open_onnx
     from mmedge.runtime.vlm import VLMDecoder
 
     torch.manual_seed(0)
@@ -269,3 +269,11 @@ def test_onnx_graphs_generate_as_transformers_and_as_pytorch(tmp_path):
     assert early > 0  # the policy did take the early exit
     with pytest.raises(ConfigError, match="image tokens"):
         decoder.generate([1, 2, 3], px.numpy(), policy, 4)
+    pytest.importorskip("executorch")
+    export_executorch(model, tmp_path / "graphs", max_slots=40)  # one .pte, a method per graph (XNNPACK)
+    et = VLMDecoder(*open_executorch(tmp_path / "graphs"))
+    full = et.generate(ids[0].tolist(), px.numpy(), Policy("full"), 10, stop_ids=pre.stop_ids)
+    assert full.tokens == want
+    run = et.generate(ids[0].tolist(), px.numpy(), policy, 10, keep_ratio=0.5, stop_ids=pre.stop_ids)
+    ref = model.generate(ids, px, 10, pre.stop_ids, keep_ratio=0.5, policy=policy)
+    assert (run.tokens, run.exits) == (ref.tokens, ref.exits)

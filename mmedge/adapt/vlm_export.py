@@ -1,7 +1,9 @@
-"""Export an adapted generative VLM's graphs (mmedge.adapt.vlm_graphs) to ONNX, with their layout.
+"""Export an adapted generative VLM's graphs (mmedge.adapt.vlm_graphs) with their layout.
 
-    out/onnx/{vision_k1, vision_k0.5, ..., embed, step0.., fill0..}.onnx   (opset 20, fp32)
-    out/vlm.json                                                             the VLMLayout
+    out/onnx/{vision_k1, vision_k0.5, ..., embed, step0.., fill0..}.onnx   ONNX (opset 20, fp32)
+    out/executorch/vlm_fp32.pte                                             ExecuTorch: one program, a method
+                                                                            per graph (XNNPACK)
+    out/vlm.json                                                            the VLMLayout
 
 Every graph is checked against PyTorch on inputs other than those it was traced with (another
 token count for the step graphs): the largest absolute difference is returned per graph.
@@ -28,7 +30,8 @@ OPSET = 20
 def layout(model: AdaptedVLM, max_slots: int) -> VLMLayout:
     bb, cfg = model.backbone, model.config
     return VLMLayout([list(model.stage_layers(s)) for s in range(model.num_stages)], bb.num_kv_heads, bb.head_dim,
-                     max_slots, bb.image_token_id, bb.num_image_tokens, list(cfg.keep_ratios))
+                     max_slots, bb.image_token_id, bb.num_image_tokens, list(cfg.keep_ratios),
+                     {spec.name: list(spec.outputs) for spec in graph_specs(model)})
 
 
 def _dynamic(spec, max_slots: int):
@@ -75,6 +78,50 @@ def export_onnx(model: AdaptedVLM, out: str | Path, max_slots: int = 64, progres
     spec_json = layout(model, max_slots).to_dict()
     atomic_write(out / "vlm.json", lambda p: p.write_text(json.dumps(spec_json, indent=1) + "\n"))
     return parity
+
+
+def export_executorch(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -> Path:
+    """Every graph as a method of one ExecuTorch program (XNNPACK, fp32; the step methods take 1 to
+    max_slots tokens), and vlm.json."""
+    from mmedge.export.tooling import quiet
+    from mmedge.runtime.backends.quiet import library_imports
+
+    with library_imports():
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+    out = Path(out)
+    model.eval()
+    specs = graph_specs(model)
+    try:
+        with quiet(), torch.no_grad():
+            programs = {s.name: torch.export.export(graph_module(model, s).eval(), example_inputs(model, s, max_slots),
+                                                    dynamic_shapes=_dynamic(s, max_slots), strict=False)
+                        for s in specs}
+            constants = {"mmedge_task_generate": 1, "mmedge_num_stages": model.num_stages,
+                         "mmedge_max_slots": max_slots}
+            edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+            data = edge.to_executorch().buffer
+    except Exception as exc:  # noqa: BLE001 - the exporter's own error types
+        raise ExportError(f"executorch lowering failed: {type(exc).__name__}: {str(exc).splitlines()[0][:500]}") from exc
+    path = out / "executorch" / "vlm_fp32.pte"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: p.write_bytes(data))
+    spec_json = layout(model, max_slots).to_dict()
+    atomic_write(out / "vlm.json", lambda p: p.write_text(json.dumps(spec_json, indent=1) + "\n"))
+    return path
+
+
+def open_executorch(out: str | Path, threads: int | None = None):
+    """(session, VLMLayout) over the ExecuTorch program written by export_executorch."""
+    from mmedge.runtime.backends.executorch_backend import ExecuTorchSession
+
+    out = Path(out)
+    lay = VLMLayout(**json.loads((out / "vlm.json").read_text()))
+    session = ExecuTorchSession(out / "executorch" / "vlm_fp32.pte", {name: name for name in lay.graphs}, threads)
+    for name, outputs in lay.graphs.items():
+        session.set_output_names(name, outputs)
+    return session, lay
 
 
 def open_onnx(out: str | Path, threads: int | None = None):

@@ -87,7 +87,8 @@ class VisionGraph(nn.Module):
             return visual, torch.arange(M)[None]
         text = bb.embed_tokens(text_ids)
         scores = self.model.prefilter_scores(visual, text, torch.ones(text.shape[:2], dtype=text.dtype))  # (1, M)
-        kept = scores.topk(self.k, dim=-1).indices.sort(dim=-1).values  # (1, k) in order
+        kept = scores.topk(self.k, dim=-1).indices  # (1, k) by score
+        kept = kept.topk(self.k, dim=-1, largest=False).values  # in order (ExecuTorch has no aten::sort)
         return visual.gather(1, kept[..., None].expand(-1, -1, visual.shape[-1])), kept
 
 

@@ -26,6 +26,7 @@ class VLMLayout:
     image_token_id: int
     num_image_tokens: int           # per tile, before the prefilter
     keep_ratios: list[float]
+    graphs: dict[str, list[str]]    # graph (or method) name -> its output names
 
     @property
     def depth(self) -> int:
