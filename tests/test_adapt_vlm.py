@@ -172,23 +172,30 @@ def vocab_id(pre, word: str) -> int:
 def test_distillation_fits_the_exits_and_the_prefilter_to_the_teacher(tmp_path):
     """On one batch, repeated (what the losses can reach, not how they generalise: a random tiny model's
     attention is near uniform over 4 visual tokens; benchmarks/vlm_teacher.py measures held-out data on a
-    trained teacher): exit 1 learns the teacher's tokens, the prefilter the tokens the teacher reads; the
-    pretrained weights stay as they were."""
+    trained teacher): exit 1 learns the teacher's tokens; the prefilter which tokens to keep so that the pruned
+    model's output stays close to the full model's (the KL alone, the default), or the tokens the teacher reads
+    (with the attention prior); the pretrained weights stay as they were."""
     from mmedge.adapt.smolvlm import load_source
-    from mmedge.adapt.vlm_distill import VLMDistillConfig, agreement, distill, kept_attention, teacher_batch
+    from mmedge.adapt.vlm_distill import VLMDistillConfig, agreement, distill, kept_attention, pruned_kl, teacher_batch
 
     torch.manual_seed(0)
     model, pre = load_source(make_source(tmp_path / "src"), exit_layers=[0, 2], keep_ratios=[1.0, 0.5])
     weights = {n: p.clone() for n, p in model.backbone.named_parameters()}
     fixed = scene_data(7, 8)
     held = [teacher_batch(model, pre, *fixed, max_new_tokens=6)]
-    before, kept_before = agreement(model, held), kept_attention(model, held, 0.5)
-    cfg = VLMDistillConfig(steps=40, batch_size=8, max_new_tokens=6, lr=1e-2, train_keep_ratios=[1.0, 0.5])
+    before, kl_before = agreement(model, held), pruned_kl(model, held, 0.5)
+    state = {n: p.clone() for n, p in model.state_dict().items()}
+    cfg = VLMDistillConfig(steps=40, batch_size=8, max_new_tokens=6, lr=1e-2)
     log = distill(model, pre, lambda step, n: fixed, cfg, progress=False)
-    after, kept_after = agreement(model, held), kept_attention(model, held, 0.5)
+    after, kl_after = agreement(model, held), pruned_kl(model, held, 0.5)
     assert after[-1] == before[-1] == 1.0 and after[0] > before[0] + 0.3, (before, after)
-    assert kept_after > max(kept_before, 0.5) + 0.05, (kept_before, kept_after)
-    assert len(log["history"]) == 40
+    assert kl_after < 0.8 * kl_before, (kl_before, kl_after)
+    assert len(log["history"]) == 40 and {r["keep_ratio"] for r in log["history"]} == {0.5}
+    model.load_state_dict(state)  # again from the start, with the attention prior
+    kept_before = kept_attention(model, held, 0.5)
+    distill(model, pre, lambda step, n: fixed, VLMDistillConfig(steps=40, batch_size=8, max_new_tokens=6, lr=1e-2,
+                                                                attention_prior_weight=1.0), progress=False)
+    assert kept_attention(model, held, 0.5) > max(kept_before, 0.5) + 0.05
     assert all(torch.equal(p, weights[n]) for n, p in model.backbone.named_parameters())
 
 

@@ -31,16 +31,29 @@ class Run:
     quality: float                 # CIDEr x100 (caption) or accuracy x100 (answer)
     layers_per_token: float        # decoder layers run per decoded token (the first, prefilled, excluded)
     exit_histogram: list[int]      # decoded tokens (first excluded) per exit stage
+    interval: tuple[float, float] = (math.nan, math.nan)  # bootstrap 90% interval of the quality over prompts
 
     def to_dict(self) -> dict:
-        return {"quality": self.quality, "layers_per_token": self.layers_per_token,
+        return {"quality": self.quality, "interval90": list(self.interval), "layers_per_token": self.layers_per_token,
                 "exit_histogram": self.exit_histogram}
 
 
-def quality(task: str, said: list[str], references: list[str]) -> float:
+def per_prompt(task: str, said: list[str], references: list[str]) -> list[float]:
+    """Each prompt's score (CIDEr x100 per image, whose mean is the corpus CIDEr; or 100 / 0)."""
     if task == "caption":
-        return caption_scores(said, [[r] for r in references], meteor=False).cider
-    return 100.0 * float(np.mean([s == r for s, r in zip(said, references)]))
+        return caption_scores(said, [[r] for r in references], meteor=False).cider_per_image
+    return [100.0 * (s == r) for s, r in zip(said, references)]
+
+
+def bootstrap90(scores: list[float], rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    x = np.asarray(scores, np.float64)
+    means = x[rng.integers(0, len(x), (rounds, len(x)))].mean(axis=1)
+    return float(np.percentile(means, 5)), float(np.percentile(means, 95))
+
+
+def quality(task: str, said: list[str], references: list[str]) -> float:
+    return float(np.mean(per_prompt(task, said, references)))
 
 
 def run(model: AdaptedVLM, pre, task: str, images: list, texts: list[str], references: list[str],
@@ -61,7 +74,8 @@ def run(model: AdaptedVLM, pre, task: str, images: list, texts: list[str], refer
     layers = [model.config.exits[s] + 1 for s in range(model.num_stages)]
     decoded = sum(histogram)
     per_token = sum(h * n for h, n in zip(histogram, layers)) / decoded if decoded else float(model.config.depth)
-    return Run(said, gens, quality(task, said, references), per_token, histogram)
+    scores = per_prompt(task, said, references)
+    return Run(said, gens, float(np.mean(scores)), per_token, histogram, bootstrap90(scores))
 
 
 def calibrate(model: AdaptedVLM, pre, task: str, images: list, texts: list[str], references: list[str],
