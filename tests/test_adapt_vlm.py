@@ -284,3 +284,19 @@ def test_onnx_and_executorch_graphs_generate_as_transformers_and_as_pytorch(tmp_
     run = et.generate(ids[0].tolist(), px.numpy(), policy, 10, keep_ratio=0.5, stop_ids=pre.stop_ids)
     ref = model.generate(ids, px, 10, pre.stop_ids, keep_ratio=0.5, policy=policy)
     assert (run.tokens, run.exits) == (ref.tokens, ref.exits)
+
+
+def test_coreml_package_has_a_function_per_graph(tmp_path):
+    """Core ML (structure only: prediction needs macOS): one multifunction package, every graph a function
+    with its inputs and outputs, the caches' static shapes and the step functions' token range."""
+    pytest.importorskip("coremltools")
+    from mmedge.adapt.smolvlm import load_source
+    from mmedge.adapt.vlm_export import coreml_problems, export_coreml
+
+    torch.manual_seed(0)
+    model, _ = load_source(make_source(tmp_path / "src"), exit_layers=[0, 2], keep_ratios=[1.0, 0.5])
+    check = export_coreml(model, tmp_path / "graphs", max_slots=40)
+    assert check["passed"] and check["functions"] == 6
+    package = tmp_path / "graphs" / "coreml" / "vlm_fp32.mlpackage"
+    assert coreml_problems(model, package, 40) == []
+    assert coreml_problems(model, package, 64)  # a package for another cache size does not pass

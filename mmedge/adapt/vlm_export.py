@@ -3,10 +3,14 @@
     out/onnx/{vision_k1, vision_k0.5, ..., embed, step0.., fill0..}.onnx   ONNX (opset 20, fp32)
     out/executorch/vlm_fp32.pte                                             ExecuTorch: one program, a method
                                                                             per graph (XNNPACK)
+    out/coreml/vlm_fp32.mlpackage                                           Core ML: one multifunction package,
+                                                                            a function per graph (iOS 18)
     out/vlm.json                                                            the VLMLayout
 
-Every graph is checked against PyTorch on inputs other than those it was traced with (another
-token count for the step graphs): the largest absolute difference is returned per graph.
+Every ONNX graph is checked against PyTorch on inputs other than those it was traced with (another
+token count for the step graphs): the largest absolute difference is returned per graph. ExecuTorch's
+methods are checked by running them (tests/test_adapt_vlm.py). Core ML is checked structurally only
+(functions, input and output names, static shapes, the token count's range): its prediction needs macOS.
 """
 
 from __future__ import annotations
@@ -110,6 +114,60 @@ def export_executorch(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -
     spec_json = layout(model, max_slots).to_dict()
     atomic_write(out / "vlm.json", lambda p: p.write_text(json.dumps(spec_json, indent=1) + "\n"))
     return path
+
+
+def export_coreml(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -> dict:
+    """Every graph as a function of one Core ML package (mlprogram, fp32, iOS 18; the step functions take 1
+    to max_slots tokens); returns the structural check (raises ExportError when it fails)."""
+    from mmedge.export.coreml_target import save_functions
+
+    model.eval()
+    specs = graph_specs(model)
+    path = Path(out) / "coreml" / "vlm_fp32.mlpackage"
+
+    def program(spec):
+        with torch.no_grad():
+            return torch.export.export(graph_module(model, spec).eval(), example_inputs(model, spec, max_slots),
+                                       dynamic_shapes=_dynamic(spec, max_slots), strict=False)
+
+    save_functions({spec.name: (lambda spec=spec: program(spec)) for spec in specs},
+                   {spec.name: list(spec.outputs) for spec in specs}, path, "embed")
+    problems = coreml_problems(model, path, max_slots)
+    if problems:
+        raise ExportError("the Core ML package does not have the graphs' structure:\n  " + "\n  ".join(problems))
+    return {"functions": len(specs), "passed": True,
+            "parity": "not run: Core ML prediction needs macOS; checked structurally"}
+
+
+def coreml_problems(model: AdaptedVLM, path: Path, max_slots: int) -> list[str]:
+    """Differences between the package and the graphs: functions, input and output names, the caches'
+    static shapes, and the step functions' token count range (1..max_slots)."""
+    from mmedge.export.tooling import require
+
+    ct = require("coremltools", "pip install coremltools==9.0")
+    described = {fn.name: fn for fn in ct.utils.load_spec(str(path)).description.functions}
+    specs = graph_specs(model)
+    problems = [] if sorted(described) == sorted(s.name for s in specs) else \
+        [f"functions {sorted(described)} != graphs {sorted(s.name for s in specs)}"]
+    bb = model.backbone
+    for spec in specs:
+        fn = described.get(spec.name)
+        if fn is None:
+            continue
+        inputs = {f.name: f.type.multiArrayType for f in fn.input}
+        if [f.name for f in fn.input] != list(spec.inputs) or [f.name for f in fn.output] != list(spec.outputs):
+            problems.append(f"{spec.name}: inputs {list(inputs)} / outputs {[f.name for f in fn.output]} != "
+                            f"{list(spec.inputs)} / {list(spec.outputs)}")
+            continue
+        if "past_k" in inputs:
+            want = [len(spec.layers), 1, bb.num_kv_heads, max_slots, bb.head_dim]
+            if list(inputs["past_k"].shape) != want:
+                problems.append(f"{spec.name}: past_k shape {list(inputs['past_k'].shape)} != {want}")
+        if spec.kind == "step":
+            ranges = [(r.lowerBound, r.upperBound) for r in inputs["hidden_in"].shapeRange.sizeRanges]
+            if len(ranges) != 3 or ranges[1] != (1, max_slots):
+                problems.append(f"{spec.name}: hidden_in token range {ranges} is not 1..{max_slots}")
+    return problems
 
 
 def open_executorch(out: str | Path, threads: int | None = None):

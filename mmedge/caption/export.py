@@ -128,32 +128,15 @@ def _executorch(model: CaptionModel, specs: list[GraphSpec], root: Path, log) ->
 
 
 def _coreml(model: CaptionModel, specs: list[GraphSpec], root: Path, io: dict, log) -> list[dict]:
-    ct = require("coremltools", "pip install coremltools==9.0")
-    from mmedge.export.coreml_target import check_structure, structure
+    require("coremltools", "pip install coremltools==9.0")
+    from mmedge.export.coreml_target import check_structure, save_functions, structure
 
     log(f"  coreml: converting {len(specs)} functions (fp32)")
     path = root / "coreml" / "caption_fp32.mlpackage"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mmedge-coreml-") as tmp:
-        desc = ct.utils.MultiFunctionDescriptor()
-        for spec in specs:
-            try:
-                with quiet():
-                    program = torch.export.export(graph_module(model, spec).eval(), example_inputs(model, spec),
-                                                  strict=False).run_decompositions({})
-                    mlmodel = ct.convert(program, convert_to="mlprogram", skip_model_load=True,
-                                         minimum_deployment_target=ct.target.iOS18,
-                                         compute_precision=ct.precision.FLOAT32,
-                                         outputs=[ct.TensorType(name=n) for n in spec.outputs])
-            except Exception as exc:  # noqa: BLE001
-                raise ExportError(f"coreml conversion of {spec.name} failed: {type(exc).__name__}: "
-                                  f"{str(exc)[:500]}") from exc
-            single = Path(tmp) / f"{spec.name}.mlpackage"
-            mlmodel.save(str(single))
-            desc.add_function(str(single), src_function_name="main", target_function_name=spec.name)
-        desc.default_function_name = specs[0].name
-        with quiet():
-            ct.utils.save_multifunction(desc, str(path))
+    programs = {spec.name: (lambda spec=spec: torch.export.export(graph_module(model, spec).eval(),
+                                                                  example_inputs(model, spec), strict=False))
+                for spec in specs}
+    save_functions(programs, {spec.name: list(spec.outputs) for spec in specs}, path, specs[0].name)
     found = structure(path)
     problems = check_structure(found, io)
     if problems:

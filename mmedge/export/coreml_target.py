@@ -73,6 +73,35 @@ def build_package(model: AdaptiveVLModel, specs: list[StageSpec], recipe: Export
             ct.utils.save_multifunction(desc, str(path))
 
 
+def save_functions(programs: dict, outputs: dict[str, list[str]], path: Path, default: str) -> None:
+    """One multifunction Core ML package (mlprogram, fp32, iOS 18) at `path`: a function per entry of
+    `programs` (name -> a callable returning its torch.export ExportedProgram), with its output names.
+    Each is converted and saved on its own in a temporary folder, then they are merged."""
+    ct = require("coremltools", INSTALL)
+    with tempfile.TemporaryDirectory(prefix="mmedge-coreml-") as tmp:
+        desc = ct.utils.MultiFunctionDescriptor()
+        for name, make in programs.items():
+            try:
+                with quiet():
+                    mlmodel = ct.convert(make().run_decompositions({}), convert_to="mlprogram", skip_model_load=True,
+                                         minimum_deployment_target=ct.target.iOS18,
+                                         compute_precision=ct.precision.FLOAT32,
+                                         outputs=[ct.TensorType(name=n) for n in outputs[name]])
+            except Exception as exc:  # noqa: BLE001 - the converter's own error types
+                raise ExportError(f"coreml conversion of {name} failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
+            single = Path(tmp) / f"{name}.mlpackage"
+            mlmodel.save(str(single))
+            desc.add_function(str(single), src_function_name="main", target_function_name=name)
+        desc.default_function_name = default
+        staged = Path(tmp) / "merged.mlpackage"
+        with quiet():
+            ct.utils.save_multifunction(desc, str(staged))
+        if path.exists():
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staged), str(path))
+
+
 def structure(path: Path) -> dict[str, dict]:
     """Per function: inputs and outputs (name, shape, dtype) and op counts, read from the package."""
     ct = require("coremltools", INSTALL)
