@@ -177,10 +177,13 @@ def measure(args) -> dict:
 
 
 def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: int) -> dict:
-    """The adapted teacher exported (ONNX, ExecuTorch: mmedge.adapt.vlm_export) and run by mmedge.runtime.vlm,
-    interleaved per prompt: time to first token (vision graph, prompt assembly, prefill) per keep ratio, and
-    ms per decoded token at full depth and at the calibrated threshold."""
-    from mmedge.adapt.vlm_export import export_executorch, export_onnx, open_executorch, open_onnx
+    """The adapted teacher exported (ONNX fp32 / int8 / int4, ExecuTorch fp32: mmedge.adapt.vlm_export) and run
+    by mmedge.runtime.vlm, interleaved per prompt: time to first token (vision graph, prompt assembly, prefill)
+    per keep ratio, and ms per decoded token at full depth and at the calibrated threshold; then the quantized
+    ONNX graphs' quality at full depth on every test prompt against the fp32 graphs'."""
+    from mmedge.adapt.vlm_export import (QUANTIZED, export_executorch, export_onnx, open_executorch, open_onnx,
+                                         quantize_onnx)
+    from mmedge.adapt.vlm_eval import per_prompt
     from mmedge.runtime.backends.executorch_backend import set_executorch_threads
     from mmedge.runtime.controller import Policy
     from mmedge.runtime.vlm import VLMDecoder
@@ -188,8 +191,11 @@ def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: in
     parity = export_onnx(model, work, max_slots=96)
     export_executorch(model, work, max_slots=96)
     set_executorch_threads(threads, missing_ok=True)
+    for precision in QUANTIZED:
+        quantize_onnx(work, precision)
     decoders = {"onnxruntime": VLMDecoder(*open_onnx(work, threads)),
-                "executorch": VLMDecoder(*open_executorch(work, threads))}
+                "executorch": VLMDecoder(*open_executorch(work, threads)),
+                **{f"onnxruntime {p}": VLMDecoder(*open_onnx(work, threads, p)) for p in QUANTIZED}}
     ttft = {b: {str(r): [] for r in RATIOS} for b in decoders}
     per_token = {b: {task: {"full depth": [], "calibrated": []} for task in test} for b in decoders}
     same = {b: 0 for b in decoders}
@@ -214,12 +220,33 @@ def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: in
                         per_token[backend][task][name].append((run.total_ms - run.encoder_ms) / (len(run.tokens) - 1))
                     if policy is policies.get("calibrated", policies["full depth"]):
                         same[backend] += int((run.tokens, run.exits) == (ref.tokens, ref.exits))
+    said: dict[str, dict[str, list[str]]] = {}  # full depth on every test prompt, per ONNX precision
+    for backend in ("onnxruntime", *(f"onnxruntime {p}" for p in QUANTIZED)):
+        said[backend] = {}
+        for task, (images, texts, _) in test.items():
+            pixels = pre.pixels(images).numpy()
+            said[backend][task] = [pre.decode(decoders[backend].generate(
+                pre.prompt_ids(t)[0].tolist(), pixels[i: i + 1], Policy("full"), 24, stop_ids=pre.stop_ids).tokens)
+                for i, t in enumerate(texts)]
+    quality = {backend: {task: {"quality": float(np.mean(per_prompt(task, texts, test[task][2]))),
+                                "same_text_as_fp32": float(np.mean([a == b for a, b in
+                                                                    zip(texts, said["onnxruntime"][task])]))}
+                         for task, texts in by_task.items()} for backend, by_task in said.items()}
+    sizes = {"onnxruntime": _mb(work / "onnx"), **{f"onnxruntime {p}": _mb(work / f"onnx-{p}") for p in QUANTIZED},
+             "executorch": _mb(work / "executorch")}
     return {"ttft_ms": {b: {r: median_ms(v) for r, v in d.items()} for b, d in ttft.items()},
             "decoded_token_ms": {b: {t: {k: median_ms(v) for k, v in d.items() if v} for t, d in bd.items()}
                                  for b, bd in per_token.items()},
-            "export_parity": parity, "equal_to_pytorch": {"equal": same, "of": checked}, "threads": threads,
-            "note": "mmedge.runtime.vlm on the exported graphs (fp32), batch 1; a decoded token's time is a "
-                    "generation's time after its first token over its other tokens"}
+            "export_parity": parity, "equal_to_pytorch": {"equal": {b: same[b] for b in ("onnxruntime", "executorch")},
+                                                          "of": checked},
+            "threads": threads, "quantized_quality": quality,
+            "sizes_mb": sizes,
+            "note": "mmedge.runtime.vlm on the exported graphs (fp32 unless the runtime names int8 or int4), batch 1; "
+                    "a decoded token's time is a generation's time after its first token over its other tokens"}
+
+
+def _mb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6, 2)
 
 
 def write_report(r: dict, out: Path) -> None:
@@ -284,7 +311,7 @@ def write_report(r: dict, out: Path) -> None:
         lines += ["", "The thresholds were chosen on the validation split; " + "; ".join(outside) + "."]
     tm = r["timing"]
     eq = tm["equal_to_pytorch"]
-    lines += ["", "Milliseconds per decoded token, median [p10-p90], on the exported graphs (" + tm["note"] + "; "
+    lines += ["", "Milliseconds per decoded token, median [p10-p90] (" + tm["note"] + "; "
               f"{tm['threads']} thread(s)). Both runtimes wrote the PyTorch model's tokens and exits for "
               + ", ".join(f"{b}: {v} of {eq['of']}" for b, v in eq["equal"].items()) + " prompts at the calibrated "
               "threshold; largest graph difference from PyTorch at export (ONNX) "
@@ -297,6 +324,16 @@ def write_report(r: dict, out: Path) -> None:
             saved = (f"{1 - rows['calibrated']['median'] / rows['full depth']['median']:.1%}"
                      if {"full depth", "calibrated"} <= set(rows) else "-")
             lines.append(f"| {backend} | {task} | " + " | ".join(cells) + f" | {saved} |")
+    qq = tm.get("quantized_quality")
+    if qq:
+        lines += ["", "Weight-only quantized ONNX graphs (int8: mmedge's ONNX int8 recipe; int4: ONNX Runtime's "
+                  "MatMulNBits, blocks of 32), full depth on every test prompt, against the fp32 graphs:", "",
+                  "| graphs | MB | caption CIDEr | same caption as fp32 | answer accuracy | same answer as fp32 |",
+                  "|---|---|---|---|---|---|"]
+        for backend, tasks in qq.items():
+            c, a = tasks["caption"], tasks["answer"]
+            lines.append(f"| {backend} | {tm['sizes_mb'][backend]:.2f} | {c['quality']:.1f} | {c['same_text_as_fp32']:.1%} | "
+                         f"{a['quality']:.1f} | {a['same_text_as_fp32']:.1%} |")
     lines += ["", "## The prefilter", "", "Quality at full depth per keep ratio (test split, PyTorch) and time to "
               "first token (vision graph, prompt assembly, prefill), median [p10-p90] ms:", "",
               "| keep ratio | caption CIDEr [90%] | answer accuracy [90%] | " +
@@ -310,8 +347,8 @@ def write_report(r: dict, out: Path) -> None:
     lines += ["", "## Not done here", "",
               "- A prefilter that keeps caption quality: with 16 visual tokens per image and captions that name every "
               "object, keeping half of them loses much of the CIDEr above.",
-              "- Bundles (manifest, signing), `Engine.generate`, int8 / int4 weights, Core ML: the graphs above are "
-              "fp32 ONNX and ExecuTorch files driven by mmedge.runtime.vlm directly.", ""]
+              "- Bundles (manifest, signing) and `Engine.generate`: the graphs above are ONNX and ExecuTorch files "
+              "driven by mmedge.runtime.vlm directly; ExecuTorch int8 / int4 weights.", ""]
     (out / "report.md").write_text("\n".join(lines))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -249,7 +249,7 @@ def test_onnx_and_executorch_graphs_generate_as_transformers_and_as_pytorch(tmp_
     the methods of one ExecuTorch program, driven by the shared decoding loop: at full depth token for token
     transformers' generate(); with an exit policy and at keep 0.5 the adapted PyTorch model's tokens and exits."""
     from mmedge.adapt.smolvlm import load_source
-    from mmedge.adapt.vlm_export import export_executorch, export_onnx, open_executorch, open_onnx
+    from mmedge.adapt.vlm_export import export_executorch, export_onnx, open_executorch, open_onnx, quantize_onnx
     from mmedge.runtime.vlm import VLMDecoder
 
     torch.manual_seed(0)
@@ -276,6 +276,14 @@ def test_onnx_and_executorch_graphs_generate_as_transformers_and_as_pytorch(tmp_
     assert early > 0  # the policy did take the early exit
     with pytest.raises(ConfigError, match="image tokens"):
         decoder.generate([1, 2, 3], px.numpy(), policy, 4)
+    import onnx
+
+    for precision, op in (("int8", "MatMulInteger"), ("int4", "MatMulNBits")):  # weight-only quantized copies
+        folder = quantize_onnx(tmp_path / "graphs", precision)
+        assert op in {n.op_type for n in onnx.load(str(folder / "step0.onnx")).graph.node}
+        quantized = VLMDecoder(*open_onnx(tmp_path / "graphs", precision=precision))
+        run = quantized.generate(ids[0].tolist(), px.numpy(), policy, 6, keep_ratio=0.5, stop_ids=pre.stop_ids)
+        assert 1 <= len(run.tokens) <= 6 and all(0 <= t < VOCAB for t in run.tokens)
     pytest.importorskip("executorch")
     export_executorch(model, tmp_path / "graphs", max_slots=40)  # one .pte, a method per graph (XNNPACK)
     et = VLMDecoder(*open_executorch(tmp_path / "graphs"))

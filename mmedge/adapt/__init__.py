@@ -1,5 +1,6 @@
 """`mmedge adapt`: a pretrained Hugging Face vision-language encoder (ViLT first) given mmedge's
-exits, confidences and visual-token prefilter, trained by self-distillation from the model itself.
+exits, confidences and visual-token prefilter, trained by self-distillation from the model itself;
+and a generative VLM (SmolVLM) given per-token exits and a prompt-conditioned prefilter.
 
     families.py  which transformers classes are supported, by which family module
     vilt.py      the ViLT family: the encoder at a fixed size, its head, its processor in numpy
@@ -10,6 +11,10 @@ exits, confidences and visual-token prefilter, trained by self-distillation from
     stages.py    the stage modules under mmedge's export contract
     folder.py    the adapted model folder (config.json with "family", model.safetensors, processor files)
     card.py      its README.md
+    smolvlm.py   the SmolVLM family: one tile, the decoder by layer over a slotted KV cache, its prompt
+    vlm.py       AdaptedVLM: per-token exits, the prefilter, greedy generation in PyTorch
+    vlm_distill.py, vlm_eval.py   its self-distillation; quality, cost and calibration per exit policy
+    vlm_graphs.py, vlm_export.py  its graphs, exported to ONNX (fp32 / int8 / int4), ExecuTorch, Core ML
 
 Needs ``transformers`` (``pip install mmedge[adapt]``); imported only when used.
 """

@@ -16,6 +16,7 @@ What changes against `transformers`' own forward, always checked against it (tes
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,7 +180,7 @@ class SmolVLMPreprocessor:
         squares = [np.asarray(Image.fromarray(np.asarray(im, dtype=np.uint8)).resize((S, S), Image.Resampling.LANCZOS))
                    if np.asarray(im).shape[:2] != (S, S) else np.asarray(im, dtype=np.uint8) for im in images]
         out = self.image_processor(images=[[im] for im in squares], return_tensors="pt")["pixel_values"]
-        return out[:, 0]  # (B, 1, 3, S, S): one tile per image
+        return out[:, 0]  # (B, 1, 3, S, S) -> (B, 3, S, S): one tile per image
 
     def prompt_text(self, text: str) -> str:
         from transformers.models.smolvlm.processing_smolvlm import _prompt_single_image
@@ -249,8 +250,6 @@ def load_source(source: str | Path, **overrides):
         p.requires_grad_(False)
     backbone = SmolVLMBackbone(hf)
     pre = _preprocessor(source, backbone)
-    import dataclasses
-
     overrides = {k: v for k, v in overrides.items() if k not in ("image_size", "max_text_len")}  # fixed by the model
     known = {f.name for f in dataclasses.fields(VLMAdaptConfig)} - {"family", "source_class", "depth", "dim",
                                                                       "num_image_tokens"}

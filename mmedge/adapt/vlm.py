@@ -5,14 +5,14 @@ What is added, trained by self-distillation from the frozen model (its weights u
 - **exits** after chosen decoder layers: a per-exit RMSNorm (a copy of the final norm) in front of the
   model's own LM head (shared, not copied), behind a low-rank residual map h + U V h (rank
   ``exit_adapter_rank``, U zero at the start: the exit starts as the final norm and head read early),
-  and a confidence (that this exit's token is the full model's). The exit after the last layer is the model's own norm and head: at keep ratio 1.0 the
-  last exit *is* the pretrained model;
+  and a confidence (that this exit's token is the full model's). The exit after the last layer is the
+  model's own norm and head: at keep ratio 1.0 the last exit *is* the pretrained model;
 - **a prefilter** on the connector's visual tokens, conditioned on the prompt (the mean of its text
   tokens' embeddings), keeping the top k = keep ratio x M tokens in their order. Kept tokens, and
   every text token, keep their original rotary positions, so the pruned prompt is exactly the full
   prompt with the dropped visual tokens masked out of attention.
 
-Decoding (``generate``): greedy, one token at a time, the decoder's stages in order with the first
+Decoding (``generate``, PyTorch; exported graphs: mmedge.runtime.vlm): greedy, one token at a time, the decoder's stages in order with the first
 exit the policy accepts (mmedge.runtime.controller.Policy); the layers a token skipped get its keys
 and values copied forward from the exiting hidden state (CALM's copy-forward, as mmedge.caption does).
 """
@@ -67,7 +67,7 @@ class VLMAdaptConfig:
     def kept_tokens(self, keep_ratio: float) -> int:
         return max(1, round(keep_ratio * self.num_image_tokens))
 
-    task = "generate"
+    task = "generate"  # a class attribute, not a field: what the adapted folder's config.json says
 
     @property
     def labels(self) -> list[str]:

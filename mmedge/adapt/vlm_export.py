@@ -1,6 +1,8 @@
 """Export an adapted generative VLM's graphs (mmedge.adapt.vlm_graphs) with their layout.
 
     out/onnx/{vision_k1, vision_k0.5, ..., embed, step0.., fill0..}.onnx   ONNX (opset 20, fp32)
+    out/onnx-int8/, out/onnx-int4/                                          weight-only quantized copies
+                                                                            (quantize_onnx)
     out/executorch/vlm_fp32.pte                                             ExecuTorch: one program, a method
                                                                             per graph (XNNPACK)
     out/coreml/vlm_fp32.mlpackage                                           Core ML: one multifunction package,
@@ -182,10 +184,45 @@ def open_executorch(out: str | Path, threads: int | None = None):
     return session, lay
 
 
-def open_onnx(out: str | Path, threads: int | None = None):
-    """(session, VLMLayout) over a folder written by export_onnx."""
+QUANTIZED = ("int8", "int4")
+
+
+def quantize_onnx(out: str | Path, precision: str, block_size: int = 32) -> Path:
+    """Weight-only quantized copies of the fp32 ONNX graphs into out/onnx-<precision>/: int8 is mmedge's
+    ONNX int8 recipe (mmedge.export.onnx_target.quantize_int8: int8 weights per channel, activations
+    quantized at run time); int4 is ONNX Runtime's block-quantized MatMulNBits (4-bit weights in blocks of
+    `block_size` along the input dimension, symmetric, activations fp32). Embeddings stay fp32."""
+    if precision not in QUANTIZED:
+        raise ExportError(f"precision {precision!r}: choose one of {QUANTIZED}")
+    out = Path(out)
+    src, dst = out / "onnx", out / f"onnx-{precision}"
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.glob("*.onnx")):
+        if precision == "int8":
+            from mmedge.export.onnx_target import quantize_int8
+
+            quantize_int8(path, dst / path.name)
+            continue
+        import onnx
+        from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+        from mmedge.export.tooling import quiet
+
+        with quiet():
+            quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(path)), algo_config=nbits.DefaultWeightOnlyQuantConfig(
+                block_size=block_size, is_symmetric=True, accuracy_level=4))
+            quantizer.process()
+        atomic_write(dst / path.name, lambda p: quantizer.model.save_model_to_file(str(p), use_external_data_format=False))
+    return dst
+
+
+def open_onnx(out: str | Path, threads: int | None = None, precision: str = "fp32"):
+    """(session, VLMLayout) over a folder written by export_onnx (and quantize_onnx for int8 / int4)."""
     from mmedge.runtime.backends.onnxruntime_backend import OnnxRuntimeSession
 
     out = Path(out)
-    files = {p.stem: p for p in sorted((out / "onnx").glob("*.onnx"))}
+    folder = out / ("onnx" if precision == "fp32" else f"onnx-{precision}")
+    files = {p.stem: p for p in sorted(folder.glob("*.onnx"))}
+    if not files:
+        raise ExportError(f"{folder} holds no graphs: export_onnx{'' if precision == 'fp32' else ' and quantize_onnx'} first")
     return OnnxRuntimeSession(files, threads), VLMLayout(**json.loads((out / "vlm.json").read_text()))
