@@ -27,6 +27,7 @@ from tqdm import tqdm
 from mmedge.adapt.vlm import AdaptedVLM
 from mmedge.adapt.vlm_graphs import example_inputs, graph_module, graph_specs
 from mmedge.errors import ExportError
+from mmedge.export.tooling import quiet
 from mmedge.fileio import atomic_write
 from mmedge.runtime.vlm import VLMLayout
 
@@ -65,7 +66,7 @@ def export_onnx(model: AdaptedVLM, out: str | Path, max_slots: int = 64, progres
         module = graph_module(model, spec).eval()
         path = out / "onnx" / f"{spec.name}.onnx"
         try:
-            with torch.no_grad():
+            with quiet(), torch.no_grad():  # the exporter's warnings and optimizer notices stay off the terminal
                 program = torch.onnx.export(module, example_inputs(model, spec, max_slots),
                                             input_names=list(spec.inputs), output_names=list(spec.outputs),
                                             dynamic_shapes=_dynamic(spec, max_slots), dynamo=True, optimize=True,
@@ -89,7 +90,6 @@ def export_onnx(model: AdaptedVLM, out: str | Path, max_slots: int = 64, progres
 def export_executorch(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -> Path:
     """Every graph as a method of one ExecuTorch program (XNNPACK, fp32; the step methods take 1 to
     max_slots tokens), and vlm.json."""
-    from mmedge.export.tooling import quiet
     from mmedge.runtime.backends.quiet import library_imports
 
     with library_imports():
@@ -205,8 +205,6 @@ def quantize_onnx(out: str | Path, precision: str, block_size: int = 32) -> Path
             continue
         import onnx
         from onnxruntime.quantization import matmul_nbits_quantizer as nbits
-
-        from mmedge.export.tooling import quiet
 
         with quiet():
             quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(path)), algo_config=nbits.DefaultWeightOnlyQuantConfig(
