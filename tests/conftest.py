@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+# Nothing in the suite downloads (tiny models are built here with save_pretrained): transformers and
+# huggingface_hub must not try the hub either, which on a machine without a network waits for it. Set
+# before any test imports transformers; subprocesses (torchrun, the CLI) inherit it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 TINY = {
     "steps": 8, "batch_size": 8, "eval_every": 4, "eval_samples": 32, "checkpoint_every": 4, "log_every": 2,
     "warmup_steps": 2, "threads": 1, "token_loss_weight": 0.5, "ground_loss_weight": 0.5,
