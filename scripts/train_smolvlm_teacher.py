@@ -20,12 +20,11 @@ answers) and `checkpoint.pt` (for --resume). Deterministic by --seed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from mmedge.caption.data import scene_captions  # noqa: E402
 from mmedge.caption.metrics import caption_scores  # noqa: E402
-from teacher_checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from teacher_checkpoint import load_checkpoint, save_checkpoint, save_teacher, teacher_arguments  # noqa: E402
 from mmedge.data.batches import generate  # noqa: E402
 from mmedge.data.tasks import vocabulary_words  # noqa: E402
 
@@ -229,23 +228,14 @@ def train(cfg: SmolTeacherConfig, out: Path, resume: bool) -> None:
             bar.write(json.dumps(row))
             save_checkpoint(ckpt, step, model=model, opt=opt, sched=sched)
     bar.close()
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    images_proc.save_pretrained(out)
-    (out / "teacher_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     test = evaluate(model, tok, images_proc, cfg, "test", 512)
-    (out / "teacher_eval.json").write_text(json.dumps({"split": "test", "samples_per_task": 512, **test}, indent=1)
-                                           + "\n")
+    save_teacher(out, cfg, [model, tok, images_proc], {"samples_per_task": 512, **test})
     print(f"test: {test}; saved to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--steps", type=int, default=SmolTeacherConfig.steps)
+    parser = teacher_arguments(__doc__, SmolTeacherConfig.steps)
     parser.add_argument("--eval-every", type=int, default=SmolTeacherConfig.eval_every)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train(SmolTeacherConfig(steps=args.steps, eval_every=args.eval_every), args.out, args.resume)

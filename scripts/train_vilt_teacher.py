@@ -11,12 +11,11 @@ processor) plus `metrics.jsonl` (loss and validation accuracy over training) and
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from teacher_checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from teacher_checkpoint import load_checkpoint, save_checkpoint, save_teacher, teacher_arguments  # noqa: E402
 from mmedge.data.batches import generate, token_classes  # noqa: E402
 from mmedge.data.grounding import SIZE_CLASSES, grounding_targets  # noqa: E402
 from mmedge.data.scenes import COLORS, SHAPES  # noqa: E402
@@ -194,21 +193,13 @@ def train(cfg: TeacherConfig, out: Path, resume: bool) -> None:
             log.flush()
             save_checkpoint(ckpt, step, model=model, heads=heads, opt=opt, sched=sched)
     bar.close()
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / "teacher_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     test = accuracy(model, processor, cfg, "test", 1024)
-    (out / "teacher_eval.json").write_text(json.dumps({"split": "test", "samples": 1024, "accuracy": test}) + "\n")
+    save_teacher(out, cfg, [model, processor], {"samples": 1024, "accuracy": test})
     print(f"test accuracy {test:.4f}; saved to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--steps", type=int, default=TeacherConfig.steps)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = teacher_arguments(__doc__, TeacherConfig.steps).parse_args(argv)
     torch.set_num_threads(args.threads)
     train(TeacherConfig(steps=args.steps), args.out, args.resume)
 

@@ -172,6 +172,20 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
+def keep_weights(scores: torch.Tensor, kept: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+    """(B, N) keep weights of the top-k `kept` (B, k) of `scores`: the hard mask (1 kept, 0 dropped); with a
+    temperature, relaxed for training (straight-through): its value the hard mask, its gradient that of a
+    sigmoid around the k-th score. What attention_probs takes as key_weight."""
+    hard = torch.zeros_like(scores).scatter(1, kept, 1.0)
+    if temperature is None:
+        return hard
+    k = kept.shape[1]
+    top = scores.detach().topk(k + 1, dim=1).values
+    threshold = 0.5 * (top[:, k - 1] + top[:, k])  # (B,) between the k-th and (k+1)-th score
+    soft = torch.sigmoid((scores - threshold.unsqueeze(1)) / temperature)
+    return hard + soft - soft.detach()
+
+
 def attention_probs(scores: torch.Tensor, additive_mask: torch.Tensor,
                     key_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax attention probabilities (B, nh, Q, T) of scaled scores (B, nh, Q, T) under an additive
@@ -343,11 +357,8 @@ class AdaptedModel(Adapter, nn.Module):
         scores = self.prefilter_scores(hidden, mask)  # (B', N)
         kept = scores.topk(k, dim=1).indices  # (B', k), descending score
         if relaxed:
-            hard = torch.zeros_like(scores).scatter(1, kept, 1.0)  # (B', N)
-            top = scores.detach().topk(k + 1, dim=1).values
-            threshold = 0.5 * (top[:, k - 1] + top[:, k])  # (B',) between the k-th and (k+1)-th score
-            soft = torch.sigmoid((scores - threshold.unsqueeze(1)) / self.relax_temperature)
-            weight = torch.cat([torch.ones_like(mask[:, :G]), hard + soft - soft.detach()], dim=1)  # (B', G + N)
+            weight = torch.cat([torch.ones_like(mask[:, :G]), keep_weights(scores, kept, self.relax_temperature)],
+                               dim=1)  # (B', G + N)
             return Pruned(hidden, mask, weight, kept, scores)
         visual = torch.gather(hidden[:, G:], 1, kept.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B', k, D)
         hidden = torch.cat([hidden[:, :G], visual], dim=1)  # (B', G + k, D)

@@ -30,7 +30,7 @@ from mmedge.adapt.model import Adapter
 from mmedge.errors import ConfigError
 from mmedge.models.attention import MASK_VALUE
 from mmedge.models.model import VisualPrefilter
-from mmedge.runtime.controller import Policy
+from mmedge.runtime.controller import ExitState, Policy, should_stop
 
 
 @dataclass
@@ -154,6 +154,12 @@ class AdaptedVLM(Adapter, nn.Module):
         """visual (B, M, D), the prompt's text embeddings (B, L, D) and mask (B, L) -> scores (B, M)."""
         return self.prefilter(visual, text, text_mask)
 
+    def kept_visual(self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """The prefilter's top k of the visual tokens (B, M, D) against the text -> their indices (B, k) in
+        order (ordered by a second topk: ExecuTorch has no aten::sort)."""
+        kept = self.prefilter_scores(visual, text, text_mask).topk(k, dim=-1).indices  # (B, k) by score
+        return kept.topk(k, dim=-1, largest=False).values
+
     def prompt(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, keep_ratio: float = 1.0) -> Prompt:
         """input_ids (B, T) holding M image placeholders per row, pixel_values (B, 3, S, S) -> the prompt
         with the visual tokens in place; at keep_ratio < 1 only the prefilter's top k of them stay."""
@@ -170,8 +176,7 @@ class AdaptedVLM(Adapter, nn.Module):
         k = self.config.kept_tokens(keep_ratio)
         if k >= visual.shape[1]:
             return Prompt(embeds, positions, None)
-        scores = self.prefilter_scores(visual, bb.embed_tokens(input_ids), (~is_image).float())
-        kept = scores.topk(k, dim=-1).indices.sort(dim=-1).values  # (B, k), in order
+        kept = self.kept_visual(visual, bb.embed_tokens(input_ids), (~is_image).float(), k)
         image_slot = is_image.cumsum(-1) - 1  # (B, T): which visual token a placeholder holds
         keep = ~is_image | ((image_slot[..., None] == kept[:, None, :]).any(-1) & is_image)  # (B, T)
         rows = keep.sum(-1)
@@ -182,26 +187,21 @@ class AdaptedVLM(Adapter, nn.Module):
         return Prompt(embeds.gather(1, take), positions.gather(1, idx), kept)
 
     # ------------------------------------------------------------------ decoding
-    def _run(self, stages: range, x: torch.Tensor, positions: torch.Tensor, cache, slots: torch.Tensor,
-             mask: torch.Tensor) -> torch.Tensor:
-        cos, sin = self.backbone.rotary(positions, x)
-        for stage in stages:
-            for i in self.stage_layers(stage):
-                x = self.backbone.layer(i, x, cos, sin, cache[i], slots, mask)
-        return x
-
     @staticmethod
-    def _causal(first_slot: int, count: int, slots: int) -> torch.Tensor:
-        """(1, count, slots) additive mask: token t (in slot first_slot + t) sees slots up to its own."""
-        query = torch.arange(first_slot, first_slot + count)[:, None]
+    def _causal(first_slot, count: int, slots: int) -> torch.Tensor:
+        """(1, count, slots) additive mask: token t (in slot first_slot + t; an int or a (1,) tensor) sees the
+        slots up to its own."""
+        query = (first_slot + torch.arange(count))[:, None]
         return torch.where(torch.arange(slots)[None] <= query, 0.0, MASK_VALUE)[None]
 
     def prefill(self, prompt: Prompt, cache) -> tuple[torch.Tensor, torch.Tensor]:
         """Every layer on the prompt (slots 0..T-1) -> the last stage's hidden state (B, T, D) and the
         full model's logits for the next token (B, V)."""
-        T, S = prompt.embeds.shape[1], cache[0].k.shape[2]
-        x = self._run(range(self.num_stages), prompt.embeds, prompt.positions, cache, torch.arange(T),
-                      self._causal(0, T, S))
+        x, T = prompt.embeds, prompt.embeds.shape[1]
+        cos, sin = self.backbone.rotary(prompt.positions, x)
+        mask = self._causal(0, T, cache[0].k.shape[2])
+        for i in range(self.config.depth):
+            x = self.backbone.layer(i, x, cos, sin, cache[i], torch.arange(T), mask)
         logits, _ = self.exit(self.num_stages - 1, x[:, -1:])
         return x, logits[:, 0]
 
@@ -236,17 +236,16 @@ class AdaptedVLM(Adapter, nn.Module):
         cos, sin = self.backbone.rotary(positions, x)
         where = torch.tensor([slot])
         mask = self._causal(slot, 1, slots)
-        run = 0
-        previous = None
+        state = ExitState([], [], [])
         for stage in range(self.num_stages):
             for i in self.stage_layers(stage):
                 x = self.backbone.layer(i, x, cos, sin, cache[i], where, mask)
             logits, confidence = self.exit(stage, x)
             choice = int(logits[0, -1].argmax())
-            run = run + 1 if choice == previous else 1
-            previous = choice
-            probability = float(logits[0, -1].softmax(-1).max())
-            if stage == self.num_stages - 1 or _stops(policy, float(confidence[0, -1]), probability, run):
+            state.answers.append(choice)
+            state.confidences.append(float(confidence[0, -1]))
+            state.max_probabilities.append(float(logits[0, -1].softmax(-1).max()))
+            if should_stop(policy, state, self.num_stages):
                 for i in range(self.config.exits[stage] + 1, self.config.depth):
                     k, v = self.backbone.key_values(i, x, cos, sin)
                     cache[i].k[:, :, where] = k
@@ -254,13 +253,3 @@ class AdaptedVLM(Adapter, nn.Module):
                 return choice, stage
         raise AssertionError("unreachable: the last exit always stops")
 
-
-def _stops(policy: Policy, confidence: float, max_probability: float, run: int) -> bool:
-    """Does a token stop at an exit before the last? (as mmedge.runtime.controller decides)."""
-    if policy.kind == "full":
-        return False
-    if policy.kind in ("confidence", "latency_budget"):
-        return confidence >= policy.threshold
-    if policy.kind == "max_probability":
-        return max_probability >= policy.threshold
-    return run >= policy.patience

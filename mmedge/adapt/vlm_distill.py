@@ -21,12 +21,13 @@ tokens (as transformers' generate counts them).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from mmedge.adapt.model import keep_weights
 from mmedge.adapt.vlm import AdaptedVLM
 from mmedge.models.attention import MASK_VALUE
 
@@ -121,13 +122,7 @@ def run_stages(model: AdaptedVLM, batch: Batch, keep_ratio: float = 1.0, relaxed
     k = model.config.kept_tokens(keep_ratio)
     if k < visual.shape[1]:
         scores = prefilter_logits(model, batch, visual)  # (B, M)
-        kept = scores.topk(k, dim=-1).indices
-        weight = torch.zeros_like(scores).scatter(1, kept, 1.0)
-        if relaxed:
-            top = scores.detach().topk(k + 1, dim=-1).values
-            threshold = 0.5 * (top[:, k - 1] + top[:, k])
-            soft = torch.sigmoid((scores - threshold[:, None]) / model.relax_temperature)
-            weight = weight + soft - soft.detach()
+        weight = keep_weights(scores, scores.topk(k, dim=-1).indices, model.relax_temperature if relaxed else None)
         key_weight = torch.ones_like(batch.valid, dtype=weight.dtype).masked_scatter(is_image, weight)  # (B, T)
     cos, sin = bb.rotary(positions, embeds)
     cache = bb.new_cache(batch.ids.shape[0], batch.ids.shape[1], embeds.dtype)

@@ -52,10 +52,6 @@ def bootstrap90(scores: list[float], rounds: int = 1000, seed: int = 0) -> tuple
     return float(np.percentile(means, 5)), float(np.percentile(means, 95))
 
 
-def quality(task: str, said: list[str], references: list[str]) -> float:
-    return float(np.mean(per_prompt(task, said, references)))
-
-
 def run(model: AdaptedVLM, pre, task: str, images: list, texts: list[str], references: list[str],
         policy: Policy | None = None, keep_ratio: float = 1.0, max_new_tokens: int = 24,
         progress: bool = False) -> Run:

@@ -25,11 +25,7 @@ import torch
 from torch import nn
 
 from mmedge.adapt.vlm import AdaptedVLM
-from mmedge.models.attention import MASK_VALUE
-
-
-def ratio_tag(keep_ratio: float) -> str:
-    return f"k{keep_ratio:g}"
+from mmedge.runtime.vlm import ratio_tag
 
 
 @dataclass
@@ -68,12 +64,6 @@ def _write(past: torch.Tensor, new: torch.Tensor, slot: torch.Tensor) -> torch.T
     return past * keep[None, None, :, None] + torch.einsum("tp,bhtd->bhpd", onehot, new)
 
 
-def _mask(slot: torch.Tensor, T: int, P: int) -> torch.Tensor:
-    """(1, T, P) additive: token t (in slot slot + t) sees the slots up to its own."""
-    query = slot + torch.arange(T)
-    return torch.where(torch.arange(P)[None, :] <= query[:, None], 0.0, MASK_VALUE)[None]
-
-
 class VisionGraph(nn.Module):
     def __init__(self, model: AdaptedVLM, keep_ratio: float) -> None:
         super().__init__()
@@ -86,9 +76,7 @@ class VisionGraph(nn.Module):
         if self.k >= M:
             return visual, torch.arange(M)[None]
         text = bb.embed_tokens(text_ids)
-        scores = self.model.prefilter_scores(visual, text, torch.ones(text.shape[:2], dtype=text.dtype))  # (1, M)
-        kept = scores.topk(self.k, dim=-1).indices  # (1, k) by score
-        kept = kept.topk(self.k, dim=-1, largest=False).values  # in order (ExecuTorch has no aten::sort)
+        kept = self.model.kept_visual(visual, text, torch.ones(text.shape[:2], dtype=text.dtype), self.k)  # (1, k)
         return visual.gather(1, kept[..., None].expand(-1, -1, visual.shape[-1])), kept
 
 
@@ -113,7 +101,7 @@ class StepGraph(nn.Module):
         bb = self.model.backbone
         x = hidden_in
         cos, sin = bb.rotary(positions, x)
-        mask = _mask(slot, x.shape[1], past_k.shape[3])
+        mask = AdaptedVLM._causal(slot, x.shape[1], past_k.shape[3])
         present_k, present_v = [], []
         for j, i in enumerate(self.layers):
             k, v = bb.key_values(i, x, cos, sin)

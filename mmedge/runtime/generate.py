@@ -97,6 +97,17 @@ class StagedDecoder:
         timings[name] = timings.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
         return out
 
+    def run_cached(self, name: str, feeds: dict, layers: list[int], cache_k: list[np.ndarray],
+                   cache_v: list[np.ndarray], timings: dict, after: dict | None = None) -> dict:
+        """Run graph `name` on feeds, then the caches of `layers` (past_k, past_v), then `after`; write its
+        present_k / present_v back into those layers' caches. Returns its outputs."""
+        feeds = {**feeds, "past_k": np.stack([cache_k[i] for i in layers]),
+                 "past_v": np.stack([cache_v[i] for i in layers]), **(after or {})}
+        out = self.run_graph(name, feeds, timings)
+        for j, i in enumerate(layers):
+            cache_k[i], cache_v[i] = out["present_k"][j], out["present_v"][j]
+        return out
+
     def word(self, hyp: Hypothesis, n: int, policy: Policy, kv: str, timings: dict) -> tuple[np.ndarray, int, float]:
         """Run the stages for the n-th generated token of `hyp` (updating its caches) -> logits (V,), exit
         stage and the learned confidence at that exit."""
@@ -105,11 +116,8 @@ class StagedDecoder:
         chosen_exit = self.num_stages - 1
         for s, layers in enumerate(self.stage_layers):
             first = self.first_feeds(hyp, n, timings) if s == 0 else {"hidden_in": hidden}
-            feeds = {**first, **self.token_feeds(n), "past_k": np.stack([hyp.cache_k[i] for i in layers]),
-                     "past_v": np.stack([hyp.cache_v[i] for i in layers]), **self.context_feeds(s)}
-            out = self.run_graph(self.step_name(s), feeds, timings)
-            for j, i in enumerate(layers):
-                hyp.cache_k[i], hyp.cache_v[i] = out["present_k"][j], out["present_v"][j]
+            out = self.run_cached(self.step_name(s), {**first, **self.token_feeds(n)}, layers, hyp.cache_k,
+                                  hyp.cache_v, timings, self.context_feeds(s))
             hidden = out["hidden"]
             stage_logits = out["logits"][0]
             if logits is None:  # still choosing
@@ -122,12 +130,8 @@ class StagedDecoder:
                         break
         if kv == "copy" and chosen_exit < self.num_stages - 1:
             later = [i for layers in self.stage_layers[chosen_exit + 1:] for i in layers]
-            out = self.run_graph(self.fill_name(chosen_exit),
-                                 {"hidden_in": hidden, **self.token_feeds(n),
-                                  "past_k": np.stack([hyp.cache_k[i] for i in later]),
-                                  "past_v": np.stack([hyp.cache_v[i] for i in later])}, timings)
-            for j, i in enumerate(later):
-                hyp.cache_k[i], hyp.cache_v[i] = out["present_k"][j], out["present_v"][j]
+            self.run_cached(self.fill_name(chosen_exit), {"hidden_in": hidden, **self.token_feeds(n)}, later,
+                            hyp.cache_k, hyp.cache_v, timings)
         return logits, chosen_exit, state.confidences[chosen_exit]
 
     def search(self, start: Hypothesis, limit: int, policy: Policy, beam: int, kv: str, stop_ids: tuple[int, ...],

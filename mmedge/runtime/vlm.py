@@ -110,12 +110,9 @@ class VLMDecoder(StagedDecoder):
         cache_v = [c.copy() for c in cache_k]
         hidden = embeds
         for s, layers in enumerate(self.stage_layers):  # the prefill: every stage on the whole prompt
-            out = self.run_graph(self.step_name(s), {"hidden_in": hidden, "positions": positions,
-                                                     "slot": np.array([0], np.int64),
-                                                     "past_k": np.stack([cache_k[i] for i in layers]),
-                                                     "past_v": np.stack([cache_v[i] for i in layers])}, timings)
-            for j, i in enumerate(layers):
-                cache_k[i], cache_v[i] = out["present_k"][j], out["present_v"][j]
+            out = self.run_cached(self.step_name(s), {"hidden_in": hidden, "positions": positions,
+                                                      "slot": np.array([0], np.int64)}, layers, cache_k, cache_v,
+                                  timings)
             hidden = out["hidden"]
         first_ms = (time.perf_counter() - t0) * 1e3
         self._first = (out["logits"][0], float(out["confidence"][0]))
