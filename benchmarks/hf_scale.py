@@ -24,9 +24,10 @@ Steps:
    noise of std 1e-3 so that, as trained heads would, each holds its own bytes (identical copies are stored once
    by the exporters). More variants split the cost of full depth (ONNX only, keep 1.0): every layer with full
    copies of the head (`--exit-rank full`); the last exit alone (the model's own head: mmedge's stage form with
-   nothing added that runs at keep 1.0); and that at ONNX opset 18 instead of the default 20 (VARIANTS).
-3. Export: `mmedge export --target onnx executorch --quantize int8` (fp32 and int8 of each; no ORT format,
-   no in-graph graph), parity-checked against PyTorch as every export is.
+   nothing added that runs at keep 1.0); and that at ONNX opset 18 instead of the default 20; and every layer as
+   the in-graph form (ONNX, every keep ratio: one graph with the exits as If branches), VARIANTS.
+3. Export: `mmedge export --target onnx executorch --quantize int8` (fp32 and int8 of each; no ORT format; the
+   in-graph graph for its variant only), parity-checked against PyTorch as every export is.
 4. Unmodified model: optimum's ONNX exporter is asked first (from its side venv, scripts/setup_optimum_venv.sh,
    when there is one); it has no ViLT support, so the plain transformers ViltForQuestionAnswering is exported
    with torch.onnx.export at the fixed size (batch 1, 384 x 384, 40 tokens), fp32, and quantized to int8 with
@@ -41,9 +42,11 @@ Steps:
    another (load time: the bundle's hash check, opening the stages, the Engine's self-check; RSS after imports,
    after loading, peak). Then rounds: in each,
    every keep ratio, every configuration one full-depth query (`Engine.all_exits` on prepared inputs: every stage
-   and every exit; the unmodified graph at keep 1.0 only), in an order rotated every round, so that the drift of
-   this shared machine hits every configuration alike. Per stage and full depth: median and p10-p90 over rounds;
-   adapted / unmodified: per round, the ratio of the two on the same query back to back.
+   and every exit; the in-graph variant: `Engine.run_in_graph` with no threshold, every exit evaluated in the
+   graph and none accepted before the last; the unmodified graph at keep 1.0 only), in an order rotated every
+   round, so that the drift of this shared machine hits every configuration alike. Per stage and full depth:
+   median and p10-p90 over rounds; adapted / unmodified: per round, the ratio of the two on the same query back
+   to back.
    About 40 minutes of the hour are the export (ExecuTorch lowers 36 methods per precision); --work keeps it.
 6. Projection (labelled so): the speed-up that an exit histogram (--exit-histogram; by default the calibrated
    small teacher's, benchmarks/results/vilt_teacher/results.json, skipped when absent) would give at this size,
@@ -99,7 +102,8 @@ ARCHS = {
 # the cost of full depth against the unmodified model (ONNX only, keep 1.0): every layer with full copies of the
 # head (`--exit-rank full`); the last exit alone (the model's own head: mmedge's stage form with nothing added
 # that runs at keep 1.0); and that at opset 18 (where the exporter writes GELU as Div, Erf, Add, Mul, which
-# onnxruntime does not fuse; at 20 it writes the Gelu operator).
+# onnxruntime does not fuse; at 20 it writes the Gelu operator); and every layer as the in-graph form (one
+# ONNX graph per keep ratio, the exits as If branches; fp32 and int8), run through the Engine's in-graph mode.
 VARIANTS = {
     "every layer": {"exit_layers": None, "exit_rank": 128, "bundle": "bundle.mmedge", "targets": ["onnx", "executorch"],
                     "keep_ratios": list(RATIOS), "opset": 20},
@@ -109,12 +113,14 @@ VARIANTS = {
                        "targets": ["onnx"], "keep_ratios": [1.0], "opset": 20},
     "last exit only, opset 18": {"exit_layers": "last", "exit_rank": 128, "bundle": "bundle-last-exit-opset18.mmedge",
                                  "targets": ["onnx"], "keep_ratios": [1.0], "opset": 18},
+    "every layer, in-graph": {"exit_layers": None, "exit_rank": 128, "bundle": "bundle-in-graph.mmedge",
+                              "targets": ["onnx"], "keep_ratios": list(RATIOS), "opset": 20, "in_graph": True},
 }
 
 # configuration name -> how it runs: the adapted variants through the Engine, then the unmodified graph
 ENGINE_RUNS = [("every layer", "onnxruntime"), ("every layer", "executorch"),
                ("every layer, full-copy heads", "onnxruntime"), ("last exit only", "onnxruntime"),
-               ("last exit only, opset 18", "onnxruntime")]
+               ("last exit only, opset 18", "onnxruntime"), ("every layer, in-graph", "onnxruntime")]
 
 
 def _engine_name(variant: str, backend: str, precision: str) -> str:
@@ -124,7 +130,8 @@ def _engine_name(variant: str, backend: str, precision: str) -> str:
 
 
 CONFIGS = {
-    **{_engine_name(v, b, p): {"kind": "engine", "variant": v, "backend": b, "precision": p}
+    **{_engine_name(v, b, p): {"kind": "engine", "variant": v, "backend": b, "precision": p,
+                               "mode": "in-graph" if VARIANTS[v].get("in_graph") else "staged"}
        for v, b in ENGINE_RUNS for p in ("fp32", "int8")},
     **{f"unmodified onnxruntime {p}": {"kind": "plain", "precision": p} for p in ("fp32", "int8")},
 }
@@ -270,7 +277,7 @@ def export(folder: Path, bundle: Path, variant: dict) -> dict:
 
     t0 = time.perf_counter()
     recipe = ExportRecipe(**{**RECIPE, "targets": variant["targets"], "keep_ratios": variant["keep_ratios"],
-                             "opset": variant["opset"]})
+                             "opset": variant["opset"], "in_graph": variant.get("in_graph", False)})
     export_bundle(folder, bundle, recipe, force=True, log=lambda m: log(f"export: {m.strip()}"))
     return {"seconds": round(time.perf_counter() - t0, 1)}
 
@@ -491,7 +498,7 @@ def worker(name: str, work: Path, feeds_path: Path) -> None:
         load["hash_check_ms"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         engine = Engine.load(bundle, backend=cfg["backend"], precision=cfg["precision"], threads=1, verify=False,
-                             self_check=False)
+                             self_check=False, mode=cfg["mode"])
         load["open_ms"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         engine.self_check()
@@ -499,6 +506,10 @@ def worker(name: str, work: Path, feeds_path: Path) -> None:
 
         def run(q: int, ratio: float) -> dict:
             t = time.perf_counter()
+            if cfg["mode"] == "in-graph":  # one graph: every exit evaluated, none accepted before the last
+                engine.run_in_graph(feeds[q], ratio)
+                ms = (time.perf_counter() - t) * 1e3
+                return {"total_ms": ms, "stage_ms": [ms]}
             result = engine.all_exits(feeds[q], ratio)
             return {"total_ms": (time.perf_counter() - t) * 1e3, "stage_ms": [float(x) for x in result.stage_ms]}
     else:
@@ -751,6 +762,10 @@ def modelled(bundle: Path, measured: dict, seq: int, dim: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- report
+def limit_text(limit: float | None) -> str:
+    return "reported" if limit is None else f"limit {limit:g}"
+
+
 def iv(s: dict, digits: int = 1) -> str:
     """median [p10-p90]"""
     return f"{s['median']:.{digits}f} [{s['p10']:.{digits}f}-{s['p90']:.{digits}f}]"
@@ -778,7 +793,10 @@ def markdown(r: dict) -> str:
              "More adapted variants, ONNX only at keep 1.0, split the cost of full depth: every layer with full "
              "copies of the head (`--exit-rank full`); the last exit alone (the model's own head: mmedge's stage "
              "form with nothing added that runs at keep 1.0); and that at ONNX opset 18 instead of the default 20 "
-             "(recipe `\"opset\": 18`). Everything else is exported at opset 20.", "",
+             "(recipe `\"opset\": 18`). Everything else is exported at opset 20. The variant \"in-graph\" is the "
+             "model with an exit after every layer exported as the in-graph form (one ONNX graph per keep ratio, "
+             "the exits as `If` branches, fp32 and int8 quantized as the stages are; recipe `in_graph`), run "
+             "through the Engine's in-graph mode (`Engine.run_in_graph`, one call per query).", "",
              f"Measured on {r['machine']['cpu']} ({r['machine']['logical_cores']} logical cores, shared with other "
              f"work while this ran: compare configurations within this run only), batch 1, one thread "
              f"(onnxruntime intra_op_num_threads=1; ExecuTorch's thread pool sized 1), onnxruntime "
@@ -786,7 +804,8 @@ def markdown(r: dict) -> str:
              f"{r['machine']['libraries'].get('executorch', '?')}. {st['rounds']} rounds after {st['warmup']} warm-up "
              f"queries; in each round every keep ratio and every configuration runs one full-depth query, in an order "
              f"rotated every round (each configuration in its own process). Times are of prepared inputs "
-             f"(`Engine.all_exits`: every stage and every exit; preprocessing excluded). Intervals: median "
+             f"(`Engine.all_exits`: every stage and every exit; in-graph: `Engine.run_in_graph` without a threshold, "
+             f"every exit evaluated in the graph and the last taken; preprocessing excluded). Intervals: median "
              f"[p10-p90] over rounds. MB = 10^6 bytes.", ""]
     # full depth
     lines += ["## Full depth", "", "Milliseconds per query, every stage and exit, median [p10-p90]:", "",
@@ -799,7 +818,8 @@ def markdown(r: dict) -> str:
     vs = r["versus_unmodified"]
     if vs:
         lines += ["## Adapted at full depth against the unmodified model", "",
-                  "Per round, an adapted model's full depth at keep 1.0 through the Engine (every stage, every exit) "
+                  "Per round, an adapted model's full depth at keep 1.0 through the Engine (every stage, every exit; "
+                  "in-graph: one call of the graph, every exit evaluated) "
                   "over the unmodified graph of the same precision on the same query back to back. Goal: at most "
                   f"{GOAL:.2f}x.", "",
                   "| adapted (onnxruntime) | exits | paired ratio, median [p10-p90] | IQR | ratio of medians [bootstrap 90%] | within the goal |",
@@ -814,15 +834,26 @@ def markdown(r: dict) -> str:
         for p in ("fp32", "int8"):
             by = {v["variant"]: v["paired_ratio"]["median"] for v in vs if v["precision"] == p}
             heads = len(ad["exit_layers"]) - 1
-            if {"every layer", "every layer, full-copy heads", "last exit only"} <= set(by):
+            if {"every layer", "every layer, in-graph", "last exit only"} <= set(by):
+                last, fused, staged = by["last exit only"], by["every layer, in-graph"], by["every layer"]
+                parts.append(f"{p}: one graph with the last exit alone {last:.3f}x; with every exit in one graph "
+                             f"(in-graph) {fused:.3f}x, so each exit head before the last costs "
+                             f"{100 * (fused - last) / heads:+.2f}% of the unmodified model's time at rank 128; the "
+                             f"same exits as {heads + 1} stage calls {staged:.3f}x, so splitting the graph costs "
+                             f"{100 * (staged - fused):+.1f}%")
+                if "every layer, full-copy heads" in by:
+                    parts.append(f"{p}: full copies of the head instead of rank-128 pairs "
+                                 f"{100 * (by['every layer, full-copy heads'] - staged) / heads:+.2f}% per exit "
+                                 "(both as stage calls)")
+            elif {"every layer", "every layer, full-copy heads", "last exit only"} <= set(by):
                 last = by["last exit only"]
                 parts.append(f"{p}: the stage form alone (last exit only) {last:.3f}x; each exit head before the "
-                             f"last {100 * (by['every layer'] - last) / heads:+.2f}% of the unmodified model's time "
-                             f"at rank 128, {100 * (by['every layer, full-copy heads'] - last) / heads:+.2f}% as a "
-                             "full copy")
+                             f"last, with its stage call, {100 * (by['every layer'] - last) / heads:+.2f}% of the "
+                             f"unmodified model's time at rank 128, "
+                             f"{100 * (by['every layer, full-copy heads'] - last) / heads:+.2f}% as a full copy")
             if {"last exit only", "last exit only, opset 18"} <= set(by):
                 parts.append(f"{p}: opset 18 instead of 20 {by['last exit only, opset 18'] - by['last exit only']:+.3f} "
-                             "on the stage form")
+                             "on the last-exit graph")
         if parts:
             added = {k: r["variants"][k]["adapted"]["parameters"]["added"]
                      for k in ("every layer", "every layer, full-copy heads") if k in r.get("variants", {})}
@@ -849,7 +880,9 @@ def markdown(r: dict) -> str:
               "ExecuTorch loads its methods then). One load per configuration. RSS of the configuration's own "
               "process (Python, numpy and the runtime included). The Engine opens every keep ratio of a bundle, and "
               "each keep ratio's stages hold their own copy of the weights in memory (three for the rows without "
-              "a variant, one for the variants at keep 1.0 alone); on disk the copies are stored once.", "",
+              "a variant, one for the variants at keep 1.0 alone); on disk the copies are stored once. The in-graph "
+              "rows open the staged files as well as the in-graph graphs (the Engine's in-graph mode falls back to "
+              "the stages for policies the graph does not express).", "",
               "| configuration | hash check ms | open ms | self-check ms | load ms | RSS after imports MB | RSS after load MB | peak RSS MB | files MB |",
               "|---|---|---|---|---|---|---|---|---|"]
     for n in cfgs:
@@ -878,6 +911,15 @@ def markdown(r: dict) -> str:
             for k, v in by.items():
                 lines.append(f"| {name} | {k} | {v['max_abs_logits_error']:.2g} | {v['min_answer_agreement']:.2f} | "
                              f"{v['min_kept_tokens_agreement']:.2f} | {'yes' if v['passed'] else 'no'} |")
+    for variant, by in r.get("in_graph_checks", {}).items():
+        lines += ["", f"The in-graph graphs ({variant}) against the staged chain of the same precision, at the "
+                  "thresholds 0, 0.5, 0.9, 0.99 and 1.01 on the parity queries (the exporter's own check, under the "
+                  "recipe's limits: fp32 exact decisions and logits within 1e-4; int8 the decision limits, waived "
+                  "here as for the int8 stages, and the logits error reported): " +
+                  "; ".join(f"keep {ratio} {p}: exits {c['exit_agreement']:.2f} and answers "
+                            f"{c['answer_agreement']:.2f} agree, max abs logits error {c['logits_max_abs_err']:.2g} "
+                            f"({limit_text(c['logits_limit'])}), {'passed' if c['passed'] else 'FAILED'}"
+                            for ratio, ps in by.items() for p, c in ps.items()) + "."]
     um = r["unmodified"]
     lines += ["", f"Unmodified graph: max abs logits error {um['parity']['max_abs_logits_error_vs_transformers']:.2g} "
               f"against transformers' own forward on the {um['parity']['queries']} measured queries.", ""]
@@ -953,16 +995,18 @@ def markdown(r: dict) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
-    """Three panels: full depth per keep ratio (the four main configurations and the unmodified graph), the paired
-    ratio of every onnxruntime variant to the unmodified graph at keep 1.0, each stage at keep 1.0."""
+    """Three panels: full depth per keep ratio (the four main configurations, the in-graph form and the unmodified
+    graph), the paired ratio of every onnxruntime variant to the unmodified graph at keep 1.0, each stage at
+    keep 1.0."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lat = r["latency"]
-    main = [n for n in MAIN if n in lat] + [n for n in CONFIGS if CONFIGS[n]["kind"] == "plain" and n in lat]
-    colours = dict(zip(main, ("C0", "C1", "C2", "C3", "C7", "C5")))
+    fused = [n for n in CONFIGS if CONFIGS[n].get("mode") == "in-graph" and n in lat]
+    main = [n for n in MAIN if n in lat] + fused + [n for n in CONFIGS if CONFIGS[n]["kind"] == "plain" and n in lat]
+    colours = dict(zip(main, ("C0", "C1", "C2", "C3", "C4", "C6", "C7", "C5")))
     fig, (left, mid, right) = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1.1, 1.2, 1.3]})
     width = 0.8 / len(main)
     for i, n in enumerate(main):
@@ -1077,8 +1121,15 @@ def run(args, command: str) -> dict:
         model = modelled(main_bundle, latency, facts[f"adapted {main_folder.name}"]["tokens"]["1.0"],
                          facts["source"]["config"]["hidden_size"])
         modelled_s = round(time.perf_counter() - t0, 1)
-        parity = {name: parity_summary(json.loads((work / v["bundle"] / "manifest.json").read_text()))
-                  for name, v in VARIANTS.items()}
+        manifests = {name: json.loads((work / v["bundle"] / "manifest.json").read_text())
+                     for name, v in VARIANTS.items()}
+        parity = {name: parity_summary(m) for name, m in manifests.items()}
+        in_graph_checks = {name: {ratio: {p: {k: e[f"{pre}check"][k] for k in ("exit_agreement", "answer_agreement",
+                                                                            "logits_max_abs_err", "logits_limit",
+                                                                            "passed")}
+                                          for p, pre in (("fp32", ""), ("int8", "int8_")) if f"{pre}check" in e}
+                                  for ratio, e in m["in_graph"]["by_keep_ratio"].items()}
+                           for name, m in manifests.items() if "in_graph" in m}
         main_sizes = bundle_sizes(main_bundle)
         sizes = {"whole bundle": main_sizes["whole bundle"], "torch fp32": main_sizes["torch fp32"]}
         for name, cfg in CONFIGS.items():
@@ -1104,7 +1155,7 @@ def run(args, command: str) -> dict:
         "latency": latency, "raw": measured["raw"], "load": measured["load"], "memory": measured["memory"],
         "measure_failures": measured["failures"], "sizes": sizes,
         "versus_unmodified": versus_unmodified(measured["raw"]),
-        "parity": parity, "unmodified": unmodified, "optimum": optimum,
+        "parity": parity, "in_graph_checks": in_graph_checks, "unmodified": unmodified, "optimum": optimum,
         "projection": projection(measured["raw"], Path(args.exit_histogram) if args.exit_histogram else None,
                                  len(facts[f"adapted {main_folder.name}"]["exit_layers"])),
         "modelled": model, "seconds": seconds,

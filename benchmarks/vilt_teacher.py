@@ -10,8 +10,8 @@ Steps, each a command a user runs (skipped when its output is already there; --f
      (label_loss_weight 0: the scenes' images and questions only; the teacher's answers teach the exits,
      the confidences and the prefilter);
   3. `mmedge eval` on the test split: accuracy and agreement with the teacher per exit and keep ratio;
-  4. `mmedge export` with benchmarks/configs/vilt-export.json (ONNX and ExecuTorch, fp32 and int8; Core ML
-     fails on adapted ViLTs today), then `mmedge calibrate --max-drop 0.01` on the
+  4. `mmedge export` with benchmarks/configs/vilt-export.json (ONNX and ExecuTorch, fp32 and int8: the targets
+     that run here; Core ML converts but predicts only on macOS), then `mmedge calibrate --max-drop 0.01` on the
      validation split (a bound on the accuracy drop against full depth);
   5. `mmedge bench --device host` (batch 1, one thread) per runtime and precision that was exported and
      runs here: accuracy, mean exit, kept tokens and the speed-up of every policy over full depth.

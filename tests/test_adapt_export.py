@@ -26,6 +26,7 @@ from mmedge.errors import AdaptedModelUnsupported, BundleError, ConfigError, Dat
 from mmedge.export.exporter import export_bundle  # noqa: E402
 from mmedge.export.recipe import ExportRecipe  # noqa: E402
 from mmedge.models.checkpoint import from_pretrained, load_config  # noqa: E402
+from mmedge.runtime.controller import Policy  # noqa: E402
 from mmedge.runtime.engine import Engine  # noqa: E402
 
 SMALL = {"parity_samples": 4, "accuracy_samples": 8, "calibration_samples": 4, "ort_format": False,
@@ -165,15 +166,39 @@ def test_int8_quantizes_a_convolution_only_where_it_reads_a_graph_input():
     assert linears and all(_conv_reads_graph_input(n) for n in linears)
 
 
-def test_coreml_bundle_of_an_adapted_model(made, tmp_path):
+def coreml_op_types(package) -> dict[str, int]:
+    """Op type -> count over every function of a Core ML program (read from its spec; no prediction)."""
+    import collections
+
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    return collections.Counter(op.type for f in spec.mlProgram.functions.values()
+                               for block in f.block_specializations.values() for op in block.operations)
+
+
+@pytest.mark.parametrize("task", ["vqa", "nlvr2"])
+def test_coreml_bundle_of_an_adapted_model(made, kinds, tmp_path, task):
     """Core ML converts an adapted ViLT (stage 0's no-op `aten.alias` nodes are dropped first: coremltools
-    has no converter for them) into a package whose functions have the stage contract's inputs and outputs
-    (checked structurally at export; predicting needs macOS)."""
+    has no converter for them), one image or two, fp32 and int8, into packages whose functions have the
+    stage contract's inputs and outputs (checked structurally at export; predicting needs macOS); the int8
+    package stores its linear weights as int8 (constexpr dequantization ops) and is smaller."""
+    pytest.importorskip("coremltools")
     out = tmp_path / "coreml.mmedge"
-    assert main(["export", "--model", str(made["one_stage"]), "--out", str(out), "--target", "coreml",
-                 "--recipe", str(made["recipe"])]) == 0
+    folder, recipe = ((made["one_stage"], made["recipe"]) if task == "vqa"
+                      else (kinds["nlvr2"]["folder"], kinds["nlvr2"]["root"] / "nlvr2.json"))
+    assert main(["export", "--model", str(folder), "--out", str(out), "--target", "coreml", "--quantize", "int8",
+                 "--recipe", str(recipe)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {(a["runtime"], a["precision"]) for a in manifest["artifacts"]} == {("coreml", "fp32"), ("torch", "fp32")}
+    assert {(a["runtime"], a["precision"]) for a in manifest["artifacts"]} == {
+        ("coreml", "fp32"), ("coreml", "int8"), ("torch", "fp32")}
+    ops = {p: coreml_op_types(out / f"coreml/model_{p}.mlpackage") for p in ("fp32", "int8")}
+    assert not any(k.startswith("constexpr") for k in ops["fp32"])
+    assert sum(v for k, v in ops["int8"].items() if k.startswith("constexpr")) >= 4
+    assert ops["int8"]["linear"] == ops["fp32"]["linear"]
+    weights = {p: (out / f"coreml/model_{p}.mlpackage/Data/com.apple.CoreML/weights/weight.bin").stat().st_size
+               for p in ("fp32", "int8")}
+    assert weights["int8"] < 0.9 * weights["fp32"]  # the embedding tables stay fp32
 
 
 def test_eval_and_loading_dispatch_on_family(made, capsys):
@@ -208,12 +233,53 @@ def kinds(tmp_path_factory):
         source, folder = adapted_folder(root / task, task)
         recipe = root / f"{task}.json"
         ratios = {"keep_ratios": [1.0]} if task == "retrieval" else {}
-        recipe.write_text(json.dumps({**SMALL, "data": data, **ratios}))
+        recipe.write_text(json.dumps({**SMALL, "data": data, **ratios, "in_graph": True}))  # NLVR2: skipped
         bundle = root / f"{task}.mmedge"
         assert main(["export", "--model", str(folder), "--out", str(bundle), "--target", "onnx", "--quantize", "int8",
                      "--recipe", str(recipe)]) == 0
         out[task] = {"source": source, "folder": folder, "bundle": bundle, "root": root}
     return out
+
+
+@pytest.mark.parametrize("which", ["vqa", "retrieval"])
+def test_in_graph_form_of_an_adapted_model_answers_as_the_staged_chain(made, kinds, tmp_path, which):
+    """The in-graph ONNX form (exits as If branches) of an adapted one-image model, fp32 and int8 (quantized
+    as the int8 stages are, its If branches too), checked at export, gives the staged chain's exit, answer,
+    confidence, kept tokens and match score of the same precision at thresholds that stop at every exit;
+    two-image bundles have none (the spec refuses it)."""
+    if which == "vqa":
+        bundle = tmp_path / "ig.mmedge"
+        export_bundle(made["folder"], bundle,
+                      ExportRecipe(targets=["onnx"], quantize="int8", **{**SMALL, "in_graph": True}), log=lambda *_: None)
+        ratios = [1.0, 0.5]
+    else:
+        bundle, ratios = kinds["retrieval"]["bundle"], [1.0]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert sorted(float(r) for r in manifest["in_graph"]["by_keep_ratio"]) == sorted(ratios)
+    assert manifest["in_graph"]["check"]["passed"]
+    for entry in manifest["in_graph"]["by_keep_ratio"].values():
+        assert entry["check"]["passed"] and entry["int8_check"]["passed"]
+        assert entry["int8_file"].startswith("onnx/int8/") and entry["int8_ops"].get("MatMulInteger", 0) > 0
+    assert "in_graph" not in json.loads((kinds["nlvr2"]["bundle"] / "manifest.json").read_text())
+    imgs = images(len(TEXTS), 40)
+    for ratio, precision in [(r, p) for r in ratios for p in ("fp32", "int8")]:
+        staged = Engine.load(bundle, backend="onnxruntime", keep_ratio=ratio, precision=precision)
+        fused = Engine.load(bundle, backend="onnxruntime", keep_ratio=ratio, mode="in-graph", precision=precision)
+        exits = set()
+        for image, text in zip(imgs, TEXTS):
+            confidences = staged.all_exits(staged.preprocess(image, text), ratio).confidences
+            for threshold in sorted(set(confidences)) + [1.0]:
+                policy = Policy("confidence", float(threshold))
+                assert fused.uses_in_graph(policy, ratio, None)
+                a, b = staged.predict(image, text, policy=policy), fused.predict(image, text, policy=policy)
+                assert "in_graph" in b.timings_ms and "in_graph" not in a.timings_ms
+                assert (b.exit_index, b.answer, b.kept_visual_tokens) == (a.exit_index, a.answer, a.kept_visual_tokens)
+                assert b.confidence == pytest.approx(a.confidence, abs=1e-5)
+                assert (b.match_score is None) == (a.match_score is None)
+                if a.match_score is not None:
+                    assert b.match_score == pytest.approx(a.match_score, abs=1e-5)
+                exits.add(b.exit_index)
+        assert exits == set(range(len(manifest["exit_layers"])))  # every exit was taken at some threshold
 
 
 def query(task: str, imgs: list, i: int):

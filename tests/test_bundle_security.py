@@ -55,6 +55,15 @@ def test_every_named_file_must_be_listed_with_its_hash(copy):
         load_manifest(copy)
 
 
+@pytest.mark.parametrize("field", ["int8_file", "int8_ort_file", "int8_external_data"])
+def test_an_in_graph_entrys_int8_files_are_named_and_must_be_listed(copy, field):
+    manifest = json.loads((copy / "manifest.json").read_text())
+    key = next(iter(manifest["in_graph"]["by_keep_ratio"]))
+    _edit(copy, lambda m: m["in_graph"]["by_keep_ratio"][key].__setitem__(field, "onnx/int8/missing.onnx"))
+    with pytest.raises(BundleError, match=f"in_graph {key} int8.*does not list"):
+        load_manifest(copy)
+
+
 def test_an_empty_file_list_is_refused(copy):
     _edit(copy, lambda m: m.__setitem__("files", {}))
     with pytest.raises(BundleError, match="files"):

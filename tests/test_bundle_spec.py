@@ -219,6 +219,10 @@ def test_slim_bundle_keeps_the_in_graph_variant_and_refuses_what_it_cannot_keep(
     out = slim_bundle(tiny_bundle, tmp_path / "ig.mmedge", "onnxruntime", "ort", "fp32", [1.0], in_graph=True)
     entry = load_manifest(out)["in_graph"]["by_keep_ratio"]["1.0"]
     assert entry["file"].endswith(".ort") and (out / entry["file"]).is_file()
+    assert "int8_file" in load_manifest(tiny_bundle)["in_graph"]["by_keep_ratio"]["1.0"]
+    assert not [k for k in entry if k.startswith("int8_")]  # the int8 graph stays out of an fp32 slim bundle
+    with pytest.raises(ConfigError, match="in-graph variant in fp32 only"):
+        slim_bundle(tiny_bundle, tmp_path / "i8.mmedge", "onnxruntime", "onnx", "int8", [1.0], in_graph=True)
     with pytest.raises(ConfigError, match="keep ratio"):
         slim_bundle(tiny_bundle, tmp_path / "k.mmedge", "onnxruntime", "onnx", "fp32", [0.5])  # thresholds use 1.0
     with pytest.raises(ConfigError, match="no coreml/onnx"):

@@ -553,11 +553,13 @@ def named_paths(m: dict) -> dict[str, str]:
             if "file" in entry:
                 named[entry["file"]] = f"artifact {kind} stage {stage}"
     for ratio, entry in m.get("in_graph", {}).get("by_keep_ratio", {}).items():
-        named[entry["file"]] = f"in_graph {ratio}"
-        if "external_data" in entry:
-            named[entry["external_data"]] = f"in_graph {ratio} external_data"
-        if "ort_file" in entry:
-            named[entry["ort_file"]] = f"in_graph {ratio} (ORT format)"
+        for prefix, what in (("", ""), ("int8_", " int8")):
+            if f"{prefix}file" in entry:
+                named[entry[f"{prefix}file"]] = f"in_graph {ratio}{what}"
+            if f"{prefix}external_data" in entry:
+                named[entry[f"{prefix}external_data"]] = f"in_graph {ratio}{what} external_data"
+            if f"{prefix}ort_file" in entry:
+                named[entry[f"{prefix}ort_file"]] = f"in_graph {ratio}{what} (ORT format)"
     return named
 
 

@@ -64,6 +64,9 @@ def slim_manifest(manifest: dict, runtime: str, fmt: str | None, precision: str,
         if runtime != "onnxruntime" or "in_graph" not in manifest:
             raise ConfigError("the in-graph variant exists only for onnxruntime bundles exported with it "
                               "(`mmedge export` with in_graph in the recipe)", "arguments")
+        if precision != "fp32":
+            raise ConfigError(f"a slim bundle keeps the in-graph variant in fp32 only; slim a {precision} bundle "
+                              "without --in-graph (its staged files), or the full bundle keeps both", "arguments")
         key = "ort_file" if artifact["format"] == "ort" else "file"
         wanted = ratios if in_graph is True else [float(r) for r in in_graph]
         if not set(wanted) <= set(ratios):
@@ -73,6 +76,8 @@ def slim_manifest(manifest: dict, runtime: str, fmt: str | None, precision: str,
             if key not in entry:
                 raise ConfigError("this bundle has no ORT-format in-graph file; export it again", "arguments")
             entry.pop("ort_file" if key == "file" else "file", None)
+            for k in [k for k in entry if k.startswith("int8_")]:  # the int8 graph: not in an fp32 slim bundle
+                entry.pop(k)
             if key == "ort_file":  # the slim bundle names the ORT file as its `file` (weights inside)
                 entry["file"] = entry.pop("ort_file")
                 entry.pop("external_data", None)

@@ -310,9 +310,9 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
             seconds[target] = time.perf_counter() - t0
 
         in_graph = None
-        if recipe.in_graph and "onnx" in recipe.targets and is_adapted(model):
-            log("  onnx: no in-graph form for an adapted model yet (mmedge.export.ingraph builds mmedge's own "
-                "model); the staged files only")
+        two_images = is_adapted(model) and model.backbone.num_images > 1
+        if recipe.in_graph and "onnx" in recipe.targets and two_images:
+            log("  onnx: no in-graph form for two images per query (docs/bundle-format.md); the staged files only")
         elif recipe.in_graph and "onnx" in recipe.targets:
             t0 = time.perf_counter()
             in_graph = _in_graph(model, groups, tmp, recipe, feeds, artifacts, log)
@@ -331,7 +331,10 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
                      f"{after}: {f}" for a in artifacts if a.get("parity", {}).get("status") == "measured"
                      for r, p in a["parity"].get("modality_pruning", {}).items() for f in p["failures"]]
         if in_graph and not in_graph["check"]["passed"]:
-            failures.append(f"in-graph ONNX disagrees with the staged form: {in_graph['check']}")
+            failed = {f"{ratio} {key.removesuffix('check').rstrip('_') or 'fp32'}": check
+                      for ratio, entry in in_graph["by_keep_ratio"].items() for key, check in entry.items()
+                      if key.endswith("check") and not check["passed"]}
+            failures.append(f"in-graph ONNX disagrees with the staged form: {failed}")
         failures += _accuracy_failures(artifacts, recipe)
         manifest_stub = {"name": out.name, "artifacts": artifacts, "in_graph": in_graph, "seconds": seconds,
                          "recipe": recipe.to_dict(), "model": str(model_dir), "tools": tool_versions(),
@@ -448,32 +451,42 @@ def _calibration(model, tokenizer, specs, groups, recipe, reference_session,
 
 def _in_graph(model, groups, root: Path, recipe, feeds, artifacts, log) -> dict:
     """The in-graph form per keep ratio, beside the fp32 stage files (sharing their weights file when
-    they have one), checked against the staged chain."""
-    onnx_fp32 = next(a for a in artifacts if a["target"] == "onnx" and a["format"] == "onnx"
-                     and a["precision"] == "fp32")
-    session = open_session("onnxruntime", root, onnx_fp32)
-    folder = root / "onnx" / ("fp32" if "external_data" in onnx_fp32 else "in_graph")
-    paths = {ratio: folder / f"k{specs[0].kept_tokens}_exits.onnx" for ratio, specs in groups.items()}
-    for ratio, specs in groups.items():
-        log(f"  onnx: in-graph exits (keep {ratio})")
-        ingraph.export(model, specs[0], paths[ratio], recipe.opset)
-    if "external_data" in onnx_fp32:
-        share_weights(folder)
-    entries = {}
-    for ratio, specs in groups.items():
-        path = paths[ratio]
-        chains = [run_chain(session, specs, f) for f in feeds]
-        entries[str(ratio)] = {"file": str(path.relative_to(root)), "keep_ratio": ratio,
-                               "kept_tokens": specs[0].kept_tokens, "ops": onnx_target.op_counts(path),
-                               "check": ingraph.check_against_staged(path, chains, feeds),
-                               **({"external_data": onnx_fp32["external_data"]} if "external_data" in onnx_fp32
-                                  else {})}
-        if recipe.ort_format:
-            log(f"  onnx: in-graph exits (keep {ratio}), ORT format")
-            converted = onnx_target.convert_to_ort(path, root / "ort" / "in_graph")
-            entries[str(ratio)]["ort_file"] = str(converted[path.stem].relative_to(root))
+    they have one), and with int8 stages also quantized beside the int8 stage files (keys `int8_file`,
+    `int8_external_data`, `int8_ort_file`); each checked against the staged chain of its precision."""
+    onnx_artifacts = {a["precision"]: a for a in sorted(artifacts, key=lambda a: a["precision"] != "fp32")
+                      if a["target"] == "onnx" and a["format"] == "onnx"}  # fp32 first: int8 quantizes it
+    entries: dict[str, dict] = {}
+    for precision, artifact in onnx_artifacts.items():
+        prefix = "" if precision == "fp32" else f"{precision}_"
+        sub = "in_graph" if precision == "fp32" else f"in_graph_{precision}"  # ort/in_graph, ort/in_graph_int8
+        folder = root / "onnx" / (precision if "external_data" in artifact else sub)
+        paths = {ratio: folder / f"k{specs[0].kept_tokens}_exits.onnx" for ratio, specs in groups.items()}
+        for ratio, specs in groups.items():
+            log(f"  onnx: in-graph exits (keep {ratio}, {precision})")
+            if precision == "fp32":
+                ingraph.export(model, specs[0], paths[ratio], recipe.opset)
+            else:  # the fp32 graph quantized as the stages are
+                onnx_target.quantize_int8(root / entries[str(ratio)]["file"], paths[ratio])
+        if "external_data" in artifact:
+            share_weights(folder)
+        session = open_session("onnxruntime", root, artifact)
+        for ratio, specs in groups.items():
+            path = paths[ratio]
+            chains = [run_chain(session, specs, f) for f in feeds]
+            entry = entries.setdefault(str(ratio), {"keep_ratio": ratio, "kept_tokens": specs[0].kept_tokens})
+            entry.update({f"{prefix}file": str(path.relative_to(root)), f"{prefix}ops": onnx_target.op_counts(path),
+                          f"{prefix}check": ingraph.check_against_staged(path, chains, feeds,
+                                                                         recipe.tolerances(precision)),
+                          **({f"{prefix}external_data": artifact["external_data"]} if "external_data" in artifact
+                             else {})})
+            if recipe.ort_format:
+                log(f"  onnx: in-graph exits (keep {ratio}, {precision}), ORT format")
+                converted = onnx_target.convert_to_ort(path, root / "ort" / sub,
+                                                       fold_dequantize=precision == "int8")
+                entry[f"{prefix}ort_file"] = str(converted[path.stem].relative_to(root))
+    checks = [v for e in entries.values() for k, v in e.items() if k.endswith("check")]
     return {"inputs": list(ingraph.INPUTS), "outputs": list(ingraph.OUTPUTS), "by_keep_ratio": entries,
-            "check": {"passed": all(e["check"]["passed"] for e in entries.values())}}
+            "check": {"passed": all(c["passed"] for c in checks)}}
 
 
 def _reference_accuracy(artifacts, reference_session, groups, feeds, labels, recipe) -> None:

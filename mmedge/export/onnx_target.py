@@ -112,6 +112,12 @@ def _convert(converter, onnx_path: Path, out_dir: Path) -> None:
                           f"{str(exc)[:2000]}") from exc
 
 
+def _nodes(graph) -> list:
+    """Every node of a graph and of its subgraphs (an If's branches read the enclosing graph's weights)."""
+    return [m for n in graph.node
+            for m in [n, *(x for a in n.attribute if a.HasField("g") for x in _nodes(a.g))]]
+
+
 def fold_weight_dequantize(src: Path, out: Path) -> Path:
     """Copies of the stage file(s) at `src` (a file or a folder) in `out`, self-contained, with every
     DequantizeLinear of a constant int8 weight replaced by the fp32 weight it computes."""
@@ -133,7 +139,7 @@ def fold_weight_dequantize(src: Path, out: Path) -> Path:
             w = (q - np.reshape(zero, shape)) * np.reshape(scale, shape)
             graph.node.remove(node)
             graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), node.output[0]))
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        used = {i for n in _nodes(graph) for i in n.input} | {o.name for o in graph.output}  # If branches too
         for t in [t for t in graph.initializer if t.name not in used and t.name in inits]:
             graph.initializer.remove(t)
         onnx.save_model(model, str(out / path.name), save_as_external_data=False)
@@ -143,9 +149,19 @@ def fold_weight_dequantize(src: Path, out: Path) -> Path:
 def weight_nodes(path: Path) -> list[str]:
     """Names of the MatMul/Gemm/Conv nodes that apply a constant weight (not attention's Q.K and P.V)."""
     onnx = require("onnx", INSTALL)
-    graph = onnx.load(str(path)).graph
-    constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    names = [n for n in graph.node if n.op_type in ("MatMul", "Gemm", "Conv") and any(i in constants for i in n.input)]
+
+    def walk(graph, outer: set[str]) -> list:
+        """The graph's weight nodes, and those of its subgraphs (an If's branches: the in-graph form),
+        which may read the enclosing graphs' constants."""
+        constants = outer | {t.name for t in graph.initializer} | {n.output[0] for n in graph.node
+                                                                   if n.op_type == "Constant"}
+        found = [n for n in graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+                 and any(i in constants for i in n.input)]
+        for node in graph.node:
+            found += [n for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in walk(a.g, constants)]
+        return found
+
+    names = walk(onnx.load(str(path), load_external_data=False).graph, set())
     # the dynamic quantizer first rewrites a Gemm as a MatMul named "<gemm>_MatMul": list that name too,
     # or the exit heads' Gemms are left in fp32
     return [n.name for n in names] + [f"{n.name}_MatMul" for n in names if n.op_type == "Gemm"]
@@ -158,10 +174,41 @@ def quantize_int8(src: Path, dst: Path) -> None:
     convolution computes in fp32 (`store_conv_weights_int8`)."""
     quant = require("onnxruntime.quantization", INSTALL)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with quiet():
-        quant.quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
-                               nodes_to_quantize=weight_nodes(src), weight_type=quant.QuantType.QInt8)
+    named = _uniquely_named(src, dst.with_name(dst.stem + ".named.onnx"))
+    try:
+        with quiet():
+            quant.quantize_dynamic(named, dst, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                                   nodes_to_quantize=weight_nodes(named), weight_type=quant.QuantType.QInt8,
+                                   extra_options={"EnableSubgraph": True})  # the in-graph form's If branches
+    finally:
+        if named != src:
+            named.unlink(missing_ok=True)
     store_conv_weights_int8(dst)
+
+
+def _uniquely_named(src: Path, tmp: Path) -> Path:
+    """src, or (a graph with subgraphs: the in-graph form) a copy at tmp whose nodes have names unique
+    across all its subgraphs: each If branch is exported with its own node counter, and the quantizer
+    names its new tensors after the nodes, which would break single assignment."""
+    onnx = require("onnx", INSTALL)
+    model = onnx.load(str(src))
+    subgraphs = [a.g for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    if not subgraphs:
+        return src
+    count = 0
+
+    def rename(graph, tag: str) -> None:
+        nonlocal count
+        for node in graph.node:
+            node.name = f"{node.name or node.op_type}{tag}"
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    count += 1
+                    rename(a.g, f"__g{count}")
+
+    rename(model.graph, "")
+    onnx.save_model(model, str(tmp))
+    return tmp
 
 
 def store_conv_weights_int8(path: Path) -> None:

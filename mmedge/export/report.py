@@ -113,12 +113,13 @@ def render(root: Path, info: dict) -> str:
                   f"ORT format (`python -m onnxruntime.tools.convert_onnx_models_to_ort`): {ort_text or 'not made'}",
                   ""]
     if info.get("in_graph"):
-        rows = [[r, e["file"], e["check"]["exit_agreement"], f"{e['check']['logits_max_abs_err']:.2e}",
-                 ", ".join(map(str, e["check"]["thresholds"])), "passed" if e["check"]["passed"] else "FAILED"]
-                for r, e in info["in_graph"]["by_keep_ratio"].items()]
-        lines += ["## In-graph exits (ONNX If), against the staged ONNX chain", "",
-                  tabulate(rows, ["keep", "file", "exit agreement", "max logits err", "thresholds", "result"],
-                           tablefmt="github"), ""]
+        rows = [[r, e[f"{pre}file"], e[f"{pre}check"]["exit_agreement"], e[f"{pre}check"].get("answer_agreement", "-"),
+                 f"{e[f'{pre}check']['logits_max_abs_err']:.2e}", ", ".join(map(str, e[f"{pre}check"]["thresholds"])),
+                 "passed" if e[f"{pre}check"]["passed"] else "FAILED"]
+                for r, e in info["in_graph"]["by_keep_ratio"].items() for pre in ("", "int8_") if f"{pre}check" in e]
+        lines += ["## In-graph exits (ONNX If), against the staged ONNX chain of the same precision", "",
+                  tabulate(rows, ["keep", "file", "exit agreement", "answer agreement", "max logits err", "thresholds",
+                                  "result"], tablefmt="github"), ""]
     first = {}
     for a in arts:
         first.setdefault(a["target"], a)

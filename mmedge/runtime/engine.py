@@ -131,7 +131,7 @@ class Engine:
         `verify_key` (the signature covers the release).
 
         mode: "staged" (default) runs the stage files one by one under the Python controller; "auto"
-        also opens the bundle's in-graph graphs (onnxruntime, fp32; exits as `If` branches) and runs a
+        also opens the bundle's in-graph graphs (onnxruntime, fp32 or int8; exits as `If` branches) and runs a
         query through one of them whenever the policy is one the graph expresses (confidence) and no
         modality pruning applies, else staged; "in-graph" is auto that refuses a bundle without them.
         Staged is the default because it measured faster (benchmarks/results/staging/: the `If` graph
@@ -216,19 +216,22 @@ class Engine:
         self._check_in_graph(feeds)
 
     def _open_in_graph(self, threads: int | None, required: bool) -> None:
-        """Sessions over the in-graph graphs this engine can use: onnxruntime, fp32, the artifact's format."""
+        """Sessions over the in-graph graphs this engine can use: onnxruntime, the artifact's precision (fp32:
+        `file`, int8: `int8_file`) and format."""
         entries = (self.manifest.get("in_graph") or {}).get("by_keep_ratio", {})
-        usable = self.backend == "onnxruntime" and self.artifact["precision"] == "fp32"
-        key = "ort_file" if self.artifact["format"] == "ort" else "file"
+        usable = self.backend == "onnxruntime" and self.artifact["precision"] in ("fp32", "int8")
+        prefix = "" if self.artifact["precision"] == "fp32" else f"{self.artifact['precision']}_"
+        key = prefix + ("ort_file" if self.artifact["format"] == "ort" else "file")
         files = {e["keep_ratio"]: e[key] for e in entries.values() if usable and key in e}
         if required and not files:
             raise ConfigError(f"{self.root} has no in-graph graph for onnxruntime {self.artifact['precision']} "
                               f"{self.artifact['format']} (export with in_graph, or load with mode='staged' or 'auto')",
                               "arguments")
-        extra = {e["keep_ratio"]: e.get("external_data") for e in entries.values()}
+        extra = {e["keep_ratio"]: e.get(f"{prefix}external_data") for e in entries.values()}
         for ratio, file in files.items():
             name = f"in_graph@{ratio:g}"
-            graph = {"stages": {name: {"file": file}}, "external_data": extra[ratio] if key == "file" else None}
+            weights = None if key.endswith("ort_file") else extra[ratio]  # an ORT-format file holds its own
+            graph = {"stages": {name: {"file": file}}, "external_data": weights}
             self.in_graph[ratio] = _open("onnxruntime", self.root, graph, threads)
 
     def _check_in_graph(self, feeds) -> None:
@@ -252,19 +255,32 @@ class Engine:
         """Whether predict() runs this query through the in-graph graph."""
         return ratio in self.in_graph and policy.kind == "confidence" and rule is None
 
+    def run_in_graph(self, feeds: dict[str, np.ndarray], keep_ratio: float | None = None,
+                     threshold: float | None = None) -> dict[str, np.ndarray]:
+        """Preprocessed inputs through the keep ratio's in-graph graph (load with mode "auto" or "in-graph"):
+        its logits, confidence, exit_index and kept_index. threshold None: full depth (every exit is
+        evaluated in the graph and none accepted before the last)."""
+        ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
+        if ratio not in self.in_graph:
+            raise ConfigError(f"no in-graph graph open for keep ratio {ratio} (load the bundle with mode='in-graph'; "
+                              f"open: {sorted(self.in_graph)})", "arguments")
+        limit = np.array([2.0], np.float32) if threshold is None else float32_at_least(threshold)
+        return self.in_graph[ratio].run(f"in_graph@{ratio:g}", {**feeds, "threshold": limit})
+
     def _predict_in_graph(self, image: ImageLike, text: str, policy: Policy, ratio: float) -> Prediction:
         t_start = time.perf_counter()
         feeds = self.preprocess(image, text)
         timings = {"preprocess": (time.perf_counter() - t_start) * 1e3}
         t0 = time.perf_counter()
-        out = self.in_graph[ratio].run(f"in_graph@{ratio:g}", {**feeds, "threshold": float32_at_least(policy.threshold)})
+        out = self.run_in_graph(feeds, ratio, policy.threshold)
         timings["in_graph"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         logits = np.asarray(out["logits"]).reshape(-1)
         exit_index = int(np.asarray(out["exit_index"]).reshape(-1)[0])
         kept = self._kept(out["kept_index"])
         return Prediction(self.labels[int(np.argmax(logits))], float(np.asarray(out["confidence"]).reshape(-1)[0]),
-                          softmax_max(logits), exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings)
+                          softmax_max(logits), exit_index, self.manifest["exit_layers"][exit_index], kept, ratio, timings,
+                          match_score=self._match_score(out["logits"]))
 
     def _check_pruned(self, feeds, names: list[str]) -> None:
         """The text-only stages run after the pruning stage of one keep ratio and give the declared shapes."""

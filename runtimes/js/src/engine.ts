@@ -278,15 +278,18 @@ function planFiles(m: Manifest, options: EngineOptions, mode: Mode): Plan {
       throw new BundleError("this bundle has no in-graph files; load it with mode \"staged\", or export it with " +
         "in_graph in the recipe (`mmedge bundle --in-graph`)", { code: "unsupported" });
     }
+    // fp32: file / ort_file / external_data; int8: int8_file / int8_ort_file / int8_external_data
+    const prefix = precision === "fp32" ? "" : `${precision}_`;
     for (const [key, entry] of entries) {
       const ratio = typeof entry.keep_ratio === "number" ? entry.keep_ratio : Number(key);
-      const path = fmt === "ort" ? entry.ort_file : entry.file;
+      const path = entry[`${prefix}${fmt === "ort" ? "ort_file" : "file"}`] as string | undefined;
       if (path === undefined) {
-        throw new BundleError(`in_graph ${key} has no ORT-format file; load with format "onnx"`, { code: "unsupported" });
+        throw new BundleError(`in_graph ${key} has no ${precision}${fmt === "ort" ? " ORT-format" : ""} file; load ` +
+          `with mode "staged"${fmt === "ort" ? ' or format "onnx"' : ""}`, { code: "unsupported" });
       }
       if (m.keep_ratios.some((k) => k.keep_ratio === ratio)) {
         inGraph.set(ratio, { ...entry, path });
-        if (fmt !== "ort") addWeights(weights, path, entry.external_data);
+        if (fmt !== "ort") addWeights(weights, path, entry[`${prefix}external_data`] as string | undefined);
       }
     }
     return { files, inGraph, weights };

@@ -114,6 +114,10 @@ export interface InGraphEntry {
   ort_file?: string;
   /** The weights file `file` reads (the ORT-format `ort_file` holds its own). */
   external_data?: string;
+  /** The same graph quantized as the int8 stages are, its ORT-format file and weights file. */
+  int8_file?: string;
+  int8_ort_file?: string;
+  int8_external_data?: string;
   keep_ratio?: number;
   kept_tokens?: number;
   [key: string]: unknown;
@@ -595,6 +599,11 @@ export function namedPaths(m: Manifest): Map<string, string> {
     named.set(entry.file, `in_graph ${ratio}`);
     if (entry.ort_file !== undefined) named.set(entry.ort_file, `in_graph ${ratio} (ORT format)`);
     if (entry.external_data !== undefined) named.set(entry.external_data, `in_graph ${ratio} external_data`);
+    if (entry.int8_file !== undefined) named.set(entry.int8_file, `in_graph ${ratio} int8`);
+    if (entry.int8_ort_file !== undefined) named.set(entry.int8_ort_file, `in_graph ${ratio} int8 (ORT format)`);
+    if (entry.int8_external_data !== undefined) {
+      named.set(entry.int8_external_data, `in_graph ${ratio} int8 external_data`);
+    }
   }
   return named;
 }

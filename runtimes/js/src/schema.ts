@@ -684,7 +684,7 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
         "outputs",
         "by_keep_ratio"
       ],
-      "description": "Optional single-graph ONNX form per keep ratio: stage 0 and every later stage in one graph, the exits as If branches. Inputs: pixel_values, input_ids, text_mask as stage 0, and threshold (float32 [1]). The graph stops at the first exit whose confidence >= threshold (the last exit always). Outputs: logits (float32 [1, labels]), confidence (float32 [1]), exit_index (int32 [1], 0-based), kept_index (as stage 0's).",
+      "description": "Optional single-graph ONNX form per keep ratio: stage 0 and every later stage in one graph, the exits as If branches. Inputs: pixel_values, input_ids, text_mask as stage 0, and threshold (float32 [1]). The graph stops at the first exit whose confidence >= threshold (the last exit always). Outputs: logits (float32 [1, labels]), confidence (float32 [1]), exit_index (int32 [1], 0-based), kept_index (as stage 0's). file is the fp32 graph; int8_file, where present, the int8 one.",
       "properties": {
         "inputs": {
           "const": [
@@ -732,6 +732,17 @@ export const MANIFEST_SCHEMA: Record<string, unknown> = {
               "external_data": {
                 "$ref": "#/$defs/path",
                 "description": "as an artifact's external_data: the weights file `file` reads (the ORT-format `ort_file` holds its own)."
+              },
+              "int8_file": {
+                "$ref": "#/$defs/path",
+                "description": "the same graph with its weight products quantized as the int8 stages are (an int8 ONNX artifact's in-graph form)"
+              },
+              "int8_ort_file": {
+                "$ref": "#/$defs/path"
+              },
+              "int8_external_data": {
+                "$ref": "#/$defs/path",
+                "description": "the weights file int8_file reads (the int8 stages' shared weights file)"
               }
             }
           }

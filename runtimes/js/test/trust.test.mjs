@@ -309,6 +309,18 @@ test("manifest.sig that is not a regular file: unlisted without a key, signature
   await refused(load(dir), "unlisted", /symbolic link.*manifest\.sig/);
 }));
 
+test("an in_graph entry's int8 graph, ORT file and weights file are named paths: unlisted -> unlisted", () => withCopy(async (dir) => {
+  const base = readJson(join(dir, "manifest.json"));
+  assert.ok(base.in_graph, "the golden bundle has in-graph graphs");
+  const key = Object.keys(base.in_graph.by_keep_ratio)[0];
+  for (const field of ["int8_file", "int8_ort_file", "int8_external_data"]) {
+    editManifest(dir, (m) => {
+      m.in_graph.by_keep_ratio[key] = { ...base.in_graph.by_keep_ratio[key], [field]: "onnx/int8/missing.onnx" };
+    });
+    await refused(load(dir), "unlisted", new RegExp(`in_graph ${key.replace(".", "\\.")} int8.*missing\\.onnx`));
+  }
+}));
+
 test("in_graph entries: an exported keep ratio each, once, with its kept_tokens -> inconsistent", () => withCopy(async (dir) => {
   const original = readFileSync(join(dir, "manifest.json"), "utf8");
   const base = JSON.parse(original);

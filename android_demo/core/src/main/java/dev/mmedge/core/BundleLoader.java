@@ -456,11 +456,17 @@ public final class BundleLoader {
         }
         for (Map.Entry<String, Map<String, Object>> e : m.inGraph.entrySet()) {
             named.put((String) e.getValue().get("file"), "in_graph " + e.getKey());
-            if (e.getValue().get("ort_file") instanceof String) {
-                named.put((String) e.getValue().get("ort_file"), "in_graph " + e.getKey() + " (ORT format)");
-            }
-            if (e.getValue().get("external_data") instanceof String) {
-                named.put((String) e.getValue().get("external_data"), "in_graph " + e.getKey() + " external_data");
+            for (String prefix : new String[] {"", "int8_"}) {  // the fp32 graph's files, then the int8 graph's
+                String what = "in_graph " + e.getKey() + (prefix.isEmpty() ? "" : " int8");
+                if (!prefix.isEmpty() && e.getValue().get("int8_file") instanceof String) {
+                    named.put((String) e.getValue().get("int8_file"), what);
+                }
+                if (e.getValue().get(prefix + "ort_file") instanceof String) {
+                    named.put((String) e.getValue().get(prefix + "ort_file"), what + " (ORT format)");
+                }
+                if (e.getValue().get(prefix + "external_data") instanceof String) {
+                    named.put((String) e.getValue().get(prefix + "external_data"), what + " external_data");
+                }
             }
         }
         return named;

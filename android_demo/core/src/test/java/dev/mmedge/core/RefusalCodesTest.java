@@ -128,6 +128,21 @@ public class RefusalCodesTest {
     }
 
     @Test
+    public void anInGraphEntrysInt8FilesAreNamedPaths() throws Exception {
+        for (String field : new String[] {"int8_file", "int8_ort_file", "int8_external_data"}) {
+            copy.close();
+            copy();
+            edit(m -> {
+                Map<String, Object> entries = Json.obj(Json.obj(m.get("in_graph")).get("by_keep_ratio"));
+                Json.obj(entries.values().iterator().next()).put(field, "onnx/int8/missing.onnx");
+            });
+            BundleException exc = refused(BundleException.UNLISTED);
+            String message = exc.getMessage();
+            assertTrue(message, message.contains("int8") && message.contains("missing.onnx"));
+        }
+    }
+
+    @Test
     public void listedPathsThatAreNotRegularFiles() throws Exception {
         // a listed file that is a directory, or a folder on its way that is a file
         String stage = "onnx/fp32/k36_stage3.onnx";
