@@ -5,6 +5,7 @@ the exit policy decides per token. Tiny configs made here, no download."""
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -242,6 +243,70 @@ def test_cli_adapts_a_smolvlm_into_a_folder_that_loads_back(tmp_path, capsys):
     assert main(["adapt", "--from", str(source), "--task", "generate", "--out", str(tmp_path / "x"),
                  "--exit-rank", "8"]) != 0
     assert "--exit-rank applies to encoder models" in capsys.readouterr().err
+
+
+def test_generative_adapt_distils_on_a_dataset_of_your_own(tmp_path, capsys):
+    """`--data NAME:ROOT` for a generative model: the prompts of a dataset on disk (a JSON Lines set's
+    questions; a caption set's images under the caption prompt), no labels read; two-image data and
+    unknown names are refused with what to use."""
+    from dataset_fixtures import make_coco, make_jsonl, make_nlvr2
+    from mmedge.adapt.vlm_distill import CAPTION_PROMPT, dataset_prompts
+    from mmedge.cli import main
+    from mmedge.errors import DatasetError
+
+    jsonl, coco = tmp_path / "own", tmp_path / "coco"
+    make_jsonl(jsonl, 6, "train")
+    make_jsonl(jsonl, 4, "val")
+    make_coco(coco, 4, "train")
+    images, texts = dataset_prompts(f"jsonl:{jsonl}")(0, 3)
+    questions = {json.loads(line)["question"] for line in (jsonl / "train.jsonl").read_text().splitlines()}
+    assert len(images) == 3 and set(texts) <= questions and np.asarray(images[0]).ndim == 3
+    assert dataset_prompts(f"jsonl:{jsonl}")(2, 3)[1] == dataset_prompts(f"jsonl:{jsonl}")(0, 3)[1]  # wraps at 6
+    assert dataset_prompts(f"coco:{coco}")(0, 2)[1] == [CAPTION_PROMPT] * 2
+    make_nlvr2(tmp_path / "nlvr2", 2, "train")
+    with pytest.raises(DatasetError, match="one image and a prompt"):
+        dataset_prompts(f"nlvr2:{tmp_path / 'nlvr2'}")
+    source, out = make_source(tmp_path / "src"), tmp_path / "adapted"
+    assert main(["adapt", "--from", str(source), "--task", "generate", "--data", f"jsonl:{jsonl}", "--out", str(out),
+                 "--steps", "2", "--batch-size", "2", "--exits", "1,3", "--no-progress"]) == 0
+    report = json.loads((out / "adapt_report.json").read_text())
+    assert report["data"] == "jsonl" and report["steps"] == 2
+    assert "unlabelled prompts of jsonl" in (out / "README.md").read_text()
+
+
+def test_generative_adapt_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    """`mmedge adapt --task generate --resume`: a run cut after its step-2 checkpoint, resumed, writes the
+    adapter weights an uninterrupted run writes; an occupied folder needs --resume or --force, and other
+    settings than the checkpoint's are refused."""
+    from safetensors.torch import load_file
+
+    from mmedge.adapt import adapt, vlm_distill
+    from mmedge.adapt.vlm_distill import VLMDistillConfig
+
+    source = make_source(tmp_path / "src")
+    cfg = VLMDistillConfig(steps=4, batch_size=2, max_new_tokens=4, checkpoint_every=2)
+    quiet = {"progress": False, "log": lambda *_: None, "exit_layers": [0, 2]}
+    adapt(source, tmp_path / "straight", cfg, **quiet)
+    step, calls = vlm_distill.distill_step, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the third step, after the step-2 checkpoint
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(vlm_distill, "distill_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        adapt(source, tmp_path / "resumed", cfg, **quiet)
+    monkeypatch.setattr(vlm_distill, "distill_step", step)
+    with pytest.raises(ConfigError, match="already holds an adaptation run"):
+        adapt(source, tmp_path / "resumed", cfg, **quiet)
+    with pytest.raises(ConfigError, match="differ"):
+        adapt(source, tmp_path / "resumed", VLMDistillConfig(**{**cfg.to_dict(), "lr": 0.1}), resume=True, **quiet)
+    adapt(source, tmp_path / "resumed", cfg, resume=True, **quiet)
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "resumed" / "adapt_report.json").read_text())["steps"] == 4
 
 
 def test_onnx_and_executorch_graphs_generate_as_transformers_and_as_pytorch(tmp_path):

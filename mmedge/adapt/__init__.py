@@ -75,11 +75,10 @@ def adapt(source: str | Path, out: str | Path, distill_cfg, task: str | None = N
     if expected == "generate":
         from mmedge.adapt.vlm_distill import adapt_generative
 
-        if resume or not isinstance(distill_cfg, VLMDistillConfig):
-            raise ConfigError("a generative model is distilled in one run (no --resume yet), with a VLMDistillConfig",
-                              "arguments")
+        if not isinstance(distill_cfg, VLMDistillConfig):
+            raise ConfigError("a generative model is distilled with a VLMDistillConfig", "arguments")
         return adapt_generative(source, out, distill_cfg, data=data or "scenes", progress=progress, log=log,
-                                **overrides)
+                                resume=resume, force=force, **overrides)
     model, preprocessor = family.load_source(source, **overrides)
     distiller = Distiller(model, preprocessor, distill_cfg, out, resume=resume, force=force, progress=progress)
     try:

@@ -16,13 +16,19 @@ own greedy continuation (transformers' generate), and along that continuation, t
 
 Batches: prompts left-padded, continuations right-padded, rotary positions counted over the real
 tokens (as transformers' generate counts them).
+
+Prompts (``--data``): the generated scenes (half caption prompts, half questions), or a dataset on disk
+(NAME:ROOT): its questions (vqa2, gqa, jsonl) or the caption prompt on its images (coco, cc).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -43,6 +49,7 @@ class VLMDistillConfig:
     relax_temperature: float = 1.0
     attention_prior_weight: float = 0.0
     seed: int = 0
+    checkpoint_every: int = 100  # steps between resumable checkpoints (OUT/checkpoint)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,8 +234,12 @@ def kept_attention(model: AdaptedVLM, batches: list[Batch], keep_ratio: float) -
     return sum(shares) / max(len(shares), 1)
 
 
-def distill(model: AdaptedVLM, pre, data, cfg: VLMDistillConfig, progress: bool = True, log=print) -> dict:
-    """Train the adapter parts for cfg.steps; data(step, batch_size) -> (images, texts). Returns a log."""
+def distill(model: AdaptedVLM, pre, data, cfg: VLMDistillConfig, progress: bool = True, log=print,
+            out: Path | None = None, resume: bool = False) -> dict:
+    """Train the adapter parts for cfg.steps; data(step, batch_size) -> (images, texts). Returns a log.
+    With `out`, a checkpoint every cfg.checkpoint_every steps (OUT/checkpoint: the adapter's weights, the
+    optimizer and torch's RNG state); `resume` continues from it to the weights an uninterrupted run reaches
+    (the data are a function of the step)."""
     torch.manual_seed(cfg.seed)
     model.relax_temperature = cfg.relax_temperature
     params = [p for _, p in model.adapter_parameters()]
@@ -237,8 +248,12 @@ def distill(model: AdaptedVLM, pre, data, cfg: VLMDistillConfig, progress: bool 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     # every step trains the exits on the unpruned pass; the keep ratio is for the prefilter
     ratios = cfg.train_keep_ratios or [r for r in model.config.keep_ratios if r < 1] or [1.0]
-    started, history = time.perf_counter(), []
-    bar = tqdm(range(cfg.steps), desc="distil exits and prefilter", unit="step", disable=not progress)
+    first, wall_offset, history = load_checkpoint(out, model, opt, cfg) if resume else (0, 0.0, [])
+    if first:
+        log(f"resumed at step {first} of {cfg.steps}")
+    started = time.perf_counter()
+    bar = tqdm(range(first, cfg.steps), initial=first, total=cfg.steps, desc="distil exits and prefilter",
+               unit="step", disable=not progress)
     for step in bar:
         images, texts = data(step, cfg.batch_size)
         batch = teacher_batch(model, pre, images, texts, cfg.max_new_tokens)
@@ -248,7 +263,62 @@ def distill(model: AdaptedVLM, pre, data, cfg: VLMDistillConfig, progress: bool 
         opt.step()
         history.append({"step": step + 1, "keep_ratio": ratio, **row})
         bar.set_postfix(loss=f"{row['loss']:.3f}")
-    return {"steps": cfg.steps, "wall_s": round(time.perf_counter() - started, 1), "history": history}
+        if out is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+            save_checkpoint(out, model, opt, cfg, step + 1, wall_offset + time.perf_counter() - started, history)
+    return {"steps": cfg.steps, "wall_s": round(wall_offset + time.perf_counter() - started, 1), "history": history}
+
+
+def _adapter_state(model: AdaptedVLM) -> dict[str, torch.Tensor]:
+    return {name: p.detach().contiguous() for name, p in model.adapter_parameters()}
+
+
+def save_checkpoint(out: Path, model: AdaptedVLM, opt, cfg: VLMDistillConfig, step: int, wall_s: float,
+                    history: list) -> None:
+    """OUT/checkpoint: the adapter's weights and the optimizer (safetensors), then state.json, written
+    last (its presence marks a complete checkpoint)."""
+    from safetensors.torch import save_file
+
+    from mmedge.adapt.distill import CHECKPOINT_DIR, OPTIM_FILE, STATE_FILE, TRAINED_FILE
+    from mmedge.fileio import atomic_write
+    from mmedge.train.trainer import optimizer_tensors
+
+    ckpt = Path(out) / CHECKPOINT_DIR
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tensors, groups = optimizer_tensors(opt)
+    atomic_write(ckpt / TRAINED_FILE, lambda p: save_file(_adapter_state(model), str(p)))
+    atomic_write(ckpt / OPTIM_FILE, lambda p: save_file(tensors, str(p)))
+    meta = {"step": step, "wall_s": wall_s, "distill_config": cfg.to_dict(), "adapt_config": model.config.to_dict(),
+            "history": history, "optimizer": {"param_groups": groups}}
+    atomic_write(ckpt / STATE_FILE, lambda p: p.write_text(json.dumps(meta)))
+
+
+def load_checkpoint(out: Path, model: AdaptedVLM, opt, cfg: VLMDistillConfig) -> tuple[int, float, list]:
+    """Restore OUT/checkpoint into the model and optimizer: (step, wall seconds so far, history)."""
+    from safetensors.torch import load_file
+
+    from mmedge.adapt.distill import CHECKPOINT_DIR, OPTIM_FILE, STATE_FILE, TRAINED_FILE
+    from mmedge.errors import CheckpointError, ConfigError
+    from mmedge.train.trainer import restore_optimizer
+
+    ckpt = Path(out) / CHECKPOINT_DIR
+    try:
+        meta = json.loads((ckpt / STATE_FILE).read_text())
+        if meta["distill_config"] != cfg.to_dict() or meta["adapt_config"] != model.config.to_dict():
+            raise ConfigError("the distillation or adapt settings differ from the checkpoint's; resume with the same "
+                              "arguments, or start over with --force", "resume")
+        trained, tensors = load_file(str(ckpt / TRAINED_FILE)), load_file(str(ckpt / OPTIM_FILE))
+    except (OSError, KeyError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise CheckpointError(f"cannot resume from {ckpt}: {exc}") from exc
+    params = dict(model.adapter_parameters())
+    if set(trained) != set(params):
+        raise CheckpointError(f"{ckpt / TRAINED_FILE} holds other weights than this run trains")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(trained[name])
+    restore_optimizer(opt, tensors, meta["optimizer"]["param_groups"])
+    return meta["step"], meta["wall_s"], meta["history"]
 
 
 def scene_prompts(image_size: int, seed: int = 0, split: str = "train"):
@@ -266,38 +336,82 @@ def scene_prompts(image_size: int, seed: int = 0, split: str = "train"):
 
 
 CAPTION_PROMPT = "describe the image."
+RECORD_TASKS = {"vqa2": "vqa", "gqa": "vqa", "jsonl": "vqa", "coco": "caption", "cc": "caption"}
+
+
+def dataset_prompts(data: str, seed: int = 0, split: str = "train"):
+    """data(step, n) over a dataset on disk (NAME:ROOT, read by mmedge.data.sources as `mmedge train` reads
+    it), no labels: its questions (vqa2, gqa, jsonl), or the caption prompt on its images (coco, cc). The
+    order is a permutation fixed by the seed; positions wrap around the split."""
+    from mmedge.adapt.data import _OpenInside, materialise
+    from mmedge.data.sources import parse_data_spec, read_records
+    from mmedge.errors import DatasetError
+
+    spec = parse_data_spec(data)
+    if spec.name not in RECORD_TASKS:
+        raise DatasetError(f"--data {spec.name}: a generative model reads one image and a prompt per example; "
+                           f"use one of {', '.join(RECORD_TASKS)} (or the generated scenes)")
+    records = read_records(spec, RECORD_TASKS[spec.name], split)
+    if not records:
+        raise DatasetError(f"{data}: the {split} split has no records")
+    wrong = next((r for r in records if len(r.images) != 1), None)
+    if wrong is not None:
+        raise DatasetError(f"{wrong.where}: a generative model reads one image per example, this record names "
+                           f"{len(wrong.images)}")
+    order = np.random.default_rng(seed).permutation(len(records))
+    caption = RECORD_TASKS[spec.name] == "caption"
+
+    def prompts(step: int, n: int):
+        picked = [records[order[(step * n + i) % len(records)]] for i in range(n)]
+        images = [materialise(_OpenInside(r.images[0], spec.root, r.where)) for r in picked]
+        return images, [CAPTION_PROMPT if caption else r.text for r in picked]
+
+    return prompts
+
+
+def prompt_source(data: str, image_size: int, seed: int = 0, split: str = "train"):
+    """data(step, n) for `--data`: the generated scenes, or a dataset on disk (its validation split for
+    "val": mmedge.data.provider.VAL_SPLIT)."""
+    if data == "scenes":
+        return scene_prompts(image_size, seed, split)
+    from mmedge.data.provider import VAL_SPLIT
+    from mmedge.data.sources import parse_data_spec
+
+    name = parse_data_spec(data).name
+    return dataset_prompts(data, seed, VAL_SPLIT.get(name, "val") if split == "val" else split)
 
 
 def adapt_generative(source, out, cfg: VLMDistillConfig, data: str = "scenes", progress: bool = True, log=print,
-                     **overrides) -> dict:
-    """`mmedge adapt` for a generative family: wrap, distil on `data`, write the folder and its card."""
-    import json
-    from pathlib import Path
-
+                     resume: bool = False, force: bool = False, **overrides) -> dict:
+    """`mmedge adapt` for a generative family: wrap, distil on `data` (checkpointed in OUT/checkpoint;
+    `resume` continues there), write the folder and its card."""
+    from mmedge.adapt.distill import STATE_FILE
     from mmedge.adapt.families import family_of_class, source_class
     from mmedge.adapt.folder import save_adapted
-    from mmedge.errors import ConfigError
     from mmedge.fileio import atomic_write
+    from mmedge.train.distributed import DistInfo
+    from mmedge.train.trainer import prepare_run_dir
 
-    if data != "scenes":
-        raise ConfigError(f"--data {data}: a generative model is distilled on the generated scenes (--data scenes) "
-                          "for now; datasets of your own are not read for it yet", "arguments")
+    out = Path(out)
+    prepare_run_dir(out, DistInfo(), resume, force, STATE_FILE, "an adaptation run",
+                    lambda o: atomic_write(o / "distill_config.json",
+                                           lambda p: p.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")))
     family = family_of_class(source_class(source))
     torch.manual_seed(cfg.seed)
     model, pre = family.load_source(source, **overrides)
-    prompts = scene_prompts(pre.image_size, cfg.seed)
-    held = [teacher_batch(model, pre, *scene_prompts(pre.image_size, cfg.seed, "val")(i, cfg.batch_size),
-                          cfg.max_new_tokens) for i in range(2)]
+    prompts = prompt_source(data, pre.image_size, cfg.seed)
+    held_out = prompt_source(data, pre.image_size, cfg.seed, "val")
+    held = [teacher_batch(model, pre, *held_out(i, cfg.batch_size), cfg.max_new_tokens) for i in range(2)]
     ratios = [r for r in model.config.keep_ratios if r < 1]
     before = {"agreement": agreement(model, held), "kept_attention": {str(r): kept_attention(model, held, r)
                                                                         for r in ratios}}
-    result = distill(model, pre, prompts, cfg, progress=progress, log=log)
+    result = distill(model, pre, prompts, cfg, progress=progress, log=log, out=out, resume=resume)
     model.eval()
     after = {"agreement": agreement(model, held), "kept_attention": {str(r): kept_attention(model, held, r)
                                                                        for r in ratios}}
-    out = Path(out)
     save_adapted(model, pre, out, str(source), metadata={"distill_steps": str(cfg.steps)})
-    report = {"before": before, "after": after, "steps": cfg.steps, "wall_s": result["wall_s"], "config": cfg.to_dict()}
+    report = {"before": before, "after": after, "steps": cfg.steps, "wall_s": result["wall_s"], "config": cfg.to_dict(),
+              "data": data.split(":")[0]}
     atomic_write(out / "adapt_report.json", lambda p: p.write_text(json.dumps(report, indent=1) + "\n"))
     atomic_write(out / "README.md", lambda p: p.write_text(card(model, report, str(source))))
     log(f"adapted {model.config.source_class} in {result['wall_s']:.0f} s; model folder {out}")
@@ -317,7 +431,9 @@ def card(model: AdaptedVLM, report: dict, source: str) -> str:
              "a learned confidence that its token is the full model's.",
              f"- A prompt-conditioned prefilter on the {cfg.num_image_tokens} visual tokens of one tile, at keep ratios "
              f"{cfg.keep_ratios}; kept tokens keep their positions.",
-             f"- Self-distillation: {report['steps']} steps on unlabelled scene prompts ({report['wall_s']:.0f} s).", "",
+             f"- Self-distillation: {report['steps']} steps on unlabelled prompts of "
+             f"{'the generated scenes' if report.get('data', 'scenes') == 'scenes' else report['data']} "
+             f"({report['wall_s']:.0f} s).", "",
              "## Agreement with the full model (held out, teacher-forced)", "",
              "| | " + " | ".join(f"exit {e}" for e in exits) + " |", "|---|" + "---|" * len(exits),
              f"| before | {row('before')} |", f"| after | {row('after')} |", "",

@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
                    help="vqa (ViltForQuestionAnswering), nlvr2 (ViltForImagesAndTextClassification), "
                         "retrieval (ViltForImageAndTextRetrieval), generate (SmolVLMForConditionalGeneration)")
     p.add_argument("--data", default="scenes", help="scenes (the generated scenes, default) or NAME:ROOT with NAME "
-                   "one of vqa2, gqa, nlvr2, coco, cc, jsonl (docs/guides/data.md gives each layout)")
+                   "one of vqa2, gqa, nlvr2, coco, cc, jsonl (docs/guides/data.md gives each layout; --task "
+                   "generate: vqa2, gqa, jsonl questions or coco, cc images under the caption prompt)")
     p.add_argument("--out", type=writable_dir, required=True, help="the adapted model folder (and its checkpoint/)")
     p.add_argument("--config", help="distillation config JSON (fields of mmedge.adapt.distill.DistillConfig)")
     p.add_argument("--steps", type=positive, help="override the config's number of steps")
