@@ -21,13 +21,14 @@ from mmedge.runtime.controller import Policy  # noqa: E402
 VOCAB, IMAGE, FAKE, GLOBAL, BOS, END = 50, 40, 41, 42, 1, 2
 
 
-def tiny_smolvlm(std: float = 0.2, layers: int = 3):
+def tiny_smolvlm(std: float = 0.2, layers: int = 3, width: int = 48):
     """A random tiny SmolVLM: 32 px images in 8 px patches (16), pixel shuffle 2 -> 4 visual tokens; a 3-layer
-    Llama decoder with grouped keys and values. std 0.2 makes answers depend on the input and on depth."""
+    Llama decoder (`width` wide) with grouped keys and values. std 0.2 makes answers depend on the input and on
+    depth."""
     config = transformers.SmolVLMConfig(
         vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                            image_size=32, patch_size=8),
-        text_config=dict(model_type="llama", hidden_size=48, num_hidden_layers=layers, num_attention_heads=4,
+        text_config=dict(model_type="llama", hidden_size=width, num_hidden_layers=layers, num_attention_heads=4,
                          num_key_value_heads=2, intermediate_size=96, vocab_size=VOCAB, max_position_embeddings=64,
                          pad_token_id=0, bos_token_id=BOS, eos_token_id=END),
         image_token_id=IMAGE, scale_factor=2, pad_token_id=0, tie_word_embeddings=False)
@@ -122,9 +123,9 @@ def test_a_prompt_without_the_image_tokens_is_refused(made):
 WORDS = "user assistant : describe the image . ? what color shape is a red blue green circle square".split()
 
 
-def make_source(root, std: float = 0.2):
-    """A tiny SmolVLM saved like a downloaded one: model, word-level tokenizer with SmolVLM's chat template and
-    special tokens, and the image processor (one unsplit 32 px tile)."""
+def make_source(root, std: float = 0.2, layers: int = 3, width: int = 48):
+    """A tiny SmolVLM (tiny_smolvlm) saved like a downloaded one: model, word-level tokenizer with SmolVLM's chat
+    template and special tokens, and the image processor (one unsplit 32 px tile)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
 
@@ -139,7 +140,7 @@ def make_source(root, std: float = 0.2):
         tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<|im_start|>",
         eos_token="<end_of_utterance>", additional_special_tokens=["<image>", "<fake_token_around_image>", "<global-img>"])
     tok.chat_template = DEFAULT_CHAT_TEMPLATE
-    model = tiny_smolvlm(std)
+    model = tiny_smolvlm(std, layers, width)
     model.save_pretrained(root)
     tok.save_pretrained(root)
     transformers.SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
@@ -357,6 +358,35 @@ def test_onnx_and_executorch_graphs_generate_as_transformers_and_as_pytorch(tmp_
     run = et.generate(ids[0].tolist(), px.numpy(), policy, 10, keep_ratio=0.5, stop_ids=pre.stop_ids)
     ref = model.generate(ids, px, 10, pre.stop_ids, keep_ratio=0.5, policy=policy)
     assert (run.tokens, run.exits) == (ref.tokens, ref.exits)
+
+
+def test_executorch_int8_and_int4_programs_generate_as_their_quantized_pytorch_model(tmp_path):
+    """ExecuTorch with XNNPACK's dynamically quantized linears (torchao: int8 weights per channel; int4 in
+    groups of 32, so the tiny decoder is 64 wide here): one program per precision, int4 smaller than int8
+    smaller than the model's fp32 weights, that generates; int8 writes the tokens of the same quantized model
+    in PyTorch (int4's XNNPACK kernels round differently from torchao's reference)."""
+    pytest.importorskip("executorch")
+    from mmedge.adapt.smolvlm import load_source
+    from mmedge.adapt.vlm_export import executorch_quantized, export_executorch, open_executorch
+    from mmedge.errors import ExportError
+    from mmedge.runtime.vlm import VLMDecoder
+
+    torch.manual_seed(0)
+    model, pre = load_source(make_source(tmp_path / "src", layers=1, width=64), exit_layers=[0],
+                             keep_ratios=[1.0])  # 3 methods
+    image, text = scene_data(5, 1)[0][0], "describe the image."
+    ids, px = pre.prompt_ids(text), pre.pixels([image])
+    sizes = {"fp32 weights": 4 * sum(p.numel() for p in model.parameters())}
+    for precision in ("int8", "int4"):
+        sizes[precision] = export_executorch(model, tmp_path / "g", max_slots=32, precision=precision).stat().st_size
+        run = VLMDecoder(*open_executorch(tmp_path / "g", precision=precision)).generate(
+            ids[0].tolist(), px.numpy(), Policy("full"), 8, stop_ids=pre.stop_ids)
+        assert 1 <= len(run.tokens) <= 8 and all(0 <= t < VOCAB for t in run.tokens)
+        if precision == "int8":
+            assert run.tokens == executorch_quantized(model, "int8").generate(ids, px, 8, pre.stop_ids).tokens
+    assert sizes["int4"] < sizes["int8"] < 0.8 * sizes["fp32 weights"], sizes
+    with pytest.raises(ExportError, match="choose fp32"):
+        executorch_quantized(model, "int2")
 
 
 def test_coreml_package_has_a_function_per_graph(tmp_path):

@@ -3,8 +3,9 @@
     out/onnx/{vision_k1, vision_k0.5, ..., embed, step0.., fill0..}.onnx   ONNX (opset 20, fp32)
     out/onnx-int8/, out/onnx-int4/                                          weight-only quantized copies
                                                                             (quantize_onnx)
-    out/executorch/vlm_fp32.pte                                             ExecuTorch: one program, a method
-                                                                            per graph (XNNPACK)
+    out/executorch/vlm_{fp32,int8,int4}.pte                                 ExecuTorch: one program, a method
+                                                                            per graph (XNNPACK; int8 / int4
+                                                                            linears via torchao)
     out/coreml/vlm_fp32.mlpackage                                           Core ML: one multifunction package,
                                                                             a function per graph (iOS 18)
     out/vlm.json                                                            the VLMLayout
@@ -32,6 +33,7 @@ from mmedge.fileio import atomic_write
 from mmedge.runtime.vlm import VLMLayout
 
 OPSET = 20
+QUANTIZED = ("int8", "int4")  # weight precisions below fp32 (ONNX: weight-only; ExecuTorch: dynamic)
 
 
 def layout(model: AdaptedVLM, max_slots: int) -> VLMLayout:
@@ -87,9 +89,36 @@ def export_onnx(model: AdaptedVLM, out: str | Path, max_slots: int = 64, progres
     return parity
 
 
-def export_executorch(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -> Path:
-    """Every graph as a method of one ExecuTorch program (XNNPACK, fp32; the step methods take 1 to
-    max_slots tokens), and vlm.json."""
+def executorch_quantized(model: AdaptedVLM, precision: str, group_size: int = 32) -> AdaptedVLM:
+    """A copy of the model whose linear layers run as XNNPACK's dynamically quantized ones (torchao:
+    activations int8 per token at run time; weights int8 per output channel, or int4 in groups of
+    `group_size` along the input, on the linears whose input width the group divides)."""
+    import copy
+
+    from mmedge.runtime.backends.quiet import library_imports
+
+    with library_imports():
+        from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+        from torchao.quantization.granularity import PerAxis, PerGroup
+
+    if precision not in QUANTIZED:
+        raise ExportError(f"precision {precision!r}: choose fp32 or one of {list(QUANTIZED)}")
+    if group_size <= 0 or group_size % 32:
+        raise ExportError(f"group_size {group_size}: XNNPACK takes int4 groups of a multiple of 32")
+    int4 = precision == "int4"
+    config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4 if int4 else torch.int8,
+                                                   weight_granularity=PerGroup(group_size) if int4 else PerAxis(0))
+    quantized = copy.deepcopy(model).eval()
+    with quiet():
+        quantize_(quantized, config, filter_fn=lambda m, _: isinstance(m, torch.nn.Linear)
+                  and (not int4 or m.in_features % group_size == 0))
+    return quantized
+
+
+def export_executorch(model: AdaptedVLM, out: str | Path, max_slots: int = 64, precision: str = "fp32",
+                      group_size: int = 32) -> Path:
+    """Every graph as a method of one ExecuTorch program (XNNPACK; the step methods take 1 to max_slots
+    tokens), executorch/vlm_{precision}.pte, and vlm.json. int8 / int4: executorch_quantized."""
     from mmedge.runtime.backends.quiet import library_imports
 
     with library_imports():
@@ -98,6 +127,8 @@ def export_executorch(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -
 
     out = Path(out)
     model.eval()
+    if precision != "fp32":
+        model = executorch_quantized(model, precision, group_size)
     specs = graph_specs(model)
     try:
         with quiet(), torch.no_grad():
@@ -110,7 +141,7 @@ def export_executorch(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -
             data = edge.to_executorch().buffer
     except Exception as exc:  # noqa: BLE001 - the exporter's own error types
         raise ExportError(f"executorch lowering failed: {type(exc).__name__}: {str(exc).splitlines()[0][:500]}") from exc
-    path = out / "executorch" / "vlm_fp32.pte"
+    path = out / "executorch" / f"vlm_{precision}.pte"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda p: p.write_bytes(data))
     spec_json = layout(model, max_slots).to_dict()
@@ -172,19 +203,18 @@ def coreml_problems(model: AdaptedVLM, path: Path, max_slots: int) -> list[str]:
     return problems
 
 
-def open_executorch(out: str | Path, threads: int | None = None):
-    """(session, VLMLayout) over the ExecuTorch program written by export_executorch."""
+def open_executorch(out: str | Path, threads: int | None = None, precision: str = "fp32"):
+    """(session, VLMLayout) over the ExecuTorch program export_executorch wrote at `precision`."""
     from mmedge.runtime.backends.executorch_backend import ExecuTorchSession
 
     out = Path(out)
     lay = VLMLayout(**json.loads((out / "vlm.json").read_text()))
-    session = ExecuTorchSession(out / "executorch" / "vlm_fp32.pte", {name: name for name in lay.graphs}, threads)
+    session = ExecuTorchSession(out / "executorch" / f"vlm_{precision}.pte", {name: name for name in lay.graphs},
+                                threads)
     for name, outputs in lay.graphs.items():
         session.set_output_names(name, outputs)
     return session, lay
 
-
-QUANTIZED = ("int8", "int4")
 
 
 def quantize_onnx(out: str | Path, precision: str, block_size: int = 32) -> Path:
