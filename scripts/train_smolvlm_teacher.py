@@ -15,7 +15,7 @@ chat template separately.
 
 Writes a `save_pretrained` folder (model, tokenizer, image processor), `metrics.jsonl` (losses, and
 every `eval_every` steps the validation CIDEr of greedy captions and the accuracy of greedy short
-answers) and `checkpoint.pt` (for --resume). Deterministic by --seed.
+answers) and `checkpoint.safetensors` (for --resume). Deterministic by --seed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from mmedge.caption.data import scene_captions  # noqa: E402
 from mmedge.caption.metrics import caption_scores  # noqa: E402
-from teacher_checkpoint import load_checkpoint, save_checkpoint, save_teacher, teacher_arguments  # noqa: E402
+from teacher_checkpoint import (CHECKPOINT, load_checkpoint, save_checkpoint, save_teacher,  # noqa: E402
+                                teacher_arguments)
 from mmedge.data.batches import generate  # noqa: E402
 from mmedge.data.tasks import vocabulary_words  # noqa: E402
 
@@ -202,7 +203,7 @@ def train(cfg: SmolTeacherConfig, out: Path, resume: bool) -> None:
     model = build_model(cfg, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, cfg))
-    ckpt = out / "checkpoint.pt"
+    ckpt = out / CHECKPOINT
     step = load_checkpoint(ckpt, model=model, opt=opt, sched=sched) if resume else 0
     log = (out / "metrics.jsonl").open("a")
     model.train()

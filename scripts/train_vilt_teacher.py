@@ -5,7 +5,7 @@
     python scripts/train_vilt_teacher.py --out runs/vilt-teacher --resume    # continue from its checkpoint
 
 Writes a `save_pretrained` folder (model, config with id2label, BERT WordPiece tokenizer and ViLT image
-processor) plus `metrics.jsonl` (loss and validation accuracy over training) and `checkpoint.pt`
+processor) plus `metrics.jsonl` (loss and validation accuracy over training) and `checkpoint.safetensors`
 (optimizer state, for --resume; removed with --final-only). Everything is deterministic by --seed.
 """
 
@@ -27,7 +27,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from teacher_checkpoint import load_checkpoint, save_checkpoint, save_teacher, teacher_arguments  # noqa: E402
+from teacher_checkpoint import (CHECKPOINT, load_checkpoint, save_checkpoint, save_teacher,  # noqa: E402
+                                teacher_arguments)
 from mmedge.data.batches import generate, token_classes  # noqa: E402
 from mmedge.data.grounding import SIZE_CLASSES, grounding_targets  # noqa: E402
 from mmedge.data.scenes import COLORS, SHAPES  # noqa: E402
@@ -162,7 +163,7 @@ def train(cfg: TeacherConfig, out: Path, resume: bool) -> None:
     heads = GroundingHeads(cfg)
     opt = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, cfg))
-    ckpt = out / "checkpoint.pt"
+    ckpt = out / CHECKPOINT
     step = load_checkpoint(ckpt, model=model, heads=heads, opt=opt, sched=sched) if resume else 0
     log = (out / "metrics.jsonl").open("a")
     model.train()
