@@ -42,9 +42,10 @@ def save_checkpoint(path: Path, step: int, **parts) -> None:
 
 
 def load_checkpoint(path: Path, **parts) -> int:
-    """Load every part's state from `path` (when it exists) and return its step; 0 without a checkpoint."""
+    """Load every part's state from `path` (--resume) and return its step."""
     if not path.exists():
-        return 0
+        raise SystemExit(f"--resume: there is no {path} to resume (checkpoints written before they were "
+                         "safetensors, checkpoint.pt, are not read); drop --resume to start over")
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["mmedge_checkpoint"])
         tensors = {key: f.get_tensor(key) for key in f.keys()}
