@@ -177,10 +177,10 @@ def measure(args) -> dict:
 
 
 def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: int) -> dict:
-    """The adapted teacher exported (ONNX fp32 / int8 / int4, ExecuTorch fp32: mmedge.adapt.vlm_export) and run
+    """The adapted teacher exported (ONNX and ExecuTorch, fp32 / int8 / int4: mmedge.adapt.vlm_export) and run
     by mmedge.runtime.vlm, interleaved per prompt: time to first token (vision graph, prompt assembly, prefill)
     per keep ratio, and ms per decoded token at full depth and at the calibrated threshold; then the quantized
-    ONNX graphs' quality at full depth on every test prompt against the fp32 graphs'."""
+    graphs' quality at full depth on every test prompt against the fp32 ONNX graphs'."""
     from mmedge.adapt.vlm_export import (QUANTIZED, export_executorch, export_onnx, open_executorch, open_onnx,
                                          quantize_onnx)
     from mmedge.adapt.vlm_eval import per_prompt
@@ -189,13 +189,14 @@ def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: in
     from mmedge.runtime.vlm import VLMDecoder
 
     parity = export_onnx(model, work, max_slots=96)
-    export_executorch(model, work, max_slots=96)
     set_executorch_threads(threads, missing_ok=True)
+    programs = {p: export_executorch(model, work, max_slots=96, precision=p) for p in ("fp32", *QUANTIZED)}
     for precision in QUANTIZED:
         quantize_onnx(work, precision)
     decoders = {"onnxruntime": VLMDecoder(*open_onnx(work, threads)),
                 "executorch": VLMDecoder(*open_executorch(work, threads)),
-                **{f"onnxruntime {p}": VLMDecoder(*open_onnx(work, threads, p)) for p in QUANTIZED}}
+                **{f"onnxruntime {p}": VLMDecoder(*open_onnx(work, threads, p)) for p in QUANTIZED},
+                **{f"executorch {p}": VLMDecoder(*open_executorch(work, threads, p)) for p in QUANTIZED}}
     ttft = {b: {str(r): [] for r in RATIOS} for b in decoders}
     per_token = {b: {task: {"full depth": [], "calibrated": []} for task in test} for b in decoders}
     same = {b: 0 for b in decoders}
@@ -220,8 +221,8 @@ def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: in
                         per_token[backend][task][name].append((run.total_ms - run.encoder_ms) / (len(run.tokens) - 1))
                     if policy is policies.get("calibrated", policies["full depth"]):
                         same[backend] += int((run.tokens, run.exits) == (ref.tokens, ref.exits))
-    said: dict[str, dict[str, list[str]]] = {}  # full depth on every test prompt, per ONNX precision
-    for backend in ("onnxruntime", *(f"onnxruntime {p}" for p in QUANTIZED)):
+    said: dict[str, dict[str, list[str]]] = {}  # full depth on every test prompt, per quantized runtime
+    for backend in ("onnxruntime", *(f"{b} {p}" for b in ("onnxruntime", "executorch") for p in QUANTIZED)):
         said[backend] = {}
         for task, (images, texts, _) in test.items():
             pixels = pre.pixels(images).numpy()
@@ -233,7 +234,8 @@ def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: in
                                                                     zip(texts, said["onnxruntime"][task])]))}
                          for task, texts in by_task.items()} for backend, by_task in said.items()}
     sizes = {"onnxruntime": _mb(work / "onnx"), **{f"onnxruntime {p}": _mb(work / f"onnx-{p}") for p in QUANTIZED},
-             "executorch": _mb(work / "executorch")}
+             **{"executorch" + ("" if p == "fp32" else f" {p}"): round(path.stat().st_size / 1e6, 2)
+                for p, path in programs.items()}}
     return {"ttft_ms": {b: {r: median_ms(v) for r, v in d.items()} for b, d in ttft.items()},
             "decoded_token_ms": {b: {t: {k: median_ms(v) for k, v in d.items() if v} for t, d in bd.items()}
                                  for b, bd in per_token.items()},
@@ -326,14 +328,21 @@ def write_report(r: dict, out: Path) -> None:
             lines.append(f"| {backend} | {task} | " + " | ".join(cells) + f" | {saved} |")
     qq = tm.get("quantized_quality")
     if qq:
-        lines += ["", "Weight-only quantized ONNX graphs (int8: mmedge's ONNX int8 recipe; int4: ONNX Runtime's "
-                  "MatMulNBits, blocks of 32), full depth on every test prompt, against the fp32 graphs:", "",
+        lines += ["", "Quantized graphs, full depth on every test prompt, against the fp32 ONNX graphs: ONNX "
+                  "weight-only (int8: mmedge's ONNX int8 recipe; int4: ONNX Runtime's MatMulNBits, blocks of 32)"
+                  + (", and ExecuTorch's XNNPACK dynamically quantized linears (torchao: int8 weights per channel; "
+                     "int4 in groups of 32 on the linears whose input width 32 divides)"
+                     if any(b.startswith("executorch") for b in qq) else "") + ":", "",
                   "| graphs | MB | caption CIDEr | same caption as fp32 | answer accuracy | same answer as fp32 |",
                   "|---|---|---|---|---|---|"]
         for backend, tasks in qq.items():
             c, a = tasks["caption"], tasks["answer"]
             lines.append(f"| {backend} | {tm['sizes_mb'][backend]:.2f} | {c['quality']:.1f} | {c['same_text_as_fp32']:.1%} | "
                          f"{a['quality']:.1f} | {a['same_text_as_fp32']:.1%} |")
+        if any(b.startswith("executorch ") for b in qq) and "executorch" in tm["sizes_mb"]:
+            lines += ["", f"The ExecuTorch fp32 program is {tm['sizes_mb']['executorch']:.2f} MB: one .pte holding "
+                      "every method, where each ONNX file holds its own weights (the vision encoder once per keep "
+                      "ratio, the LM head once per decoder step graph)."]
     lines += ["", "## The prefilter", "", "Quality at full depth per keep ratio (test split, PyTorch) and time to "
               "first token (vision graph, prompt assembly, prefill), median [p10-p90] ms:", "",
               "| keep ratio | caption CIDEr [90%] | answer accuracy [90%] | " +
