@@ -134,8 +134,10 @@ class Engine:
         also opens the bundle's in-graph graphs (onnxruntime, fp32 or int8; exits as `If` branches) and runs a
         query through one of them whenever the policy is one the graph expresses (confidence) and no
         modality pruning applies, else staged; "in-graph" is auto that refuses a bundle without them.
-        Staged is the default because it measured faster (benchmarks/results/staging/: the `If` graph
-        costs more than the stage calls it replaces once the controller's own overhead is small).
+        Staged is the default because it measured faster on mmedge's own small models
+        (benchmarks/results/staging/: the `If` graph costs more than the stage calls it replaces once the
+        controller's own overhead is small); at ViLT-B size the in-graph graph is the faster one
+        (benchmarks/results/hf_scale/), so load such bundles with "auto" for a confidence policy.
 
         threads: the runtime's thread count (None: its default). ExecuTorch has one thread pool per
         process, which can be sized only before its first program runs: a different count after
