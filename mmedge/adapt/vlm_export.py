@@ -216,7 +216,6 @@ def open_executorch(out: str | Path, threads: int | None = None, precision: str 
     return session, lay
 
 
-
 def quantize_onnx(out: str | Path, precision: str, block_size: int = 32) -> Path:
     """Weight-only quantized copies of the fp32 ONNX graphs into out/onnx-<precision>/: int8 is mmedge's
     ONNX int8 recipe (mmedge.export.onnx_target.quantize_int8: int8 weights per channel, activations
