@@ -360,11 +360,11 @@ def test_onnx_and_executorch_graphs_generate_as_transformers_and_as_pytorch(tmp_
     assert (run.tokens, run.exits) == (ref.tokens, ref.exits)
 
 
-def test_executorch_int8_and_int4_programs_generate_as_their_quantized_pytorch_model(tmp_path):
-    """ExecuTorch with XNNPACK's dynamically quantized linears (torchao: int8 weights per channel; int4 in
-    groups of 32, so the tiny decoder is 64 wide here): one program per precision, int4 smaller than int8
-    smaller than the model's fp32 weights, that generates; int8 writes the tokens of the same quantized model
-    in PyTorch (int4's XNNPACK kernels round differently from torchao's reference)."""
+def test_executorch_int4_program_holds_quantized_weights_and_generates(tmp_path):
+    """ExecuTorch with XNNPACK's dynamically quantized linears (torchao; int4 weights in groups of 32, so the
+    tiny decoder is 64 wide here): one program, under 80% of the model's fp32 weights, that generates. (int8
+    takes the same path with int8 weights per channel: benchmarks/vlm_teacher.py runs both; one export is
+    what the suite's time allows.)"""
     pytest.importorskip("executorch")
     from mmedge.adapt.smolvlm import load_source
     from mmedge.adapt.vlm_export import executorch_quantized, export_executorch, open_executorch
@@ -376,17 +376,15 @@ def test_executorch_int8_and_int4_programs_generate_as_their_quantized_pytorch_m
                              keep_ratios=[1.0])  # 3 methods
     image, text = scene_data(5, 1)[0][0], "describe the image."
     ids, px = pre.prompt_ids(text), pre.pixels([image])
-    sizes = {"fp32 weights": 4 * sum(p.numel() for p in model.parameters())}
-    for precision in ("int8", "int4"):
-        sizes[precision] = export_executorch(model, tmp_path / "g", max_slots=32, precision=precision).stat().st_size
-        run = VLMDecoder(*open_executorch(tmp_path / "g", precision=precision)).generate(
-            ids[0].tolist(), px.numpy(), Policy("full"), 8, stop_ids=pre.stop_ids)
-        assert 1 <= len(run.tokens) <= 8 and all(0 <= t < VOCAB for t in run.tokens)
-        if precision == "int8":
-            assert run.tokens == executorch_quantized(model, "int8").generate(ids, px, 8, pre.stop_ids).tokens
-    assert sizes["int4"] < sizes["int8"] < 0.8 * sizes["fp32 weights"], sizes
+    size = export_executorch(model, tmp_path / "g", max_slots=32, precision="int4").stat().st_size
+    assert size < 0.8 * 4 * sum(p.numel() for p in model.parameters())  # an fp32 program holds them all
+    run = VLMDecoder(*open_executorch(tmp_path / "g", precision="int4")).generate(
+        ids[0].tolist(), px.numpy(), Policy("full"), 8, stop_ids=pre.stop_ids)
+    assert 1 <= len(run.tokens) <= 8 and all(0 <= t < VOCAB for t in run.tokens)
     with pytest.raises(ExportError, match="choose fp32"):
         executorch_quantized(model, "int2")
+    with pytest.raises(ExportError, match="multiple of 32"):
+        executorch_quantized(model, "int4", group_size=16)
 
 
 def test_coreml_package_has_a_function_per_graph(tmp_path):
