@@ -11,7 +11,7 @@ import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from mmedge.export.onnx_weights import share_weights, strip_node_metadata
+from mmedge.export.onnx_weights import all_graphs, share_weights, strip_node_metadata
 from mmedge.export.recipe import ExportRecipe
 from mmedge.export.stages import StageSpec, example_inputs, stage_module
 from mmedge.export.tooling import export_failure, quiet, require
@@ -112,12 +112,6 @@ def _convert(converter, onnx_path: Path, out_dir: Path) -> None:
                           f"{str(exc)[:2000]}") from exc
 
 
-def _nodes(graph) -> list:
-    """Every node of a graph and of its subgraphs (an If's branches read the enclosing graph's weights)."""
-    return [m for n in graph.node
-            for m in [n, *(x for a in n.attribute if a.HasField("g") for x in _nodes(a.g))]]
-
-
 def fold_weight_dequantize(src: Path, out: Path) -> Path:
     """Copies of the stage file(s) at `src` (a file or a folder) in `out`, self-contained, with every
     DequantizeLinear of a constant int8 weight replaced by the fp32 weight it computes."""
@@ -139,7 +133,7 @@ def fold_weight_dequantize(src: Path, out: Path) -> Path:
             w = (q - np.reshape(zero, shape)) * np.reshape(scale, shape)
             graph.node.remove(node)
             graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), node.output[0]))
-        used = {i for n in _nodes(graph) for i in n.input} | {o.name for o in graph.output}  # If branches too
+        used = {i for g in all_graphs(graph) for n in g.node for i in n.input} | {o.name for o in graph.output}
         for t in [t for t in graph.initializer if t.name not in used and t.name in inits]:
             graph.initializer.remove(t)
         onnx.save_model(model, str(out / path.name), save_as_external_data=False)
@@ -192,21 +186,12 @@ def _uniquely_named(src: Path, tmp: Path) -> Path:
     names its new tensors after the nodes, which would break single assignment."""
     onnx = require("onnx", INSTALL)
     model = onnx.load(str(src))
-    subgraphs = [a.g for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
-    if not subgraphs:
+    graphs = list(all_graphs(model.graph))
+    if len(graphs) == 1:
         return src
-    count = 0
-
-    def rename(graph, tag: str) -> None:
-        nonlocal count
+    for index, graph in enumerate(graphs):
         for node in graph.node:
-            node.name = f"{node.name or node.op_type}{tag}"
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    count += 1
-                    rename(a.g, f"__g{count}")
-
-    rename(model.graph, "")
+            node.name = f"{node.name or node.op_type}{f'__g{index}' if index else ''}"
     onnx.save_model(model, str(tmp))
     return tmp
 

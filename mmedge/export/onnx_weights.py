@@ -38,15 +38,15 @@ def strip_node_metadata(graph) -> None:
                 strip_node_metadata(sub)
 
 
-def _graphs(graph):
+def all_graphs(graph):
     """The graph and every subgraph (If branches, loops) inside it."""
     yield graph
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.g is not None and attribute.g.ByteSize():
-                yield from _graphs(attribute.g)
+                yield from all_graphs(attribute.g)
             for sub in attribute.graphs:
-                yield from _graphs(sub)
+                yield from all_graphs(sub)
 
 
 def _raw(tensor, numpy_helper) -> bytes:
@@ -78,7 +78,7 @@ def share_weights(folder: Path) -> Path | None:
     tmp_weights = weights.with_name(weights.name + ".tmp")
     with open(tmp_weights, "wb") as out:
         for model in models.values():
-            for graph in _graphs(model.graph):
+            for graph in all_graphs(model.graph):
                 for tensor in graph.initializer:
                     if tensor.data_type not in weight_types:
                         continue
@@ -97,7 +97,7 @@ def share_weights(folder: Path) -> Path | None:
                     _point_at(tensor, onnx, start, length)
     for path, model in models.items():
         strip_node_metadata(model.graph)
-        for graph in _graphs(model.graph):
+        for graph in all_graphs(model.graph):
             del graph.value_info[:]
         tmp = path.with_name(path.name + ".tmp")
         onnx.save_model(model, str(tmp), save_as_external_data=False)
