@@ -310,52 +310,134 @@ def test_generative_adapt_resumes_to_the_weights_of_an_uninterrupted_run(tmp_pat
     assert json.loads((tmp_path / "resumed" / "adapt_report.json").read_text())["steps"] == 4
 
 
-def test_onnx_and_executorch_graphs_generate_as_transformers_and_as_pytorch(tmp_path):
-    """The exported graphs (vision per keep ratio, embed, step per exit segment, fill) on onnxruntime, and as
-    the methods of one ExecuTorch program, driven by the shared decoding loop: at full depth token for token
-    transformers' generate(); with an exit policy and at keep 0.5 the adapted PyTorch model's tokens and exits."""
+def adapted_folder(root, **overrides):
+    """A tiny SmolVLM adapted with exits after layers 1 and 3, keep ratios 1 and 0.5, written as `mmedge adapt`
+    writes it; exit 1's map is not the identity, so early exits change tokens."""
+    from mmedge.adapt.folder import save_adapted
     from mmedge.adapt.smolvlm import load_source
-    from mmedge.adapt.vlm_export import export_executorch, export_onnx, open_executorch, open_onnx, quantize_onnx
-    from mmedge.runtime.vlm import VLMDecoder
 
     torch.manual_seed(0)
-    model, pre = load_source(make_source(tmp_path / "src"), exit_layers=[0, 2], keep_ratios=[1.0, 0.5])
-    torch.nn.init.normal_(model.exit_maps[0].up.weight, std=0.1)  # an exit that is not the identity map
-    parity = export_onnx(model, tmp_path / "graphs", max_slots=40, progress=False)
-    assert set(parity) == {"vision_k1", "vision_k0.5", "embed", "step0", "step1", "fill0"}
-    assert max(parity.values()) < 1e-4, parity
-    decoder = VLMDecoder(*open_onnx(tmp_path / "graphs"))
-    hf = model.backbone.hf
+    source = make_source(root / "src", **overrides)
+    model, pre = load_source(source, exit_layers=[0, 2], keep_ratios=[1.0, 0.5])
+    torch.nn.init.normal_(model.exit_maps[0].up.weight, std=0.1)
+    return save_adapted(model, pre, root / "adapted", str(source)), source
+
+
+def test_onnx_bundle_generates_as_transformers_and_as_pytorch(tmp_path, capsys):
+    """`mmedge export` of an adapted SmolVLM: a bundle of kind "vlm" whose Engine.load(...).generate(image, prompt)
+    (the runtime's own preprocessing and tokenizer, the shared decoding loop on onnxruntime) writes, at full
+    depth, transformers' generate() token for token, and with an exit policy at keep 0.5 the adapted PyTorch
+    model's tokens and exits; caption() is generate() under the caption prompt; int8 and int4 copies generate."""
+    from mmedge.adapt import load_adapted
+    from mmedge.cli import main
+    from mmedge.runtime.engine import Engine
+
+    folder, source = adapted_folder(tmp_path)
+    bundle = tmp_path / "vlm.mmedge"
+    assert main(["export", "--model", str(folder), "--out", str(bundle), "--target", "onnx", "--quantize", "int8",
+                 "int4", "--max-slots", "40", "--max-new-tokens", "10", "--parity-samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime/fp32: keep 1: 100% of generations identical to PyTorch" in out, out
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["kind"] == "vlm" and manifest["model"]["transformers_identical_generations"] == 1.0
+    assert {(a["runtime"], a["precision"]) for a in manifest["artifacts"]} == \
+        {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "int4")}
+    engine = Engine.load(bundle)
+    assert type(engine).__name__ == "VLMEngine" and engine.keep_ratio == 1.0
+    model, pre = load_adapted(folder)
+    hf = transformers.SmolVLMForConditionalGeneration.from_pretrained(source).eval()
     policy = Policy("max_probability", threshold=0.3)
     early = 0
     for image, text in zip(*scene_data(5, 3)):
         ids, px = pre.prompt_ids(text), pre.pixels([image])
+        assert engine.prompt_ids(text) == ids[0].tolist()
+        assert np.array_equal(engine.preprocess(image), px.numpy())
         want = hf.generate(input_ids=ids, pixel_values=px[:, None], max_new_tokens=10, do_sample=False,
                            eos_token_id=list(pre.stop_ids))[0, ids.shape[1]:].tolist()
-        got = decoder.generate(ids[0].tolist(), px.numpy(), Policy("full"), 10, stop_ids=pre.stop_ids)
-        assert got.tokens == want
-        for ratio in (1.0, 0.5):
-            run = decoder.generate(ids[0].tolist(), px.numpy(), policy, 10, keep_ratio=ratio, stop_ids=pre.stop_ids)
-            ref = model.generate(ids, px, 10, pre.stop_ids, keep_ratio=ratio, policy=policy)
-            assert (run.tokens, run.exits) == (ref.tokens, ref.exits)
-            early += run.exits.count(0)
+        got = engine.generate(image, text, max_new_tokens=10)
+        assert got.tokens == want and got.text == pre.decode(want)
+        run = engine.generate(image, text, 10, policy=policy, keep_ratio=0.5)
+        ref = model.generate(ids, px, 10, pre.stop_ids, keep_ratio=0.5, policy=policy)
+        assert (run.tokens, run.exits, run.kept_visual_tokens) == (ref.tokens, ref.exits, 2)
+        early += run.exits.count(0)
     assert early > 0  # the policy did take the early exit
-    with pytest.raises(ConfigError, match="image tokens"):
-        decoder.generate([1, 2, 3], px.numpy(), policy, 4)
+    caption = engine.caption(image, max_len=6)
+    assert caption.tokens == engine.generate(image, "describe the image.", 6).tokens
+    with pytest.raises(ConfigError, match="keep ratio 0.25 was not exported"):
+        engine.generate(image, text, keep_ratio=0.25)
+    with pytest.raises(ConfigError, match="non-empty"):
+        engine.generate(image, "  ")
     import onnx
 
     for precision, op in (("int8", "MatMulInteger"), ("int4", "MatMulNBits")):  # weight-only quantized copies
-        folder = quantize_onnx(tmp_path / "graphs", precision)
-        assert op in {n.op_type for n in onnx.load(str(folder / "step0.onnx")).graph.node}
-        quantized = VLMDecoder(*open_onnx(tmp_path / "graphs", precision=precision))
-        run = quantized.generate(ids[0].tolist(), px.numpy(), policy, 6, keep_ratio=0.5, stop_ids=pre.stop_ids)
-        assert 1 <= len(run.tokens) <= 6 and all(0 <= t < VOCAB for t in run.tokens)
+        assert op in {n.op_type for n in onnx.load(str(bundle / "onnx" / precision / "step0.onnx")).graph.node}
+        quantized = Engine.load(bundle, precision=precision).generate(image, text, 6, policy=policy, keep_ratio=0.5)
+        assert 1 <= len(quantized.tokens) <= 6 and all(0 <= t < VOCAB for t in quantized.tokens)
+
+
+def test_vlm_bundle_is_verified_on_load(tmp_path):
+    """The bundle loads with every check of the other kinds: a changed file is refused by its hash, a manifest
+    whose layout disagrees with itself as inconsistent, a signed bundle with its key; a classifier engine's
+    generate() and the VLM engine's predict() say which call applies."""
+    import shutil
+
+    from mmedge.adapt.vlm_bundle import export_vlm_bundle
+    from mmedge.bundle.signing import new_key_pair
+    from mmedge.errors import BundleError
+    from mmedge.runtime.engine import Engine
+
+    folder, _ = adapted_folder(tmp_path)
+    private, public = new_key_pair(tmp_path / "keys")
+    bundle = export_vlm_bundle(folder, tmp_path / "vlm.mmedge", targets=("onnx",), max_slots=40, max_new_tokens=8,
+                               parity_prompts=1, sign_key=private, log=lambda *a: None)
+    engine = Engine.load(bundle, verify_key=public)
+    with pytest.raises(BundleError, match="generate"):
+        engine.predict(np.zeros((32, 32, 3), np.uint8), "what?")
+    from mmedge.cli import main
+
+    for command in (["bench", "--device", "host"], ["calibrate"]):  # not built for this kind yet: said, not crashed
+        assert main([command[0], "--artifact", str(bundle), *command[1:]]) != 0
+    edited = tmp_path / "edited.mmedge"
+    shutil.copytree(bundle, edited)
+    (edited / "tokenizer.json").write_text((edited / "tokenizer.json").read_text().replace("circle", "circus"))
+    with pytest.raises(BundleError) as refused:
+        Engine.load(edited)
+    assert refused.value.code == "hash-mismatch"
+    shutil.rmtree(edited)
+    shutil.copytree(bundle, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["thresholds"]["keep_ratio"] = 0.25
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as refused:
+        Engine.load(edited)
+    assert refused.value.code == "inconsistent" and "keep_ratio 0.25" in str(refused.value)
+    with pytest.raises(BundleError) as refused:
+        Engine.load(edited, verify_key=public)  # and the signature no longer covers it
+    assert refused.value.code == "signature-invalid"
+
+
+def test_executorch_bundle_generates_as_transformers(tmp_path):
+    """The same bundle as one ExecuTorch program (a method per graph, XNNPACK): full depth gives
+    transformers' tokens, an exit policy at keep 0.5 the PyTorch model's tokens and exits."""
     pytest.importorskip("executorch")
-    export_executorch(model, tmp_path / "graphs", max_slots=40)  # one .pte, a method per graph (XNNPACK)
-    et = VLMDecoder(*open_executorch(tmp_path / "graphs"))
-    full = et.generate(ids[0].tolist(), px.numpy(), Policy("full"), 10, stop_ids=pre.stop_ids)
-    assert full.tokens == want
-    run = et.generate(ids[0].tolist(), px.numpy(), policy, 10, keep_ratio=0.5, stop_ids=pre.stop_ids)
+    from mmedge.adapt import load_adapted
+    from mmedge.adapt.vlm_bundle import export_vlm_bundle
+    from mmedge.runtime.engine import Engine
+
+    folder, source = adapted_folder(tmp_path)
+    bundle = export_vlm_bundle(folder, tmp_path / "vlm.mmedge", targets=("executorch",), max_slots=40,
+                               max_new_tokens=10, parity_prompts=1, log=lambda *a: None)
+    engine = Engine.load(bundle, backend="executorch")
+    assert engine.backend == "executorch"
+    model, pre = load_adapted(folder)
+    hf = transformers.SmolVLMForConditionalGeneration.from_pretrained(source).eval()
+    image, text = scene_data(5, 1)[0][0], "what color is the circle?"
+    ids, px = pre.prompt_ids(text), pre.pixels([image])
+    want = hf.generate(input_ids=ids, pixel_values=px[:, None], max_new_tokens=10, do_sample=False,
+                       eos_token_id=list(pre.stop_ids))[0, ids.shape[1]:].tolist()
+    assert engine.generate(image, text, 10).tokens == want
+    policy = Policy("max_probability", threshold=0.3)
+    run = engine.generate(image, text, 10, policy=policy, keep_ratio=0.5)
     ref = model.generate(ids, px, 10, pre.stop_ids, keep_ratio=0.5, policy=policy)
     assert (run.tokens, run.exits) == (ref.tokens, ref.exits)
 
@@ -387,17 +469,27 @@ def test_executorch_int4_program_holds_quantized_weights_and_generates(tmp_path)
         executorch_quantized(model, "int4", group_size=16)
 
 
-def test_coreml_package_has_a_function_per_graph(tmp_path):
-    """Core ML (structure only: prediction needs macOS): one multifunction package, every graph a function
-    with its inputs and outputs, the caches' static shapes and the step functions' token range."""
+def test_coreml_bundle_has_a_function_per_graph(tmp_path):
+    """Core ML (structure only: prediction needs macOS): the bundle's one multifunction package, every graph a
+    function with its inputs and outputs, the caches' static shapes and the step functions' token range; its
+    parity says it was not run, and the Engine, which cannot run it here, says so."""
     pytest.importorskip("coremltools")
-    from mmedge.adapt.smolvlm import load_source
-    from mmedge.adapt.vlm_export import coreml_problems, export_coreml
+    from mmedge.adapt import load_adapted
+    from mmedge.adapt.vlm_bundle import export_vlm_bundle
+    from mmedge.adapt.vlm_export import coreml_problems
+    from mmedge.errors import BundleError
+    from mmedge.runtime.engine import Engine
 
-    torch.manual_seed(0)
-    model, _ = load_source(make_source(tmp_path / "src"), exit_layers=[0, 2], keep_ratios=[1.0, 0.5])
-    check = export_coreml(model, tmp_path / "graphs", max_slots=40)
-    assert check["passed"] and check["functions"] == 6
-    package = tmp_path / "graphs" / "coreml" / "vlm_fp32.mlpackage"
+    folder, _ = adapted_folder(tmp_path)
+    bundle = export_vlm_bundle(folder, tmp_path / "vlm.mmedge", targets=("coreml",), max_slots=40, max_new_tokens=8,
+                               parity_prompts=1, log=lambda *a: None)
+    (artifact,) = json.loads((bundle / "manifest.json").read_text())["artifacts"]
+    assert artifact["structure_check"] == {"passed": True, "functions": 6}
+    assert artifact["parity"]["status"] == "not run" and "macOS" in artifact["parity"]["reason"]
+    model, _ = load_adapted(folder)
+    package = bundle / artifact["file"]
     assert coreml_problems(model, package, 40) == []
     assert coreml_problems(model, package, 64)  # a package for another cache size does not pass
+    with pytest.raises(BundleError) as refused:
+        Engine.load(bundle)
+    assert refused.value.code == "unsupported"

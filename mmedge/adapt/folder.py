@@ -36,6 +36,15 @@ def is_adapted_dir(directory: str | Path) -> bool:
         return False
 
 
+def is_generative_dir(directory: str | Path) -> bool:
+    """Whether `directory` holds an adapted generative VLM (its config.json says task "generate")."""
+    try:
+        saved = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and "family" in saved and saved.get("task") == "generate"
+
+
 def save_adapted(model, preprocessor, directory: str | Path, source: str, metadata: dict[str, str] | None = None,
                  source_dir: Path | None = None) -> Path:
     """Write the folder (each file replaced atomically, config.json last)."""

@@ -42,7 +42,8 @@ LATER_OUTPUTS = ("hidden", "logits", "confidence")
 ADAPTED_RESIZE, BERT_WORDPIECE = "pillow-bicubic", "bert-wordpiece"  # adapted encoders (bundle-format.md)
 SOFTMAX, MATCH_SCORE = "softmax", "match-score"  # the manifest's `head` (absent: softmax; bundle-format.md)
 MATCH_LABELS = ["no", "yes"]  # head match-score: logits [0, s], softmax(logits)[1] = sigmoid(s)
-CLASSIFIER, CAPTION = "classifier", "caption"   # bundle kinds: no `kind` key, or "kind": "caption"
+CLASSIFIER, CAPTION, VLM = "classifier", "caption", "vlm"   # bundle kinds: no `kind` key, or "kind": "caption" | "vlm"
+KIND_NAMES = {CLASSIFIER: "classifier", CAPTION: "captioning", VLM: "generative VLM"}
 CODES = ("manifest-missing", "manifest-not-regular", "manifest-too-large", "json", "schema-version", "schema",
          "inconsistent", "path", "unlisted", "file-missing", "file-not-regular", "size-mismatch", "hash-mismatch",
          "tokenizer", "signature-missing", "signature-malformed", "signature-key", "signature-invalid", "rollback",
@@ -237,13 +238,13 @@ def looks_like_bundle(path: Path) -> bool:
 
 
 def bundle_kind(manifest: dict, where: str = MANIFEST_FILE) -> str:
-    """CLASSIFIER (no `kind` key) or CAPTION; BundleError code "unsupported" for any other kind."""
+    """CLASSIFIER (no `kind` key), CAPTION or VLM; BundleError code "unsupported" for any other kind."""
     if "kind" not in manifest:
         return CLASSIFIER
-    if manifest["kind"] == CAPTION:
-        return CAPTION
+    if manifest["kind"] in (CAPTION, VLM):
+        return manifest["kind"]
     raise BundleError(f"{where} is a bundle of kind {_short(repr(manifest['kind']), 40)}, which this mmedge does "
-                      f"not implement (it reads classifier bundles and kind {CAPTION!r}); upgrade mmedge",
+                      f"not implement (it reads classifier bundles and kinds {CAPTION!r} and {VLM!r}); upgrade mmedge",
                       code="unsupported")
 
 
@@ -307,8 +308,8 @@ def load_manifest(root: str | Path, verify_files: bool = True, verify_key=None, 
 
 
 def load_bundle_manifest(root: str | Path, verify_files: bool = True, verify_key=None, min_sequence: int | None = None,
-                         expect_name: str | None = None, kinds: tuple[str, ...] = (CLASSIFIER, CAPTION)) -> dict:
-    """Read and check the manifest of a bundle of either kind (classifier or caption), with every
+                         expect_name: str | None = None, kinds: tuple[str, ...] = (CLASSIFIER, CAPTION, VLM)) -> dict:
+    """Read and check the manifest of a bundle of any kind (classifier, caption, vlm), with every
     check of load_manifest; `kinds` limits the kinds accepted."""
     check_load_options(verify_files, verify_key, min_sequence, expect_name)
     if root is None or not isinstance(root, (str, os.PathLike)):
@@ -329,18 +330,23 @@ def load_bundle_manifest(root: str | Path, verify_files: bool = True, verify_key
     check_schema_version(manifest, where)                                     # step 4
     kind = bundle_kind(manifest, where)
     if kind not in kinds:
-        raise BundleError(f"{root} is a {'captioning' if kind == CAPTION else 'classifier'} bundle; load it with "
+        raise BundleError(f"{root} is a {KIND_NAMES[kind]} bundle; load it with "
                           "Engine.load (or mmedge.bundle.load_bundle_manifest)", code="unsupported")
     if kind == CAPTION:
         from mmedge.caption.manifest import SCHEMA_FILE as CAPTION_SCHEMA
-        from mmedge.caption.manifest import caption_named_paths, layout_problems
+        from mmedge.caption.manifest import layout_problems
 
-        schema_doc, consistency, named = json.loads(CAPTION_SCHEMA.read_text()), layout_problems, caption_named_paths
+        schema_doc, consistency, named = json.loads(CAPTION_SCHEMA.read_text()), layout_problems, graph_named_paths
+    elif kind == VLM:
+        from mmedge.adapt.vlm_manifest import SCHEMA_FILE as VLM_SCHEMA
+        from mmedge.adapt.vlm_manifest import layout_problems as vlm_problems
+
+        schema_doc, consistency, named = json.loads(VLM_SCHEMA.read_text()), vlm_problems, graph_named_paths
     else:
         schema_doc, consistency, named = schema(), consistency_problems, named_paths
     problems, code = schema_violations(manifest, schema_doc)                  # step 5
     if problems:
-        raise BundleError(f"{where} does not match the {'caption ' if kind == CAPTION else ''}manifest schema:\n  "
+        raise BundleError(f"{where} does not match the {'' if kind == CLASSIFIER else kind + ' '}manifest schema:\n  "
                           + "\n  ".join(problems[:10]), code=code)
     problems = consistency(manifest)                                          # step 6
     if problems:
@@ -560,6 +566,17 @@ def named_paths(m: dict) -> dict[str, str]:
                 named[entry[f"{prefix}external_data"]] = f"in_graph {ratio}{what} external_data"
             if f"{prefix}ort_file" in entry:
                 named[entry[f"{prefix}ort_file"]] = f"in_graph {ratio}{what} (ORT format)"
+    return named
+
+
+def graph_named_paths(m: dict) -> dict[str, str]:
+    """Every path a captioning or generative VLM manifest names (its tokenizer, each artifact's file and
+    external data, each graph's file), with where it is named."""
+    named = {m["tokenizer"]["file"]: "tokenizer.file"}
+    for a in m["artifacts"]:
+        kind = f"artifact {a['target']}/{a['format']}/{a['precision']}"
+        named.update({a[k]: f"{kind} {k}" for k in ("file", "external_data") if k in a})
+        named.update({e["file"]: f"{kind} graph {n}" for n, e in a["stages"].items() if "file" in e})
     return named
 
 

@@ -183,3 +183,16 @@ def next_release(manifest: dict) -> dict:
         raise BundleError(f"release.sequence of {manifest.get('name')!r} is already {MAX_SEQUENCE}, the largest "
                           "there is; export the bundle again under another name")
     return {"name": name, "sequence": sequence}
+
+
+def sign_and_publish(tmp: Path, out: Path, force: bool, source: Path, sign_key=None) -> None:
+    """The last steps of every export: sign the finished bundle in `tmp` (with a loaded private key),
+    check the destination again (it may have changed during the export), and move it into place."""
+    from mmedge.fileio import publish_dir
+
+    if sign_key is not None:
+        from mmedge.bundle.signing import sign_bundle
+
+        sign_bundle(tmp, sign_key)
+    check_destination(out, force, source, "the model directory", out_inside_source_ok=True)
+    publish_dir(tmp, out)

@@ -28,7 +28,7 @@ from mmedge.caption.runtime import CaptionDecoder, Layout
 from mmedge.data.preprocess import preprocess_batch
 from mmedge.errors import ExportError
 from mmedge.export.tooling import quiet, require
-from mmedge.fileio import make_parent, publish_dir, sha256_file
+from mmedge.fileio import make_parent, sha256_file
 from mmedge.models.checkpoint import TOKENIZER_FILE, WEIGHTS_FILE
 from mmedge.runtime.controller import Policy
 
@@ -190,7 +190,7 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
     """Export, check and atomically publish the captioning bundle at `out`; returns its path. The
     manifest's release is {name: the bundle's name, sequence: `release_sequence`, by default the
     current Unix time in milliseconds}."""
-    from mmedge.bundle.publish import check_destination, check_sequence, new_release
+    from mmedge.bundle.publish import check_destination, check_sequence, new_release, sign_and_publish
     from mmedge.errors import ConfigError
 
     started = time.perf_counter()
@@ -280,13 +280,7 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
             "seconds": {**seconds, "total": round(time.perf_counter() - started, 1)},
         }
         write_caption_manifest(tmp, manifest)
-        if sign_key is not None:
-            from mmedge.bundle.signing import sign_bundle
-
-            sign_bundle(tmp, sign_key)
-        # again: the destination may have changed during the export
-        check_destination(out, force, model_dir, "the model directory", out_inside_source_ok=True)
-        publish_dir(tmp, out)
+        sign_and_publish(tmp, out, force, model_dir, sign_key)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

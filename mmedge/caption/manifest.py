@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmedge.bundle.manifest import CAPTION, MANIFEST_FILE, hash_files, load_bundle_manifest, schema_violations
+from mmedge.bundle.manifest import (CAPTION, MANIFEST_FILE, graph_named_paths, hash_files, load_bundle_manifest,
+                                    schema_violations)
 from mmedge.errors import BundleError
 from mmedge.fileio import atomic_write
 
@@ -143,18 +144,8 @@ def _brief(tensors) -> str:
     return "[" + ", ".join(f"{n} {list(s)} {t}" for n, s, t in tensors)[:160] + "]"
 
 
-def caption_named_paths(m: dict) -> dict[str, str]:
-    """Every path the manifest names, with where it is named."""
-    named = {m["tokenizer"]["file"]: "tokenizer.file"}
-    for a in m["artifacts"]:
-        kind = f"artifact {a['target']}/{a['format']}/{a['precision']}"
-        named.update({a[k]: f"{kind} {k}" for k in ("file", "external_data") if k in a})
-        named.update({e["file"]: f"{kind} graph {n}" for n, e in a["stages"].items() if "file" in e})
-    return named
-
-
 def named_paths(m: dict) -> list[str]:
-    return list(caption_named_paths(m))
+    return list(graph_named_paths(m))
 
 
 def write_caption_manifest(root: Path, manifest: dict) -> None:

@@ -102,8 +102,9 @@ def _phone_caption(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from mmedge.bench import report
-    from mmedge.runtime.engine import _is_caption_bundle
+    from mmedge.runtime.engine import _is_caption_bundle, refuse_generative
 
+    refuse_generative(args.artifact, "bench")
     if _is_caption_bundle(args.artifact):
         return run_caption(args)
     args.samples = args.samples or 200

@@ -84,8 +84,9 @@ def _say_signature(result: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmedge.errors import ConfigError
-    from mmedge.runtime.engine import _is_caption_bundle
+    from mmedge.runtime.engine import _is_caption_bundle, refuse_generative
 
+    refuse_generative(args.artifact, "calibrate")
     if args.dry_run and args.sign_key:
         raise ConfigError("--sign-key signs the rewritten manifest, and --dry-run writes none: drop one of them",
                           "arguments")

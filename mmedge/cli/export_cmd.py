@@ -11,6 +11,7 @@ EPILOG = """examples:
   mmedge export --model models/vqa-default --target onnx --keep-ratio 0.5 --out /tmp/vqa-k05.mmedge
   mmedge export --model models/vqa-default --recipe export/executorch-xnnpack-int8.json --out /tmp/vqa-et.mmedge
   mmedge export --model models/vqa-default --target onnx --drop-visual-after 0 --out /tmp/vqa-pruned.mmedge
+  mmedge export --model runs/smolvlm-adapted --target onnx --quantize int8 int4 --out /tmp/smolvlm.mmedge
 
 The bundle holds manifest.json (schema: mmedge/bundle/manifest.schema.json), tokenizer.json,
 the backend files and report.md / report.json (sizes, op counts, parity). Every stage is checked
@@ -28,7 +29,8 @@ def add_parser(sub) -> None:
                    help="bundle directory to create (e.g. NAME.mmedge); its parent must be writable")
     p.add_argument("--target", choices=("onnx", "executorch", "coreml", "all"),
                    help="backend to export (default: the recipe's, else all)")
-    p.add_argument("--quantize", choices=("int8",), help="also export int8 (each backend's own quantizer)")
+    p.add_argument("--quantize", choices=("int8", "int4"), nargs="+",
+                   help="also export int8 (each backend's own quantizer); a generative VLM also int4")
     p.add_argument("--keep-ratio", type=float, nargs="+", dest="keep_ratios",
                    help="prefilter keep ratio(s) to export (default: the model's trained ones)")
     p.add_argument("--recipe", help="export recipe JSON (see export/); flags override it")
@@ -40,6 +42,11 @@ def add_parser(sub) -> None:
                    help="modality pruning: also export text-only stages for the stages after STAGE")
     p.add_argument("--drop-visual-threshold", type=float, metavar="T",
                    help="the pruning rule's threshold (default: measured at export on validation samples)")
+    p.add_argument("--max-slots", type=positive, metavar="N",
+                   help="generative VLMs: the key/value cache's slots, prompt plus new tokens (default: the image's "
+                        "tokens + 64 + --max-new-tokens)")
+    p.add_argument("--max-new-tokens", type=positive, metavar="N",
+                   help="generative VLMs: the default limit on new tokens, stated in the manifest (default 24)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle (never anything else)")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (see `mmedge sign`)")
     p.add_argument("--release-sequence", type=release_sequence, metavar="N",
@@ -57,6 +64,12 @@ def run_caption(args: argparse.Namespace) -> int:
                                             ("--data", args.data), ("--drop-visual-after", args.drop_visual_after),
                                             ("--drop-visual-threshold", args.drop_visual_threshold))
                    if value is not None]  # 0 is given too
+    generative_only = [flag for flag, value in (("--max-slots", args.max_slots), ("--max-new-tokens", args.max_new_tokens))
+                       if value is not None]
+    if generative_only or (args.quantize and "int4" in args.quantize):
+        raise ConfigError("--max-slots, --max-new-tokens and --quantize int4 are for generative VLMs; leave them out",
+                          "arguments")
+    args.quantize = args.quantize[0] if args.quantize else None
     if unsupported:
         raise ConfigError(f"{', '.join(unsupported)} apply to classifier models; a captioning model exports the "
                           "keep ratios it was trained with, without modality pruning: leave them out", "arguments")
@@ -64,28 +77,67 @@ def run_caption(args: argparse.Namespace) -> int:
     out = export_caption_bundle(args.model, args.out, targets, int8=args.quantize == "int8",
                                 parity_images=16 if args.parity_samples is None else args.parity_samples,
                                 force=args.force, sign_key=args.sign_key, release_sequence=args.release_sequence)
+    _print_parity(out, lambda e: f"{e['identical_captions']:.0%} captions identical to PyTorch, max logit diff "
+                                 f"{e['max_abs_logit_diff']:.1e}")
+    return 0
+
+
+def _print_parity(bundle, describe) -> None:
+    """One line per artifact of a bundle of graphs: its parity per keep ratio (`describe`), or why it was not run."""
     import json
     from pathlib import Path
 
-    manifest = json.loads((Path(out) / "manifest.json").read_text())
+    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
     for a in manifest["artifacts"]:
         p = a["parity"]
         if p["status"] != "measured":
             print(f"{a['runtime']}/{a['precision']}: parity {p['status']} ({p['reason']})")
             continue
-        print(f"{a['runtime']}/{a['precision']}: " + "; ".join(
-            f"keep {r}: {e['identical_captions']:.0%} captions identical to PyTorch, max logit diff "
-            f"{e['max_abs_logit_diff']:.1e}" for r, e in p["by_keep_ratio"].items()))
+        print(f"{a['runtime']}/{a['precision']}: " + "; ".join(f"keep {r}: {describe(e)}"
+                                                              for r, e in p["by_keep_ratio"].items()))
+
+
+def run_generative(args: argparse.Namespace) -> int:
+    """An adapted generative VLM: its graphs as a bundle of kind "vlm" (mmedge.adapt.vlm_bundle)."""
+    from mmedge.adapt.vlm_bundle import TARGETS, export_vlm_bundle
+    from mmedge.errors import ConfigError
+
+    unsupported = [flag for flag, value in (("--recipe", args.recipe), ("--keep-ratio", args.keep_ratios),
+                                            ("--data", args.data), ("--drop-visual-after", args.drop_visual_after),
+                                            ("--drop-visual-threshold", args.drop_visual_threshold))
+                   if value is not None]
+    if unsupported:
+        raise ConfigError(f"{', '.join(unsupported)} apply to classifier models; a generative VLM exports the keep "
+                          "ratios it was adapted with, checked on the generated scenes: leave them out", "arguments")
+    targets = TARGETS if args.target in (None, "all") else (args.target,)
+    out = export_vlm_bundle(args.model, args.out, targets, tuple(args.quantize or ()), args.max_slots,
+                            24 if args.max_new_tokens is None else args.max_new_tokens,
+                            4 if args.parity_samples is None else args.parity_samples, force=args.force,
+                            sign_key=args.sign_key, release_sequence=args.release_sequence)
+    _print_parity(out, lambda e: f"{e['identical_generations']:.0%} of generations identical to PyTorch"
+                                 + (f" ({e['near_ties']} differ at a near tie)" if e["near_ties"] else ""))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from mmedge.adapt.folder import is_generative_dir
     from mmedge.caption.checkpoint import is_caption_dir
+    from mmedge.errors import ConfigError
 
     if is_caption_dir(args.model):
         return run_caption(args)
+    if is_generative_dir(args.model):
+        return run_generative(args)
+    generative_only = [flag for flag, value in (("--max-slots", args.max_slots),
+                                                ("--max-new-tokens", args.max_new_tokens)) if value is not None]
+    if generative_only or (args.quantize and "int4" in args.quantize):
+        raise ConfigError(f"{', '.join(generative_only + (['--quantize int4'] if args.quantize and 'int4' in args.quantize else []))} "
+                          "are for generative VLMs (`mmedge adapt --task generate`); leave them out", "arguments")
+    if args.quantize and len(args.quantize) > 1:
+        raise ConfigError("--quantize takes one precision here (int8)", "arguments")
+    args.quantize = args.quantize[0] if args.quantize else None
 
     from mmedge.export.recipe import TARGETS, ExportRecipe
 

@@ -151,14 +151,20 @@ def preprocess_image(image: ImageLike, image_size: int) -> np.ndarray:
     return ((arr - MEAN) / STD).transpose(2, 0, 1).copy()  # (3, S, S)
 
 
-def preprocess_stretched(image: ImageLike, image_size: int, scale: float, mean, std) -> np.ndarray:
-    """An adapted encoder's preparation (docs/bundle-format.md, Adapted encoders; ViLT's processor at a
-    fixed square size): the image (load_image's conversions) stretched to S x S with Pillow's bicubic
-    filter (not resized when already S x S; no padding), x scale in float64 then float32, then
-    (x - mean) / std per channel in float32 -> float32 (3, S, S)."""
+RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+            "bilinear": Image.Resampling.BILINEAR}
+
+
+def preprocess_stretched(image: ImageLike, image_size: int, scale: float, mean, std,
+                         resample: str = "bicubic") -> np.ndarray:
+    """An adapted model's preparation (docs/bundle-format.md, Adapted encoders and Generative VLM
+    bundles; the Hugging Face processor at a fixed square size): the image (load_image's conversions)
+    stretched to S x S with Pillow's `resample` filter (bicubic: ViLT; lanczos: SmolVLM; not resized
+    when already S x S; no padding), x scale in float64 then float32, then (x - mean) / std per
+    channel in float32 -> float32 (3, S, S)."""
     img = load_image(image)
     if img.size != (image_size, image_size):
-        img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        img = img.resize((image_size, image_size), RESAMPLE[resample])
     arr = (np.asarray(img).astype(np.float64) * scale).astype(np.float32)  # (S, S, 3)
     arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))  # (3, S, S)

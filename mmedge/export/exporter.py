@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.bundle.manifest import ADAPTED_RESIZE, SCHEMA_VERSION, hash_files, write_manifest
-from mmedge.bundle.publish import check_destination, check_sequence, new_release
+from mmedge.bundle.publish import check_destination, check_sequence, new_release, sign_and_publish
 from mmedge.data.batches import build_batch, generate
 from mmedge.data.preprocess import MEAN, STD
 from mmedge.data.scenes import BACKGROUND
@@ -31,7 +31,7 @@ from mmedge.export.report import write_report
 from mmedge.export.pruning import measure_rule, pruned_chain
 from mmedge.export.pruning import section as pruning_section
 from mmedge.export.stages import StageSpec, example_inputs, is_adapted, stage_specs, text_stage_specs
-from mmedge.fileio import make_parent, pid_alive, publish_dir
+from mmedge.fileio import make_parent, pid_alive
 from mmedge.models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, from_pretrained
 from mmedge.runtime.backends import open_session
 from mmedge.runtime.backends.torch_backend import TorchSession
@@ -354,13 +354,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, recipe: ExportRecipe, 
                 manifest["modality_pruning"]["rule"] = old_rule
             log("  kept the calibrated thresholds of the bundle it replaces (same weights)")
         write_manifest(tmp, manifest)
-        if sign_key is not None:
-            from mmedge.bundle.signing import sign_bundle
-
-            sign_bundle(tmp, sign_key)
-        # again: the destination may have changed during the export
-        check_destination(out, force, model_dir, "the model directory", out_inside_source_ok=True)
-        publish_dir(tmp, out)
+        sign_and_publish(tmp, out, force, model_dir, sign_key)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

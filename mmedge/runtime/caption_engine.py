@@ -11,7 +11,6 @@ Needs numpy, Pillow and the chosen backend only (no torch with onnxruntime).
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,11 @@ from mmedge.caption.manifest import load_caption_manifest
 from mmedge.caption.runtime import KV_MODES, CaptionDecoder, Layout
 from mmedge.data.preprocess import ImageLike, preprocess_image
 from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
-from mmedge.errors import BundleError, ConfigError, MissingDependencyError, MMEdgeError
-from mmedge.runtime.backends import open_session
+from mmedge.errors import BundleError, ConfigError, MMEdgeError
 from mmedge.runtime.controller import Policy
-from mmedge.runtime.engine import _check_load_arguments, _ratio, check_outputs, read_bundle_tokenizer
+from mmedge.runtime.engine import (_check_load_arguments, _open, _ratio, check_outputs, read_bundle_tokenizer,
+                                   runnable_artifact)
 
-_PACKAGES = {"onnxruntime": "onnxruntime", "executorch": "executorch"}
 BOS, EOS = "[BOS]", "[EOS]"
 
 
@@ -87,21 +85,7 @@ class CaptionEngine:
                      keep_ratio: float | None, policy, kv: str | None, threads: int | None,
                      self_check: bool = True) -> "CaptionEngine":
         """The engine over a manifest load_caption_manifest has checked (arguments checked by the caller)."""
-        runnable = [a for a in manifest["artifacts"] if a["precision"] == precision and a["runtime"] in _PACKAGES
-                    and (fmt is None or a["format"] == fmt)]
-        if not runnable:
-            raise BundleError(f"{root} has no runnable {precision} artifact{f' in format {fmt}' if fmt else ''} "
-                              "(onnxruntime or executorch)", code="unsupported")
-        if backend == "auto":
-            ok = [a for a in runnable if importlib.util.find_spec(_PACKAGES[a["runtime"]]) is not None]
-            if not ok:
-                raise MissingDependencyError("no backend for this bundle is installed; `pip install onnxruntime`")
-            artifact = ok[0]
-        else:
-            artifact = next((a for a in runnable if a["runtime"] == backend), None)
-            if artifact is None:
-                raise BundleError(f"{root} has no {precision} artifact for backend {backend!r}; it has "
-                                  f"{sorted(a['runtime'] for a in runnable)}", code="unsupported")
+        artifact = runnable_artifact(root, manifest, backend, precision, fmt)
         th = manifest["thresholds"]
         ratio = th["keep_ratio"] if keep_ratio is None else keep_ratio
         if ratio not in manifest["keep_ratios"]:
@@ -112,13 +96,7 @@ class CaptionEngine:
             raise ConfigError(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}", "arguments")
         policy = _policy(policy, th) if policy is not None else thresholds_policy(th)
         tokenizer = _load_tokenizer(root, manifest)
-        try:
-            session = open_session(artifact["runtime"], root, artifact, threads)
-        except MMEdgeError:
-            raise
-        except Exception as exc:  # a runtime's refusal of a file
-            raise BundleError(f"{root}: {artifact['runtime']} cannot open the graphs ({type(exc).__name__}: "
-                              f"{str(exc)[:300]}); export the bundle again", code="self-check") from exc
+        session = _open(artifact["runtime"], root, artifact, threads)
         engine = cls(root, manifest, artifact["runtime"], artifact, session, policy, ratio, kv, tokenizer)
         if self_check:
             engine.self_check()
@@ -182,6 +160,15 @@ class CaptionEngine:
         text = decode_caption(self.tokenizer, run.tokens)
         return Caption(text, text.split(), run.exits, run.tokens, run.encoder_ms, run.stage_ms, run.total_ms, ratio,
                        run.confidences)
+
+    def generate(self, image: ImageLike, prompt: str | None = None, max_new_tokens: int | None = None,
+                 **kwargs) -> Caption:
+        """The generative interface of every bundle that writes text: a captioner takes no prompt, so this is
+        caption(image) (a generative VLM bundle's caption() is its generate() under a caption prompt)."""
+        if prompt is not None:
+            raise ConfigError("a captioning bundle takes no prompt: call generate(image) or caption(image); "
+                              "prompts need a generative VLM bundle (`mmedge adapt --task generate`)", "arguments")
+        return self.caption(image, max_new_tokens, **kwargs)
 
     def predict(self, *args, **kwargs):
         raise BundleError(f"{self.root} is a captioning bundle: call caption(image), not predict(image, text)")

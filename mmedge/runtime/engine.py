@@ -28,7 +28,7 @@ import numpy as np
 
 from mmedge.bundle import paths
 from mmedge.bundle.manifest import (ADAPTED_RESIZE, BERT_WORDPIECE, CAPTION, MATCH_SCORE, MAX_TOKENIZER_BYTES, SOFTMAX,
-                                    check_load_options, load_bundle_manifest, num_images, parse_json)
+                                    VLM, check_load_options, load_bundle_manifest, num_images, parse_json)
 from mmedge.data.preprocess import ImageLike, preprocess_image, preprocess_stretched
 from mmedge.data.tokenizer import PAD, UNK, WordTokenizer
 from mmedge.errors import (BundleError, CheckpointError, ConfigError, ImageCountError, MissingDependencyError,
@@ -120,7 +120,8 @@ class Engine:
         then its stages; with `self_check` one query runs through every stage so that a bundle that
         loads can predict (every output of the declared shape and finite). A refusal is a BundleError
         whose `code` names the reason (docs/bundle-format.md). A captioning bundle loads as a
-        CaptionEngine (mmedge.runtime.caption_engine), with the same options.
+        CaptionEngine (mmedge.runtime.caption_engine), a generative VLM bundle as a VLMEngine
+        (mmedge.runtime.vlm_engine), with the same options.
 
         verify: False skips only the SHA-256 of the listed files (sizes, paths, links, unlisted files
         are still checked); it cannot be combined with `verify_key`, whose signature covers the files
@@ -162,6 +163,14 @@ class Engine:
                                   "which is staged for them)", "arguments")
             return CaptionEngine.open_checked(root, manifest, backend, precision, fmt, ratio, policy, None, threads,
                                               self_check)
+        if manifest.get("kind") == VLM:  # a generative VLM bundle: its own engine, with generate(image, prompt)
+            from mmedge.runtime.vlm_engine import VLMEngine
+
+            if mode == "in-graph":
+                raise ConfigError("generative VLM bundles have no in-graph form; load with mode='staged' (or 'auto', "
+                                  "which is staged for them)", "arguments")
+            return VLMEngine.open_checked(root, manifest, backend, precision, fmt, ratio, policy, None, threads,
+                                          self_check)
         artifacts = [a for a in manifest["artifacts"] if a["precision"] == precision
                      and (fmt is None or a["format"] == fmt)]
         if not artifacts:
@@ -190,6 +199,11 @@ class Engine:
         """Captioning bundles load as a CaptionEngine (mmedge.runtime.caption_engine) with this method."""
         raise BundleError(f"{self.root} is a {self.manifest['task']} bundle, which answers questions with "
                           "predict(image, text); export a captioning model (models/caption-default) to caption")
+
+    def generate(self, image: ImageLike, prompt: str | None = None, **kwargs):
+        """Generative VLM bundles load as a VLMEngine (mmedge.runtime.vlm_engine) with this method."""
+        raise BundleError(f"{self.root} is a {self.manifest['task']} bundle, which answers questions with "
+                          "predict(image, text); export a model adapted with `mmedge adapt --task generate` to generate")
 
     def self_check(self) -> None:
         """One blank query through every stage of every keep ratio (and the text-only and in-graph
@@ -569,8 +583,8 @@ def _check_load_arguments(backend, precision, fmt, threads) -> None:
     problems = []
     if not isinstance(backend, str) or backend not in ("auto",) + tuple(BACKENDS):
         problems.append(f"backend {backend!r} unknown; choose auto or one of {sorted(BACKENDS)}")
-    if precision not in ("fp32", "int8"):
-        problems.append(f"precision {precision!r} unknown; choose fp32 or int8")
+    if precision not in ("fp32", "int8", "int4"):
+        problems.append(f"precision {precision!r} unknown; choose fp32, int8 or int4 (int4: generative VLM bundles)")
     if fmt is not None and fmt not in ("onnx", "ort", "pte", "mlpackage", "safetensors"):
         problems.append(f"format {fmt!r} unknown")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -579,16 +593,54 @@ def _check_load_arguments(backend, precision, fmt, threads) -> None:
         raise ConfigError(problems, "arguments")
 
 
-def _is_caption_bundle(bundle) -> bool:
-    """Whether the manifest says kind "caption" (a bounded read; every check comes after, in the loader)."""
+def manifest_kind(bundle) -> str | None:
+    """The `kind` the manifest states (None: none, or no readable manifest; a bounded read, every check
+    comes after, in the loader)."""
     from mmedge.bundle.manifest import parse_manifest, read_manifest_bytes
 
     if not isinstance(bundle, (str, Path)) or not Path(bundle).is_dir():
-        return False
+        return None
     try:
-        return parse_manifest(read_manifest_bytes(Path(bundle))).get("kind") == CAPTION
+        kind = parse_manifest(read_manifest_bytes(Path(bundle))).get("kind")
     except BundleError:
-        return False  # the loader reports what is wrong
+        return None  # the loader reports what is wrong
+    return kind if isinstance(kind, str) else None
+
+
+def _is_caption_bundle(bundle) -> bool:
+    """Whether the manifest says kind "caption"."""
+    return manifest_kind(bundle) == CAPTION
+
+
+def refuse_generative(bundle, command: str) -> None:
+    """ConfigError for a command not built for generative VLM bundles yet, saying what there is instead."""
+    if manifest_kind(bundle) == VLM:
+        raise ConfigError(f"`mmedge {command}` does not take generative VLM bundles yet; run one with "
+                          "Engine.load(bundle).generate(image, prompt) (docs/adapt.md, Generative VLMs)", "arguments")
+
+
+GRAPH_RUNTIMES = {"onnxruntime": "onnxruntime", "executorch": "executorch"}  # runtime -> its Python package
+
+
+def runnable_artifact(root: Path, manifest: dict, backend: str, precision: str, fmt: str | None) -> dict:
+    """The artifact a captioning or generative VLM bundle runs on: of `precision` (and format `fmt`),
+    on onnxruntime or executorch; with backend "auto" the first whose package is installed."""
+    runnable = [a for a in manifest["artifacts"] if a["precision"] == precision and a["runtime"] in GRAPH_RUNTIMES
+                and (fmt is None or a["format"] == fmt)]
+    if not runnable:
+        have = sorted({(a["runtime"], a["precision"]) for a in manifest["artifacts"]})
+        raise BundleError(f"{root} has no runnable {precision} artifact{f' in format {fmt}' if fmt else ''} "
+                          f"(onnxruntime or executorch); it has {have}", code="unsupported")
+    if backend == "auto":
+        ok = [a for a in runnable if importlib.util.find_spec(GRAPH_RUNTIMES[a["runtime"]]) is not None]
+        if not ok:
+            raise MissingDependencyError("no backend for this bundle is installed; `pip install onnxruntime`")
+        return ok[0]
+    artifact = next((a for a in runnable if a["runtime"] == backend), None)
+    if artifact is None:
+        raise BundleError(f"{root} has no {precision} artifact for backend {backend!r}; it has "
+                          f"{sorted(a['runtime'] for a in runnable)}", code="unsupported")
+    return artifact
 
 
 def _open(backend: str, root: Path, artifact: dict, threads: int | None):
