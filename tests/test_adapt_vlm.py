@@ -397,6 +397,18 @@ def test_vlm_bundle_is_verified_on_load(tmp_path):
 
     for command in (["bench", "--device", "host"], ["calibrate"]):  # not built for this kind yet: said, not crashed
         assert main([command[0], "--artifact", str(bundle), *command[1:]]) != 0
+    import subprocess
+    import sys
+
+    from test_runtime import TORCH_BLOCKER
+
+    generating = TORCH_BLOCKER.replace('p = engine.predict(np.full((48, 48, 3), 90, np.uint8), "is there a red circle ?")',
+                                       'p = engine.generate(np.full((32, 32, 3), 90, np.uint8), "describe the image.", 3)')
+    generating = generating.replace("p.answer, p.exit_index", "p.tokens")
+    assert "engine.generate" in generating and "p.tokens" in generating
+    done = subprocess.run([sys.executable, "-c", generating, str(bundle)],
+                          capture_output=True, text=True)  # the runtime needs no torch
+    assert done.returncode == 0 and done.stdout.startswith("OK "), done.stderr[-2000:]
     edited = tmp_path / "edited.mmedge"
     shutil.copytree(bundle, edited)
     (edited / "tokenizer.json").write_text((edited / "tokenizer.json").read_text().replace("circle", "circus"))
