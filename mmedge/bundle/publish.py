@@ -196,3 +196,44 @@ def sign_and_publish(tmp: Path, out: Path, force: bool, source: Path, sign_key=N
         sign_bundle(tmp, sign_key)
     check_destination(out, force, source, "the model directory", out_inside_source_ok=True)
     publish_dir(tmp, out)
+
+
+def check_unchanged(root: Path, loaded: dict, kind: str, hashes: bool = True) -> None:
+    """BundleError unless the bundle on disk is the one loaded: the same manifest, nothing unlisted
+    inside, with `hashes` every listed file's SHA-256, and a manifest.sig (if any) a regular file."""
+    from mmedge.bundle.manifest import load_bundle_manifest
+
+    signature = Path(root) / SIGNATURE_FILE
+    if os.path.lexists(signature) and not stat.S_ISREG(os.lstat(signature).st_mode):
+        raise BundleError(f"{signature} is not a regular file (a folder or link); remove it, then calibrate again",
+                          code="signature-malformed")
+    # every check of loading again: nothing unlisted (file, folder, link), the files' sizes (and SHA-256)
+    if load_bundle_manifest(root, verify_files=hashes, kinds=(kind,)) != loaded:
+        raise BundleError(f"{root}/manifest.json changed while calibrating; nothing was written. Calibrate again")
+
+
+def write_calibrated(root: Path, loaded: dict, updates: dict, key, kind: str, problems) -> str:
+    """Rewrite a captioning or generative VLM bundle's manifest with `updates` (its calibration), keeping
+    the loaded, verified `files` list and raising the release sequence; `problems(manifest)` lists what
+    makes it invalid. The old signature goes first; `key` signs the new manifest. Returns what became of
+    the signature: "signed", "removed" or "none"."""
+    import json
+
+    from mmedge.bundle.signing import sign_bundle
+    from mmedge.fileio import atomic_write
+
+    root = Path(root)
+    check_unchanged(root, loaded, kind)
+    manifest = {**loaded, **updates, "release": next_release(loaded)}  # `files`: the loaded list, not a new hash
+    found = problems(manifest)
+    if found:
+        raise BundleError(f"the calibrated {kind} manifest is not valid:\n  " + "\n  ".join(found))
+    signature = root / SIGNATURE_FILE
+    had_signature = signature.exists()
+    if had_signature:  # first: a stale signature must never sit beside the new manifest
+        signature.unlink()
+    atomic_write(root / MANIFEST_FILE, lambda p: p.write_text(json.dumps(manifest, indent=1) + "\n"))
+    if key is not None:
+        sign_bundle(root, key)
+        return "signed"
+    return "removed" if had_signature else "none"

@@ -260,52 +260,22 @@ def calibrate_bundle(bundle, max_drop: float = 1.0, samples: int = 200, data_see
 
 
 def _check_writable(root, loaded: dict, hashes: bool = True) -> None:
-    """BundleError unless the bundle on disk is the one loaded: the same manifest, nothing unlisted
-    inside, with `hashes` every listed file's SHA-256, and a manifest.sig (if any) a regular file."""
-    import os
-    import stat
+    """BundleError unless the bundle on disk is the captioning bundle loaded (publish.check_unchanged)."""
+    from mmedge.bundle.manifest import CAPTION
+    from mmedge.bundle.publish import check_unchanged
 
-    from mmedge.bundle.manifest import CAPTION, load_bundle_manifest
-    from mmedge.bundle.signing import SIGNATURE_FILE
-    from mmedge.errors import BundleError
-
-    signature = root / SIGNATURE_FILE
-    if os.path.lexists(signature) and not stat.S_ISREG(os.lstat(signature).st_mode):
-        raise BundleError(f"{signature} is not a regular file (a folder or link); remove it, then calibrate again",
-                          code="signature-malformed")
-    # every check of loading again: nothing unlisted (file, folder, link), the files' sizes (and SHA-256)
-    if load_bundle_manifest(root, verify_files=hashes, kinds=(CAPTION,)) != loaded:
-        raise BundleError(f"{root}/manifest.json changed while calibrating; nothing was written. Calibrate again")
+    check_unchanged(root, loaded, CAPTION, hashes)
 
 
 def _write_calibration(root, loaded: dict, result: dict, key) -> str:
     """Write the calibrated manifest (same `files`, next release) and sign it with `key`; returns
     what became of the signature: "signed", "removed" or "none"."""
-    import json
-
-    from mmedge.bundle.manifest import MANIFEST_FILE
-    from mmedge.bundle.publish import next_release
-    from mmedge.bundle.signing import SIGNATURE_FILE, sign_bundle
+    from mmedge.bundle.manifest import CAPTION
+    from mmedge.bundle.publish import write_calibrated
     from mmedge.caption.manifest import layout_problems, schema_problems
-    from mmedge.errors import BundleError
-    from mmedge.fileio import atomic_write
 
-    _check_writable(root, loaded)
-    manifest = dict(loaded)  # `files` is the loaded (verified) list, not a new hash of the disk
-    manifest["thresholds"] = thresholds_from(result["chosen"])
-    manifest["calibration"] = {k: result[k] for k in ("max_drop", "z", "images", "kv", "backend", "data")} | {
+    calibration = {k: result[k] for k in ("max_drop", "z", "images", "kv", "backend", "data")} | {
         "baseline_cider": result["baseline"]["cider"], "cider": result["chosen"]["cider"],
         "drop_upper": result["chosen"]["drop_upper"], "flops_ratio": result["chosen"]["flops_ratio"]}
-    manifest["release"] = next_release(loaded)
-    problems = schema_problems(manifest) or layout_problems(manifest)
-    if problems:
-        raise BundleError("the calibrated caption manifest is not valid:\n  " + "\n  ".join(problems))
-    signature = root / SIGNATURE_FILE
-    had_signature = signature.exists()
-    if had_signature:  # first: a stale signature must never sit beside the new manifest
-        signature.unlink()
-    atomic_write(root / MANIFEST_FILE, lambda p: p.write_text(json.dumps(manifest, indent=1) + "\n"))
-    if key is not None:
-        sign_bundle(root, key)
-        return "signed"
-    return "removed" if had_signature else "none"
+    return write_calibrated(root, loaded, {"thresholds": thresholds_from(result["chosen"]), "calibration": calibration},
+                            key, CAPTION, lambda m: schema_problems(m) or layout_problems(m))

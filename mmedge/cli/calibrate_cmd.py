@@ -12,6 +12,7 @@ EPILOG = """examples:
   mmedge calibrate --artifact bundles/caption-default.mmedge --max-drop-cider 1.0   # a captioner
   mmedge calibrate --artifact vilt.mmedge --data vqa2:/data/vqa2             # a model adapted by `mmedge adapt`
   mmedge calibrate --artifact vilt.mmedge --labels teacher                   # bound the disagreement with full depth
+  mmedge calibrate --artifact smolvlm.mmedge --max-drop 0.01 --max-drop-cider 1.0   # a generative VLM
 
 Every exported keep ratio and the policies confidence / max_probability (thresholds 0.5-1.0),
 patience (2..exits) and full depth are tried on the validation split; the cheapest in expected
@@ -23,6 +24,9 @@ model adapted by `mmedge adapt` are distilled for).
 
 A captioning bundle bounds its CIDEr drop instead: --max-drop-cider points (x100 scale), or
 --max-drop D, the same bound on CIDEr's own scale (D x 100 points: --max-drop 0.01 is 1 point).
+A generative VLM bundle bounds both: the CIDEr of its captions (--max-drop-cider, default 1.0
+point) and the accuracy of its short answers (--max-drop, default 0.01), on --samples validation
+scenes (default 64, half each), cheapest in decoder layer passes.
 The bundle is calibrated as verified on load: its manifest keeps the same file list (a file added
 or changed since export is refused, never signed), the same release name and a higher release
 sequence. The old signature is removed; --sign-key signs the new manifest (checked before anything).
@@ -74,6 +78,28 @@ def run_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_generative(args: argparse.Namespace) -> int:
+    """A generative VLM bundle: CIDEr of its captions and accuracy of its short answers, both bounded."""
+    from mmedge.adapt.vlm_calibrate import calibrate_vlm_bundle, check_arguments, format_rows
+    from mmedge.errors import ConfigError
+
+    if args.labels != "data" or args.data != "scenes":
+        raise ConfigError("a generative VLM bundle is calibrated on the generated scenes against their captions and "
+                          "answers: leave out --labels and --data", "arguments")
+    max_drop = 0.01 if args.max_drop is None else args.max_drop
+    max_drop_cider = 1.0 if args.max_drop_cider is None else args.max_drop_cider
+    samples = 64 if args.samples is None else args.samples
+    check_arguments(max_drop, max_drop_cider, samples, args.z, args.data_seed)  # before loading anything
+    result = calibrate_vlm_bundle(args.artifact, max_drop, max_drop_cider, samples, args.data_seed, args.backend,
+                                  args.z, progress=not args.no_progress, write=not args.dry_run,
+                                  sign_key=args.sign_key)
+    print(format_rows(result))
+    if not args.dry_run:
+        print(f"\nwrote the thresholds into {args.artifact}/manifest.json")
+        _say_signature(result)
+    return 0
+
+
 def _say_signature(result: dict) -> None:
     if result.get("signature") == "removed":
         print("the bundle was signed: its old signature no longer matched and was removed; sign it again "
@@ -84,12 +110,14 @@ def _say_signature(result: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmedge.errors import ConfigError
-    from mmedge.runtime.engine import _is_caption_bundle, refuse_generative
+    from mmedge.bundle.manifest import VLM
+    from mmedge.runtime.engine import _is_caption_bundle, manifest_kind
 
-    refuse_generative(args.artifact, "calibrate")
     if args.dry_run and args.sign_key:
         raise ConfigError("--sign-key signs the rewritten manifest, and --dry-run writes none: drop one of them",
                           "arguments")
+    if manifest_kind(args.artifact) == VLM:
+        return run_generative(args)
     if _is_caption_bundle(args.artifact):
         if args.labels != "data":
             raise ConfigError("--labels teacher applies to classifier bundles; a captioning bundle bounds its CIDEr "
