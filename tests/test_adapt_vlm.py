@@ -335,7 +335,8 @@ def test_onnx_bundle_generates_as_transformers_and_as_pytorch(tmp_path, capsys):
     folder, source = adapted_folder(tmp_path)
     bundle = tmp_path / "vlm.mmedge"
     assert main(["export", "--model", str(folder), "--out", str(bundle), "--target", "onnx", "--quantize", "int8",
-                 "int4", "--max-slots", "40", "--max-new-tokens", "10", "--parity-samples", "2"]) == 0
+                 "int4", "--max-slots", "40", "--max-new-tokens", "10", "--parity-samples", "2",
+                 "--caption-prompt", "describe the shape ."]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime/fp32: keep 1: 100% of generations identical to PyTorch" in out, out
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -362,7 +363,7 @@ def test_onnx_bundle_generates_as_transformers_and_as_pytorch(tmp_path, capsys):
         early += run.exits.count(0)
     assert early > 0  # the policy did take the early exit
     caption = engine.caption(image, max_len=6)
-    assert caption.tokens == engine.generate(image, "describe the image.", 6).tokens
+    assert caption.tokens == engine.generate(image, "describe the shape .", 6).tokens
     with pytest.raises(ConfigError, match="keep ratio 0.25 was not exported"):
         engine.generate(image, text, keep_ratio=0.25)
     with pytest.raises(ConfigError, match="non-empty"):

@@ -176,13 +176,14 @@ def _check_arguments(targets, quantize, parity_prompts: int, max_new_tokens: int
 def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, quantize: tuple[str, ...] = (),
                       max_slots: int | None = None, max_new_tokens: int = 24, parity_prompts: int = 4,
                       data_seed: int = 0, force: bool = False, sign_key=None, release_sequence: int | None = None,
-                      log=print) -> Path:
+                      caption_prompt: str | None = None, log=print) -> Path:
     """Export, check and atomically publish the generative VLM bundle at `out`; returns its path.
 
     max_slots: the static key/value cache's slots (prompt plus generated tokens; default the image's tokens
     plus 64 for the text plus `max_new_tokens`). quantize: also int8 / int4 (ONNX Runtime weight-only,
-    ExecuTorch dynamically quantized linears). Parity runs on `parity_prompts` validation scenes, half
-    under the caption prompt, half questions."""
+    ExecuTorch dynamically quantized linears). caption_prompt: what caption() asks (default the one
+    `mmedge adapt` distils on, "describe the image."). Parity runs on `parity_prompts` validation scenes,
+    half under the caption prompt, half questions."""
     from mmedge.adapt import load_adapted
     from mmedge.adapt.vlm_distill import CAPTION_PROMPT, scene_prompts
     from mmedge.adapt.vlm_export import layout
@@ -196,6 +197,10 @@ def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, q
     model_dir, out = Path(model_dir), Path(out)
     targets, quantize = tuple(targets), tuple(quantize)
     _check_arguments(targets, quantize, parity_prompts, max_new_tokens, max_slots)
+    caption_prompt = CAPTION_PROMPT if caption_prompt is None else caption_prompt
+    if not isinstance(caption_prompt, str) or not caption_prompt.strip() or len(caption_prompt) > 1024:
+        raise ConfigError(f"caption prompt {caption_prompt!r} must be a non-empty text of at most 1024 characters",
+                          "arguments")
     check_sequence(release_sequence)
     check_destination(out, force, model_dir, "the model directory", out_inside_source_ok=True)
     if sign_key is not None:
@@ -215,7 +220,7 @@ def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, q
                      "rescale_factor": float(ip.rescale_factor), "mean": [float(x) for x in ip.image_mean],
                      "std": [float(x) for x in ip.image_std], "channel_order": "RGB", "layout": "NCHW"}
     images, texts = scene_prompts(bb.image_size, data_seed, "val")(0, parity_prompts)
-    texts[: max(1, parity_prompts // 2)] = [CAPTION_PROMPT] * max(1, parity_prompts // 2)
+    texts[: max(1, parity_prompts // 2)] = [caption_prompt] * max(1, parity_prompts // 2)
     lay = layout(model, slots)
     make_parent(out)
     _remove_stale_partials(out)  # what a killed export left behind
@@ -271,7 +276,7 @@ def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, q
                       "parameters": int(sum(p.numel() for p in model.parameters())), "adapt": model.config.to_dict()},
             "weights_sha256": sha256_file(model_dir / "model.safetensors"),
             "tokenizer": {"file": "tokenizer.json", "kind": "hf-tokenizers", "prompt_before": before,
-                          "prompt_after": after, "caption_prompt": CAPTION_PROMPT, "stop_ids": list(stop_ids),
+                          "prompt_after": after, "caption_prompt": caption_prompt, "stop_ids": list(stop_ids),
                           "max_new_tokens": max_new_tokens},
             "preprocessing": preprocessing,
             "layout": lay.to_dict(),

@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
                         "tokens + 64 + --max-new-tokens)")
     p.add_argument("--max-new-tokens", type=positive, metavar="N",
                    help="generative VLMs: the default limit on new tokens, stated in the manifest (default 24)")
+    p.add_argument("--caption-prompt", metavar="TEXT",
+                   help="generative VLMs: what caption() asks the model (default \"describe the image.\", the prompt "
+                        "`mmedge adapt` distils captions on)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle (never anything else)")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (see `mmedge sign`)")
     p.add_argument("--release-sequence", type=release_sequence, metavar="N",
@@ -64,12 +67,7 @@ def run_caption(args: argparse.Namespace) -> int:
                                             ("--data", args.data), ("--drop-visual-after", args.drop_visual_after),
                                             ("--drop-visual-threshold", args.drop_visual_threshold))
                    if value is not None]  # 0 is given too
-    generative_only = [flag for flag, value in (("--max-slots", args.max_slots), ("--max-new-tokens", args.max_new_tokens))
-                       if value is not None]
-    if generative_only or (args.quantize and "int4" in args.quantize):
-        raise ConfigError("--max-slots, --max-new-tokens and --quantize int4 are for generative VLMs; leave them out",
-                          "arguments")
-    args.quantize = args.quantize[0] if args.quantize else None
+    _one_precision(args)
     if unsupported:
         raise ConfigError(f"{', '.join(unsupported)} apply to classifier models; a captioning model exports the "
                           "keep ratios it was trained with, without modality pruning: leave them out", "arguments")
@@ -97,6 +95,21 @@ def _print_parity(bundle, describe) -> None:
                                                               for r, e in p["by_keep_ratio"].items()))
 
 
+def _one_precision(args: argparse.Namespace) -> None:
+    """Classifier and captioning models: refuse the generative VLMs' flags; --quantize becomes one precision."""
+    from mmedge.errors import ConfigError
+
+    generative_only = [flag for flag, value in (("--max-slots", args.max_slots), ("--max-new-tokens", args.max_new_tokens),
+                                                ("--caption-prompt", args.caption_prompt)) if value is not None]
+    generative_only += ["--quantize int4"] if args.quantize and "int4" in args.quantize else []
+    if generative_only:
+        raise ConfigError(f"{', '.join(generative_only)}: for generative VLMs only (`mmedge adapt --task generate`); "
+                          "leave it out", "arguments")
+    if args.quantize and len(args.quantize) > 1:
+        raise ConfigError("--quantize takes one precision here (int8)", "arguments")
+    args.quantize = args.quantize[0] if args.quantize else None
+
+
 def run_generative(args: argparse.Namespace) -> int:
     """An adapted generative VLM: its graphs as a bundle of kind "vlm" (mmedge.adapt.vlm_bundle)."""
     from mmedge.adapt.vlm_bundle import TARGETS, export_vlm_bundle
@@ -113,7 +126,8 @@ def run_generative(args: argparse.Namespace) -> int:
     out = export_vlm_bundle(args.model, args.out, targets, tuple(args.quantize or ()), args.max_slots,
                             24 if args.max_new_tokens is None else args.max_new_tokens,
                             4 if args.parity_samples is None else args.parity_samples, force=args.force,
-                            sign_key=args.sign_key, release_sequence=args.release_sequence)
+                            sign_key=args.sign_key, release_sequence=args.release_sequence,
+                            caption_prompt=args.caption_prompt)
     _print_parity(out, lambda e: f"{e['identical_generations']:.0%} of generations identical to PyTorch"
                                  + (f" ({e['near_ties']} differ at a near tie)" if e["near_ties"] else ""))
     return 0
@@ -124,20 +138,12 @@ def run(args: argparse.Namespace) -> int:
 
     from mmedge.adapt.folder import is_generative_dir
     from mmedge.caption.checkpoint import is_caption_dir
-    from mmedge.errors import ConfigError
 
     if is_caption_dir(args.model):
         return run_caption(args)
     if is_generative_dir(args.model):
         return run_generative(args)
-    generative_only = [flag for flag, value in (("--max-slots", args.max_slots),
-                                                ("--max-new-tokens", args.max_new_tokens)) if value is not None]
-    if generative_only or (args.quantize and "int4" in args.quantize):
-        raise ConfigError(f"{', '.join(generative_only + (['--quantize int4'] if args.quantize and 'int4' in args.quantize else []))} "
-                          "are for generative VLMs (`mmedge adapt --task generate`); leave them out", "arguments")
-    if args.quantize and len(args.quantize) > 1:
-        raise ConfigError("--quantize takes one precision here (int8)", "arguments")
-    args.quantize = args.quantize[0] if args.quantize else None
+    _one_precision(args)
 
     from mmedge.export.recipe import TARGETS, ExportRecipe
 
