@@ -1,7 +1,7 @@
 """Train a small ViLT with `transformers` itself on the grounded scenes' VQA task, as the teacher that
 `mmedge adapt` is measured on (no pretrained weights can be downloaded here).
 
-    python scripts/train_vilt_teacher.py --out runs/vilt-teacher            # about an hour on 2 cores
+    python scripts/train_vilt_teacher.py --out runs/vilt-teacher            # about an hour on 2 quiet cores
     python scripts/train_vilt_teacher.py --out runs/vilt-teacher --resume    # continue from its checkpoint
 
 Writes a `save_pretrained` folder (model, config with id2label, BERT WordPiece tokenizer and ViLT image
@@ -46,7 +46,7 @@ class TeacherConfig:
     image_size: int = 96            # the scenes' size; 16 px patches -> 6 x 6 = 36 visual tokens
     patch_size: int = 16
     max_text: int = 24              # question tokens incl. [CLS] / [SEP]
-    steps: int = 4500
+    steps: int = 10000
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 200

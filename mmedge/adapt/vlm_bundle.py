@@ -3,7 +3,7 @@
 
     onnx/{fp32,int8,int4}/*.onnx + weights.bin   a graph per file, the weights shared in one file
     executorch/vlm_{fp32,int8,int4}.pte           one program, a method per graph (XNNPACK)
-    coreml/vlm_fp32.mlpackage                     one multifunction package (structure checked only)
+    coreml/vlm_{fp32,int8,int4}.mlpackage         one multifunction package (structure checked only)
     tokenizer.json                                the source's tokenizer (Hugging Face tokenizers format)
     manifest.json                                 layout, prompt template, preprocessing, parity, hashes
 
@@ -84,18 +84,23 @@ def _artifacts_executorch(model, root: Path, max_slots: int, precisions: tuple[s
     return artifacts
 
 
-def _artifact_coreml(model, root: Path, max_slots: int, log) -> dict:
+def _artifacts_coreml(model, root: Path, max_slots: int, precisions: tuple[str, ...], log) -> list[dict]:
     from mmedge.adapt.vlm_export import export_coreml, layout
 
-    log("  coreml: converting the graphs into one multifunction package (fp32)")
-    check = export_coreml(model, root, max_slots)  # raises ExportError when the structure differs
     names = list(layout(model, max_slots).graphs)
-    return {"target": "coreml", "format": "mlpackage", "precision": "fp32", "runtime": "coreml",
-            "file": "coreml/vlm_fp32.mlpackage", "structure_check": {"passed": True, "functions": check["functions"]},
+    artifacts = []
+    for precision in precisions:
+        log(f"  coreml: converting the graphs into one multifunction package ({precision} weights)")
+        check = export_coreml(model, root, max_slots, precision)  # raises ExportError when the structure differs
+        artifacts.append({
+            "target": "coreml", "format": "mlpackage", "precision": precision, "runtime": "coreml",
+            "file": f"coreml/vlm_{precision}.mlpackage",
+            "structure_check": {"passed": True, "functions": check["functions"]},
             "parity": {"status": "not run", "passed": None,
                        "reason": "Core ML prediction needs macOS; this export was checked structurally (functions, "
                                  "inputs, outputs, cache shapes, token range)"},
-            "stages": {name: {"function": name} for name in names}}
+            "stages": {name: {"function": name} for name in names}})
+    return artifacts
 
 
 TIE = 1e-3  # logits this close at the first differing token: a tie that float rounding may break either way
@@ -162,8 +167,6 @@ def _check_arguments(targets, quantize, parity_prompts: int, max_new_tokens: int
         problems.append(f"targets {list(targets)}: choose from {list(TARGETS)}")
     if set(quantize) - set(QUANTIZED):
         problems.append(f"quantize {list(quantize)}: choose from {list(QUANTIZED)}")
-    if quantize and set(targets) == {"coreml"}:
-        problems.append("Core ML is exported in fp32 only; quantize applies to onnx and executorch")
     for name, value, least in (("parity_prompts", parity_prompts, 1), ("max_new_tokens", max_new_tokens, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             problems.append(f"{name} {value!r} must be a whole number >= {least}")
@@ -181,9 +184,9 @@ def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, q
 
     max_slots: the static key/value cache's slots (prompt plus generated tokens; default the image's tokens
     plus 64 for the text plus `max_new_tokens`). quantize: also int8 / int4 (ONNX Runtime weight-only,
-    ExecuTorch dynamically quantized linears). caption_prompt: what caption() asks (default the one
-    `mmedge adapt` distils on, "describe the image."). Parity runs on `parity_prompts` validation scenes,
-    half under the caption prompt, half questions."""
+    ExecuTorch dynamically quantized linears, Core ML quantized weights). caption_prompt: what caption()
+    asks (default the one `mmedge adapt` distils on, "describe the image."). Parity runs on
+    `parity_prompts` validation scenes, half under the caption prompt, half questions."""
     from mmedge.adapt import load_adapted
     from mmedge.adapt.vlm_distill import CAPTION_PROMPT, scene_prompts
     from mmedge.adapt.vlm_export import layout
@@ -247,7 +250,7 @@ def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, q
             elif target == "executorch":
                 made = _artifacts_executorch(model, tmp, slots, ("fp32", *quantize), log)
             else:
-                made = [_artifact_coreml(model, tmp, slots, log)]
+                made = _artifacts_coreml(model, tmp, slots, ("fp32", *quantize), log)
             for artifact in made:
                 if artifact["runtime"] == "coreml":
                     continue

@@ -6,8 +6,9 @@
     out/executorch/vlm_{fp32,int8,int4}.pte                                 ExecuTorch: one program, a method
                                                                             per graph (XNNPACK; int8 / int4
                                                                             linears via torchao)
-    out/coreml/vlm_fp32.mlpackage                                           Core ML: one multifunction package,
-                                                                            a function per graph (iOS 18)
+    out/coreml/vlm_{fp32,int8,int4}.mlpackage                               Core ML: one multifunction package,
+                                                                            a function per graph (iOS 18;
+                                                                            int8 / int4: quantized weights)
     out/vlm.json                                                            the VLMLayout
 
 Every ONNX graph is checked against PyTorch on inputs other than those it was traced with (another
@@ -149,14 +150,16 @@ def export_executorch(model: AdaptedVLM, out: str | Path, max_slots: int = 64, p
     return path
 
 
-def export_coreml(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -> dict:
-    """Every graph as a function of one Core ML package (mlprogram, fp32, iOS 18; the step functions take 1
-    to max_slots tokens); returns the structural check (raises ExportError when it fails)."""
+def export_coreml(model: AdaptedVLM, out: str | Path, max_slots: int = 64, precision: str = "fp32") -> dict:
+    """Every graph as a function of one Core ML package, coreml/vlm_{precision}.mlpackage (mlprogram, iOS 18,
+    computed in fp32; weights fp32, or int8 per channel / int4 in blocks of 32 with coremltools' linear
+    quantization; the step functions take 1 to max_slots tokens); returns the structural check (raises
+    ExportError when it fails)."""
     from mmedge.export.coreml_target import save_functions
 
     model.eval()
     specs = graph_specs(model)
-    path = Path(out) / "coreml" / "vlm_fp32.mlpackage"
+    path = Path(out) / "coreml" / f"vlm_{precision}.mlpackage"
 
     def program(spec):
         with torch.no_grad():
@@ -164,7 +167,7 @@ def export_coreml(model: AdaptedVLM, out: str | Path, max_slots: int = 64) -> di
                                        dynamic_shapes=_dynamic(spec, max_slots), strict=False)
 
     save_functions({spec.name: (lambda spec=spec: program(spec)) for spec in specs},
-                   {spec.name: list(spec.outputs) for spec in specs}, path, "embed")
+                   {spec.name: list(spec.outputs) for spec in specs}, path, "embed", weights=precision)
     problems = coreml_problems(model, path, max_slots)
     if problems:
         raise ExportError("the Core ML package does not have the graphs' structure:\n  " + "\n  ".join(problems))

@@ -48,11 +48,7 @@ def convert_stage(model: AdaptiveVLModel, spec: StageSpec, recipe: ExportRecipe,
             mlmodel = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
                                  compute_precision=precision, skip_model_load=True,
                                  outputs=[ct.TensorType(name=n) for n in spec.outputs])
-            if int8:
-                opt = ct.optimize.coreml
-                config = opt.OptimizationConfig(global_config=opt.OpLinearQuantizerConfig(
-                    mode="linear_symmetric", dtype="int8", granularity="per_channel"))
-                mlmodel = opt.linear_quantize_weights(mlmodel, config=config)
+            mlmodel = quantize_weights(mlmodel, "int8" if int8 else "fp32")
     except Exception as exc:  # noqa: BLE001 - every converter failure becomes one typed error
         raise export_failure("coreml", model, spec, exc) from exc
     return mlmodel
@@ -73,10 +69,31 @@ def build_package(model: AdaptiveVLModel, specs: list[StageSpec], recipe: Export
             ct.utils.save_multifunction(desc, str(path))
 
 
-def save_functions(programs: dict, outputs: dict[str, list[str]], path: Path, default: str) -> None:
-    """One multifunction Core ML package (mlprogram, fp32, iOS 18) at `path`: a function per entry of
-    `programs` (name -> a callable returning its torch.export ExportedProgram), with its output names.
-    Each is converted and saved on its own in a temporary folder, then they are merged."""
+WEIGHT_QUANTIZERS = {  # weight-only linear quantization (coremltools.optimize), activations stay fp32
+    "int8": dict(mode="linear_symmetric", dtype="int8", granularity="per_channel"),
+    "int4": dict(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=32),
+}
+
+
+def quantize_weights(mlmodel, weights: str):
+    """An mlprogram's weights as int8 per output channel or int4 in blocks of 32 (iOS 18's
+    constexpr_blockwise_shift_scale); fp32 returns it unchanged."""
+    if weights == "fp32":
+        return mlmodel
+    ct = require("coremltools", INSTALL)
+    opt = ct.optimize.coreml
+    config = opt.OptimizationConfig(global_config=opt.OpLinearQuantizerConfig(**WEIGHT_QUANTIZERS[weights]))
+    return opt.linear_quantize_weights(mlmodel, config=config)
+
+
+def save_functions(programs: dict, outputs: dict[str, list[str]], path: Path, default: str,
+                   weights: str = "fp32") -> None:
+    """One multifunction Core ML package (mlprogram, iOS 18) at `path`: a function per entry of
+    `programs` (name -> a callable returning its torch.export ExportedProgram), with its output names,
+    computed in fp32 with `weights` fp32, int8 or int4 (quantize_weights). Each is converted and saved
+    on its own in a temporary folder, then they are merged."""
+    if weights not in ("fp32", *WEIGHT_QUANTIZERS):
+        raise ExportError(f"Core ML weights {weights!r}: choose fp32, int8 or int4")
     ct = require("coremltools", INSTALL)
     with tempfile.TemporaryDirectory(prefix="mmedge-coreml-") as tmp:
         desc = ct.utils.MultiFunctionDescriptor()
@@ -87,6 +104,7 @@ def save_functions(programs: dict, outputs: dict[str, list[str]], path: Path, de
                                          minimum_deployment_target=ct.target.iOS18,
                                          compute_precision=ct.precision.FLOAT32,
                                          outputs=[ct.TensorType(name=n) for n in outputs[name]])
+                    mlmodel = quantize_weights(mlmodel, weights)
             except Exception as exc:  # noqa: BLE001 - the converter's own error types
                 raise ExportError(f"coreml conversion of {name} failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
             single = Path(tmp) / f"{name}.mlpackage"
