@@ -326,8 +326,8 @@ def adapted_folder(root, **overrides):
 def test_onnx_bundle_generates_as_transformers_and_as_pytorch(tmp_path, capsys):
     """`mmedge export` of an adapted SmolVLM: a bundle of kind "vlm" whose Engine.load(...).generate(image, prompt)
     (the runtime's own preprocessing and tokenizer, the shared decoding loop on onnxruntime) writes, at full
-    depth, transformers' generate() token for token, and with an exit policy at keep 0.5 the adapted PyTorch
-    model's tokens and exits; caption() is generate() under the caption prompt; int8 and int4 copies generate."""
+    depth, transformers' generate() token for token, greedy and with 3 beams, and with an exit policy at keep
+    0.5 the adapted PyTorch model's tokens and exits; caption() is generate() under the caption prompt; int8 and int4 copies generate."""
     from mmedge.adapt import load_adapted
     from mmedge.cli import main
     from mmedge.runtime.engine import Engine
@@ -357,6 +357,9 @@ def test_onnx_bundle_generates_as_transformers_and_as_pytorch(tmp_path, capsys):
                            eos_token_id=list(pre.stop_ids))[0, ids.shape[1]:].tolist()
         got = engine.generate(image, text, max_new_tokens=10)
         assert got.tokens == want and got.text == pre.decode(want)
+        beams = hf.generate(input_ids=ids, pixel_values=px[:, None], max_new_tokens=10, do_sample=False, num_beams=3,
+                            eos_token_id=list(pre.stop_ids), pad_token_id=0)[0, ids.shape[1]:].tolist()
+        assert engine.generate(image, text, 10, beam=3).tokens == beams  # beam search too, as transformers' own
         run = engine.generate(image, text, 10, policy=policy, keep_ratio=0.5)
         ref = model.generate(ids, px, 10, pre.stop_ids, keep_ratio=0.5, policy=policy)
         assert (run.tokens, run.exits, run.kept_visual_tokens) == (ref.tokens, ref.exits, 2)

@@ -164,3 +164,39 @@ class StagedDecoder:
             if all(h.done for h in beams):
                 break
         return max(beams, key=lambda h: h.logprob / max(1, len(h.tokens))) if beam > 1 else beams[0]
+
+    def search_transformers(self, start: Hypothesis, limit: int, policy: Policy, beam: int, kv: str,
+                            stop_ids: tuple[int, ...], timings: dict) -> Hypothesis:
+        """Beam search as `transformers`' generate() does it (num_beams, early_stopping False, length_penalty
+        1): each step keeps the top max(2, 1 + stop ids) x beam continuations by summed log-probability; a
+        stopping one among the top `beam` (a stop id, or the last step) is set aside as finished, scored by
+        its summed log-probability over its length; the best `beam` others run on; the search ends when every
+        finished slot is taken and no running beam's score over its length beats the worst of them. The best
+        finished hypothesis wins. Log-probabilities are float32, as there."""
+        keep = max(2, 1 + len(set(stop_ids))) * beam
+        running, finished = [start], []  # finished: (score, hypothesis), the best `beam`
+        for n in range(limit):
+            candidates = []
+            for hyp in running:
+                logits, exit_stage, confidence = self.word(hyp, n, policy, kv, timings)
+                z = logits.astype(np.float32)
+                logp = z - z.max() - np.log(np.exp(z - z.max()).sum(dtype=np.float32))
+                for w in np.argsort(-logp, kind="stable")[:keep]:
+                    candidates.append((np.float32(hyp.logprob) + logp[w], hyp, int(w), exit_stage, logits,
+                                       confidence))
+            candidates.sort(key=lambda c: -c[0])
+            next_running = []
+            for rank, (score, hyp, word, exit_stage, logits, confidence) in enumerate(candidates[:keep]):
+                stops = word in stop_ids or n == limit - 1
+                new = Hypothesis(hyp.tokens + [word], hyp.exits + [exit_stage], float(score), list(hyp.cache_k),
+                                 list(hyp.cache_v), stops, hyp.logits + [logits], hyp.confidences + [confidence])
+                if stops:
+                    if rank < beam:
+                        finished.append((float(score) / (n + 1), new))
+                elif len(next_running) < beam:
+                    next_running.append(new)
+            finished = sorted(finished, key=lambda f: -f[0])[:beam]
+            running = next_running
+            if not running or (len(finished) == beam and running[0].logprob / (n + 1) <= finished[-1][0]):
+                break
+        return max(finished, key=lambda f: f[0])[1] if finished else running[0]

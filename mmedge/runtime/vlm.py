@@ -118,6 +118,7 @@ class VLMDecoder(StagedDecoder):
         self._first = (out["logits"][0], float(out["confidence"][0]))
         self._next_position, self._next_slot = int(positions[0, -1]) + 1, T
         start = Hypothesis([], [], 0.0, cache_k, cache_v)
-        best = self.search(start, max_new_tokens, policy, beam, kv, tuple(stop_ids), timings)
+        search = self.search_transformers if beam > 1 else self.search  # beams as the source model's generate()
+        best = search(start, max_new_tokens, policy, beam, kv, tuple(stop_ids), timings)
         return GenerationRun(best.tokens, best.exits, best.logits, first_ms, timings,
                              (time.perf_counter() - t0) * 1e3, best.confidences, best.logprob)
