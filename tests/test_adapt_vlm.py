@@ -399,7 +399,6 @@ def test_vlm_bundle_is_verified_on_load(tmp_path):
         engine.predict(np.zeros((32, 32, 3), np.uint8), "what?")
     from mmedge.cli import main
 
-    assert main(["bench", "--artifact", str(bundle), "--device", "host"]) != 0  # not built for this kind yet: said
     import subprocess
     import sys
 
@@ -439,6 +438,15 @@ def test_vlm_bundle_is_verified_on_load(tmp_path):
     assert after["files"] == before["files"] and after["release"]["sequence"] > before["release"]["sequence"]
     calibrated = Engine.load(bundle, verify_key=public)
     assert (calibrated.policy.kind, calibrated.keep_ratio) == (th["policy"], th["keep_ratio"]) != ("full", 1.0)
+    # the host benchmark: the four settings interleaved, written as JSON, Markdown and a plot; no phone path yet
+    assert main(["bench", "--artifact", str(bundle), "--device", "host", "--samples", "4", "--repeats", "1",
+                 "--json", str(tmp_path / "bench" / "vlm.json"), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "bench" / "vlm.json").read_text())
+    assert [r["setting"] for r in result["rows"]] == ["full depth, every token", "prefilter only", "exits only",
+                                                      "prefilter + exits"] and result["calibrated"]
+    assert result["rows"][3]["keep_ratio"] == th["keep_ratio"] and result["rows"][0]["speedup_total"] == 1.0
+    assert {p.suffix for p in (tmp_path / "bench").iterdir()} == {".json", ".md", ".png"}
+    assert main(["bench", "--artifact", str(bundle), "--device", "pixel"]) != 0
 
 
 def test_executorch_bundle_generates_as_transformers(tmp_path):

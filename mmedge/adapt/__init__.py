@@ -16,6 +16,7 @@ and a generative VLM (SmolVLM) given per-token exits and a prompt-conditioned pr
     vlm_distill.py, vlm_eval.py   its self-distillation; quality, cost and calibration per exit policy
     vlm_graphs.py, vlm_export.py  its graphs, exported to ONNX (fp32 / int8 / int4), ExecuTorch, Core ML
     vlm_bundle.py, vlm_manifest.py  the bundle of kind "vlm" those graphs go into, and its manifest
+    vlm_calibrate.py, vlm_bench.py  mmedge calibrate and mmedge bench --device host for those bundles
 
 Needs ``transformers`` (``pip install mmedge[adapt]``); imported only when used.
 """

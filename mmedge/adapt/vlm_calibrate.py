@@ -58,15 +58,15 @@ def candidate_policies(num_stages: int) -> list[Policy]:
                                for t in THRESHOLDS]
 
 
-def scene_prompts(image_size: int, samples: int, seed: int = 0) -> Prompts:
-    """The validation scenes: the first half of `samples` images under the caption prompt (their captions the
+def scene_prompts(image_size: int, samples: int, seed: int = 0, split: str = "val") -> Prompts:
+    """The scenes of `split`: the first half of `samples` images under the caption prompt (their captions the
     references), the rest questions (their answers the references)."""
     from mmedge.caption.data import scene_captions
     from mmedge.data.batches import generate
 
     n_cap = samples // 2
-    images, captions = scene_captions(seed, "val", range(n_cap), image_size)
-    questions = generate("vqa", seed, "val", range(samples - n_cap), image_size=image_size)
+    images, captions = scene_captions(seed, split, range(n_cap), image_size)
+    questions = generate("vqa", seed, split, range(samples - n_cap), image_size=image_size)
     return Prompts(images + [q.image for q in questions], [""] * n_cap + [q.text for q in questions],
                    captions + [q.answer for q in questions], ["caption"] * n_cap + ["answer"] * len(questions))
 

@@ -147,3 +147,14 @@ def write(result: dict, json_path: str | Path) -> list[Path]:
     if result["kind"] != "modelled":
         made += plots(result, json_path.with_suffix(""))
     return made
+
+
+def write_with(result: dict, json_path: str | Path, markdown_of, plot_into) -> list[Path]:
+    """A result as JSON at json_path, with `markdown_of(result)` and `plot_into(result, path)` beside it (.md,
+    .png), each written atomically: what the captioning and generation benchmarks write."""
+    json_path = Path(json_path)
+    md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
+    atomic_write(json_path, lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
+    atomic_write(md, lambda p: p.write_text(markdown_of(result)))
+    atomic_write(png, lambda p: plot_into(result, p))
+    return [json_path, md, png]

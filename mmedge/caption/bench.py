@@ -139,16 +139,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def write(result: dict, json_path: str | Path) -> list[Path]:
-    import json
+    from mmedge.bench.report import write_with
 
-    from mmedge.fileio import atomic_write
-
-    json_path = Path(json_path)
-    md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
-    atomic_write(json_path, lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
-    atomic_write(md, lambda p: p.write_text(markdown(result)))
-    atomic_write(png, lambda p: plot(result, p))
-    return [json_path, md, png]
+    return write_with(result, json_path, markdown, plot)
 
 
 # ---------------------------------------------------------------------------------------------- on a phone

@@ -612,12 +612,6 @@ def _is_caption_bundle(bundle) -> bool:
     return manifest_kind(bundle) == CAPTION
 
 
-def refuse_generative(bundle, command: str) -> None:
-    """ConfigError for a command not built for generative VLM bundles yet, saying what there is instead."""
-    if manifest_kind(bundle) == VLM:
-        raise ConfigError(f"`mmedge {command}` does not take generative VLM bundles yet; run one with "
-                          "Engine.load(bundle).generate(image, prompt) (docs/adapt.md, Generative VLMs)", "arguments")
-
 
 GRAPH_RUNTIMES = {"onnxruntime": "onnxruntime", "executorch": "executorch"}  # runtime -> its Python package
 
