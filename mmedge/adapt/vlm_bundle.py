@@ -263,9 +263,9 @@ def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, q
                     for r, p in artifact["parity"]["by_keep_ratio"].items()))
             artifacts += made
             seconds[target] = round(time.perf_counter() - t0, 1)
-        failures = [f"{a['runtime']}/{a['precision']} keep {r}: {f}" for a in artifacts
-                    if a["parity"]["status"] == "measured" for r, p in a["parity"]["by_keep_ratio"].items()
-                    for f in p["failures"]]
+        from mmedge.export.parity import artifact_failures
+
+        failures = artifact_failures(artifacts)
         if hf_same is not None and hf_same < 1.0:
             failures.append(f"the PyTorch model itself writes transformers' tokens on only {hf_same:.0%} of the prompts")
         if failures:

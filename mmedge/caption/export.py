@@ -252,9 +252,9 @@ def export_caption_bundle(model_dir: str | Path, out: str | Path, targets=TARGET
                     for r, p in artifact["parity"]["by_keep_ratio"].items()))
             artifacts += made
             seconds[target] = round(time.perf_counter() - t0, 1)
-        failures = [f"{a['runtime']}/{a['precision']} keep {r}: {f}" for a in artifacts
-                    if a["parity"]["status"] == "measured" for r, p in a["parity"]["by_keep_ratio"].items()
-                    for f in p["failures"]]
+        from mmedge.export.parity import artifact_failures
+
+        failures = artifact_failures(artifacts)
         if failures:
             raise ExportError("exported graphs disagree with PyTorch:\n  " + "\n  ".join(failures))
         shutil.copy2(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)

@@ -100,3 +100,11 @@ def accuracy(session, specs: list[StageSpec], feeds: list[dict], labels: np.ndar
     n = len(feeds)
     return {"samples": n, "final_exit_accuracy": final / n, "adaptive_accuracy": adaptive / n,
             "mean_exit": float(np.mean(exits)), "threshold": threshold}
+
+
+def artifact_failures(artifacts: list[dict]) -> list[str]:
+    """Every parity failure a graph bundle's artifacts record, as "runtime/precision keep r: failure"
+    (artifacts whose parity was not run, Core ML off macOS, have none)."""
+    return [f"{a['runtime']}/{a['precision']} keep {r}: {f}" for a in artifacts
+            if a["parity"]["status"] == "measured" for r, p in a["parity"]["by_keep_ratio"].items()
+            for f in p["failures"]]
