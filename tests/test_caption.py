@@ -128,6 +128,18 @@ def test_fill_graph_writes_what_the_frozen_row_writes():
         assert torch.count_nonzero(k[j][:, :, :5]) == 0
 
 
+def test_top_k_picks_what_a_stable_sort_of_the_whole_vocabulary_picks():
+    """The decoding loop's top-k (largest first, ties by lower index) without sorting every score."""
+    from mmedge.runtime.generate import top_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n = int(rng.integers(1, 40))
+        scores = rng.integers(0, 4, n).astype(np.float32) if trial % 2 else rng.standard_normal(n)  # ties, none
+        for k in (1, 2, 3, 5, n, n + 1):
+            assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist(), (scores, k)
+
+
 def test_generate_greedy_beam_and_exits():
     model, tok = _model(seed=3)
     pixels = torch.from_numpy(scene_batch(0, "val", range(4), tok, 48, 24).pixels)

@@ -47,6 +47,18 @@ class GenerationRun:
     logprob: float = 0.0         # the hypothesis' score: sum of its ids' log-softmax (float64)
 
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the k largest scores, largest first, ties by lower index: what
+    ``np.argsort(-scores, kind="stable")[:k]`` gives, without sorting the whole vocabulary."""
+    if k >= scores.size:
+        return np.argsort(-scores, kind="stable")[:k]
+    if k == 1:
+        return np.array([int(np.argmax(scores))])
+    kth = np.partition(scores, scores.size - k)[scores.size - k]  # the k-th largest
+    idx = np.flatnonzero(scores >= kth)  # ascending: every tie at the k-th value is in
+    return idx[np.argsort(-scores[idx], kind="stable")][:k]
+
+
 def check_search(policy, kv: str, beam) -> None:
     if not isinstance(policy, Policy):
         raise ConfigError(f"policy must be a Policy (mmedge.runtime.controller), got {type(policy).__name__}",
@@ -148,7 +160,7 @@ class StagedDecoder:
                 logits, exit_stage, confidence = self.word(hyp, n, policy, kv, timings)
                 z = logits.astype(np.float64)
                 logp = z - z.max() - np.log(np.exp(z - z.max()).sum())
-                top = np.argsort(-logp, kind="stable")[:beam]
+                top = top_k(logp, beam)
                 for w in top:
                     candidates.append((hyp.logprob + float(logp[w]), hyp, int(w), exit_stage, logits, confidence))
             candidates.sort(key=lambda c: -c[0])
@@ -181,7 +193,7 @@ class StagedDecoder:
                 logits, exit_stage, confidence = self.word(hyp, n, policy, kv, timings)
                 z = logits.astype(np.float32)
                 logp = z - z.max() - np.log(np.exp(z - z.max()).sum(dtype=np.float32))
-                for w in np.argsort(-logp, kind="stable")[:keep]:
+                for w in top_k(logp, keep):
                     candidates.append((np.float32(hyp.logprob) + logp[w], hyp, int(w), exit_stage, logits,
                                        confidence))
             candidates.sort(key=lambda c: -c[0])
