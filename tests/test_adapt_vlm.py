@@ -438,7 +438,7 @@ def test_vlm_bundle_is_verified_on_load(tmp_path):
     assert after["files"] == before["files"] and after["release"]["sequence"] > before["release"]["sequence"]
     calibrated = Engine.load(bundle, verify_key=public)
     assert (calibrated.policy.kind, calibrated.keep_ratio) == (th["policy"], th["keep_ratio"]) != ("full", 1.0)
-    # the host benchmark: the four settings interleaved, written as JSON, Markdown and a plot; no phone path yet
+    # the host benchmark: the four settings interleaved, written as JSON, Markdown and a plot
     assert main(["bench", "--artifact", str(bundle), "--device", "host", "--samples", "4", "--repeats", "1",
                  "--json", str(tmp_path / "bench" / "vlm.json"), "--no-progress"]) == 0
     result = json.loads((tmp_path / "bench" / "vlm.json").read_text())
@@ -446,7 +446,18 @@ def test_vlm_bundle_is_verified_on_load(tmp_path):
                                                       "prefilter + exits"] and result["calibrated"]
     assert result["rows"][3]["keep_ratio"] == th["keep_ratio"] and result["rows"][0]["speedup_total"] == 1.0
     assert {p.suffix for p in (tmp_path / "bench").iterdir()} == {".json", ".md", ".png"}
-    assert main(["bench", "--artifact", str(bundle), "--device", "pixel"]) != 0
+    # a phone profile: modelled (the app does not run these graphs), with the host check against this host
+    assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--modelled",
+                 "--json", str(tmp_path / "pixel" / "vlm.json")]) == 0
+    modelled = json.loads((tmp_path / "pixel" / "vlm.json").read_text())
+    assert modelled["kind"] == "modelled-generation" and "MODELLED" in modelled["note"]
+    assert set(modelled["by_keep_ratio"]) == {"1.0", "0.5"} and len(modelled["decode_ms"]) == 2
+    assert modelled["exit_after_layer"] == [1, 3]
+    assert all(v["first_token_ms"] > v["encode_ms"] > 0 for v in modelled["by_keep_ratio"].values())
+    rows = modelled["host_check"]["rows"]
+    assert len(rows) == 2 * 2 + 2 and all(r["measured_ms"] > 0 and np.isfinite(r["error"]) for r in rows)
+    assert {p.suffix for p in (tmp_path / "pixel").iterdir()} == {".json", ".md", ".png"}
+    assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--modelled", "--precision", "int4"]) != 0
 
 
 def test_executorch_bundle_generates_as_transformers(tmp_path):

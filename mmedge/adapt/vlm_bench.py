@@ -153,3 +153,223 @@ def write(result: dict, json_path: str | Path) -> list[Path]:
     from mmedge.bench.report import write_with
 
     return write_with(result, json_path, markdown, plot)
+
+
+# ---------------------------------------------------------------------------------------------- graph times
+def decode_fixed(decoder, prompt_len: int, stage: int, tokens: int) -> list[float]:
+    """ms per token of `tokens` decoded tokens that each exit after `stage`: the graphs the runtime runs for
+    such a token (StagedDecoder.word under kv "copy": embeddings, the steps up to the exit, the controller's
+    read of each stage's logits, the copy-forward fill), on caches of the static size (a decode's cost does
+    not depend on what they hold)."""
+    import time
+
+    from mmedge.runtime.controller import softmax_max
+
+    L = decoder.layout
+    cache_k = [np.zeros((1, L.num_kv_heads, L.max_slots, L.head_dim), np.float32) for _ in range(L.depth)]
+    cache_v = [c.copy() for c in cache_k]
+    word, times, timings = 3, [], {}
+    for n in range(tokens):
+        t0 = time.perf_counter()
+        at = {"positions": np.array([[prompt_len + n]], np.int64), "slot": np.array([prompt_len + n], np.int64)}
+        hidden = decoder.run_graph("embed", {"ids": np.array([[word]], np.int64)}, timings)["embeds"]
+        for s in range(stage + 1):
+            out = decoder.run_cached(decoder.step_name(s), {"hidden_in": hidden, **at}, L.stage_layers[s], cache_k,
+                                     cache_v, timings)
+            hidden, logits = out["hidden"], out["logits"][0]
+            word = int(np.argmax(logits))
+            softmax_max(logits)
+        if stage < len(L.stage_layers) - 1:
+            later = [i for layers in L.stage_layers[stage + 1:] for i in layers]
+            decoder.run_cached(decoder.fill_name(stage), {"hidden_in": hidden, **at}, later, cache_k, cache_v, timings)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def graph_times(engine, image, prompt: str, decode_tokens: int = 8) -> dict:
+    """One measurement of a VLM engine's costs: per keep ratio the image encode (its vision graph), the
+    prefill and the time to first token (the runtime's own generate, one token, full depth); per exit the
+    median ms of `decode_tokens` tokens that exit there (decode_fixed)."""
+    from mmedge.runtime.vlm import VLMDecoder, ratio_tag
+
+    pixels, ids = engine.preprocess(image), engine.prompt_ids(prompt)
+    decoder = VLMDecoder(engine.session, engine.layout)
+    out: dict = {"by_keep_ratio": {}, "prompt_tokens": len(ids)}
+    for r in engine.layout.keep_ratios:
+        run = decoder.generate(ids, pixels, Policy("full"), max_new_tokens=1, keep_ratio=r)
+        out["by_keep_ratio"][str(r)] = {"encode_ms": run.stage_ms[f"vision_{ratio_tag(r)}"],
+                                        "prefill_ms": sum(v for k, v in run.stage_ms.items() if k.startswith("step")),
+                                        "first_token_ms": run.encoder_ms}
+    out["decode_ms"] = {str(s): float(np.median(decode_fixed(decoder, len(ids), s, decode_tokens)))
+                        for s in range(len(engine.layout.stage_layers))}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- modelled
+def _onnx_inputs(manifest: dict, graph: str, tokens: int, text_tokens: int) -> dict:
+    """Concrete inputs for the cost model: a prefill of `tokens` (1: a decoded token)."""
+    lay = manifest["layout"]
+    if graph.startswith("vision"):
+        size = manifest["preprocessing"]["image_size"]
+        return {"pixel_values": np.zeros((1, 3, size, size), np.float32),
+                "text_ids": np.ones((1, text_tokens), np.int64)}
+    if graph == "embed":
+        return {"ids": np.ones((1, tokens), np.int64)}
+    stage = int(graph.removeprefix("step").removeprefix("fill"))
+    layers = sum(len(x) for x in lay["stage_layers"][stage + 1:]) if graph.startswith("fill") else \
+        len(lay["stage_layers"][stage])
+    cache = np.zeros((layers, 1, lay["num_kv_heads"], lay["max_slots"], lay["head_dim"]), np.float32)
+    return {"hidden_in": np.zeros((1, tokens, manifest["model"]["adapt"]["dim"]), np.float32),
+            "positions": np.arange(tokens)[None], "slot": np.zeros(1, np.int64), "past_k": cache, "past_v": cache}
+
+
+def generation_costs(bundle: str | Path, prompt_tokens: int) -> dict:
+    """Per quantity ("encode R", "prefill R" per keep ratio R, "decode S" per exit stage S), the costed nodes
+    (mmedge.bench.costmodel.graph_costs) of the fp32 ONNX graphs it runs, for a prompt of `prompt_tokens`."""
+    import contextlib
+    import io
+    import json
+
+    from mmedge.bench.costmodel import graph_costs
+    from mmedge.runtime.vlm import ratio_tag
+
+    bundle = Path(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    lay = manifest["layout"]
+    art = next((a for a in manifest["artifacts"] if a["runtime"] == "onnxruntime" and a["precision"] == "fp32"),
+               None)
+    if art is None:
+        raise ConfigError(f"{bundle} has no fp32 ONNX artifact: the cost model prices the ONNX graphs (export with "
+                          "--target onnx)", "arguments")
+    M, S = lay["num_image_tokens"], len(lay["stage_layers"])
+    text_tokens = prompt_tokens - M
+
+    def costs(graph: str, tokens: int):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return graph_costs(bundle / art["stages"][graph]["file"], _onnx_inputs(manifest, graph, tokens, text_tokens))
+
+    parts = {}
+    for r in lay["keep_ratios"]:
+        T = text_tokens + max(1, round(r * M))
+        parts[f"encode {r}"] = [costs(f"vision_{ratio_tag(r)}", 0)]
+        parts[f"prefill {r}"] = [costs("embed", prompt_tokens)] + [costs(f"step{s}", T) for s in range(S)]
+    steps, embed1 = [costs(f"step{s}", 1) for s in range(S)], costs("embed", 1)
+    for s in range(S):
+        parts[f"decode {s}"] = [embed1] + steps[: s + 1] + ([costs(f"fill{s}", 1)] if s < S - 1 else [])
+    return parts
+
+
+def price(parts: dict, prof, int8: bool = False) -> dict:
+    """Modelled ms on a device profile: per keep ratio the encode and the time to first token; per exit stage
+    the ms per decoded token."""
+    from mmedge.bench.costmodel import predict_ms
+
+    ms = {k: sum(predict_ms(c, prof, int8=int8) for c in v) for k, v in parts.items()}
+    ratios = [k.split()[1] for k in ms if k.startswith("encode ")]
+    return {"by_keep_ratio": {r: {"encode_ms": ms[f"encode {r}"], "first_token_ms": ms[f"encode {r}"] + ms[f"prefill {r}"]}
+                              for r in ratios},
+            "decode_ms": {k.split()[1]: v for k, v in ms.items() if k.startswith("decode ")}}
+
+
+def host_check(parts: dict, measured: dict, threads: int, dim: int, prompt_tokens: int) -> dict:
+    """The calibrated host profile's prices against measured medians (graph_times' layout) on this host."""
+    from dataclasses import asdict
+
+    from mmedge.bench.costmodel import calibrate_host
+
+    host = calibrate_host(threads, seq=prompt_tokens, dim=dim)
+    mine = price(parts, host)
+    rows = []
+    for r, got in measured["by_keep_ratio"].items():
+        for key in ("encode_ms", "first_token_ms"):
+            rows.append({"quantity": f"{key[:-3].replace('_', ' ')}, keep {float(r):g}",
+                         "modelled_ms": mine["by_keep_ratio"][r][key], "measured_ms": got[key]})
+    for s, got in measured["decode_ms"].items():
+        rows.append({"quantity": f"ms per token, exit {int(s) + 1}", "modelled_ms": mine["decode_ms"][s],
+                     "measured_ms": got})
+    for row in rows:
+        row["error"] = (row["modelled_ms"] - row["measured_ms"]) / row["measured_ms"]
+    errors = np.abs([x["error"] for x in rows])
+    return {"rows": rows, "median_abs_error": float(np.median(errors)), "max_abs_error": float(np.max(errors)),
+            "threads": threads, "profile": asdict(host)}
+
+
+def model_generation(bundle: str | Path, device: str, precision: str = "fp32", threads: int = 1, rounds: int = 3,
+                     prompt: str | None = None, check: bool = True) -> dict:
+    """MODELLED time to first token per keep ratio and ms per decoded token per exit of a VLM bundle on a
+    device profile (mmedge.bench.costmodel on its fp32 ONNX graphs; int8 at the profile's int8 rates; int4 is
+    not modelled), with the profile's held-out error and (check) the host check: the host profile against
+    the bundle's ONNX Runtime fp32 graphs measured here, median of `rounds`."""
+    from mmedge.bench.costmodel import anchor_statement, profile
+    from mmedge.runtime.vlm_engine import VLMEngine
+
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"precision {precision!r}: the cost model prices fp32 and int8", "arguments")
+    prof = profile(device)
+    engine = VLMEngine.load(bundle, backend="onnxruntime", precision="fp32", threads=threads, self_check=False)
+    prompt = prompt or engine.manifest["tokenizer"]["caption_prompt"]
+    size = engine.manifest["preprocessing"]["image_size"]
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    prompt_tokens = len(engine.prompt_ids(prompt))
+    parts = generation_costs(bundle, prompt_tokens)
+    checked = None
+    if check:
+        runs = [graph_times(engine, image, prompt) for _ in range(rounds)]
+        measured = {"by_keep_ratio": {r: {k: float(np.median([x["by_keep_ratio"][r][k] for x in runs]))
+                                          for k in ("encode_ms", "first_token_ms")} for r in runs[0]["by_keep_ratio"]},
+                    "decode_ms": {s: float(np.median([x["decode_ms"][s] for x in runs])) for s in runs[0]["decode_ms"]}}
+        checked = host_check(parts, measured, threads, engine.manifest["model"]["adapt"]["dim"], prompt_tokens)
+    return {"kind": "modelled-generation", "bundle": Path(bundle).name, "device": device,
+            "description": prof.description, "precision": precision, "prompt_tokens": prompt_tokens,
+            "exit_after_layer": [layers[-1] + 1 for layers in engine.layout.stage_layers],
+            **price(parts, prof, int8=precision == "int8"), "anchor_check": anchor_statement(prof.name),
+            "host_check": checked,
+            "note": "MODELLED, not measured: per-operator cost model on the device profile's public specification, "
+                    f"efficiency and per-op overhead: {prof.calibration}"}
+
+
+def modelled_markdown(result: dict) -> str:
+    from tabulate import tabulate
+
+    head = (f"# {result['bundle']} on {result['device']} ({result['description']}), {result['precision']}: "
+            f"MODELLED, not measured\n\n{result['note']}\n\nHeld out: {result['anchor_check']}.\n\n"
+            f"Prompt: {result['prompt_tokens']} tokens (the image's included).\n\n")
+    rows = [[f"keep {float(r):g}", f"{v['encode_ms']:.0f}", f"{v['first_token_ms']:.0f}"]
+            for r, v in result["by_keep_ratio"].items()]
+    text = head + tabulate(rows, ["", "image encode ms", "time to first token ms"], tablefmt="github") + "\n\n"
+    rows = [[layer, f"{result['decode_ms'][str(s)]:.1f}", f"{1e3 / result['decode_ms'][str(s)]:.1f}"]
+            for s, layer in enumerate(result["exit_after_layer"])]
+    text += tabulate(rows, ["exit after layer", "ms per decoded token", "tokens/s"], tablefmt="github") + "\n"
+    h = result.get("host_check")
+    if h:
+        text += (f"\nHost check ({h['threads']} thread(s)): the host profile against this bundle's ONNX Runtime fp32 "
+                 f"graphs measured here: median |error| {h['median_abs_error']:.0%}, max {h['max_abs_error']:.0%}.\n\n")
+        text += tabulate([[x["quantity"], f"{x['modelled_ms']:.1f}", f"{x['measured_ms']:.1f}", f"{x['error']:+.0%}"]
+                          for x in h["rows"]], ["quantity", "modelled ms", "measured ms", "error"],
+                         tablefmt="github") + "\n"
+    return text
+
+
+def modelled_plot(result: dict, path: Path) -> None:
+    """Modelled time to first token per keep ratio and ms per token per exit (points: no spread to show)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    ratios = list(result["by_keep_ratio"])
+    axes[0].plot(range(len(ratios)), [result["by_keep_ratio"][r]["first_token_ms"] for r in ratios], "o")
+    axes[0].set_xticks(range(len(ratios)), [f"keep {float(r):g}" for r in ratios])
+    axes[0].set_ylabel("time to first token, ms")
+    stages = list(result["decode_ms"])
+    axes[1].plot(range(len(stages)), [result["decode_ms"][s] for s in stages], "o")
+    axes[1].set_xticks(range(len(stages)), [f"exit {n}" for n in result["exit_after_layer"]])
+    axes[1].set_ylabel("ms per decoded token")
+    for ax in axes:
+        ax.set_ylim(bottom=0)
+    fig.suptitle(f"{result['bundle']} on {result['device']}, {result['precision']}: MODELLED, not measured",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)

@@ -251,15 +251,34 @@ def _kind(node, shape_of) -> tuple[str, tuple[int, int] | None]:
     return "other", None
 
 
-def graph_costs(onnx_path: str | Path) -> list[NodeCost]:
-    """FLOPs (2 x MACs for matmul-like ops, MACs otherwise), bytes touched and kind of every node."""
+def _shape_honours_start_and_end(onnx_tool) -> None:
+    """onnx_tool's Shape ignores the start and end attributes (ONNX opset 15): give it ONNX's slice of the shape
+    (Python's slice semantics: negative indices from the end, clamped), once per process."""
+    node = onnx_tool.node.ShapeNode
+    if getattr(node, "mmedge_start_end", False):
+        return
+
+    def value_infer(self, intensors, outtensors) -> None:
+        shape = list(intensors[0].get_shape())
+        outtensors[0].update_tensor(np.array(shape[self.attr.get("start", 0):self.attr.get("end")], dtype=np.int64))
+
+    node.value_infer, node.mmedge_start_end = value_infer, True
+
+
+def graph_costs(onnx_path: str | Path, inputs: dict | None = None) -> list[NodeCost]:
+    """FLOPs (2 x MACs for matmul-like ops, MACs otherwise), bytes touched and kind of every node.
+    inputs: name -> array fixing the shapes (and values) of a graph's dynamic inputs."""
     onnx_tool = require("onnx_tool", "pip install onnx-tool")
     import contextlib
     import io
 
+    import onnx_tool.node
+
+    _shape_honours_start_and_end(onnx_tool)
+
     with contextlib.redirect_stdout(io.StringIO()):
         model = onnx_tool.Model(str(onnx_path))
-        model.graph.shape_infer()
+        model.graph.shape_infer(inputs)
         model.graph.profile()
     tensors = model.graph.tensormap
 
