@@ -80,6 +80,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from worker_process import protocol, rss_mb, start_all, stop_all  # noqa: E402
 
 OUT = "benchmarks/results/hf_scale"
 DEFAULT_HISTOGRAM = "benchmarks/results/vilt_teacher/results.json"  # the small teacher, calibrated and benched
@@ -465,19 +468,9 @@ def load_feeds(path: Path) -> list[dict]:
     return [{k: data[f"{k}_{i}"] for k in ("pixel_values", "input_ids", "text_mask")} for i in range(n)]
 
 
-def rss_mb(field: str = "VmRSS") -> float:
-    """This process's resident set (VmRSS) or its peak (VmHWM), MB (10^6 bytes)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024 / MB
-    return float("nan")
-
-
 def worker(name: str, work: Path, feeds_path: Path) -> None:
     """One configuration in its own process: load, then answer run commands on stdin (JSON lines)."""
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
-    sys.stdout = sys.stderr
+    proto = protocol()
     cfg = CONFIGS[name]
     bundle = bundle_of(name, work)
     plain = work / "unmodified"
@@ -537,48 +530,12 @@ def worker(name: str, work: Path, feeds_path: Path) -> None:
             return
 
 
-class Worker:
-    def __init__(self, name: str, work: Path, feeds: Path) -> None:
-        self.name = name
-        log_name = re.sub(r"[^\w.-]+", "_", name)
-        self.stderr = open(work / f"worker-{log_name}.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", name,
-                                      "--work", str(work), "--feeds", str(feeds)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-                                     bufsize=1, cwd=ROOT)
-
-    def ask(self, cmd: dict | None = None) -> dict:
-        if cmd is not None:
-            self.proc.stdin.write(json.dumps(cmd) + "\n")
-            self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name}: the worker ended (exit {self.proc.wait()}); see {self.stderr.name}")
-        return json.loads(line)
-
-    def stop(self) -> dict:
-        try:
-            return self.ask({"cmd": "stop"})
-        finally:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
-            self.stderr.close()
-
-
 def measure(work: Path, feeds_path: Path, rounds: int, warmup: int) -> dict:
     """Load every configuration in its own process (one after another), then the interleaved rounds."""
     n_feeds = len(load_feeds(feeds_path))
-    workers, loads, failures = {}, {}, {}
-    for name in CONFIGS:
-        log(f"measure: loading {name}")
-        w = Worker(name, work, feeds_path)
-        try:
-            loads[name] = w.ask()
-            workers[name] = w
-        except RuntimeError as exc:
-            failures[name] = short(exc)
-            log(f"measure: {name} failed to load: {failures[name]}")
-            w.proc.kill()
+    workers, loads, failures = start_all(
+        list(CONFIGS), lambda name: [str(Path(__file__).resolve()), "--worker", name, "--work", str(work), "--feeds",
+                                     str(feeds_path)], work, ROOT, log)
     raw = {n: {str(r): {"total_ms": [], "stage_ms": []} for r in ratios_of(n)} for n in workers}
 
     log(f"measure: warm-up, {warmup} queries per configuration and keep ratio")
@@ -598,11 +555,7 @@ def measure(work: Path, feeds_path: Path, rounds: int, warmup: int) -> dict:
                     raw[name][str(ratio)]["stage_ms"].append([round(x, 3) for x in got["stage_ms"]])
         if r == 0 or (r + 1) % 5 == 0:
             log(f"measure: round {r + 1}/{rounds} ({time.perf_counter() - started:.0f} s)")
-    memory = {}
-    for name, w in workers.items():
-        end = w.stop()
-        memory[name] = {"rss_after_imports_mb": loads[name]["rss_after_imports_mb"],
-                        "rss_after_load_mb": loads[name]["rss_after_load_mb"], "peak_rss_mb": end["peak_rss_mb"]}
+    memory = stop_all(workers, loads)
     return {"raw": raw, "load": {n: v["load"] for n, v in loads.items()}, "memory": memory, "failures": failures,
             "seconds": round(time.perf_counter() - started, 1)}
 

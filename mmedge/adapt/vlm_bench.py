@@ -271,7 +271,8 @@ def price(parts: dict, prof, int8: bool = False) -> dict:
             "decode_ms": {k.split()[1]: v for k, v in ms.items() if k.startswith("decode ")}}
 
 
-def host_check(parts: dict, measured: dict, threads: int, dim: int, prompt_tokens: int) -> dict:
+def host_check(parts: dict, measured: dict, threads: int, dim: int, prompt_tokens: int,
+               exit_after_layer: list[int]) -> dict:
     """The calibrated host profile's prices against measured medians (graph_times' layout) on this host."""
     from dataclasses import asdict
 
@@ -285,7 +286,8 @@ def host_check(parts: dict, measured: dict, threads: int, dim: int, prompt_token
             rows.append({"quantity": f"{key[:-3].replace('_', ' ')}, keep {float(r):g}",
                          "modelled_ms": mine["by_keep_ratio"][r][key], "measured_ms": got[key]})
     for s, got in measured["decode_ms"].items():
-        rows.append({"quantity": f"ms per token, exit {int(s) + 1}", "modelled_ms": mine["decode_ms"][s],
+        rows.append({"quantity": f"ms per token, exit after layer {exit_after_layer[int(s)]}",
+                     "modelled_ms": mine["decode_ms"][s],
                      "measured_ms": got})
     for row in rows:
         row["error"] = (row["modelled_ms"] - row["measured_ms"]) / row["measured_ms"]
@@ -318,7 +320,8 @@ def model_generation(bundle: str | Path, device: str, precision: str = "fp32", t
         measured = {"by_keep_ratio": {r: {k: float(np.median([x["by_keep_ratio"][r][k] for x in runs]))
                                           for k in ("encode_ms", "first_token_ms")} for r in runs[0]["by_keep_ratio"]},
                     "decode_ms": {s: float(np.median([x["decode_ms"][s] for x in runs])) for s in runs[0]["decode_ms"]}}
-        checked = host_check(parts, measured, threads, engine.manifest["model"]["adapt"]["dim"], prompt_tokens)
+        checked = host_check(parts, measured, threads, engine.manifest["model"]["adapt"]["dim"], prompt_tokens,
+                             [layers[-1] + 1 for layers in engine.layout.stage_layers])
     return {"kind": "modelled-generation", "bundle": Path(bundle).name, "device": device,
             "description": prof.description, "precision": precision, "prompt_tokens": prompt_tokens,
             "exit_after_layer": [layers[-1] + 1 for layers in engine.layout.stage_layers],
