@@ -557,7 +557,6 @@ def markdown(r: dict) -> str:
                   + (f": `{oe['idefics3_class_local_image']['error']}`" if "error" in oe["idefics3_class_local_image"]
                      else "")]
     lines += [""]
-    lines += ["![image encode, first token and decode per configuration](report.png)", ""]
     return "\n".join(lines) + "\n"
 
 
