@@ -313,6 +313,7 @@ def model_generation(bundle: str | Path, device: str, precision: str = "fp32", t
     size = engine.manifest["preprocessing"]["image_size"]
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     prompt_tokens = len(engine.prompt_ids(prompt))
+    exits = [layers[-1] + 1 for layers in engine.layout.stage_layers]  # decoder layer each exit follows
     parts = generation_costs(bundle, prompt_tokens)
     checked = None
     if check:
@@ -320,11 +321,10 @@ def model_generation(bundle: str | Path, device: str, precision: str = "fp32", t
         measured = {"by_keep_ratio": {r: {k: float(np.median([x["by_keep_ratio"][r][k] for x in runs]))
                                           for k in ("encode_ms", "first_token_ms")} for r in runs[0]["by_keep_ratio"]},
                     "decode_ms": {s: float(np.median([x["decode_ms"][s] for x in runs])) for s in runs[0]["decode_ms"]}}
-        checked = host_check(parts, measured, threads, engine.manifest["model"]["adapt"]["dim"], prompt_tokens,
-                             [layers[-1] + 1 for layers in engine.layout.stage_layers])
+        checked = host_check(parts, measured, threads, engine.manifest["model"]["adapt"]["dim"], prompt_tokens, exits)
     return {"kind": "modelled-generation", "bundle": Path(bundle).name, "device": device,
             "description": prof.description, "precision": precision, "prompt_tokens": prompt_tokens,
-            "exit_after_layer": [layers[-1] + 1 for layers in engine.layout.stage_layers],
+            "exit_after_layer": exits,
             **price(parts, prof, int8=precision == "int8"), "anchor_check": anchor_statement(prof.name),
             "host_check": checked,
             "note": "MODELLED, not measured: per-operator cost model on the device profile's public specification, "
