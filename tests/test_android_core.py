@@ -53,6 +53,8 @@ elif args[:1] == ["pull"]:
     shutil.copy(local(args[1]), args[2])
 elif args[:3] == ["shell", "getprop", "ro.product.model"]:
     print("Pixel 8")
+elif args[:2] == ["shell", "rm"]:
+    shutil.rmtree(local(shlex.split(args[-1])[0]))
 elif args[:2] == ["shell", "mkdir"]:
     for p in args[3:]:
         local(unquote(p)).mkdir(parents=True, exist_ok=True)
@@ -64,9 +66,11 @@ elif args[:3] == ["shell", "am", "start"]:
     it = iter(words[3:])
     for flag in it:
         key, value = next(it), next(it)
-        if key in ("mmedge.bundle", "mmedge.result"):
+        if key in ("mmedge.bundle", "mmedge.result", "mmedge.queries"):
             value = str(local(value))
         java += [flag, key, value]
+    if os.environ.get("FAKE_REPLAY"):
+        java[java.index("--golden"):java.index("--golden")] = ["--replay", os.environ["FAKE_REPLAY"]]
     done = subprocess.run(java, capture_output=True, text=True)
     (root / "app.log").write_text(done.stdout + done.stderr)
     print("Status: ok")
@@ -163,6 +167,50 @@ def test_app_result_through_adb_validates_and_agrees_with_the_python_runtime(pho
     calls = [json.loads(line) for line in (phone / "calls.log").read_text().splitlines()]
     start = next(c for c in calls if "am" in c)
     assert start[start.index("mmedge.cpu_affinity") + 1] == "0-1"
+
+
+def test_two_image_bundle_runs_on_the_queries_the_host_pushes(phone, tmp_path, monkeypatch):
+    """An adapted NLVR2 bundle (two images per query) has no queries in the app: the host writes its
+    own folder (mmedge.bench.query_folder), pushes it with the bundle and names it in the extras; the
+    app reads it, and its figures equal the Python runtime's decisions on the same images."""
+    import importlib.util
+
+    from mmedge.bench.queries import Queries
+    from mmedge.bench.query_folder import write_query_folder
+    from mmedge.data.tasks import Sample
+
+    vectors = ROOT / "tests/vectors/adapted/queries-nlvr2.json"
+    doc = json.loads(vectors.read_text())
+    spec = importlib.util.spec_from_file_location("make_adapted_vectors", ROOT / "scripts/make_adapted_vectors.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    answer = doc["labels"][1]  # every query's "right answer": accuracy is then the share answered so
+    samples = [Sample([script.generated(im["width"], im["height"], im["channels"], im["pattern"], im["seed"])
+                       for im in q["images"]], q["text"], answer, 1, doc["task"], "") for q in doc["queries"]]
+    folder = write_query_folder(Queries(samples, "vectors", "test", "the test"), tmp_path / "queries")
+    listed = json.loads((folder / "queries.json").read_text())["queries"]
+    assert [len(q["images"]) for q in listed] == [2] * len(samples)
+    src = ROOT / doc["bundle"]
+    bundle = tmp_path / "host" / src.name
+    shutil.copytree(src, bundle)
+    monkeypatch.setenv("FAKE_REPLAY", str(vectors))
+    result = adb.bench_device(bundle, serial="PHONE1", backend="onnxruntime", runs=len(samples), warmup=1,
+                              poll_s=0.05, timeout_s=120, queries=folder)
+    assert "error" not in result, (phone / "app.log").read_text()
+    assert report.validate(result) == [] and result["samples"] == len(samples)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name, (policy, ratio) in standard_policies(manifest).items():
+        rows = [next(r for r in q["by_keep_ratio"][str(ratio)]["policies"] if Policy(**r["policy"]) == policy)
+                for q in doc["queries"]]
+        row = result["policies"][name]
+        hist = [sum(r["exit_index"] == i for r in rows) for i in range(len(manifest["exit_layers"]))]
+        assert row["exit_histogram"] == hist, name
+        assert row["accuracy"] == pytest.approx(sum(r["answer"] == answer for r in rows) / len(rows)), name
+    calls = [json.loads(line) for line in (phone / "calls.log").read_text().splitlines()]
+    start = next(c for c in calls if "am" in c)
+    remote = start[start.index("mmedge.queries") + 1]
+    assert remote.startswith(adb.DEVICE_ROOT + "/queries/")
+    assert not (phone / "fs" / remote.lstrip("/")).exists(), "the pushed queries are removed after the run"
 
 
 def test_app_error_reaches_the_host_as_a_device_error(phone, tmp_path):

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ def test_cost_model_counts_the_graphs_flops_and_is_labelled(tiny_bundle):
 
 FAKE_ADB = r'''#!{python}
 """A scripted adb stand-in: a device whose file system is a local folder."""
-import json, os, shutil, sys
+import json, os, shlex, shutil, sys
 from pathlib import Path
 root = Path(os.environ["FAKE_ADB_ROOT"])
 log = root / "calls.log"
@@ -100,6 +101,10 @@ elif args[:1] == ["pull"]:
     shutil.copy(local(args[1]), args[2])
 elif args[:3] == ["shell", "getprop", "ro.product.model"]:
     print("Pixel 8")
+elif args[:2] == ["shell", "rm"]:
+    gone = local(shlex.split(args[-1])[0])
+    (root / "removed").mkdir(exist_ok=True)
+    shutil.move(gone, root / "removed" / gone.name)
 elif args[:2] == ["shell", "mkdir"]:
     for p in args[3:]:
         local(p).mkdir(parents=True, exist_ok=True)
@@ -115,11 +120,16 @@ elif args[:3] == ["shell", "am", "start"]:
         result.write_text(json.dumps({"error": "bundle not found"}))
     else:
         lat = {"n": 3, "mean_ms": 5.0, "std_ms": 0.1, "min_ms": 4.9, "p50_ms": 5.0, "p90_ms": 5.1, "p99_ms": 5.2, "max_ms": 5.2}
+        # the fields BenchmarkRunner writes (android_demo/BENCHMARK.md), with fixed figures
         result.write_text(json.dumps({"schema_version": 1, "backend": extras["mmedge.backend"],
-            "precision": extras["mmedge.precision"], "threads": int(extras["mmedge.threads"]),
-            "load_ms": 12.0, "first_inference_ms": 9.0, "peak_rss_mb": 80.0,
-            "policies": {"full depth, every token": {"latency": lat, "accuracy": 0.9, "exit_histogram": [0, 0, 3],
-                         "kept_tokens": 36, "mean_exit": 2.0, "throughput_qps": 200.0}}}))
+            "precision": extras["mmedge.precision"], "threads": int(extras["mmedge.threads"]), "model": "m",
+            "task": "vqa", "bundle": extras["mmedge.bundle"], "artifact": "stages", "samples": 3,
+            "runs": int(extras["mmedge.runs"]), "warmup": int(extras["mmedge.warmup"]),
+            "load_ms": 12.0, "first_inference_ms": 9.0, "peak_rss_mb": 80.0, "peak_pss_mb": 60.0,
+            "app": "fake adb",
+            "policies": {"full depth, every token": {"keep_ratio": 1.0, "latency": lat, "stages": {},
+                         "accuracy": 0.9, "exit_histogram": [0, 0, 3], "kept_tokens": 36, "mean_exit": 2.0,
+                         "throughput_qps": 200.0, "speedup_p50": 1.0}}}))
     Path(str(result) + ".done").write_text("")
 elif args[:1] == ["shell"]:
     cmd = args[1]
@@ -264,9 +274,44 @@ def test_cli_bench_refuses_queries_whose_answers_are_not_the_bundles_labels(own_
     assert main([*args, "--data", f"jsonl:{other}"]) == 2
     err = capsys.readouterr().err
     assert "4 of 4 jsonl test answers" in err and "are not among the bundle's" in err
-    # --data has no meaning for a phone or a modelled profile: refused, not ignored
+    # a modelled profile runs no queries: --data is refused there, not ignored
     assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--modelled", "--data", "scenes"]) == 2
-    assert "apply to --device host" in capsys.readouterr().err
+    assert "a modelled profile runs no queries" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_bench_on_a_phone_pushes_the_queries_the_app_does_not_ship(own_bundle, fake_adb, monkeypatch, capsys):
+    """A bundle trained on the user's own data: the phone app has no such queries, so the host draws them
+    as --device host would (the manifest's dataset), pushes them with the bundle and names them in the
+    extras; the folder is removed from the phone after the run."""
+    from PIL import Image
+
+    from mmedge.bench.queries import draw_queries
+    from mmedge.cli import main
+
+    bundle, root = own_bundle
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "AAA")
+    assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--samples", "5", "--repeats", "2",
+                 "--warmup", "1", "--no-progress"]) == 0
+    assert "pushing 5 jsonl test queries to the app (chosen by the bundle's manifest)" in capsys.readouterr().out
+    calls = [json.loads(line) for line in (fake_adb / "calls.log").read_text().splitlines()]
+    start = next(c for c in calls if "am" in c)
+    remote = start[start.index("mmedge.queries") + 1]
+    assert start[start.index("mmedge.runs") + 1] == "10"
+    removed = fake_adb / "removed" / Path(remote).name  # where the stand-in keeps what `rm` removed
+    doc = json.loads((removed / "queries.json").read_text())
+    rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()][:5]
+    assert (doc["format"], doc["data"], doc["split"], doc["n"]) == ("mmedge-bench-queries-1", "jsonl", "test", 5)
+    assert [q["text"] for q in doc["queries"]] == [r["question"] for r in rows]
+    assert [q["answer"] for q in doc["queries"]] == [r["answer"] for r in rows]
+    host = draw_queries(json.loads((bundle / "manifest.json").read_text()), 5).samples  # what --device host runs
+    for q, sample in zip(doc["queries"], host):
+        with Image.open(removed / q["image"]) as got:
+            assert got.mode == "RGB" and np.array_equal(np.asarray(got), sample.image)
+    # without a phone, --data has nothing to measure: refused rather than silently modelled
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "")
+    assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--data", f"jsonl:{root}"]) == 2
+    assert "no phone is attached" in capsys.readouterr().err
 
 
 def test_bench_queries_follow_the_manifest_and_the_labels(tmp_path):
@@ -284,10 +329,10 @@ def test_bench_queries_follow_the_manifest_and_the_labels(tmp_path):
         draw_queries(own, 3)
     wider = {**scenes, "labels": ["maybe", *reversed(LABELS["verify"])]}  # every scene answer among them
     assert draw_queries(wider, 3).data == "scenes"
-    from mmedge.bench.queries import check_scene_labels
+    from mmedge.bench.query_folder import app_queries_fit
 
-    with pytest.raises(LabelMismatchError, match="in that order"):  # what a runner comparing indices needs
-        check_scene_labels(wider, "", exact=True)
+    assert not app_queries_fit(wider, None)  # the phone app's own scene queries: the scenes' labels in order
+    assert app_queries_fit({**scenes, "export": {}}, None) and not app_queries_fit({**scenes, "export": {}}, "scenes")
     # a scene-labelled bundle on a user's set of scene-like answers: the labels fit, out-of-vocabulary counted
     import dataset_fixtures as fx
 

@@ -86,6 +86,9 @@ SKIP = {
     ("docs/guides/runtimes.md", "npm install @mmedge/runtime onnxruntime-web"): "npm registry (network); "
         "scripts/test_web.sh tests the web demo on onnxruntime-web",
     ("docs/guides/runtimes.md", "npm install @mmedge/runtime onnxruntime-react-native"): "npm registry (network)",
+    ("docs/guides/benchmarking.md", "mmedge bench --artifact runs/mine/mine.mmedge --device pixel --data "
+     "jsonl:/data/mine"): "needs an attached phone (without one, --data is refused: tests/test_bench.py runs it "
+                          "against an adb stand-in)",
     ("docs/guides/benchmarking.md", "python benchmarks/run_benchmarks.py"): "about 10 minutes of measurements "
         "(an export of the shipped model, fresh processes) that rewrite the committed benchmarks/results/",
     ("docs/guides/benchmarking.md", "python benchmarks/run_benchmarks.py --quick"): "about 3 minutes on a quiet "

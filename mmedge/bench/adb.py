@@ -100,20 +100,25 @@ def pick_device(serial: str | None) -> str:
 
 
 def intent_extras(bundle_path: str, result_path: str, backend: str, precision: str, threads: int, runs: int,
-                  warmup: int, policy: str, cpu_affinity: str | None) -> list[str]:
+                  warmup: int, policy: str, cpu_affinity: str | None, queries_path: str | None = None) -> list[str]:
     extras = ["--es", "mmedge.bundle", bundle_path, "--es", "mmedge.result", result_path,
               "--es", "mmedge.backend", backend, "--es", "mmedge.precision", precision,
               "--ei", "mmedge.threads", str(threads), "--ei", "mmedge.runs", str(runs),
               "--ei", "mmedge.warmup", str(warmup), "--es", "mmedge.policies", policy]
     if cpu_affinity:
         extras += ["--es", "mmedge.cpu_affinity", cpu_affinity]
+    if queries_path:
+        extras += ["--es", "mmedge.queries", queries_path]
     return extras
 
 
 def bench_device(bundle: str | Path, serial: str | None = None, backend: str = "executorch", precision: str = "fp32",
                  threads: int = 1, runs: int = 100, warmup: int = 10, policies: str = "all",
                  cooldown_s: float = 0.0, cpu_affinity: str | None = None, timeout_s: float = 600,
-                 poll_s: float = 1.0) -> dict:
+                 poll_s: float = 1.0, queries: str | Path | None = None) -> dict:
+    """Runs the app's benchmark on the phone and returns its result. `queries`: a folder written by
+    mmedge.bench.query_folder, pushed and read by the app instead of its own scene queries (removed
+    from the phone afterwards)."""
     cpu_affinity = check_cpu_affinity(cpu_affinity)
     bundle = Path(bundle).resolve()
     check_bundle_name(bundle.name)
@@ -124,11 +129,35 @@ def bench_device(bundle: str | Path, serial: str | None = None, backend: str = "
     remote_result = f"{DEVICE_ROOT}/results/{run_id}.json"
     _adb(_shell("mkdir", "-p", f"{DEVICE_ROOT}/bundles", f"{DEVICE_ROOT}/results"), serial)
     _adb(["push", str(bundle), f"{DEVICE_ROOT}/bundles/"], serial, timeout=600)
+    remote_queries = None
+    if queries is not None:
+        with tempfile.TemporaryDirectory() as tmp:  # pushed under the run's id: a plain, unique name
+            staged = Path(tmp) / run_id
+            shutil.copytree(queries, staged)
+            _adb(_shell("mkdir", "-p", f"{DEVICE_ROOT}/queries"), serial)
+            _adb(["push", str(staged), f"{DEVICE_ROOT}/queries/"], serial, timeout=600)
+        remote_queries = f"{DEVICE_ROOT}/queries/{run_id}"
     if cooldown_s > 0:
         time.sleep(cooldown_s)
-    _adb(_shell("am", "start", "-W", "-n", ACTIVITY,
-                *intent_extras(remote_bundle, remote_result, backend, precision, threads, runs, warmup, policies,
-                               cpu_affinity)), serial)
+    try:
+        result = _start_and_wait(serial, model, remote_result, timeout_s, poll_s,
+                                 intent_extras(remote_bundle, remote_result, backend, precision, threads, runs, warmup,
+                                               policies, cpu_affinity, remote_queries))
+    finally:
+        if remote_queries is not None:
+            try:  # best effort: a failed clean-up must not hide the run's own outcome
+                _adb(_shell("rm", "-r", remote_queries), serial)
+            except (DeviceError, subprocess.TimeoutExpired):
+                pass
+    result.update(kind="measured-on-device", device=model, serial=serial, cooldown_s=cooldown_s,
+                  cpu_affinity=cpu_affinity)
+    return result
+
+
+def _start_and_wait(serial: str, model: str, remote_result: str, timeout_s: float, poll_s: float,
+                    extras: list[str]) -> dict:
+    """Starts the benchmark activity, polls for the `.done` file and returns the pulled result."""
+    _adb(_shell("am", "start", "-W", "-n", ACTIVITY, *extras), serial)
     deadline = time.monotonic() + timeout_s
     while True:
         done = shlex.quote(f"{remote_result}.done")
@@ -145,6 +174,4 @@ def bench_device(bundle: str | Path, serial: str | None = None, backend: str = "
         result = json.loads(local.read_text())
     if result.get("error"):
         raise DeviceError(f"the app reported: {result['error']}")
-    result.update(kind="measured-on-device", device=model, serial=serial, cooldown_s=cooldown_s,
-                  cpu_affinity=cpu_affinity)
     return result

@@ -61,18 +61,15 @@ def resolve_data(manifest: dict, data: str | None) -> tuple[str, str]:
     return "scenes", "the bundle's labels"
 
 
-def check_scene_labels(manifest: dict, hint: str, exact: bool = False) -> None:
+def check_scene_labels(manifest: dict, hint: str) -> None:
     """LabelMismatchError unless every answer of the scenes (for the bundle's task) is one of the
-    bundle's labels; with `exact`, unless the labels are the scenes' labels in the scenes' order
-    (what a runner that compares label indices needs, such as the phone app's)."""
+    bundle's labels."""
     task, labels = manifest["task"], list(manifest["labels"])
     scene_labels = list(LABELS.get(task, ()))
-    fits = labels == scene_labels if exact else bool(scene_labels) and set(scene_labels) <= set(labels)
-    if not fits:
+    if not (scene_labels and set(scene_labels) <= set(labels)):
         raise LabelMismatchError(
             f"the bundle's {len(labels)} labels ({_few(labels)}) are not the scenes' {task} labels "
-            f"({_few(scene_labels)}{', in that order' if exact else ''}): its accuracy on the scenes would "
-            f"mean nothing; {hint}")
+            f"({_few(scene_labels)}): its accuracy on the scenes would mean nothing; {hint}")
 
 
 def default_split(data: str) -> str:

@@ -38,10 +38,14 @@ def markdown(result: dict) -> str:
                       f"(max {check['max_abs_error']:.1%}) over {len(check['stages'])} exported stages.", ""]
         return "\n".join(lines)
     m = result.get("machine", {})
+    # the host passes over the queries `repeats` times; the phone app times `runs` queries cycling over them
+    timed = (f"{result['samples']} test queries x {result['repeats']} passes" if "repeats" in result
+             else f"{result['runs']} timed queries over {result['samples']} test queries")
+    where = (f"Machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} logical cores; "
+             + ", ".join(f"{k} {v}" for k, v in m.get("libraries", {}).items()) + "." if m
+             else f"Device: {result['device']} ({result.get('app', 'the mmedge app')}).")
     lines += [f"Backend {result['backend']} ({result['precision']}), {result['threads']} thread(s); "
-              f"{result['samples']} test queries x {result['repeats']} passes per policy after {result['warmup']} "
-              f"warm-up queries. Machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} logical cores; "
-              + ", ".join(f"{k} {v}" for k, v in m.get("libraries", {}).items()) + ".", "",
+              f"{timed} per policy after {result['warmup']} warm-up queries. {where}", "",
               f"Load (with SHA-256 checks) {result['load_ms']:.1f} ms, first inference {result['first_inference_ms']:.2f} ms, "
               f"peak RSS {result['peak_rss_mb']:.0f} MB.", ""]
     q = result.get("queries")

@@ -19,8 +19,11 @@ given, else the dataset the bundle was exported with (its manifest records `mmed
 else the generated scenes, only when the scenes' answers are among the bundle's labels. A bundle whose
 labels are not the queries' answers is refused before anything runs (accuracy on other data would
 mean nothing). A phone profile runs on an attached phone through adb when one is there
-(android_demo/BENCHMARK.md is the contract; the app runs the scene queries it ships); otherwise it is
-a per-operator cost-model estimate, labelled "modelled", with the model's error measured on this host.
+(android_demo/BENCHMARK.md is the contract): the app runs the scene queries it ships when they fit the
+bundle, else the host draws the queries as --device host would (--data, --split, the manifest's
+dataset; an adapted model's, two images per query for NLVR2) and pushes them with the bundle. Without
+a phone it is a per-operator cost-model estimate, labelled "modelled", with the model's error
+measured on this host (it runs no queries: --data and --split are refused there).
 A captioning bundle runs on this host or on an attached phone (the app captions the scene images it
 ships: captions per second, per-word exits, CIDEr); no cost model covers captioning graphs.
 A generative VLM bundle runs on this host: time to first token, ms per decoded token and the whole
@@ -40,9 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "int4"),
                    help="fp32 (default), int8; int4: generative VLM bundles")
     p.add_argument("--threads", type=positive, default=1, help="runtime threads (default 1)")
-    p.add_argument("--data", help="--device host: the queries' data, scenes or NAME:ROOT (vqa2, gqa, nlvr2, jsonl; "
+    p.add_argument("--data", help="a measured bench (host or phone): the queries' data, scenes or NAME:ROOT (vqa2, gqa, nlvr2, jsonl; "
                    "as `mmedge eval --data`); default: the dataset the bundle's manifest records, else the scenes")
-    p.add_argument("--split", help="--device host: the split queried (default: test; a real dataset without a "
+    p.add_argument("--split", help="a measured bench: the split queried (default: test; a real dataset without a "
                    "test split with answers: its validation split)")
     p.add_argument("--samples", type=positive, help="test queries per policy (default 200; a captioning bundle: "
                    "100 images on the host, 48 captions per pass on a phone)")
@@ -169,12 +172,6 @@ def run(args: argparse.Namespace) -> int:
 
             result["op_profile"] = onnxruntime_op_profile(args.artifact, args.precision, threads=args.threads)
     else:
-        from mmedge.errors import ConfigError
-
-        given = [flag for flag, value in (("--data", args.data), ("--split", args.split)) if value is not None]
-        if given:
-            raise ConfigError(f"{', '.join(given)} apply to --device host: a phone runs the scene queries its app "
-                              "ships and a modelled profile runs none", "arguments")
         result = _phone(args)
     print(report.markdown(result))
     if args.json:
@@ -186,22 +183,51 @@ def run(args: argparse.Namespace) -> int:
 def _phone(args) -> dict:
     from mmedge.bench import adb
     from mmedge.bench.costmodel import check_host, model_device
-    from mmedge.errors import MissingDependencyError
+    from mmedge.errors import ConfigError, MissingDependencyError
 
+    given = [flag for flag, value in (("--data", args.data), ("--split", args.split)) if value is not None]
     if not args.modelled:
         try:
             serial = adb.pick_device(args.serial)
         except (MissingDependencyError, adb.DeviceError) as exc:
+            if given:
+                raise ConfigError(f"{', '.join(given)} choose the queries of a measured bench, and no phone is "
+                                  f"attached ({exc}); measure with --device host, or leave them out for the "
+                                  "modelled figures", "arguments") from None
             print(f"no phone through adb ({exc}); the figures below are MODELLED")
         else:
-            from mmedge.bench.queries import check_scene_labels
-            from mmedge.bundle.manifest import load_manifest
-
-            check_scene_labels(load_manifest(args.artifact), "the app's benchmark queries are the scenes'; measure "
-                               "this bundle with --device host --data NAME:ROOT, or --modelled for its latency",
-                               exact=True)
-            backend = "executorch" if args.backend == "auto" else args.backend
-            return adb.bench_device(args.artifact, serial, backend, args.precision, args.threads,
-                                    args.samples * args.repeats, args.warmup, "all", args.cooldown, args.cpu_affinity)
+            return _measured_on_phone(args, serial)
+    if given:
+        raise ConfigError(f"{', '.join(given)}: a modelled profile runs no queries; leave them out, or measure "
+                          "on a phone or with --device host", "arguments")
     return model_device(args.artifact, args.device, args.precision,
                         host_check=check_host(args.artifact, args.threads, "fp32"))
+
+
+def _measured_on_phone(args, serial: str) -> dict:
+    """The app on the phone: its own scene queries when they fit the bundle, else the queries the host
+    draws as --device host would (mmedge.bench.query_folder), pushed with the bundle."""
+    import tempfile
+    from pathlib import Path
+
+    from mmedge.bench import adb
+    from mmedge.bench.query_folder import app_queries_fit, draw_query_folder
+    from mmedge.bundle.manifest import load_manifest
+
+    manifest = load_manifest(args.artifact)
+    backend = "executorch" if args.backend == "auto" else args.backend
+    runs = args.samples * args.repeats
+    if app_queries_fit(manifest, args.data) and args.split is None:
+        return adb.bench_device(args.artifact, serial, backend, args.precision, args.threads, runs, args.warmup,
+                                "all", args.cooldown, args.cpu_affinity)
+    with tempfile.TemporaryDirectory(prefix="mmedge-queries-") as tmp:
+        folder, queries = draw_query_folder(manifest, args.samples, Path(tmp) / "queries", data=args.data,
+                                            split=args.split, progress=not args.no_progress)
+        print(f"pushing {len(queries.samples)} {queries.data} {queries.split} queries to the app "
+              f"(chosen by {queries.chosen_by})")
+        result = adb.bench_device(args.artifact, serial, backend, args.precision, args.threads, runs, args.warmup,
+                                  "all", args.cooldown, args.cpu_affinity, queries=folder)
+    result["queries"] = queries.describe()
+    if queries.notes:
+        result["notes"] = [*result.get("notes", []), *queries.notes]
+    return result

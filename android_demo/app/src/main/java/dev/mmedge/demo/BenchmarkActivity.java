@@ -19,6 +19,7 @@ import dev.mmedge.core.ConfigException;
 import dev.mmedge.core.CpuList;
 import dev.mmedge.core.Engine;
 import dev.mmedge.core.IO;
+import dev.mmedge.core.ImageFiles;
 import dev.mmedge.core.MemoryProbe;
 
 import java.io.IOException;
@@ -37,7 +38,8 @@ import java.util.Map;
  * android_demo/BENCHMARK.md says: intent extras in, the result JSON (or {"error": ...}) and an
  * empty `<result>.done` out. The work itself is the core's BenchmarkRunner, or for a captioning
  * bundle (kind "caption") its CaptionBenchmarkRunner (both JVM-tested); this class only reads the
- * extras, pins the thread, decodes the asset queries and measures PSS.
+ * extras, pins the thread, decodes the queries (the folder the host pushed, `mmedge.queries`, else
+ * the app's asset queries for the bundle's task) and measures PSS.
  */
 public final class BenchmarkActivity extends Activity {
     private static final String TAG = "mmedge-bench";
@@ -86,11 +88,11 @@ public final class BenchmarkActivity extends Activity {
             if (CaptionManifest.KIND.equals(BundleLoader.kind(Paths.get(options.bundle)))) {
                 CaptionBenchmarkRunner.EngineLoader loader = o -> CaptionEngine.load(Paths.get(o.bundle),
                         Backends.captionFactory(o.backend), o.applyTo(new CaptionEngine.Options()));
-                out = CaptionBenchmarkRunner.run(options, loader, m -> loadQueries("caption"), memory, Engine.Clock.SYSTEM, extra);
+                out = CaptionBenchmarkRunner.run(options, loader, m -> queries(options, "caption"), memory, Engine.Clock.SYSTEM, extra);
             } else {
                 BenchmarkRunner.EngineLoader loader = o -> Engine.load(Paths.get(o.bundle), Backends.factory(o.backend),
                         o.applyTo(new Engine.Options()));
-                out = BenchmarkRunner.run(options, loader, m -> loadQueries(m.task), memory, Engine.Clock.SYSTEM, extra);
+                out = BenchmarkRunner.run(options, loader, m -> queries(options, m.task), memory, Engine.Clock.SYSTEM, extra);
             }
             BenchmarkRunner.writeResult(resultPath, out);
             Log.i(TAG, "wrote " + resultPath);
@@ -126,6 +128,15 @@ public final class BenchmarkActivity extends Activity {
         return "unknown";
     }
 
+    /** The pushed folder's queries when the host sent one, else the app's asset queries for the task. */
+    private List<BenchQueries.Query> queries(BenchmarkOptions options, String task) {
+        if (options.queries == null) return loadQueries(task);
+        return BenchQueries.readFolder(Paths.get(options.queries), file -> {
+            Images.Argb im = Images.decode(Files.readAllBytes(file));
+            return new ImageFiles.Decoded(im.pixels, im.width, im.height);
+        });
+    }
+
     /**
      * The asset queries for a task: assets/bench/<task>/ (scripts/make_android_queries.py); for
      * "caption" each query's answer is the image's reference caption.
@@ -140,11 +151,14 @@ public final class BenchmarkActivity extends Activity {
             }
             List<BenchQueries.Query> out = new ArrayList<>();
             for (BenchQueries.Entry e : doc.entries) {
-                Images.Argb im;
-                try (InputStream in = assets.open(dir + e.image)) {
-                    im = Images.decode(IO.readAll(in, 1 << 26));
+                List<ImageFiles.Decoded> images = new ArrayList<>();
+                for (String name : e.images) {
+                    try (InputStream in = assets.open(dir + name)) {
+                        Images.Argb im = Images.decode(IO.readAll(in, 1 << 26));
+                        images.add(new ImageFiles.Decoded(im.pixels, im.width, im.height));
+                    }
                 }
-                out.add(new BenchQueries.Query(e.image, im.pixels, im.width, im.height, e.text, e.answer));
+                out.add(new BenchQueries.Query(String.join("+", e.images), images, e.text, e.answer));
             }
             return out;
         } catch (IOException exc) {

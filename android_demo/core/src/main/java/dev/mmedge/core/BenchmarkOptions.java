@@ -10,7 +10,8 @@ import java.util.Map;
  * The intent extras of android_demo/BENCHMARK.md, checked: mmedge.bundle, mmedge.result,
  * mmedge.backend (executorch | onnxruntime), mmedge.precision (fp32 | int8), mmedge.threads,
  * mmedge.runs, mmedge.warmup, mmedge.policies ("all" or a comma-separated list of the standard
- * policy names or full / prefilter / exits / both), mmedge.cpu_affinity (optional CPU list).
+ * policy names or full / prefilter / exits / both), mmedge.cpu_affinity (optional CPU list),
+ * mmedge.queries (optional: a folder of test queries pushed by the host, instead of the app's own).
  */
 public final class BenchmarkOptions {
     public static final String BUNDLE = "mmedge.bundle";
@@ -22,6 +23,7 @@ public final class BenchmarkOptions {
     public static final String WARMUP = "mmedge.warmup";
     public static final String POLICIES = "mmedge.policies";
     public static final String CPU_AFFINITY = "mmedge.cpu_affinity";
+    public static final String QUERIES = "mmedge.queries";
     public static final List<String> BACKENDS = Arrays.asList("executorch", "onnxruntime");
     private static final List<String> ALIASES = Arrays.asList("full", "prefilter", "exits", "both");
     private static final List<String> NAMES =
@@ -39,6 +41,8 @@ public final class BenchmarkOptions {
     /** The CPU list as given, or null. */
     public final String cpuAffinity;
     public final List<Integer> cpus;
+    /** The pushed query folder (an absolute path on the device), or null for the app's asset queries. */
+    public final String queries;
 
     private BenchmarkOptions(Map<String, Object> extras, List<String> problems) {
         bundle = string(extras, BUNDLE, null, problems);
@@ -52,6 +56,8 @@ public final class BenchmarkOptions {
         cpuAffinity = extras.get(CPU_AFFINITY) == null ? null : String.valueOf(extras.get(CPU_AFFINITY));
         if (bundle != null && !bundle.startsWith("/")) problems.add(BUNDLE + " must be an absolute path on the device, got '" + bundle + "'");
         if (result != null && !result.startsWith("/")) problems.add(RESULT + " must be an absolute path on the device, got '" + result + "'");
+        queries = string(extras, QUERIES, null, problems);
+        if (queries != null && !queries.startsWith("/")) problems.add(QUERIES + " must be an absolute path on the device, got '" + queries + "'");
         if (backend != null && !BACKENDS.contains(backend)) problems.add(BACKEND + " '" + backend + "' unknown; choose one of " + BACKENDS);
         if (precision != null && !Arrays.asList("fp32", "int8").contains(precision)) {
             problems.add(PRECISION + " '" + precision + "' unknown; choose fp32 or int8");

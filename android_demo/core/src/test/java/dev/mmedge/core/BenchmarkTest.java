@@ -132,6 +132,103 @@ public class BenchmarkTest {
         }
     }
 
+    private static byte[] utf8(String text) {
+        return text.getBytes(StandardCharsets.UTF_8);
+    }
+
+    @Test
+    public void queriesNameOneImageOrSeveral() throws Exception {
+        BenchQueries doc = BenchQueries.parse(utf8("{\"format\": \"mmedge-bench-queries-1\", \"task\": \"verify\", \"queries\": ["
+                + "{\"images\": [\"images/0000-0.png\", \"images/0000-1.png\"], \"text\": \"t\", \"answer\": \"True\"},"
+                + "{\"image\": \"images/0001.png\", \"text\": \"u\", \"answer\": \"False\"}]}"));
+        assertEquals(java.util.Arrays.asList("images/0000-0.png", "images/0000-1.png"), doc.entries.get(0).images);
+        assertEquals("images/0000-0.png", doc.entries.get(0).image);
+        assertEquals(java.util.Collections.singletonList("images/0001.png"), doc.entries.get(1).images);
+        String[] bad = {
+            "{\"image\": \"a.png\", \"images\": [\"b.png\"], \"text\": \"t\", \"answer\": \"x\"}", // both
+            "{\"text\": \"t\", \"answer\": \"x\"}",                                                   // neither
+            "{\"images\": [], \"text\": \"t\", \"answer\": \"x\"}",
+            "{\"images\": [\"a.png\", 3], \"text\": \"t\", \"answer\": \"x\"}",
+            "{\"images\": [\"../outside.png\"], \"text\": \"t\", \"answer\": \"x\"}",
+        };
+        for (String q : bad) {
+            try {
+                BenchQueries.parse(utf8("{\"format\": \"mmedge-bench-queries-1\", \"queries\": [" + q + "]}"));
+                fail(q);
+            } catch (ConfigException exc) {
+                assertTrue(exc.getMessage(), exc.getMessage().startsWith("invalid benchmark queries:"));
+            }
+        }
+        Path empty = Files.createTempDirectory("mmedge-queries-");
+        try {
+            BenchQueries.readFolder(empty, BenchQueries.PNG);
+            fail();
+        } catch (ConfigException exc) {
+            assertTrue(exc.getMessage(), exc.getMessage().contains("no queries.json"));
+        }
+        Files.write(empty.resolve("queries.json"), utf8("{\"format\": \"mmedge-bench-queries-1\", \"queries\": ["
+                + "{\"image\": \"missing.png\", \"text\": \"t\", \"answer\": \"x\"}]}"));
+        try {
+            BenchQueries.readFolder(empty, BenchQueries.PNG);
+            fail();
+        } catch (ConfigException exc) {
+            assertTrue(exc.getMessage(), exc.getMessage().contains("missing.png") && exc.getMessage().contains("cannot be read"));
+        }
+        Files.delete(empty.resolve("queries.json"));
+        Files.delete(empty);
+    }
+
+    /** The runner on the golden bundle and queries with some answers replaced. */
+    private static Map<String, Object> runWith(List<BenchQueries.Query> queries) {
+        BenchmarkOptions o = BenchmarkOptions.fromExtras(extras("mmedge.bundle", Golden.bundle().toString(),
+                "mmedge.result", "/tmp/unused.json", "mmedge.runs", "6", "mmedge.warmup", "0", "mmedge.policies", "full"));
+        ReplayStageRunner.Factory factory = new ReplayStageRunner.Factory(Golden.queries());
+        return BenchmarkRunner.run(o, opts -> Engine.load(Golden.bundle(), factory, new Engine.Options()), m -> queries,
+                MemoryProbe.PROC, new TickClock(), null);
+    }
+
+    private static BenchQueries.Query answering(BenchQueries.Query q, String answer) {
+        return new BenchQueries.Query(q.name, q.images, q.text, answer);
+    }
+
+    private static double fullAccuracy(List<BenchQueries.Query> queries) {
+        return (Double) Json.obj(Json.obj(runWith(queries).get("policies")).get(Controller.FULL)).get("accuracy");
+    }
+
+    @Test
+    public void answersOutsideTheLabelsCountWrongUntilTheyAreMost() {
+        List<BenchQueries.Query> queries = Golden.answeredQueries(Golden.golden());
+        assertEquals(6, queries.size());
+        List<BenchQueries.Query> firstHalf = new java.util.ArrayList<>(queries);
+        List<BenchQueries.Query> secondHalf = new java.util.ArrayList<>(queries);
+        for (int i = 0; i < 3; i++) {
+            firstHalf.set(i, answering(queries.get(i), "not-a-label"));
+            secondHalf.set(i + 3, answering(queries.get(i + 3), "not-a-label"));
+        }
+        // half outside: counted wrong, so the two halves' accuracies add up to the whole set's
+        assertEquals(fullAccuracy(queries), fullAccuracy(firstHalf) + fullAccuracy(secondHalf), 1e-12);
+        firstHalf.set(3, answering(queries.get(3), "not-a-label")); // most: another task's queries, refused
+        try {
+            runWith(firstHalf);
+            fail();
+        } catch (ConfigException exc) {
+            assertTrue(exc.getMessage(), exc.getMessage().contains("4 of 6 queries answer outside the labels"));
+        }
+    }
+
+    @Test
+    public void queriesWithAnotherImageCountAreRefused() {
+        List<BenchQueries.Query> queries = new java.util.ArrayList<>(Golden.answeredQueries(Golden.golden()));
+        BenchQueries.Query q = queries.get(0);
+        queries.set(0, new BenchQueries.Query("pair", java.util.Arrays.asList(q.images.get(0), q.images.get(0)), q.text, q.answer));
+        try {
+            runWith(queries);
+            fail();
+        } catch (ConfigException exc) {
+            assertTrue(exc.getMessage(), exc.getMessage().contains("query pair has 2 image(s)") && exc.getMessage().contains("reads 1"));
+        }
+    }
+
     @Test
     public void resultAndErrorFiles() throws Exception {
         Path dir = Files.createTempDirectory("mmedge-bench-");

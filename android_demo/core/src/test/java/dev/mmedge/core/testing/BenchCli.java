@@ -22,9 +22,11 @@ import java.util.Map;
  * the same extras as `am start` (--es KEY VALUE, --ei KEY INT), the same dispatch on the bundle's
  * kind, BenchmarkRunner or CaptionBenchmarkRunner, result file and `.done` file, with the replay
  * runners in place of ONNX Runtime and the golden queries that have known answers (captions: the
- * caption vectors' images with their references) in place of the app's asset queries.
+ * caption vectors' images with their references) in place of the app's asset queries. A pushed
+ * query folder (mmedge.queries) is read as the app reads it; --replay names the recordings of
+ * another vectors file (an adapted bundle's: tests/vectors/adapted/queries-nlvr2.json).
  *
- *   java dev.mmedge.core.testing.BenchCli --golden tests/vectors/golden --es mmedge.bundle /abs/b.mmedge ...
+ *   java dev.mmedge.core.testing.BenchCli --golden tests/vectors/golden [--replay FILE] --es mmedge.bundle /abs/b.mmedge ...
  */
 public final class BenchCli {
     private BenchCli() {
@@ -32,11 +34,14 @@ public final class BenchCli {
 
     public static void main(String[] args) throws Exception {
         Path golden = Golden.golden();
+        Path replayFile = null;
         Map<String, Object> extras = new HashMap<>();
         for (int i = 0; i < args.length; i++) {
             String flag = args[i];
             if (flag.equals("--golden")) {
                 golden = Paths.get(args[++i]);
+            } else if (flag.equals("--replay")) {
+                replayFile = Paths.get(args[++i]);
             } else if (flag.equals("--es")) {
                 extras.put(args[i + 1], args[i + 2]);
                 i += 2;
@@ -67,8 +72,9 @@ public final class BenchCli {
                         new ReplayCaptionRunner.Factory(replay), o.applyTo(new CaptionEngine.Options()));
                 out = CaptionBenchmarkRunner.run(options, loader, m -> images, MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
             } else {
-                Map<String, Object> doc = Golden.json(golden.resolve("queries.json"));
-                List<BenchQueries.Query> queries = Golden.answeredQueries(golden);
+                Map<String, Object> doc = Golden.json(replayFile != null ? replayFile : golden.resolve("queries.json"));
+                List<BenchQueries.Query> queries = options.queries != null
+                        ? BenchQueries.readFolder(Paths.get(options.queries), BenchQueries.PNG) : Golden.answeredQueries(golden);
                 BenchmarkRunner.EngineLoader loader = o -> Engine.load(Paths.get(o.bundle), new ReplayStageRunner.Factory(doc),
                         o.applyTo(new Engine.Options()));
                 out = BenchmarkRunner.run(options, loader, m -> queries, MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
