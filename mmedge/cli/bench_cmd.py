@@ -43,8 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "int4"),
                    help="fp32 (default), int8; int4: generative VLM bundles")
     p.add_argument("--threads", type=positive, default=1, help="runtime threads (default 1)")
-    p.add_argument("--data", help="a measured bench (host or phone): the queries' data, scenes or NAME:ROOT (vqa2, gqa, nlvr2, jsonl; "
-                   "as `mmedge eval --data`); default: the dataset the bundle's manifest records, else the scenes")
+    p.add_argument("--data", help="a measured bench (host or phone): the queries' data, scenes or NAME:ROOT "
+                   "(vqa2, gqa, nlvr2, jsonl; as `mmedge eval --data`); default: the dataset the bundle's manifest "
+                   "records, else the scenes")
     p.add_argument("--split", help="a measured bench: the split queried (default: test; a real dataset without a "
                    "test split with answers: its validation split)")
     p.add_argument("--samples", type=positive, help="test queries per policy (default 200; a captioning bundle: "
@@ -227,7 +228,5 @@ def _measured_on_phone(args, serial: str) -> dict:
               f"(chosen by {queries.chosen_by})")
         result = adb.bench_device(args.artifact, serial, backend, args.precision, args.threads, runs, args.warmup,
                                   "all", args.cooldown, args.cpu_affinity, queries=folder)
-    result["queries"] = queries.describe()
-    if queries.notes:
-        result["notes"] = [*result.get("notes", []), *queries.notes]
+    result["queries"] = queries.describe()  # as the host bench records them (answers outside the labels counted)
     return result
