@@ -6,6 +6,7 @@ the exit policy decides per token. Tiny configs made here, no download."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -336,13 +337,18 @@ def test_onnx_bundle_generates_as_transformers_and_as_pytorch(tmp_path, capsys):
     bundle = tmp_path / "vlm.mmedge"
     assert main(["export", "--model", str(folder), "--out", str(bundle), "--target", "onnx", "--quantize", "int8",
                  "int4", "--max-slots", "40", "--max-new-tokens", "10", "--parity-samples", "2",
-                 "--caption-prompt", "describe the shape ."]) == 0
+                 "--caption-prompt", "describe the shape .", "--ort-format"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime/fp32: keep 1: 100% of generations identical to PyTorch" in out, out
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["kind"] == "vlm" and manifest["model"]["transformers_identical_generations"] == 1.0
-    assert {(a["runtime"], a["precision"]) for a in manifest["artifacts"]} == \
-        {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "int4")}
+    assert {(a["runtime"], a["precision"], a["format"]) for a in manifest["artifacts"]} == \
+        {("onnxruntime", p, f) for p in ("fp32", "int8", "int4") for f in ("onnx", "ort")}
+    ort = {a["precision"]: a for a in manifest["artifacts"] if a["format"] == "ort"}
+    assert ort["fp32"]["parity"]["passed"] and all(e["identical_generations"] == 1.0
+                                                   for e in ort["fp32"]["parity"]["by_keep_ratio"].values())
+    assert set(ort["int4"]["stages"]) == set(manifest["layout"]["graphs"])
+    assert all(Path(bundle / st["file"]).suffix == ".ort" for a in ort.values() for st in a["stages"].values())
     engine = Engine.load(bundle)
     assert type(engine).__name__ == "VLMEngine" and engine.keep_ratio == 1.0
     model, pre = load_adapted(folder)
@@ -377,6 +383,11 @@ def test_onnx_bundle_generates_as_transformers_and_as_pytorch(tmp_path, capsys):
         assert op in {n.op_type for n in onnx.load(str(bundle / "onnx" / precision / "step0.onnx")).graph.node}
         quantized = Engine.load(bundle, precision=precision).generate(image, text, 6, policy=policy, keep_ratio=0.5)
         assert 1 <= len(quantized.tokens) <= 6 and all(0 <= t < VOCAB for t in quantized.tokens)
+        # the ORT-format copy of the same graphs generates the same tokens
+        in_ort = Engine.load(bundle, precision=precision, fmt="ort").generate(image, text, 6, policy=policy,
+                                                                               keep_ratio=0.5)
+        assert in_ort.tokens == quantized.tokens
+    assert Engine.load(bundle, fmt="ort").generate(image, text, max_new_tokens=10).tokens == want
 
 
 def test_vlm_bundle_is_verified_on_load(tmp_path):

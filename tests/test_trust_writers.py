@@ -284,6 +284,7 @@ def test_export_refuses_options_it_would_ignore(capsys, tmp_path, captioner):
     for args in (["--drop-visual-after", "0"], ["--drop-visual-threshold", "0"], ["--keep-ratio", "1.0"]):
         refused(capsys, "export", "--model", captioner, "--out", out, "--target", "onnx", *args,
                 match="apply to classifier models")
+    refused(capsys, "export", "--model", captioner, "--out", out, "--ort-format", match="holds its graphs as .onnx only")
     refused(capsys, "export", "--model", captioner, "--out", out, "--parity-samples", "0", match="--parity-samples")
     refused(capsys, "export", "--model", SHIPPED_MODEL, "--out", out, "--parity-samples", "0", match="--parity-samples")
     refused(capsys, "export", "--model", SHIPPED_MODEL, "--out", out, "--drop-visual-threshold", "0.5",

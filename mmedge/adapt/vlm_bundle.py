@@ -2,6 +2,7 @@
 "vlm" (docs/bundle-format.md, Generative VLM bundles) that ``Engine.load(bundle).generate`` runs.
 
     onnx/{fp32,int8,int4}/*.onnx + weights.bin   a graph per file, the weights shared in one file
+    ort/{fp32,int8,int4}/*.ort                    with --ort-format: ORT format, one self-contained file per graph
     executorch/vlm_{fp32,int8,int4}.pte           one program, a method per graph (XNNPACK)
     coreml/vlm_{fp32,int8,int4}.mlpackage         one multifunction package (structure checked only)
     tokenizer.json                                the source's tokenizer (Hugging Face tokenizers format)
@@ -42,8 +43,10 @@ def prompt_template(pre) -> tuple[str, str]:
     return before, after
 
 
-def _artifacts_onnx(model, root: Path, max_slots: int, quantize: tuple[str, ...], log) -> list[dict]:
+def _artifacts_onnx(model, root: Path, max_slots: int, quantize: tuple[str, ...], log,
+                    ort_format: bool = False) -> list[dict]:
     from mmedge.adapt.vlm_export import export_onnx, quantize_onnx
+    from mmedge.export.onnx_target import convert_to_ort
     from mmedge.export.onnx_weights import share_weights
 
     log("  onnx: exporting the graphs (fp32)")
@@ -61,11 +64,22 @@ def _artifacts_onnx(model, root: Path, max_slots: int, quantize: tuple[str, ...]
     artifacts = []
     for precision in ("fp32", *quantize):
         folder = root / "onnx" / precision
+        names = [p.stem for p in sorted(folder.glob("*.onnx"))]
+        if ort_format:  # before the weights are shared: an .ort file holds its own (no external data)
+            log(f"  onnx: ORT format ({precision})")
+            # int8 keeps its convolution weights behind DequantizeLinear, which an ORT-format session cannot
+            # fold at load: folded to fp32 first, as for classifier bundles; int4's MatMulNBits stays packed
+            converted = convert_to_ort(folder, root / "ort" / precision, fold_dequantize=precision == "int8")
+            missing = sorted(set(names) - set(converted))
+            if missing:
+                raise ExportError(f"ORT format conversion produced no file for graphs {missing}")
         shared = share_weights(folder)
         artifacts.append({"target": "onnx", "format": "onnx", "precision": precision, "runtime": "onnxruntime",
                           **({"external_data": shared.relative_to(root).as_posix()} if shared else {}),
-                          "stages": {p.stem: {"file": p.relative_to(root).as_posix()}
-                                     for p in sorted(folder.glob("*.onnx"))}})
+                          "stages": {n: {"file": (folder / f"{n}.onnx").relative_to(root).as_posix()} for n in names}})
+        if ort_format:
+            artifacts.append({"target": "onnx", "format": "ort", "precision": precision, "runtime": "onnxruntime",
+                              "stages": {n: {"file": converted[n].relative_to(root).as_posix()} for n in names}})
     return artifacts
 
 
@@ -179,13 +193,15 @@ def _check_arguments(targets, quantize, parity_prompts: int, max_new_tokens: int
 def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, quantize: tuple[str, ...] = (),
                       max_slots: int | None = None, max_new_tokens: int = 24, parity_prompts: int = 4,
                       data_seed: int = 0, force: bool = False, sign_key=None, release_sequence: int | None = None,
-                      caption_prompt: str | None = None, log=print) -> Path:
+                      caption_prompt: str | None = None, ort_format: bool = False, log=print) -> Path:
     """Export, check and atomically publish the generative VLM bundle at `out`; returns its path.
 
     max_slots: the static key/value cache's slots (prompt plus generated tokens; default the image's tokens
     plus 64 for the text plus `max_new_tokens`). quantize: also int8 / int4 (ONNX Runtime weight-only,
     ExecuTorch dynamically quantized linears, Core ML quantized weights). caption_prompt: what caption()
-    asks (default the one `mmedge adapt` distils on, "describe the image."). Parity runs on
+    asks (default the one `mmedge adapt` distils on, "describe the image."). ort_format: the ONNX graphs
+    also in ONNX Runtime's ORT format (ORT Mobile), one self-contained .ort file per graph and precision:
+    the weights the .onnx graphs share in one file are then stored once per graph. Parity runs on
     `parity_prompts` validation scenes, half under the caption prompt, half questions."""
     from mmedge.adapt import load_adapted
     from mmedge.adapt.vlm_distill import CAPTION_PROMPT, scene_prompts
@@ -246,7 +262,7 @@ def export_vlm_bundle(model_dir: str | Path, out: str | Path, targets=TARGETS, q
         for target in targets:
             t0 = time.perf_counter()
             if target == "onnx":
-                made = _artifacts_onnx(model, tmp, slots, quantize, log)
+                made = _artifacts_onnx(model, tmp, slots, quantize, log, ort_format)
             elif target == "executorch":
                 made = _artifacts_executorch(model, tmp, slots, ("fp32", *quantize), log)
             else:

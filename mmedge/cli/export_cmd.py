@@ -12,6 +12,7 @@ EPILOG = """examples:
   mmedge export --model models/vqa-default --recipe export/executorch-xnnpack-int8.json --out /tmp/vqa-et.mmedge
   mmedge export --model models/vqa-default --target onnx --drop-visual-after 0 --out /tmp/vqa-pruned.mmedge
   mmedge export --model runs/smolvlm-adapted --target onnx --quantize int8 int4 --out /tmp/smolvlm.mmedge
+  mmedge export --model runs/smolvlm-adapted --target onnx --ort-format --out /tmp/smolvlm-ort.mmedge
 
 The bundle holds manifest.json (schema: mmedge/bundle/manifest.schema.json), tokenizer.json,
 the backend files and report.md / report.json (sizes, op counts, parity). Every stage is checked
@@ -50,6 +51,10 @@ def add_parser(sub) -> None:
     p.add_argument("--caption-prompt", metavar="TEXT",
                    help="generative VLMs: what caption() asks the model (default \"describe the image.\", the prompt "
                         "`mmedge adapt` distils captions on)")
+    p.add_argument("--ort-format", action="store_true",
+                   help="also ONNX Runtime's ORT format (ORT Mobile): classifiers have it by default (the recipe's "
+                        "ort_format); a generative VLM gets one self-contained .ort per graph (the weights the .onnx "
+                        "graphs share are then stored once per graph)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle (never anything else)")
     p.add_argument("--sign-key", help="Ed25519 private key (PEM) to sign the manifest with (see `mmedge sign`)")
     p.add_argument("--release-sequence", type=release_sequence, metavar="N",
@@ -68,6 +73,9 @@ def run_caption(args: argparse.Namespace) -> int:
                                             ("--drop-visual-threshold", args.drop_visual_threshold))
                    if value is not None]  # 0 is given too
     _one_precision(args)
+    if args.ort_format:
+        raise ConfigError("--ort-format: a captioning bundle holds its graphs as .onnx only; leave it out",
+                          "arguments")
     if unsupported:
         raise ConfigError(f"{', '.join(unsupported)} apply to classifier models; a captioning model exports the "
                           "keep ratios it was trained with, without modality pruning: leave them out", "arguments")
@@ -127,7 +135,7 @@ def run_generative(args: argparse.Namespace) -> int:
                             24 if args.max_new_tokens is None else args.max_new_tokens,
                             4 if args.parity_samples is None else args.parity_samples, force=args.force,
                             sign_key=args.sign_key, release_sequence=args.release_sequence,
-                            caption_prompt=args.caption_prompt)
+                            caption_prompt=args.caption_prompt, ort_format=args.ort_format)
     _print_parity(out, lambda e: f"{e['identical_generations']:.0%} of generations identical to PyTorch"
                                  + (f" ({e['near_ties']} differ at a near tie)" if e["near_ties"] else ""))
     return 0
@@ -163,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         changes["drop_visual_after"] = args.drop_visual_after
     if args.drop_visual_threshold is not None:
         changes["drop_visual_threshold"] = args.drop_visual_threshold
+    if args.ort_format:
+        changes["ort_format"] = True
     recipe = dataclasses.replace(recipe, **changes)  # re-validated by __post_init__
 
     from mmedge.export.exporter import check_recipe_options, export_bundle
