@@ -602,6 +602,10 @@ def read_histogram(path: Path) -> dict:
     bench); or a bare list of counts."""
     data = json.loads(path.read_text())
     source = "the file's exit_histogram"
+    adaptation = ""
+    if isinstance(data, dict) and "teacher" in data and "frozen" in data:  # vilt_teacher.py: one entry per adaptation
+        adaptation = " (the teacher's weights frozen)"
+        data = {**data["frozen"], "teacher": data["teacher"]}
     if isinstance(data, list):
         data = {"exit_histogram": data}
     elif "bench" in data and "calibration" in data:  # benchmarks/vilt_teacher.py's results.json
@@ -611,7 +615,7 @@ def read_histogram(path: Path) -> dict:
                 "exit_layers": data["eval"]["exit_layers"],
                 "num_layers": data.get("teacher", {}).get("config", {}).get("layers")}
         source = (f"benchmarks/vilt_teacher.py's calibrated policy 'prefilter + exits' on {runtime}: the small "
-                  "teacher adapted and calibrated within 1 point")
+                  f"teacher adapted{adaptation} and calibrated within 1 point")
     elif "policies" in data:  # mmedge bench --device host
         policies = data["policies"]
         name = "prefilter + exits" if "prefilter + exits" in policies else next(iter(policies))
