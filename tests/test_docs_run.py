@@ -249,6 +249,9 @@ def _datasets():
 # random ViLTs of the same class written with save_pretrained (tests/test_adapt.py), no download.
 VILT_SOURCES = {"vilt-b32-finetuned-vqa": "vqa", "vilt-b32-finetuned-nlvr2": "nlvr2",
                 "vilt-b32-finetuned-coco": "retrieval", "my-vilt-vqa": "vqa"}
+# The SmolVLM folder docs/adapt.md adapts (`--from ./my-smolvlm`): a tiny random SmolVLMForConditionalGeneration
+# with SmolVLM's chat template and image processor, written with save_pretrained (tests/test_adapt_vlm.py).
+SMOLVLM_SOURCES = ("my-smolvlm",)
 
 
 # ------------------------------------------------------------------------------------------------ pages
@@ -410,6 +413,11 @@ def build_workspace(root: Path, commands: list[Command]) -> None:
             from test_adapt import make_source
 
             make_source(root / folder, task, layers=2)
+    for folder in SMOLVLM_SOURCES:
+        if folder in needed:
+            from test_adapt_vlm import make_source as make_smolvlm
+
+            make_smolvlm(root / folder, layers=2)
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -658,8 +666,8 @@ def test_skips_and_rules_match_documented_commands():
     assert not unused, f"rewrite rules that change no documented command (remove them): {unused}"
     outs = {_value(c.words[c.words.index("train"):], "--out") for c in commands if "train" in c.words}
     assert set(DECISIVE_OUTS) <= outs, f"DECISIVE_OUTS names no documented training: {set(DECISIVE_OUTS) - outs}"
-    for folder in VILT_SOURCES:
-        assert any(folder in w for c in commands for w in c.words), f"VILT_SOURCES: {folder} is not documented"
+    for folder in (*VILT_SOURCES, *SMOLVLM_SOURCES):
+        assert any(folder in w for c in commands for w in c.words), f"{folder} (a source folder) is not documented"
 
 
 def test_commands_are_found_on_every_page_that_has_a_bash_block():
