@@ -110,10 +110,12 @@ def teacher_summary(teacher: Path) -> dict:
 
 
 def summarise(config: Path, evaluation: dict, manifest: dict, benches: dict) -> dict:
+    evaluation = {**evaluation, "teacher": evaluation["teacher"].replace(f"{ROOT}/", "")}  # repository-relative
     return {
         "machine": "2-core CPU; batch 1, one thread",
         "adapt_config": json.loads(config.read_text()),
-        "eval": {k: evaluation[k] for k in ("split", "samples", "labelled", "exit_layers", "parameters", "keep_ratios")},
+        "eval": {k: evaluation[k] for k in ("split", "samples", "labelled", "exit_layers", "parameters", "keep_ratios",
+                                            "teacher", "teacher_accuracy")},
         "artifacts": [f"{a['runtime']} {a['precision']}" for a in manifest["artifacts"]],
         "calibration": manifest["thresholds"],
         "bench": {name: {"samples": b["samples"], "repeats": b["repeats"], "threads": b["threads"],
@@ -169,6 +171,10 @@ def adaptation_lines(title: str, r: dict) -> list[str]:
     for k in ev["keep_ratios"].values():
         cells = [f"{a:.3f} / {g:.3f}" for a, g in zip(k["accuracy_per_exit"], k["teacher_agreement_per_exit"])]
         lines.append(f"| {k['keep_ratio']:g} | {k['visual_tokens']} | " + " | ".join(cells) + " |")
+    if ev.get("teacher_accuracy") is not None:
+        full = ev["keep_ratios"]["1"]["accuracy_per_exit"][-1]
+        lines += ["", f"The teacher: {ev['teacher']}; its accuracy on the same {ev['samples']} examples "
+                      f"{ev['teacher_accuracy']:.3f}, the adapted model's at full depth (keep 1) {full:.3f}."]
     chosen = cal.get("calibration", {}).get("chosen", {})
     lines += ["", "### Calibrated policy", "",
               f"`mmedge calibrate --max-drop {BOUND}` on {cal.get('calibration', {}).get('samples', '?')} validation "

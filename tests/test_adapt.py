@@ -271,6 +271,47 @@ def test_distillation_improves_exit_agreement_and_writes_a_loadable_folder(tmp_p
     assert out_a.kept_index.shape == (2, 8) and len(out_a.confidence) == 4
 
 
+def test_train_backbone_changes_the_pretrained_weights_and_eval_compares_with_the_source(tmp_path, capsys):
+    """--train-backbone: the pretrained weights are trained against a frozen copy, so the final exit is no
+    longer the pretrained model; `mmedge eval` then measures agreement with the source it loads again
+    (and says so), not with the adapted model's own final exit."""
+    from mmedge.adapt.folder import pretrained_teacher
+
+    source = make_source(tmp_path / "src", layers=2)
+    out = tmp_path / "adapted"
+    cfg = DistillConfig(steps=6, eval_every=6, checkpoint_every=6, train_backbone=True, **TINY)
+    adapt(source, out, cfg, task="vqa", **QUIET)
+    model, pre = load_adapted(out)
+    hf = transformers.ViltForQuestionAnswering.from_pretrained(source).eval()
+    assert not all(torch.equal(p, q) for p, q in zip(model.backbone.hf.state_dict().values(),
+                                                     hf.state_dict().values()))
+    teacher, note = pretrained_teacher(out)
+    assert teacher is not None and note.startswith(f"the pretrained model ({source})")
+    assert main(["eval", "--model", str(out), "--limit", "24", "--json", str(tmp_path / "eval.json"),
+                 "--no-progress"]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["teacher"] == note and "the pretrained model (" in capsys.readouterr().out
+    from mmedge.adapt.data import AdaptData, materialise
+
+    examples = AdaptData("scenes", "vqa", list(model.config.labels), model.config.image_size, 1)._scenes("test", range(24))
+    inputs = pre.encode([tuple(materialise(im) for im in ex.images) for ex in examples], [ex.text for ex in examples])
+    with torch.no_grad():
+        ref = hf(input_ids=inputs["input_ids"], attention_mask=inputs["text_mask"],
+                 pixel_values=inputs["pixel_values"]).logits.argmax(-1)
+        final = model(**inputs, keep_ratio=1.0).logits[-1].argmax(-1)
+    want = float((final == ref).float().mean())
+    assert result["keep_ratios"]["1"]["teacher_agreement_per_exit"][-1] == pytest.approx(want)
+    # a folder whose backbone was not trained: its own final exit is the pretrained model
+    plain = tmp_path / "plain"
+    adapt(source, plain, DistillConfig(steps=2, eval_every=2, checkpoint_every=2, **TINY), task="vqa", **QUIET)
+    assert pretrained_teacher(plain) == (None, "the model's own final exit at keep ratio 1.0 (the pretrained model: "
+                                               "its weights were not trained)")
+    # the source moved away: said, not silently compared with the wrong model
+    source.rename(tmp_path / "moved")
+    teacher, note = pretrained_teacher(out)
+    assert teacher is None and "cannot be loaded here" in note
+
+
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

@@ -207,7 +207,8 @@ def test_eval_and_loading_dispatch_on_family(made, capsys):
     assert load_config(made["folder"]).source_class == "ViltForQuestionAnswering"
     assert main(["eval", "--model", str(made["folder"]), "--limit", "6", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "Agreement with the full model" in out and "ViltForQuestionAnswering" in out
+    assert "Agreement with the teacher per exit (the teacher: the model's own final exit" in out
+    assert "ViltForQuestionAnswering" in out
 
 
 def test_modality_pruning_is_refused_for_adapted_models(made, tmp_path):

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mmedge.adapt.families import family_named
-from mmedge.errors import CheckpointError
+from mmedge.errors import CheckpointError, MMEdgeError
 from mmedge.fileio import atomic_write
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -96,3 +96,32 @@ def load_adapted(directory: str | Path):
                               f"{unexpected[:5]}, wrong shapes {wrong[:5]}")
     model.load_state_dict(state)
     return model.eval(), preprocessor
+
+
+def pretrained_teacher(directory: str | Path):
+    """(teacher model or None, what the exits are compared with) for `mmedge eval` of an adapted folder.
+
+    Where the adaptation left the pretrained weights unchanged (the default), the model's own final exit
+    is the pretrained model's answer: None. Where it trained them too (`--train-backbone`), the final
+    exit no longer is: the pretrained model is loaded from the source the folder records, wrapped at
+    the same image size and text length; if that source cannot be loaded here, None and a description
+    that says agreement is then with the adapted model's own final exit."""
+    directory = Path(directory)
+    try:
+        distill = json.loads((directory / "distill_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        distill = {}
+    own = "the model's own final exit at keep ratio 1.0"
+    if not (isinstance(distill, dict) and distill.get("train_backbone")):
+        return None, own + " (the pretrained model: its weights were not trained)"
+    saved = read_config(directory)
+    source, adapt = saved["source"]["from"], saved["adapt"]
+    if "image_size" not in adapt or "max_text_len" not in adapt:  # not an encoder (a generative VLM)
+        return None, own
+    try:
+        teacher, _ = family_named(saved["family"]).load_source(source, image_size=adapt["image_size"],
+                                                               max_text_len=adapt["max_text_len"])
+    except (MMEdgeError, OSError) as exc:
+        return None, (f"{own}: the backbone was trained, and the pretrained model ({source}) cannot be loaded here "
+                      f"({str(exc)[:200]}), so this is not agreement with the pretrained model")
+    return teacher.eval(), f"the pretrained model ({source}) at full depth, keep ratio 1.0 (the backbone was trained)"

@@ -56,11 +56,14 @@ def run(args: argparse.Namespace) -> int:
             atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(result, indent=1)))
         return 0
     model, tokenizer = from_pretrained(args.model)
+    from mmedge.adapt.folder import is_adapted_dir, pretrained_teacher
+
+    teacher = pretrained_teacher(args.model) if is_adapted_dir(args.model) else None
     if args.data != "scenes":
         from mmedge.evaluation.real import evaluate_real, format_real
 
         result = evaluate_real(model, tokenizer, args.data, args.split, args.limit, args.keep_ratios,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, teacher=teacher)
         print(format_real(result))
         if args.json:
             atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(result, indent=1)))
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--split {args.split!r}: the scenes have val, test and compositional", "arguments")
     args.split = args.split or "test"
     result = evaluate(model, tokenizer, args.split, args.limit, args.data_seed, args.keep_ratios,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, teacher=teacher)
     result["model"] = str(args.model)
     print(format_report(result))
     if args.json:

@@ -18,8 +18,11 @@ from mmedge.train.flops import exit_flops
 
 @torch.no_grad()
 def evaluate_adapted(model, preprocessor, data: str, split: str | None, limit: int, data_seed: int = 0,
-                     keep_ratios: list[float] | None = None, batch_size: int = 32, progress: bool = True) -> dict:
-    """The evaluation dict (JSON-ready); format_adapted prints it."""
+                     keep_ratios: list[float] | None = None, batch_size: int = 32, progress: bool = True,
+                     teacher=None, teacher_note: str | None = None) -> dict:
+    """The evaluation dict (JSON-ready); format_adapted prints it. `teacher`: the model whose final
+    answer the exits are compared with (mmedge.adapt.folder.pretrained_teacher); None: the model's own
+    final exit at keep 1.0, which is the pretrained model's answer unless the backbone was trained."""
     from tqdm.auto import tqdm
 
     from mmedge.adapt.data import AdaptData, materialise
@@ -37,17 +40,18 @@ def evaluate_adapted(model, preprocessor, data: str, split: str | None, limit: i
         examples = source.val(limit)
     labels = np.array([ex.label for ex in examples])
     answers = {r: [] for r in ratios}  # keep ratio -> (exits, N) argmax
-    teacher: list[np.ndarray] = []
+    answers_of_teacher: list[np.ndarray] = []
     starts = range(0, len(examples), batch_size)
     for start in tqdm(starts, desc="eval", disable=not progress, leave=False, unit="batch"):
         chunk = examples[start: start + batch_size]
         inputs = preprocessor.encode([tuple(materialise(im) for im in ex.images) for ex in chunk],
                                      [ex.text for ex in chunk])
-        teacher.append(model(**inputs, keep_ratio=1.0).logits[-1].argmax(-1).numpy())
+        reference = model if teacher is None else teacher
+        answers_of_teacher.append(reference(**inputs, keep_ratio=1.0).logits[-1].argmax(-1).numpy())
         for r in ratios:
             out = model(**inputs, keep_ratio=r)
             answers[r].append(np.stack([lg.argmax(-1).numpy() for lg in out.logits]))
-    teacher_all = np.concatenate(teacher)
+    teacher_all = np.concatenate(answers_of_teacher)
     labelled = labels >= 0
     per_ratio = {}
     for r in ratios:
@@ -62,7 +66,8 @@ def evaluate_adapted(model, preprocessor, data: str, split: str | None, limit: i
             "samples": len(examples), "labelled": int(labelled.sum()), "data_seed": data_seed,
             "parameters": model.num_parameters(), "exit_layers": cfg.exits,
             "eval_seconds": time.perf_counter() - t0,
-            "teacher": "the model's own final exit at keep ratio 1.0 (the pretrained model)",
+            "teacher": teacher_note or "the model's own final exit at keep ratio 1.0 (the pretrained model)",
+            "teacher_accuracy": float((teacher_all[labelled] == labels[labelled]).mean()) if labelled.any() else None,
             "flops_counter": "torch.utils.flop_counter.FlopCounterMode (per sample, batch 1)",
             "keep_ratios": per_ratio}
 
@@ -73,10 +78,13 @@ def format_adapted(result: dict) -> str:
              f"{result['samples']} samples, {result['labelled']} labelled | {result['parameters'] / 1e6:.2f} M "
              f"parameters | exits after layers {[e + 1 for e in result['exit_layers']]}", ""]
     head = ["keep", "vis tokens"] + [f"exit {i + 1}" for i in range(n_exits)] + ["MFLOPs full"]
-    for key, title in (("teacher_agreement_per_exit", "Agreement with the full model (teacher) per exit"),
+    agreement = f"Agreement with the teacher per exit (the teacher: {result['teacher']})"
+    for key, title in (("teacher_agreement_per_exit", agreement),
                        ("accuracy_per_exit", "Accuracy per exit (labelled examples)")):
         rows = [[k, r["visual_tokens"]] + [f"{a:.3f}" for a in r[key]] + [f"{r['exit_flops'][-1] / 1e6:.1f}"]
                 for k, r in result["keep_ratios"].items() if r[key] is not None]
         if rows:
             lines += [title, tabulate(rows, head, tablefmt="github"), ""]
+    if result.get("teacher_accuracy") is not None:
+        lines.append(f"The teacher's accuracy on the same examples: {result['teacher_accuracy']:.3f}")
     return "\n".join(lines).rstrip()

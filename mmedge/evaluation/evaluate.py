@@ -14,14 +14,18 @@ from mmedge.train.flops import exit_flops
 
 
 def evaluate(model: AdaptiveVLModel, tokenizer: WordTokenizer, split: str, limit: int, data_seed: int = 0,
-             keep_ratios: list[float] | None = None, batch_size: int = 128, progress: bool = True) -> dict:
+             keep_ratios: list[float] | None = None, batch_size: int = 128, progress: bool = True,
+             teacher: tuple | None = None) -> dict:
+    """teacher: for a model adapted by `mmedge adapt`, (model or None, description) from
+    mmedge.adapt.folder.pretrained_teacher."""
     from mmedge.export.stages import is_adapted
 
     if is_adapted(model):  # a folder written by `mmedge adapt`: `tokenizer` is its preprocessor
         from mmedge.evaluation.adapted import evaluate_adapted
 
+        reference, note = teacher or (None, None)
         return evaluate_adapted(model, tokenizer, "scenes", split, limit, data_seed, keep_ratios,
-                                progress=progress)
+                                progress=progress, teacher=reference, teacher_note=note)
     cfg = model.config
     ratios = keep_ratios or cfg.keep_ratios
     t0 = time.perf_counter()

@@ -63,13 +63,16 @@ def retrieval(model: AdaptiveVLModel, tokenizer: WordTokenizer, dataset, images:
 
 
 def evaluate_real(model: AdaptiveVLModel, tokenizer: WordTokenizer, data: str, split: str | None, limit: int,
-                  keep_ratios: list[float] | None = None, progress: bool = True) -> dict:
+                  keep_ratios: list[float] | None = None, progress: bool = True, teacher: tuple | None = None) -> dict:
+    """teacher: as for mmedge.evaluation.evaluate.evaluate."""
     from mmedge.export.stages import is_adapted
 
     if is_adapted(model):  # a folder written by `mmedge adapt`: `tokenizer` is its preprocessor
         from mmedge.evaluation.adapted import evaluate_adapted
 
-        return evaluate_adapted(model, tokenizer, data, split, limit, keep_ratios=keep_ratios, progress=progress)
+        reference, note = teacher or (None, None)
+        return evaluate_adapted(model, tokenizer, data, split, limit, keep_ratios=keep_ratios, progress=progress,
+                                teacher=reference, teacher_note=note)
     cfg = model.config
     spec = parse_data_spec(data)
     split = split or VAL_SPLIT.get(spec.name, "val")
