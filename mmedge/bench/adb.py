@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 from mmedge.errors import ConfigError, MMEdgeError, MissingDependencyError
@@ -145,10 +146,12 @@ def bench_device(bundle: str | Path, serial: str | None = None, backend: str = "
                                                policies, cpu_affinity, remote_queries))
     finally:
         if remote_queries is not None:
-            try:  # best effort: a failed clean-up must not hide the run's own outcome
+            try:
                 _adb(_shell("rm", "-r", remote_queries), serial)
-            except (DeviceError, subprocess.TimeoutExpired):
-                pass
+            except (DeviceError, subprocess.TimeoutExpired) as exc:
+                # warned, not raised: a failed clean-up must not hide the run's own result or error
+                warnings.warn(f"the pushed queries are left on the phone at {remote_queries} ({exc}); remove them "
+                              f"with `adb -s {serial} shell rm -r {remote_queries}`", stacklevel=2)
     result.update(kind="measured-on-device", device=model, serial=serial, cooldown_s=cooldown_s,
                   cpu_affinity=cpu_affinity)
     return result

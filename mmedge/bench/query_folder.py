@@ -11,7 +11,6 @@ PNG per image, decoded and oriented by the host as its own Engine would take it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,11 +38,12 @@ def write_query_folder(queries: Queries, out: Path) -> Path:
     A query of several images (NLVR2: left, right) lists them under "images", one image under "image".
     Written into a temporary sibling first and renamed, so no half-written folder is left behind."""
     from mmedge.data.preprocess import load_image
+    from mmedge.fileio import make_parent, publish_dir
 
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new folder for the queries")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "images").mkdir()
@@ -60,7 +60,7 @@ def write_query_folder(queries: Queries, out: Path) -> Path:
         doc = {"format": FORMAT, "task": queries.samples[0].task if queries.samples else None, **queries.describe(),
                "queries": entries}
         (tmp / "queries.json").write_text(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -217,16 +217,16 @@ def _measured_on_phone(args, serial: str) -> dict:
 
     manifest = load_manifest(args.artifact)
     backend = "executorch" if args.backend == "auto" else args.backend
-    runs = args.samples * args.repeats
-    if app_queries_fit(manifest, args.data) and args.split is None:
-        return adb.bench_device(args.artifact, serial, backend, args.precision, args.threads, runs, args.warmup,
-                                "all", args.cooldown, args.cpu_affinity)
+    folder = queries = None
     with tempfile.TemporaryDirectory(prefix="mmedge-queries-") as tmp:
-        folder, queries = draw_query_folder(manifest, args.samples, Path(tmp) / "queries", data=args.data,
-                                            split=args.split, progress=not args.no_progress)
-        print(f"pushing {len(queries.samples)} {queries.data} {queries.split} queries to the app "
-              f"(chosen by {queries.chosen_by})")
-        result = adb.bench_device(args.artifact, serial, backend, args.precision, args.threads, runs, args.warmup,
-                                  "all", args.cooldown, args.cpu_affinity, queries=folder)
-    result["queries"] = queries.describe()  # as the host bench records them (answers outside the labels counted)
+        if not (app_queries_fit(manifest, args.data) and args.split is None):
+            folder, queries = draw_query_folder(manifest, args.samples, Path(tmp) / "queries", data=args.data,
+                                                split=args.split, progress=not args.no_progress)
+            print(f"pushing {len(queries.samples)} {queries.data} {queries.split} queries to the app "
+                  f"(chosen by {queries.chosen_by})")
+        result = adb.bench_device(args.artifact, serial, backend, args.precision, args.threads,
+                                  args.samples * args.repeats, args.warmup, "all", args.cooldown, args.cpu_affinity,
+                                  queries=folder)
+    if queries is not None:  # recorded as the host bench records them (answers outside the labels counted)
+        result["queries"] = queries.describe()
     return result

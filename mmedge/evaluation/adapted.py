@@ -41,12 +41,12 @@ def evaluate_adapted(model, preprocessor, data: str, split: str | None, limit: i
     labels = np.array([ex.label for ex in examples])
     answers = {r: [] for r in ratios}  # keep ratio -> (exits, N) argmax
     answers_of_teacher: list[np.ndarray] = []
+    reference = model if teacher is None else teacher
     starts = range(0, len(examples), batch_size)
     for start in tqdm(starts, desc="eval", disable=not progress, leave=False, unit="batch"):
         chunk = examples[start: start + batch_size]
         inputs = preprocessor.encode([tuple(materialise(im) for im in ex.images) for ex in chunk],
                                      [ex.text for ex in chunk])
-        reference = model if teacher is None else teacher
         answers_of_teacher.append(reference(**inputs, keep_ratio=1.0).logits[-1].argmax(-1).numpy())
         for r in ratios:
             out = model(**inputs, keep_ratio=r)
