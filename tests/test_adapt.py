@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 from conftest import torchrun  # noqa: E402
 from dataset_fixtures import make_jsonl, make_nlvr2  # noqa: E402
 from mmedge.adapt import adapt, load_adapted, load_source  # noqa: E402
-from mmedge.adapt.distill import DistillConfig  # noqa: E402
+from mmedge.adapt.distill import DistillConfig, text_length_hint, text_token_counts  # noqa: E402
 from mmedge.adapt.families import UnsupportedModelError, supported_classes  # noqa: E402
 from mmedge.adapt.stages import example_inputs, stage_module, stage_specs  # noqa: E402
 from mmedge.cli import main  # noqa: E402
@@ -107,6 +107,20 @@ def test_full_depth_equals_transformers_forward(sources, task):
     for head in model.exit_heads:
         assert (head(hidden)[0] - ref).abs().max() < 1e-5
     assert len(out.logits) == model.num_stages == model.config.depth
+
+
+def test_a_shorter_text_length_keeps_the_outputs_of_texts_that_fit(sources):
+    """--max-text-len below the model's: padding is masked, so a text that fits gets the same answer."""
+    model, pre = load_source(sources["vqa"])  # 16 text tokens, the tiny model's position embeddings
+    short, pre_short = load_source(sources["vqa"], max_text_len=12)
+    fits = [t for t in TEXTS + ["how many red circles", "is there a square"] if pre.tokenizer.encode(t)[1].sum() <= 12]
+    assert len(fits) >= 2 and short.config.max_text_len == 12
+    imgs = images(len(fits))
+    long_in, short_in = pre.encode([(im,) for im in imgs], fits), pre_short.encode([(im,) for im in imgs], fits)
+    assert short_in["input_ids"].shape[1] == 12 and torch.equal(short_in["input_ids"], long_in["input_ids"][:, :12])
+    with torch.no_grad():
+        a, b = model(**long_in), short(**short_in)
+    assert (a.logits[-1] - b.logits[-1]).abs().max() < 1e-5
 
 
 def test_position_embeddings_interpolated_at_a_fixed_size(sources):
@@ -258,6 +272,15 @@ def test_distillation_improves_exit_agreement_and_writes_a_loadable_folder(tmp_p
         assert (out / name).is_file()
     card = (out / "README.md").read_text()
     assert "Agreement with the teacher per exit" in card and "(was " in card
+    # how much of the fixed text length the validation texts use, counted by the model's own tokenizer
+    counts = json.loads((out / "adapt_report.json").read_text())["text_tokens"]
+    _, pre = load_adapted(out)
+    from mmedge.adapt.data import AdaptData
+    texts = [e.text for e in AdaptData("scenes", "vqa", [], 32, 1).val(64)]
+    assert counts == text_token_counts(pre.tokenizer, texts) and counts["examples"] == 64
+    assert min(counts["longest"], 16) == max(int(pre.tokenizer.encode(t)[1].sum()) for t in texts)
+    assert counts["longest"] > 16 and counts["truncated"] > 0  # this tiny vocabulary spells words in pieces
+    assert f"longest {counts['longest']}, mean" in card and f"{counts['truncated']} truncated" in card
     # the folder loads back to the same model, and its pretrained weights are the source's, unchanged
     model, pre = load_adapted(out)
     inputs = pre.encode([(im,) for im in images(2)], TEXTS[:2])
@@ -269,6 +292,16 @@ def test_distillation_improves_exit_agreement_and_writes_a_loadable_folder(tmp_p
     assert (model(**inputs).logits[-1] - ref).abs().max() < 1e-5
     assert all(torch.equal(p, q) for p, q in zip(model.backbone.hf.state_dict().values(), hf.state_dict().values()))
     assert out_a.kept_index.shape == (2, 8) and len(out_a.confidence) == 4
+
+
+def test_text_length_hint_names_the_padding_or_the_truncation():
+    counts = {"examples": 100, "max_text_len": 40, "longest": 14, "mean": 9.5, "truncated": 0}
+    hint = text_length_hint(counts, other_tokens=145)  # ViLT-B/32: 144 patches + the image [CLS]
+    assert "--max-text-len 14" in hint and "drops 26 of them" in hint and "185 positions" in hint
+    assert text_length_hint({**counts, "longest": 38}, other_tokens=145) is None  # 2 of 185: not worth a note
+    cut = text_length_hint({**counts, "longest": 52, "truncated": 3}, other_tokens=145)
+    assert "3 of 100 validation texts are longer than the 40" in cut and "truncated" in cut
+    assert text_length_hint({"examples": 0}, other_tokens=145) is None
 
 
 def test_train_backbone_changes_the_pretrained_weights_and_eval_compares_with_the_source(tmp_path, capsys):

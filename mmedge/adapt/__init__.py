@@ -61,7 +61,7 @@ def adapt(source: str | Path, out: str | Path, distill_cfg, task: str | None = N
     complete; a generative model's: its report dict)."""
     _require_transformers()
     from mmedge.adapt.card import model_card, write_card
-    from mmedge.adapt.distill import Distiller
+    from mmedge.adapt.distill import Distiller, text_length_hint
     from mmedge.adapt.families import family_of_class, source_class
     from mmedge.adapt.folder import save_adapted
     from mmedge.adapt.vlm_distill import VLMDistillConfig
@@ -94,10 +94,14 @@ def adapt(source: str | Path, out: str | Path, distill_cfg, task: str | None = N
             from mmedge.fileio import atomic_write
 
             report = {"before": result.before, "after": result.after, "steps": result.steps,
-                      "wall_s": result.wall_s, "skipped_examples": result.skipped_examples}
+                      "wall_s": result.wall_s, "skipped_examples": result.skipped_examples,
+                      "text_tokens": result.text_tokens}
             atomic_write(Path(out) / "adapt_report.json", lambda p: p.write_text(json.dumps(report, indent=1) + "\n"))
             write_card(Path(out), model_card(model, result, str(source), distill_cfg, preprocessor))
             log(f"adapted {name} in {result.wall_s:.0f} s; model folder {out}")
+            hint = text_length_hint(result.text_tokens, model.config.num_patches + 1)
+            if hint:
+                log(f"note: {hint}")
     finally:
         distiller.close()
     return result

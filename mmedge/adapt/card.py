@@ -20,6 +20,15 @@ def _per_exit_table(before: dict, after: dict, exits: list[int], key: str) -> st
     return tabulate(rows, head, tablefmt="github") if rows else ""
 
 
+def _text_use(counts: dict) -> str:
+    """How much of the text length the validation texts use, as a clause of the card's input line."""
+    if not counts.get("examples"):
+        return ""
+    cut = f"; {counts['truncated']} truncated" if counts["truncated"] else ""
+    return (f" (the {counts['examples']} validation texts: longest {counts['longest']}, mean {counts['mean']:g}, "
+            f"with [CLS] and [SEP]{cut})")
+
+
 def model_card(model, result, source: str, distill_cfg, preprocessor) -> str:
     cfg = model.config
     backbone = sum(p.numel() for p in model.backbone.parameters())
@@ -34,7 +43,8 @@ def model_card(model, result, source: str, distill_cfg, preprocessor) -> str:
         "",
         "## What was adapted", "",
         f"- Fixed input: {cfg.num_images} image(s) of {cfg.image_size} x {cfg.image_size} px "
-        f"({cfg.num_patches} visual tokens of {cfg.patch_size} px each per image), {cfg.max_text_len} text tokens.",
+        f"({cfg.num_patches} visual tokens of {cfg.patch_size} px each per image), {cfg.max_text_len} text tokens"
+        + _text_use(result.text_tokens) + ".",
         f"- Exits after layers {[e + 1 for e in cfg.exits]} (1-based); the last is the model's own head. The others "
         "are copies of the model's head (final LayerNorm, pooler, classifier"
         f"{'' if cfg.exit_rank is None else f'; linear maps stored as rank-{cfg.exit_rank} pairs where smaller'}) "

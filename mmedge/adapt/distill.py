@@ -229,6 +229,34 @@ def evaluate(model: AdaptedModel, batches: list[tuple[dict, torch.Tensor]], keep
     return result
 
 
+def text_token_counts(tokenizer, texts: list[str]) -> dict:
+    """How much of the fixed text length `texts` use: every layer computes all `max_length` positions,
+    padding included, so a model whose texts are much shorter than that pays for nothing."""
+    lengths = [len(tokenizer.tokenize(t)) + 2 for t in texts]  # + [CLS] and [SEP]
+    limit = tokenizer.max_length
+    return {"examples": len(lengths), "max_text_len": limit, "longest": max(lengths, default=0),
+            "mean": round(float(np.mean(lengths)), 2) if lengths else 0.0,
+            "truncated": sum(n > limit for n in lengths)}
+
+
+def text_length_hint(counts: dict, other_tokens: int, share: float = 0.1) -> str | None:
+    """A note when texts were truncated, or when the padding beyond the longest text is at least `share`
+    of every layer's sequence (`other_tokens`: the visual tokens and the image [CLS] beside the text)."""
+    if not counts.get("examples"):
+        return None
+    limit, longest, n = counts["max_text_len"], counts["longest"], counts["examples"]
+    if counts["truncated"]:
+        return (f"{counts['truncated']} of {n} validation texts are longer than the {limit} text tokens the model "
+                f"reads and were truncated (longest {longest}); a larger --max-text-len keeps them whole, up to the "
+                "model's position embeddings")
+    if (limit - longest) / (limit + other_tokens) >= share:
+        return (f"the validation texts use at most {longest} of the {limit} text tokens (mean {counts['mean']:g}); "
+                f"every layer computes all {limit + other_tokens} positions, padding included: adapting with "
+                f"--max-text-len {longest} (a little more for longer queries: longer texts are truncated) drops "
+                f"{limit - longest} of them")
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- the loop
 @dataclass
 class DistillResult:
@@ -238,6 +266,7 @@ class DistillResult:
     before: dict          # validation before any step (the exits as copies of the model's head)
     after: dict           # validation at the end
     skipped_examples: int
+    text_tokens: dict = field(default_factory=dict)  # text_token_counts of the validation examples
 
 
 class Distiller:
@@ -275,6 +304,7 @@ class Distiller:
             self._load_checkpoint()
         self.step_module = DistillStep(model, self.teacher, cfg)
         self.ddp = nn.parallel.DistributedDataParallel(self.step_module) if self.dist.enabled else None
+        self.text_tokens: dict = {}  # text_token_counts of the validation texts (rank 0)
         self.val_batches = self._val_batches() if self.dist.is_main else []
 
     # ------------------------------------------------------------------ set-up
@@ -285,6 +315,7 @@ class Distiller:
 
     def _val_batches(self, batch_size: int = 64) -> list[tuple[dict, torch.Tensor]]:
         examples = self.data.val(self.cfg.eval_samples)
+        self.text_tokens = text_token_counts(self.preprocessor.tokenizer, [e.text for e in examples])
         out = []
         for i in range(0, len(examples), batch_size):
             inputs, labels, skipped = encode(self.preprocessor, examples[i: i + batch_size])
@@ -393,7 +424,8 @@ class Distiller:
             after = self._validate()
         self.model.eval()
         wall = time.perf_counter() - start
-        return DistillResult(self.out_dir, self.step, wall, self.before or {}, after, self.skipped)
+        return DistillResult(self.out_dir, self.step, wall, self.before or {}, after, self.skipped,
+                             self.text_tokens)
 
     def close(self) -> None:
         barrier(self.dist)
