@@ -193,7 +193,8 @@ def finetune_config(task: str, seed: int, steps: int, plan: dict, threads: int |
 
 # TrainConfig fields added after units were first recorded: left out of a key while at their default,
 # so that a new field does not make every finished fine-tune look unfinished
-ADDED_FIELDS = ("data", "answer_vocab_size", "text_vocab", "text_vocab_size", "epochs", "minutes", "augment_shift")
+ADDED_FIELDS = ("data", "answer_vocab_size", "text_vocab", "text_vocab_size", "epochs", "minutes", "augment_shift",
+                "unpruned_share")
 ADDED_PRETRAIN_FIELDS = ("data", "text_vocab_size")
 
 

@@ -64,7 +64,8 @@ def test_budget_options_are_checked(tmp_path):
 
 
 def test_epochs_set_the_steps_and_every_record_is_seen_once_per_epoch(jsonl_root, tmp_path):
-    cfg = TrainConfig(**{**REAL, "epochs": 2, "steps": 1000, "data": f"jsonl:{jsonl_root}"})
+    cfg = TrainConfig(**{**REAL, "epochs": 2, "steps": 1000, "data": f"jsonl:{jsonl_root}", "log_every": 1,
+                         "unpruned_share": 0.5})
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     n = len(trainer.order)
     assert trainer.total_steps == math.ceil(2 * n / cfg.batch_size)
@@ -72,7 +73,9 @@ def test_epochs_set_the_steps_and_every_record_is_seen_once_per_epoch(jsonl_root
     assert sorted(seen[:n]) == sorted(seen[n:]) == sorted(trainer.order)  # each epoch: every record once
     assert not np.array_equal(seen[:n], seen[n:])
     result = trainer.fit()
-    assert result.steps == trainer.total_steps
+    assert result.steps == trainer.total_steps == 5
+    # the first half of the steps at keep 1 only, then the keep ratios cycled (step 3 -> 1.0, step 4 -> 0.5)
+    assert [r["keep_ratio"] for r in rows(tmp_path / "run", "train")] == [1.0, 1.0, 1.0, 1.0, 0.5]
 
 
 def test_a_minutes_budget_stops_when_the_time_is_spent_and_decays_over_it(jsonl_root, tmp_path):

@@ -7,7 +7,7 @@ from conftest import TINY, torchrun
 from mmedge.errors import ConfigError
 from mmedge.train.config import TrainConfig
 from mmedge.train.losses import exit_weights
-from mmedge.train.trainer import Trainer, lr_factor
+from mmedge.train.trainer import Trainer, lr_factor, train_keep_ratio
 
 
 def weights(path):
@@ -86,6 +86,19 @@ def test_exit_weights_and_schedule():
     cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
     assert lr_factor(99, cfg) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_the_unpruned_share_trains_at_keep_one_before_the_ratios_cycle():
+    cycled = TrainConfig(steps=12, train_keep_ratios=[1.0, 0.5, 0.25])
+    assert [train_keep_ratio(cycled, s, 12) for s in range(6)] == [1.0, 0.5, 0.25, 1.0, 0.5, 0.25]
+    first_half = TrainConfig(steps=12, train_keep_ratios=[1.0, 0.5, 0.25], unpruned_share=0.5)
+    assert [train_keep_ratio(first_half, s, 12) for s in range(12)] == [1.0] * 6 + [1.0, 0.5, 0.25] * 2
+    # under a minutes budget the share is of the time spent, whatever the step
+    assert train_keep_ratio(first_half, 1, 12, progress=0.49) == 1.0
+    assert train_keep_ratio(first_half, 1, 12, progress=0.51) == 0.5
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ConfigError, match="unpruned_share"):
+            TrainConfig(unpruned_share=bad)
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ class TrainConfig:
     ground_stage: int = 1               # the stage whose text tokens are asked to point (0 = after layer 0)
     ground_size: bool = False           # grounding also predicts the named object's size (small / large)
     train_keep_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # cycled per step
+    unpruned_share: float = 0.0         # the first share of the run (steps or minutes) trains at keep 1.0 only
     train_size: int = 200_000           # distinct training scenes (indices wrap around)
     max_objects: int = 4                # objects per scene, 1..max
     qtype_weights: dict | None = None   # training only: relative odds of each question type (default uniform)
@@ -79,6 +80,9 @@ class TrainConfig:
                 p.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not self.train_keep_ratios or any(not 0 < r <= 1 for r in self.train_keep_ratios):
             p.append(f"train_keep_ratios {self.train_keep_ratios} must be in (0, 1]")
+        if isinstance(self.unpruned_share, bool) or not isinstance(self.unpruned_share, (int, float)) \
+                or not 0 <= self.unpruned_share <= 1:
+            p.append(f"unpruned_share must be a share of the run in [0, 1], got {self.unpruned_share!r}")
         if self.data != "scenes":
             on = [name for name, off in SCENES_ONLY.items() if getattr(self, name) != off]
             if on:

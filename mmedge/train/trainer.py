@@ -117,6 +117,16 @@ def lr_factor(step: int, cfg: TrainConfig, total_steps: int | None = None, progr
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def train_keep_ratio(cfg: TrainConfig, step: int, total_steps: int, progress: float | None = None) -> float:
+    """The keep ratio this step trains at: 1.0 during the first cfg.unpruned_share of the run (the share of
+    the time spent under a minutes budget, else of the steps), so that the prefilter learns from a model
+    that already attends before any token is dropped; then cfg.train_keep_ratios, cycled per step."""
+    share = step / max(1, total_steps) if progress is None else progress
+    if share < cfg.unpruned_share:
+        return 1.0
+    return cfg.train_keep_ratios[step % len(cfg.train_keep_ratios)]
+
+
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
     """The optimizer's per-parameter state as flat safetensors entries plus torch's RNG state, and
     its param groups (JSON): what a resumable checkpoint stores."""
@@ -363,7 +373,7 @@ class Trainer:
                 progress = None if budget_s is None else (time.perf_counter() - start) / budget_s
                 for group in self.optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(self.step, cfg, self.total_steps, progress)
-                keep = cfg.train_keep_ratios[self.step % len(cfg.train_keep_ratios)]
+                keep = train_keep_ratio(cfg, self.step, self.total_steps, progress)
                 if keep not in self.step_flops:  # count one step of each kind (fwd + bwd, all ranks)
                     with count_flops() as cost:
                         stats = self._train_step(keep)
