@@ -154,7 +154,8 @@ def report(results: dict, out: Path) -> None:
              f"{cfg['layers']} layers x {cfg['hidden_size']}, {cfg['image_size']} px images in {cfg['patch_size']} px "
              "patches); `mmedge adapt` trained the exits, confidences and prefilter from the teacher's own answers "
              "(no labels): with the teacher's weights frozen, with them trained too (against a frozen copy), and "
-             "frozen with the text length sized to the questions. 2-core CPU; batch 1, one thread.",
+             "frozen with the text length sized to the questions (exits after every layer, and after layers 3-6 "
+             "only). 2-core CPU; batch 1, one thread.",
              "",
              f"Teacher test accuracy (its own script, {t['test']['samples']} samples): "
              f"**{t['test']['accuracy']:.3f}**, after {t['val_curve'][-1]['step']:,} steps. It was trained by:",
