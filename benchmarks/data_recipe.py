@@ -10,8 +10,9 @@ of its most frequent training answer: a model at the prior has not learnt to loo
 
 Runs: the data recipe (mmedge/train/data-recipe.json) at 30 and 10 minutes, the same recipe started
 from the shipped scenes model (`--init-from models/vqa-default`, its vocabulary grown by the
-domain's words) at 30, and the scenes recipe (models/configs/vqa-default.json, what the guide gave
-before) at 30.
+domain's words) at 30, the scenes recipe (models/configs/vqa-default.json, what the guide gave
+before) at 30, and variants of the data recipe at 30 (benchmarks/configs/data-recipe-*.json).
+`--conditions` records what else ran on the machine; runs that recorded none shared it with other work.
 Two runs go at once (`--jobs`), one thread each (the machine has two cores), so every run sees
 the same share of the machine; the minutes are wall-clock minutes under that load.
 Writes results.json, report.md and curves.png under --out (repo-relative paths only).
@@ -35,11 +36,16 @@ if str(ROOT) not in sys.path:
 OUT = ROOT / "benchmarks" / "results" / "data_recipe"
 RECIPES = {"data": ROOT / "mmedge" / "train" / "data-recipe.json",
            "batch32-shifts": ROOT / "benchmarks" / "configs" / "data-recipe-batch32-shifts.json",
+           "data-unpruned-half": ROOT / "benchmarks" / "configs" / "data-recipe-unpruned-half.json",
+           "data-lr2e-3": ROOT / "benchmarks" / "configs" / "data-recipe-lr2e-3.json",
            "scenes": ROOT / "models" / "configs" / "vqa-default.json"}
 SHIPPED = ROOT / "models" / "vqa-default"
 # (name, recipe, minutes, start from): two at a time, in this order
 RUNS = (("batch32-shifts-30min", "batch32-shifts", 30, None), ("scenes-30min", "scenes", 30, None),
-        ("data-from-shipped-30min", "data", 30, SHIPPED), ("data-10min", "data", 10, None))
+        ("data-from-shipped-30min", "data", 30, SHIPPED), ("data-10min", "data", 10, None),
+        ("data-30min", "data", 30, None), ("data-unpruned-half-30min", "data-unpruned-half", 30, None),
+        ("data-lr2e-3-30min", "data-lr2e-3", 30, None))
+OLD_CONDITIONS = "the machine was shared with other work during the run"  # runs that recorded none
 OVERRIDES = {"threads": 1, "eval_every": 100}  # one thread per run (two at once); a denser validation curve
 
 
@@ -136,8 +142,12 @@ def report(results: dict, out: Path) -> None:
     lines += ["", "Under `--data`, the scenes recipe's scene-only options are switched off, which leaves the data "
               "recipe's settings (batch 64, lr 1e-3, 200 warm-up steps, the same model; only how often it "
               "checkpoints differs): `scenes-30min` is therefore also the data recipe from scratch at 30 minutes. "
-              "`batch32-shifts-30min` is the variant tried first (batch 32, 100 warm-up steps, 4 px shifts).",
-              "", "Test accuracy per exit (exit 0 is after the first layer):", "",
+              "`batch32-shifts-30min` is the variant tried first (batch 32, 100 warm-up steps, 4 px shifts). "
+              "`data-30min` is the data recipe from scratch again, on an otherwise quiet machine; beside it "
+              "`data-unpruned-half-30min` trained the first half of its time at keep 1.0 only (`unpruned_share` "
+              "0.5), and `data-lr2e-3-30min` at twice the learning rate.",
+              "", "Conditions: " + "; ".join(f"`{r['name']}`: {r.get('conditions', OLD_CONDITIONS)}" for r in runs)
+              + ".", "", "Test accuracy per exit (exit 0 is after the first layer):", "",
               "| run | " + " | ".join(f"exit {i}" for i in range(len(runs[0]["test_acc_per_exit"]))) + " |",
               "|---|" + "---|" * len(runs[0]["test_acc_per_exit"])]
     lines += [f"| {r['name']} | " + " | ".join(f"{a:.3f}" for a in r["test_acc_per_exit"]) + " |" for r in runs]
@@ -174,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "data-recipe", help="run folders (not committed)")
     parser.add_argument("--runs", nargs="+", choices=[r[0] for r in RUNS], help="a subset of the runs")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--conditions", help="what else ran on the machine during these runs (kept per run)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out/results.json")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -189,11 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [r for r in RUNS if args.runs is None or r[0] in args.runs]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda r: run_one(*r, args.data, args.work), chosen))
+    if args.conditions:
+        done = [{**d, "conditions": args.conditions} for d in done]
     counts = {s: sum(1 for _ in open(args.data / f"{s}.jsonl", encoding="utf-8")) for s in ("train", "val", "test")}
     previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
     kept = [r for r in previous.get("runs", []) if r["name"] not in {d["name"] for d in done}]
     order = [r[0] for r in RUNS]
-    results = {"machine": "2-core CPU, shared with other work during the runs", "data": {"generator": "benchmarks/patterns_data.py --images 12000", **counts},
+    results = {"machine": "2-core CPU", "data": {"generator": "benchmarks/patterns_data.py --images 12000", **counts},
                "answer_priors": answer_priors(args.data),
                "runs": sorted(kept + done, key=lambda r: order.index(r["name"]))}
     tmp = args.out / "results.json.tmp"
