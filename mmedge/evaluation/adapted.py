@@ -19,10 +19,11 @@ from mmedge.train.flops import exit_flops
 @torch.no_grad()
 def evaluate_adapted(model, preprocessor, data: str, split: str | None, limit: int, data_seed: int = 0,
                      keep_ratios: list[float] | None = None, batch_size: int = 32, progress: bool = True,
-                     teacher=None, teacher_note: str | None = None) -> dict:
-    """The evaluation dict (JSON-ready); format_adapted prints it. `teacher`: the model whose final
-    answer the exits are compared with (mmedge.adapt.folder.pretrained_teacher); None: the model's own
-    final exit at keep 1.0, which is the pretrained model's answer unless the backbone was trained."""
+                     teacher: tuple | None = None) -> dict:
+    """The evaluation dict (JSON-ready); format_adapted prints it. `teacher`: (model or None, description)
+    from mmedge.adapt.folder.pretrained_teacher, the model whose final answer the exits are compared
+    with; a None model (or no teacher): the model's own final exit at keep 1.0, which is the pretrained
+    model's answer unless the backbone was trained."""
     from tqdm.auto import tqdm
 
     from mmedge.adapt.data import AdaptData, materialise
@@ -41,16 +42,21 @@ def evaluate_adapted(model, preprocessor, data: str, split: str | None, limit: i
     labels = np.array([ex.label for ex in examples])
     answers = {r: [] for r in ratios}  # keep ratio -> (exits, N) argmax
     answers_of_teacher: list[np.ndarray] = []
-    reference = model if teacher is None else teacher
+    reference, teacher_note = teacher or (None, None)
     starts = range(0, len(examples), batch_size)
     for start in tqdm(starts, desc="eval", disable=not progress, leave=False, unit="batch"):
         chunk = examples[start: start + batch_size]
         inputs = preprocessor.encode([tuple(materialise(im) for im in ex.images) for ex in chunk],
                                      [ex.text for ex in chunk])
-        answers_of_teacher.append(reference(**inputs, keep_ratio=1.0).logits[-1].argmax(-1).numpy())
         for r in ratios:
             out = model(**inputs, keep_ratio=r)
             answers[r].append(np.stack([lg.argmax(-1).numpy() for lg in out.logits]))
+        if reference is not None:
+            answers_of_teacher.append(reference(**inputs, keep_ratio=1.0).logits[-1].argmax(-1).numpy())
+        elif 1.0 in answers:  # the model's own final exit at keep 1.0: just computed
+            answers_of_teacher.append(answers[1.0][-1][-1])
+        else:
+            answers_of_teacher.append(model(**inputs, keep_ratio=1.0).logits[-1].argmax(-1).numpy())
     teacher_all = np.concatenate(answers_of_teacher)
     labelled = labels >= 0
     per_ratio = {}

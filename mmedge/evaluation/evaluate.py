@@ -23,9 +23,8 @@ def evaluate(model: AdaptiveVLModel, tokenizer: WordTokenizer, split: str, limit
     if is_adapted(model):  # a folder written by `mmedge adapt`: `tokenizer` is its preprocessor
         from mmedge.evaluation.adapted import evaluate_adapted
 
-        reference, note = teacher or (None, None)
         return evaluate_adapted(model, tokenizer, "scenes", split, limit, data_seed, keep_ratios,
-                                progress=progress, teacher=reference, teacher_note=note)
+                                progress=progress, teacher=teacher)
     cfg = model.config
     ratios = keep_ratios or cfg.keep_ratios
     t0 = time.perf_counter()

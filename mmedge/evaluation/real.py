@@ -70,9 +70,8 @@ def evaluate_real(model: AdaptiveVLModel, tokenizer: WordTokenizer, data: str, s
     if is_adapted(model):  # a folder written by `mmedge adapt`: `tokenizer` is its preprocessor
         from mmedge.evaluation.adapted import evaluate_adapted
 
-        reference, note = teacher or (None, None)
         return evaluate_adapted(model, tokenizer, data, split, limit, keep_ratios=keep_ratios, progress=progress,
-                                teacher=reference, teacher_note=note)
+                                teacher=teacher)
     cfg = model.config
     spec = parse_data_spec(data)
     split = split or VAL_SPLIT.get(spec.name, "val")
