@@ -130,6 +130,10 @@ def test_starting_from_a_word_model_grows_its_vocabulary_and_keeps_known_rows(js
     n_old = old.token_embed.weight.shape[0]
     assert "zebra" in trainer.tokenizer.vocab and trainer.tokenizer.vocab["zebra"] >= n_old
     assert torch.equal(trainer.model.token_embed.weight[:n_old], old.token_embed.weight)
+    # resumed without --init-from, the run keeps the vocabulary it started with (its checkpoint's)
+    trainer.fit()
+    resumed = Trainer(cfg, tmp_path / "run", resume=True, progress=False)
+    assert resumed.tokenizer.vocab == trainer.tokenizer.vocab and resumed.step == 1
 
 
 def test_the_cli_takes_one_budget_and_uses_the_data_recipe_without_a_config(jsonl_root, tmp_path, capsys):
@@ -143,3 +147,25 @@ def test_the_cli_takes_one_budget_and_uses_the_data_recipe_without_a_config(json
     recipe = TrainConfig.data_recipe()
     assert recipe.minutes and recipe.data == "scenes"  # a budget in minutes, no dataset of its own
     assert all(getattr(recipe, k) == v for k, v in SCENES_ONLY.items())  # nothing to switch off
+
+
+def test_the_data_recipe_starts_from_the_shipped_model_unless_told_not_to(jsonl_root, tmp_path, capsys):
+    from mmedge.cli import main
+    from mmedge.models.checkpoint import from_pretrained
+    from mmedge.train.config import SHIPPED_MODELS
+
+    shipped, _ = from_pretrained(SHIPPED_MODELS / "vqa-default")
+    gaps = {}
+    for start in ("default", "none"):
+        out = tmp_path / start
+        argv = ["train", "--data", f"jsonl:{jsonl_root}", "--steps", "1", "--out", str(out), "--no-progress"]
+        assert main(argv + ([] if start == "default" else ["--init-from", "none"])) == 0
+        said = capsys.readouterr().out
+        assert ("note: starting from the shipped model" in said) == (start == "default")
+        model, _ = from_pretrained(out)
+        gaps[start] = max((a - b).abs().max().item() for a, b in zip(model.blocks.parameters(), shipped.blocks.parameters()))
+    assert gaps["default"] < 1e-3 < gaps["none"]  # one warm-up step from the shipped weights, or random ones
+    recipe = TrainConfig.data_recipe()
+    assert recipe.shipped_start() == SHIPPED_MODELS / "vqa-default"
+    other = TrainConfig(**{**recipe.to_dict(), "model": {**recipe.model, "dim": 64}})
+    assert other.shipped_start() is None and TrainConfig(**{**recipe.to_dict(), "task": "verify"}).shipped_start() is None

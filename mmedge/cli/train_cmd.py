@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from mmedge.cli._checks import config_file, writable_dir
 
@@ -12,9 +13,14 @@ EPILOG = """examples:
   mmedge train --task vqa --config cfg.json --out runs/vqa --resume      # continue after a stop
   torchrun --nproc_per_node 2 -m mmedge train --task verify --config cfg.json --out runs/verify
   mmedge train --task vqa --data jsonl:/data/mine --out runs/mine              # your own data
+  mmedge train --task vqa --data jsonl:/data/mine --init-from none --out runs/mine-scratch   # from random weights
   mmedge train --task vqa --data vqa2:/data/vqa2 --config models/configs/vqa-default.json --out runs/vqa2
   mmedge train --task verify --data nlvr2:/data/nlvr2 --out runs/nlvr2
   mmedge train --task caption --config models/configs/caption-default.json --out runs/caption   # captioning
+
+Without --config, --data NAME:ROOT trains with the data recipe (mmedge/train/data-recipe.json, 30
+minutes) and, for vqa, starts from the shipped model models/vqa-default (--init-from none: from
+random weights); both say so in one line each.
 
 --data NAME:ROOT switches the config's scenes-only options off (token_loss_weight, ground_loss_weight,
 ground_size, qtype_weights, train_relations: they need the generated scenes) and says so in one line;
@@ -42,7 +48,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--force", action="store_true", help="start over even if OUT holds a run")
     p.add_argument("--init-from", help="initialise from a model directory: matching weights are copied, exit "
-                   "heads only when it was trained on the same task (e.g. a pretrained encoder)")
+                   "heads only when it was trained on the same task (e.g. a pretrained encoder); with --data and "
+                   "no --config, vqa starts from the shipped model models/vqa-default unless this is 'none'")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -61,7 +68,7 @@ def run_caption(args: argparse.Namespace) -> int:
     from mmedge.caption.train import CaptionTrainConfig, CaptionTrainer
     from mmedge.errors import ConfigError
 
-    if args.init_from:
+    if args.init_from not in (None, "none"):
         raise ConfigError("--init-from is not supported for captioning yet; train the captioner from scratch",
                           "arguments")
     if args.minutes is not None or args.epochs is not None:
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
                   f"lr {cfg.lr:g}; docs/guides/training.md)", flush=True)
     else:
         cfg = TrainConfig()
+    init_from = None if args.init_from == "none" else args.init_from
     overrides = {k: v for k, v in (("task", args.task), ("steps", args.steps), ("minutes", args.minutes),
                                    ("epochs", args.epochs)) if v is not None}
     if args.steps is not None:  # an explicit step count replaces the config's budget
@@ -108,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
         if switched_off and os.environ.get("RANK", "0") == "0":  # once under torchrun
             print(f"note: --data {args.data.split(':')[0]}: switched off the scenes-only option(s) "
                   f"{', '.join(switched_off)}: they need the generated scenes", flush=True)
-    trainer = Trainer(cfg, args.out, resume=args.resume, force=args.force, init_from=args.init_from,
+    if args.init_from is None and not args.config and cfg.data != "scenes" and not args.resume:
+        init_from = cfg.shipped_start()
+        if init_from is not None and os.environ.get("RANK", "0") == "0":
+            shown = init_from.relative_to(Path.cwd()) if init_from.is_relative_to(Path.cwd()) else init_from
+            print(f"note: starting from the shipped model {shown} (--init-from none: from random weights)", flush=True)
+    trainer = Trainer(cfg, args.out, resume=args.resume, force=args.force, init_from=init_from,
                       progress=not args.no_progress)
     result = trainer.fit()
     if trainer.dist.is_main:

@@ -12,6 +12,7 @@ from mmedge.errors import ConfigError
 from mmedge.models.config import ModelConfig, from_dict, read_json
 
 DATA_RECIPE = Path(__file__).with_name("data-recipe.json")
+SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"  # the checkout's shipped models
 
 # ModelConfig fields a training config may set (labels and vocab come from the task/tokenizer).
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"labels", "vocab_size", "task", "version"}
@@ -144,6 +145,17 @@ class TrainConfig:
         """The recipe for a dataset of your own (what `mmedge train --data NAME:ROOT` uses without
         --config): the shipped model's architecture and optimiser settings, a 30-minute budget."""
         return cls.load(DATA_RECIPE)
+
+    def shipped_start(self) -> Path | None:
+        """The shipped model a run of the data recipe starts from unless told otherwise: models/vqa-default
+        for VQA when its architecture is this config's (on a domain it never saw, its weights were a better
+        start than random ones: docs/studies/data-recipe.md); None for the other tasks, another
+        architecture, or an installation without the models/ folder."""
+        path = SHIPPED_MODELS / f"{self.task}-default"
+        if self.task != "vqa" or not (path / "model.safetensors").exists():
+            return None
+        shipped = read_json(path / "config.json")
+        return path if all(shipped.get(k) == v for k, v in self.model.items()) else None
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

@@ -190,13 +190,15 @@ class Trainer:
                               "give steps or minutes, or pass --data NAME:ROOT", "training config")
         self._prepare_out_dir(resume, force)
         self.real = None
+        if resume:  # the checkpoint holds the weights, and the vocabulary they index
+            init_from = None
         if cfg.data != "scenes":  # a real dataset: its own labels and vocabulary
             from mmedge.data.provider import load_real
 
             self.real = load_real(cfg.data, cfg.task, cfg.model.get("image_size", 96), cfg.model.get("max_text_len", 24),
                                   cfg.answer_vocab_size, cfg.eval_samples, progress=progress and self.dist.is_main,
                                   text_vocab=cfg.text_vocab, text_vocab_size=cfg.text_vocab_size,
-                                  tokenizer=_tokenizer_of(init_from))
+                                  tokenizer=_tokenizer_of(self.out_dir / CHECKPOINT_DIR if resume else init_from))
             self.tokenizer = self.real.tokenizer
             self.order = self.real.trainable()  # the records trained on, reshuffled every epoch
             self._epoch_cache: dict[int, np.ndarray] = {}
