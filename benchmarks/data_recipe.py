@@ -5,13 +5,14 @@ templates, JSON Lines). Each run trains with `mmedge train --data jsonl:ROOT --m
 evaluated on the domain's test split per question type, next to each type's answer prior (the share
 of its most frequent training answer: a model at the prior has not learnt to look).
 
-    python benchmarks/data_recipe.py                       # makes data/patterns if missing; ~1 h with 2 jobs
+    python benchmarks/data_recipe.py                       # makes data/patterns if missing; ~3.5 h with 2 jobs
     python benchmarks/data_recipe.py --report-only         # the report from benchmarks/results/data_recipe/
 
-Runs: the data recipe (mmedge/train/data-recipe.json) at 30 and 10 minutes, the same recipe started
-from the shipped scenes model (`--init-from models/vqa-default`, its vocabulary grown by the
-domain's words) at 30, the scenes recipe (models/configs/vqa-default.json, what the guide gave
-before) at 30, and variants of the data recipe at 30 (benchmarks/configs/data-recipe-*.json).
+Runs (WHAT says what each tries): the data recipe (mmedge/train/data-recipe.json) from random weights
+at 10 and 30 minutes and from the shipped scenes model (what `mmedge train --data` does by default
+for VQA; its vocabulary grown by the domain's words) at 30 (two seeds) and 60, the scenes recipe
+(models/configs/vqa-default.json) at 30, and variants of the data recipe at 30
+(benchmarks/configs/data-recipe-*.json).
 `--conditions` records what else ran on the machine; runs that recorded none shared it with other work.
 Two runs go at once (`--jobs`), one thread each (the machine has two cores), so every run sees
 the same share of the machine; the minutes are wall-clock minutes under that load.
@@ -38,13 +39,37 @@ RECIPES = {"data": ROOT / "mmedge" / "train" / "data-recipe.json",
            "batch32-shifts": ROOT / "benchmarks" / "configs" / "data-recipe-batch32-shifts.json",
            "data-unpruned-half": ROOT / "benchmarks" / "configs" / "data-recipe-unpruned-half.json",
            "data-lr2e-3": ROOT / "benchmarks" / "configs" / "data-recipe-lr2e-3.json",
+           "data-shift4": ROOT / "benchmarks" / "configs" / "data-recipe-shift4.json",
+           "data-lr5e-4": ROOT / "benchmarks" / "configs" / "data-recipe-lr5e-4.json",
+           "data-128px": ROOT / "benchmarks" / "configs" / "data-recipe-128px.json",
+           "data-seed1": ROOT / "benchmarks" / "configs" / "data-recipe-seed1.json",
            "scenes": ROOT / "models" / "configs" / "vqa-default.json"}
 SHIPPED = ROOT / "models" / "vqa-default"
 # (name, recipe, minutes, start from): two at a time, in this order
 RUNS = (("batch32-shifts-30min", "batch32-shifts", 30, None), ("scenes-30min", "scenes", 30, None),
         ("data-from-shipped-30min", "data", 30, SHIPPED), ("data-10min", "data", 10, None),
         ("data-30min", "data", 30, None), ("data-unpruned-half-30min", "data-unpruned-half", 30, None),
-        ("data-lr2e-3-30min", "data-lr2e-3", 30, None))
+        ("data-lr2e-3-30min", "data-lr2e-3", 30, None),
+        ("data-from-shipped-shift4-30min", "data-shift4", 30, SHIPPED),
+        ("data-from-shipped-lr5e-4-30min", "data-lr5e-4", 30, SHIPPED),
+        ("data-from-shipped-128px-30min", "data-128px", 30, SHIPPED), ("data-from-shipped-60min", "data", 60, SHIPPED),
+        ("data-from-shipped-seed1-30min", "data-seed1", 30, SHIPPED))
+WHAT = {  # run -> what it tries, for the report
+    "batch32-shifts-30min": "batch 32, 100 warm-up steps, 4 px shifts (the variant tried first)",
+    "scenes-30min": "the scenes recipe; under --data its scene-only options are switched off, which leaves the data "
+                    "recipe's settings (only how often it checkpoints differs)",
+    "data-from-shipped-30min": "the data recipe as `mmedge train --data` runs it by default: from the shipped model",
+    "data-10min": "the data recipe from random weights, 10 minutes",
+    "data-30min": "the data recipe from random weights",
+    "data-unpruned-half-30min": "from random weights, the first half of the time at keep 1.0 only (`unpruned_share` 0.5)",
+    "data-lr2e-3-30min": "from random weights, twice the learning rate",
+    "data-from-shipped-shift4-30min": "from the shipped model, 4 px shifts (`augment_shift` 4)",
+    "data-from-shipped-lr5e-4-30min": "from the shipped model, half the learning rate",
+    "data-from-shipped-128px-30min": "from the shipped model, images at 128 px (64 visual tokens instead of 36)",
+    "data-from-shipped-60min": "the default (from the shipped model), for 60 minutes",
+    "data-from-shipped-seed1-30min": "the default (from the shipped model) with another seed (initialisation of "
+                                     "the new weights, order of the records)",
+}
 OLD_CONDITIONS = "the machine was shared with other work during the run"  # runs that recorded none
 OVERRIDES = {"threads": 1, "eval_every": 100}  # one thread per run (two at once); a denser validation curve
 
@@ -139,14 +164,8 @@ def report(results: dict, out: Path) -> None:
         lines.append(f"| {r['name']} | `{r['recipe']}` | {start} | {r['minutes']:g} min | {r['steps']} | "
                      f"{r['seconds_per_step'] or float('nan'):.2f} | {acc:.3f} ({lo:.3f}-{hi:.3f}) | "
                      + " | ".join(f"{r['test_acc_per_type'].get(t, float('nan')):.2f}" for t in types) + " |")
-    lines += ["", "Under `--data`, the scenes recipe's scene-only options are switched off, which leaves the data "
-              "recipe's settings (batch 64, lr 1e-3, 200 warm-up steps, the same model; only how often it "
-              "checkpoints differs): `scenes-30min` is therefore also the data recipe from scratch at 30 minutes. "
-              "`batch32-shifts-30min` is the variant tried first (batch 32, 100 warm-up steps, 4 px shifts). "
-              "`data-30min` is the data recipe from scratch again, on an otherwise quiet machine; beside it "
-              "`data-unpruned-half-30min` trained the first half of its time at keep 1.0 only (`unpruned_share` "
-              "0.5), and `data-lr2e-3-30min` at twice the learning rate.",
-              "", "Conditions: " + "; ".join(f"`{r['name']}`: {r.get('conditions', OLD_CONDITIONS)}" for r in runs)
+    lines += ["", "What each run tries:", ""] + [f"- `{r['name']}`: {r['what']}" for r in runs]
+    lines += ["", "Conditions: " + "; ".join(f"`{r['name']}`: {r.get('conditions', OLD_CONDITIONS)}" for r in runs)
               + ".", "", "Test accuracy per exit (exit 0 is after the first layer):", "",
               "| run | " + " | ".join(f"exit {i}" for i in range(len(runs[0]["test_acc_per_exit"]))) + " |",
               "|---|" + "---|" * len(runs[0]["test_acc_per_exit"])]
@@ -157,22 +176,27 @@ def report(results: dict, out: Path) -> None:
               "line is one run (its own cosine schedule, so a shorter budget is not a prefix of a longer one)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for r in runs:
-        steps = [c["step"] for c in r["curve"]]
-        acc = [c["val_acc_per_exit"][-1] for c in r["curve"]]
-        band = [wilson(a, r["val_samples"]) for a in acc]
-        for ax, x in ((axes[0], steps), (axes[1], [c["wall_s"] / 60 for c in r["curve"]])):
-            ax.plot(x, acc, marker=".", label=r["name"])
-            ax.fill_between(x, [b[0] for b in band], [b[1] for b in band], alpha=0.2)
-    axes[0].set_xlabel("optimizer steps")
-    axes[1].set_xlabel("wall-clock minutes (one thread, two runs at once)")
-    for ax in axes:
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey=True)  # rows: from random weights, from the shipped model
+    for row, shipped in enumerate((False, True)):
+        for i, r in enumerate(x for x in runs if bool(x.get("init_from")) == shipped):
+            steps = [c["step"] for c in r["curve"]]
+            acc = [c["val_acc_per_exit"][-1] for c in r["curve"]]
+            band = [wilson(a, r["val_samples"]) for a in acc]
+            for ax, x in ((axes[row, 0], steps), (axes[row, 1], [c["wall_s"] / 60 for c in r["curve"]])):
+                ax.plot(x, acc, marker=".", markersize=3, color=f"C{i}", label=r["name"])  # one run's curve
+                ax.fill_between(x, [b[0] for b in band], [b[1] for b in band], color=f"C{i}", alpha=0.2)
+        axes[row, 0].set_title("from random weights" if not shipped else "from the shipped model", loc="left")
+        axes[row, 0].legend(fontsize=8, loc="lower right")
+        prior = sum(priors[t] * n for t, n in runs[0]["test_type_counts"].items()) / sum(runs[0]["test_type_counts"].values())
+        for ax in axes[row]:
+            ax.axhline(prior, color="grey", linestyle=":", linewidth=1)  # every question answered by its type's prior
+    axes[1, 0].set_xlabel("optimizer steps")
+    axes[1, 1].set_xlabel("wall-clock minutes (one thread, two runs at once)")
+    for ax in axes.flat:
         ax.set_ylabel("validation accuracy, last exit")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("patterns domain: validation accuracy during training (95% intervals)")
+    fig.suptitle("patterns domain: validation accuracy during training (95% intervals; dotted: the answer priors)")
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
 
@@ -209,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"machine": "2-core CPU", "data": {"generator": "benchmarks/patterns_data.py --images 12000", **counts},
                "answer_priors": answer_priors(args.data),
                "runs": sorted(kept + done, key=lambda r: order.index(r["name"]))}
+    results["runs"] = [{**r, "what": WHAT[r["name"]]} for r in results["runs"]]
     tmp = args.out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     tmp.replace(args.out / "results.json")
