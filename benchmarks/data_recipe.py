@@ -8,11 +8,11 @@ of its most frequent training answer: a model at the prior has not learnt to loo
     python benchmarks/data_recipe.py                       # makes data/patterns if missing; ~3.5 h with 2 jobs
     python benchmarks/data_recipe.py --report-only         # the report from benchmarks/results/data_recipe/
 
-Runs (WHAT says what each tries): the data recipe (mmedge/train/data-recipe.json) from random weights
+Runs (RUNS says what each tries): the data recipe (mmedge/train/data-recipe.json) from random weights
 at 10 and 30 minutes and from the shipped scenes model (what `mmedge train --data` does by default
 for VQA; its vocabulary grown by the domain's words) at 30 (two seeds) and 60, the scenes recipe
-(models/configs/vqa-default.json) at 30, and variants of the data recipe at 30
-(benchmarks/configs/data-recipe-*.json).
+(models/configs/vqa-default.json) at 30, and variants of the data recipe at 30 (each changes a
+setting or two of it, recorded as the run's "changes").
 `--conditions` records what else ran on the machine; runs that recorded none shared it with other work.
 Two runs go at once (`--jobs`), one thread each (the machine has two cores), so every run sees
 the same share of the machine; the minutes are wall-clock minutes under that load.
@@ -28,6 +28,7 @@ import subprocess
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,40 +37,45 @@ if str(ROOT) not in sys.path:
 
 OUT = ROOT / "benchmarks" / "results" / "data_recipe"
 RECIPES = {"data": ROOT / "mmedge" / "train" / "data-recipe.json",
-           "batch32-shifts": ROOT / "benchmarks" / "configs" / "data-recipe-batch32-shifts.json",
-           "data-unpruned-half": ROOT / "benchmarks" / "configs" / "data-recipe-unpruned-half.json",
-           "data-lr2e-3": ROOT / "benchmarks" / "configs" / "data-recipe-lr2e-3.json",
-           "data-shift4": ROOT / "benchmarks" / "configs" / "data-recipe-shift4.json",
-           "data-lr5e-4": ROOT / "benchmarks" / "configs" / "data-recipe-lr5e-4.json",
-           "data-128px": ROOT / "benchmarks" / "configs" / "data-recipe-128px.json",
-           "data-seed1": ROOT / "benchmarks" / "configs" / "data-recipe-seed1.json",
            "scenes": ROOT / "models" / "configs" / "vqa-default.json"}
 SHIPPED = ROOT / "models" / "vqa-default"
-# (name, recipe, minutes, start from): two at a time, in this order
-RUNS = (("batch32-shifts-30min", "batch32-shifts", 30, None), ("scenes-30min", "scenes", 30, None),
-        ("data-from-shipped-30min", "data", 30, SHIPPED), ("data-10min", "data", 10, None),
-        ("data-30min", "data", 30, None), ("data-unpruned-half-30min", "data-unpruned-half", 30, None),
-        ("data-lr2e-3-30min", "data-lr2e-3", 30, None),
-        ("data-from-shipped-shift4-30min", "data-shift4", 30, SHIPPED),
-        ("data-from-shipped-lr5e-4-30min", "data-lr5e-4", 30, SHIPPED),
-        ("data-from-shipped-128px-30min", "data-128px", 30, SHIPPED), ("data-from-shipped-60min", "data", 60, SHIPPED),
-        ("data-from-shipped-seed1-30min", "data-seed1", 30, SHIPPED))
-WHAT = {  # run -> what it tries, for the report
-    "batch32-shifts-30min": "batch 32, 100 warm-up steps, 4 px shifts (the variant tried first)",
-    "scenes-30min": "the scenes recipe; under --data its scene-only options are switched off, which leaves the data "
-                    "recipe's settings (only how often it checkpoints differs)",
-    "data-from-shipped-30min": "the data recipe as `mmedge train --data` runs it by default: from the shipped model",
-    "data-10min": "the data recipe from random weights, 10 minutes",
-    "data-30min": "the data recipe from random weights",
-    "data-unpruned-half-30min": "from random weights, the first half of the time at keep 1.0 only (`unpruned_share` 0.5)",
-    "data-lr2e-3-30min": "from random weights, twice the learning rate",
-    "data-from-shipped-shift4-30min": "from the shipped model, 4 px shifts (`augment_shift` 4)",
-    "data-from-shipped-lr5e-4-30min": "from the shipped model, half the learning rate",
-    "data-from-shipped-128px-30min": "from the shipped model, images at 128 px (64 visual tokens instead of 36)",
-    "data-from-shipped-60min": "the default (from the shipped model), for 60 minutes",
-    "data-from-shipped-seed1-30min": "the default (from the shipped model) with another seed (initialisation of "
-                                     "the new weights, order of the records)",
-}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run: a recipe with the settings it changes ("model" merges into the recipe's model), a budget,
+    the model it starts from (None: random weights), and what it tries (for the report)."""
+    name: str
+    recipe: str
+    minutes: float
+    init_from: Path | None
+    what: str
+    changes: dict = field(default_factory=dict)
+
+
+# two at a time, in this order
+RUNS = (
+    Run("batch32-shifts-30min", "data", 30, None, "batch 32, 100 warm-up steps, 4 px shifts (the variant tried first)",
+        {"batch_size": 32, "warmup_steps": 100, "augment_shift": 4}),
+    Run("scenes-30min", "scenes", 30, None, "the scenes recipe; under --data its scene-only options are switched off, "
+        "which leaves the data recipe's settings (only how often it checkpoints differs)"),
+    Run("data-from-shipped-30min", "data", 30, SHIPPED,
+        "the data recipe as `mmedge train --data` runs it by default: from the shipped model"),
+    Run("data-10min", "data", 10, None, "the data recipe from random weights, 10 minutes"),
+    Run("data-30min", "data", 30, None, "the data recipe from random weights"),
+    Run("data-unpruned-half-30min", "data", 30, None,
+        "from random weights, the first half of the time at keep 1.0 only (`unpruned_share` 0.5)", {"unpruned_share": 0.5}),
+    Run("data-lr2e-3-30min", "data", 30, None, "from random weights, twice the learning rate", {"lr": 0.002}),
+    Run("data-from-shipped-shift4-30min", "data", 30, SHIPPED, "from the shipped model, 4 px shifts (`augment_shift` 4)",
+        {"augment_shift": 4}),
+    Run("data-from-shipped-lr5e-4-30min", "data", 30, SHIPPED, "from the shipped model, half the learning rate",
+        {"lr": 0.0005}),
+    Run("data-from-shipped-128px-30min", "data", 30, SHIPPED,
+        "from the shipped model, images at 128 px (64 visual tokens instead of 36)", {"model": {"image_size": 128}}),
+    Run("data-from-shipped-60min", "data", 60, SHIPPED, "the default (from the shipped model), for 60 minutes"),
+    Run("data-from-shipped-seed1-30min", "data", 30, SHIPPED, "the default (from the shipped model) with another seed "
+        "(initialisation of the new weights, order of the records)", {"seed": 1}),
+)
 OLD_CONDITIONS = "the machine was shared with other work during the run"  # runs that recorded none
 OVERRIDES = {"threads": 1, "eval_every": 100}  # one thread per run (two at once); a denser validation curve
 
@@ -89,31 +95,37 @@ def answer_priors(data: Path) -> dict[str, float]:
     return {t: c.most_common(1)[0][1] / sum(c.values()) for t, c in sorted(by_type.items())}
 
 
-def run_one(name: str, recipe: str, minutes: float, init_from: Path | None, data: Path, work: Path) -> dict:
+def run_config(run: Run) -> dict:
+    """The training config of a run: its recipe with its changes and OVERRIDES applied."""
+    cfg = json.loads(RECIPES[run.recipe].read_text())
+    changes = dict(run.changes)
+    cfg["model"] = {**cfg.get("model", {}), **changes.pop("model", {})}
+    return {**cfg, **changes, **OVERRIDES}
+
+
+def run_one(run: Run, data: Path, work: Path) -> dict:
     """Train one run and evaluate it on the test split; returns its curve and test figures."""
-    out, summary = work / name, work / f"{name}.result.json"
+    out, summary = work / run.name, work / f"{run.name}.result.json"
     if summary.exists():  # a finished run (train and test) of an earlier invocation
         return json.loads(summary.read_text())
-    cfg = json.loads(RECIPES[recipe].read_text())
-    cfg.update(OVERRIDES)
-    cfg_path = work / f"{name}.json"
+    cfg = run_config(run)
+    cfg_path = work / f"{run.name}.json"
     cfg_path.write_text(json.dumps(cfg, indent=1))
-    log = (work / f"{name}.log").open("w")
+    log = (work / f"{run.name}.log").open("w")
     subprocess.run([sys.executable, "-m", "mmedge", "train", "--data", f"jsonl:{data}", "--config", str(cfg_path),
-                    "--minutes", str(minutes), "--out", str(out), "--force", "--no-progress"]
-                   + ([] if init_from is None else ["--init-from", str(init_from)]),
+                    "--minutes", str(run.minutes), "--out", str(out), "--force", "--no-progress"]
+                   + ([] if run.init_from is None else ["--init-from", str(run.init_from)]),
                    check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    test_json = work / f"{name}.test.json"
+    test_json = work / f"{run.name}.test.json"
     subprocess.run([sys.executable, "-m", "mmedge", "eval", "--model", str(out), "--data", f"jsonl:{data}",
                     "--split", "test", "--limit", "100000", "--json", str(test_json), "--no-progress"],
                    check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    result = summarise(name, recipe, minutes, init_from, cfg, out, test_json)
+    result = summarise(run, cfg, out, test_json)
     summary.write_text(json.dumps(result, indent=1))
     return result
 
 
-def summarise(name: str, recipe: str, minutes: float, init_from: Path | None, cfg: dict, out: Path,
-              test_json: Path) -> dict:
+def summarise(run: Run, cfg: dict, out: Path, test_json: Path) -> dict:
     """One run's figures from its metrics.jsonl and its test evaluation."""
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     budget = [r for r in rows if r["kind"] == "budget"]
@@ -121,8 +133,9 @@ def summarise(name: str, recipe: str, minutes: float, init_from: Path | None, cf
               "val_acc_per_exit": r["val_acc_keep_1"]} for r in rows if r["kind"] == "val"]
     test = json.loads(test_json.read_text())
     exits = test["keep_ratios"]["1"]["per_exit"]  # keep ratio 1, one entry per exit
-    return {"name": name, "recipe": rel(RECIPES[recipe]), "init_from": None if init_from is None else rel(init_from),
-            "minutes": minutes, "batch_size": cfg["batch_size"],
+    return {"name": run.name, "recipe": rel(RECIPES[run.recipe]), "changes": run.changes,
+            "init_from": None if run.init_from is None else rel(run.init_from),
+            "minutes": run.minutes, "batch_size": cfg["batch_size"],
             "steps": curve[-1]["step"] if curve else 0, "train_wall_s": budget[-1]["wall_s"] if budget else None,
             "seconds_per_step": round(curve[-1]["wall_s"] / curve[-1]["step"], 4) if curve else None,
             "val_samples": cfg["eval_samples"], "curve": curve,
@@ -161,7 +174,8 @@ def report(results: dict, out: Path) -> None:
         acc = r["test_acc_per_exit"][-1]
         lo, hi = wilson(acc, r["test_samples"])
         start = f"`{r['init_from']}`" if r.get("init_from") else "scratch"
-        lines.append(f"| {r['name']} | `{r['recipe']}` | {start} | {r['minutes']:g} min | {r['steps']} | "
+        changed = "".join(f" + {k} {json.dumps(v)}" for k, v in r.get("changes", {}).items())
+        lines.append(f"| {r['name']} | `{r['recipe']}`{changed} | {start} | {r['minutes']:g} min | {r['steps']} | "
                      f"{r['seconds_per_step'] or float('nan'):.2f} | {acc:.3f} ({lo:.3f}-{hi:.3f}) | "
                      + " | ".join(f"{r['test_acc_per_type'].get(t, float('nan')):.2f}" for t in types) + " |")
     lines += ["", "What each run tries:", ""] + [f"- `{r['name']}`: {r['what']}" for r in runs]
@@ -176,6 +190,8 @@ def report(results: dict, out: Path) -> None:
               "line is one run (its own cosine schedule, so a shorter budget is not a prefix of a longer one)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
+    counts = runs[0]["test_type_counts"]
+    prior = sum(priors[t] * n for t, n in counts.items()) / sum(counts.values())  # each type answered by its prior
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey=True)  # rows: from random weights, from the shipped model
     for row, shipped in enumerate((False, True)):
         for i, r in enumerate(x for x in runs if bool(x.get("init_from")) == shipped):
@@ -187,7 +203,6 @@ def report(results: dict, out: Path) -> None:
                 ax.fill_between(x, [b[0] for b in band], [b[1] for b in band], color=f"C{i}", alpha=0.2)
         axes[row, 0].set_title("from random weights" if not shipped else "from the shipped model", loc="left")
         axes[row, 0].legend(fontsize=8, loc="lower right")
-        prior = sum(priors[t] * n for t, n in runs[0]["test_type_counts"].items()) / sum(runs[0]["test_type_counts"].values())
         for ax in axes[row]:
             ax.axhline(prior, color="grey", linestyle=":", linewidth=1)  # every question answered by its type's prior
     axes[1, 0].set_xlabel("optimizer steps")
@@ -206,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "patterns", help="the patterns dataset ROOT")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "data-recipe", help="run folders (not committed)")
-    parser.add_argument("--runs", nargs="+", choices=[r[0] for r in RUNS], help="a subset of the runs")
+    parser.add_argument("--runs", nargs="+", choices=[r.name for r in RUNS], help="a subset of the runs")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--conditions", help="what else ran on the machine during these runs (kept per run)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out/results.json")
@@ -221,19 +236,19 @@ def main(argv: list[str] | None = None) -> int:
 
         write(args.data, 12000, 0)
     args.work.mkdir(parents=True, exist_ok=True)
-    chosen = [r for r in RUNS if args.runs is None or r[0] in args.runs]
+    chosen = [r for r in RUNS if args.runs is None or r.name in args.runs]
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda r: run_one(*r, args.data, args.work), chosen))
+        done = list(pool.map(lambda r: run_one(r, args.data, args.work), chosen))
     if args.conditions:
         done = [{**d, "conditions": args.conditions} for d in done]
     counts = {s: sum(1 for _ in open(args.data / f"{s}.jsonl", encoding="utf-8")) for s in ("train", "val", "test")}
     previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
     kept = [r for r in previous.get("runs", []) if r["name"] not in {d["name"] for d in done}]
-    order = [r[0] for r in RUNS]
+    what = {r.name: r.what for r in RUNS}
     results = {"machine": "2-core CPU", "data": {"generator": "benchmarks/patterns_data.py --images 12000", **counts},
                "answer_priors": answer_priors(args.data),
-               "runs": sorted(kept + done, key=lambda r: order.index(r["name"]))}
-    results["runs"] = [{**r, "what": WHAT[r["name"]]} for r in results["runs"]]
+               "runs": sorted(kept + done, key=lambda r: list(what).index(r["name"]))}
+    results["runs"] = [{**r, "what": what[r["name"]]} for r in results["runs"]]
     tmp = args.out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     tmp.replace(args.out / "results.json")
