@@ -7,7 +7,8 @@ that training on it measures how the defaults for `--data` do on data they were 
 - images of six sizes, most not square (64x64 ... 112x84), on a noisy tinted background;
 - five shapes (star, cross, ring, diamond, hexagon), five colours (purple, pink, brown, navy,
   lime), four fills (solid, striped, dotted, checked), two sizes;
-- seven question templates, worded differently from the scenes' (`type` field of each record).
+- seven question templates, worded differently from the scenes' (`type` field of each record);
+- each record's `refs` point the phrases that name one item at its box (for the grounding loss).
 
     python benchmarks/patterns_data.py --out data/patterns              # ~12,000 images, ~36,000 questions
     python benchmarks/patterns_data.py --out data/patterns --images 2000  # a smaller set
@@ -135,38 +136,47 @@ def _unique(items: list[Item], key) -> dict:
     return {k: v[0] for k, v in seen.items() if len(v) == 1}
 
 
-def ask(rng: np.random.Generator, items: list[Item], template: str) -> tuple[str, str] | None:
-    """(question, answer) of one template about these items, or None when it does not apply."""
+def ref(phrase: str, item: Item) -> dict:
+    """A JSON Lines ref: the phrase and the item's bounding box (pixels x0, y0, x1, y1)."""
+    return {"phrase": phrase, "box": [round(item.cx - item.r, 1), round(item.cy - item.r, 1),
+                                      round(item.cx + item.r, 1), round(item.cy + item.r, 1)]}
+
+
+def ask(rng: np.random.Generator, items: list[Item], template: str) -> tuple[str, str, list[dict]] | None:
+    """(question, answer, refs) of one template about these items, or None when it does not apply.
+    refs point each phrase that names exactly one item at its box."""
     by_shape = _unique(items, lambda it: it.shape)
     if template == "fill" and by_shape:
         it = by_shape[str(rng.choice(sorted(by_shape)))]
-        return f"which pattern does the {it.shape} have?", it.fill
+        return f"which pattern does the {it.shape} have?", it.fill, [ref(it.shape, it)]
     if template == "colour" and by_shape:
         it = by_shape[str(rng.choice(sorted(by_shape)))]
-        return f"the {it.shape} is painted in which colour?", it.colour
+        return f"the {it.shape} is painted in which colour?", it.colour, [ref(it.shape, it)]
     if template == "shape":
         by_colour = _unique(items, lambda it: it.colour)
         if by_colour:
             it = by_colour[str(rng.choice(sorted(by_colour)))]
-            return f"name the shape that is {it.colour}.", it.shape
+            return f"name the shape that is {it.colour}.", it.shape, [ref(it.colour, it)]
     if template == "count":
         fill = str(rng.choice(FILLS))
-        return f"count the {fill} shapes.", str(sum(it.fill == fill for it in items))
+        return f"count the {fill} shapes.", str(sum(it.fill == fill for it in items)), []
     if template == "exist":
         if rng.random() < 0.5:
             it = items[int(rng.integers(len(items)))]
             colour, shape = it.colour, it.shape
         else:
             colour, shape = str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES))
-        there = any(it.colour == colour and it.shape == shape for it in items)
-        return f"does the picture contain a {colour} {shape}?", "yes" if there else "no"
+        there = [it for it in items if it.colour == colour and it.shape == shape]
+        return (f"does the picture contain a {colour} {shape}?", "yes" if there else "no",
+                [ref(f"{colour} {shape}", there[0])] if len(there) == 1 else [])
     if template == "left" and len(by_shape) >= 2:
         a, b = rng.choice(sorted(by_shape), size=2, replace=False)
         left = by_shape[str(a)].cx < by_shape[str(b)].cx
-        return f"is the {a} on the left side of the {b}?", "yes" if left else "no"
+        return (f"is the {a} on the left side of the {b}?", "yes" if left else "no",
+                [ref(str(a), by_shape[str(a)]), ref(str(b), by_shape[str(b)])])
     if template == "size" and by_shape:
         it = by_shape[str(rng.choice(sorted(by_shape)))]
-        return f"is the {it.shape} big or small?", "big" if it.large else "small"
+        return f"is the {it.shape} big or small?", "big" if it.large else "small", [ref(it.shape, it)]
     return None
 
 
@@ -194,7 +204,8 @@ def write(out: Path, images: int, seed: int, force: bool = False, progress: bool
             for template in rng.permutation(TEMPLATES):
                 qa = ask(rng, items, str(template))
                 if qa is not None:
-                    lines.append(json.dumps({"image": rel, "question": qa[0], "answer": qa[1], "type": str(template)}))
+                    lines.append(json.dumps({"image": rel, "question": qa[0], "answer": qa[1], "type": str(template),
+                                             "refs": qa[2]}))
                     asked += 1
                 if asked == QUESTIONS_PER_IMAGE:
                     break

@@ -116,3 +116,89 @@ def test_the_grounding_head_is_training_only(tiny_model_dir):
     after = model(pixels, ids, mask)
     for a, b in zip(before.logits + before.confidence, after.logits + after.confidence):
         assert torch.equal(a, b)  # ... and nothing the model computes at inference depends on it
+
+
+# ------------------------------------------------------------------ a real dataset's refs (JSON Lines)
+def _refs_dataset(root, records, size=(80, 40)):
+    """ROOT/train.jsonl and val.jsonl with `records` (dicts without "image"), one size x size image each."""
+    from PIL import Image
+
+    (root / "photos").mkdir(parents=True)
+    rows = []
+    for i, rec in enumerate(records):
+        Image.new("RGB", size, (200, 100, 50)).save(root / "photos" / f"{i}.png")
+        rows.append(json.dumps({"image": f"photos/{i}.png", **rec}))
+    for split in ("train", "val"):
+        (root / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_refs_point_each_token_of_their_phrase_at_the_box_centre_in_the_padded_square(tmp_path):
+    """An 80x40 image is padded to 80x80 (20 px above and below), so a box centred at (60, 10) of the image
+    lies at (0.75, 0.375) of the square the model sees: cell (9, 4) of 12. WordPiece splits a word into
+    several tokens; every token of the phrase gets the cell, and a repeated phrase names its next
+    occurrence."""
+    from mmedge.data.provider import load_real
+
+    root = _refs_dataset(tmp_path / "d", [
+        {"question": "is the bluebird left of the bluebird ?", "answer": "yes",
+         "refs": [{"phrase": "Bluebird", "box": [50, 0, 70, 20]}, {"phrase": "bluebird", "box": [0, 20, 10, 40]}]},
+        {"question": "what colour is the sky ?", "answer": "blue"}])
+    data = load_real(f"jsonl:{root}", "vqa", 48, 40, progress=False, text_vocab_size=16)
+    samples = data.samples(data.train, [0, 1])
+    assert samples[0].pointers[0].x == pytest.approx(0.75) and samples[0].pointers[0].y == pytest.approx(0.375)
+    assert samples[1].pointers == ()
+    batch = build_batch(samples, data.tokenizer, 48, ground_bins=12)
+    pieces = data.tokenizer.word_tokens(samples[0].text)
+    first = sum(map(len, pieces[:2]))  # "is", "the" -> the first "bluebird" starts here
+    n = len(pieces[2])
+    assert n > 1, "the tiny WordPiece vocabulary should split 'bluebird'"
+    assert batch.grounding[0, first: first + n].tolist() == [[9, 4, IGNORE]] * n
+    second = sum(map(len, pieces[:6]))  # "is the bluebird left of the"
+    assert batch.grounding[0, second: second + n].tolist() == [[0, 7, IGNORE]] * n  # (5, 50) / 80 of the square: 7.5 -> row 7
+    assert (batch.grounding[0, :, :2] >= 0).all(axis=1).sum() == 2 * n  # nothing else points
+    assert (batch.grounding[1] == IGNORE).all()
+
+
+@pytest.mark.parametrize("refs, message", [
+    ({"phrase": "car"}, "field 'refs' must be a list"),
+    ([{"phrase": "bird", "box": [0, 0, 5, 5]}], "'bird' is not a run of words of the text"),
+    ([{"phrase": "the car", "box": [0, 0, 5]}], r"refs\[0\].box must be a list of four numbers"),
+    ([{"phrase": "car", "box": [5, 0, 5, 5]}], "0 <= x0 < x1"),
+    ([{"phrase": "car", "box": [0, 0, 5, 50]}], r"leaves the 80x40 image"),
+    ([{"box": [0, 0, 5, 5]}], r"refs\[0\]: missing field 'phrase'"),
+])
+def test_bad_refs_are_refused_naming_the_record(tmp_path, refs, message):
+    from mmedge.data.sources import open_dataset, parse_data_spec
+    from mmedge.errors import DatasetError
+
+    root = _refs_dataset(tmp_path / "d", [{"question": "where is the car ?", "answer": "left", "refs": refs}])
+    with pytest.raises(DatasetError, match=message) as err:
+        open_dataset(parse_data_spec(f"jsonl:{root}"), "vqa", "train", 48, progress=False)
+    assert "train.jsonl:1" in str(err.value)
+
+
+def test_ground_loss_weight_stays_on_for_data_with_refs_and_is_refused_without(tmp_path, tiny_config, capsys):
+    """for_data keeps ground_loss_weight for JSON Lines data whose records have refs; training it on data
+    without refs is refused with what to do; through the CLI, data with refs trains the grounding head and
+    says nothing about it."""
+    from mmedge.cli import main
+
+    no_refs = _refs_dataset(tmp_path / "plain", [{"question": "what colour is the car ?", "answer": "red"}] * 4)
+    cfg, off = TrainConfig(**{**TINY, "token_loss_weight": 0.0}).for_data(f"jsonl:{no_refs}", grounded=True)
+    assert off == [] and cfg.ground_loss_weight == 0.5
+    assert TrainConfig(**TINY).for_data("gqa:/d", grounded=True)[0].ground_loss_weight == 0.0  # no refs in GQA here
+    with pytest.raises(ConfigError, match="no training record of jsonl:.* has refs .* set ground_loss_weight to 0"):
+        Trainer(cfg, tmp_path / "run", progress=False)
+    grounded = _refs_dataset(tmp_path / "refs", [
+        {"question": "what colour is the car ?", "answer": "red", "refs": [{"phrase": "the car", "box": [0, 0, 20, 20]}]},
+        {"question": "what colour is the car ?", "answer": "blue"}] * 2)
+    assert main(["train", "--config", str(tiny_config), "--data", f"jsonl:{grounded}", "--steps", "2",
+                 "--out", str(tmp_path / "run2"), "--no-progress"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --data jsonl: switched off the scenes-only option(s) token_loss_weight (was 0.5): "
+                     "they need the generated scenes"]
+    assert json.loads((tmp_path / "run2" / "train_config.json").read_text())["ground_loss_weight"] == 0.5
+    rows = [json.loads(r) for r in (tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()]
+    ground = [r["ground_loss"] for r in rows if r["kind"] == "train"]
+    assert ground and all(g > 0 for g in ground)

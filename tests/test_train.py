@@ -157,6 +157,8 @@ def test_data_switches_the_scenes_only_options_off():
                                           r"qtype_weights to null, or take 'data' out of the config"):
         TrainConfig(data="jsonl:/d", qtype_weights={"spatial": 3.0})
     with pytest.raises(ConfigError, match="token_loss_weight, ground_loss_weight are scenes-only"):
+        TrainConfig(**{**TINY, "data": "gqa:/d"})
+    with pytest.raises(ConfigError, match="token_loss_weight is scenes-only"):  # JSON Lines may carry refs
         TrainConfig(**{**TINY, "data": "jsonl:/d"})
 
 
@@ -171,8 +173,10 @@ def test_cli_data_switches_them_off_with_a_note_and_refuses_an_explicit_one(tmp_
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     notes = [line for line in out.splitlines() if line.startswith("note:")]
-    assert notes == ["note: --data jsonl: switched off the scenes-only option(s) token_loss_weight (was 0.5), "
-                     "ground_loss_weight (was 0.5): they need the generated scenes"]
+    assert notes == ["note: --data jsonl: switched off the scenes-only option(s) token_loss_weight (was 0.5): "
+                     "they need the generated scenes",
+                     "note: --data jsonl: no training record has refs, so ground_loss_weight (was 0.5) is off (refs "
+                     "point a question's phrases at boxes and teach the model where things are: docs/guides/data.md)"]
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["token_loss_weight"] == saved["ground_loss_weight"] == 0.0 and saved["data"] == f"jsonl:{root}"
     assert json.loads((tmp_path / "run" / "config.json").read_text())["ground_bins"] == 0  # no grounding head
@@ -184,5 +188,5 @@ def test_cli_data_switches_them_off_with_a_note_and_refuses_an_explicit_one(tmp_
     capsys.readouterr()
     assert main(["train", "--config", str(explicit), "--out", str(tmp_path / "no"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "token_loss_weight, ground_loss_weight are scenes-only" in err and "pass --data NAME:ROOT" in err
+    assert "token_loss_weight is scenes-only" in err and "pass --data NAME:ROOT" in err
     assert not (tmp_path / "no").exists()

@@ -24,7 +24,9 @@ random weights); both say so in one line each.
 
 --data NAME:ROOT switches the config's scenes-only options off (token_loss_weight, ground_loss_weight,
 ground_size, qtype_weights, train_relations: they need the generated scenes) and says so in one line;
-a config that names a real dataset in its own "data" field and sets one of them is refused.
+ground_loss_weight (the grounding loss, on in the data recipe) stays on for JSON Lines data whose
+records point phrases at boxes ("refs"), and is switched off with its own note for data without
+them. A config that names a real dataset in its own "data" field and sets one of them is refused.
 """
 
 
@@ -112,10 +114,18 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         cfg = TrainConfig(**{**cfg.to_dict(), **overrides})
     if args.data is not None:
-        cfg, switched_off = cfg.for_data(args.data)
-        if switched_off and os.environ.get("RANK", "0") == "0":  # once under torchrun
-            print(f"note: --data {args.data.split(':')[0]}: switched off the scenes-only option(s) "
-                  f"{', '.join(switched_off)}: they need the generated scenes", flush=True)
+        cfg, switched_off = cfg.for_data(args.data, grounded=_names_refs(args.data))
+        name = args.data.split(":")[0]
+        no_refs = [o for o in switched_off if o.startswith("ground_loss_weight ")]  # the grounding loss: its own note
+        scenes_only = [o for o in switched_off if o not in no_refs]
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun
+            if scenes_only:
+                print(f"note: --data {name}: switched off the scenes-only option(s) {', '.join(scenes_only)}: they "
+                      f"need the generated scenes", flush=True)
+            if no_refs:
+                print(f"note: --data {name}: no training record has refs, so {no_refs[0]} is off (refs point a "
+                      f"question's phrases at boxes and teach the model where things are: docs/guides/data.md)",
+                      flush=True)
     if args.init_from is None and not args.config and cfg.data != "scenes" and not args.resume:
         init_from = cfg.shipped_start()
         if init_from is not None and os.environ.get("RANK", "0") == "0":
@@ -129,3 +139,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {result.steps} steps in {result.wall_s:.0f} s, {result.train_flops / 1e12:.2f} TFLOPs; "
               f"val accuracy per exit: [{acc}]; model saved to {result.out_dir}")
     return 0
+
+
+def _names_refs(data: str) -> bool:
+    """Whether --data is JSON Lines data whose training records point phrases at boxes (refs)."""
+    from mmedge.data.sources import parse_data_spec
+    from mmedge.data.sources.jsonl import names_refs
+
+    spec = parse_data_spec(data)
+    return spec.name == "jsonl" and (spec.root / "train.jsonl").is_file() and names_refs(spec.root)

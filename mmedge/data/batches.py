@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmedge.data.grounding import grounding_targets
+from mmedge.data.grounding import grounding_targets, phrase_targets
 from mmedge.data.preprocess import preprocess_image
 from mmedge.data.scenes import Scene, object_class, render_object_map
 from mmedge.data.tasks import Sample, make_sample
@@ -54,9 +54,11 @@ def token_classes(sample: Sample, patch: int) -> np.ndarray:
 def build_batch(samples: list[Sample], tokenizer: WordTokenizer, image_size: int,
                 patch_size: int | None = None, ground_bins: int | None = None) -> Batch:
     """Stack samples; with patch_size, also label each visual token with its object class; with
-    ground_bins, also give each word the grid cell of the object it names."""
+    ground_bins, also give each word the grid cell of the object it names (a scene's objects, or a
+    real record's pointers)."""
     ids, mask = tokenizer.encode_batch([s.text for s in samples])
     grounding = None if not ground_bins else np.stack([
+        phrase_targets(tokenizer, s.text, s.pointers, ground_bins, tokenizer.max_length) if s.pointers else
         grounding_targets(tokenizer.tokenize(s.text), s.objects, image_size, ground_bins, tokenizer.max_length)
         for s in samples])
     return Batch(

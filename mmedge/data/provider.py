@@ -55,7 +55,9 @@ def samples_of(source: str, task: str, labels: list[str], dataset: Dataset, indi
         pairs.append((i, text, answer))
     ids = label_ids(labels, [a for _, _, a in pairs])
     return [Sample(image=dataset.image(i), text=text, answer=answer, label=label, task=task,
-                   qtype=dataset.records[i].qtype) for (i, text, answer), label in zip(pairs, ids)]
+                   qtype=dataset.records[i].qtype,
+                   pointers=dataset.pointers(i) if text == dataset.records[i].text else ())
+            for (i, text, answer), label in zip(pairs, ids)]
 
 
 def real_samples(data: str, task: str, labels: list[str], image_size: int, split: str, n: int,

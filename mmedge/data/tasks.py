@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmedge.data.grounding import Pointer
 from mmedge.data.scenes import (COLORS, HELD_OUT_PAIRS, NEAR_COLOR, SHAPES, Scene, SceneObject, render_scene,
                                 sample_scene, scene_rng)
 from mmedge.errors import ConfigError, UnknownTaskError
@@ -48,6 +49,7 @@ class Sample:
     qtype: str
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
     objects: tuple[SceneObject, ...] = ()
+    pointers: tuple[Pointer, ...] = ()  # a real record's phrases and where they point (its refs)
 
 
 def check_task(task: str) -> str:

@@ -44,6 +44,11 @@ def check_text(text) -> str:
     return text
 
 
+def words(text: str) -> list[str]:
+    """The lowercased word/punctuation pieces of `text`, as every tokenizer here splits it first."""
+    return _SPLIT.findall(check_text(text).lower())
+
+
 class TextTruncatedWarning(UserWarning):
     """The text had more tokens than the model takes; the tail was dropped."""
 
@@ -80,6 +85,12 @@ class WordTokenizer:
     def _subwords(self, piece: str) -> list[str]:
         """The tokens of one word/punctuation piece: itself (WordPiece splits it further)."""
         return [piece]
+
+    def word_tokens(self, text: str) -> list[list[str]]:
+        """The tokens of each word/punctuation piece of `text` (`words(text)`), in order: what
+        `tokenize` concatenates, so a phrase's words can be traced to its token positions."""
+        check_text(text)
+        return [self._subwords(match.group()) for match in _SPLIT.finditer(text.lower())]
 
     def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, both (max_length,) int64. Only the first max_length + 1

@@ -19,10 +19,12 @@ _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"labels", "
 
 # Options that only the generated scenes can serve, with the value that switches each off: the
 # auxiliary losses read the scenes' object maps, the weights and curriculum name their question
-# types and relations. With a real dataset (data NAME:ROOT) they must be off.
+# types and relations. With a real dataset (data NAME:ROOT) they must be off, except
+# ground_loss_weight on a source whose records may point their phrases at boxes (GROUNDED: refs).
+GROUNDED = ("jsonl",)
 SCENES_ONLY: dict[str, object] = {
     "token_loss_weight": 0.0,   # tags visual tokens with the scene object's class
-    "ground_loss_weight": 0.0,  # points referring phrases at the scene object's grid cell
+    "ground_loss_weight": 0.0,  # points referring phrases at the scene object's grid cell (or a ref's box)
     "ground_size": False,       # grounding also predicts the scene object's size
     "qtype_weights": None,      # odds of the scenes' question types
     "train_relations": None,    # the scenes' spatial relations asked
@@ -85,7 +87,8 @@ class TrainConfig:
                 or not 0 <= self.unpruned_share <= 1:
             p.append(f"unpruned_share must be a share of the run in [0, 1], got {self.unpruned_share!r}")
         if self.data != "scenes":
-            on = [name for name, off in SCENES_ONLY.items() if getattr(self, name) != off]
+            on = [name for name, off in SCENES_ONLY.items() if getattr(self, name) != off
+                  and not (name == "ground_loss_weight" and self.data.partition(":")[0] in GROUNDED)]
             if on:
                 p.append(f"{', '.join(on)} {'is' if len(on) == 1 else 'are'} scenes-only (the generated scenes' object "
                          f"maps, question types or relations) and this config names data {self.data!r} itself: set "
@@ -113,8 +116,8 @@ class TrainConfig:
         if not isinstance(self.augment_shift, int) or isinstance(self.augment_shift, bool) or self.augment_shift < 0:
             p.append(f"augment_shift must be a non-negative integer (pixels), got {self.augment_shift!r}")
         elif self.augment_shift and (self.token_loss_weight > 0 or self.ground_loss_weight > 0):
-            p.append("augment_shift moves the images but not the scenes' object maps that token_loss_weight and "
-                     "ground_loss_weight read: switch those off or set augment_shift to 0")
+            p.append("augment_shift moves the images but not the scenes' object maps or the refs' boxes that "
+                     "token_loss_weight and ground_loss_weight read: switch those off or set augment_shift to 0")
         if self.answer_vocab_size < 1:
             p.append("answer_vocab_size must be at least 1")
         if self.text_vocab not in ("wordpiece", "word"):
@@ -126,15 +129,18 @@ class TrainConfig:
         if p:
             raise ConfigError(p, "training config")
 
-    def for_data(self, data: str) -> tuple["TrainConfig", list[str]]:
+    def for_data(self, data: str, grounded: bool = False) -> tuple["TrainConfig", list[str]]:
         """This config on `data` (what `mmedge train --data` does): with a real dataset (NAME:ROOT)
-        every scenes-only option is switched off. Returns the new config and the options switched
-        off, each as 'name (was value)'; a config that names a real dataset itself and sets one is
-        refused (TrainConfig checks), not switched."""
+        every scenes-only option is switched off, except ground_loss_weight when `grounded` (the
+        dataset's records point phrases at boxes: JSON Lines refs). Returns the new config and the
+        options switched off, each as 'name (was value)'; a config that names a real dataset itself
+        and sets one is refused (TrainConfig checks), not switched."""
         changes: dict = {"data": data}
         off = []
         if data != "scenes":
             for name, value in SCENES_ONLY.items():
+                if name == "ground_loss_weight" and grounded and data.partition(":")[0] in GROUNDED:
+                    continue
                 if getattr(self, name) != value:
                     changes[name] = value
                     off.append(f"{name} (was {json.dumps(getattr(self, name))})")

@@ -204,6 +204,10 @@ class Trainer:
             self._epoch_cache: dict[int, np.ndarray] = {}
             if not len(self.order):
                 raise ConfigError(f"{cfg.data}: no training record has an answer among the labels", "training data")
+            if cfg.ground_loss_weight > 0 and not any(r.refs for r in self.real.train.records):
+                raise ConfigError(f"ground_loss_weight {cfg.ground_loss_weight:g} points phrases at boxes and no training "
+                                  f"record of {cfg.data} has refs (docs/guides/data.md): add them or set "
+                                  f"ground_loss_weight to 0", "training config")
         else:
             self.tokenizer = default_tokenizer(cfg.model.get("max_text_len", 24))
         self.total_steps = cfg.steps  # the most steps: fewer with epochs; with minutes, the time decides

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmedge.data.grounding import Pointer, pointer
 from mmedge.data.sources import captions, gqa, jsonl, nlvr2, vqa2
 from mmedge.data.sources.images import CachedImages, cache_images
 from mmedge.data.sources.records import Record
@@ -95,6 +96,14 @@ class Dataset:
         """(S, S, 3) uint8 of record i."""
         return np.asarray(self.images.array[self.images.row[tuple(map(str, self.records[i].images))]])
 
+    def pointers(self, i: int) -> tuple[Pointer, ...]:
+        """Record i's refs as pointers into the square image the model sees."""
+        r = self.records[i]
+        if not r.refs:
+            return ()
+        size = self.images.sizes[tuple(map(str, r.images))]
+        return tuple(pointer(ref.words, ref.box, size) for ref in r.refs)
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -114,4 +123,19 @@ def open_dataset(spec: DataSpec, task: str, split: str, image_size: int, cache_d
         print(f"{spec.name} {split}: {cached.summary()}; {len(records) - len(kept)} of {len(records)} records dropped")
     if not kept:
         raise DatasetError(f"{spec.name} {split}: no image could be read ({cached.summary()})")
+    for r in kept:
+        if r.refs:
+            _check_boxes(r, cached.sizes.get(tuple(map(str, r.images))))
     return Dataset(spec, split, kept, cached)
+
+
+def _check_boxes(record: Record, size: tuple[int, int] | None) -> None:
+    """DatasetError naming the record when a ref's box leaves its image (or the record has two images)."""
+    if size is None:
+        raise DatasetError(f"{record.where}: refs need a record of one image")
+    w, h = size
+    for k, ref in enumerate(record.refs):
+        x0, y0, x1, y1 = ref.box
+        if x1 > w or y1 > h:
+            raise DatasetError(f"{record.where}: refs[{k}].box {list(ref.box)} leaves the {w}x{h} image (as a viewer "
+                               f"shows it, EXIF orientation applied); boxes are pixels [x0, y0, x1, y1] inside it")

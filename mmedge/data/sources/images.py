@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mmedge.data.preprocess import resized_rgb
+from mmedge.data.preprocess import load_image, resized_rgb
 from mmedge.data.sources.records import open_inside
 from mmedge.errors import ImageError
 from mmedge.fileio import atomic_write
 
-CACHE_VERSION = 2  # bump when the decoding or resizing changes (2: images confined to the dataset's root)
+CACHE_VERSION = 3  # bump when the decoding, resizing or index changes (2: images confined to the root; 3: sizes)
 
 
 @dataclass
@@ -33,6 +33,7 @@ class CachedImages:
     array: np.ndarray                      # (n, S, S, 3) uint8, memory-mapped
     row: dict[tuple[str, ...], int]        # image path(s) -> row
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths
+    sizes: dict[tuple[str, ...], tuple[int, int]] = field(default_factory=dict)  # one image's (width, height) as shown
 
     def summary(self) -> str:
         total = len(self.row) + sum(len(v) for v in self.skipped.values())
@@ -51,8 +52,9 @@ def _fingerprint(path: Path) -> list:
         return [str(path), None, None]
 
 
-def _read(path: Path, image_size: int, root: Path, where: str) -> np.ndarray:
-    """One image file, opened inside `root` without blocking, decoded from that open file: (S, S, 3)."""
+def _read(path: Path, image_size: int, root: Path, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image file, opened inside `root` without blocking, decoded from that open file: (S, S, 3),
+    and its (width, height) as a viewer shows it (before padding and resizing)."""
     from PIL import Image, UnidentifiedImageError
 
     with open_inside(path, root, where) as f:
@@ -62,14 +64,17 @@ def _read(path: Path, image_size: int, root: Path, where: str) -> np.ndarray:
                 ValueError) as exc:
             raise ImageError(f"cannot read image {path}: {exc}") from exc
         with img:
-            return resized_rgb(img, image_size)
+            rgb = load_image(img)  # oriented and converted: its size is the one boxes are given in
+            return resized_rgb(rgb, image_size), rgb.size
 
 
-def _decode(paths: tuple[Path, ...], image_size: int, root: Path, where: str = "") -> np.ndarray:
-    parts = [_read(p, image_size, root, where) for p in paths]  # each (S, S, 3)
+def _decode(paths: tuple[Path, ...], image_size: int, root: Path, where: str = ""
+            ) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """(S, S, 3) of one image, or of two side by side (padded back to a square; no size then)."""
+    parts = [_read(p, image_size, root, where) for p in paths]  # each ((S, S, 3), size)
     if len(parts) == 1:
         return parts[0]
-    return resized_rgb(np.concatenate(parts, axis=1), image_size)  # side by side, padded back to a square
+    return resized_rgb(np.concatenate([a for a, _ in parts], axis=1), image_size), None
 
 
 def _reason(exc: Exception) -> str:
@@ -89,12 +94,13 @@ def _cached(folder: Path, image_size: int) -> CachedImages | None:
         array = np.load(array_file, mmap_mode="r", allow_pickle=False)
         row = {tuple(k.split("\n")): v for k, v in index["row"].items()}
         skipped = {str(k): [str(p) for p in v] for k, v in index["skipped"].items()}
+        sizes = {tuple(k.split("\n")): (int(w), int(h)) for k, (w, h) in index["size"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     if array.dtype != np.uint8 or array.shape[1:] != (image_size, image_size, 3) or \
             not all(type(v) is int and 0 <= v < len(array) for v in row.values()):
         return None
-    return CachedImages(array, row, skipped)
+    return CachedImages(array, row, skipped, sizes)
 
 
 def cache_images(items: list[tuple[Path, ...]], image_size: int, cache_dir: Path, workers: int = 2,
@@ -112,7 +118,7 @@ def cache_images(items: list[tuple[Path, ...]], image_size: int, cache_dir: Path
     if cached is not None:
         return cached
     folder.mkdir(parents=True, exist_ok=True)
-    decoded: dict[tuple[Path, ...], np.ndarray] = {}
+    decoded: dict[tuple[Path, ...], tuple[np.ndarray, tuple[int, int] | None]] = {}
     skipped: dict[str, list[str]] = {}
     where = where or {}
 
@@ -123,21 +129,25 @@ def cache_images(items: list[tuple[Path, ...]], image_size: int, cache_dir: Path
             return t, None, exc
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for t, img, exc in tqdm(pool.map(work, unique), total=len(unique), desc="caching images",
+        for t, got, exc in tqdm(pool.map(work, unique), total=len(unique), desc="caching images",
                                 disable=not progress):
             if exc is None:
-                decoded[t] = img
+                decoded[t] = got
             else:
                 skipped.setdefault(_reason(exc), []).append(" | ".join(map(str, t)))
     tmp = folder / f"images.{os.getpid()}.tmp.npy"
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(decoded), image_size, image_size, 3))
-    row = {}
-    for i, (t, img) in enumerate(decoded.items()):
+    row, sizes = {}, {}
+    for i, (t, (img, size)) in enumerate(decoded.items()):
         array[i] = img
         row["\n".join(map(str, t))] = i
+        if size is not None:
+            sizes["\n".join(map(str, t))] = list(size)
     array.flush()
     del array
     os.replace(tmp, folder / "images.npy")
-    atomic_write(folder / "index.json", lambda p: p.write_text(json.dumps({"row": row, "skipped": skipped})))
+    atomic_write(folder / "index.json", lambda p: p.write_text(json.dumps({"row": row, "skipped": skipped,
+                                                                            "size": sizes})))
     return CachedImages(np.load(folder / "images.npy", mmap_mode="r"),
-                        {tuple(k.split("\n")): v for k, v in row.items()}, skipped)
+                        {tuple(k.split("\n")): v for k, v in row.items()}, skipped,
+                        {tuple(k.split("\n")): (w, h) for k, (w, h) in sizes.items()})

@@ -23,6 +23,15 @@ from mmedge.errors import DatasetError
 
 
 @dataclass(frozen=True)
+class Ref:
+    """A phrase of a record's text and the box of what it names: pixels (x0, y0, x1, y1) of the
+    image as a viewer shows it (EXIF orientation applied), origin at its top-left corner."""
+
+    words: tuple[str, ...]
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
 class Record:
     """One example of a real dataset.
 
@@ -31,6 +40,7 @@ class Record:
     human answer, normalised); answers: every human answer where the format has several (VQA v2's
     ten), used by the soft accuracy. qtype: the type the metric reports per (VQA answer type, GQA
     structural type, ...). group: what records a consistency metric groups (NLVR2's sentence).
+    refs: phrases of the text with the boxes of what they name (JSON Lines `refs`; grounding loss).
     where: "file:line" or "file#id", for error messages.
     """
 
@@ -40,6 +50,7 @@ class Record:
     qtype: str = ""
     answers: tuple[str, ...] = ()
     group: str = ""
+    refs: tuple[Ref, ...] = ()
     extra: dict = field(default_factory=dict, compare=False, hash=False)
     where: str = ""
 
@@ -155,7 +166,7 @@ def _json(text: str, at: str):
         raise DatasetError(f"{at}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
     except ValueError as exc:  # an integer of more than 4300 digits
         raise DatasetError(f"{at}: not valid JSON ({str(exc)[:80]})") from exc
-    except RecursionError as exc:
+    except RecursionError:
         raise DatasetError(f"{at}: a value nested too deeply for the JSON parser; annotation records are flat "
                            f"objects: fix or drop it") from None
 
