@@ -8,11 +8,12 @@ of its most frequent training answer: a model at the prior has not learnt to loo
     python benchmarks/data_recipe.py                       # makes data/patterns if missing; ~3.5 h with 2 jobs
     python benchmarks/data_recipe.py --report-only         # the report from benchmarks/results/data_recipe/
 
-Runs (RUNS says what each tries): the data recipe (mmedge/train/data-recipe.json) from random weights
-at 10 and 30 minutes and from the shipped scenes model (what `mmedge train --data` does by default
-for VQA; its vocabulary grown by the domain's words) at 30 (two seeds) and 60, the scenes recipe
-(models/configs/vqa-default.json) at 30, and variants of the data recipe at 30 (each changes a
-setting or two of it, recorded as the run's "changes").
+Runs (RUNS says what each tries): the data recipe (mmedge/train/data-recipe.json) as `mmedge train
+--data` runs it, from the shipped scenes model (the default for VQA; its vocabulary grown by the
+domain's words) and from random weights, on the records with their refs (the grounding loss) and
+without them (`ground_loss_weight` 0: what a dataset without refs gets), at 10, 30 and 60 minutes
+and two seeds; the scenes recipe (models/configs/vqa-default.json) at 30; and variants of the data
+recipe at 30 (each changes a setting or two of it, recorded as the run's "changes").
 `--conditions` records what else ran on the machine; runs that recorded none shared it with other work.
 Two runs go at once (`--jobs`), one thread each (the machine has two cores), so every run sees
 the same share of the machine; the minutes are wall-clock minutes under that load.
@@ -53,28 +54,36 @@ class Run:
     changes: dict = field(default_factory=dict)
 
 
+NO_REFS = {"ground_loss_weight": 0.0}  # the records' refs unused: what the recipe does on data without them
+
 # two at a time, in this order
 RUNS = (
     Run("batch32-shifts-30min", "data", 30, None, "batch 32, 100 warm-up steps, 4 px shifts (the variant tried first)",
-        {"batch_size": 32, "warmup_steps": 100, "augment_shift": 4}),
+        {**NO_REFS, "batch_size": 32, "warmup_steps": 100, "augment_shift": 4}),
     Run("scenes-30min", "scenes", 30, None, "the scenes recipe; under --data its scene-only options are switched off, "
-        "which leaves the data recipe's settings (only how often it checkpoints differs)"),
+        "which leaves the data recipe's settings (only how often it checkpoints differs)", NO_REFS),
     Run("data-from-shipped-30min", "data", 30, SHIPPED,
-        "the data recipe as `mmedge train --data` runs it by default: from the shipped model"),
-    Run("data-10min", "data", 10, None, "the data recipe from random weights, 10 minutes"),
-    Run("data-30min", "data", 30, None, "the data recipe from random weights"),
+        "what `mmedge train --data` does on data without refs: the data recipe from the shipped model", NO_REFS),
+    Run("data-10min", "data", 10, None, "without refs, from random weights, 10 minutes", NO_REFS),
+    Run("data-30min", "data", 30, None, "without refs, from random weights", NO_REFS),
     Run("data-unpruned-half-30min", "data", 30, None,
-        "from random weights, the first half of the time at keep 1.0 only (`unpruned_share` 0.5)", {"unpruned_share": 0.5}),
-    Run("data-lr2e-3-30min", "data", 30, None, "from random weights, twice the learning rate", {"lr": 0.002}),
-    Run("data-from-shipped-shift4-30min", "data", 30, SHIPPED, "from the shipped model, 4 px shifts (`augment_shift` 4)",
-        {"augment_shift": 4}),
-    Run("data-from-shipped-lr5e-4-30min", "data", 30, SHIPPED, "from the shipped model, half the learning rate",
-        {"lr": 0.0005}),
-    Run("data-from-shipped-128px-30min", "data", 30, SHIPPED,
-        "from the shipped model, images at 128 px (64 visual tokens instead of 36)", {"model": {"image_size": 128}}),
-    Run("data-from-shipped-60min", "data", 60, SHIPPED, "the default (from the shipped model), for 60 minutes"),
-    Run("data-from-shipped-seed1-30min", "data", 30, SHIPPED, "the default (from the shipped model) with another seed "
-        "(initialisation of the new weights, order of the records)", {"seed": 1}),
+        "without refs, from random weights, the first half of the time at keep 1.0 only (`unpruned_share` 0.5)",
+        {**NO_REFS, "unpruned_share": 0.5}),
+    Run("data-lr2e-3-30min", "data", 30, None, "without refs, from random weights, twice the learning rate",
+        {**NO_REFS, "lr": 0.002}),
+    Run("data-from-shipped-shift4-30min", "data", 30, SHIPPED,
+        "without refs, from the shipped model, 4 px shifts (`augment_shift` 4)", {**NO_REFS, "augment_shift": 4}),
+    Run("data-from-shipped-lr5e-4-30min", "data", 30, SHIPPED, "without refs, from the shipped model, half the "
+        "learning rate", {**NO_REFS, "lr": 0.0005}),
+    Run("data-from-shipped-128px-30min", "data", 30, SHIPPED, "without refs, from the shipped model, images at 128 px "
+        "(64 visual tokens instead of 36)", {**NO_REFS, "model": {"image_size": 128}}),
+    Run("data-from-shipped-60min", "data", 60, SHIPPED, "without refs, from the shipped model, for 60 minutes", NO_REFS),
+    Run("data-from-shipped-seed1-30min", "data", 30, SHIPPED, "without refs, from the shipped model, another seed "
+        "(initialisation of the new weights, order of the records)", {**NO_REFS, "seed": 1}),
+    Run("data-from-shipped-grounded-30min", "data", 30, SHIPPED,
+        "what `mmedge train --data` does on data with refs: the data recipe from the shipped model, the grounding "
+        "loss pointing each ref's phrase at its box"),
+    Run("data-grounded-30min", "data", 30, None, "with refs, from random weights"),
 )
 OLD_CONDITIONS = "the machine was shared with other work during the run"  # runs that recorded none
 OVERRIDES = {"threads": 1, "eval_every": 100}  # one thread per run (two at once); a denser validation curve

@@ -146,7 +146,9 @@ def test_the_cli_takes_one_budget_and_uses_the_data_recipe_without_a_config(json
     assert "captioner counts steps" in capsys.readouterr().err
     recipe = TrainConfig.data_recipe()
     assert recipe.minutes and recipe.data == "scenes"  # a budget in minutes, no dataset of its own
-    assert all(getattr(recipe, k) == v for k, v in SCENES_ONLY.items())  # nothing to switch off
+    # nothing scenes-only but the grounding loss, which data with refs keeps (tests/test_grounding.py)
+    assert recipe.ground_loss_weight > 0
+    assert all(getattr(recipe, k) == v for k, v in SCENES_ONLY.items() if k != "ground_loss_weight")
 
 
 def test_the_data_recipe_starts_from_the_shipped_model_unless_told_not_to(jsonl_root, tmp_path, capsys):
@@ -162,6 +164,7 @@ def test_the_data_recipe_starts_from_the_shipped_model_unless_told_not_to(jsonl_
         assert main(argv + ([] if start == "default" else ["--init-from", "none"])) == 0
         said = capsys.readouterr().out
         assert ("note: starting from the shipped model" in said) == (start == "default")
+        assert "no training record has refs, so ground_loss_weight (was 0.5) is off" in said  # the fixture has none
         model, _ = from_pretrained(out)
         gaps[start] = max((a - b).abs().max().item() for a, b in zip(model.blocks.parameters(), shipped.blocks.parameters()))
     assert gaps["default"] < 1e-3 < gaps["none"]  # one warm-up step from the shipped weights, or random ones
