@@ -84,6 +84,9 @@ RUNS = (
         "what `mmedge train --data` does on data with refs: the data recipe from the shipped model, the grounding "
         "loss pointing each ref's phrase at its box"),
     Run("data-grounded-30min", "data", 30, None, "with refs, from random weights"),
+    Run("data-from-shipped-grounded-seed1-30min", "data", 30, SHIPPED, "the default with refs (from the shipped "
+        "model), another seed", {"seed": 1}),
+    Run("data-grounded-seed1-30min", "data", 30, None, "with refs, from random weights, another seed", {"seed": 1}),
 )
 OLD_CONDITIONS = "the machine was shared with other work during the run"  # runs that recorded none
 OVERRIDES = {"threads": 1, "eval_every": 100}  # one thread per run (two at once); a denser validation curve

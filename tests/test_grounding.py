@@ -202,3 +202,16 @@ def test_ground_loss_weight_stays_on_for_data_with_refs_and_is_refused_without(t
     rows = [json.loads(r) for r in (tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()]
     ground = [r["ground_loss"] for r in rows if r["kind"] == "train"]
     assert ground and all(g > 0 for g in ground)
+
+
+def test_a_phrase_past_the_models_text_length_points_nowhere():
+    """Only the tokens the model reads can point: the text is split no further than max_length tokens."""
+    from mmedge.data.grounding import Pointer, phrase_targets
+    from mmedge.data.tokenizer import WordTokenizer
+
+    text = "is the red car left of the blue car ?"
+    tok = WordTokenizer.from_words(text.split(), max_length=4)
+    far = phrase_targets(tok, text, (Pointer(("blue", "car"), 0.5, 0.5),), 12, 4)
+    assert (far == IGNORE).all()
+    near = phrase_targets(tok, text, (Pointer(("red", "car"), 0.5, 0.25),), 12, 4)
+    assert near[:, :2].tolist() == [[IGNORE, IGNORE], [IGNORE, IGNORE], [6, 3], [6, 3]]

@@ -92,8 +92,8 @@ def phrase_targets(tokenizer: WordTokenizer, text: str, pointers: tuple[Pointer,
     """(max_length, 3) int64: the (column, row) bin of what each token's phrase names, size class -1.
     A phrase that occurs several times names its first occurrence no earlier pointer took."""
     targets = np.full((max_length, 3), IGNORE, dtype=np.int64)
-    pieces = tokenizer.word_tokens(text)  # per word: its tokens
-    text_words = words(text)
+    pieces = tokenizer.word_tokens(text, limit=max_length)  # per word: its tokens, up to the model's length
+    text_words = words(text)[: len(pieces)]
     starts = np.cumsum([0] + [len(p) for p in pieces])  # token index of each word (and one past the end)
     taken: set[int] = set()
     for p in pointers:

@@ -86,11 +86,18 @@ class WordTokenizer:
         """The tokens of one word/punctuation piece: itself (WordPiece splits it further)."""
         return [piece]
 
-    def word_tokens(self, text: str) -> list[list[str]]:
+    def word_tokens(self, text: str, limit: int | None = None) -> list[list[str]]:
         """The tokens of each word/punctuation piece of `text` (`words(text)`), in order: what
-        `tokenize` concatenates, so a phrase's words can be traced to its token positions."""
+        `tokenize` concatenates, so a phrase's words can be traced to its token positions. With
+        `limit`, only the words up to the one that reaches `limit` tokens (the work stays bounded)."""
         check_text(text)
-        return [self._subwords(match.group()) for match in _SPLIT.finditer(text.lower())]
+        out, total = [], 0
+        for match in _SPLIT.finditer(text.lower()):
+            out.append(self._subwords(match.group()))
+            total += len(out[-1])
+            if limit is not None and total >= limit:
+                break
+        return out
 
     def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, both (max_length,) int64. Only the first max_length + 1

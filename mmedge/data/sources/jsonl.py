@@ -63,7 +63,7 @@ def parse_refs(obj: dict, text: str, where: str) -> tuple[Ref, ...]:
     for k, ref in enumerate(value):
         phrase = need(ref, "phrase", str, f"{where}: refs[{k}]")
         box = _box(need(ref, "box", list, f"{where}: refs[{k}]"), where, k)
-        phrase_words = tuple(words(phrase))
+        phrase_words = tuple(words(phrase[:MAX_TEXT_CHARS]))  # a longer phrase cannot be a run of the text
         if not phrase_words or find_phrase(text_words, phrase_words) is None:
             raise DatasetError(f"{where}: refs[{k}].phrase {phrase!r} is not a run of words of the text {text!r:.120}; "
                                f"name words the text contains")
