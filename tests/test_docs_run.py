@@ -89,6 +89,9 @@ SKIP = {
     ("docs/guides/benchmarking.md", "mmedge bench --artifact runs/mine/mine.mmedge --device pixel --data "
      "jsonl:/data/mine"): "needs an attached phone (without one, --data is refused: tests/test_bench.py runs it "
                           "against an adb stand-in)",
+    ("docs/guides/calibration.md", "mmedge calibrate --artifact vilt.mmedge --labels teacher --max-drop 0.01"):
+        "the adapted bundle is made on docs/adapt.md, later in reading order, which runs `mmedge calibrate "
+        "--artifact vilt.mmedge --labels teacher` on it",
     ("docs/guides/benchmarking.md", "python benchmarks/run_benchmarks.py"): "about 10 minutes of measurements "
         "(an export of the shipped model, fresh processes) that rewrite the committed benchmarks/results/",
     ("docs/guides/benchmarking.md", "python benchmarks/run_benchmarks.py --quick"): "about 3 minutes on a quiet "
