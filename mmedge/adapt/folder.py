@@ -93,7 +93,8 @@ def load_adapted(directory: str | Path):
     wrong = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or wrong:
         raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: missing {missing[:5]}, unexpected "
-                              f"{unexpected[:5]}, wrong shapes {wrong[:5]}")
+                              f"{unexpected[:5]}, wrong shapes {wrong[:5]}; a folder adapted by another mmedge "
+                              f"version? Run mmedge adapt again")
     model.load_state_dict(state)
     return model.eval(), preprocessor
 

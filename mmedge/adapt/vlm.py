@@ -5,7 +5,8 @@ What is added, trained by self-distillation from the frozen model (its weights u
 - **exits** after chosen decoder layers: a per-exit RMSNorm (a copy of the final norm) in front of the
   model's own LM head (shared, not copied), behind a low-rank residual map h + U V h (rank
   ``exit_adapter_rank``, U zero at the start: the exit starts as the final norm and head read early),
-  and a confidence (that this exit's token is the full model's). The exit after the last layer is the
+  and a confidence (that this exit's token is the full model's) read from the hidden state alone, so
+  that a device runs the vocabulary head only at the exit it takes. The exit after the last layer is the
   model's own norm and head: at keep ratio 1.0 the last exit *is* the pretrained model;
 - **a prefilter** on the connector's visual tokens, conditioned on the prompt (the mean of its text
   tokens' embeddings), keeping the top k = keep ratio x M tokens in their order. Kept tokens, and
@@ -98,15 +99,15 @@ class ExitMap(nn.Module):
 
 
 class TokenConfidence(nn.Module):
-    """Confidence that an exit's next token is the full model's: (hidden, top-2 probabilities) -> (B, T)."""
+    """Confidence that an exit's next token is the full model's, from the hidden state (B, T, D) -> (B, T).
+    It reads no logits: a token that goes on past an exit never pays for the vocabulary head there."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim + 2, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
-    def forward(self, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        top2 = logits.softmax(dim=-1).topk(2, dim=-1).values  # (B, T, 2)
-        return torch.sigmoid(self.mlp(torch.cat([hidden, top2], dim=-1).detach())).squeeze(-1)
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mlp(hidden.detach())).squeeze(-1)
 
 
 @dataclass
@@ -141,13 +142,16 @@ class AdaptedVLM(Adapter, nn.Module):
         self.relax_temperature = 1.0  # relaxed top-k in training: sigmoid((score - threshold) / this)
 
     # ------------------------------------------------------------------ exits
+    def exit_state(self, stage: int, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, D) after stage `stage` -> what the shared LM head reads there (B, T, D): the exit's
+        map and norm (the model's final norm at the last stage)."""
+        if stage == self.num_stages - 1:
+            return self.backbone.final_norm(hidden)
+        return self.exit_norms[stage](self.exit_maps[stage](hidden))
+
     def exit(self, stage: int, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden (B, T, D) after stage `stage` -> logits (B, T, V), confidence (B, T)."""
-        if stage == self.num_stages - 1:
-            logits = self.backbone.lm_head(self.backbone.final_norm(hidden))
-        else:
-            logits = self.backbone.lm_head(self.exit_norms[stage](self.exit_maps[stage](hidden)))
-        return logits, self.confidence[stage](hidden, logits)
+        return self.backbone.lm_head(self.exit_state(stage, hidden)), self.confidence[stage](hidden)
 
     # ------------------------------------------------------------------ the prompt
     def prefilter_scores(self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:

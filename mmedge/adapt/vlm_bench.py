@@ -158,12 +158,10 @@ def write(result: dict, json_path: str | Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- graph times
 def decode_fixed(decoder, prompt_len: int, stage: int, tokens: int) -> list[float]:
     """ms per token of `tokens` decoded tokens that each exit after `stage`: the graphs the runtime runs for
-    such a token (StagedDecoder.word under kv "copy": embeddings, the steps up to the exit, the controller's
-    read of each stage's logits, the copy-forward fill), on caches of the static size (a decode's cost does
-    not depend on what they hold)."""
+    such a token under a confidence policy (StagedDecoder.word under kv "copy": embeddings, the steps up to
+    the exit with the controller's read of each one's confidence, the head at the exit, the copy-forward
+    fill), on caches of the static size (a decode's cost does not depend on what they hold)."""
     import time
-
-    from mmedge.runtime.controller import softmax_max
 
     L = decoder.layout
     cache_k = [np.zeros((1, L.num_kv_heads, L.max_slots, L.head_dim), np.float32) for _ in range(L.depth)]
@@ -176,9 +174,9 @@ def decode_fixed(decoder, prompt_len: int, stage: int, tokens: int) -> list[floa
         for s in range(stage + 1):
             out = decoder.run_cached(decoder.step_name(s), {"hidden_in": hidden, **at}, L.stage_layers[s], cache_k,
                                      cache_v, timings)
-            hidden, logits = out["hidden"], out["logits"][0]
-            word = int(np.argmax(logits))
-            softmax_max(logits)
+            hidden = out["hidden"]
+            float(out["confidence"][0])
+        word = int(np.argmax(decoder.exit_logits(stage, out, timings)))
         if stage < len(L.stage_layers) - 1:
             later = [i for layers in L.stage_layers[stage + 1:] for i in layers]
             decoder.run_cached(decoder.fill_name(stage), {"hidden_in": hidden, **at}, later, cache_k, cache_v, timings)
@@ -187,18 +185,19 @@ def decode_fixed(decoder, prompt_len: int, stage: int, tokens: int) -> list[floa
 
 
 def graph_times(engine, image, prompt: str, decode_tokens: int = 8) -> dict:
-    """One measurement of a VLM engine's costs: per keep ratio the image encode (its vision graph), the
-    prefill and the time to first token (the runtime's own generate, one token, full depth); per exit the
-    median ms of `decode_tokens` tokens that exit there (decode_fixed)."""
-    from mmedge.runtime.vlm import VLMDecoder, ratio_tag
+    """One measurement of a VLM engine's costs: per keep ratio the image encode (the vision graph), the
+    prefill (steps and head) and the time to first token (the runtime's own generate, one token, full
+    depth); per exit the median ms of `decode_tokens` tokens that exit there (decode_fixed)."""
+    from mmedge.runtime.vlm import VLMDecoder
 
     pixels, ids = engine.preprocess(image), engine.prompt_ids(prompt)
     decoder = VLMDecoder(engine.session, engine.layout)
     out: dict = {"by_keep_ratio": {}, "prompt_tokens": len(ids)}
     for r in engine.layout.keep_ratios:
         run = decoder.generate(ids, pixels, Policy("full"), max_new_tokens=1, keep_ratio=r)
-        out["by_keep_ratio"][str(r)] = {"encode_ms": run.stage_ms[f"vision_{ratio_tag(r)}"],
-                                        "prefill_ms": sum(v for k, v in run.stage_ms.items() if k.startswith("step")),
+        out["by_keep_ratio"][str(r)] = {"encode_ms": run.stage_ms["vision"],
+                                        "prefill_ms": sum(v for k, v in run.stage_ms.items()
+                                                          if k.startswith("step") or k == "head"),
                                         "first_token_ms": run.encoder_ms}
     out["decode_ms"] = {str(s): float(np.median(decode_fixed(decoder, len(ids), s, decode_tokens)))
                         for s in range(len(engine.layout.stage_layers))}
@@ -209,7 +208,9 @@ def graph_times(engine, image, prompt: str, decode_tokens: int = 8) -> dict:
 def _onnx_inputs(manifest: dict, graph: str, tokens: int, text_tokens: int) -> dict:
     """Concrete inputs for the cost model: a prefill of `tokens` (1: a decoded token)."""
     lay = manifest["layout"]
-    if graph.startswith("vision"):
+    if graph == "head":
+        return {"exit_hidden": np.zeros((1, manifest["model"]["adapt"]["dim"]), np.float32)}
+    if graph == "vision":
         size = manifest["preprocessing"]["image_size"]
         return {"pixel_values": np.zeros((1, 3, size, size), np.float32),
                 "text_ids": np.ones((1, text_tokens), np.int64)}
@@ -225,13 +226,13 @@ def _onnx_inputs(manifest: dict, graph: str, tokens: int, text_tokens: int) -> d
 
 def generation_costs(bundle: str | Path, prompt_tokens: int) -> dict:
     """Per quantity ("encode R", "prefill R" per keep ratio R, "decode S" per exit stage S), the costed nodes
-    (mmedge.bench.costmodel.graph_costs) of the fp32 ONNX graphs it runs, for a prompt of `prompt_tokens`."""
+    (mmedge.bench.costmodel.graph_costs) of the fp32 ONNX graphs it runs, for a prompt of `prompt_tokens`
+    (the runtime's top k of M scores is not priced)."""
     import contextlib
     import io
     import json
 
     from mmedge.bench.costmodel import graph_costs
-    from mmedge.runtime.vlm import ratio_tag
 
     bundle = Path(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -248,14 +249,14 @@ def generation_costs(bundle: str | Path, prompt_tokens: int) -> dict:
         with contextlib.redirect_stdout(io.StringIO()):
             return graph_costs(bundle / art["stages"][graph]["file"], _onnx_inputs(manifest, graph, tokens, text_tokens))
 
-    parts = {}
+    parts, vision, head = {}, costs("vision", 0), costs("head", 1)
     for r in lay["keep_ratios"]:
         T = text_tokens + max(1, round(r * M))
-        parts[f"encode {r}"] = [costs(f"vision_{ratio_tag(r)}", 0)]
-        parts[f"prefill {r}"] = [costs("embed", prompt_tokens)] + [costs(f"step{s}", T) for s in range(S)]
+        parts[f"encode {r}"] = [vision]
+        parts[f"prefill {r}"] = [costs("embed", prompt_tokens)] + [costs(f"step{s}", T) for s in range(S)] + [head]
     steps, embed1 = [costs(f"step{s}", 1) for s in range(S)], costs("embed", 1)
     for s in range(S):
-        parts[f"decode {s}"] = [embed1] + steps[: s + 1] + ([costs(f"fill{s}", 1)] if s < S - 1 else [])
+        parts[f"decode {s}"] = [embed1] + steps[: s + 1] + [head] + ([costs(f"fill{s}", 1)] if s < S - 1 else [])
     return parts
 
 

@@ -52,10 +52,12 @@ class Row:
 
 
 def candidate_policies(num_stages: int) -> list[Policy]:
+    """Full depth and the confidence policy at each threshold: the learned confidence reads the hidden state,
+    so a token runs the vocabulary head only at the exit it takes (a max_probability policy would run it at
+    every exit on the way, a cost that layer passes do not count)."""
     if num_stages < 2:
         return [Policy("full")]
-    return [Policy("full")] + [Policy(kind, threshold=t) for kind in ("confidence", "max_probability")
-                               for t in THRESHOLDS]
+    return [Policy("full")] + [Policy("confidence", threshold=t) for t in THRESHOLDS]
 
 
 def scene_prompts(image_size: int, samples: int, seed: int = 0, split: str = "val") -> Prompts:

@@ -102,29 +102,33 @@ def count_flops(fn) -> int:
 
 @torch.no_grad()
 def decoder_flops(model: AdaptedVLM, slots: int) -> dict:
-    """Counted FLOPs of one decoded token's parts at a cache of `slots`: a decoder layer, an exit head
-    (norm, map and the shared LM head; the last exit is the model's head), and one layer's copy-forward."""
+    """Counted FLOPs of one decoded token's parts at a cache of `slots`: a decoder layer, each exit's
+    confidence, each exit head (map, norm and the shared LM head; the last exit is the model's head), and
+    one layer's copy-forward."""
     bb, D = model.backbone, model.backbone.dim
     x = torch.zeros(1, 1, D)
     cos, sin = bb.rotary(torch.zeros(1, 1, dtype=torch.long), x)
     cache = bb.new_cache(1, slots)
     mask = torch.zeros(1, 1, slots)
     layer = count_flops(lambda: bb.layer(0, x, cos, sin, cache[0], torch.tensor([0]), mask))
-    heads = [count_flops(lambda s=s: model.exit(s, x)) for s in range(model.num_stages)]
+    confidences = [count_flops(lambda s=s: model.confidence[s](x)) for s in range(model.num_stages)]
+    heads = [count_flops(lambda s=s: bb.lm_head(model.exit_state(s, x))) for s in range(model.num_stages)]
     copy = count_flops(lambda: bb.key_values(0, x, cos, sin))
-    return {"layer": layer, "exit_heads": heads, "copy_forward_layer": copy, "slots": slots}
+    return {"layer": layer, "confidences": confidences, "exit_heads": heads, "copy_forward_layer": copy,
+            "slots": slots}
 
 
 def flops_per_token(model: AdaptedVLM, histogram: list[int], parts: dict) -> float:
-    """Mean counted decoder FLOPs per decoded token for an exit histogram: the layers up to the exit,
-    every exit head evaluated on the way, and the skipped layers' copy-forward."""
+    """Mean counted decoder FLOPs per decoded token for an exit histogram under a confidence policy: the
+    layers up to the exit, each confidence read on the way, the head at the exit taken, and the skipped
+    layers' copy-forward."""
     depth, exits, total = model.config.depth, model.config.exits, 0.0
     n = sum(histogram)
     if not n:
         return math.nan
     for stage, count in enumerate(histogram):
         layers = exits[stage] + 1
-        cost = layers * parts["layer"] + sum(parts["exit_heads"][: stage + 1]) + \
+        cost = layers * parts["layer"] + sum(parts["confidences"][: stage + 1]) + parts["exit_heads"][stage] + \
             (depth - layers) * parts["copy_forward_layer"]
         total += count * cost
     return total / n

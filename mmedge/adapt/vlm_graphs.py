@@ -1,16 +1,18 @@
 """An adapted generative VLM (mmedge.adapt.vlm) cut into the graphs a device runs: what export traces.
 
-Per exported keep ratio r:
-- ``vision_k{r}``: pixel_values (1, 3, S, S) and the prompt's text ids (1, L) -> ``visual`` (1, k, D), the
-  visual tokens the prefilter keeps, in order, and ``kept`` (1, k) their indices among the M of the tile;
-and once:
+- ``vision``: pixel_values (1, 3, S, S) and the prompt's text ids (1, L) -> ``visual`` (1, M, D), the tile's
+  visual tokens after the connector, and ``scores`` (1, M), the prefilter's score of each against the
+  prompt. The runtime keeps the top k = keep ratio x M of them (mmedge.runtime.vlm), so one graph, and one
+  copy of the vision tower in memory, serves every keep ratio;
 - ``embed``: ids (1, T) -> ``embeds`` (1, T, D): the decoder's token embeddings;
 - ``step{s}``: decoder stage s on T tokens (a prefill: the prompt; a decode: T = 1): ``hidden_in``
   (1, T, D: the embeddings for stage 0, else the previous stage's ``hidden``), ``positions`` (1, T) rotary
   positions, ``slot`` (1,) the cache slot of the first token (the rest follow), ``past_k``/``past_v``
-  (n, 1, KVH, P, hd) this stage's layers' caches -> ``hidden`` (1, T, D), ``logits`` (1, V) and
-  ``confidence`` (1,) of the last token at this stage's exit, ``present_k``/``present_v`` (the caches with
-  the T tokens written). Token t sees the slots up to slot + t;
+  (n, 1, KVH, P, hd) this stage's layers' caches -> ``hidden`` (1, T, D), ``exit_hidden`` (1, D) the last
+  token's state at this stage's exit (its map and norm) and ``confidence`` (1,) of its exit,
+  ``present_k``/``present_v`` (the caches with the T tokens written). Token t sees the slots up to slot + t;
+- ``head``: ``exit_hidden`` (1, D) -> ``logits`` (1, V): the model's LM head, shared by every exit and run
+  only at the exit a token takes;
 - ``fill{s}`` for every stage but the last: ``hidden_in`` (1, 1, D, the exiting stage's hidden), ``positions``,
   ``slot`` and the caches of every later layer -> those caches with the copy-forward keys and values written.
 The cache holds P = max_slots positions: a prompt of T tokens and up to P - T generated ones. The writes are
@@ -25,15 +27,13 @@ import torch
 from torch import nn
 
 from mmedge.adapt.vlm import AdaptedVLM
-from mmedge.runtime.vlm import ratio_tag
 
 
 @dataclass
 class VLMGraphSpec:
     name: str
-    kind: str                      # vision | embed | step | fill
+    kind: str                      # vision | embed | step | head | fill
     stage: int | None
-    keep_ratio: float | None
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     layers: tuple[int, ...] = ()   # decoder layers whose caches the graph takes
@@ -41,17 +41,17 @@ class VLMGraphSpec:
 
 def graph_specs(model: AdaptedVLM) -> list[VLMGraphSpec]:
     cfg, S = model.config, model.num_stages
-    specs = [VLMGraphSpec(f"vision_{ratio_tag(r)}", "vision", None, r, ("pixel_values", "text_ids"),
-                          ("visual", "kept")) for r in cfg.keep_ratios]
-    specs.append(VLMGraphSpec("embed", "embed", None, None, ("ids",), ("embeds",)))
+    specs = [VLMGraphSpec("vision", "vision", None, ("pixel_values", "text_ids"), ("visual", "scores")),
+             VLMGraphSpec("embed", "embed", None, ("ids",), ("embeds",))]
     cache = ("past_k", "past_v")
     for s in range(S):
-        specs.append(VLMGraphSpec(f"step{s}", "step", s, None, ("hidden_in", "positions", "slot") + cache,
-                                  ("hidden", "logits", "confidence", "present_k", "present_v"),
+        specs.append(VLMGraphSpec(f"step{s}", "step", s, ("hidden_in", "positions", "slot") + cache,
+                                  ("hidden", "exit_hidden", "confidence", "present_k", "present_v"),
                                   tuple(model.stage_layers(s))))
+    specs.append(VLMGraphSpec("head", "head", None, ("exit_hidden",), ("logits",)))
     for s in range(S - 1):
         later = tuple(range(cfg.exits[s] + 1, cfg.depth))
-        specs.append(VLMGraphSpec(f"fill{s}", "fill", s, None, ("hidden_in", "positions", "slot") + cache,
+        specs.append(VLMGraphSpec(f"fill{s}", "fill", s, ("hidden_in", "positions", "slot") + cache,
                                   ("present_k", "present_v"), later))
     return specs
 
@@ -65,19 +65,16 @@ def _write(past: torch.Tensor, new: torch.Tensor, slot: torch.Tensor) -> torch.T
 
 
 class VisionGraph(nn.Module):
-    def __init__(self, model: AdaptedVLM, keep_ratio: float) -> None:
+    def __init__(self, model: AdaptedVLM) -> None:
         super().__init__()
-        self.model, self.k = model, model.config.kept_tokens(keep_ratio)
+        self.model = model
 
     def forward(self, pixel_values: torch.Tensor, text_ids: torch.Tensor):
         bb = self.model.backbone
         visual = bb.encode_image(pixel_values)  # (1, M, D)
-        M = visual.shape[1]
-        if self.k >= M:
-            return visual, torch.arange(M)[None]
-        text = bb.embed_tokens(text_ids)
-        kept = self.model.kept_visual(visual, text, torch.ones(text.shape[:2], dtype=text.dtype), self.k)  # (1, k)
-        return visual.gather(1, kept[..., None].expand(-1, -1, visual.shape[-1])), kept
+        text = bb.embed_tokens(text_ids)  # (1, L, D)
+        scores = self.model.prefilter_scores(visual, text, torch.ones(text.shape[:2], dtype=text.dtype))  # (1, M)
+        return visual, scores
 
 
 class EmbedGraph(nn.Module):
@@ -109,8 +106,21 @@ class StepGraph(nn.Module):
             x = bb.attend(i, x, cos, sin, keys, values, mask)
             present_k.append(keys)
             present_v.append(values)
-        logits, confidence = self.model.exit(self.stage, x[:, -1:])
-        return x, logits[:, 0], confidence[:, 0], torch.stack(present_k), torch.stack(present_v)
+        last = x[:, -1:]  # (1, 1, D)
+        exit_hidden = self.model.exit_state(self.stage, last)[:, 0]  # (1, D)
+        confidence = self.model.confidence[self.stage](last)[:, 0]  # (1,)
+        return x, exit_hidden, confidence, torch.stack(present_k), torch.stack(present_v)
+
+
+class HeadGraph(nn.Module):
+    """The shared LM head on an exit's state: exit_hidden (1, D) -> logits (1, V)."""
+
+    def __init__(self, model: AdaptedVLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, exit_hidden):
+        return self.model.backbone.lm_head(exit_hidden)
 
 
 class FillGraph(nn.Module):
@@ -134,9 +144,11 @@ class FillGraph(nn.Module):
 
 def graph_module(model: AdaptedVLM, spec: VLMGraphSpec) -> nn.Module:
     if spec.kind == "vision":
-        return VisionGraph(model, spec.keep_ratio)
+        return VisionGraph(model)
     if spec.kind == "embed":
         return EmbedGraph(model)
+    if spec.kind == "head":
+        return HeadGraph(model)
     return (StepGraph if spec.kind == "step" else FillGraph)(model, spec.stage)
 
 
@@ -147,6 +159,8 @@ def example_inputs(model: AdaptedVLM, spec: VLMGraphSpec, max_slots: int, tokens
         return torch.zeros(1, 3, bb.image_size, bb.image_size), torch.ones(1, 5, dtype=torch.long)
     if spec.kind == "embed":
         return (torch.ones(1, tokens, dtype=torch.long),)
+    if spec.kind == "head":
+        return (torch.zeros(1, bb.dim),)
     T = tokens if spec.kind == "step" else 1
     cache = torch.zeros(len(spec.layers), 1, bb.num_kv_heads, max_slots, bb.head_dim)
     return (torch.zeros(1, T, bb.dim), torch.arange(T)[None], torch.tensor([0]), cache, cache.clone())

@@ -19,24 +19,20 @@ SCHEMA_FILE = Path(__file__).with_name("vlm_manifest.schema.json")
 MAX_CACHE_VALUES = 1 << 28   # layers x kv heads x slots x head_dim: one of the key and value caches
 
 
-def ratio_tag(keep_ratio: float) -> str:
-    return f"k{keep_ratio:g}"
-
-
-OUTPUTS = {"vision": ["visual", "kept"], "embed": ["embeds"],
-           "step": ["hidden", "logits", "confidence", "present_k", "present_v"], "fill": ["present_k", "present_v"]}
+OUTPUTS = {"vision": ["visual", "scores"], "embed": ["embeds"],
+           "step": ["hidden", "exit_hidden", "confidence", "present_k", "present_v"], "head": ["logits"],
+           "fill": ["present_k", "present_v"]}
 
 
 def _kind(name: str) -> str:
-    return next(k for k in ("vision", "embed", "step", "fill") if name.startswith(k))
+    return next(k for k in OUTPUTS if name.startswith(k))
 
 
-def graph_names(stage_layers: list[list[int]], keep_ratios: list[float]) -> list[str]:
-    """The graphs a layout needs: vision per keep ratio, embed, a step per exit segment, a fill per
-    segment but the last (mmedge.adapt.vlm_graphs)."""
+def graph_names(stage_layers: list[list[int]]) -> list[str]:
+    """The graphs a layout needs: vision, embed, a step per exit segment, the head, a fill per segment but
+    the last (mmedge.adapt.vlm_graphs)."""
     stages = len(stage_layers)
-    return ([f"vision_{ratio_tag(r)}" for r in keep_ratios] + ["embed"] + [f"step{s}" for s in range(stages)]
-            + [f"fill{s}" for s in range(stages - 1)])
+    return ["vision", "embed"] + [f"step{s}" for s in range(stages)] + ["head"] + [f"fill{s}" for s in range(stages - 1)]
 
 
 def layout_problems(m: dict) -> list[str]:
@@ -51,7 +47,7 @@ def layout_problems(m: dict) -> list[str]:
     if len(set(ratios)) != len(ratios):
         p.append(f"layout.keep_ratios repeat a ratio: {ratios}")
     if m["thresholds"]["keep_ratio"] not in ratios:
-        p.append(f"thresholds.keep_ratio {m['thresholds']['keep_ratio']} is not an exported keep ratio {ratios}")
+        p.append(f"thresholds.keep_ratio {m['thresholds']['keep_ratio']} is not one of the keep ratios {ratios}")
     if len(layers) * L["num_kv_heads"] * L["max_slots"] * L["head_dim"] > MAX_CACHE_VALUES:
         p.append(f"the key/value cache ({len(layers)} layers x {L['num_kv_heads']} heads x {L['max_slots']} slots x "
                  f"{L['head_dim']}) is over {MAX_CACHE_VALUES} values")
@@ -64,9 +60,10 @@ def layout_problems(m: dict) -> list[str]:
                  f"vocabulary size {V}")
     if p:
         return p
-    want = graph_names(L["stage_layers"], ratios)
+    want = graph_names(L["stage_layers"])
     if sorted(L["graphs"]) != sorted(want):
-        return [f"layout.graphs {sorted(L['graphs'])[:20]} != the layout's {sorted(want)[:20]}"]
+        return [f"layout.graphs {sorted(L['graphs'])[:20]} != the layout's {sorted(want)[:20]} (a bundle "
+                f"exported by an earlier mmedge, with a vision graph per keep ratio? export it again)"]
     p += [f"layout.graphs[{name!r}] outputs {outs} differ from what generation reads {OUTPUTS[_kind(name)]}"
           for name, outs in L["graphs"].items() if outs != OUTPUTS[_kind(name)]]
     for a in m["artifacts"]:

@@ -12,6 +12,7 @@ A model kind says how its graphs are fed (``StagedDecoder``'s hooks); search (gr
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from mmedge.errors import ConfigError
 from mmedge.runtime.controller import ExitState, Policy, should_stop, softmax_max
 
 KV_MODES = ("copy", "recompute")
+LOGIT_POLICIES = ("max_probability", "patience")  # policies that read every exit's logits, not just the one taken
 
 
 @dataclass
@@ -73,9 +75,11 @@ class StagedDecoder:
     """Per-token staged decoding over a session's graphs. A model kind implements the hooks:
     ``stage_layers`` (decoder layers per stage), ``step_name(s)``, ``fill_name(s)``,
     ``first_feeds(hyp, n)`` (stage 0's inputs besides the caches for the n-th generated token),
-    ``token_feeds(n)`` (every step's and fill's position inputs) and ``context_feeds(s)`` (stage s's
-    inputs after its caches: the captioner's cross-attention keys and values). Feeds are built in that
-    order: first (or hidden_in), token feeds, past_k, past_v, context."""
+    ``token_feeds(n)`` (every step's and fill's position inputs), ``context_feeds(s)`` (stage s's
+    inputs after its caches: the captioner's cross-attention keys and values) and ``exit_logits(s, out)``
+    (the logits at stage s's exit from its step's outputs: the captioner's steps give them, a VLM runs its
+    head graph, only where they are read). Feeds are built in that order: first (or hidden_in), token
+    feeds, past_k, past_v, context."""
 
     stage_layers: list[list[int]]
 
@@ -97,6 +101,9 @@ class StagedDecoder:
 
     def context_feeds(self, stage: int) -> dict:
         return {}
+
+    def exit_logits(self, stage: int, out: dict, timings: dict) -> np.ndarray:
+        return out["logits"][0]
 
     # ------------------------------------------------------------------ shared
     @property
@@ -126,18 +133,20 @@ class StagedDecoder:
         state = ExitState([], [], [], 0.0)
         hidden = logits = None
         chosen_exit = self.num_stages - 1
+        every_exit = policy.kind in LOGIT_POLICIES  # otherwise the logits are read at the exit taken only
         for s, layers in enumerate(self.stage_layers):
             first = self.first_feeds(hyp, n, timings) if s == 0 else {"hidden_in": hidden}
             out = self.run_cached(self.step_name(s), {**first, **self.token_feeds(n)}, layers, hyp.cache_k,
                                   hyp.cache_v, timings, self.context_feeds(s))
             hidden = out["hidden"]
-            stage_logits = out["logits"][0]
             if logits is None:  # still choosing
-                state.answers.append(int(np.argmax(stage_logits)))
+                stage_logits = self.exit_logits(s, out, timings) if every_exit else None
+                state.answers.append(int(np.argmax(stage_logits)) if every_exit else -1)
                 state.confidences.append(float(out["confidence"][0]))
-                state.max_probabilities.append(softmax_max(stage_logits))
+                state.max_probabilities.append(softmax_max(stage_logits) if every_exit else math.nan)
                 if should_stop(policy, state, self.num_stages):
-                    logits, chosen_exit = stage_logits, s
+                    logits = stage_logits if every_exit else self.exit_logits(s, out, timings)
+                    chosen_exit = s
                     if kv == "copy":
                         break
         if kv == "copy" and chosen_exit < self.num_stages - 1:

@@ -1,6 +1,8 @@
 """An adapted generative VLM on its exported graphs (mmedge.adapt.vlm_graphs), in numpy: the prompt
-assembled with the prefilter's visual tokens, prefilled at full depth, then each token decoded with a
-per-token exit by mmedge.runtime.generate's loop (the captioner's). Torch-free.
+assembled with the visual tokens the prefilter keeps (the top k of the vision graph's scores, at any keep
+ratio), prefilled at full depth, then each token decoded with a per-token exit by
+mmedge.runtime.generate's loop (the captioner's). The LM head runs once per token, at the exit taken.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 
 from mmedge.errors import ConfigError
 from mmedge.runtime.controller import Policy
-from mmedge.runtime.generate import GenerationRun, Hypothesis, StagedDecoder, check_search
+from mmedge.runtime.generate import GenerationRun, Hypothesis, StagedDecoder, check_search, top_k
 
 
 @dataclass
@@ -25,7 +27,7 @@ class VLMLayout:
     max_slots: int                  # cache slots: prompt + generated tokens
     image_token_id: int
     num_image_tokens: int           # per tile, before the prefilter
-    keep_ratios: list[float]
+    keep_ratios: list[float]        # the ratios the prefilter was distilled at (calibration tries these)
     graphs: dict[str, list[str]]    # graph (or method) name -> its output names
 
     @property
@@ -36,8 +38,15 @@ class VLMLayout:
         return asdict(self)
 
 
-def ratio_tag(keep_ratio: float) -> str:
-    return f"k{keep_ratio:g}"
+def kept_tokens(keep_ratio: float, num_image_tokens: int) -> int:
+    """Visual tokens kept at a keep ratio (mmedge.adapt.vlm.VLMAdaptConfig.kept_tokens)."""
+    return max(1, round(keep_ratio * num_image_tokens))
+
+
+def check_keep_ratio(keep_ratio) -> float:
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
+        raise ConfigError(f"keep ratio {keep_ratio!r} must be a number in (0, 1]", "arguments")
+    return float(keep_ratio)
 
 
 class VLMDecoder(StagedDecoder):
@@ -63,6 +72,9 @@ class VLMDecoder(StagedDecoder):
         return {"positions": np.array([[self._next_position + n - 1]], np.int64),
                 "slot": np.array([self._next_slot + n - 1], np.int64)}
 
+    def exit_logits(self, stage: int, out: dict, timings: dict) -> np.ndarray:
+        return self.run_graph("head", {"exit_hidden": out["exit_hidden"]}, timings)["logits"][0]
+
     def word(self, hyp: Hypothesis, n: int, policy: Policy, kv: str, timings: dict):
         if n == 0:  # the first token comes from the prefill, at full depth
             logits, confidence = self._first
@@ -81,11 +93,10 @@ class VLMDecoder(StagedDecoder):
                               "prompt")
         start = int(at[0])
         text = ids[ids != L.image_token_id][None]
-        vision = self.run_graph(f"vision_{ratio_tag(keep_ratio)}", {"pixel_values": pixel_values, "text_ids": text},
-                                timings)
+        vision = self.run_graph("vision", {"pixel_values": pixel_values, "text_ids": text}, timings)
         embeds = self.run_graph("embed", {"ids": ids[None]}, timings)["embeds"]
-        kept = vision["kept"][0]
-        embeds = np.concatenate([embeds[:, :start], vision["visual"], embeds[:, start + M:]], axis=1)
+        kept = np.sort(top_k(vision["scores"][0], kept_tokens(keep_ratio, M)))  # (k,) in order
+        embeds = np.concatenate([embeds[:, :start], vision["visual"][:, kept], embeds[:, start + M:]], axis=1)
         positions = np.concatenate([np.arange(start), start + kept, np.arange(start + M, len(ids))])[None]
         return embeds.astype(np.float32), positions.astype(np.int64), kept
 
@@ -94,10 +105,8 @@ class VLMDecoder(StagedDecoder):
                  stop_ids: tuple[int, ...] = ()) -> GenerationRun:
         """ids: the prompt with its block of image tokens; pixel_values (1, 3, S, S) float32."""
         check_search(policy, kv, beam)
+        keep_ratio = check_keep_ratio(keep_ratio)
         L = self.layout
-        if keep_ratio not in L.keep_ratios:
-            raise ConfigError(f"keep ratio {keep_ratio} was not exported; these graphs have {L.keep_ratios}",
-                              "arguments")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         embeds, positions, _ = self.prompt(ids, pixel_values, keep_ratio, timings)
@@ -114,8 +123,8 @@ class VLMDecoder(StagedDecoder):
                                                       "slot": np.array([0], np.int64)}, layers, cache_k, cache_v,
                                   timings)
             hidden = out["hidden"]
+        self._first = (self.exit_logits(self.num_stages - 1, out, timings), float(out["confidence"][0]))
         first_ms = (time.perf_counter() - t0) * 1e3
-        self._first = (out["logits"][0], float(out["confidence"][0]))
         self._next_position, self._next_slot = int(positions[0, -1]) + 1, T
         start = Hypothesis([], [], 0.0, cache_k, cache_v)
         search = self.search_transformers if beam > 1 else self.search  # beams as the source model's generate()

@@ -29,7 +29,7 @@ from mmedge.data.preprocess import ImageLike, preprocess_stretched
 from mmedge.errors import BundleError, ConfigError, MissingDependencyError, MMEdgeError
 from mmedge.runtime.controller import Policy
 from mmedge.runtime.generate import KV_MODES
-from mmedge.runtime.vlm import VLMDecoder, VLMLayout
+from mmedge.runtime.vlm import VLMDecoder, VLMLayout, check_keep_ratio, kept_tokens
 
 MAX_TOKENIZER_BYTES = 64 << 20
 
@@ -120,10 +120,7 @@ class VLMEngine:
 
         artifact = runnable_artifact(root, manifest, backend, precision, fmt)
         th = manifest["thresholds"]
-        ratio = th["keep_ratio"] if keep_ratio is None else keep_ratio
-        if ratio not in manifest["layout"]["keep_ratios"]:
-            raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has "
-                              f"{manifest['layout']['keep_ratios']}", "arguments")
+        ratio = th["keep_ratio"] if keep_ratio is None else check_keep_ratio(keep_ratio)
         kv = kv or th["kv"]
         if kv not in KV_MODES:
             raise ConfigError(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}", "arguments")
@@ -137,13 +134,13 @@ class VLMEngine:
 
     # ------------------------------------------------------------------ checks
     def self_check(self) -> None:
-        """A grey image under the caption prompt through every graph: two tokens at full depth per keep
-        ratio, then two that exit at the first exit (the fill graphs); BundleError code "self-check" unless
-        every run returns finite logits."""
+        """A grey image under the caption prompt through every graph: two tokens at full depth at the
+        smallest keep ratio, then two at keep 1 that exit at the first exit (the fill graphs); BundleError
+        code "self-check" unless every run returns finite logits."""
         S = self.manifest["preprocessing"]["image_size"]
         grey = np.full((S, S, 3), 128, np.uint8)
         early = Policy("max_probability", threshold=0.0)
-        runs = [(r, Policy("full")) for r in self.layout.keep_ratios] + [(self.layout.keep_ratios[0], early)]
+        runs = [(min(self.layout.keep_ratios), Policy("full")), (1.0, early)]
         for ratio, policy in runs:
             try:
                 g = self._run(grey, self.manifest["tokenizer"]["caption_prompt"], 2, 1, policy, ratio, "copy")
@@ -180,14 +177,11 @@ class VLMEngine:
         """The model's answer to `prompt` about `image`, with the exit each token took and the time each graph ran."""
         from mmedge.runtime.engine import _ratio
 
-        ratio = self.keep_ratio if keep_ratio is None else _ratio(keep_ratio)
-        if ratio not in self.layout.keep_ratios:
-            raise ConfigError(f"keep ratio {ratio} was not exported; this bundle has {self.layout.keep_ratios}",
-                              "arguments")
+        ratio = self.keep_ratio if keep_ratio is None else check_keep_ratio(_ratio(keep_ratio))
         policy = self.policy if policy is None else _policy(policy, self.manifest["thresholds"])
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         _, run = self._run(image, prompt, limit, beam, policy, ratio, kv or self.kv)
-        kept = max(1, round(ratio * self.layout.num_image_tokens))  # the prefilter's top k (VLMAdaptConfig)
+        kept = kept_tokens(ratio, self.layout.num_image_tokens)
         return Generation(decode_text(self.tokenizer, run.tokens), run.tokens, run.exits, ratio, kept,
                           run.encoder_ms, run.stage_ms, run.total_ms, run.confidences)
 
