@@ -133,7 +133,11 @@ def _broken(exc: Exception) -> str:
 def resized_rgb(image: ImageLike, image_size: int) -> np.ndarray:
     """An input image padded to a centred square and resized: uint8 (S, S, 3), before normalisation
     (docs/bundle-format.md pins each step bit for bit)."""
-    img = load_image(image)
+    return square_resized(load_image(image), image_size)
+
+
+def square_resized(img: Image.Image, image_size: int) -> np.ndarray:
+    """An RGB image (load_image's) padded to a centred square and resized: uint8 (S, S, 3)."""
     w, h = img.size
     if w != h:
         side = max(w, h)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmedge.data.preprocess import load_image, resized_rgb
+from mmedge.data.preprocess import load_image, resized_rgb, square_resized
 from mmedge.data.sources.records import open_inside
 from mmedge.errors import ImageError
 from mmedge.fileio import atomic_write
@@ -65,7 +65,7 @@ def _read(path: Path, image_size: int, root: Path, where: str) -> tuple[np.ndarr
             raise ImageError(f"cannot read image {path}: {exc}") from exc
         with img:
             rgb = load_image(img)  # oriented and converted: its size is the one boxes are given in
-            return resized_rgb(rgb, image_size), rgb.size
+            return square_resized(rgb, image_size), rgb.size
 
 
 def _decode(paths: tuple[Path, ...], image_size: int, root: Path, where: str = ""
