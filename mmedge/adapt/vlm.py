@@ -32,6 +32,7 @@ from mmedge.errors import ConfigError
 from mmedge.models.attention import MASK_VALUE
 from mmedge.models.model import VisualPrefilter
 from mmedge.runtime.controller import ExitState, Policy, should_stop
+from mmedge.runtime.vlm import kept_tokens
 
 
 @dataclass
@@ -66,7 +67,7 @@ class VLMAdaptConfig:
         return list(range(self.depth)) if self.exit_layers is None else sorted(self.exit_layers)
 
     def kept_tokens(self, keep_ratio: float) -> int:
-        return max(1, round(keep_ratio * self.num_image_tokens))
+        return kept_tokens(keep_ratio, self.num_image_tokens)  # as the runtime keeps them
 
     task = "generate"  # a class attribute, not a field: what the adapted folder's config.json says
 

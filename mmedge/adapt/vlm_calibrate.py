@@ -20,7 +20,7 @@ from tqdm import tqdm
 from mmedge.errors import ConfigError
 from mmedge.runtime.controller import Policy
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999)  # a confidence read from the hidden state calibrates high
 MIN_PROMPTS = 20  # fewer and the drops' upper limits mean little
 
 
