@@ -21,15 +21,17 @@ Steps:
    decoder layers 6, 12, 18, 24 and 30 (five stages), the prompt-conditioned prefilter at keep ratios 1.0 / 0.5 /
    0.25. "unadapted": the last exit alone (the model's own head) at keep 1.0: the source model in mmedge's graph
    form, nothing added that runs.
-3. Export: `mmedge export` of each (`mmedge.adapt.vlm_bundle.export_vlm_bundle`): ONNX and ExecuTorch, fp32,
-   int8 and int4 (ONNX Runtime weight-only int8 / MatMulNBits int4; ExecuTorch XNNPACK dynamically quantized
-   linears), checked against PyTorch and `transformers`' `generate()` as every export is.
+3. Export: `mmedge export --ort-format` of each (`mmedge.adapt.vlm_bundle.export_vlm_bundle`): ONNX (also in
+   ORT format) and ExecuTorch, fp32, int8 and int4 (ONNX Runtime weight-only int8 / MatMulNBits int4; ExecuTorch
+   XNNPACK dynamically quantized linears), checked against PyTorch and `transformers`' `generate()` as every
+   export is.
 4. Measure, on this machine, batch 1, one thread, each configuration in its own process (load time, RSS after
    imports, after loading, peak), in rounds that rotate the order of the configurations: per keep ratio, one
    prompt through the runtime's own `generate` for one token (image encode = the vision graph's time; time to
-   first token = vision + embeddings + prefill at full depth); then the decode of 8 tokens exiting after each
-   stage (the graphs the runtime runs for such a token: embeddings, the steps up to the exit, the copy-forward
-   fill of the later layers' caches), and 8 tokens of the runtime's `generate` at full depth (at the lowest keep
+   first token = vision, the runtime's top k, embeddings, prefill at full depth and the head); then the decode of
+   8 tokens exiting after each stage (the graphs the runtime runs for such a token under a confidence policy:
+   embeddings, the steps up to the exit, the LM head there, the copy-forward fill of the later layers' caches),
+   and 8 tokens of the runtime's `generate` at full depth (at the lowest keep
    ratio) as its check. FLOPs: counted by the cost model's onnx_tool in the fp32 ONNX graphs each quantity runs.
 5. Modelled phones: mmedge's cost model (mmedge.bench.costmodel) on the fp32 ONNX graphs, per device profile,
    with each profile's held-out error against published phone latencies, and the host check.
@@ -162,19 +164,26 @@ def export(folder: Path, bundle: Path) -> dict:
 
     t0 = time.perf_counter()
     export_vlm_bundle(folder, bundle, targets=("onnx", "executorch"), quantize=PRECISIONS, max_new_tokens=16,
-                      parity_prompts=2, force=True, log=log)
+                      parity_prompts=2, force=True, ort_format=True, log=log)
     manifest = json.loads((bundle / "manifest.json").read_text())
     return {"seconds": round(time.perf_counter() - t0, 1), "by_target_s": manifest["seconds"],
-            "parity": {f"{a['runtime']} {a['precision']}": a.get("parity") for a in manifest["artifacts"]},
+            "parity": {f"{artifact_backend(a)} {a['precision']}": a.get("parity") for a in manifest["artifacts"]},
             "transformers_identical_generations": manifest["model"].get("transformers_identical_generations")}
 
 
 # ---------------------------------------------------------------------------------------------- measure
-BACKENDS = ("onnxruntime", "executorch")
+BACKENDS = ("onnxruntime", "ort", "executorch")  # ort: ONNX Runtime on the bundle's ORT-format copies
+
+
+def artifact_backend(artifact: dict) -> str:
+    return "ort" if artifact["format"] == "ort" else artifact["runtime"]
 
 
 def configurations(variants: list[str]) -> list[str]:
-    return [f"{v} {b} {p}" for v in variants for b in BACKENDS for p in ("fp32", *PRECISIONS)]
+    """Every variant on ONNX Runtime and ExecuTorch at each precision; the ORT-format copies of the adapted model
+    only (the configurations stay loaded together: all eighteen would not fit this machine's memory)."""
+    return [f"{v} {b} {p}" for v in variants for b in BACKENDS for p in ("fp32", *PRECISIONS)
+            if b != "ort" or v == "adapted"]
 
 
 def worker(name: str, work: Path) -> None:
@@ -198,7 +207,8 @@ def worker(name: str, work: Path) -> None:
     load_vlm_manifest(bundle, verify_files=True)
     load["hash_check_ms"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    engine = VLMEngine.load(bundle, backend=backend, precision=precision, threads=1, verify=False, self_check=False)
+    engine = VLMEngine.load(bundle, backend="onnxruntime" if backend == "ort" else backend, precision=precision,
+                            threads=1, verify=False, self_check=False, fmt="ort" if backend == "ort" else None)
     load["open_ms"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     engine.self_check()
@@ -330,7 +340,7 @@ def bundle_sizes(bundle: Path) -> dict:
         files = {a["file"]} if "file" in a else {e["file"] for e in a["stages"].values()}
         if a.get("external_data"):
             files.add(a["external_data"])
-        sizes[f"{a['runtime']} {a['precision']}"] = sum((bundle / f).stat().st_size for f in files) / MB
+        sizes[f"{artifact_backend(a)} {a['precision']}"] = sum((bundle / f).stat().st_size for f in files) / MB
     sizes["bundle"] = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / MB
     return sizes
 
@@ -414,7 +424,9 @@ def markdown(r: dict) -> str:
               "configurations within this run only), batch 1, one thread (onnxruntime intra_op_num_threads=1; "
               f"ExecuTorch's thread pool sized 1), {r['versions']}. {r['rounds']} rounds after {r['warmup']} warm-up "
               "round(s); each configuration in its own process; in each round every configuration in an order "
-              "rotated every round. Intervals: median [p10-p90] over rounds. MB = 10^6 bytes.", ""]
+              "rotated every round. Intervals: median [p10-p90] over rounds. MB = 10^6 bytes. `ort`: ONNX Runtime on "
+              "the bundle's ORT-format copies (`mmedge export --ort-format`: one self-contained .ort file per graph), "
+              "measured for the adapted model only (every configuration stays loaded during the rounds).", ""]
     variants = r["variants"]
     lines += ["## What was exported", ""]
     rows = []
@@ -437,8 +449,9 @@ def markdown(r: dict) -> str:
                        tablefmt="github"), ""]
     s = r["summary"]
     lines += ["## Time to first token", "",
-              "Image encode: the vision graph (SigLIP tower, connector, prefilter). Time to first token: encode, "
-              "embeddings and the prefill of the prompt at full depth (the runtime's own `generate`, one token). "
+              "Image encode: the vision graph (SigLIP tower, connector, prefilter scores), one graph for every keep "
+              "ratio. Time to first token: encode, the runtime's top k, embeddings, the prefill of the prompt at full "
+              "depth and the LM head (the runtime's own `generate`, one token). "
               "ms, median [p10-p90]; speed-up per round against keep 1.0 of the same configuration.", ""]
     rows = []
     for name, x in s.items():
@@ -449,7 +462,8 @@ def markdown(r: dict) -> str:
                               "speed-up"], tablefmt="github"), ""]
     lines += ["## Decoding", "",
               f"ms per decoded token exiting after each exit ({DECODE_TOKENS} tokens per round; the graphs the runtime "
-              "runs for such a token: embeddings, the stages up to the exit with their exit heads, the copy-forward "
+              "runs for such a token under a confidence policy: embeddings, the stages up to the exit with their "
+              "confidences, the LM head at the exit, the copy-forward "
               "of the later layers' keys and values), tokens per second at the median, speed-up per round against "
               "full depth; and the runtime's own `generate` at full depth as the check.", ""]
     rows = []

@@ -237,8 +237,8 @@ def generation_costs(bundle: str | Path, prompt_tokens: int) -> dict:
     bundle = Path(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     lay = manifest["layout"]
-    art = next((a for a in manifest["artifacts"] if a["runtime"] == "onnxruntime" and a["precision"] == "fp32"),
-               None)
+    art = next((a for a in manifest["artifacts"] if a["runtime"] == "onnxruntime" and a["precision"] == "fp32"
+                and a["format"] == "onnx"), None)
     if art is None:
         raise ConfigError(f"{bundle} has no fp32 ONNX artifact: the cost model prices the ONNX graphs (export with "
                           "--target onnx)", "arguments")
