@@ -460,6 +460,15 @@ def test_vlm_bundle_is_verified_on_load(tmp_path):
     with pytest.raises(BundleError) as refused:
         Engine.load(edited, verify_key=public)  # and the signature no longer covers it
     assert refused.value.code == "signature-invalid"
+    # a bundle laid out as an earlier mmedge laid it out (a vision graph per keep ratio) is refused, saying what to do
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    graphs = manifest["layout"]["graphs"]
+    graphs["vision_k1"] = graphs["vision_k0.5"] = ["visual", "kept"]
+    del graphs["vision"], graphs["head"]
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as refused:
+        Engine.load(edited)
+    assert refused.value.code == "inconsistent" and "export it again" in str(refused.value)
     # calibration: a loose bound takes the cheapest candidate, written into the manifest and re-signed
     before = json.loads((bundle / "manifest.json").read_text())
     assert main(["calibrate", "--artifact", str(bundle), "--samples", "20", "--max-drop", "0.99", "--max-drop-cider",
