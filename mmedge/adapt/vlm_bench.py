@@ -233,6 +233,7 @@ def generation_costs(bundle: str | Path, prompt_tokens: int) -> dict:
     import json
 
     from mmedge.bench.costmodel import graph_costs
+    from mmedge.runtime.vlm import kept_tokens
 
     bundle = Path(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -249,11 +250,11 @@ def generation_costs(bundle: str | Path, prompt_tokens: int) -> dict:
         with contextlib.redirect_stdout(io.StringIO()):
             return graph_costs(bundle / art["stages"][graph]["file"], _onnx_inputs(manifest, graph, tokens, text_tokens))
 
-    parts, vision, head = {}, costs("vision", 0), costs("head", 1)
+    parts, vision, head, embed = {}, costs("vision", 0), costs("head", 1), costs("embed", prompt_tokens)
     for r in lay["keep_ratios"]:
-        T = text_tokens + max(1, round(r * M))
+        T = text_tokens + kept_tokens(r, M)
         parts[f"encode {r}"] = [vision]
-        parts[f"prefill {r}"] = [costs("embed", prompt_tokens)] + [costs(f"step{s}", T) for s in range(S)] + [head]
+        parts[f"prefill {r}"] = [embed] + [costs(f"step{s}", T) for s in range(S)] + [head]
     steps, embed1 = [costs(f"step{s}", 1) for s in range(S)], costs("embed", 1)
     for s in range(S):
         parts[f"decode {s}"] = [embed1] + steps[: s + 1] + [head] + ([costs(f"fill{s}", 1)] if s < S - 1 else [])
