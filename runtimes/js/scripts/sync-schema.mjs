@@ -1,6 +1,7 @@
 // Copies the manifest JSON Schemas, the one source of truth at mmedge/bundle/manifest.schema.json
-// (classifier bundles) and mmedge/caption/caption_manifest.schema.json (captioning bundles), into
-// src/schema.ts and src/caption-schema.ts (the runtime validates against those copies).
+// (classifier bundles), mmedge/caption/caption_manifest.schema.json (captioning bundles) and
+// mmedge/adapt/vlm_manifest.schema.json (generative VLM bundles), into src/schema.ts,
+// src/caption-schema.ts and src/vlm-schema.ts (the runtime validates against those copies).
 //   node scripts/sync-schema.mjs           write them
 //   node scripts/sync-schema.mjs --check   exit 1 when a copy differs from its original
 import { readFileSync, writeFileSync } from "node:fs";
@@ -9,6 +10,7 @@ import { fileURLToPath } from "node:url";
 const copies = [
   ["mmedge/bundle/manifest.schema.json", "schema.ts", "MANIFEST_SCHEMA", "test/schema.test.mjs"],
   ["mmedge/caption/caption_manifest.schema.json", "caption-schema.ts", "CAPTION_MANIFEST_SCHEMA", "test/caption.test.mjs"],
+  ["mmedge/adapt/vlm_manifest.schema.json", "vlm-schema.ts", "VLM_MANIFEST_SCHEMA", "test/vlm.test.mjs"],
 ];
 
 let stale = false;

@@ -17,8 +17,6 @@
  * the golden vectors in tests/vectors/caption/.
  */
 
-import * as AjvModule from "ajv/dist/2020.js";
-import type { ErrorObject, ValidateFunction } from "ajv";
 import type { InferenceSession, Tensor } from "onnxruntime-common";
 
 import { CAPTION_MANIFEST_SCHEMA } from "./caption-schema.js";
@@ -27,8 +25,8 @@ import type { PolicyArg } from "./engine.js";
 import { toSource } from "./engine.js";
 import { BundleError, ConfigError, MMEdgeError, short } from "./errors.js";
 import {
-  checkPaths, checkRelease, checkTokenizer, MANIFEST_FILE, parseManifest, readManifestFile, readTokenizer,
-  rollbackOptionProblems, verifyFiles, type Manifest,
+  checkPaths, checkRelease, checkTokenizer, kindSchemaViolations, lazyValidator, MANIFEST_FILE, parseManifest,
+  readManifestFile, readTokenizer, rollbackOptionProblems, verifyFiles, type Manifest,
 } from "./manifest.js";
 import { externalDataLocations, OnnxFormatError } from "./onnx.js";
 import { BACKGROUND, preprocessImage, type ImageInput, type Preprocessed } from "./preprocess.js";
@@ -118,28 +116,11 @@ function formatG(x: number): string {
   return String(Number(x.toPrecision(6)));
 }
 
-let validator: ValidateFunction | undefined;
-
-function captionValidator(): ValidateFunction {
-  if (!validator) {
-    const mod = AjvModule as unknown as { default: new (opts: object) => { compile(s: object): ValidateFunction } };
-    const Ajv2020 = (typeof mod.default === "function" ? mod.default : (mod as unknown)) as
-      new (opts: object) => { compile(s: object): ValidateFunction };
-    validator = new Ajv2020({ allErrors: true, strict: false, unicodeRegExp: true }).compile(CAPTION_MANIFEST_SCHEMA);
-  }
-  return validator;
-}
+const captionValidator = lazyValidator(CAPTION_MANIFEST_SCHEMA);
 
 /** Step 5 for a captioning manifest: violations of the caption schema and their code (`path` or `schema`). */
 export function captionSchemaViolations(manifest: unknown): { problems: string[]; code: "schema" | "path" } {
-  const validate = captionValidator();
-  if (validate(manifest)) return { problems: [], code: "schema" };
-  const errors = [...(validate.errors ?? [])].sort((a, b) => (a.instancePath < b.instancePath ? -1 : 1));
-  const isPath = (e: ErrorObject) => String(e.schemaPath).startsWith("#/$defs/path/") ||
-    (e.keyword === "propertyNames" && String(e.schemaPath).includes("/propertyNames"));
-  const problems = errors.slice(0, 50).map((e) => short(`${e.instancePath.slice(1) || "(root)"}: ${e.message ?? e.keyword}` +
-    (e.keyword === "additionalProperties" || e.keyword === "required" ? ` (${JSON.stringify(e.params)})` : "")));
-  return { problems, code: errors.length > 0 && errors.every(isPath) ? "path" : "schema" };
+  return kindSchemaViolations(captionValidator(), manifest);
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
@@ -417,7 +398,8 @@ interface Hypothesis {
 type Outputs = Record<string, Tensor>;
 const now = (): number => globalThis.performance.now();
 
-function checkedExternal(path: string, bytes: Uint8Array, external: string | undefined): void {
+/** An ONNX graph reads external data only from its listed weights file (code `unlisted`; `self-check` when malformed). */
+export function checkedExternal(path: string, bytes: Uint8Array, external: string | undefined): void {
   let locations: string[];
   try {
     locations = externalDataLocations(bytes);
@@ -440,7 +422,8 @@ function checkRatio(value: unknown): number {
   return value;
 }
 
-function checkKv(value: unknown): KvMode {
+/** A kv argument: one of KV_MODES (ConfigError otherwise). */
+export function checkKv(value: unknown): KvMode {
   if (!(KV_MODES as readonly unknown[]).includes(value)) {
     throw new ConfigError(`kv ${short(JSON.stringify(value) ?? String(value), 40)} unknown; choose one of ${JSON.stringify(KV_MODES)}`, "arguments");
   }

@@ -6,7 +6,8 @@
  *  2. its signature, when the app gives a verification key (over exactly those bytes);
  *  3. strict UTF-8 JSON (json.ts: no BOM, duplicate keys, overflowing numbers, lone surrogates),
  *     one object, nested at most 32 levels;
- *  4. schema_version the JSON integer 1 (and a classifier bundle: "caption" loads with caption.ts); an
+ *  4. schema_version the JSON integer 1 (and a classifier bundle: "caption" loads with caption.ts, "vlm"
+ *     with vlm.ts); an
  *     adapted encoder's preparation (resize "pillow-bicubic", tokenizer kind "bert-wordpiece") is
  *     implemented (preprocess.ts preprocessStretched, bert.ts) and checked like any other, and so are
  *     two images per query (preprocessing.num_images 2, NLVR2) and head "match-score" (retrieval), so
@@ -56,8 +57,8 @@ export const FIXED_RULES = {
   lowercase: true,
   split_regex: "\\w+|[^\\w\\s]+",
 } as const;
-/** The bundle kinds this runtime refuses as not implemented (the Python runtime reads them). */
-export const UNSUPPORTED_KINDS = ["caption"] as const;
+/** The bundle kinds Engine (classifier bundles) refuses: CaptionEngine and VLMEngine load them (loadEngine picks). */
+export const UNSUPPORTED_KINDS = ["caption", "vlm"] as const;
 /** `head` "match-score": logits [0, s], softmax(logits)[1] = sigmoid(s) (spec "Two images, and a match score"). */
 export const MATCH_SCORE = "match-score";
 /** The only labels (and task "match") a match-score bundle may have. */
@@ -248,17 +249,20 @@ export function parseManifest(data: Uint8Array, where = MANIFEST_FILE): Manifest
 }
 
 /**
- * Step 4, continued: a bundle kind this runtime implements (BundleError code `unsupported`). A
- * manifest without `kind` is a classifier bundle, the one kind this runtime runs; `"kind":
- * "caption"` (which the Python runtime reads) and any other kind are refused.
+ * Step 4, continued: a bundle kind Engine implements (BundleError code `unsupported`). A manifest
+ * without `kind` is a classifier bundle, the one kind Engine runs; `"kind": "caption"` and `"vlm"`
+ * are refused with the engine that loads them (CaptionEngine, VLMEngine; loadEngine picks by kind),
+ * any other kind as unknown.
  */
 export function checkKind(m: Manifest, where = MANIFEST_FILE): void {
   if (!own(m, "kind")) return;
   const kind = (m as Record<string, unknown>).kind;
   if ((UNSUPPORTED_KINDS as readonly unknown[]).includes(kind)) {
+    const engine = kind === "vlm" ? "generative VLM bundles with VLMEngine.load (generate(image, prompt))"
+      : "captioning bundles with CaptionEngine.load";
     throw new BundleError(`${where} is a ${String(kind)} bundle ("kind": ${JSON.stringify(kind)}); Engine runs the ` +
-      "classifier bundle only (predict(image, text)). Load captioning bundles with CaptionEngine.load (as the " +
-      "Python runtime, mmedge.Engine, does), or load a classifier bundle here", { path: MANIFEST_FILE, code: "unsupported" });
+      `classifier bundle only (predict(image, text)). Load ${engine} or any kind with loadEngine (as the Python runtime, ` +
+      "mmedge.Engine, does), or load a classifier bundle here", { path: MANIFEST_FILE, code: "unsupported" });
   }
   throw new BundleError(`${where} is a bundle of kind ${short(JSON.stringify(kind) ?? String(kind), 40)}, which this ` +
     "runtime does not implement (it reads classifier bundles, which have no \"kind\"); upgrade @mmedge/runtime",
@@ -271,17 +275,34 @@ export function numImages(m: Manifest): number {
 }
 
 // ------------------------------------------------------------------------------------- step 5
-let validator: ValidateFunction | undefined;
+/** A validator of `schema` (JSON Schema draft 2020-12, ajv), compiled on its first use. */
+export function lazyValidator(schema: object): () => ValidateFunction {
+  let validator: ValidateFunction | undefined;
+  return () => {
+    if (!validator) {
+      const mod = AjvModule as unknown as { default: new (opts: object) => { compile(s: object): ValidateFunction } };
+      const Ajv2020 = (typeof mod.default === "function" ? mod.default : (mod as unknown)) as
+        new (opts: object) => { compile(s: object): ValidateFunction };
+      validator = new Ajv2020({ allErrors: true, strict: false, unicodeRegExp: true }).compile(schema);
+    }
+    return validator;
+  };
+}
 
-function schemaValidator(): ValidateFunction {
-  if (!validator) {
-    const mod = AjvModule as unknown as { default: new (opts: object) => { compile(s: object): ValidateFunction } };
-    const Ajv2020 = (typeof mod.default === "function" ? mod.default : (mod as unknown)) as
-      new (opts: object) => { compile(s: object): ValidateFunction };
-    const ajv = new Ajv2020({ allErrors: true, strict: false, unicodeRegExp: true });
-    validator = ajv.compile(MANIFEST_SCHEMA);
-  }
-  return validator;
+const schemaValidator = lazyValidator(MANIFEST_SCHEMA);
+
+/**
+ * Step 5 for a captioning or generative VLM manifest: the violations of its kind's schema and their
+ * code, `path` when every one is of the path rule (`$defs/path`), else `schema`.
+ */
+export function kindSchemaViolations(validate: ValidateFunction, manifest: unknown): { problems: string[]; code: "schema" | "path" } {
+  if (validate(manifest)) return { problems: [], code: "schema" };
+  const errors = [...(validate.errors ?? [])].sort((a, b) => (a.instancePath < b.instancePath ? -1 : 1));
+  const isPath = (e: ErrorObject) => String(e.schemaPath).startsWith("#/$defs/path/") ||
+    (e.keyword === "propertyNames" && String(e.schemaPath).includes("/propertyNames"));
+  const problems = errors.slice(0, 50).map((e) => short(`${e.instancePath.slice(1) || "(root)"}: ${e.message ?? e.keyword}` +
+    (e.keyword === "additionalProperties" || e.keyword === "required" ? ` (${JSON.stringify(e.params)})` : "")));
+  return { problems, code: errors.length > 0 && errors.every(isPath) ? "path" : "schema" };
 }
 
 /** Schema violations of a manifest (empty when valid), each in one short line. */

@@ -10,7 +10,7 @@
  */
 
 import { ImageError } from "./errors.js";
-import { resample } from "./resample.js";
+import { resample, type ResampleFilter } from "./resample.js";
 
 export const MIN_SIDE = 8;
 export const MAX_SIDE = 16384;
@@ -309,6 +309,8 @@ export interface StretchConfig {
   scale: number;
   mean: readonly number[];
   std: readonly number[];
+  /** Pillow's filter for the stretch: "bicubic" (an adapted encoder's, the default) or "lanczos" (a SmolVLM's). */
+  filter?: ResampleFilter;
 }
 
 /**
@@ -333,10 +335,12 @@ export function normalizeScaled(rgb: Uint8Array, size: number, scale: number, me
  * An adapted encoder's image preparation (docs/bundle-format.md, "Adapted encoders"): transparency
  * composited over the background grey (step 1 of "Image"), the image stretched to S x S with
  * Pillow's BICUBIC resample (no padding; not resampled when already S x S), then normalizeScaled.
+ * A generative VLM bundle ("Generative VLM bundles", Input) is prepared the same way with its
+ * `preprocessing.resample` filter (`filter` "lanczos" for SmolVLM).
  */
 export function preprocessStretched(image: ImageInput, config: StretchConfig): Preprocessed {
   const rgb = toRgb(image, BACKGROUND);
   const S = config.imageSize;
-  const resized = resample({ ...rgb, channels: 3 }, S, S, "bicubic").data;
+  const resized = resample({ ...rgb, channels: 3 }, S, S, config.filter ?? "bicubic").data;
   return { resized, pixelValues: normalizeScaled(resized, S, config.scale, config.mean, config.std) };
 }

@@ -15,7 +15,9 @@
  *     channel value is `clip8(2^21 + sum_j src[lo + j] * k_j)`, clip8 = clamp(acc >> 22, 0, 255).
  *
  * All filter arithmetic is IEEE double, in the C code's order of operations; JavaScript numbers
- * hold the integer sums exactly (they stay below 2^31, as Pillow's int32 sums do).
+ * hold the integer sums exactly (they stay below 2^31, as Pillow's int32 sums do). LANCZOS calls
+ * sin(), whose last bit may differ between libm and JavaScript engines; that changes a fixed-point
+ * weight only at a rounding boundary (tests/vectors/vlm/resize-lanczos.json pins 79 resizes).
  */
 
 import { ImageError } from "./errors.js";
@@ -23,8 +25,8 @@ import { ImageError } from "./errors.js";
 /** Pillow's PRECISION_BITS for 8-bit images. */
 export const PRECISION_BITS = 22;
 
-/** The filters this module implements (Pillow's `Image.Resampling.BILINEAR` and `BICUBIC`). */
-export type ResampleFilter = "bilinear" | "bicubic";
+/** The filters this module implements (Pillow's `Image.Resampling.BILINEAR`, `BICUBIC` and `LANCZOS`). */
+export type ResampleFilter = "bilinear" | "bicubic" | "lanczos";
 
 interface Filter {
   /** Half-width of the filter at scale 1. */
@@ -48,9 +50,23 @@ function cubic(x: number): number {
   return 0;
 }
 
+/** Pillow's `sinc_filter`: sin(pi x) / (pi x), 1 at 0. */
+function sinc(x: number): number {
+  if (x === 0) return 1;
+  x = x * Math.PI;
+  return Math.sin(x) / x;
+}
+
+/** Pillow's `lanczos_filter`: the sinc truncated by a sinc three times wider, on -3 <= x < 3. */
+function lanczos(x: number): number {
+  if (-3 <= x && x < 3) return sinc(x) * sinc(x / 3);
+  return 0;
+}
+
 const FILTERS: Record<ResampleFilter, Filter> = {
   bilinear: { support: 1, weight: triangle },
   bicubic: { support: 2, weight: cubic },
+  lanczos: { support: 3, weight: lanczos },
 };
 
 /** One axis's fixed-point coefficients (Pillow's `bounds` and normalised `kk`). */
@@ -176,7 +192,7 @@ export function resample(image: PixelImage, width: number, height: number, filte
   for (const [name, v] of [["width", width], ["height", height]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new ImageError(`resample ${name} must be a positive integer, got ${v}`);
   }
-  if (!(filter in FILTERS)) throw new ImageError(`resample filter ${String(filter)} unknown; choose bilinear or bicubic`);
+  if (!(filter in FILTERS)) throw new ImageError(`resample filter ${String(filter)} unknown; choose bilinear, bicubic or lanczos`);
   const needHorizontal = width !== image.width;
   const needVertical = height !== image.height;
   if (!needHorizontal && !needVertical) return { ...image, data: image.data.slice() };
