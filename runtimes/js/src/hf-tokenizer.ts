@@ -18,9 +18,9 @@
  *    leftmost pair first on a tie; no dropout, byte fallback, prefix or suffix);
  *  - decoders none (tokens joined by spaces) and `ByteLevel` (bytes back, invalid UTF-8 as U+FFFD).
  *
- * That covers the tiny teachers' tokenizers (WordLevel, Lowercase, BertPreTokenizer) and SmolVLM's
- * (byte-level BPE with digits split); tests/vectors/vlm/tokenizer.json checks both against Python
- * `tokenizers`. A tokenizer.json with anything else is refused at load as not implemented (code
+ * That covers the tiny teachers' tokenizers (WordLevel, Lowercase, BertPreTokenizer) and the layout
+ * of SmolVLM's (byte-level BPE with digits split); tests/vectors/vlm/tokenizer.json checks both against
+ * Python `tokenizers` (the BPE one trained here: SmolVLM's own file cannot be downloaded here). A tokenizer.json with anything else is refused at load as not implemented (code
  * `unsupported`: the Python runtime reads it, this one might not encode it the same way); a file
  * that is not a tokenizer is code `tokenizer`.
  */
