@@ -6,6 +6,12 @@ something").
     python benchmarks/vlm_teacher.py                                                   # adapt, evaluate, calibrate
     python benchmarks/vlm_teacher.py --report-only                                     # the report from the JSON
 
+The same with 64 visual tokens per image instead of 16 (the connector's pixel shuffle off):
+
+    python scripts/train_smolvlm_teacher.py --out runs/smolvlm-teacher-64 --threads 1 --steps 6000 --scale-factor 1
+    python benchmarks/vlm_teacher.py --teacher runs/smolvlm-teacher-64 --out benchmarks/results/vlm_teacher_64 \
+        --work runs/smolvlm64-adapted-graphs
+
 Steps:
 1. The teacher's quality on the test split: greedy captions (CIDEr x100, one reference each) and short
    answers (exact-match accuracy), through mmedge's re-expressed model at full depth, and the share of
@@ -43,8 +49,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 OUT = ROOT / "benchmarks" / "results" / "vlm_teacher"
 TASKS = {"caption": 1.0, "answer": 0.0}  # task -> share of captions in examples()
-# how the committed teacher was trained
-TEACHER_RUN = ["python scripts/train_smolvlm_teacher.py --out runs/smolvlm-teacher --threads 1 --steps 8000"]
 BOUNDS = {"caption": 0.01, "answer": 1.0}  # CIDEr: relative share; accuracy: points
 THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999]
 RATIOS = [1.0, 0.5, 0.25]
@@ -61,6 +65,22 @@ def examples(teacher: Path, split: str, task: str, n: int, start: int = 0):
 
     cfg = json.loads((teacher / "teacher_config.json").read_text())
     return scene_examples(SmolTeacherConfig(**cfg), split, 10 ** 6 + start, n, TASKS[task])
+
+
+def teacher_command(folder: str, cfg: dict) -> str:
+    """How a committed teacher was trained (one thread, the config's steps and pixel shuffle)."""
+    shuffle = "" if cfg["scale_factor"] == 2 else f" --scale-factor {cfg['scale_factor']}"
+    return f"python scripts/train_smolvlm_teacher.py --out {folder} --threads 1 --steps {cfg['steps']}{shuffle}"
+
+
+def command(args) -> str:
+    """This run's command line, repo-relative, options at their defaults left out."""
+    parts = ["python benchmarks/vlm_teacher.py"]
+    for option, value, default in (("--teacher", args.teacher, ROOT / "runs" / "smolvlm-teacher"), ("--out", args.out, OUT),
+                                   ("--work", args.work, ROOT / "runs" / "smolvlm-adapted-graphs")):
+        if Path(value).resolve() != default:
+            parts.append(f"{option} {rel(value)}")
+    return " ".join(parts)
 
 
 def median_ms(samples: list[float]) -> dict:
@@ -106,7 +126,7 @@ def measure(args) -> dict:
     model, pre = load_source(args.teacher, keep_ratios=RATIOS)
     model.eval()
     teacher_cfg = json.loads((args.teacher / "teacher_config.json").read_text())
-    out: dict = {"teacher": {"folder": rel(args.teacher), "config": teacher_cfg,
+    out: dict = {"command": command(args), "teacher": {"folder": rel(args.teacher), "config": teacher_cfg,
                              "parameters": sum(p.numel() for p in model.backbone.parameters())},
                  "settings": {k: v for k, v in vars(args).items() if k not in ("out", "teacher", "work")},
                  "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
@@ -147,7 +167,7 @@ def measure(args) -> dict:
 
     # 3-4. calibration on val, then test at the chosen threshold
     out["calibration"], out["test"] = {}, {}
-    parts = decoder_flops(model, slots=64)
+    parts = decoder_flops(model, slots=model.config.num_image_tokens + 48)  # about a prompt and a caption
     out["flops_parts"] = parts
     for task in TASKS:
         cal = calibrate(model, pre, task, *val[task], THRESHOLDS, BOUNDS[task], progress=True)
@@ -220,9 +240,10 @@ def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: in
     from mmedge.runtime.controller import Policy
     from mmedge.runtime.vlm import VLMDecoder
 
-    parity = export_onnx(model, work, max_slots=96)
+    slots = model.config.num_image_tokens + 80  # the prompt and 24 new tokens
+    parity = export_onnx(model, work, max_slots=slots)
     set_executorch_threads(threads, missing_ok=True)
-    programs = {p: export_executorch(model, work, max_slots=96, precision=p) for p in ("fp32", *QUANTIZED)}
+    programs = {p: export_executorch(model, work, max_slots=slots, precision=p) for p in ("fp32", *QUANTIZED)}
     for precision in QUANTIZED:
         quantize_onnx(work, precision)
     decoders = {"onnxruntime": VLMDecoder(*open_onnx(work, threads)),
@@ -366,14 +387,15 @@ def write_report(r: dict, out: Path) -> None:
     tc = t["config"]
     eq = t["equal_to_transformers_generate"]
     lines = ["# The small SmolVLM teacher, adapted: per-token exits and the prompt-conditioned prefilter", "",
-             f"Command: `python benchmarks/vlm_teacher.py` (teacher: `python scripts/train_smolvlm_teacher.py --out "
-             f"{t['folder']}`). Measured on this machine: quality in PyTorch, timings on the exported graphs.", "",
+             f"Command: `{r.get('command', 'python benchmarks/vlm_teacher.py')}` (teacher: `python "
+             f"scripts/train_smolvlm_teacher.py --out {t['folder']}`). Measured on this machine: quality in PyTorch, "
+             "timings on the exported graphs.", "",
              "## The teacher", "",
              f"SmolVLMForConditionalGeneration trained here with transformers on the generated scenes: vision "
              f"{tc['vision_layers']} x {tc['vision_hidden']} ({tc['image_size']} px, {tc['patch_size']} px patches, pixel "
              f"shuffle {tc['scale_factor']}: {(tc['image_size'] // tc['patch_size']) ** 2 // tc['scale_factor'] ** 2} "
              f"visual tokens), Llama decoder {tc['text_layers']} x {tc['text_hidden']}, {t['parameters']:,} parameters, "
-             f"{tc['steps']} steps of {tc['batch_size']}, trained by: " + "; ".join(f"`{c}`" for c in TEACHER_RUN) + ".", "",
+             f"{tc['steps']} steps of {tc['batch_size']}, trained by: `{teacher_command(t['folder'], tc)}`.", "",
              f"Test split, greedy: caption CIDEr {t['quality']['caption']:.1f} (one reference per image, "
              f"{r['settings']['samples']} images), short-answer accuracy {t['quality']['answer']:.1f}% "
              f"({r['settings']['samples']} questions). mmedge's re-expressed model at full depth wrote the same tokens as "
@@ -394,7 +416,7 @@ def write_report(r: dict, out: Path) -> None:
              "(caption: CIDEr at least 99% of full depth's; answer: accuracy at most 1 point below), then the test "
              "split. FLOPs: matrix products counted by torch's FlopCounterMode per decoded token (layers, each "
              "exit's confidence on the way, the LM head at the exit taken, the skipped layers' copy-forward), at a "
-             "64-slot cache.", "",
+             f"{r['flops_parts']['slots']}-slot cache.", "",
              "| task | policy | quality [bootstrap 90%] | decoder layers per token | counted FLOPs per token | exit histogram |",
              "|---|---|---|---|---|---|"]
     outside: list[str] = []

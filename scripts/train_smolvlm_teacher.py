@@ -4,6 +4,7 @@ VLM adapter is measured on (no pretrained weights can be downloaded here).
 
     python scripts/train_smolvlm_teacher.py --out runs/smolvlm-teacher             # about an hour on 2 cores
     python scripts/train_smolvlm_teacher.py --out runs/smolvlm-teacher --resume    # continue from its checkpoint
+    python scripts/train_smolvlm_teacher.py --out runs/smolvlm-teacher-64 --scale-factor 1  # 64 visual tokens, not 16
 
 The model is `SmolVLMForConditionalGeneration` from a `SmolVLMConfig` (a SigLIP-style vision encoder,
 the pixel-shuffle connector, a Llama decoder), prompted with SmolVLM's own chat template and image
@@ -237,9 +238,12 @@ def train(cfg: SmolTeacherConfig, out: Path, resume: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = teacher_arguments(__doc__, SmolTeacherConfig.steps)
     parser.add_argument("--eval-every", type=int, default=SmolTeacherConfig.eval_every)
+    parser.add_argument("--scale-factor", type=int, default=SmolTeacherConfig.scale_factor, choices=(1, 2, 4),
+                        help="the connector's pixel shuffle: 64 patches become 64 / scale-factor^2 visual tokens")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train(SmolTeacherConfig(steps=args.steps, eval_every=args.eval_every), args.out, args.resume)
+    cfg = SmolTeacherConfig(steps=args.steps, eval_every=args.eval_every, scale_factor=args.scale_factor)
+    train(cfg, args.out, args.resume)
 
 
 if __name__ == "__main__":
