@@ -3,11 +3,12 @@
 # clone, without the Android SDK or Gradle:
 #   1. Debian's JDK and JUnit 4 (openjdk-17-jdk-headless, junit4), installed with apt-get when missing;
 #   2. javac --release 8 of core/src/main (the API level the app's minSdk 26 has; nothing newer can
-#      slip in), with mmedge/bundle/manifest.schema.json and mmedge/caption/caption_manifest.schema.json
-#      copied onto the classpath as Gradle does;
+#      slip in), with mmedge/bundle/manifest.schema.json, mmedge/caption/caption_manifest.schema.json
+#      and mmedge/adapt/vlm_manifest.schema.json copied onto the classpath as Gradle does;
 #   3. the tests in core/src/test (JUnit 4, every *Test class) against the shared vectors in tests/vectors.
-# Needs models/vqa-default/bundles/vqa-default-onnx.mmedge, tests/vectors/golden/, tests/vectors/caption/
-# and models/caption-default/model.safetensors (the caption bundle's weights are rebuilt from it).
+# Needs models/vqa-default/bundles/vqa-default-onnx.mmedge, tests/vectors/golden/, tests/vectors/caption/,
+# tests/vectors/vlm/ and models/caption-default/model.safetensors (the caption bundle's weights are
+# rebuilt from it).
 #
 #   scripts/test_android_core.sh            # build and run every test
 #   scripts/test_android_core.sh --build    # build only (tests/test_android_core.py does this)
@@ -37,6 +38,7 @@ find "$CORE/src/main/java" -name '*.java' > "$OUT/main-sources.txt"
 javac --release 8 -encoding UTF-8 -Xlint:all,-serial -Werror -d "$OUT/main" @"$OUT/main-sources.txt"
 cp "$ROOT/mmedge/bundle/manifest.schema.json" "$OUT/main/dev/mmedge/core/manifest.schema.json"
 cp "$ROOT/mmedge/caption/caption_manifest.schema.json" "$OUT/main/dev/mmedge/core/caption_manifest.schema.json"
+cp "$ROOT/mmedge/adapt/vlm_manifest.schema.json" "$OUT/main/dev/mmedge/core/vlm_manifest.schema.json"
 find "$CORE/src/test/java" -name '*.java' > "$OUT/test-sources.txt"
 javac -encoding UTF-8 -Xlint:all,-serial -cp "$OUT/main:$JUNIT" -d "$OUT/test" @"$OUT/test-sources.txt"
 echo "$OUT/main:$OUT/test:$JUNIT:$HAMCREST" > "$OUT/classpath.txt"

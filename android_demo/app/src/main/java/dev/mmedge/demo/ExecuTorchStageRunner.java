@@ -7,6 +7,8 @@ import dev.mmedge.core.CaptionRunner;
 import dev.mmedge.core.Manifest;
 import dev.mmedge.core.StageRunner;
 import dev.mmedge.core.Tensor;
+import dev.mmedge.core.VLMLoader;
+import dev.mmedge.core.VLMRunner;
 
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -18,13 +20,14 @@ import org.pytorch.executorch.EValue;
 import org.pytorch.executorch.Module;
 
 /**
- * Stages and captioning graphs on ExecuTorch's Android API: one program (the artifact's .pte,
- * lowered to XNNPACK at export) with one method per stage or graph; inputs in the order the
- * manifest lists them, outputs named by the artifact's per-method `outputs`. Module.load takes a
+ * Stages, captioning graphs and generative VLM graphs on ExecuTorch's Android API: one program (the
+ * artifact's .pte, lowered to XNNPACK at export) with one method per stage or graph; inputs in the
+ * order the manifest lists them (a VLM graph's: VLMRunner.inputNames), outputs named by the
+ * artifact's per-method `outputs`. Module.load takes a
  * path only, so the program is opened again after the core hashed it (as the Python runtime does);
  * a process that can swap files in the bundle directory between the two is not detected.
  */
-final class ExecuTorchStageRunner implements StageRunner, CaptionRunner {
+final class ExecuTorchStageRunner implements StageRunner, CaptionRunner, VLMRunner {
     private final Module module;
     /** Each method's input names, in the order the manifest lists them. */
     private final Map<String, List<String>> inputs;
@@ -58,7 +61,7 @@ final class ExecuTorchStageRunner implements StageRunner, CaptionRunner {
         return module;
     }
 
-    static final class Factory implements StageRunner.Factory, CaptionRunner.Factory {
+    static final class Factory implements StageRunner.Factory, CaptionRunner.Factory, VLMRunner.Factory {
         @Override
         public String runtime() {
             return "executorch";
@@ -89,6 +92,14 @@ final class ExecuTorchStageRunner implements StageRunner, CaptionRunner {
                 CaptionManifest.Graph g = bundle.manifest.graphs.get(graph);
                 inputs.put(graph, names(g.inputs));
             }
+            return new ExecuTorchStageRunner(load(bundle.root, artifact, graphs, threads), inputs, artifact);
+        }
+
+        /** A generative VLM artifact: one method per graph (vision, embed, step{s}, head, fill{s}) of the one .pte. */
+        @Override
+        public VLMRunner open(VLMLoader.Loaded bundle, Manifest.Artifact artifact, List<String> graphs, int threads) {
+            Map<String, List<String>> inputs = new LinkedHashMap<>();
+            for (String graph : graphs) inputs.put(graph, VLMRunner.inputNames(graph));
             return new ExecuTorchStageRunner(load(bundle.root, artifact, graphs, threads), inputs, artifact);
         }
     }

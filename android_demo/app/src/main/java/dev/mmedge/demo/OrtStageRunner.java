@@ -18,6 +18,8 @@ import dev.mmedge.core.OnnxExternalData;
 import dev.mmedge.core.RunnerFactory;
 import dev.mmedge.core.StageRunner;
 import dev.mmedge.core.Tensor;
+import dev.mmedge.core.VLMLoader;
+import dev.mmedge.core.VLMRunner;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -31,15 +33,15 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Stages and captioning graphs on ONNX Runtime's Android API: one OrtSession per stage or graph
- * file (ORT format preferred, plain ONNX accepted), created from the bytes the core verified
- * (never a second read of the file), with the XNNPACK execution provider. A captioning bundle's
- * ONNX graphs read their weights from one shared external_data file: its verified bytes are handed
+ * Stages, captioning graphs and generative VLM graphs on ONNX Runtime's Android API: one OrtSession
+ * per stage or graph file (ORT format preferred, plain ONNX accepted), created from the bytes the
+ * core verified (never a second read of the file), with the XNNPACK execution provider. A captioning
+ * or VLM bundle's ONNX graphs read their weights from one shared external_data file: its verified bytes are handed
  * to each session as external initializers (SessionOptions.addExternalInitializers, one tensor per
  * initializer the graph stores externally, found by the core's OnnxExternalData), so no graph reads
  * a file either.
  */
-final class OrtStageRunner implements StageRunner, CaptionRunner {
+final class OrtStageRunner implements StageRunner, CaptionRunner, VLMRunner {
     private final OrtEnvironment env;
     private final Map<String, OrtSession> sessions;
     /** Options of sessions that were given external initializers, closed with the sessions. */
@@ -112,7 +114,7 @@ final class OrtStageRunner implements StageRunner, CaptionRunner {
     }
 
     /** ONNX Runtime from verified bytes (runtime, formats and opensBytes: {@link RunnerFactory.OnnxRuntime}). */
-    static final class Factory implements StageRunner.Factory, CaptionRunner.Factory, RunnerFactory.OnnxRuntime {
+    static final class Factory implements StageRunner.Factory, CaptionRunner.Factory, VLMRunner.Factory, RunnerFactory.OnnxRuntime {
         @Override
         public StageRunner open(BundleLoader.Loaded bundle, Manifest.Artifact artifact, List<String> stages, int threads)
                 throws OrtException {
@@ -145,11 +147,23 @@ final class OrtStageRunner implements StageRunner, CaptionRunner {
         @Override
         public CaptionRunner open(CaptionLoader.Loaded bundle, Manifest.Artifact artifact, List<String> graphs, int threads)
                 throws OrtException {
+            return openGraphs(bundle.files, artifact, graphs, threads);
+        }
+
+        /** A generative VLM artifact's graphs, the same way (one session per graph, shared weights from verified bytes). */
+        @Override
+        public VLMRunner open(VLMLoader.Loaded bundle, Manifest.Artifact artifact, List<String> graphs, int threads)
+                throws OrtException {
+            return openGraphs(bundle.files, artifact, graphs, threads);
+        }
+
+        private static OrtStageRunner openGraphs(Map<String, byte[]> files, Manifest.Artifact artifact, List<String> graphs,
+                                                 int threads) throws OrtException {
             OrtEnvironment env = OrtEnvironment.getEnvironment();
             byte[] weights = null;
             String location = null;
             if (artifact.externalData != null && "onnx".equals(artifact.format)) {
-                weights = bundle.files.get(artifact.externalData);
+                weights = files.get(artifact.externalData);
                 if (weights == null) throw new BundleException(artifact.externalData + " was not verified");
                 location = artifact.externalData.substring(artifact.externalData.lastIndexOf('/') + 1);
             }
@@ -158,7 +172,7 @@ final class OrtStageRunner implements StageRunner, CaptionRunner {
             try {
                 for (String graph : graphs) {
                     String file = artifact.stages.get(graph).file;
-                    byte[] bytes = bundle.files.get(file);
+                    byte[] bytes = files.get(file);
                     if (bytes == null) throw new BundleException("graph " + graph + ": " + file + " was not verified");
                     OrtSession.SessionOptions options = sessionOptions(threads);
                     kept.add(options);

@@ -989,7 +989,7 @@ public final class BundleLoader {
 
     /**
      * Which loader a bundle needs: its manifest's kind ("caption" for {@link CaptionLoader} /
-     * CaptionEngine), or null for a classifier bundle ({@link #load} / Engine), read after steps 1, 3
+     * CaptionEngine, "vlm" for {@link VLMLoader} / VLMEngine), or null for a classifier bundle ({@link #load} / Engine), read after steps 1, 3
      * and 4 (a kind that is not a string is given as its JSON text). It trusts nothing: the loader
      * then makes every check, the signature included. BundleException as the loader would refuse.
      */
@@ -1005,14 +1005,16 @@ public final class BundleLoader {
         byte[] bytes = read.bytes;
         Map<String, Object> raw = read.raw;
         String where = read.where;
-        if (raw.containsKey("kind")) { // a classifier bundle has no kind; "caption" and any other kind are not implemented here
+        if (raw.containsKey("kind")) { // a classifier bundle has no kind; "caption", "vlm" and any other kind are not loaded here
             Object kind = raw.get("kind");
             throw new BundleException(BundleException.UNSUPPORTED, where + (kind.equals("caption")
                     ? " is a captioning bundle (kind \"caption\"); Engine loads classifier bundles: load it with "
                     + "CaptionEngine.load"
+                    : kind.equals("vlm")
+                    ? " is a generative VLM bundle (kind \"vlm\"); Engine loads classifier bundles: load it with VLMEngine.load"
                     : " is a bundle of kind " + shortText(Json.write(kind), 40) + ", which this runtime does not implement "
-                    + "(it reads classifier bundles, which have no kind, and captioning bundles, kind \"caption\"); "
-                    + "update the app"));
+                    + "(it reads classifier bundles, which have no kind, captioning bundles, kind \"caption\", and generative "
+                    + "VLM bundles, kind \"vlm\"); update the app"));
         }
         // step 5
         checkSchema(schema(), raw, where, "manifest schema");

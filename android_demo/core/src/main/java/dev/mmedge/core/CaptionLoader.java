@@ -59,7 +59,8 @@ public final class CaptionLoader {
         if (!CaptionManifest.KIND.equals(kind)) {
             throw new BundleException(BundleException.UNSUPPORTED, where + " is not a captioning bundle (its kind is "
                     + (kind == null ? "absent: a classifier bundle" : BundleLoader.shortText(Json.write(kind), 40))
-                    + "); load classifier bundles with Engine.load");
+                    + "); load classifier bundles with Engine.load" + (VLMManifest.KIND.equals(kind)
+                    ? " and generative VLM bundles with VLMEngine.load" : ""));
         }
         // step 5
         BundleLoader.checkSchema(schema(), read.raw, where, "caption manifest schema");

@@ -6,7 +6,7 @@ import java.util.List;
 
 /** The load options that {@link Engine.Options} and {@link CaptionEngine.Options} share. */
 public abstract class EngineOptions {
-    /** Artifact precision: fp32 or int8. */
+    /** Artifact precision: fp32 or int8 (a generative VLM bundle's also int4). */
     public String precision = "fp32";
     /** Artifact format (null: the factory's preference). */
     public String format;
@@ -45,12 +45,17 @@ public abstract class EngineOptions {
     void ownProblems(List<String> out) {
     }
 
+    /** The precisions this kind of bundle is exported in. */
+    List<String> precisions() {
+        return Arrays.asList("fp32", "int8");
+    }
+
     /** Every problem with these options for `factory` (named `factoryName` when it is missing); empty when fine. */
     final List<String> problems(RunnerFactory factory, String factoryName) {
         List<String> problems = new ArrayList<>();
         if (factory == null) problems.add("a " + factoryName + " is needed (ONNX Runtime or ExecuTorch)");
-        if (!"fp32".equals(precision) && !"int8".equals(precision)) {
-            problems.add("precision '" + precision + "' unknown; choose fp32 or int8");
+        if (!precisions().contains(precision)) {
+            problems.add("precision '" + precision + "' unknown; choose " + String.join(" or ", precisions()));
         }
         if (factory != null && format != null && !Arrays.asList(factory.formats()).contains(format)) {
             problems.add("format '" + format + "' is not one " + factory.runtime() + " reads; choose one of "

@@ -51,6 +51,8 @@ public final class Preprocessor {
     private final int size;
     private final int[] padColor;
     private final boolean stretch;
+    /** The stretch's resample filter (bicubic for adapted encoders, the manifest's for a VLM bundle). */
+    private final Resample.Filter filter;
     private final float[][] lut = new float[3][256];
 
     /** From a checked manifest's preprocessing entry (an adapted encoder's: {@link #stretched}). */
@@ -63,9 +65,15 @@ public final class Preprocessor {
     }
 
     private Preprocessor(int imageSize, int[] padColor, double[] mean, double[] std, double scale, boolean stretch) {
+        this(imageSize, padColor, mean, std, scale, stretch, Resample.Filter.BICUBIC);
+    }
+
+    private Preprocessor(int imageSize, int[] padColor, double[] mean, double[] std, double scale, boolean stretch,
+                         Resample.Filter filter) {
         this.size = imageSize;
         this.padColor = padColor.clone();
         this.stretch = stretch;
+        this.filter = filter;
         if (stretch) { // x = float32(float64(v) * scale), then (x - mean) / std in float32
             for (int c = 0; c < 3; c++) {
                 float meanF = (float) mean[c];
@@ -95,11 +103,20 @@ public final class Preprocessor {
         return new Preprocessor(imageSize, BACKGROUND, mean, std, scale, true);
     }
 
+    /**
+     * A generative VLM bundle's preprocessing (docs/bundle-format.md "Generative VLM bundles",
+     * Input): the same stretch with the manifest's {@code resample} filter (lanczos for SmolVLM),
+     * x = (float) (v * rescale_factor), (x - mean) / std in float32.
+     */
+    public static Preprocessor stretched(int imageSize, double[] mean, double[] std, double scale, Resample.Filter filter) {
+        return new Preprocessor(imageSize, BACKGROUND, mean, std, scale, true, filter);
+    }
+
     public int size() {
         return size;
     }
 
-    /** Whether this is an adapted encoder's preparation (stretch, bicubic). */
+    /** Whether this is an adapted encoder's (stretch, bicubic) or a VLM bundle's (stretch, its filter) preparation. */
     public boolean stretches() {
         return stretch;
     }
@@ -283,7 +300,7 @@ public final class Preprocessor {
         check(argb, width, height);
         int[] rgb = toRgb(argb, padColor);
         if (stretch) {
-            int[] resized = Resample.resize(rgb, width, height, 3, size, size, Resample.Filter.BICUBIC);
+            int[] resized = Resample.resize(rgb, width, height, 3, size, size, filter);
             return new Result(resized, normalize(resized), size);
         }
         int[] square = padToSquare(rgb, width, height, padColor);

@@ -2,8 +2,9 @@ package dev.mmedge.core;
 
 /**
  * Pillow's resampling (libImaging/Resample.c, what {@code Image.resize(size, filter)} runs on an
- * 8-bit image), bit for bit, for any input and output size (docs/bundle-format.md, "Adapted
- * encoders"; runtimes/js/src/resample.ts is the same code):
+ * 8-bit image), bit for bit, for any input and output size, with Pillow's bilinear, bicubic and
+ * lanczos filters (docs/bundle-format.md, "Adapted encoders" and "Generative VLM bundles";
+ * runtimes/js/src/resample.ts is the same code):
  * <ol>
  *   <li>per axis, {@code precompute_coeffs}: for output index o, the input span [lo, lo + count)
  *       and one weight per input index, the filter at the distance to the span's centre (scaled
@@ -22,10 +23,11 @@ public final class Resample {
     /** Pillow's PRECISION_BITS for 8-bit images. */
     public static final int PRECISION_BITS = 22;
 
-    /** The filters implemented here (Pillow's {@code Image.Resampling.BILINEAR} and {@code BICUBIC}). */
+    /** The filters implemented here (Pillow's {@code Image.Resampling.BILINEAR}, {@code BICUBIC} and {@code LANCZOS}). */
     public enum Filter {
         BILINEAR(1.0),
-        BICUBIC(2.0);
+        BICUBIC(2.0),
+        LANCZOS(3.0);
 
         /** Half-width of the filter at scale 1. */
         final double support;
@@ -34,14 +36,40 @@ public final class Resample {
             this.support = support;
         }
 
-        /** Pillow's bilinear_filter / bicubic_filter (a = -0.5), in the C code's operation order. */
+        /**
+         * Pillow's bilinear_filter / bicubic_filter (a = -0.5) / lanczos_filter (sinc(x) x sinc(x / 3) on
+         * -3 <= x < 3), in the C code's operation order.
+         */
         double weight(double x) {
+            if (this == LANCZOS) return -3.0 <= x && x < 3.0 ? sinc(x) * sinc(x / 3) : 0.0;
             if (x < 0.0) x = -x;
             if (this == BILINEAR) return x < 1.0 ? 1.0 - x : 0.0;
             final double a = -0.5;
             if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
             if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
             return 0.0;
+        }
+
+        /**
+         * Pillow's sinc_filter: sin(pi x) / (pi x), 1 at 0. StrictMath.sin is fdlibm's, the same
+         * bits on every JVM and on Android; libm's sin may differ in the last bit, which changes a
+         * fixed-point weight only at a rounding boundary (tests/vectors/vlm/resize-lanczos.json).
+         */
+        private static double sinc(double x) {
+            if (x == 0.0) return 1.0;
+            x = x * Math.PI;
+            return StrictMath.sin(x) / x;
+        }
+
+        /** The filter for a manifest's preprocessing.resample ("bilinear", "bicubic", "lanczos"). */
+        public static Filter of(String name) {
+            switch (name == null ? "" : name) {
+                case "bilinear": return BILINEAR;
+                case "bicubic": return BICUBIC;
+                case "lanczos": return LANCZOS;
+                default: throw new ConfigException("resample filter '" + name + "' unknown; choose bilinear, bicubic or lanczos",
+                        "arguments");
+            }
         }
     }
 
