@@ -487,7 +487,7 @@ def test_vlm_bundle_is_verified_on_load(tmp_path):
                                                       "prefilter + exits"] and result["calibrated"]
     assert result["rows"][3]["keep_ratio"] == th["keep_ratio"] and result["rows"][0]["speedup_total"] == 1.0
     assert {p.suffix for p in (tmp_path / "bench").iterdir()} == {".json", ".md", ".png"}
-    # a phone profile: modelled (the app does not run these graphs), with the host check against this host
+    # a phone profile: modelled (with --modelled, as without a phone), with the host check against this host
     assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--modelled",
                  "--json", str(tmp_path / "pixel" / "vlm.json")]) == 0
     modelled = json.loads((tmp_path / "pixel" / "vlm.json").read_text())

@@ -8,7 +8,10 @@ the Python runtime's golden decisions give. A captioning bundle takes the same w
 `mmedge bench --device pixel` (CaptionEngine, CaptionBenchmarkRunner; graph calls replayed from
 tests/vectors/caption/replay.json): its result must validate against
 mmedge/caption/device_bench.schema.json and its captions and per-word exits equal the caption
-vectors. The JUnit tests of the core run in scripts/test_android_core.sh."""
+vectors. A generative VLM bundle too (VLMEngine, VLMBenchmarkRunner): the host pushes the scene prompts
+it draws, the phone's graph calls are replayed from a recording of the Python VLMEngine on those very
+prompts (scripts/make_vlm_replay.py's Recorder, made here), and the generations must equal the Python
+engine's. The JUnit tests of the core run in scripts/test_android_core.sh."""
 
 from __future__ import annotations
 
@@ -291,3 +294,112 @@ def test_caption_bundle_is_not_modelled(tmp_path):
 
     bundle = _caption_vectors().assemble_bundle(tmp_path)
     assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--modelled"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- generative VLM
+VLM_BUNDLE = ROOT / "tests/vectors/vlm/tiny-smolvlm-onnx.mmedge"
+
+
+def _record_vlm_bench(bundle: Path, samples: int, out: Path) -> dict:
+    """The Python VLMEngine on the bench's prompts (vlm_bench.bench_prompts, as the host draws and pushes them)
+    under the four settings, every graph call recorded (make_vlm_replay.Recorder) with the self-check's; writes
+    the replay document the JVM's ReplayVLMRunner answers from and returns the generations by setting."""
+    import hashlib
+    import importlib.util
+
+    from mmedge.adapt.vlm_bench import bench_prompts, settings
+    from mmedge.runtime.vlm_engine import VLMEngine
+
+    spec = importlib.util.spec_from_file_location("make_vlm_replay", ROOT / "scripts/make_vlm_replay.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    engine = VLMEngine.load(bundle, backend="onnxruntime", fmt="onnx", threads=1, self_check=False)
+    recorder = script.Recorder(engine.session)
+    engine.session = recorder
+    engine.self_check()
+    prompts, texts = bench_prompts(engine.manifest, samples)
+    made = {name: [engine.generate(image, text, policy=policy, keep_ratio=ratio)
+                   for image, text in zip(prompts.images, texts)]
+            for name, (policy, ratio) in settings(engine).items()}
+    doc = {"format": script.FORMAT,
+           "manifest_sha256": hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest(),
+           "columns": script.COLUMNS, "dim": recorder.dim, "zero": recorder.zero,
+           "tensor_count": len(recorder.tensors), "tensors": recorder.tensors, "calls": list(recorder.calls.values())}
+    out.write_text(script.dumps(doc))
+    return {"generations": made, "tasks": prompts.tasks, "references": prompts.references, "texts": texts}
+
+
+def test_vlm_bundle_through_adb_on_the_cli(phone, tmp_path, capsys, monkeypatch):
+    """`mmedge bench --device pixel` with a generative VLM bundle and a phone attached: the host draws the scene
+    prompts as --device host does and pushes them with the bundle; the app's VLM benchmark (JVM, the graph calls
+    replayed from the Python engine's) returns generations equal to the Python VLMEngine's under the four settings,
+    with timings per setting, which the host checks, scores and reports as measured on the device."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tokenizers")
+    from mmedge.adapt.vlm_bench import quality
+    from mmedge.bench.vlm_device import device_problems
+    from mmedge.cli import main
+
+    bundle = tmp_path / "host" / VLM_BUNDLE.name
+    shutil.copytree(VLM_BUNDLE, bundle)
+    samples, repeats = 4, 2
+    want = _record_vlm_bench(bundle, samples, tmp_path / "replay.json")
+    monkeypatch.setenv("FAKE_REPLAY", str(tmp_path / "replay.json"))
+    out = tmp_path / "pixel-vlm.json"
+    code = main(["bench", "--artifact", str(bundle), "--device", "pixel", "--backend", "onnxruntime", "--samples",
+                 str(samples), "--repeats", str(repeats), "--warmup", "1", "--no-progress", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err + ((phone / "app.log").read_text() if (phone / "app.log").exists() else "")
+    assert "measured on the device" in captured.out and "MODELLED" not in captured.out
+    result = json.loads(out.read_text())
+    assert out.with_suffix(".md").exists() and out.with_suffix(".png").stat().st_size > 0
+    assert device_problems(result) == []
+    assert result["kind"] == "measured-on-device" and result["task"] == "vlm" and result["device"] == "Pixel 8"
+    assert result["runs"] == samples * repeats and result["warmup"] == 1 and result["samples"] == samples
+    assert result["precision"] == "fp32" and result["exits"] == 3 and result["kv"] == "copy"
+    assert result["prompts"]["n"] == samples and result["prompts"]["captions"] == samples // 2
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert result["thresholds"] == manifest["thresholds"] and result["model"] == manifest["name"]
+    assert list(result["policies"]) == list(want["generations"])
+    for (name, row), host_row in zip(result["policies"].items(), result["rows"]):
+        gens = want["generations"][name]
+        assert [g["text"] for g in row["generations"]] == [g.text for g in gens], name
+        assert [g["tokens"] for g in row["generations"]] == [list(g.tokens) for g in gens], name
+        assert [g["exits"] for g in row["generations"]] == [list(g.exits) for g in gens], name
+        assert [g["prompt"] for g in row["generations"]] == want["texts"]
+        assert [g["task"] for g in row["generations"]] == want["tasks"]
+        assert [g["reference"] for g in row["generations"]] == want["references"]
+        decoded = [e for g in gens for e in g.exits[1:]]
+        assert row["exit_histogram"] == [decoded.count(s) for s in range(3)], name
+        assert row["tokens"] == pytest.approx(sum(len(g.tokens) for g in gens) / samples)
+        assert row["kept_visual_tokens"] == gens[0].kept_visual_tokens
+        cider, accuracy = quality([g.text for g in gens], want["tasks"], want["references"])
+        assert row["cider"] == round(cider, 2) and row["accuracy"] == round(accuracy, 2), name
+        assert row["first_token_ms"]["n"] == row["total_ms"]["n"] == samples * repeats
+        assert host_row["setting"] == name and host_row["first_token_ms"]["p50"] == row["first_token_ms"]["p50"]
+    assert result["rows"][0]["speedup_total"] == 1.0
+    calls = [json.loads(line) for line in (phone / "calls.log").read_text().splitlines()]
+    start = next(c for c in calls if "am" in c)
+    assert start[start.index("mmedge.runs") + 1] == str(samples * repeats)
+    remote = start[start.index("mmedge.queries") + 1]
+    assert not (phone / "fs" / remote.lstrip("/")).exists(), "the pushed prompts are removed after the run"
+
+
+def test_vlm_bundle_error_on_the_phone_reaches_the_cli(phone, tmp_path, capsys):
+    """A tampered generative VLM bundle: the app refuses it ({"error": ...} and the .done file), the host says so."""
+    from mmedge.cli import main
+
+    bundle = tmp_path / "host" / VLM_BUNDLE.name
+    shutil.copytree(VLM_BUNDLE, bundle)
+    step = bundle / "onnx/fp32/step1.onnx"
+    data = bytearray(step.read_bytes())
+    data[len(data) // 2] ^= 1
+    step.write_bytes(bytes(data))
+    # the host reads the manifest without the files' hashes to draw the prompts; the app checks every hash
+    code = main(["bench", "--artifact", str(bundle), "--device", "pixel", "--backend", "onnxruntime", "--samples", "2",
+                 "--repeats", "1", "--warmup", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the app reported: BundleException:" in err and "hash mismatch" in err, err
+    result = json.loads(next((phone / "fs").rglob("results/*.json")).read_text())
+    assert set(result) == {"error"}
+    assert list((phone / "fs").rglob("results/*.json.done"))

@@ -32,21 +32,42 @@ def _spread(values: list[float]) -> dict:
     return {"p10": float(np.percentile(x, 10)), "p50": float(np.median(x)), "p90": float(np.percentile(x, 90))}
 
 
+def bench_prompts(manifest: dict, samples: int) -> tuple:
+    """The bench's prompts: `samples` test scenes (vlm_calibrate.scene_prompts, seed 0: the first half captions,
+    the rest questions) at the bundle's image size, and the prompt text of each (a caption's is the bundle's
+    caption prompt)."""
+    from mmedge.adapt.vlm_calibrate import scene_prompts
+
+    prompts = scene_prompts(manifest["preprocessing"]["image_size"], samples, seed=0, split="test")
+    caption_prompt = manifest["tokenizer"]["caption_prompt"]
+    return prompts, [caption_prompt if t == "caption" else x for t, x in zip(prompts.tasks, prompts.texts)]
+
+
+def quality(said: list[str], tasks: list[str], references: list[str]) -> tuple[float, float]:
+    """CIDEr-D (x100) of the captions against their one reference each, and the exact-match accuracy (%, case
+    and surrounding spaces ignored) of the short answers; NaN for a task with no prompt."""
+    from mmedge.caption.metrics import caption_scores
+
+    caps = [i for i, t in enumerate(tasks) if t == "caption"]
+    qs = [i for i, t in enumerate(tasks) if t == "answer"]
+    cider = caption_scores([said[i] for i in caps], [[references[i]] for i in caps],
+                           meteor=False).cider if caps else float("nan")
+    accuracy = float(np.mean([100.0 * (said[i].strip().lower() == references[i].strip().lower())
+                              for i in qs])) if qs else float("nan")
+    return cider, accuracy
+
+
 def bench_generation(bundle: str | Path, backend: str = "auto", precision: str = "fp32", threads: int = 1,
                      samples: int = 40, repeats: int = 3, warmup: int = 4, progress: bool = True) -> dict:
     """Each setting on `samples` test scenes (half captions, half questions) x `repeats` passes."""
-    from mmedge.adapt.vlm_calibrate import scene_prompts
     from mmedge.bench.machine import describe
-    from mmedge.caption.metrics import caption_scores
     from mmedge.runtime.vlm_engine import VLMEngine
 
     for name, value, low in (("samples", samples, 2), ("repeats", repeats, 1), ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} {value!r} must be a whole number >= {low}", "arguments")
     engine = VLMEngine.load(bundle, backend=backend, precision=precision, threads=threads)
-    prompts = scene_prompts(engine.manifest["preprocessing"]["image_size"], samples, seed=0, split="test")
-    caption_prompt = engine.manifest["tokenizer"]["caption_prompt"]
-    texts = [caption_prompt if t == "caption" else x for t, x in zip(prompts.tasks, prompts.texts)]
+    prompts, texts = bench_prompts(engine.manifest, samples)
     rows = settings(engine)
     names = list(rows)
     for image, text in list(zip(prompts.images, texts))[:warmup]:
@@ -71,17 +92,12 @@ def bench_generation(bundle: str | Path, backend: str = "auto", precision: str =
                     first_pass[name].append(g)
                 bar.update(1)
     bar.close()
-    caps = [i for i, t in enumerate(prompts.tasks) if t == "caption"]
-    qs = [i for i, t in enumerate(prompts.tasks) if t == "answer"]
     base = {k: float(np.median(v)) for k, v in timing[names[0]].items() if v}
     out_rows = []
     for name in names:
         policy, ratio = rows[name]
         gens = first_pass[name]
-        cider = caption_scores([gens[i].text for i in caps], [[prompts.references[i]] for i in caps],
-                               meteor=False).cider if caps else float("nan")
-        accuracy = float(np.mean([100.0 * (gens[i].text.strip().lower() == prompts.references[i].strip().lower())
-                                  for i in qs])) if qs else float("nan")
+        cider, accuracy = quality([g.text for g in gens], prompts.tasks, prompts.references)
         decoded = [e for g in gens for e in g.exits[1:]]
         t = timing[name]
         out_rows.append({

@@ -13,6 +13,7 @@ EPILOG = """examples:
   mmedge bench --artifact runs/mine/mine.mmedge --device host --data jsonl:/data/mine   # your own data
   mmedge bench --artifact runs/demo/vqa-default.mmedge --device pixel        # adb if a phone is attached, else MODELLED
   mmedge bench --artifact runs/demo/vqa-default.mmedge --device pixel --modelled
+  mmedge bench --artifact runs/smolvlm.mmedge --device pixel                 # a generative VLM on the phone
 
 --device host measures here, on test queries of the data the bundle answers about: --data when
 given, else the dataset the bundle was exported with (its manifest records `mmedge export --data`),
@@ -26,11 +27,12 @@ a phone it is a per-operator cost-model estimate, labelled "modelled", with the 
 measured on this host (it runs no queries: --data and --split are refused there).
 A captioning bundle runs on this host or on an attached phone (the app captions the scene images it
 ships: captions per second, per-word exits, CIDEr); no cost model covers captioning graphs.
-A generative VLM bundle runs on this host: time to first token, ms per decoded token and the whole
-generation at full depth, with the prefilter, with the exits and with both (its calibrated settings),
-and the CIDEr of its captions and accuracy of its short answers on test scenes; on a phone profile
-it is modelled (the phone app does not run its graphs yet): image encode and time to first token per
-keep ratio, ms per decoded token per exit, with the host check.
+A generative VLM bundle runs on this host or on an attached phone: time to first token, ms per decoded
+token and the whole generation at full depth, with the prefilter, with the exits and with both (its
+calibrated settings), and the CIDEr of its captions and accuracy of its short answers on test scenes
+(on a phone the host pushes the scenes' prompts and images it draws for --device host and scores the
+phone's generations). Without a phone, or with --modelled, a phone profile is modelled: image encode
+and time to first token per keep ratio, ms per decoded token per exit, with the host check.
 """
 
 
@@ -49,9 +51,10 @@ def add_parser(sub) -> None:
     p.add_argument("--split", help="a measured bench: the split queried (default: test; a real dataset without a "
                    "test split with answers: its validation split)")
     p.add_argument("--samples", type=positive, help="test queries per policy (default 200; a captioning bundle: "
-                   "100 images on the host, 48 captions per pass on a phone)")
+                   "100 images on the host, 48 captions per pass on a phone; a generative VLM bundle: 40 prompts)")
     p.add_argument("--repeats", type=positive, default=3, help="passes over the queries (default 3)")
-    p.add_argument("--warmup", type=non_negative, help="warm-up queries (default 20; a captioning bundle: 5 images)")
+    p.add_argument("--warmup", type=non_negative, help="warm-up queries (default 20; a captioning bundle: 5 images; "
+                   "a generative VLM bundle: 4 prompts under every setting)")
     p.add_argument("--serial", help="adb serial when several phones are attached")
     p.add_argument("--cooldown", type=non_negative_float, default=0.0, help="seconds to rest the phone before a run")
     p.add_argument("--cpu-affinity", type=cpu_list, help="cores to pin the phone benchmark to, e.g. 4-7 or 0,2,4-5")
@@ -90,7 +93,7 @@ def run_generative(args: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(given)}: a generative VLM bundle benches on the scenes' test captions and "
                           "questions; leave them out", "arguments")
     if args.device != "host":
-        return _modelled_generative(args)
+        return _phone_generative(args)
     result = bench_generation(args.artifact, args.backend, args.precision, args.threads, args.samples or 40,
                               args.repeats, 4 if args.warmup is None else args.warmup, progress=not args.no_progress)
     print(markdown(result))
@@ -99,21 +102,60 @@ def run_generative(args: argparse.Namespace) -> int:
     return 0
 
 
-def _modelled_generative(args: argparse.Namespace) -> int:
-    """A generative VLM bundle on a phone profile: MODELLED (the phone app does not run its graphs yet)."""
-    from mmedge.adapt.vlm_bench import model_generation, modelled_markdown, modelled_plot
+def _phone_generative(args: argparse.Namespace) -> int:
+    """A generative VLM bundle on a phone profile: measured on the attached phone through the app's benchmark
+    (android_demo/BENCHMARK.md) on the prompts the host draws and pushes; MODELLED without a phone or with
+    --modelled."""
+    import tempfile
+    from pathlib import Path
+
+    from mmedge.adapt.vlm_manifest import load_vlm_manifest
     from mmedge.bench import adb
-    from mmedge.bench.report import write_with
+    from mmedge.bench.vlm_device import (device_markdown, device_problems, score_device_generations, write_device,
+                                         write_prompt_folder)
     from mmedge.errors import ConfigError, MissingDependencyError
 
-    if not args.modelled:
-        try:
-            adb.pick_device(args.serial)
-        except (MissingDependencyError, adb.DeviceError) as exc:
-            print(f"no phone through adb ({exc}); the figures below are MODELLED")
-        else:
-            raise ConfigError("the phone app does not run generative VLM bundles yet: --modelled gives the cost "
-                              "model's figures for this device, --device host measures here", "arguments")
+    if args.modelled:
+        return _modelled_generative(args)
+    try:
+        serial = adb.pick_device(args.serial)
+    except (MissingDependencyError, adb.DeviceError) as exc:
+        print(f"no phone through adb ({exc}); the figures below are MODELLED")
+        return _modelled_generative(args)
+    samples = args.samples or 40
+    if samples < 2:
+        raise ConfigError(f"--samples {samples}: a generative VLM bundle benches on at least 2 prompts (half captions, "
+                          "half questions)", "arguments")
+    # the manifest's checks; the files' hashes are left to the app, which makes every check of the spec
+    manifest = load_vlm_manifest(args.artifact, verify_files=False)
+    backend = args.backend
+    if backend == "auto":  # ExecuTorch where the bundle has it (the app's default), else ONNX Runtime
+        backend = ("executorch" if any(a["runtime"] == "executorch" for a in manifest["artifacts"])
+                   else "onnxruntime")
+    with tempfile.TemporaryDirectory(prefix="mmedge-prompts-") as tmp:
+        folder, record = write_prompt_folder(manifest, samples, Path(tmp) / "prompts")
+        print(f"pushing {record['n']} {record['data']} {record['split']} prompts to the app "
+              f"({record['captions']} captions, {record['questions']} questions)")
+        result = adb.bench_device(args.artifact, serial, backend, args.precision, args.threads, samples * args.repeats,
+                                  4 if args.warmup is None else args.warmup, "all", args.cooldown, args.cpu_affinity,
+                                  queries=folder)
+    result["prompts"] = record
+    problems = device_problems(result)
+    if problems:
+        raise adb.DeviceError("the app's generation benchmark result is not what android_demo/BENCHMARK.md says: "
+                              + "; ".join(problems[:5]))
+    score_device_generations(result)
+    print(device_markdown(result))
+    if args.json:
+        print("\nwrote " + ", ".join(str(m) for m in write_device(result, args.json)))
+    return 0
+
+
+def _modelled_generative(args: argparse.Namespace) -> int:
+    """A generative VLM bundle on a phone profile, MODELLED: the cost model's figures for the device."""
+    from mmedge.adapt.vlm_bench import model_generation, modelled_markdown, modelled_plot
+    from mmedge.bench.report import write_with
+
     result = model_generation(args.artifact, args.device, args.precision, args.threads)
     print(modelled_markdown(result))
     if args.json:

@@ -21,6 +21,9 @@ import dev.mmedge.core.Engine;
 import dev.mmedge.core.IO;
 import dev.mmedge.core.ImageFiles;
 import dev.mmedge.core.MemoryProbe;
+import dev.mmedge.core.VLMBenchmarkRunner;
+import dev.mmedge.core.VLMEngine;
+import dev.mmedge.core.VLMManifest;
 
 import java.io.IOException;
 import java.io.InputStream;
@@ -36,10 +39,11 @@ import java.util.Map;
 /**
  * The benchmark entry point `mmedge bench --device` drives through adb, exactly as
  * android_demo/BENCHMARK.md says: intent extras in, the result JSON (or {"error": ...}) and an
- * empty `<result>.done` out. The work itself is the core's BenchmarkRunner, or for a captioning
- * bundle (kind "caption") its CaptionBenchmarkRunner (both JVM-tested); this class only reads the
- * extras, pins the thread, decodes the queries (the folder the host pushed, `mmedge.queries`, else
- * the app's asset queries for the bundle's task) and measures PSS.
+ * empty `<result>.done` out. The work itself is the core's BenchmarkRunner, for a captioning
+ * bundle (kind "caption") its CaptionBenchmarkRunner, for a generative VLM bundle (kind "vlm") its
+ * VLMBenchmarkRunner (all JVM-tested); this class only reads the extras, pins the thread, decodes the
+ * queries (the folder the host pushed, `mmedge.queries`, else the app's asset queries for the bundle's
+ * task; a VLM bundle runs on the pushed prompts only) and measures PSS.
  */
 public final class BenchmarkActivity extends Activity {
     private static final String TAG = "mmedge-bench";
@@ -85,7 +89,13 @@ public final class BenchmarkActivity extends Activity {
                 }
             };
             Map<String, Object> out;
-            if (CaptionManifest.KIND.equals(BundleLoader.kind(Paths.get(options.bundle)))) {
+            String kind = BundleLoader.kind(Paths.get(options.bundle));
+            if (VLMManifest.KIND.equals(kind)) {
+                VLMBenchmarkRunner.EngineLoader loader = o -> VLMEngine.load(Paths.get(o.bundle), Backends.vlmFactory(o.backend),
+                        o.applyTo(new VLMEngine.Options()));
+                out = VLMBenchmarkRunner.run(options, loader, m -> VLMBenchmarkRunner.pushedPrompts(options, BenchmarkActivity::readImage),
+                        memory, Engine.Clock.SYSTEM, extra);
+            } else if (CaptionManifest.KIND.equals(kind)) {
                 CaptionBenchmarkRunner.EngineLoader loader = o -> CaptionEngine.load(Paths.get(o.bundle),
                         Backends.captionFactory(o.backend), o.applyTo(new CaptionEngine.Options()));
                 out = CaptionBenchmarkRunner.run(options, loader, m -> queries(options, "caption"), memory, Engine.Clock.SYSTEM, extra);
@@ -131,10 +141,13 @@ public final class BenchmarkActivity extends Activity {
     /** The pushed folder's queries when the host sent one, else the app's asset queries for the task. */
     private List<BenchQueries.Query> queries(BenchmarkOptions options, String task) {
         if (options.queries == null) return loadQueries(task);
-        return BenchQueries.readFolder(Paths.get(options.queries), file -> {
-            Images.Argb im = Images.decode(Files.readAllBytes(file));
-            return new ImageFiles.Decoded(im.pixels, im.width, im.height);
-        });
+        return BenchQueries.readFolder(Paths.get(options.queries), BenchmarkActivity::readImage);
+    }
+
+    /** A pushed query's image file, decoded as the demo screen decodes images (Images.decode). */
+    private static ImageFiles.Decoded readImage(java.nio.file.Path file) throws IOException {
+        Images.Argb im = Images.decode(Files.readAllBytes(file));
+        return new ImageFiles.Decoded(im.pixels, im.width, im.height);
     }
 
     /**

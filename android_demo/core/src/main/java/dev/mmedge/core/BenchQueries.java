@@ -13,7 +13,9 @@ import java.util.Map;
  * "queries": [{"image" or "images", "text", "answer"}]}) beside PNG images. The app ships one set
  * per scene task as an asset (scripts/make_android_queries.py); `mmedge bench --device` pushes its
  * own folder (mmedge.bench.query_folder) for a bundle the scenes do not fit: another dataset, an
- * adapted model, two images per query (NLVR2: "images": [left, right]).
+ * adapted model, two images per query (NLVR2: "images": [left, right]); for a generative VLM bundle
+ * (mmedge.bench.vlm_device) each query's text is the prompt, its answer the reference and its optional
+ * "task" "caption" or "answer" (how the host scores the generated text).
  */
 public final class BenchQueries {
     public static final String FORMAT = "mmedge-bench-queries-1";
@@ -28,12 +30,15 @@ public final class BenchQueries {
         public final String image;
         public final String text;
         public final String answer;
+        /** The query's optional "task" (a generative VLM bundle's prompts: "caption" or "answer"), or null. */
+        public final String task;
 
-        Entry(List<String> images, String text, String answer) {
+        Entry(List<String> images, String text, String answer, String task) {
             this.images = Collections.unmodifiableList(images);
             this.image = images.get(0);
             this.text = text;
             this.answer = answer;
+            this.task = task;
         }
     }
 
@@ -47,14 +52,20 @@ public final class BenchQueries {
         /** Every image of the query, in order. */
         public final List<ImageFiles.Decoded> images;
         public final String text;
-        /** The right answer (a label), or null when unknown. */
+        /** The right answer (a label; a generative VLM prompt's reference text), or null when unknown. */
         public final String answer;
+        /** The query's task when listed ("caption" or "answer" for a generative VLM bundle), else null. */
+        public final String task;
 
         public Query(String name, int[] argb, int width, int height, String text, String answer) {
             this(name, Collections.singletonList(new ImageFiles.Decoded(argb, width, height)), text, answer);
         }
 
         public Query(String name, List<ImageFiles.Decoded> images, String text, String answer) {
+            this(name, images, text, answer, null);
+        }
+
+        public Query(String name, List<ImageFiles.Decoded> images, String text, String answer, String task) {
             if (images.isEmpty()) throw new IllegalArgumentException("a query needs an image");
             this.name = name;
             this.images = Collections.unmodifiableList(new ArrayList<>(images));
@@ -63,6 +74,7 @@ public final class BenchQueries {
             this.height = images.get(0).height;
             this.text = text;
             this.answer = answer;
+            this.task = task;
         }
     }
 
@@ -102,7 +114,9 @@ public final class BenchQueries {
                     throw new ConfigException("query image " + image + ": " + BundleLoader.memberProblem(image), "benchmark queries");
                 }
             }
-            entries.add(new Entry(images, (String) e.get("text"), (String) e.get("answer")));
+            Object task = e.get("task");
+            if (task != null && !(task instanceof String)) throw new ConfigException("a query's \"task\" must be a string", "benchmark queries");
+            entries.add(new Entry(images, (String) e.get("text"), (String) e.get("answer"), (String) task));
         }
         Object task = m.get("task");
         return new BenchQueries(task instanceof String ? (String) task : null, entries);
@@ -164,7 +178,7 @@ public final class BenchQueries {
                             "benchmark queries");
                 }
             }
-            out.add(new Query(String.join("+", e.images), decoded, e.text, e.answer));
+            out.add(new Query(String.join("+", e.images), decoded, e.text, e.answer, e.task));
         }
         return out;
     }

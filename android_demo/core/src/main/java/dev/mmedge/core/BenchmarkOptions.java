@@ -8,7 +8,8 @@ import java.util.Map;
 
 /**
  * The intent extras of android_demo/BENCHMARK.md, checked: mmedge.bundle, mmedge.result,
- * mmedge.backend (executorch | onnxruntime), mmedge.precision (fp32 | int8), mmedge.threads,
+ * mmedge.backend (executorch | onnxruntime), mmedge.precision (fp32 | int8; int4 for a generative VLM
+ * bundle, which the engine of any other kind refuses), mmedge.threads,
  * mmedge.runs, mmedge.warmup, mmedge.policies ("all" or a comma-separated list of the standard
  * policy names or full / prefilter / exits / both), mmedge.cpu_affinity (optional CPU list),
  * mmedge.queries (optional: a folder of test queries pushed by the host, instead of the app's own).
@@ -59,8 +60,8 @@ public final class BenchmarkOptions {
         queries = string(extras, QUERIES, null, problems);
         if (queries != null && !queries.startsWith("/")) problems.add(QUERIES + " must be an absolute path on the device, got '" + queries + "'");
         if (backend != null && !BACKENDS.contains(backend)) problems.add(BACKEND + " '" + backend + "' unknown; choose one of " + BACKENDS);
-        if (precision != null && !Arrays.asList("fp32", "int8").contains(precision)) {
-            problems.add(PRECISION + " '" + precision + "' unknown; choose fp32 or int8");
+        if (precision != null && !Arrays.asList("fp32", "int8", "int4").contains(precision)) {
+            problems.add(PRECISION + " '" + precision + "' unknown; choose fp32, int8 or int4 (generative VLM bundles)");
         }
         List<String> chosen = new ArrayList<>();
         if (policyText != null) {

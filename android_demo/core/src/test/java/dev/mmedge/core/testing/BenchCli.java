@@ -9,6 +9,9 @@ import dev.mmedge.core.CaptionEngine;
 import dev.mmedge.core.CaptionManifest;
 import dev.mmedge.core.Engine;
 import dev.mmedge.core.MemoryProbe;
+import dev.mmedge.core.VLMBenchmarkRunner;
+import dev.mmedge.core.VLMEngine;
+import dev.mmedge.core.VLMManifest;
 
 import java.nio.file.Path;
 import java.nio.file.Paths;
@@ -20,11 +23,13 @@ import java.util.Map;
 /**
  * BenchmarkActivity's path on the JVM, for the host-side contract test (tests/test_android_core.py):
  * the same extras as `am start` (--es KEY VALUE, --ei KEY INT), the same dispatch on the bundle's
- * kind, BenchmarkRunner or CaptionBenchmarkRunner, result file and `.done` file, with the replay
- * runners in place of ONNX Runtime and the golden queries that have known answers (captions: the
- * caption vectors' images with their references) in place of the app's asset queries. A pushed
- * query folder (mmedge.queries) is read as the app reads it; --replay names the recordings of
- * another vectors file (an adapted bundle's: tests/vectors/adapted/queries-nlvr2.json).
+ * kind, BenchmarkRunner, CaptionBenchmarkRunner or VLMBenchmarkRunner, result file and `.done` file,
+ * with the replay runners in place of ONNX Runtime and the golden queries that have known answers
+ * (captions: the caption vectors' images with their references) in place of the app's asset queries.
+ * A pushed query folder (mmedge.queries) is read as the app reads it (a generative VLM bundle runs on
+ * nothing else); --replay names the recordings of another vectors file (an adapted bundle's:
+ * tests/vectors/adapted/queries-nlvr2.json; a VLM bundle's graph calls, default
+ * tests/vectors/vlm/replay.json, as scripts/make_vlm_replay.py records them).
  *
  *   java dev.mmedge.core.testing.BenchCli --golden tests/vectors/golden [--replay FILE] --es mmedge.bundle /abs/b.mmedge ...
  */
@@ -64,7 +69,13 @@ public final class BenchCli {
             extra.put("app", "dev.mmedge.core.testing.BenchCli (JVM, replayed graph outputs)");
             extra.put("cpu_affinity_applied", false);
             Map<String, Object> out;
-            if (CaptionManifest.KIND.equals(BundleLoader.kind(Paths.get(options.bundle)))) {
+            String kind = BundleLoader.kind(Paths.get(options.bundle));
+            if (VLMManifest.KIND.equals(kind)) {
+                Map<String, Object> replay = replayFile != null ? Golden.json(replayFile) : VLMVectors.replay();
+                VLMBenchmarkRunner.EngineLoader loader = o -> VLMEngine.load(Paths.get(o.bundle),
+                        new ReplayVLMRunner.Factory(replay), o.applyTo(new VLMEngine.Options()));
+                out = VLMBenchmarkRunner.run(options, loader, m -> VLMBenchmarkRunner.pushedPrompts(options, BenchQueries.PNG), MemoryProbe.PROC, Engine.Clock.SYSTEM, extra);
+            } else if (CaptionManifest.KIND.equals(kind)) {
                 Map<String, Object> replay = CaptionVectors.replay();
                 List<BenchQueries.Query> images = new java.util.ArrayList<>();
                 for (BenchQueries.Query q : CaptionVectors.benchImages()) if (q.answer != null) images.add(q); // the scenes: with references
