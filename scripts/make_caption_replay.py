@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmedge.bench.machine import kernel_isa
+
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests/vectors/caption"
 OUT = VECTORS / "replay.json"
@@ -163,6 +165,7 @@ def record(vectors: Path = VECTORS) -> dict:
             "manifest_sha256": doc["manifest_sha256"],
             "vectors_sha256": hashlib.sha256((vectors / "vectors.json").read_bytes()).hexdigest(),
             "backend": f"onnxruntime {onnxruntime.__version__} (Python, CPU)",
+            "kernels": kernel_isa(),
             "rule": "each distinct graph call of the Python CaptionEngine's self-check and of every caption in "
                     "vectors.json, by its inputs, one per line in the order of `columns`: tensors are indices into "
                     "`tensors` (the first 16 hex digits of the SHA-256 of the float32 little-endian bytes of one "

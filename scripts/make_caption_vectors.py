@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmedge.bench.machine import kernel_isa
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models/caption-default"
 OUT = ROOT / "tests/vectors/caption"
@@ -292,6 +294,7 @@ def make(out: Path, export: bool) -> dict:
                "weights": str((out / "weights.json").relative_to(ROOT)),
                "manifest_sha256": _sha((committed / "manifest.json").read_bytes()),
                "backend": f"onnxruntime {__import__('onnxruntime').__version__} (Python, CPU)",
+               "kernels": kernel_isa(),
                "tolerance": TOLERANCE, "generator": GENERATOR, "sample_stride": SAMPLE_STRIDE,
                "closest_decision": {k: float(f"{v:.3g}") for k, v in margins.items()},
                "images": images}

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmedge.bench.machine import kernel_isa
+
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests/vectors/vlm"
 OUT = VECTORS / "replay.json"
@@ -194,6 +196,7 @@ def record(vectors: Path = VECTORS) -> dict:
             "manifest_sha256": doc["manifest_sha256"],
             "vectors_sha256": hashlib.sha256((vectors / "vectors.json").read_bytes()).hexdigest(),
             "backend": f"onnxruntime {onnxruntime.__version__} (Python VLMEngine, CPU, 1 thread)",
+            "kernels": kernel_isa(),
             "rule": "each distinct graph call of the Python VLMEngine's self-check and of every generation in "
                     "vectors.json (queries and defaults), by its inputs, one per line in the order of `columns`: "
                     "float tensors are indices into the table of distinct tensors (one per cache layer [1, G, P, hd], "

@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from make_adapted_vectors import GENERATOR, generated, passes  # noqa: E402
+from mmedge.bench.machine import kernel_isa  # noqa: E402
 
 OUT = ROOT / "tests/vectors/vlm"
 BUNDLE_NAME = "tiny-smolvlm-onnx.mmedge"
@@ -323,6 +324,7 @@ def vectors(bundle: Path) -> dict:
     return {"format": "mmedge-vlm-vectors-1", "bundle": bundle.relative_to(ROOT).as_posix(),
             "manifest_sha256": hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest(),
             "generator": GENERATOR, "backend": f"onnxruntime {onnxruntime.__version__} (Python VLMEngine, CPU, 1 thread)",
+            "kernels": kernel_isa(),
             "tolerance": TOLERANCE, "thresholds": thresholds, "margins": margins,
             "kept_tokens": kept_token_cases(), "images": image_entries(engine), "queries": queries,
             "defaults": default_vectors(engine)}

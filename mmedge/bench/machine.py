@@ -21,6 +21,28 @@ def cpu_model() -> str:
     return names[0] if names else fallback
 
 
+# instruction sets among which onnxruntime's CPU kernels (MLAS) choose their code paths: float results'
+# last bits, and int8 products, can differ between machines that differ in these
+KERNEL_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+                "amx_tile", "asimd", "asimddp", "asimdhp", "i8mm", "sve", "bf16")
+
+
+def kernel_isa() -> str:
+    """The machine and which of KERNEL_FLAGS its CPU has, e.g. "x86_64 avx avx2 f16c fma": two machines with the
+    same string run onnxruntime's CPU kernels on the same code paths, so exact bytes recorded on one hold on the
+    other (with the same onnxruntime)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    flags |= set(value.split())
+    except OSError:  # no /proc (macOS, Windows)
+        pass
+    return " ".join([platform.machine(), *sorted(f for f in KERNEL_FLAGS if f in flags)])
+
+
 def describe() -> dict:
     versions = package_versions(LIBRARIES)
     return {"cpu": cpu_model(), "machine": platform.machine(), "system": platform.system(),
