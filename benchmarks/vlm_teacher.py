@@ -10,7 +10,7 @@ The same with 64 visual tokens per image instead of 16 (the connector's pixel sh
 
     python scripts/train_smolvlm_teacher.py --out runs/smolvlm-teacher-64 --threads 1 --steps 6000 --scale-factor 1
     python benchmarks/vlm_teacher.py --teacher runs/smolvlm-teacher-64 --out benchmarks/results/vlm_teacher_64 \
-        --work runs/smolvlm64-adapted-graphs
+        --work runs/smolvlm64-adapted-graphs --keep-ratios 1 0.75 0.5 0.25
 
 Steps:
 1. The teacher's quality on the test split: greedy captions (CIDEr x100, one reference each) and short
@@ -51,7 +51,7 @@ OUT = ROOT / "benchmarks" / "results" / "vlm_teacher"
 TASKS = {"caption": 1.0, "answer": 0.0}  # task -> share of captions in examples()
 BOUNDS = {"caption": 0.01, "answer": 1.0}  # CIDEr: relative share; accuracy: points
 THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999]
-RATIOS = [1.0, 0.5, 0.25]
+RATIOS = [1.0, 0.5, 0.25]  # keep ratios: the prefilter is distilled at these, calibration tries them
 
 
 def rel(path: Path) -> str:
@@ -80,6 +80,8 @@ def command(args) -> str:
                                    ("--work", args.work, ROOT / "runs" / "smolvlm-adapted-graphs")):
         if Path(value).resolve() != default:
             parts.append(f"{option} {rel(value)}")
+    if args.keep_ratios != RATIOS:
+        parts.append("--keep-ratios " + " ".join(f"{r:g}" for r in args.keep_ratios))
     return " ".join(parts)
 
 
@@ -98,10 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-samples", type=int, default=96, help="validation prompts per task")
     p.add_argument("--timing-samples", type=int, default=24)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--keep-ratios", type=float, nargs="+", default=RATIOS,
+                   help="keep ratios, 1.0 first (default %(default)s)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "smolvlm-adapted-graphs",
                    help="where the exported graphs go")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
+    if args.keep_ratios[0] != 1.0 or not all(0 < r < 1 for r in args.keep_ratios[1:]):
+        p.error("--keep-ratios: 1.0 first, then ratios in (0, 1)")
     if args.report_only:
         write_report(json.loads((args.out / "results.json").read_text()), args.out)
         return 0
@@ -123,7 +129,7 @@ def measure(args) -> dict:
 
     started = time.perf_counter()
     torch.manual_seed(0)
-    model, pre = load_source(args.teacher, keep_ratios=RATIOS)
+    model, pre = load_source(args.teacher, keep_ratios=args.keep_ratios)
     model.eval()
     teacher_cfg = json.loads((args.teacher / "teacher_config.json").read_text())
     out: dict = {"command": command(args), "teacher": {"folder": rel(args.teacher), "config": teacher_cfg,
@@ -155,12 +161,12 @@ def measure(args) -> dict:
 
     held = [teacher_batch(model, pre, *data(10_000 + i, 16), max_new_tokens=24) for i in range(4)]
     before = {"agreement": agreement(model, held), "kept_attention": {str(r): kept_attention(model, held, r)
-                                                                        for r in RATIOS[1:]}}
+                                                                        for r in args.keep_ratios[1:]}}
     cfg = VLMDistillConfig(steps=args.steps, batch_size=args.batch_size)
     log = distill(model, pre, data, cfg)
     model.eval()
     after = {"agreement": agreement(model, held), "kept_attention": {str(r): kept_attention(model, held, r)
-                                                                       for r in RATIOS[1:]}}
+                                                                       for r in args.keep_ratios[1:]}}
     out["distill"] = {"config": cfg.to_dict(), "wall_s": log["wall_s"], "before": before, "after": after,
                       "loss_first_last": [log["history"][0], log["history"][-1]]}
     print("distilled", out["distill"]["after"], flush=True)
@@ -186,12 +192,14 @@ def measure(args) -> dict:
     # 5. the prefilter: quality at full depth per keep ratio; time to first token and per decoded token
     out["prefilter"] = {}
     for task in TASKS:
-        out["prefilter"][task] = {str(r): run(model, pre, task, *test[task], Policy("full"), r).to_dict() for r in RATIOS}
-    out["prefilter_oracle"] = {task: {str(r): oracle_prefilter(model, pre, task, *test[task], r) for r in RATIOS[1:]}
+        out["prefilter"][task] = {str(r): run(model, pre, task, *test[task], Policy("full"), r).to_dict()
+                              for r in args.keep_ratios}
+    out["prefilter_oracle"] = {task: {str(r): oracle_prefilter(model, pre, task, *test[task], r)
+                                     for r in args.keep_ratios[1:]}
                                for task in TASKS}
     print("prefilter", out["prefilter"], "oracle", out["prefilter_oracle"], flush=True)
     out["timing"] = timing(model, pre, test, args.timing_samples, {t: out["calibration"][t]["chosen"] for t in TASKS},
-                           args.work, args.threads)
+                           args.work, args.threads, args.keep_ratios)
     val_cider = out["calibration"]["caption"]["full_depth"]["quality"]
     out["bundle"] = bundle_path(model, pre, args, max_drop_cider=round(BOUNDS["caption"] * val_cider, 1))
     out["wall_s"] = round(time.perf_counter() - started, 1)
@@ -228,7 +236,7 @@ def oracle_prefilter(model, pre, task: str, images: list, texts: list[str], refe
             "kept_attention": float(prior.topk(k, dim=-1).values.sum(-1).mean())}
 
 
-def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: int) -> dict:
+def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: int, ratios: list[float]) -> dict:
     """The adapted teacher exported (ONNX and ExecuTorch, fp32 / int8 / int4: mmedge.adapt.vlm_export) and run
     by mmedge.runtime.vlm, interleaved per prompt: time to first token (vision graph, prompt assembly, prefill)
     per keep ratio, and ms per decoded token at full depth and at the calibrated threshold; then the quantized
@@ -250,7 +258,7 @@ def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: in
                 "executorch": VLMDecoder(*open_executorch(work, threads)),
                 **{f"onnxruntime {p}": VLMDecoder(*open_onnx(work, threads, p)) for p in QUANTIZED},
                 **{f"executorch {p}": VLMDecoder(*open_executorch(work, threads, p)) for p in QUANTIZED}}
-    ttft = {b: {str(r): [] for r in RATIOS} for b in decoders}
+    ttft = {b: {str(r): [] for r in ratios} for b in decoders}
     per_token = {b: {task: {"full depth": [], "calibrated": []} for task in test} for b in decoders}
     same = {b: 0 for b in decoders}
     checked = 0
@@ -265,7 +273,7 @@ def timing(model, pre, test: dict, n: int, chosen: dict, work: Path, threads: in
                                  policy=policies.get("calibrated", policies["full depth"]))
             checked += 1
             for backend, dec in decoders.items():
-                for r in RATIOS:
+                for r in ratios:
                     run = dec.generate(ids, pixels[i: i + 1], Policy("full"), 1, keep_ratio=r, stop_ids=pre.stop_ids)
                     ttft[backend][str(r)].append(run.encoder_ms)
                 for name, policy in policies.items():
@@ -342,8 +350,8 @@ def bundle_lines(b: dict) -> list[str]:
              f"transformers' own on {b['transformers_identical_generations']:.0%}.", "",
              f"Calibration ({cal['prompts']} validation scenes, half captions, half questions; drops bounded at "
              f"their one-sided upper limit, z {cal['z']}: CIDEr {cal['max_drop_cider']:g} points, 1% of the teacher's "
-             f"validation CIDEr as in the calibration above (captions score about 900 here, where the default 1 point "
-             f"is 0.1%), accuracy {100 * cal['max_drop_accuracy']:g} point): **{name} at keep {c['keep_ratio']:g}**, CIDEr "
+             f"validation CIDEr as in the calibration above (captions score about {round(base['cider'], -2):.0f} here, where "
+             f"the default 1 point is about 0.1%), accuracy {100 * cal['max_drop_accuracy']:g} point): **{name} at keep {c['keep_ratio']:g}**, CIDEr "
              f"{c['cider']:.1f} against full depth's {base['cider']:.1f}, accuracy {c['accuracy']:.1f}% against "
              f"{base['accuracy']:.1f}%, {1 - c['layer_passes'] / base['layer_passes']:.1%} fewer decoder layer passes "
              "per prompt.", "",
@@ -371,6 +379,47 @@ def bundle_lines(b: dict) -> list[str]:
                      "validation scenes" if drop > cal["max_drop_cider"]
                      else "within the bound") + "."]
     return lines
+
+
+def visual_tokens(cfg: dict) -> int:
+    """Visual tokens per image of a teacher config: patches over the pixel shuffle's square."""
+    return (cfg["image_size"] // cfg["patch_size"]) ** 2 // cfg["scale_factor"] ** 2
+
+
+def prefilter_summary(r: dict) -> list[str]:
+    """What keeping fewer visual tokens cost this teacher at full depth, against the calibration's bound, and
+    how the two committed teachers (16 and 64 visual tokens) compare."""
+    M = visual_tokens(r["teacher"]["config"])
+    pf, pa = r["prefilter"]["caption"], r["prefilter"]["answer"]
+    orc = r.get("prefilter_oracle", {})
+    lines = ["", "## What pruning cost this teacher", ""]
+    for ratio in pf:
+        if ratio == "1.0":
+            continue
+        c, a = pf[ratio]["quality"], pa[ratio]["quality"]
+        c_in = c >= (1 - BOUNDS["caption"]) * pf["1.0"]["quality"]
+        a_in = a >= pa["1.0"]["quality"] - BOUNDS["answer"]
+        line = (f"- Keep {ratio} ({max(1, round(float(ratio) * M))} of {M} visual tokens), the trained prefilter: captions "
+                f"CIDEr {c:.0f} against {pf['1.0']['quality']:.0f} ({c / pf['1.0']['quality']:.0%}: "
+                f"{'within' if c_in else 'outside'} the 1% bound), answers {a:.1f}% against {pa['1.0']['quality']:.1f}% "
+                f"({a - pa['1.0']['quality']:+.1f} points: {'within' if a_in else 'outside'} the 1-point bound)")
+        ttft = r["timing"]["ttft_ms"]["onnxruntime"]
+        if ratio in ttft:
+            t, t1 = ttft[ratio]["median"], ttft["1.0"]["median"]
+            line += f"; first token {t:.2f} ms against {t1:.2f} (ONNX Runtime fp32 median, {1 - t / t1:.0%} less)"
+        if ratio in orc.get("caption", {}):
+            line += (f"; the oracle: {orc['caption'][ratio]['quality']:.0f} and {orc['answer'][ratio]['quality']:.1f}%")
+        lines.append(line + ".")
+    other = OUT / "results.json" if M != 16 else OUT.with_name("vlm_teacher_64") / "results.json"
+    if other.is_file():
+        o = json.loads(other.read_text())
+        om = visual_tokens(o["teacher"]["config"])
+        oc = o["prefilter"]["caption"]
+        lines += ["", f"The teacher with {om} visual tokens per image ({rel(other.parent)}/report.md) keeps at keep 0.5 "
+                  f"{oc['0.5']['quality'] / oc['1.0']['quality']:.0%} of its captions' CIDEr "
+                  f"({oc['0.5']['quality']:.0f} against {oc['1.0']['quality']:.0f}); this one "
+                  f"{pf['0.5']['quality'] / pf['1.0']['quality']:.0%}."]
+    return lines + [""]
 
 
 def _mb(folder: Path) -> float:
@@ -499,14 +548,7 @@ def write_report(r: dict, out: Path) -> None:
                          f"{c['kept_attention']:.3f} / {a['kept_attention']:.3f} | {dk.get(k, float('nan')):.3f} |")
     if "bundle" in r:
         lines += bundle_lines(r["bundle"])
-    pf, orc = r["prefilter"]["caption"], (oracle or {}).get("caption", {})
-    lines += ["", "## Not done here", "",
-              f"- A prefilter that keeps caption quality at this size: with 16 visual tokens per image, keeping half "
-              f"of them takes the captions from CIDEr {pf['1.0']['quality']:.0f} to {pf['0.5']['quality']:.0f} with the "
-              "trained prefilter" + (f" and to {orc['0.5']['quality']:.0f} with the oracle above" if "0.5" in orc else "")
-              + ": at this token count even the tokens the teacher attends to most do not keep the captions. A teacher with more visual "
-              "tokens per image (SmolVLM-256M has 64 per 512 px tile) is where pruning can keep them; none is "
-              "trained here yet.", ""]
+    lines += prefilter_summary(r)
     (out / "report.md").write_text("\n".join(lines))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))

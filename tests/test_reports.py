@@ -39,6 +39,7 @@ REGENERATORS = [
     ("vilt_teacher", "vilt_teacher", ("results.json",)),
     ("hf_scale", "hf_scale", ("hf_scale.json",)),
     ("vlm_teacher", "vlm_teacher", ("results.json",)),
+    ("vlm_teacher", "vlm_teacher_64", ("results.json",)),
     ("vlm_scale", "vlm_scale", ("results.json",)),
     ("pretraining_efficiency", "pretraining", ("pretraining_efficiency.json", "units/**/*.json")),
     ("pretraining_efficiency", "pretraining-prelim", ("pretraining_efficiency.json",)),
