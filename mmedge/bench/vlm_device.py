@@ -135,8 +135,8 @@ def device_markdown(result: dict) -> str:
                " The bundle is NOT calibrated: its policy and keep ratio are the defaults.") + "\n\n")
     rows = [[r["setting"], f"{r['keep_ratio']:g}", num(r["cider"], ".1f"), num(r["accuracy"], ".1f"),
              num(r["mean_exit"], ".2f"), ms(r["first_token_ms"]), ms(r["ms_per_token"]), ms(r["total_ms"]),
-             num(r["speedup_first_token"], ".2f") + "x", num(r["speedup_per_token"], ".2f") + "x",
-             num(r["speedup_total"], ".2f") + "x"] for r in result["rows"]]
+             *(num(r[k], ".2f") + ("" if r[k] is None else "x")
+               for k in ("speedup_first_token", "speedup_per_token", "speedup_total"))] for r in result["rows"]]
     return head + tabulate(rows, ["setting", "keep", "CIDEr", "accuracy", "mean exit", "first token ms",
                                   "ms per token", "total ms", "first token speed-up", "per-token speed-up",
                                   "total speed-up"], tablefmt="github") + "\n"
