@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmedge.bench.machine import kernel_isa
+from mmedge.bench.machine import kernel_isa, recorded_here
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "tests/vectors/caption"
@@ -90,16 +90,8 @@ def test_images_and_pixels(engine):
         assert _sha(engine.preprocess(image).astype("<f4").tobytes()) == entry["pixel_values_sha256"], entry["name"]
 
 
-def _made_here(doc: dict, ort_version: str) -> bool:
-    """Whether `doc` was recorded with this onnxruntime on CPU kernels like these (its "kernels"; a file without
-    them was recorded before they were stated: not exactly reproducible here)."""
-    return doc["backend"].startswith(f"onnxruntime {ort_version} ") and doc.get("kernels") == kernel_isa()
-
-
 def test_encoder_outputs(engine):
-    import onnxruntime
-
-    same_backend = _made_here(DOC, onnxruntime.__version__)
+    same_backend = recorded_here(DOC)
     for entry in DOC["images"]:
         pixels = engine.preprocess(SCRIPT.image_of(entry, VECTORS))
         for key, want in entry["by_keep_ratio"].items():
@@ -176,7 +168,7 @@ def test_replay_records_again_to_the_same_file(bundle):
     import onnxruntime
 
     doc = json.loads((VECTORS / "replay.json").read_text())
-    if not _made_here(doc, onnxruntime.__version__):
+    if not recorded_here(doc):
         pytest.skip(f"replay.json was recorded with {doc['backend']} on {doc.get('kernels', 'another CPU')}, this is "
                     f"onnxruntime {onnxruntime.__version__} on {kernel_isa()}")
     fresh = REPLAY.dumps(REPLAY.record())

@@ -38,9 +38,17 @@ def kernel_isa() -> str:
                 key, _, value = line.partition(":")
                 if key.strip().lower() in ("flags", "features"):
                     flags |= set(value.split())
-    except OSError:  # no /proc (macOS, Windows)
-        pass
+    except OSError:  # no /proc (macOS, Windows): the machine alone
+        return platform.machine()
     return " ".join([platform.machine(), *sorted(f for f in KERNEL_FLAGS if f in flags)])
+
+
+def recorded_here(doc: dict) -> bool:
+    """Whether a vector file (its "backend" and "kernels") was recorded with this onnxruntime on CPU kernels like
+    these, so that its exact bytes hold here; a file without "kernels" predates them and is not."""
+    import onnxruntime
+
+    return doc["backend"].startswith(f"onnxruntime {onnxruntime.__version__} ") and doc.get("kernels") == kernel_isa()
 
 
 def describe() -> dict:
