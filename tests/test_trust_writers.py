@@ -132,6 +132,22 @@ def test_force_refuses_a_bundle_holding_files_its_manifest_does_not_list(capsys,
     assert manifest_of(target)["slim"]["format"] == "onnx"
 
 
+def test_force_replaces_a_generative_vlm_bundle_and_not_a_broken_one(tmp_path):
+    """Every bundle kind is provably a bundle by its own schema and consistency: a VLM bundle (checked as a
+    classifier's, it lacks the classifier's fields) may be replaced; one whose layout does not hold may not."""
+    from mmedge.bundle.publish import check_destination, manifest_problems
+    from mmedge.errors import BundleError
+
+    target = copy_of(REPO / "tests/vectors/vlm/tiny-smolvlm-onnx.mmedge", tmp_path)
+    assert manifest_problems(target)[1] == []
+    check_destination(target, force=True)
+    manifest = manifest_of(target)
+    manifest["thresholds"]["keep_ratio"] = 0.125
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="keep_ratio 0.125"):
+        check_destination(target, force=True)
+
+
 # ------------------------------------------------------------------ defect 2: never over, into or around the source
 
 

@@ -42,7 +42,7 @@ def _listing(names: list[str]) -> str:
 # ---------------------------------------------------------------------------------------- what a bundle is
 def manifest_problems(root: Path) -> tuple[dict | None, list[str]]:
     """(manifest, []) when root/manifest.json is a regular file that passes its kind's schema
-    (classifier or caption) and consistency checks; else (None or the manifest, what is wrong)."""
+    (classifier, caption or generative VLM) and consistency checks; else (None or the manifest, what is wrong)."""
     try:
         manifest = parse_manifest(read_manifest_bytes(root))
     except BundleError as exc:
@@ -54,6 +54,10 @@ def manifest_problems(root: Path) -> tuple[dict | None, list[str]]:
         from mmedge.caption.manifest import layout_problems, schema_problems
 
         check_schema, check_consistency = schema_problems, layout_problems
+    elif manifest.get("kind") == "vlm":
+        from mmedge.adapt.vlm_manifest import layout_problems as vlm_layout_problems, schema_problems as vlm_schema
+
+        check_schema, check_consistency = vlm_schema, vlm_layout_problems
     else:
         check_schema, check_consistency = validate_schema, consistency_problems
     problems = check_schema(manifest)
