@@ -229,6 +229,35 @@ def test_calibration_takes_the_cheapest_threshold_within_the_bound(tmp_path):
     assert 0 < parts["confidences"][0] < parts["exit_heads"][0]
 
 
+def test_bundle_calibration_bounds_each_task_on_its_own(monkeypatch):
+    """One setting for every prompt must hold both bounds, so a fragile task (captions lose CIDEr at keep 0.5)
+    holds the other back; each task's own setting is the cheapest for its prompts within its own bound."""
+    from types import SimpleNamespace
+
+    from mmedge.adapt import vlm_calibrate
+    from mmedge.adapt.vlm_calibrate import Prompts, Row, choose
+
+    def row(policy, ratio, cider_drop, wrong, cap_passes, ans_passes):
+        return Row(policy.to_dict(), ratio, 100.0 - cider_drop, 100.0 - 10 * wrong, (cap_passes + ans_passes) / 2, 1.0,
+                   [100.0 - cider_drop] * 10, [0.0] * wrong + [100.0] * (10 - wrong),
+                   {"caption": cap_passes, "answer": ans_passes})
+
+    table = {("full", 1.0): row(Policy("full"), 1.0, 0, 0, 100, 60),
+             ("confidence", 1.0): row(Policy("confidence", threshold=0.9), 1.0, 0, 0, 80, 50),
+             ("full", 0.5): row(Policy("full"), 0.5, 30, 0, 70, 40),
+             ("confidence", 0.5): row(Policy("confidence", threshold=0.9), 0.5, 30, 5, 50, 30)}
+    monkeypatch.setattr(vlm_calibrate, "evaluate", lambda engine, prompts, policy, ratio, n: table[(policy.kind, ratio)])
+    monkeypatch.setattr(vlm_calibrate, "candidate_policies", lambda n: [Policy("full"), Policy("confidence", threshold=0.9)])
+    engine = SimpleNamespace(layout=SimpleNamespace(keep_ratios=[1.0, 0.5], stage_layers=[[0], [1]]))
+    prompts = Prompts([None] * 20, [""] * 20, [""] * 20, ["caption"] * 10 + ["answer"] * 10)
+    result = choose(engine, prompts, max_drop_accuracy=0.01, max_drop_cider=1.0, z=1.645, max_new_tokens=4,
+                    progress=False)
+    assert (result["chosen"]["policy"]["kind"], result["chosen"]["keep_ratio"]) == ("confidence", 1.0)
+    assert (result["tasks"]["caption"]["policy"]["kind"], result["tasks"]["caption"]["keep_ratio"]) == ("confidence", 1.0)
+    assert (result["tasks"]["answer"]["policy"]["kind"], result["tasks"]["answer"]["keep_ratio"]) == ("full", 0.5)
+    assert "answer prompts on their own (their bound only): full at keep 0.5" in vlm_calibrate.format_rows(result)
+
+
 def test_cli_adapts_a_smolvlm_into_a_folder_that_loads_back(tmp_path, capsys):
     """`mmedge adapt --task generate` distils on the scenes' prompts and writes a folder (weights, tokenizer,
     image processor, card, report) whose model at full depth is the source and whose exits are the trained
@@ -479,13 +508,32 @@ def test_vlm_bundle_is_verified_on_load(tmp_path):
     assert after["files"] == before["files"] and after["release"]["sequence"] > before["release"]["sequence"]
     calibrated = Engine.load(bundle, verify_key=public)
     assert (calibrated.policy.kind, calibrated.keep_ratio) == (th["policy"], th["keep_ratio"]) != ("full", 1.0)
+    # each task's own setting: caption() and generate(task=...) use it, arguments override it
+    assert set(th["tasks"]) == {"caption", "answer"} and set(th["calibration"]["tasks"]) == {"caption", "answer"}
+    for task, want in th["tasks"].items():
+        policy, ratio = calibrated.settings(task)
+        assert (policy.kind, ratio) == (want["policy"], want["keep_ratio"])
+    grey = np.full((32, 32, 3), 90, np.uint8)
+    assert calibrated.caption(grey, 2).keep_ratio == th["tasks"]["caption"]["keep_ratio"]
+    assert calibrated.generate(grey, "what?", 2, task="answer").keep_ratio == th["tasks"]["answer"]["keep_ratio"]
+    assert calibrated.generate(grey, "what?", 2, task="answer", keep_ratio=1).keep_ratio == 1.0
+    assert Engine.load(bundle, keep_ratio=1).settings("answer")[1] == 1.0  # a load option overrides every task's
+    with pytest.raises(ConfigError, match="task 'vqa' unknown"):
+        calibrated.generate(grey, "what?", 2, task="vqa")
+    with pytest.raises(ConfigError, match="caption"):
+        calibrated.caption(grey, 2, task="answer")
     # the host benchmark: the four settings interleaved, written as JSON, Markdown and a plot
     assert main(["bench", "--artifact", str(bundle), "--device", "host", "--samples", "4", "--repeats", "1",
                  "--json", str(tmp_path / "bench" / "vlm.json"), "--no-progress"]) == 0
     result = json.loads((tmp_path / "bench" / "vlm.json").read_text())
     assert [r["setting"] for r in result["rows"]] == ["full depth, every token", "prefilter only", "exits only",
                                                       "prefilter + exits"] and result["calibrated"]
-    assert result["rows"][3]["keep_ratio"] == th["keep_ratio"] and result["rows"][0]["speedup_total"] == 1.0
+    assert result["rows"][0]["speedup_total"] == 1.0
+    both = result["rows"][3]["by_task"]
+    assert {t: (v["policy"]["kind"], v["keep_ratio"]) for t, v in both.items()} == \
+        {t: (v["policy"], v["keep_ratio"]) for t, v in th["tasks"].items()}
+    assert both["caption"]["quality"] == result["rows"][3]["cider"] and both["answer"]["speedup_total"] > 0
+    assert "Per task" in (tmp_path / "bench" / "vlm.md").read_text()
     assert {p.suffix for p in (tmp_path / "bench").iterdir()} == {".json", ".md", ".png"}
     # a phone profile: modelled (with --modelled, as without a phone), with the host check against this host
     assert main(["bench", "--artifact", str(bundle), "--device", "pixel", "--modelled",

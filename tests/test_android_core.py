@@ -11,7 +11,7 @@ mmedge/caption/device_bench.schema.json and its captions and per-word exits equa
 vectors. A generative VLM bundle too (VLMEngine, VLMBenchmarkRunner): the host pushes the scene prompts
 it draws, the phone's graph calls are replayed from a recording of the Python VLMEngine on those very
 prompts (scripts/make_vlm_replay.py's Recorder, made here), and the generations must equal the Python
-engine's. The JUnit tests of the core run in scripts/test_android_core.sh."""
+engine's, each prompt under its task's setting (the bundle copy holds settings per task). The JUnit tests of the core run in scripts/test_android_core.sh."""
 
 from __future__ import annotations
 
@@ -302,8 +302,9 @@ VLM_BUNDLE = ROOT / "tests/vectors/vlm/tiny-smolvlm-onnx.mmedge"
 
 def _record_vlm_bench(bundle: Path, samples: int, out: Path) -> dict:
     """The Python VLMEngine on the bench's prompts (vlm_bench.bench_prompts, as the host draws and pushes them)
-    under the four settings, every graph call recorded (make_vlm_replay.Recorder) with the self-check's; writes
-    the replay document the JVM's ReplayVLMRunner answers from and returns the generations by setting."""
+    under the four settings, each prompt under its task's (vlm_bench.settings), every graph call recorded
+    (make_vlm_replay.Recorder) with the self-check's; writes the replay document the JVM's ReplayVLMRunner answers
+    from and returns the generations and the (policy, keep ratio) per task by setting."""
     import hashlib
     import importlib.util
 
@@ -318,30 +319,43 @@ def _record_vlm_bench(bundle: Path, samples: int, out: Path) -> dict:
     engine.session = recorder
     engine.self_check()
     prompts, texts = bench_prompts(engine.manifest, samples)
-    made = {name: [engine.generate(image, text, policy=policy, keep_ratio=ratio)
-                   for image, text in zip(prompts.images, texts)]
-            for name, (policy, ratio) in settings(engine).items()}
+    rows = settings(engine)
+    made = {name: [engine.generate(image, text, policy=rows[name][task][0], keep_ratio=rows[name][task][1])
+                   for image, text, task in zip(prompts.images, texts, prompts.tasks)]
+            for name in rows}
     doc = {"format": script.FORMAT,
            "manifest_sha256": hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest(),
            "columns": script.COLUMNS, "dim": recorder.dim, "zero": recorder.zero,
            "tensor_count": len(recorder.tensors), "tensors": recorder.tensors, "calls": list(recorder.calls.values())}
     out.write_text(script.dumps(doc))
-    return {"generations": made, "tasks": prompts.tasks, "references": prompts.references, "texts": texts}
+    return {"generations": made, "settings": rows, "tasks": prompts.tasks, "references": prompts.references,
+            "texts": texts}
 
 
 def test_vlm_bundle_through_adb_on_the_cli(phone, tmp_path, capsys, monkeypatch):
     """`mmedge bench --device pixel` with a generative VLM bundle and a phone attached: the host draws the scene
     prompts as --device host does and pushes them with the bundle; the app's VLM benchmark (JVM, the graph calls
     replayed from the Python engine's) returns generations equal to the Python VLMEngine's under the four settings,
-    with timings per setting, which the host checks, scores and reports as measured on the device."""
+    with timings per setting, which the host checks, scores and reports as measured on the device. The bundle (a
+    copy of the tiny one) holds its own settings for captions and for answers (thresholds.tasks, other policies
+    and keep ratios than its top-level one's): each prompt runs under its task's, and each setting is reported per
+    task as the host bench reports it."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tokenizers")
+    import numpy as np
+
     from mmedge.adapt.vlm_bench import quality
     from mmedge.bench.vlm_device import device_problems
     from mmedge.cli import main
 
     bundle = tmp_path / "host" / VLM_BUNDLE.name
     shutil.copytree(VLM_BUNDLE, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["layout"]["keep_ratios"] == [1.0, 0.5] and "manifest.sig" not in {p.name for p in bundle.iterdir()}
+    tasks = {"caption": {"policy": "max_probability", "threshold": 0.2, "patience": 2, "keep_ratio": 1.0},
+             "answer": {"policy": "patience", "threshold": 1.0, "patience": 2, "keep_ratio": 0.5}}
+    manifest["thresholds"]["tasks"] = tasks  # the top level: confidence at keep 0.5
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     samples, repeats = 4, 2
     want = _record_vlm_bench(bundle, samples, tmp_path / "replay.json")
     monkeypatch.setenv("FAKE_REPLAY", str(tmp_path / "replay.json"))
@@ -358,9 +372,10 @@ def test_vlm_bundle_through_adb_on_the_cli(phone, tmp_path, capsys, monkeypatch)
     assert result["runs"] == samples * repeats and result["warmup"] == 1 and result["samples"] == samples
     assert result["precision"] == "fp32" and result["exits"] == 3 and result["kv"] == "copy"
     assert result["prompts"]["n"] == samples and result["prompts"]["captions"] == samples // 2
-    manifest = json.loads((bundle / "manifest.json").read_text())
     assert result["thresholds"] == manifest["thresholds"] and result["model"] == manifest["name"]
     assert list(result["policies"]) == list(want["generations"])
+    assert {t: (p.kind, r) for t, (p, r) in want["settings"]["prefilter + exits"].items()} == \
+        {t: (s["policy"], s["keep_ratio"]) for t, s in tasks.items()}
     for (name, row), host_row in zip(result["policies"].items(), result["rows"]):
         gens = want["generations"][name]
         assert [g["text"] for g in row["generations"]] == [g.text for g in gens], name
@@ -372,12 +387,35 @@ def test_vlm_bundle_through_adb_on_the_cli(phone, tmp_path, capsys, monkeypatch)
         decoded = [e for g in gens for e in g.exits[1:]]
         assert row["exit_histogram"] == [decoded.count(s) for s in range(3)], name
         assert row["tokens"] == pytest.approx(sum(len(g.tokens) for g in gens) / samples)
-        assert row["kept_visual_tokens"] == gens[0].kept_visual_tokens
+        assert row["kept_visual_tokens"] == pytest.approx(sum(g.kept_visual_tokens for g in gens) / samples)
         cider, accuracy = quality([g.text for g in gens], want["tasks"], want["references"])
         assert row["cider"] == round(cider, 2) and row["accuracy"] == round(accuracy, 2), name
         assert row["first_token_ms"]["n"] == row["total_ms"]["n"] == samples * repeats
         assert host_row["setting"] == name and host_row["first_token_ms"]["p50"] == row["first_token_ms"]["p50"]
+        # per task: the task's setting, its prompts' timings; the host's rows as the host bench's by_task
+        settings = want["settings"][name]
+        assert list(row["by_task"]) == list(host_row["by_task"]) == ["caption", "answer"]
+        for task, part in row["by_task"].items():
+            policy, ratio = settings[task]
+            assert part["exit_policy"] == policy.to_dict() and part["keep_ratio"] == ratio, (name, task)
+            assert part["total_ms"]["n"] == part["first_token_ms"]["n"] == want["tasks"].count(task) * repeats
+            mine = [g for g, t in zip(gens, want["tasks"]) if t == task]
+            exits = [e for g in mine for e in g.exits[1:]]
+            host = host_row["by_task"][task]
+            assert host["policy"] == policy.to_dict() and host["keep_ratio"] == ratio
+            assert host["quality"] == round(cider if task == "caption" else accuracy, 2)
+            assert host["mean_exit"] == (pytest.approx(float(np.mean(exits))) if exits else None)
+            assert host["first_token_ms"]["p50"] == part["first_token_ms"]["p50"]
+            full = result["policies"]["full depth, every token"]["by_task"][task]
+            assert host["speedup_total"] == pytest.approx(full["total_ms"]["p50"] / part["total_ms"]["p50"])
+        differ = len({(json.dumps(p.to_dict(), sort_keys=True), r) for p, r in settings.values()}) > 1
+        assert differ == (name != "full depth, every token"), name
+        assert (row["keep_ratio"] is None and row["exit_policy"] is None and host_row["keep_ratio"] is None
+                and host_row["policy"] is None) if differ else (row["keep_ratio"] == 1.0 and host_row["keep_ratio"] == 1.0)
     assert result["rows"][0]["speedup_total"] == 1.0
+    assert all(r["by_task"][t]["speedup_total"] == 1.0 for r in result["rows"][:1] for t in r["by_task"])
+    markdown = out.with_suffix(".md").read_text()
+    assert "Per task" in markdown and "per task" in markdown and "settings per task" in markdown
     calls = [json.loads(line) for line in (phone / "calls.log").read_text().splitlines()]
     start = next(c for c in calls if "am" in c)
     assert start[start.index("mmedge.runs") + 1] == str(samples * repeats)

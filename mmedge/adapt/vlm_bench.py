@@ -4,12 +4,14 @@ ratio, the per-token exit policy), and what they cost in quality (CIDEr of capti
 answers) on test scenes.
 
 The four settings run interleaved, prompt by prompt and pass by pass, so that the machine's noise falls on
-all of them alike; latency is at batch 1 with preprocessing excluded (the engine's own timings); speed-ups
+all of them alike; a bundle calibrated per task (thresholds.tasks) runs each prompt under its task's
+setting, and every setting is also reported per task; latency is at batch 1 with preprocessing excluded (the engine's own timings); speed-ups
 are ratios of medians within this run.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +21,22 @@ from mmedge.errors import ConfigError
 from mmedge.runtime.controller import Policy
 
 
-def settings(engine) -> dict[str, tuple[Policy, float]]:
+def settings(engine) -> dict[str, dict[str, tuple[Policy, float]]]:
+    """The four settings, each as (policy, keep ratio) per task: the calibrated policy and keep ratio are the
+    bundle's for that task (thresholds.tasks where it holds them, else its top-level ones)."""
+    from mmedge.adapt.vlm_manifest import GENERATION_TASKS
+
     full_ratio = max(engine.layout.keep_ratios)
-    return {"full depth, every token": (Policy("full"), full_ratio),
-            "prefilter only": (Policy("full"), engine.keep_ratio),
-            "exits only": (engine.policy, full_ratio),
-            "prefilter + exits": (engine.policy, engine.keep_ratio)}
+    out: dict[str, dict[str, tuple[Policy, float]]] = {name: {} for name in SETTINGS}
+    for task in GENERATION_TASKS:
+        policy, ratio = engine.settings(task)
+        for name, setting in zip(SETTINGS, ((Policy("full"), full_ratio), (Policy("full"), ratio),
+                                             (policy, full_ratio), (policy, ratio))):
+            out[name][task] = setting
+    return out
+
+
+SETTINGS = ("full depth, every token", "prefilter only", "exits only", "prefilter + exits")
 
 
 def _spread(values: list[float]) -> dict:
@@ -70,47 +82,69 @@ def bench_generation(bundle: str | Path, backend: str = "auto", precision: str =
     prompts, texts = bench_prompts(engine.manifest, samples)
     rows = settings(engine)
     names = list(rows)
-    for image, text in list(zip(prompts.images, texts))[:warmup]:
-        for policy, ratio in rows.values():
-            engine.generate(image, text, policy=policy, keep_ratio=ratio)
-    timing = {name: {"first": [], "per_token": [], "total": []} for name in names}
+
+    def run(name: str, i: int):
+        policy, ratio = rows[name][prompts.tasks[i]]
+        return engine.generate(prompts.images[i], texts[i], policy=policy, keep_ratio=ratio)
+
+    for i in range(min(warmup, samples)):
+        for name in names:
+            run(name, i)
+    # timings per setting and task, each prompt's in order
+    timing = {name: {task: {"first": [], "per_token": [], "total": []} for task in ("all", *set(prompts.tasks))}
+              for name in names}
     first_pass: dict[str, list] = {name: [] for name in names}
     bar = tqdm(total=repeats * samples * len(names), desc="bench generation", disable=not progress,
                dynamic_ncols=True)
     for rep in range(repeats):
-        for i, (image, text) in enumerate(zip(prompts.images, texts)):
+        for i in range(samples):
             shift = (i + rep) % len(names)
             for name in names[shift:] + names[:shift]:  # rotate who goes first
-                policy, ratio = rows[name]
-                g = engine.generate(image, text, policy=policy, keep_ratio=ratio)
-                t = timing[name]
-                t["first"].append(g.first_token_ms)
-                t["total"].append(g.total_ms)
-                if len(g.tokens) > 1:
-                    t["per_token"].append((g.total_ms - g.first_token_ms) / (len(g.tokens) - 1))
+                g = run(name, i)
+                for t in (timing[name]["all"], timing[name][prompts.tasks[i]]):
+                    t["first"].append(g.first_token_ms)
+                    t["total"].append(g.total_ms)
+                    if len(g.tokens) > 1:
+                        t["per_token"].append((g.total_ms - g.first_token_ms) / (len(g.tokens) - 1))
                 if rep == 0:
                     first_pass[name].append(g)
                 bar.update(1)
     bar.close()
-    base = {k: float(np.median(v)) for k, v in timing[names[0]].items() if v}
+
+    def timed(t: dict, base: dict) -> dict:
+        """Spreads of one setting's timings and their speed-ups (ratios of medians) against full depth's `base`."""
+        def speedup(key: str) -> float | None:
+            return float(np.median(base[key]) / np.median(t[key])) if t[key] and base[key] else None
+
+        return {"first_token_ms": _spread(t["first"]), "total_ms": _spread(t["total"]),
+                "ms_per_token": _spread(t["per_token"]) if t["per_token"] else None,
+                "speedup_total": speedup("total"), "speedup_first_token": speedup("first"),
+                "speedup_per_token": speedup("per_token")}
+
     out_rows = []
     for name in names:
-        policy, ratio = rows[name]
         gens = first_pass[name]
         cider, accuracy = quality([g.text for g in gens], prompts.tasks, prompts.references)
         decoded = [e for g in gens for e in g.exits[1:]]
-        t = timing[name]
+        by_task = {}
+        for task, (policy, ratio) in rows[name].items():
+            if task not in prompts.tasks:
+                continue
+            mine = [g for g, t in zip(gens, prompts.tasks) if t == task]
+            exits = [e for g in mine for e in g.exits[1:]]
+            by_task[task] = {"policy": policy.to_dict(), "keep_ratio": ratio,
+                             "quality": round(cider if task == "caption" else accuracy, 2),
+                             "mean_exit": float(np.mean(exits)) if exits else None,
+                             **timed(timing[name][task], timing[names[0]][task])}
+        same = len({(json.dumps(v["policy"], sort_keys=True), v["keep_ratio"]) for v in by_task.values()}) == 1
+        first = next(iter(by_task.values()))
         out_rows.append({
-            "setting": name, "policy": policy.to_dict(), "keep_ratio": ratio, "cider": round(cider, 2),
-            "accuracy": round(accuracy, 2), "tokens": float(np.mean([len(g.tokens) for g in gens])),
+            "setting": name, "policy": first["policy"] if same else None, "keep_ratio": first["keep_ratio"] if same
+            else None, "cider": round(cider, 2), "accuracy": round(accuracy, 2),
+            "tokens": float(np.mean([len(g.tokens) for g in gens])),
             "mean_exit": float(np.mean(decoded)) if decoded else float("nan"),
             "exit_histogram": np.bincount(decoded, minlength=len(engine.layout.stage_layers)).tolist(),
-            "first_token_ms": _spread(t["first"]), "total_ms": _spread(t["total"]),
-            "ms_per_token": _spread(t["per_token"]) if t["per_token"] else None,
-            "speedup_total": base["total"] / float(np.median(t["total"])),
-            "speedup_first_token": base["first"] / float(np.median(t["first"])),
-            "speedup_per_token": (base["per_token"] / float(np.median(t["per_token"])))
-            if t["per_token"] and "per_token" in base else None})
+            **timed(timing[name]["all"], timing[names[0]]["all"]), "by_task": by_task})
     return {"kind": "generation", "bundle": Path(bundle).name, "backend": engine.backend, "precision": precision,
             "threads": threads, "samples": samples, "repeats": repeats, "split": "test",
             "calibrated": bool(engine.manifest["thresholds"].get("calibrated")), "machine": describe(),
@@ -131,13 +165,43 @@ def markdown(result: dict) -> str:
             "the short answers." + ("" if result["calibrated"] else
                                     " The bundle is NOT calibrated: its policy and keep ratio are the defaults.")
             + "\n\n")
-    rows = [[r["setting"], f"{r['keep_ratio']:g}", f"{r['cider']:.1f}", f"{r['accuracy']:.1f}", f"{r['mean_exit']:.2f}",
+    rows = [[r["setting"], "per task" if r["keep_ratio"] is None else f"{r['keep_ratio']:g}", f"{r['cider']:.1f}", f"{r['accuracy']:.1f}", f"{r['mean_exit']:.2f}",
              ms(r["first_token_ms"]), ms(r["ms_per_token"]), ms(r["total_ms"]), f"{r['speedup_first_token']:.2f}x",
              "-" if r["speedup_per_token"] is None else f"{r['speedup_per_token']:.2f}x", f"{r['speedup_total']:.2f}x"]
             for r in result["rows"]]
-    return head + tabulate(rows, ["setting", "keep", "CIDEr", "accuracy", "mean exit", "first token ms",
-                                  "ms per token", "total ms", "first token speed-up", "per-token speed-up",
-                                  "total speed-up"], tablefmt="github") + "\n"
+    return (head + tabulate(rows, ["setting", "keep", "CIDEr", "accuracy", "mean exit", "first token ms",
+                                   "ms per token", "total ms", "first token speed-up", "per-token speed-up",
+                                   "total speed-up"], tablefmt="github") + "\n" + task_markdown(result["rows"]))
+
+
+def policy_name(p: dict) -> str:
+    return f"{p['kind']} >= {p['threshold']:g}" if p["kind"] in ("confidence", "max_probability") else p["kind"]
+
+
+def task_markdown(rows: list[dict]) -> str:
+    """Each setting on each task's prompts alone (the settings a bundle calibrated per task apply per prompt),
+    speed-ups against full depth on the same prompts; '' for results from before the split."""
+    from tabulate import tabulate
+
+    if not all("by_task" in r for r in rows):
+        return ""
+
+    def ms(s: dict | None) -> str:
+        return "-" if s is None else f"{s['p50']:.2f}"
+
+    def x(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}x"
+
+    table = [[r["setting"], task, policy_name(t["policy"]), f"{t['keep_ratio']:g}",
+              f"{t['quality']:.1f} {'CIDEr' if task == 'caption' else '%'}",
+              "-" if t["mean_exit"] is None else f"{t['mean_exit']:.2f}", ms(t["first_token_ms"]),
+              ms(t["ms_per_token"]), x(t["speedup_first_token"]), x(t["speedup_per_token"]), x(t["speedup_total"])]
+             for r in rows for task, t in r["by_task"].items()]
+    return ("\nPer task (each prompt generated under its task's setting; medians in ms; speed-ups against full depth "
+            "on the same prompts):\n\n"
+            + tabulate(table, ["setting", "task", "policy", "keep", "quality", "mean exit", "first token ms",
+                               "ms per token", "first token speed-up", "per-token speed-up", "total speed-up"],
+                       tablefmt="github") + "\n")
 
 
 def plot(result: dict, path: Path) -> None:

@@ -2,7 +2,9 @@
 within the bounds of full depth with every visual token, measured through the bundle's own engine on
 validation scenes (half under the caption prompt: CIDEr; half questions: exact-match accuracy of the short
 answer), then written into the manifest as the other kinds' calibration is (same `files`, next release,
-the old signature removed or replaced).
+the old signature removed or replaced). Each task also gets its own setting, the cheapest for its prompts
+within its own bound (`thresholds.tasks`: what generate(task=...) and caption() use), since one setting that
+bounds both is bound by the more fragile task.
 
 Cost is counted in decoder layer passes per prompt: the prefill's (prompt tokens after the prefilter x
 depth) plus, per decoded token, the layers up to the exit it took (the first token comes from the prefill).
@@ -42,6 +44,7 @@ class Row:
     mean_exit: float              # over decoded tokens after the first
     cider_per_prompt: list[float]
     correct: list[float]
+    task_layer_passes: dict[str, float]  # per prompt of each task
     cider_drop_upper: float = 0.0
     accuracy_drop_upper: float = 0.0
 
@@ -100,7 +103,8 @@ def evaluate(engine, prompts: Prompts, policy: Policy, keep_ratio: float, max_ne
     correct = [100.0 * (said[i].strip().lower() == prompts.references[i].strip().lower()) for i in qs]
     return Row(policy.to_dict(), keep_ratio, float(np.mean(cider)) if caps else math.nan,
                float(np.mean(correct)) if qs else math.nan, float(np.mean(passes)),
-               float(np.mean(exits)) if exits else 0.0, list(cider), correct)
+               float(np.mean(exits)) if exits else 0.0, list(cider), correct,
+               {task: float(np.mean([passes[i] for i in idx])) for task, idx in (("caption", caps), ("answer", qs)) if idx})
 
 
 def check_arguments(max_drop_accuracy, max_drop_cider, samples, z, data_seed) -> None:
@@ -137,12 +141,27 @@ def choose(engine, prompts: Prompts, max_drop_accuracy: float, max_drop_cider: f
         row.cider_drop_upper = round(drop_upper(base.cider_per_prompt, row.cider_per_prompt, z), 3)
         row.accuracy_drop_upper = round(drop_upper(base.correct, row.correct, z), 3)
         rows.append(row)
-    ok = [r for r in rows if r.cider_drop_upper <= max_drop_cider + 1e-9
-          and r.accuracy_drop_upper <= 100 * max_drop_accuracy + 1e-9]
-    chosen = min(ok, key=lambda r: (r.layer_passes, -r.keep_ratio))
+    cider_ok = [r.cider_drop_upper <= max_drop_cider + 1e-9 for r in rows]
+    accuracy_ok = [r.accuracy_drop_upper <= 100 * max_drop_accuracy + 1e-9 for r in rows]
+    chosen = min((r for r, c, a in zip(rows, cider_ok, accuracy_ok) if c and a),
+                 key=lambda r: (r.layer_passes, -r.keep_ratio))
+    # each task on its own: the cheapest row for its prompts within its own bound
+    tasks = {task: min((r for r, fine in zip(rows, ok) if fine),
+                       key=lambda r: (r.task_layer_passes[task], -r.keep_ratio)).to_dict()
+             for task, ok in (("caption", cider_ok), ("answer", accuracy_ok)) if task in base.task_layer_passes}
     return {"max_drop_accuracy": max_drop_accuracy, "max_drop_cider": max_drop_cider, "z": z,
             "prompts": len(prompts.texts), "max_new_tokens": max_new_tokens, "baseline": base.to_dict(),
-            "chosen": chosen.to_dict(), "rows": [r.to_dict() for r in rows]}
+            "chosen": chosen.to_dict(), "tasks": tasks, "rows": [r.to_dict() for r in rows]}
+
+
+METRIC = {"caption": "cider", "answer": "accuracy"}  # each task's quality in a Row
+
+
+def setting(row: dict) -> dict:
+    """A calibration row as the manifest's thresholds state a setting."""
+    p = row["policy"]
+    return {"policy": p["kind"], "threshold": p.get("threshold") if p.get("threshold") is not None else 1.0,
+            "patience": p.get("patience") or 2, "keep_ratio": row["keep_ratio"]}
 
 
 def calibrate_vlm_bundle(bundle, max_drop_accuracy: float = 0.01, max_drop_cider: float = 1.0, samples: int = 64,
@@ -168,16 +187,17 @@ def calibrate_vlm_bundle(bundle, max_drop_accuracy: float = 0.01, max_drop_cider
     result = choose(engine, prompts, max_drop_accuracy, max_drop_cider, z, engine.max_new_tokens, progress)
     result["backend"] = engine.backend
     if write:
-        c = result["chosen"]
-        p = c["policy"]
-        thresholds = {"policy": p["kind"], "threshold": p.get("threshold") if p.get("threshold") is not None else 1.0,
-                      "patience": p.get("patience") or 2, "keep_ratio": c["keep_ratio"], "kv": "copy",
-                      "calibrated": True,
+        c, base = result["chosen"], result["baseline"]
+        thresholds = {**setting(c), "kv": "copy", "calibrated": True,
+                      "tasks": {task: setting(row) for task, row in result["tasks"].items()},
                       "calibration": {k: result[k] for k in ("max_drop_accuracy", "max_drop_cider", "z", "prompts",
                                                              "max_new_tokens", "backend")}
-                      | {"baseline_cider": result["baseline"]["cider"], "baseline_accuracy":
-                         result["baseline"]["accuracy"], "cider": c["cider"], "accuracy": c["accuracy"],
-                         "layer_passes_ratio": c["layer_passes"] / result["baseline"]["layer_passes"]}}
+                      | {"baseline_cider": base["cider"], "baseline_accuracy": base["accuracy"], "cider": c["cider"],
+                         "accuracy": c["accuracy"], "layer_passes_ratio": c["layer_passes"] / base["layer_passes"],
+                         "tasks": {task: {"quality": row[METRIC[task]], "baseline": base[METRIC[task]],
+                                          "layer_passes_ratio": row["task_layer_passes"][task]
+                                          / base["task_layer_passes"][task]}
+                                   for task, row in result["tasks"].items()}}}
         result["signature"] = write_calibrated(engine.root, engine.manifest, {"thresholds": thresholds}, key, VLM,
                                                lambda m: schema_problems(m) or layout_problems(m))
     return result
@@ -200,4 +220,8 @@ def format_rows(result: dict) -> str:
               f"CIDEr <= {result['max_drop_cider']} points, accuracy <= {100 * result['max_drop_accuracy']:g} points): "
               f"{name(c['policy'])} at keep {c['keep_ratio']}: CIDEr {c['cider']:.1f} (full depth {base['cider']:.1f}), "
               f"accuracy {c['accuracy']:.1f} (full depth {base['accuracy']:.1f}), "
-              f"{base['layer_passes'] / c['layer_passes']:.2f}x fewer decoder layer passes")
+              f"{base['layer_passes'] / c['layer_passes']:.2f}x fewer decoder layer passes"
+            + "".join(f"\n{task} prompts on their own (their bound only): {name(r['policy'])} at keep {r['keep_ratio']}, "
+                      f"{r[METRIC[task]]:.1f} (full depth {base[METRIC[task]]:.1f}), "
+                      f"{base['task_layer_passes'][task] / r['task_layer_passes'][task]:.2f}x fewer decoder layer passes"
+                      for task, r in result.get("tasks", {}).items()))

@@ -14,6 +14,7 @@ from mmedge.errors import BundleError
 from mmedge.fileio import atomic_write
 
 VLM_KIND = VLM
+GENERATION_TASKS = ("caption", "answer")  # thresholds.tasks: the tasks a bundle may hold its own settings for
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("vlm_manifest.schema.json")
 MAX_CACHE_VALUES = 1 << 28   # layers x kv heads x slots x head_dim: one of the key and value caches
@@ -48,6 +49,8 @@ def layout_problems(m: dict) -> list[str]:
         p.append(f"layout.keep_ratios repeat a ratio: {ratios}")
     if m["thresholds"]["keep_ratio"] not in ratios:
         p.append(f"thresholds.keep_ratio {m['thresholds']['keep_ratio']} is not one of the keep ratios {ratios}")
+    p += [f"thresholds.tasks.{task}.keep_ratio {s['keep_ratio']} is not one of the keep ratios {ratios}"
+          for task, s in m["thresholds"].get("tasks", {}).items() if s["keep_ratio"] not in ratios]
     if len(layers) * L["num_kv_heads"] * L["max_slots"] * L["head_dim"] > MAX_CACHE_VALUES:
         p.append(f"the key/value cache ({len(layers)} layers x {L['num_kv_heads']} heads x {L['max_slots']} slots x "
                  f"{L['head_dim']}) is over {MAX_CACHE_VALUES} values")

@@ -3,10 +3,12 @@
 The host draws the prompts exactly as `mmedge bench --device host` does (mmedge.adapt.vlm_bench.bench_prompts:
 test scenes, half captions under the bundle's caption prompt, half questions), writes them as a folder the app
 reads (queries.json with each prompt's text, reference and task, one RGB PNG per image), pushes it with the
-bundle (mmedge.bench.adb.bench_device), and the app's VLMBenchmarkRunner generates under the four settings.
-Here the pulled result is checked against vlm_device_bench.schema.json, the phone's first-pass generations are
-scored as the host bench scores its own (vlm_bench.quality: CIDEr of the captions, exact-match accuracy of the
-short answers), and rows in the host bench's shape (vlm_bench.markdown / plot) are added.
+bundle (mmedge.bench.adb.bench_device), and the app's VLMBenchmarkRunner generates under the four settings, each
+prompt under its task's (the bundle's thresholds.tasks where it holds the task, as vlm_bench.settings), and
+times each setting per task too. Here the pulled result is checked against vlm_device_bench.schema.json, the
+phone's first-pass generations are scored as the host bench scores its own (vlm_bench.quality: CIDEr of the
+captions, exact-match accuracy of the short answers), and rows in the host bench's shape (vlm_bench.markdown /
+plot / task_markdown) are added.
 """
 
 from __future__ import annotations
@@ -79,6 +81,14 @@ def device_problems(result: dict) -> list[str]:
         if row["total_ms"]["n"] != result["runs"] or row["first_token_ms"]["n"] != result["runs"]:
             problems.append(f"policies/{name}: timings of {row['total_ms']['n']} generations, not the "
                             f"{result['runs']} runs")
+        by_task = row.get("by_task")
+        if by_task is not None:
+            if set(by_task) != {g["task"] for g in gens}:
+                problems.append(f"policies/{name}: by_task has the tasks {sorted(by_task)}, its prompts "
+                                f"{sorted({g['task'] for g in gens})}")
+            if sum(t["total_ms"]["n"] for t in by_task.values()) != result["runs"]:
+                problems.append(f"policies/{name}: by_task times {sum(t['total_ms']['n'] for t in by_task.values())} "
+                                f"generations, not the {result['runs']} runs")
     return problems
 
 
@@ -86,10 +96,31 @@ def _nan_to_none(x: float) -> float | None:
     return None if x != x else round(x, 2)
 
 
+_TIMINGS = ("first_token_ms", "total_ms", "ms_per_token")
+
+
+def _timed(t: dict, base: dict | None) -> dict:
+    """The spreads of a phone row (or one task's part of it) in the host bench's shape, with the speed-ups (ratios of
+    medians) against full depth's `base` (the same prompts): None where either lacks the timing."""
+    def speedup(key: str) -> float | None:
+        if base is None or base.get(key) is None or t[key] is None:
+            return None
+        return base[key]["p50"] / t[key]["p50"]
+
+    return {**{k: None if t[k] is None else {p: t[k][p] for p in ("p10", "p50", "p90")} for k in _TIMINGS},
+            "speedup_total": speedup("total_ms"), "speedup_first_token": speedup("first_token_ms"),
+            "speedup_per_token": speedup("ms_per_token")}
+
+
 def score_device_generations(result: dict) -> None:
     """Per setting, `cider` and `accuracy` of the first pass's generations (vlm_bench.quality; null for a task the
     prompts lack), and `rows` in the host bench's shape (vlm_bench.markdown, plot): speed-ups are ratios of
-    medians against full depth in this run."""
+    medians against full depth in this run; with the phone's split per task, each row's `by_task` as the host
+    bench's (vlm_bench.task_markdown: the task's policy, keep ratio, quality, mean exit and timings, speed-ups
+    against full depth on the same task's prompts), and the row's own policy and keep ratio None where its tasks'
+    differ."""
+    import numpy as np
+
     from mmedge.adapt.vlm_bench import quality
 
     base = result["policies"].get("full depth, every token")
@@ -98,24 +129,26 @@ def score_device_generations(result: dict) -> None:
         gens = row["generations"]
         cider, accuracy = quality([g["text"] for g in gens], [g["task"] for g in gens], [g["reference"] for g in gens])
         row["cider"], row["accuracy"] = _nan_to_none(cider), _nan_to_none(accuracy)
-
-        def speedup(key: str) -> float | None:
-            if base is None or base[key] is None or row[key] is None:
-                return None
-            return base[key]["p50"] / row[key]["p50"]
-
-        rows.append({"setting": name, "policy": row["exit_policy"], "keep_ratio": row["keep_ratio"],
-                     "cider": row["cider"], "accuracy": row["accuracy"], "tokens": row["tokens"],
-                     "mean_exit": row["mean_exit"], "exit_histogram": row["exit_histogram"],
-                     **{k: None if row[k] is None else {p: row[k][p] for p in ("p10", "p50", "p90")}
-                        for k in ("first_token_ms", "total_ms", "ms_per_token")},
-                     "speedup_total": speedup("total_ms"), "speedup_first_token": speedup("first_token_ms"),
-                     "speedup_per_token": speedup("ms_per_token")})
+        out = {"setting": name, "policy": row["exit_policy"], "keep_ratio": row["keep_ratio"],
+               "cider": row["cider"], "accuracy": row["accuracy"], "tokens": row["tokens"],
+               "mean_exit": row["mean_exit"], "exit_histogram": row["exit_histogram"], **_timed(row, base)}
+        if "by_task" in row:
+            by_task = {}
+            for task, t in row["by_task"].items():
+                exits = [e for g in gens if g["task"] == task for e in g["exits"][1:]]
+                base_task = (base or {}).get("by_task", {}).get(task)
+                by_task[task] = {"policy": t["exit_policy"], "keep_ratio": t["keep_ratio"],
+                                 "quality": round(cider if task == "caption" else accuracy, 2),
+                                 "mean_exit": float(np.mean(exits)) if exits else None, **_timed(t, base_task)}
+            out["by_task"] = by_task
+        rows.append(out)
     result["rows"] = rows
 
 
 def device_markdown(result: dict) -> str:
     from tabulate import tabulate
+
+    from mmedge.adapt.vlm_bench import task_markdown
 
     def ms(s: dict | None) -> str:
         return "-" if s is None else f"{s['p50']:.2f} [{s['p10']:.2f}, {s['p90']:.2f}]"
@@ -132,14 +165,16 @@ def device_markdown(result: dict) -> str:
             "run. CIDEr-D x100 of the captions against each scene's one reference and exact-match accuracy of the "
             f"short answers, over the first pass; kv {result['kv']}."
             + ("" if result["thresholds"].get("calibrated") else
-               " The bundle is NOT calibrated: its policy and keep ratio are the defaults.") + "\n\n")
-    rows = [[r["setting"], f"{r['keep_ratio']:g}", num(r["cider"], ".1f"), num(r["accuracy"], ".1f"),
-             num(r["mean_exit"], ".2f"), ms(r["first_token_ms"]), ms(r["ms_per_token"]), ms(r["total_ms"]),
+               " The bundle is NOT calibrated: its policy and keep ratio are the defaults.")
+            + (" The bundle holds settings per task (thresholds.tasks): each prompt runs under its task's."
+               if result["thresholds"].get("tasks") else "") + "\n\n")
+    rows = [[r["setting"], "per task" if r["keep_ratio"] is None else f"{r['keep_ratio']:g}", num(r["cider"], ".1f"),
+             num(r["accuracy"], ".1f"), num(r["mean_exit"], ".2f"), ms(r["first_token_ms"]), ms(r["ms_per_token"]), ms(r["total_ms"]),
              *(num(r[k], ".2f") + ("" if r[k] is None else "x")
                for k in ("speedup_first_token", "speedup_per_token", "speedup_total"))] for r in result["rows"]]
-    return head + tabulate(rows, ["setting", "keep", "CIDEr", "accuracy", "mean exit", "first token ms",
-                                  "ms per token", "total ms", "first token speed-up", "per-token speed-up",
-                                  "total speed-up"], tablefmt="github") + "\n"
+    return (head + tabulate(rows, ["setting", "keep", "CIDEr", "accuracy", "mean exit", "first token ms",
+                                   "ms per token", "total ms", "first token speed-up", "per-token speed-up",
+                                   "total speed-up"], tablefmt="github") + "\n" + task_markdown(result["rows"]))
 
 
 def device_plot(result: dict, path: Path) -> None:

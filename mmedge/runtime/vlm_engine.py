@@ -5,6 +5,7 @@ per-token early exit and the prompt-conditioned visual-token prefilter.
     g = engine.generate("scene.png", "what color is the circle?", max_new_tokens=16)
     g.text, g.tokens, g.exits, g.first_token_ms, g.total_ms
     engine.caption("scene.png")                     # generate() under the bundle's caption prompt
+    engine.generate("scene.png", "what color is the circle?", task="answer")   # the answers' calibrated setting
 
 The image is prepared as the source's image processor prepares one unsplit tile (stretched to the square,
 rescaled, normalised: docs/bundle-format.md, Generative VLM bundles), the prompt laid out by the chat
@@ -85,9 +86,11 @@ class VLMEngine:
     kind = "vlm"
 
     def __init__(self, root: Path, manifest: dict, backend: str, artifact: dict, session, policy: Policy,
-                 keep_ratio: float, kv: str, tokenizer) -> None:
+                 keep_ratio: float, kv: str, tokenizer,
+                 task_settings: dict[str, tuple[Policy, float]] | None = None) -> None:
         self.root, self.manifest, self.backend, self.artifact = root, manifest, backend, artifact
         self.session, self.policy, self.keep_ratio, self.kv = session, policy, keep_ratio, kv
+        self.task_settings = task_settings or {}  # task -> (policy, keep ratio) for generate(task=...)
         self.tokenizer = tokenizer
         self.layout = VLMLayout(**manifest["layout"])
         t = manifest["tokenizer"]
@@ -124,10 +127,14 @@ class VLMEngine:
         kv = kv or th["kv"]
         if kv not in KV_MODES:
             raise ConfigError(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}", "arguments")
+        # the bundle's settings per task, each overridden by a policy or keep ratio given here
+        tasks = {task: (policy if policy is not None else s["policy"], s["keep_ratio"] if keep_ratio is None else ratio)
+                 for task, s in th.get("tasks", {}).items()}
+        tasks = {task: (_policy(p, th["tasks"][task]), r) for task, (p, r) in tasks.items()}
         policy = _policy(policy, th) if policy is not None else _policy(th["policy"], th)
         tokenizer = _load_tokenizer(root, manifest)  # checked before any graph is opened
         session = _open(artifact["runtime"], root, artifact, threads)
-        engine = cls(root, manifest, artifact["runtime"], artifact, session, policy, ratio, kv, tokenizer)
+        engine = cls(root, manifest, artifact["runtime"], artifact, session, policy, ratio, kv, tokenizer, tasks)
         if self_check:
             engine.self_check()
         return engine
@@ -173,21 +180,39 @@ class VLMEngine:
 
     def generate(self, image: ImageLike, prompt: str, max_new_tokens: int | None = None, beam: int = 1,
                  policy: Policy | str | None = None, keep_ratio: float | None = None,
-                 kv: str | None = None) -> Generation:
-        """The model's answer to `prompt` about `image`, with the exit each token took and the time each graph ran."""
+                 kv: str | None = None, task: str | None = None) -> Generation:
+        """The model's answer to `prompt` about `image`, with the exit each token took and the time each graph ran.
+
+        `task` ("caption" or "answer"): use the bundle's calibrated settings for that task where it has them
+        (thresholds.tasks); `policy` and `keep_ratio` given here override them."""
         from mmedge.runtime.engine import _ratio
 
-        ratio = self.keep_ratio if keep_ratio is None else check_keep_ratio(_ratio(keep_ratio))
-        policy = self.policy if policy is None else _policy(policy, self.manifest["thresholds"])
+        default_policy, default_ratio = self.settings(task)
+        ratio = default_ratio if keep_ratio is None else check_keep_ratio(_ratio(keep_ratio))
+        th = self.manifest["thresholds"]
+        policy = default_policy if policy is None else _policy(policy, th.get("tasks", {}).get(task, th))
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         _, run = self._run(image, prompt, limit, beam, policy, ratio, kv or self.kv)
         kept = kept_tokens(ratio, self.layout.num_image_tokens)
         return Generation(decode_text(self.tokenizer, run.tokens), run.tokens, run.exits, ratio, kept,
                           run.encoder_ms, run.stage_ms, run.total_ms, run.confidences)
 
+    def settings(self, task: str | None = None) -> tuple[Policy, float]:
+        """The policy and keep ratio generate() uses by default for `task` (None: any prompt): the bundle's
+        settings for that task where it holds them, else its top-level ones (or those given to load())."""
+        from mmedge.adapt.vlm_manifest import GENERATION_TASKS
+
+        if task is not None and task not in GENERATION_TASKS:
+            raise ConfigError(f"task {task!r} unknown; choose one of {list(GENERATION_TASKS)} or None (any prompt)",
+                              "arguments")
+        return self.task_settings.get(task, (self.policy, self.keep_ratio))
+
     def caption(self, image: ImageLike, max_len: int | None = None, **kwargs) -> Generation:
-        """generate() under the bundle's caption prompt; max_len: the most new tokens."""
-        return self.generate(image, self.manifest["tokenizer"]["caption_prompt"], max_len, **kwargs)
+        """generate() under the bundle's caption prompt with its caption settings; max_len: the most new tokens."""
+        if kwargs.pop("task", "caption") != "caption":
+            raise ConfigError("caption() generates a caption: call generate(image, prompt, task=...) for another "
+                              "task", "arguments")
+        return self.generate(image, self.manifest["tokenizer"]["caption_prompt"], max_len, task="caption", **kwargs)
 
     def predict(self, *args, **kwargs):
         raise BundleError(f"{self.root} is a generative VLM bundle: call generate(image, prompt) or caption(image), "

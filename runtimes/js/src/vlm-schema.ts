@@ -491,6 +491,20 @@ export const VLM_MANIFEST_SCHEMA: Record<string, unknown> = {
         "calibrated": {
           "type": "boolean"
         },
+        "tasks": {
+          "type": "object",
+          "additionalProperties": false,
+          "minProperties": 1,
+          "description": "per task, the policy and keep ratio generate() uses when told the task (caption() tells it \"caption\"); the top-level fields otherwise",
+          "properties": {
+            "caption": {
+              "$ref": "#/$defs/task_setting"
+            },
+            "answer": {
+              "$ref": "#/$defs/task_setting"
+            }
+          }
+        },
         "calibration": {
           "type": "object",
           "maxProperties": 64
@@ -560,6 +574,41 @@ export const VLM_MANIFEST_SCHEMA: Record<string, unknown> = {
           "type": "integer",
           "minimum": 0,
           "maximum": 9007199254740991
+        }
+      }
+    },
+    "task_setting": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": [
+        "policy",
+        "threshold",
+        "patience",
+        "keep_ratio"
+      ],
+      "properties": {
+        "policy": {
+          "enum": [
+            "confidence",
+            "max_probability",
+            "patience",
+            "full"
+          ]
+        },
+        "threshold": {
+          "type": "number",
+          "minimum": 0,
+          "maximum": 1.0001
+        },
+        "patience": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 128
+        },
+        "keep_ratio": {
+          "type": "number",
+          "exclusiveMinimum": 0,
+          "maximum": 1
         }
       }
     }

@@ -8,7 +8,8 @@
  *   const engine = await VLMEngine.load(new NodeDirectorySource("smolvlm.mmedge"), { ort });
  *   const g = await engine.generate({ width, height, data }, "what color is the car?", { maxNewTokens: 16 });
  *   g.text, g.tokens, g.exits, g.confidences, g.firstTokenMs, g.timingsMs
- *   await engine.caption(image);   // generate() under the bundle's caption prompt
+ *   await engine.caption(image);   // generate() under the bundle's caption prompt and caption settings
+ *   await engine.generate(image, "what is on the table?", { task: "answer" });  // thresholds.tasks.answer
  *
  * The image is stretched to the square with Pillow's filter (resample.ts, bit for bit) and
  * normalised; the prompt is `prompt_before + text + prompt_after` through the bundle's Hugging Face
@@ -83,14 +84,30 @@ export interface VLMArtifact {
   parity?: unknown;
 }
 
-export interface VLMThresholds {
+/** The tasks a bundle may hold its own settings for (`thresholds.tasks`); `caption()` names "caption". */
+export const VLM_TASKS = ["caption", "answer"] as const;
+export type VLMTask = (typeof VLM_TASKS)[number];
+
+/** One task's calibrated setting (`thresholds.tasks[task]`): the top-level fields' rules. */
+export interface VLMTaskSetting {
   policy: "confidence" | "max_probability" | "patience" | "full";
   threshold: number;
   patience: number;
   keep_ratio: number;
+}
+
+export interface VLMThresholds extends VLMTaskSetting {
   kv: KvMode;
   calibrated: boolean;
+  /** Per task, the setting generate() uses when told the task (spec "Settings"). */
+  tasks?: Partial<Record<VLMTask, VLMTaskSetting>>;
   calibration?: Record<string, unknown>;
+}
+
+/** The exit policy and keep ratio a generation uses by default (VLMEngine.settings). */
+export interface VLMSettings {
+  policy: Policy;
+  keepRatio: number;
 }
 
 export interface VLMManifest {
@@ -145,6 +162,11 @@ export function vlmConsistencyProblems(m: VLMManifest): string[] {
   if (new Set(ratios).size !== ratios.length) p.push(`layout.keep_ratios repeat a ratio: ${JSON.stringify(ratios)}`);
   if (!ratios.includes(m.thresholds.keep_ratio)) {
     p.push(`thresholds.keep_ratio ${m.thresholds.keep_ratio} is not one of the keep ratios ${JSON.stringify(ratios)}`);
+  }
+  for (const [task, s] of Object.entries(m.thresholds.tasks ?? {})) {
+    if (!ratios.includes(s.keep_ratio)) {
+      p.push(`thresholds.tasks.${task}.keep_ratio ${s.keep_ratio} is not one of the keep ratios ${JSON.stringify(ratios)}`);
+    }
   }
   if (layers.length * L.num_kv_heads * L.max_slots * L.head_dim > VLM_MAX_CACHE_VALUES) {
     p.push(`the key/value cache (${layers.length} layers x ${L.num_kv_heads} heads x ${L.max_slots} slots x ${L.head_dim}) ` +
@@ -368,9 +390,15 @@ export interface VLMEngineOptions {
   precision?: "fp32" | "int8" | "int4";
   /** ONNX Runtime file format: "onnx" (preferred by default) or "ort" (ORT format, one self-contained file per graph). */
   format?: "onnx" | "ort";
-  /** Default keep ratio, any number in (0, 1] (default: the manifest's thresholds.keep_ratio). */
+  /**
+   * Default keep ratio, any number in (0, 1], for every task (default: the manifest's
+   * thresholds.keep_ratio, or thresholds.tasks[task].keep_ratio for a task the bundle holds).
+   */
   keepRatio?: number;
-  /** Default exit policy (default: the manifest's thresholds); a policy name takes the bundle's threshold. */
+  /**
+   * Default exit policy for every task (default: the manifest's thresholds, or thresholds.tasks[task]);
+   * a policy name takes the threshold and patience of the setting it replaces.
+   */
   policy?: PolicyArg;
   /** Default cache filling of a token that exits early (default: the manifest's thresholds.kv). */
   kv?: KvMode;
@@ -388,11 +416,20 @@ export interface GenerateOptions {
   maxNewTokens?: number;
   /** 1 = greedy (default); up to 16 beams, as transformers' generate(num_beams=...). */
   beam?: number;
-  /** A policy, or a policy name with the bundle's threshold and patience. */
+  /**
+   * A policy, or a policy name with the bundle's threshold and patience (thresholds.tasks[task]'s when
+   * the call names a task the bundle holds).
+   */
   policy?: PolicyArg;
   /** Any number in (0, 1]: the share of visual tokens the prefilter keeps. */
   keepRatio?: number;
   kv?: KvMode;
+  /**
+   * "caption" or "answer": use the bundle's settings for that task (thresholds.tasks) where it holds
+   * them, unless policy / keepRatio are given here or at load (spec "Settings"). undefined or null: any
+   * prompt, the top-level settings. caption() names "caption".
+   */
+  task?: VLMTask | null;
 }
 
 export interface Generation {
@@ -444,8 +481,19 @@ interface Decoding {
 type Outputs = Record<string, Tensor>;
 const now = (): number => globalThis.performance.now();
 
+/** A task argument: "caption", "answer", or undefined / null for none (ConfigError otherwise). */
+export function checkTask(task: unknown): VLMTask | undefined {
+  if (task === undefined || task === null) return undefined;
+  if (typeof task !== "string" || !(VLM_TASKS as readonly string[]).includes(task)) {
+    const shown = typeof task === "string" ? JSON.stringify(short(task, 40)) : typeof task;
+    throw new ConfigError(`task ${shown} unknown; choose one of ${VLM_TASKS.map((t) => JSON.stringify(t)).join(", ")} ` +
+      "or leave it out (any prompt)", "arguments");
+  }
+  return task as VLMTask;
+}
+
 /** A policy argument: a policy name takes the bundle's threshold and patience ("full" needs none), as in Python. */
-export function vlmPolicy(policy: PolicyArg, th: VLMThresholds): Policy {
+export function vlmPolicy(policy: PolicyArg, th: VLMTaskSetting): Policy {
   if (typeof policy === "string") {
     return policy === "full" ? makePolicy({ kind: "full" })
       : makePolicy({ kind: policy, threshold: Math.min(1, th.threshold), patience: th.patience });
@@ -460,9 +508,15 @@ export class VLMEngine {
   readonly source: BundleSource;
   readonly artifact: VLMArtifact;
   readonly imageSize: number;
+  /** The default policy and keep ratio (the top-level thresholds', or those given to load()). */
   policy: Policy;
   keepRatio: number;
   kv: KvMode;
+  /**
+   * Per task the bundle holds settings for (thresholds.tasks), the default policy and keep ratio of
+   * generate({ task }), each overridden by a policy or keep ratio given to load().
+   */
+  readonly taskSettings: Partial<Record<VLMTask, VLMSettings>>;
   private readonly ort: VLMOrtModule;
   private readonly sessions: Map<string, InferenceSession>;
   private busy: Promise<unknown> = Promise.resolve();
@@ -470,6 +524,7 @@ export class VLMEngine {
   private constructor(init: {
     source: BundleSource; manifest: VLMManifest; tokenizer: HFTokenizer; ort: VLMOrtModule; artifact: VLMArtifact;
     sessions: Map<string, InferenceSession>; policy: Policy; keepRatio: number; kv: KvMode;
+    taskSettings?: Partial<Record<VLMTask, VLMSettings>>;
   }) {
     this.source = init.source;
     this.manifest = init.manifest;
@@ -480,6 +535,7 @@ export class VLMEngine {
     this.policy = init.policy;
     this.keepRatio = init.keepRatio;
     this.kv = init.kv;
+    this.taskSettings = Object.freeze({ ...(init.taskSettings ?? {}) });
     this.imageSize = init.manifest.preprocessing.image_size;
   }
 
@@ -555,10 +611,15 @@ export class VLMEngine {
         }
       }
       const th = manifest.thresholds;
+      // the bundle's settings per task, each overridden by a policy or keep ratio given to load()
+      const taskSettings: Partial<Record<VLMTask, VLMSettings>> = {};
+      for (const [task, s] of Object.entries(th.tasks ?? {}) as [VLMTask, VLMTaskSetting][]) {
+        taskSettings[task] = { policy: vlmPolicy(options.policy ?? s.policy, s), keepRatio: options.keepRatio ?? s.keep_ratio };
+      }
       const engine = new VLMEngine({
         source, manifest, tokenizer, ort: options.ort, artifact: chosen, sessions,
         policy: vlmPolicy(options.policy ?? th.policy, th),
-        keepRatio: options.keepRatio ?? th.keep_ratio, kv: options.kv ?? th.kv,
+        keepRatio: options.keepRatio ?? th.keep_ratio, kv: options.kv ?? th.kv, taskSettings,
       });
       if (options.selfCheck ?? true) await engine.selfCheck();
       return engine;
@@ -600,19 +661,49 @@ export class VLMEngine {
     return run;
   }
 
-  /** generate() under the bundle's caption prompt (`tokenizer.caption_prompt`). */
+  /**
+   * generate() under the bundle's caption prompt (`tokenizer.caption_prompt`) with its caption
+   * settings (task "caption"; ConfigError for another `options.task`).
+   */
   async caption(image: ImageInput, options: GenerateOptions = {}): Promise<Generation> {
-    return this.generate(image, this.manifest.tokenizer.caption_prompt, options);
+    if (typeof options === "object" && options !== null && options.task !== undefined && options.task !== "caption") {
+      const task = options.task;
+      throw new ConfigError(`caption() generates a caption (task "caption"), not task ${typeof task === "string"
+        ? JSON.stringify(short(task, 40)) : String(task)}: call generate(image, prompt, { task }) for another task`, "arguments");
+    }
+    return this.generate(image, this.manifest.tokenizer.caption_prompt,
+      typeof options === "object" && options !== null ? { ...options, task: "caption" } : options);
+  }
+
+  /**
+   * The policy and keep ratio generate() uses by default for `task` (undefined / null: any prompt):
+   * the bundle's settings for that task where it holds them (thresholds.tasks), else its top-level
+   * ones; those given to load() replace both. ConfigError for a task other than "caption" or "answer".
+   */
+  settings(task?: VLMTask | null): VLMSettings {
+    const known = checkTask(task);
+    const own = known === undefined ? undefined : this.taskSettings[known];
+    return own ? { ...own } : { policy: this.policy, keepRatio: this.keepRatio };
   }
 
   private checkOptions(options: GenerateOptions): { policy: Policy; ratio: number; kv: KvMode; beam: number; limit: number } {
     const problems: string[] = [];
     if (typeof options !== "object" || options === null) throw new ConfigError(`options must be an object, got ${typeof options}`, "arguments");
-    let policy = this.policy, ratio = this.keepRatio, kv = this.kv;
+    let task: VLMTask | undefined;
+    try {
+      task = checkTask(options.task);
+    } catch (exc) {
+      if (exc instanceof ConfigError) problems.push(...exc.problems);
+      else throw exc;
+    }
+    let { policy, keepRatio: ratio } = this.settings(task);
+    let kv = this.kv;
+    const th = this.manifest.thresholds;
+    const setting = (task !== undefined ? th.tasks?.[task] : undefined) ?? th;  // what a policy name takes its threshold from
     const beam = options.beam ?? 1;
     const limit = options.maxNewTokens ?? this.manifest.tokenizer.max_new_tokens;
     for (const check of [
-      () => { if (options.policy !== undefined) policy = vlmPolicy(options.policy, this.manifest.thresholds); },
+      () => { if (options.policy !== undefined) policy = vlmPolicy(options.policy, setting); },
       () => { if (options.keepRatio !== undefined) ratio = checkKeepRatio(options.keepRatio); },
       () => { if (options.kv !== undefined) kv = checkKv(options.kv); },
     ]) {

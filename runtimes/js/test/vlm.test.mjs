@@ -3,7 +3,7 @@
 // bundle: Pillow's LANCZOS resample, the Hugging Face tokenizers, the image preparation, prompt ids,
 // and every generation's tokens, exits, confidences and text; then the loading checks.
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import test from "node:test";
 import * as ort from "onnxruntime-node";
@@ -12,7 +12,7 @@ import {
   BundleError, CaptionEngine, ConfigError, Engine, HFTokenizer, MemorySource, NodeDirectorySource, SignatureError,
   VLM_MANIFEST_SCHEMA, VLMEngine, keptTokens, loadEngine, logSoftmax64, pyStrip, resample, topK, verticalFirst,
 } from "../dist/index.js";
-import { REPO, generated, newKeyPair, readJson, sha256 } from "../test-support/helpers.mjs";
+import { REPO, copyBundle, generated, newKeyPair, readJson, sha256 } from "../test-support/helpers.mjs";
 
 const VECTORS = join(REPO, "tests/vectors/vlm");
 const doc = readJson(join(VECTORS, "vectors.json"));
@@ -275,6 +275,8 @@ test("bad generation arguments are ConfigErrors", async () => {
     [{ beam: 17 }, /beam 17/],
     [{ kv: "share" }, /kv "share" unknown/],
     [{ policy: "sometimes" }, /policy "sometimes" unknown/],
+    [{ task: "summary" }, /task "summary" unknown/],
+    [{ task: 1 }, /task number unknown/],
   ]) {
     await assert.rejects(engine.generate(image, prompt, options), (e) => e instanceof ConfigError && what.test(e.message), JSON.stringify(options));
   }
@@ -286,6 +288,161 @@ test("bad generation arguments are ConfigErrors", async () => {
   // the engine still works after refusals
   assertRun(await engine.generate(images[doc.queries[0].image], prompt, {
     maxNewTokens: doc.queries[0].runs[0].max_new_tokens, policy: "full", keepRatio: 1, kv: "copy" }), doc.queries[0].runs[0], "after errors");
+});
+
+/** The vectors' greedy run (kv copy, the bundle's default token limit) of `prompt` on `image` under policy `kind` at `keepRatio`. */
+function vectorRun(image, prompt, kind, keepRatio) {
+  const q = doc.queries.find((x) => x.image === image && x.prompt === prompt);
+  const r = q.runs.find((x) => x.policy.kind === kind && x.keep_ratio === keepRatio && x.beam === 1 && x.kv === "copy" &&
+    x.max_new_tokens === engine.manifest.tokenizer.max_new_tokens);
+  assert.ok(r, `no vector for ${image} ${prompt} ${kind} ${keepRatio}`);
+  return r;
+}
+
+test("thresholds.tasks: caption() and generate({ task }) take the task's setting; call and load options override", async (t) => {
+  const captionPrompt = engine.manifest.tokenizer.caption_prompt;
+  const question = "What color is the circle?";
+  const { confidence: conf, max_probability: maxp } = doc.thresholds;
+  // caption: max_probability at keep 1; answer: patience 2 at keep 0.5 (the top level: confidence at keep 0.5)
+  const tasks = {
+    caption: { policy: "max_probability", threshold: maxp, patience: 3, keep_ratio: 1 },
+    answer: { policy: "patience", threshold: maxp, patience: 2, keep_ratio: 0.5 },
+  };
+  const captionRun = vectorRun("wide", captionPrompt, "max_probability", 1);
+  const answerRun = vectorRun("wide", question, "patience", 0.5);
+  assert.equal(captionRun.policy.threshold, maxp);
+  assert.equal(answerRun.policy.patience, 2);
+  const topRun = doc.defaults.find((r) => r.call === "generate" && r.image === "wide");
+  assert.equal(topRun.prompt, question);
+  // the bundle copied to a temporary directory with the tasks in its manifest (unsigned; manifest.json is not in files)
+  const [dir, cleanup] = copyBundle(bundleDir);
+  const tasksFiles = withManifest((m) => { m.thresholds.tasks = tasks; });
+  writeFileSync(join(dir, "manifest.json"), tasksFiles.get("manifest.json"));
+  const tasked = await VLMEngine.load(new NodeDirectorySource(dir), { ort });
+  t.after(async () => {
+    await tasked.dispose();
+    cleanup();
+  });
+
+  await t.test("settings(task): the task's own where the bundle holds it, else the top level", () => {
+    const top = tasked.settings();
+    assert.deepEqual([top.policy.kind, top.policy.threshold, top.keepRatio], ["confidence", conf, 0.5]);
+    assert.deepEqual(tasked.settings(null), top);
+    const c = tasked.settings("caption");
+    assert.deepEqual([c.policy.kind, c.policy.threshold, c.policy.patience, c.keepRatio], ["max_probability", maxp, 3, 1]);
+    const a = tasked.settings("answer");
+    assert.deepEqual([a.policy.kind, a.policy.patience, a.keepRatio], ["patience", 2, 0.5]);
+    // a bundle without tasks: every task has the top-level setting
+    for (const task of [undefined, "caption", "answer"]) {
+      const s = engine.settings(task);
+      assert.deepEqual([s.policy.kind, s.policy.threshold, s.keepRatio], ["confidence", conf, 0.5]);
+    }
+    assert.throws(() => tasked.settings("summary"), (e) => e instanceof ConfigError && /task "summary" unknown/.test(e.message));
+  });
+
+  await t.test("caption() and generate({ task }) give the vectors' run under the task's setting", async () => {
+    assertRun(await tasked.caption(images.wide), captionRun, "caption() under tasks.caption");
+    assertRun(await tasked.generate(images.wide, captionPrompt, { task: "caption" }), captionRun, "task caption");
+    assertRun(await tasked.caption(images.wide, { task: "caption" }), captionRun, "caption() told task caption");
+    const answer = await tasked.generate(images.wide, question, { task: "answer" });
+    assertRun(answer, answerRun, "task answer");
+    assert.equal(answer.keepRatio, 0.5);
+    // no task: the top-level setting, as the bundle without tasks
+    for (const options of [{}, { task: undefined }, { task: null }]) {
+      assertRun(await tasked.generate(images.wide, question, options), topRun, `no task ${JSON.stringify(options)}`);
+    }
+    assertRun(await tasked.generate(images.wide, captionPrompt), vectorRun("wide", captionPrompt, "confidence", 0.5),
+      "the caption prompt without a task");
+    // a bundle without tasks: the task changes nothing
+    assertRun(await engine.generate(images.wide, question, { task: "answer" }), topRun, "task answer, no tasks in the bundle");
+  });
+
+  await t.test("options given to the call override the task's setting; a policy name takes the task's threshold", async () => {
+    assertRun(await tasked.caption(images.wide, { keepRatio: 0.5 }), vectorRun("wide", captionPrompt, "max_probability", 0.5),
+      "caption() at keep 0.5: the task's policy");
+    assertRun(await tasked.caption(images.wide, { policy: "full" }), vectorRun("wide", captionPrompt, "full", 1),
+      "caption() under full: the task's keep ratio");
+    assertRun(await tasked.caption(images.wide, { policy: { kind: "confidence", threshold: conf }, keepRatio: 0.5 }),
+      vectorRun("wide", captionPrompt, "confidence", 0.5), "caption() with both given");
+    // "max_probability" by name under task answer: the answer entry's threshold (maxp), not the top level's (conf)
+    assertRun(await tasked.generate(images.wide, question, { task: "answer", policy: "max_probability" }),
+      vectorRun("wide", question, "max_probability", 0.5), "task answer, max_probability by name");
+  });
+
+  await t.test("options given to load() apply to every task", async () => {
+    const keep1 = await VLMEngine.load(new NodeDirectorySource(dir), { ...quick, keepRatio: 1 });
+    try {
+      assert.deepEqual(["caption", "answer", undefined].map((task) => keep1.settings(task).keepRatio), [1, 1, 1]);
+      assert.equal(keep1.settings("answer").policy.kind, "patience");
+      assertRun(await keep1.generate(images.wide, question, { task: "answer" }), vectorRun("wide", question, "patience", 1),
+        "load keep 1, task answer");
+      assertRun(await keep1.generate(images.wide, question, { task: "answer", keepRatio: 0.5 }), answerRun,
+        "load keep 1, call keep 0.5");
+    } finally {
+      await keep1.dispose();
+    }
+    const byName = await VLMEngine.load(new NodeDirectorySource(dir), { ...quick, policy: "max_probability" });
+    try {
+      // a policy name at load takes each setting's own threshold and patience
+      const [c, a, top] = ["caption", "answer", undefined].map((task) => byName.settings(task));
+      assert.deepEqual([c.policy.kind, c.policy.threshold, c.policy.patience, c.keepRatio], ["max_probability", maxp, 3, 1]);
+      assert.deepEqual([a.policy.kind, a.policy.threshold, a.policy.patience, a.keepRatio], ["max_probability", maxp, 2, 0.5]);
+      assert.deepEqual([top.policy.kind, top.policy.threshold, top.keepRatio], ["max_probability", conf, 0.5]);
+      assertRun(await byName.generate(images.wide, question, { task: "answer" }), vectorRun("wide", question, "max_probability", 0.5),
+        "load max_probability by name, task answer");
+    } finally {
+      await byName.dispose();
+    }
+    const full = await VLMEngine.load(new NodeDirectorySource(dir), { ...quick, policy: { kind: "full" } });
+    try {
+      assertRun(await full.caption(images.wide), vectorRun("wide", captionPrompt, "full", 1), "load full, caption()");
+      assertRun(await full.generate(images.wide, question, { task: "answer" }), vectorRun("wide", question, "full", 0.5),
+        "load full, task answer");
+      assertRun(await full.generate(images.wide, question, { task: "answer", policy: "patience" }), answerRun,
+        "load full, call patience by name");
+    } finally {
+      await full.dispose();
+    }
+  });
+
+  await t.test("an unknown task is refused as a bad argument", async () => {
+    for (const task of ["summary", "Caption", "", 0, true]) {
+      await assert.rejects(tasked.generate(images.wide, question, { task }),
+        (e) => e instanceof ConfigError && /unknown; choose one of "caption", "answer"/.test(e.message), JSON.stringify(task));
+    }
+    for (const task of ["answer", "summary", null]) {
+      await assert.rejects(tasked.caption(images.wide, { task }),
+        (e) => e instanceof ConfigError && /caption\(\) generates a caption/.test(e.message), JSON.stringify(task));
+    }
+    assertRun(await tasked.caption(images.wide), captionRun, "after refusals");
+  });
+});
+
+test("thresholds.tasks at load: the schema and the consistency check", async () => {
+  const setting = { policy: "confidence", threshold: 0.5, patience: 2, keep_ratio: 0.5 };
+  const ok = await VLMEngine.load(new MemorySource(withManifest((m) => { m.thresholds.tasks = { answer: setting }; })), quick);
+  assert.equal(ok.settings("answer").policy.threshold, 0.5);
+  assert.equal(ok.settings("caption").policy.threshold, doc.thresholds.confidence);
+  await ok.dispose();
+  await assert.rejects(VLMEngine.load(new MemorySource(withManifest((m) => {
+    m.thresholds.tasks = { caption: { ...setting, keep_ratio: 1 }, answer: { ...setting, keep_ratio: 0.25 } };
+  })), quick), (e) => refused("inconsistent")(e) &&
+    /thresholds\.tasks\.answer\.keep_ratio 0\.25 is not one of the keep ratios \[1,0\.5\]/.test(e.message) && !/tasks\.caption/.test(e.message));
+  const { patience, ...missing } = setting;
+  for (const [tasks, what] of [
+    [{ caption: { ...setting, kv: "copy" } }, "an extra field"],
+    [{ answer: missing }, "a missing field"],
+    [{ summary: setting }, "an unknown task"],
+    [{}, "no task"],
+    [{ caption: { ...setting, policy: "latency_budget" } }, "a policy a bundle cannot hold"],
+    [{ caption: { ...setting, threshold: 2 } }, "a threshold above 1"],
+    [{ answer: { ...setting, keep_ratio: 0 } }, "keep ratio 0"],
+    [{ answer: { ...setting, patience: 1.5 } }, "a fractional patience"],
+  ]) {
+    await assert.rejects(VLMEngine.load(new MemorySource(withManifest((m) => { m.thresholds.tasks = tasks; })), quick),
+      refused("schema"), what);
+  }
+  assert.equal(patience, 2);
 });
 
 test("loading: every check of the spec applies to a generative VLM bundle", async (t) => {

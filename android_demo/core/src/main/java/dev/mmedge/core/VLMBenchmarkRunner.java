@@ -10,17 +10,22 @@ import java.util.Map;
  * What BenchmarkActivity does for a generative VLM bundle (kind "vlm"), without Android
  * (android_demo/BENCHMARK.md, "Generative VLM bundles"), as the host's bench measures it
  * (mmedge/adapt/vlm_bench.py bench_generation): load the bundle with every check, one first
- * generation (the bundle's defaults), then `warmup` prompts under every selected setting, then
- * `runs` timed generations per setting over the prompts the host pushed, the settings interleaved
- * prompt by prompt and pass by pass (who goes first rotates), so that the phone's noise falls on all
- * of them alike. The settings: full depth at the largest keep ratio, full depth at the calibrated
- * keep ratio, the bundle's exit policy at the largest keep ratio, both (greedy, the bundle's kv and
- * max_new_tokens). Per setting: time to first token, ms per decoded token ((decode - first token) /
- * (ids - 1), generations of more than one id) and ms per generation (preprocessing excluded, the
- * engine's "decode"), each as median, p10 and p90; the time of each graph per generation; and over
- * the first pass through the prompts the exit histogram of the decoded ids (the first id comes from
- * the prefill and is left out, as on the host), their mean exit, ids per generation and each
- * generation with its prompt's task and reference, which the host scores (CIDEr, accuracy).
+ * generation (the bundle's defaults for the first prompt's task), then `warmup` prompts under every
+ * selected setting, then `runs` timed generations per setting over the prompts the host pushed, the
+ * settings interleaved prompt by prompt and pass by pass (who goes first rotates), so that the phone's
+ * noise falls on all of them alike. The settings: full depth at the largest keep ratio, full depth at
+ * the calibrated keep ratio, the bundle's exit policy at the largest keep ratio, both (greedy, the
+ * bundle's kv and max_new_tokens); the calibrated policy and keep ratio are the bundle's for each
+ * prompt's task ({@link VLMEngine#settings(String)}: thresholds.tasks where the bundle holds the task,
+ * else its top-level thresholds), so each prompt runs under its task's setting. Per setting: time to
+ * first token, ms per decoded token ((decode - first token) / (ids - 1), generations of more than one
+ * id) and ms per generation (preprocessing excluded, the engine's "decode"), each as median, p10 and
+ * p90, over every prompt and (by_task) over each task's prompts alone, with that task's policy and
+ * keep ratio; the time of each graph per generation; and over the first pass through the prompts the
+ * exit histogram of the decoded ids (the first id comes from the prefill and is left out, as on the
+ * host), their mean exit, ids per generation and each generation with its prompt's task and
+ * reference, which the host scores (CIDEr, accuracy). A setting's own exit_policy and keep_ratio are
+ * null where its tasks' differ.
  */
 public final class VLMBenchmarkRunner {
     /** Opens the VLM engine the options ask for (the app: ONNX Runtime or ExecuTorch; tests: the replay runner). */
@@ -33,16 +38,16 @@ public final class VLMBenchmarkRunner {
         List<BenchQueries.Query> prompts(VLMManifest manifest);
     }
 
-    /** The prompt tasks the host scores: captions (CIDEr) and short answers (exact match). */
-    public static final List<String> TASKS = Arrays.asList("caption", "answer");
+    /** The prompt tasks the host scores: captions (CIDEr) and short answers (exact match); those of thresholds.tasks. */
+    public static final List<String> TASKS = VLMManifest.TASKS;
 
     private VLMBenchmarkRunner() {
     }
 
     /**
-     * The four settings (mmedge/adapt/vlm_bench.py settings, named as Controller's standard policies):
-     * full depth at the largest keep ratio, full depth at the calibrated keep ratio, the bundle's
-     * policy at the largest keep ratio, both.
+     * The four settings for a prompt of any task (named as Controller's standard policies) from the
+     * top-level thresholds: full depth at the largest keep ratio, full depth at the calibrated keep
+     * ratio, the bundle's policy at the largest keep ratio, both. The benchmark runs {@link #settingsByTask}.
      */
     public static Map<String, Controller.Setting> standardSettings(VLMManifest m) {
         double full = 0;
@@ -54,6 +59,39 @@ public final class VLMBenchmarkRunner {
         out.put(Controller.EXITS, new Controller.Setting(policy, full));
         out.put(Controller.BOTH, new Controller.Setting(policy, m.thresholds.keepRatio));
         return out;
+    }
+
+    /**
+     * The four settings, each per task (mmedge/adapt/vlm_bench.py settings): full depth at the largest keep
+     * ratio, full depth at the task's calibrated keep ratio, the task's policy at the largest keep ratio,
+     * both; the task's policy and keep ratio are the engine's for it ({@link VLMEngine#settings(String)}).
+     */
+    public static Map<String, Map<String, Controller.Setting>> settingsByTask(VLMEngine engine) {
+        double full = 0;
+        for (double r : engine.manifest.keepRatios) full = Math.max(full, r);
+        Map<String, Map<String, Controller.Setting>> out = new LinkedHashMap<>();
+        for (String name : Arrays.asList(Controller.FULL, Controller.PREFILTER, Controller.EXITS, Controller.BOTH)) {
+            out.put(name, new LinkedHashMap<>());
+        }
+        for (String task : TASKS) {
+            Controller.Setting s = engine.settings(task);
+            out.get(Controller.FULL).put(task, new Controller.Setting(Policy.of("full"), full));
+            out.get(Controller.PREFILTER).put(task, new Controller.Setting(Policy.of("full"), s.keepRatio));
+            out.get(Controller.EXITS).put(task, new Controller.Setting(s.policy, full));
+            out.get(Controller.BOTH).put(task, new Controller.Setting(s.policy, s.keepRatio));
+        }
+        return out;
+    }
+
+    /** A request for a prompt of `task` under `s` (null: the engine's defaults for the task). */
+    private static VLMEngine.Request request(String task, Controller.Setting s) {
+        VLMEngine.Request request = new VLMEngine.Request();
+        request.task = task;
+        if (s != null) {
+            request.policy = s.policy;
+            request.keepRatio = s.keepRatio;
+        }
+        return request;
     }
 
     /** Runs the benchmark; `extra` entries (app version, affinity applied) are added to the result. */
@@ -68,19 +106,20 @@ public final class VLMBenchmarkRunner {
             List<BenchQueries.Query> prompts = source.prompts(m);
             checkPrompts(prompts);
             double firstMs = BenchmarkRunner.firstAndWarmUp(prompts, 0, clock,
-                    q -> engine.generate(q.argb, q.width, q.height, q.text, null));
-            Map<String, Controller.Setting> all = standardSettings(m);
+                    q -> engine.generate(q.argb, q.width, q.height, q.text, request(q.task, null)));
+            Map<String, Map<String, Controller.Setting>> all = settingsByTask(engine);
             List<String> names = new ArrayList<>(o.policies);
-            Map<String, VLMEngine.Request> requests = new LinkedHashMap<>();
+            Map<String, Map<String, VLMEngine.Request>> requests = new LinkedHashMap<>();
             for (String name : names) {
-                VLMEngine.Request request = new VLMEngine.Request();
-                request.policy = all.get(name).policy;
-                request.keepRatio = all.get(name).keepRatio;
-                requests.put(name, request);
+                Map<String, VLMEngine.Request> byTask = new LinkedHashMap<>();
+                for (Map.Entry<String, Controller.Setting> e : all.get(name).entrySet()) {
+                    byTask.put(e.getKey(), request(e.getKey(), e.getValue()));
+                }
+                requests.put(name, byTask);
             }
             for (int i = 0; i < o.warmup; i++) {
                 BenchQueries.Query q = prompts.get(i % prompts.size());
-                for (String name : names) engine.generate(q.argb, q.width, q.height, q.text, requests.get(name));
+                for (String name : names) engine.generate(q.argb, q.width, q.height, q.text, requests.get(name).get(q.task));
             }
             peakPss = BenchmarkRunner.max(peakPss, memory.pssMb());
             Map<String, Row> rows = new LinkedHashMap<>();
@@ -90,7 +129,7 @@ public final class VLMBenchmarkRunner {
                 int i = r % n;
                 for (String name : order(names, r, n)) {
                     BenchQueries.Query q = prompts.get(i);
-                    Generation g = engine.generate(q.argb, q.width, q.height, q.text, requests.get(name));
+                    Generation g = engine.generate(q.argb, q.width, q.height, q.text, requests.get(name).get(q.task));
                     rows.get(name).add(g, q, r < n);
                 }
             }
@@ -153,11 +192,32 @@ public final class VLMBenchmarkRunner {
         if (!problems.isEmpty()) throw new ConfigException(problems, "benchmark queries");
     }
 
-    /** One setting's measurements. */
-    private static final class Row {
+    /** Times to first token, per decoded token and per generation. */
+    private static final class Timings {
         final List<Double> first = new ArrayList<>();
         final List<Double> perToken = new ArrayList<>();
         final List<Double> total = new ArrayList<>();
+
+        void add(Generation g) {
+            double decodeMs = g.timingsMs.get("decode");
+            first.add(g.firstTokenMs);
+            total.add(decodeMs);
+            if (g.tokens.length > 1) perToken.add((decodeMs - g.firstTokenMs) / (g.tokens.length - 1));
+        }
+
+        /** Their spreads into `row`: first_token_ms, ms_per_token (null without a generation of two ids or more), total_ms. */
+        void into(Map<String, Object> row) {
+            row.put("first_token_ms", spread(first));
+            row.put("ms_per_token", perToken.isEmpty() ? Json.NULL : spread(perToken));
+            row.put("total_ms", spread(total));
+        }
+    }
+
+    /** One setting's measurements. */
+    private static final class Row {
+        final Timings all = new Timings();
+        /** Each task's prompts alone. */
+        final Map<String, Timings> byTask = new LinkedHashMap<>();
         final List<Double> ignored = new ArrayList<>();
         final Map<String, List<Double>> graphs = new LinkedHashMap<>();
         final long[] histogram;
@@ -172,10 +232,10 @@ public final class VLMBenchmarkRunner {
         }
 
         void add(Generation g, BenchQueries.Query q, boolean firstPass) {
-            double decodeMs = g.timingsMs.get("decode");
-            first.add(g.firstTokenMs);
-            total.add(decodeMs);
-            if (g.tokens.length > 1) perToken.add((decodeMs - g.firstTokenMs) / (g.tokens.length - 1));
+            all.add(g);
+            Timings mine = byTask.get(q.task);
+            if (mine == null) byTask.put(q.task, mine = new Timings());
+            mine.add(g);
             BenchmarkRunner.collectTimings(g.timingsMs, ignored, graphs);
             if (!firstPass) return;
             for (int j = 1; j < g.exits.length; j++) {
@@ -200,19 +260,37 @@ public final class VLMBenchmarkRunner {
             generations.add(out);
         }
 
-        Map<String, Object> toJson(Controller.Setting s) {
+        /** The row of a setting whose policy and keep ratio per task are `settings`. */
+        Map<String, Object> toJson(Map<String, Controller.Setting> settings) {
+            Map<String, Object> tasks = new LinkedHashMap<>();
+            Controller.Setting one = null;
+            boolean same = true;
+            for (String task : TASKS) { // the tasks of the prompts, in TASKS order
+                Timings t = byTask.get(task);
+                if (t == null) continue;
+                Controller.Setting s = settings.get(task);
+                if (one == null) {
+                    one = s;
+                } else {
+                    same &= one.policy.equals(s.policy) && one.keepRatio == s.keepRatio;
+                }
+                Map<String, Object> entry = new LinkedHashMap<>();
+                entry.put("keep_ratio", s.keepRatio);
+                entry.put("exit_policy", s.policy.toJson());
+                t.into(entry);
+                tasks.put(task, entry);
+            }
             Map<String, Object> row = new LinkedHashMap<>();
-            row.put("exit_policy", s.policy.toJson());
-            row.put("keep_ratio", s.keepRatio);
-            row.put("first_token_ms", spread(first));
-            row.put("ms_per_token", perToken.isEmpty() ? Json.NULL : spread(perToken));
-            row.put("total_ms", spread(total));
+            row.put("exit_policy", same && one != null ? one.policy.toJson() : Json.NULL);
+            row.put("keep_ratio", same && one != null ? (Object) one.keepRatio : Json.NULL);
+            all.into(row);
             graphs.remove("decode"); // total_ms
             row.put("stages", BenchmarkRunner.summarizeEach(graphs));
             row.put("exit_histogram", BenchmarkRunner.histogramJson(histogram));
             row.put("mean_exit", decoded > 0 ? exitSum / decoded : Json.NULL);
             row.put("tokens", (double) ids / generations.size());
             row.put("kept_visual_tokens", (double) kept / generations.size());
+            row.put("by_task", tasks);
             row.put("generations", generations);
             return row;
         }

@@ -52,6 +52,12 @@ public final class VLMChecks {
         if (!ratios.contains(m.thresholds.keepRatio)) {
             p.add("thresholds.keep_ratio " + m.thresholds.keepRatio + " is not one of the keep ratios " + ratios);
         }
+        for (Map.Entry<String, VLMManifest.Setting> e : m.thresholds.tasks.entrySet()) {
+            if (!ratios.contains(e.getValue().keepRatio)) {
+                p.add("thresholds.tasks." + e.getKey() + ".keep_ratio " + e.getValue().keepRatio + " is not one of the keep ratios "
+                        + ratios);
+            }
+        }
         if ((long) layers.size() * m.numKvHeads * m.maxSlots * m.headDim > MAX_CACHE_VALUES) {
             p.add("the key/value cache (" + layers.size() + " layers x " + m.numKvHeads + " heads x " + m.maxSlots + " slots x "
                     + m.headDim + ") is over " + MAX_CACHE_VALUES + " values");

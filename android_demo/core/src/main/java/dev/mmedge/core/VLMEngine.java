@@ -22,8 +22,18 @@ import java.util.Set;
  *   VLMEngine engine = VLMEngine.load(bundleDir, new OrtStageRunner.Factory(), new VLMEngine.Options());
  *   Generation g = engine.generate(argb, width, height, "what color is the car?", null);
  *   g.text, g.tokens, g.exits, g.confidences, g.firstTokenMs, g.timingsMs
- *   engine.caption(argb, width, height, null);   // generate() under the bundle's caption prompt
+ *   VLMEngine.Request r = new VLMEngine.Request();
+ *   r.task = "answer";                             // the bundle's settings for short answers (thresholds.tasks)
+ *   engine.generate(argb, width, height, "what color is the car?", r);
+ *   engine.caption(argb, width, height, null);   // generate() under the bundle's caption prompt, task "caption"
  * </pre>
+ *
+ * A generation's exit policy and keep ratio are, in order of precedence (spec "Settings"): the
+ * {@link Request}'s; the load options' ({@link Options}; they apply to every task, as
+ * {@link #setPolicy} and {@link #setKeepRatio} do); the bundle's {@code thresholds.tasks[task]} when the
+ * request names a task ({@code "caption"} or {@code "answer"}; caption() names {@code "caption"}) and
+ * the bundle holds that task; else the top-level {@code thresholds}. {@link #settings(String)} says which
+ * applies. A task other than those two is refused as a bad argument. kv is not per task.
  *
  * The image is stretched to the square with the manifest's Pillow filter ({@link Resample}, bit for
  * bit) and normalised; the prompt is {@code prompt_before + text + prompt_after} through the
@@ -62,11 +72,16 @@ public final class VLMEngine implements AutoCloseable {
         }
     }
 
-    /** What one generation is made with; null fields take the engine's defaults. */
+    /** What one generation is made with; null fields take the engine's defaults (for the task, where one is named). */
     public static final class Request {
-        /** The exit policy (null: the engine's). */
+        /**
+         * The prompt's task: "caption" or "answer" (null: any prompt). The policy and keep ratio then default
+         * to the bundle's for that task ({@code thresholds.tasks}) where it holds them: {@link #settings(String)}.
+         */
+        public String task;
+        /** The exit policy, used as given (null: the engine's for the task). */
         public Policy policy;
-        /** Any number in (0, 1]: the share of visual tokens the prefilter keeps (null: the engine's). */
+        /** Any number in (0, 1]: the share of visual tokens the prefilter keeps (null: the engine's for the task). */
         public Double keepRatio;
         /** "copy" or "recompute" (null: the engine's). */
         public String kv;
@@ -86,6 +101,8 @@ public final class VLMEngine implements AutoCloseable {
     private Policy policy;
     private double keepRatio;
     private String kv;
+    /** Per task the bundle holds a setting for (thresholds.tasks), its policy and keep ratio, each overridden by a load option. */
+    private final Map<String, Controller.Setting> taskSettings = new LinkedHashMap<>();
 
     private VLMEngine(VLMLoader.Loaded bundle, Manifest.Artifact artifact, VLMRunner runner, Policy policy, double keepRatio,
                       String kv, Engine.Clock clock) {
@@ -114,16 +131,27 @@ public final class VLMEngine implements AutoCloseable {
     }
 
     /**
-     * The policy a manifest's thresholds describe: "full", or its policy with the threshold (capped
-     * at 1) and patience (mmedge.runtime.vlm_engine._policy).
+     * The policy a manifest's thresholds (or one task's setting) describe: "full", or its policy with the
+     * threshold (capped at 1) and patience (mmedge.runtime.vlm_engine._policy).
      */
-    public static Policy policyFromThresholds(VLMManifest.Thresholds th) {
+    public static Policy policyFromThresholds(VLMManifest.Setting th) {
         return policyNamed(th.policy, th);
     }
 
-    /** A policy name with the bundle's threshold (capped at 1) and patience; "full" needs none. */
-    public static Policy policyNamed(String name, VLMManifest.Thresholds th) {
+    /** A policy name with a setting's threshold (capped at 1) and patience; "full" needs none. */
+    public static Policy policyNamed(String name, VLMManifest.Setting th) {
         return "full".equals(name) ? Policy.of("full") : new Policy(name, Math.min(1.0, th.threshold), th.patience, 0.0);
+    }
+
+    /**
+     * A policy given by name as the Python runtime takes one: with the threshold and patience of the
+     * setting it replaces, the bundle's for `task` where it holds one (thresholds.tasks), else its
+     * top-level thresholds'. ConfigException (arguments) for an unknown task.
+     */
+    public Policy policyForTask(String name, String task) {
+        checkTask(task);
+        VLMManifest.Setting s = task != null ? manifest.thresholds.tasks.get(task) : null;
+        return policyNamed(name, s != null ? s : manifest.thresholds);
     }
 
     /**
@@ -148,6 +176,12 @@ public final class VLMEngine implements AutoCloseable {
         VLMEngine engine = new VLMEngine(bundle, chosen[0], runner,
                 o.policy != null ? o.policy : policyFromThresholds(m.thresholds), o.keepRatio != null ? o.keepRatio : m.thresholds.keepRatio,
                 o.kv != null ? o.kv : m.thresholds.kv, o.clock);
+        // the bundle's settings per task, each overridden by a policy or keep ratio given here
+        for (Map.Entry<String, VLMManifest.Setting> e : m.thresholds.tasks.entrySet()) {
+            VLMManifest.Setting s = e.getValue();
+            engine.taskSettings.put(e.getKey(), new Controller.Setting(o.policy != null ? o.policy : policyFromThresholds(s),
+                    o.keepRatio != null ? o.keepRatio : s.keepRatio));
+        }
         o.runSelfCheck(engine::selfCheck, engine::close);
         return engine;
     }
@@ -170,23 +204,56 @@ public final class VLMEngine implements AutoCloseable {
         return BundleLoader.releaseSequence(manifest.raw());
     }
 
+    /** The default policy for any prompt (a task's may differ: {@link #settings(String)}). */
     public Policy policy() {
         return policy;
     }
 
-    public void setPolicy(Policy policy) {
+    /** The default policy for every prompt and every task, as the load option {@link EngineOptions#policy} sets it. */
+    public synchronized void setPolicy(Policy policy) {
         if (policy == null) throw new ConfigException("policy must not be null", "arguments");
         this.policy = policy;
+        for (Map.Entry<String, Controller.Setting> e : taskSettings.entrySet()) {
+            e.setValue(new Controller.Setting(policy, e.getValue().keepRatio));
+        }
     }
 
+    /** The default keep ratio for any prompt (a task's may differ: {@link #settings(String)}). */
     public double keepRatio() {
         return keepRatio;
     }
 
-    public void setKeepRatio(double ratio) {
+    /** The default keep ratio for every prompt and every task, as the load option {@link EngineOptions#keepRatio} sets it. */
+    public synchronized void setKeepRatio(double ratio) {
         String p = keepRatioProblem(ratio);
         if (p != null) throw new ConfigException(p, "arguments");
         this.keepRatio = ratio;
+        for (Map.Entry<String, Controller.Setting> e : taskSettings.entrySet()) {
+            e.setValue(new Controller.Setting(e.getValue().policy, ratio));
+        }
+    }
+
+    /** A task's problem (null when it is null, any prompt, or one of {@link VLMManifest#TASKS}). */
+    static String taskProblem(String task) {
+        return task == null || VLMManifest.TASKS.contains(task) ? null
+                : "task '" + task + "' unknown; choose one of " + VLMManifest.TASKS + " or null (any prompt)";
+    }
+
+    private static void checkTask(String task) {
+        String p = taskProblem(task);
+        if (p != null) throw new ConfigException(p, "arguments");
+    }
+
+    /**
+     * The policy and keep ratio generate() uses by default for `task` ("caption", "answer"; null: any
+     * prompt): the bundle's setting for that task where it holds one (thresholds.tasks), else its top-level
+     * one, either overridden by the load options ({@link #setPolicy}, {@link #setKeepRatio}).
+     * ConfigException (arguments) for an unknown task.
+     */
+    public synchronized Controller.Setting settings(String task) {
+        checkTask(task);
+        Controller.Setting s = task != null ? taskSettings.get(task) : null;
+        return s != null ? s : new Controller.Setting(policy, keepRatio);
     }
 
     public String kv() {
@@ -241,10 +308,13 @@ public final class VLMEngine implements AutoCloseable {
         }
     }
 
-    private Settings settings(Request request) {
+    private Settings checked(Request request) {
         Request r = request == null ? new Request() : request;
         List<String> problems = new ArrayList<>();
-        double ratio = r.keepRatio != null ? r.keepRatio : keepRatio;
+        String t = taskProblem(r.task);
+        if (t != null) problems.add(t);
+        Controller.Setting defaults = t == null ? settings(r.task) : new Controller.Setting(policy, keepRatio);
+        double ratio = r.keepRatio != null ? r.keepRatio : defaults.keepRatio;
         String mode = r.kv != null ? r.kv : kv;
         int limit = r.maxNewTokens != null ? r.maxNewTokens : manifest.maxNewTokens;
         String p = keepRatioProblem(ratio);
@@ -253,7 +323,7 @@ public final class VLMEngine implements AutoCloseable {
         if (r.beam < 1 || r.beam > MAX_BEAM) problems.add("beam " + r.beam + " must be an integer from 1 to " + MAX_BEAM);
         if (limit < 1) problems.add("maxNewTokens " + limit + " must be a whole number >= 1");
         if (!problems.isEmpty()) throw new ConfigException(problems, "arguments");
-        return new Settings(r.policy != null ? r.policy : policy, ratio, mode, r.beam, limit);
+        return new Settings(r.policy != null ? r.policy : defaults.policy, ratio, mode, r.beam, limit);
     }
 
     // ------------------------------------------------------------------------------ generation
@@ -270,14 +340,30 @@ public final class VLMEngine implements AutoCloseable {
         return g.withTimings(timings);
     }
 
-    /** generate() under the bundle's caption prompt (tokenizer.caption_prompt). */
+    /**
+     * generate() under the bundle's caption prompt (tokenizer.caption_prompt) with its caption settings
+     * (task "caption"); a request that names another task is refused (ConfigException, arguments).
+     */
     public Generation caption(int[] argb, int width, int height, Request request) {
-        return generate(argb, width, height, manifest.captionPrompt, request);
+        Request r = new Request();
+        if (request != null) {
+            if (request.task != null && !"caption".equals(request.task)) {
+                throw new ConfigException("caption() generates a caption: call generate(argb, width, height, prompt, request) "
+                        + "for task '" + request.task + "'", "arguments");
+            }
+            r.policy = request.policy;
+            r.keepRatio = request.keepRatio;
+            r.kv = request.kv;
+            r.beam = request.beam;
+            r.maxNewTokens = request.maxNewTokens;
+        }
+        r.task = "caption";
+        return generate(argb, width, height, manifest.captionPrompt, r);
     }
 
     /** Generation from prepared pixel_values (float32 [1, 3, S, S]) and a prompt (spec "Generation"). */
     public synchronized Generation generatePixels(float[] pixelValues, String prompt, Request request) {
-        Settings s = settings(request);
+        Settings s = checked(request);
         int size = manifest.imageSize;
         if (pixelValues == null || pixelValues.length != 3 * size * size) {
             throw new ConfigException("pixel_values must hold 3 x " + size + " x " + size + " floats", "arguments");

@@ -1,6 +1,7 @@
 package dev.mmedge.core;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -14,23 +15,52 @@ import java.util.Map;
 public final class VLMManifest {
     public static final String KIND = "vlm";
 
-    /** {@code thresholds}: the default policy (confidence, max_probability, patience or full), its threshold and patience, keep ratio and kv mode. */
-    public static final class Thresholds {
+    /** The tasks a bundle may hold its own settings for (thresholds.tasks): captions and short answers. */
+    public static final List<String> TASKS = Collections.unmodifiableList(Arrays.asList("caption", "answer"));
+
+    /**
+     * A generation setting as the thresholds state one: the policy's name (confidence, max_probability,
+     * patience or full), its threshold and patience, and the keep ratio; the top-level thresholds' or
+     * one task's ({@code thresholds.tasks}, {@code $defs/task_setting}).
+     */
+    public static class Setting {
         public final String policy;
         public final double threshold;
         public final int patience;
         public final double keepRatio;
-        /** "copy" or "recompute". */
-        public final String kv;
-        public final boolean calibrated;
 
-        Thresholds(Map<String, Object> m) {
+        Setting(Map<String, Object> m) {
             policy = (String) m.get("policy");
             threshold = Json.num(m.get("threshold"));
             patience = (int) Json.lng(m.get("patience"));
             keepRatio = Json.num(m.get("keep_ratio"));
+        }
+    }
+
+    /**
+     * {@code thresholds}: the default policy (confidence, max_probability, patience or full), its threshold
+     * and patience, keep ratio and kv mode, and the optional settings per task.
+     */
+    public static final class Thresholds extends Setting {
+        /** "copy" or "recompute". */
+        public final String kv;
+        public final boolean calibrated;
+        /**
+         * {@code thresholds.tasks}: each task's own setting ("caption", "answer"; in {@link #TASKS} order,
+         * unmodifiable), which generate() uses when told the task; empty when the bundle has none.
+         */
+        public final Map<String, Setting> tasks;
+
+        Thresholds(Map<String, Object> m) {
+            super(m);
             kv = (String) m.get("kv");
             calibrated = Boolean.TRUE.equals(m.get("calibrated"));
+            Map<String, Setting> byTask = new LinkedHashMap<>();
+            Map<String, Object> given = m.get("tasks") instanceof Map ? Json.obj(m.get("tasks")) : Collections.<String, Object>emptyMap();
+            for (String task : TASKS) {
+                if (given.containsKey(task)) byTask.put(task, new Setting(Json.obj(given.get(task))));
+            }
+            tasks = Collections.unmodifiableMap(byTask);
         }
     }
 

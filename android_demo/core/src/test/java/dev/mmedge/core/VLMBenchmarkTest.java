@@ -5,6 +5,7 @@ import static org.junit.Assert.assertNull;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
+import dev.mmedge.core.testing.BundleCopy;
 import dev.mmedge.core.testing.Golden;
 import dev.mmedge.core.testing.NegativeVectors;
 import dev.mmedge.core.testing.ReplayVLMRunner;
@@ -24,8 +25,9 @@ import org.junit.Test;
 /**
  * BENCHMARK.md for a generative VLM bundle on the JVM: VLMBenchmarkRunner over the replayed graph
  * calls of tests/vectors/vlm (the committed tiny bundle, whose thresholds are confidence 0.510205 at
- * keep 0.5, kv copy): under the four settings its first-pass generations, per-token exits and exit
- * histograms equal the Python VLMEngine's generations in vectors.json; timings are counted per run;
+ * keep 0.5, kv copy; and a copy with settings per task): under the four settings its first-pass
+ * generations, per-token exits and exit histograms equal the Python VLMEngine's generations in
+ * vectors.json, each prompt under its task's setting; timings are counted per run and per task;
  * the settings' order rotates as the host bench's does; prompts it cannot score are refused.
  */
 public class VLMBenchmarkTest {
@@ -66,16 +68,9 @@ public class VLMBenchmarkTest {
 
     /** The vectors' greedy run of a query under a setting (kv copy, the tokenizer's max_new_tokens). */
     private static Map<String, Object> expected(Map<String, Object> query, Controller.Setting s) {
-        for (Object o : Json.arr(query.get("runs"))) {
-            Map<String, Object> run = Json.obj(o);
-            Map<String, Object> policy = Json.obj(run.get("policy"));
-            if (s.policy.kind.equals(policy.get("kind")) && Json.num(run.get("keep_ratio")) == s.keepRatio
-                    && "copy".equals(run.get("kv")) && Json.lng(run.get("beam")) == 1 && Json.lng(run.get("max_new_tokens")) == 10
-                    && ("full".equals(s.policy.kind) || Json.num(policy.get("threshold")) == s.policy.threshold)) {
-                return run;
-            }
-        }
-        throw new IllegalStateException("no run of " + s.policy.toJson() + " at keep " + s.keepRatio + " in the vectors");
+        Map<String, Object> run = VLMTaskSettingsTest.run(query, s.policy, s.keepRatio);
+        if (run == null) throw new IllegalStateException("no run of " + s.policy.toJson() + " at keep " + s.keepRatio + " in the vectors");
+        return run;
     }
 
     @Test
@@ -123,6 +118,12 @@ public class VLMBenchmarkTest {
                 Controller.Setting s = settings.get(e.getKey());
                 assertEquals(s.keepRatio, Json.num(row.get("keep_ratio")), 0);
                 assertEquals(s.policy.toJson(), row.get("exit_policy"));
+                Map<String, Object> tasks = Json.obj(row.get("by_task")); // no thresholds.tasks: every task runs the setting
+                assertEquals(Arrays.asList("caption", "answer"), new ArrayList<>(tasks.keySet()));
+                for (Object t : tasks.values()) {
+                    assertEquals(s.keepRatio, Json.num(Json.obj(t).get("keep_ratio")), 0);
+                    assertEquals(s.policy.toJson(), Json.obj(t).get("exit_policy"));
+                }
                 List<Object> generations = Json.arr(row.get("generations"));
                 assertEquals(n, generations.size());
                 long[] histogram = new long[3];
@@ -164,6 +165,81 @@ public class VLMBenchmarkTest {
             }
             BenchmarkRunner.writeResult(o.result, result);
             assertTrue(Files.exists(tmp.resolve("r.json.done")));
+            Object back = Json.parse(Files.readAllBytes(tmp.resolve("r.json")), 64);
+            assertEquals(Json.write(result, 1), Json.write(back, 1));
+        } finally {
+            NegativeVectors.removeTree(tmp);
+        }
+    }
+
+    /**
+     * A bundle with settings per task (VLMTaskSettingsTest's: captions max_probability 0.116324 at keep 1,
+     * answers patience 2 at keep 0.5): each prompt runs under its task's setting (its generations those of
+     * the vectors under that setting), each setting is reported per task (the task's policy and keep ratio,
+     * its prompts' timings), and a setting whose tasks differ has no policy and keep ratio of its own.
+     */
+    @Test
+    public void eachPromptRunsUnderItsTasksSetting() throws Exception {
+        Path tmp = Files.createTempDirectory("mmedge-vlm-bench-");
+        try (BundleCopy copy = VLMTaskSettingsTest.withTasks("mmedge-vlm-bench-tasks-")) {
+            Map<String, Object> doc = VLMVectors.vectors();
+            int runs = 2 * Json.arr(doc.get("queries")).size() + 1;
+            BenchmarkOptions o = BenchmarkOptions.fromExtras(extras(copy.dir, tmp, runs, 1));
+            ReplayVLMRunner.Factory factory = new ReplayVLMRunner.Factory(VLMVectors.replay(), false, false);
+            TickClock clock = new TickClock();
+            List<List<BenchQueries.Query>> given = new ArrayList<>();
+            List<Map<String, Map<String, Controller.Setting>>> settings = new ArrayList<>();
+            Map<String, Object> result = VLMBenchmarkRunner.run(o, opts -> {
+                VLMEngine.Options vo = opts.applyTo(new VLMEngine.Options());
+                vo.clock = clock;
+                VLMEngine engine = VLMEngine.load(copy.dir, factory, vo);
+                settings.add(VLMBenchmarkRunner.settingsByTask(engine));
+                return engine;
+            }, m -> {
+                given.add(prompts(doc, m.captionPrompt));
+                return given.get(0);
+            }, MemoryProbe.PROC, clock, null);
+            List<BenchQueries.Query> prompts = given.get(0);
+            Map<String, Map<String, Controller.Setting>> byTask = settings.get(0);
+            assertEquals(1.0, byTask.get(Controller.BOTH).get("caption").keepRatio, 0);
+            assertEquals("max_probability", byTask.get(Controller.BOTH).get("caption").policy.kind);
+            assertEquals(0.5, byTask.get(Controller.PREFILTER).get("answer").keepRatio, 0);
+            assertEquals("patience", byTask.get(Controller.EXITS).get("answer").policy.kind);
+            assertEquals(1.0, byTask.get(Controller.EXITS).get("answer").keepRatio, 0);
+            Map<String, Object> policies = Json.obj(result.get("policies"));
+            List<Object> queries = Json.arr(doc.get("queries"));
+            for (Map.Entry<String, Object> e : policies.entrySet()) {
+                Map<String, Object> row = Json.obj(e.getValue());
+                Map<String, Controller.Setting> mine = byTask.get(e.getKey());
+                boolean same = e.getKey().equals(Controller.FULL);
+                assertEquals(e.getKey(), same ? (Object) 1.0 : Json.NULL, row.get("keep_ratio"));
+                assertEquals(e.getKey(), same ? Policy.of("full").toJson() : Json.NULL, row.get("exit_policy"));
+                Map<String, Object> tasks = Json.obj(row.get("by_task"));
+                assertEquals(Arrays.asList("caption", "answer"), new ArrayList<>(tasks.keySet()));
+                long n = 0;
+                for (Map.Entry<String, Object> t : tasks.entrySet()) {
+                    Map<String, Object> entry = Json.obj(t.getValue());
+                    assertEquals(mine.get(t.getKey()).keepRatio, Json.num(entry.get("keep_ratio")), 0);
+                    assertEquals(mine.get(t.getKey()).policy.toJson(), entry.get("exit_policy"));
+                    long count = Json.lng(Json.obj(entry.get("total_ms")).get("n"));
+                    assertEquals(count, Json.lng(Json.obj(entry.get("first_token_ms")).get("n")));
+                    long prompted = 0;
+                    for (int r = 0; r < runs; r++) if (prompts.get(r % prompts.size()).task.equals(t.getKey())) prompted++;
+                    assertEquals(e.getKey() + " " + t.getKey(), prompted, count);
+                    n += count;
+                }
+                assertEquals((long) runs, n);
+                List<Object> generations = Json.arr(row.get("generations"));
+                for (int i = 0; i < prompts.size(); i++) {
+                    Map<String, Object> want = expected(Json.obj(queries.get(i)), mine.get(prompts.get(i).task));
+                    Map<String, Object> got = Json.obj(generations.get(i));
+                    String where = e.getKey() + " query " + i + " (" + prompts.get(i).task + ")";
+                    assertEquals(where, want.get("tokens"), got.get("tokens"));
+                    assertEquals(where, want.get("exits"), got.get("exits"));
+                    assertEquals(where, want.get("text"), got.get("text"));
+                }
+            }
+            BenchmarkRunner.writeResult(o.result, result);
             Object back = Json.parse(Files.readAllBytes(tmp.resolve("r.json")), 64);
             assertEquals(Json.write(result, 1), Json.write(back, 1));
         } finally {

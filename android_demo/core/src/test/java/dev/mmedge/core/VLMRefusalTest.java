@@ -180,10 +180,45 @@ public class VLMRefusalTest {
         refused(BundleException.PATH);
     }
 
+    /** thresholds.tasks as the schema's $defs/task_setting says: caption and/or answer, each with all four fields in bounds. */
+    @Test
+    public void theVlmSchemaOfTaskSettings() throws Exception {
+        edit(m -> at(m, "thresholds").put("tasks", VLMTaskSettingsTest.tasks()));
+        VLMEngine.load(dir, new ReplayVLMRunner.Factory(replay, false, false), new VLMEngine.Options()).close(); // well formed
+        List<Consumer<Map<String, Object>>> malformed = Arrays.asList(
+            tasks -> tasks.clear(),                                                 // minProperties 1
+            tasks -> tasks.put("vqa", VLMTaskSettingsTest.setting("full", 1.0, 2L, 1.0)), // caption and answer only
+            tasks -> Json.obj(tasks.get("caption")).remove("patience"),             // all four required
+            tasks -> Json.obj(tasks.get("caption")).put("kv", "copy"),              // kv is not per task
+            tasks -> Json.obj(tasks.get("answer")).put("policy", "latency_budget"),
+            tasks -> Json.obj(tasks.get("answer")).put("threshold", 1.5),
+            tasks -> Json.obj(tasks.get("answer")).put("patience", 0L),
+            tasks -> Json.obj(tasks.get("answer")).put("patience", 2.5),
+            tasks -> Json.obj(tasks.get("answer")).put("keep_ratio", 0.0),
+            tasks -> tasks.put("caption", "max_probability"));
+        for (Consumer<Map<String, Object>> change : malformed) {
+            edit(m -> {
+                Map<String, Object> tasks = VLMTaskSettingsTest.tasks();
+                change.accept(tasks);
+                at(m, "thresholds").put("tasks", tasks);
+            });
+            assertTrue(refused(BundleException.SCHEMA).getMessage().contains("thresholds/tasks"));
+        }
+        edit(m -> at(m, "thresholds").put("tasks", Arrays.<Object>asList(VLMTaskSettingsTest.tasks())));
+        refused(BundleException.SCHEMA);
+    }
+
     @Test
     public void theVlmConsistency() throws Exception {
         edit(m -> at(m, "thresholds").put("keep_ratio", 0.25)); // not one of the keep ratios
         assertTrue(refused(BundleException.INCONSISTENT).getMessage().contains("thresholds.keep_ratio"));
+        edit(m -> { // nor may a task's be
+            Map<String, Object> tasks = VLMTaskSettingsTest.tasks();
+            Json.obj(tasks.get("answer")).put("keep_ratio", 0.25);
+            at(m, "thresholds").put("tasks", tasks);
+        });
+        assertTrue(refused(BundleException.INCONSISTENT).getMessage().contains(
+                "thresholds.tasks.answer.keep_ratio 0.25 is not one of the keep ratios [1.0, 0.5]"));
         edit(m -> at(m, "layout").put("stage_layers", Arrays.<Object>asList(Arrays.<Object>asList(0L), Arrays.<Object>asList(2L),
                 Arrays.<Object>asList(1L))));
         refused(BundleException.INCONSISTENT);
