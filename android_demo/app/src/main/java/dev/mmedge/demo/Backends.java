@@ -26,7 +26,7 @@ final class Backends {
         throw new ConfigException("backend '" + backend + "' unknown; choose onnxruntime or executorch", "arguments");
     }
 
-    /** The same backends' factories for generative VLM bundles (kind "vlm"; no screen of the app uses them yet). */
+    /** The same backends' factories for generative VLM bundles (kind "vlm": the demo screen and the benchmark). */
     static VLMRunner.Factory vlmFactory(String backend) {
         if ("onnxruntime".equals(backend)) return new OrtStageRunner.Factory();
         if ("executorch".equals(backend)) return new ExecuTorchStageRunner.Factory();

@@ -22,12 +22,17 @@ import dev.mmedge.core.BundleLoader;
 import dev.mmedge.core.Caption;
 import dev.mmedge.core.CaptionEngine;
 import dev.mmedge.core.CaptionManifest;
+import dev.mmedge.core.Controller;
 import dev.mmedge.core.Engine;
+import dev.mmedge.core.Generation;
+import dev.mmedge.core.HFTokenizer;
 import dev.mmedge.core.IO;
 import dev.mmedge.core.ImageFiles;
 import dev.mmedge.core.MMEdgeException;
 import dev.mmedge.core.Manifest;
 import dev.mmedge.core.Preprocessor;
+import dev.mmedge.core.VLMEngine;
+import dev.mmedge.core.VLMManifest;
 
 import java.io.File;
 import java.io.IOException;
@@ -46,12 +51,17 @@ import java.util.concurrent.Executors;
  * visual tokens the prefilter kept drawn over the model's view of the image, and per-stage latency.
  * With a captioning bundle (kind "caption") it captions the photo instead: the caption, then word
  * by word the exit each word took (stage and decoder layer) and its confidence, and the time of
- * each graph. An adapted NLVR2 bundle (two images per query) takes the photo picked before the last
- * one as the left image and the last one as the right; an adapted retrieval bundle (head
- * "match-score") also shows the match probability of the text. The bundle is the first NAME.mmedge
- * directory found in the app's external files
+ * each graph. With a generative VLM bundle (kind "vlm") it generates text about the photo: an empty
+ * question captions it (VLMEngine.caption, task "caption"), a question is answered
+ * (VLMEngine.generate with task "answer"); it shows the generated text, then token by token its text
+ * piece (the bundle's tokenizer), the exit it took (stage and decoder layer) and its confidence, the
+ * time to first token, ms per decoded token, the total, the visual tokens kept of the total, the
+ * settings that applied (VLMEngine.settings(task)) and the time of each graph. An adapted NLVR2 bundle
+ * (two images per query) takes the photo picked before the last one as the left image and the last
+ * one as the right; an adapted retrieval bundle (head "match-score") also shows the match probability
+ * of the text. The bundle is the first NAME.mmedge directory found in the app's external files
  * ("bundles/", see README.md) that loads; ONNX Runtime when it has an onnxruntime artifact, else
- * ExecuTorch.
+ * ExecuTorch. The generative part has been type-checked only, not run on a phone.
  */
 public final class MainActivity extends Activity {
     private static final int PICK = 1;
@@ -62,6 +72,7 @@ public final class MainActivity extends Activity {
     private final ExecutorService worker = Executors.newSingleThreadExecutor();
     private Engine engine;
     private CaptionEngine captioner;
+    private VLMEngine generator;
     private Images.Argb image;
     /** The photo picked before `image`: the left image of a two-image (NLVR2) bundle. */
     private Images.Argb previous;
@@ -98,7 +109,8 @@ public final class MainActivity extends Activity {
         ask = new Button(this);
         ask.setText("Ask");
         ask.setOnClickListener(v -> {
-            if (captioner != null) caption();
+            if (generator != null) generate();
+            else if (captioner != null) caption();
             else ask();
         });
         column.addView(ask);
@@ -158,6 +170,14 @@ public final class MainActivity extends Activity {
         return o;
     }
 
+    private VLMEngine.Options vlmOptions(byte[] key, SharedPreferences prefs) {
+        VLMEngine.Options o = new VLMEngine.Options();
+        Engine.Options e = loadOptions(key, prefs);
+        o.verifyKey = e.verifyKey;
+        o.minSequence = e.minSequence;
+        return o;
+    }
+
     private static void remember(Long sequence, byte[] key, SharedPreferences prefs) {
         if (key != null && sequence != null && sequence > prefs.getLong(PREF_SEQUENCE, -1)) {
             prefs.edit().putLong(PREF_SEQUENCE, sequence).apply();
@@ -189,6 +209,20 @@ public final class MainActivity extends Activity {
                             status.setText(String.format(Locale.ROOT, "%s (captions) on %s (%s %s), keep ratio %s, policy %s, kv %s",
                                     c.manifest.name, c.backend(), c.artifact.format, c.artifact.precision, c.keepRatio(), c.policy(),
                                     c.kv()));
+                        });
+                        return;
+                    }
+                    if (VLMManifest.KIND.equals(kind)) {
+                        VLMEngine g = VLMEngine.load(root, Backends.vlmFactory(backend), vlmOptions(key, prefs));
+                        remember(g.releaseSequence(), key, prefs);
+                        generator = g;
+                        runOnUiThread(() -> {
+                            question.setHint("empty: a caption; or ask about the photo");
+                            ask.setText("Generate");
+                            status.setText(String.format(Locale.ROOT, "%s (generates) on %s (%s %s), %d visual tokens, %d exits, "
+                                            + "kv %s\nempty question: a caption (task caption); a question: a short answer (task answer)",
+                                    g.manifest.name, g.backend(), g.artifact.format, g.artifact.precision, g.manifest.numImageTokens,
+                                    g.numStages(), g.kv()));
                         });
                         return;
                     }
@@ -327,6 +361,87 @@ public final class MainActivity extends Activity {
     }
 
     /**
+     * Generates text about the photo with the bundle's settings for the task (greedy): an empty question
+     * captions it (task "caption"), a question is answered (task "answer"). Shows the text, then per
+     * token its piece, exit and confidence, the timings and the settings that applied.
+     */
+    private void generate() {
+        VLMEngine g = generator;
+        Images.Argb im = image;
+        String prompt = question.getText().toString();
+        if (im == null) {
+            result.setText("pick or take a photo first");
+            return;
+        }
+        boolean captioning = HFTokenizer.pyStrip(prompt).isEmpty(); // what the engine refuses as an empty prompt
+        String task = captioning ? "caption" : "answer";
+        result.setText("…");
+        worker.execute(() -> {
+            try {
+                Controller.Setting applied = g.settings(task);
+                Generation gen;
+                if (captioning) {
+                    gen = g.caption(im.pixels, im.width, im.height, null);
+                } else {
+                    VLMEngine.Request r = new VLMEngine.Request();
+                    r.task = task;
+                    gen = g.generate(im.pixels, im.width, im.height, prompt, r);
+                }
+                List<String> pieces = new ArrayList<>();
+                for (int id : gen.tokens) pieces.add(g.tokenizer.decode(new int[] {id}));
+                Preprocessor.Result seen = g.preprocess(im.pixels, im.width, im.height);
+                Bitmap shown = keptTokens(seen.resizedRgb, seen.size, 0, new int[0]); // the model's view (no token overlay)
+                String text = generationReport(gen, pieces, g.manifest, task, applied);
+                runOnUiThread(() -> {
+                    view.setImageBitmap(shown);
+                    result.setText(text);
+                });
+            } catch (MMEdgeException exc) {
+                runOnUiThread(() -> result.setText(exc.getClass().getSimpleName() + ": " + exc.getMessage()));
+            }
+        });
+    }
+
+    /**
+     * A generation: the text, then per token its piece (`pieces`, decoded alone; a stop id or other
+     * special token shows as its id), its exit (stage of the decoder's stages, decoder layer of its
+     * layers) and its learned confidence, then time to first token, ms per decoded token, total ms, the
+     * visual tokens kept, the settings that applied for `task` (`applied`: VLMEngine.settings(task)) and
+     * each timing the Generation carries (preprocessing, each graph's total, decode, total).
+     */
+    static String generationReport(Generation gen, List<String> pieces, VLMManifest m, String task, Controller.Setting applied) {
+        int stages = m.numStages();
+        StringBuilder out = new StringBuilder();
+        out.append(gen.text.isEmpty() ? "(no text)" : gen.text).append("\n\n");
+        out.append(String.format(Locale.ROOT, "%-14s %-7s %-9s %-9s %s\n", "token", "id", "exit", "layer", "confidence"));
+        for (int i = 0; i < gen.tokens.length; i++) {
+            int id = gen.tokens[i];
+            String piece = i < pieces.size() ? pieces.get(i) : "";
+            if (piece.isEmpty()) piece = m.stopIds.contains(id) ? "[stop]" : "[" + id + "]";
+            List<Integer> layers = m.stageLayers.get(gen.exits[i]);
+            int layer = layers.get(layers.size() - 1) + 1; // decoder layers run before the exit
+            out.append(String.format(Locale.ROOT, "%-14s %-7d %-9s %-9s %.3f\n", piece, id, (gen.exits[i] + 1) + "/" + stages,
+                    layer + "/" + m.depth(), gen.confidences[i]));
+        }
+        Double decode = gen.timingsMs.get("decode");
+        Double total = gen.timingsMs.get("total");
+        String perToken = decode != null && gen.tokens.length > 1
+                ? String.format(Locale.ROOT, "%.2f", (decode - gen.firstTokenMs) / (gen.tokens.length - 1)) : "n/a (one token)";
+        out.append(String.format(Locale.ROOT, "\nmean exit %.2f of %d\ntime to first token %.2f ms, %s ms per decoded token, "
+                        + "total %s ms\nvisual tokens kept: %d of %d (keep ratio %s)\n", gen.meanExit() + 1, stages, gen.firstTokenMs,
+                perToken, total == null ? "n/a" : String.format(Locale.ROOT, "%.2f", total), gen.keptVisualTokens, m.numImageTokens,
+                gen.keepRatio));
+        String source = m.thresholds.tasks.containsKey(task) ? "the bundle's thresholds.tasks." + task : "the bundle's thresholds";
+        out.append(String.format(Locale.ROOT, "settings (task %s, %s): policy %s, keep ratio %s; kv %s, beam %d\n", task, source,
+                applied.policy, applied.keepRatio, gen.kv, gen.beam));
+        out.append("\nlatency (ms):\n");
+        for (Map.Entry<String, Double> t : gen.timingsMs.entrySet()) {
+            out.append(String.format(Locale.ROOT, "  %-14s %8.2f\n", t.getKey(), t.getValue()));
+        }
+        return out.toString();
+    }
+
+    /**
      * keptTokens of each image of a query side by side (left, right); image i's kept patch j is
      * numbered i * N + j in `kept` (N = `patches` per image).
      */
@@ -389,6 +504,7 @@ public final class MainActivity extends Activity {
         worker.shutdownNow();
         if (engine != null) engine.close();
         if (captioner != null) captioner.close();
+        if (generator != null) generator.close();
         super.onDestroy();
     }
 }
