@@ -5,6 +5,7 @@ something").
     python scripts/train_smolvlm_teacher.py --out runs/smolvlm-teacher --threads 1 --steps 8000   # ~55 min, one core
     python benchmarks/vlm_teacher.py                                                   # adapt, evaluate, calibrate
     python benchmarks/vlm_teacher.py --report-only                                     # the report from the JSON
+    python benchmarks/vlm_teacher.py --bundle-only     # step 7 again on the adapted folder step 7 saved in --work
 
 The same with 64 visual tokens per image instead of 16 (the connector's pixel shuffle off):
 
@@ -82,6 +83,8 @@ def command(args) -> str:
             parts.append(f"{option} {rel(value)}")
     if args.keep_ratios != RATIOS:
         parts.append("--keep-ratios " + " ".join(f"{r:g}" for r in args.keep_ratios))
+    if args.bundle_samples != 256:
+        parts.append(f"--bundle-samples {args.bundle_samples}")
     return " ".join(parts)
 
 
@@ -104,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep ratios, 1.0 first (default %(default)s)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "smolvlm-adapted-graphs",
                    help="where the exported graphs go")
+    p.add_argument("--bundle-samples", type=int, default=256,
+                   help="step 7: validation prompts `mmedge calibrate` draws (half captions), and half as many test "
+                        "prompts for `mmedge bench` (default %(default)s)")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--bundle-only", action="store_true",
+                   help="step 7 only, again, from the adapted folder an earlier run saved in --work; the other "
+                        "steps' results are kept")
     args = p.parse_args(argv)
     if args.keep_ratios[0] != 1.0 or not all(0 < r < 1 for r in args.keep_ratios[1:]):
         p.error("--keep-ratios: 1.0 first, then ratios in (0, 1)")
@@ -112,7 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         write_report(json.loads((args.out / "results.json").read_text()), args.out)
         return 0
     torch.set_num_threads(args.threads)
-    results = measure(args)
+    if args.bundle_only:
+        results = json.loads((args.out / "results.json").read_text())
+        val_cider = results["calibration"]["caption"]["full_depth"]["quality"]
+        started = time.perf_counter()
+        results["bundle"] = bundle_path(None, None, args, max_drop_cider=round(BOUNDS["caption"] * val_cider, 1))
+        results["bundle"]["wall_s"] = round(time.perf_counter() - started, 1)
+        results["bundle"]["command"] = command(args) + " --bundle-only"
+    else:
+        results = measure(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, args.out)
@@ -319,25 +336,60 @@ def bundle_path(model, pre, args, max_drop_cider: float) -> dict:
     from mmedge.adapt.vlm_calibrate import calibrate_vlm_bundle
 
     folder, bundle = args.work / "adapted", args.work / "teacher.mmedge"
-    save_adapted(model, pre, folder, rel(args.teacher), metadata={"distill_steps": str(args.steps)},
-                 source_dir=args.teacher)
+    if model is not None:  # else --bundle-only: the folder an earlier run saved
+        save_adapted(model, pre, folder, rel(args.teacher), metadata={"distill_steps": str(args.steps)},
+                     source_dir=args.teacher)
     t0 = time.perf_counter()
     export_vlm_bundle(folder, bundle, targets=("onnx",), force=True, log=lambda *a: None)
     export_s = time.perf_counter() - t0
     manifest = json.loads((bundle / "manifest.json").read_text())
-    cal = calibrate_vlm_bundle(bundle, max_drop_cider=max_drop_cider, progress=True)
-    bench = bench_generation(bundle, backend="onnxruntime", threads=args.threads, samples=40, repeats=3)
+    cal = calibrate_vlm_bundle(bundle, max_drop_cider=max_drop_cider, samples=args.bundle_samples, progress=True)
+    bench = bench_generation(bundle, backend="onnxruntime", threads=args.threads, samples=args.bundle_samples // 2,
+                             repeats=3)
     bench["machine"] = bench["machine"]["cpu"]
     return {"commands": [f"mmedge export --model ADAPTED --target onnx --out {bundle.name}",
-                         f"mmedge calibrate --artifact {bundle.name} --max-drop-cider {max_drop_cider:g}",
-                         f"mmedge bench --artifact {bundle.name} --device host --threads {args.threads}"],
+                         f"mmedge calibrate --artifact {bundle.name} --max-drop-cider {max_drop_cider:g} --samples "
+                         f"{args.bundle_samples}",
+                         f"mmedge bench --artifact {bundle.name} --device host --threads {args.threads} --samples "
+                         f"{args.bundle_samples // 2}"],
             "export_s": round(export_s, 1), "graphs": len(manifest["layout"]["graphs"]),
             "parity": manifest["artifacts"][0]["parity"],
             "transformers_identical_generations": manifest["model"].get("transformers_identical_generations"),
             "calibration": {k: v for k, v in cal.items() if k != "signature"}, "bench": bench}
 
 
+def task_calibration(cal: dict) -> str:
+    """The setting calibration chose for each task on its own (its own bound only); '' for a calibration from
+    before the per-task settings."""
+    if "tasks" not in cal:
+        return ""
+    base, said = cal["baseline"], []
+    for task, row in cal["tasks"].items():
+        metric, unit = ("cider", " CIDEr") if task == "caption" else ("accuracy", "%")
+        p = row["policy"]
+        name = f"{p['kind']} >= {p['threshold']:g}" if p["kind"] == "confidence" else p["kind"]
+        saved = 1 - row["task_layer_passes"][task] / base["task_layer_passes"][task]
+        said.append(f"{'captions' if task == 'caption' else 'questions'}: **{name} at keep {row['keep_ratio']:g}**, "
+                    f"{row[metric]:.1f}{unit} against {base[metric]:.1f}{unit}, {saved:.1%} fewer decoder layer passes "
+                    "on those prompts")
+    said = " Each task on its own, within its own bound only (`thresholds.tasks`, what `caption()` and " \
+           "`generate(..., task=...)` use): " + "; ".join(said) + "."
+    pruned = [r for r in cal["rows"] if r["keep_ratio"] < 1]
+    for task, key, bound in (("caption", "cider_drop_upper", cal["max_drop_cider"]),
+                             ("answer", "accuracy_drop_upper", 100 * cal["max_drop_accuracy"])):
+        if cal["tasks"][task]["keep_ratio"] == 1 and pruned:
+            near = min(pruned, key=lambda r: r[key])
+            metric, unit = ("cider", " CIDEr") if task == "caption" else ("accuracy", "%")
+            said += (f" The {'captions' if task == 'caption' else 'questions'}' nearest pruned setting, keep "
+                     f"{near['keep_ratio']:g} ({near['policy']['kind']}): {near[metric]:.1f}{unit} against "
+                     f"{base[metric]:.1f}{unit}, its drop's upper limit {near[key]:.2f} points against the bound of "
+                     f"{bound:g}.")
+    return said
+
+
 def bundle_lines(b: dict) -> list[str]:
+    from mmedge.adapt.vlm_bench import task_markdown
+
     cal, bench = b["calibration"], b["bench"]
     c, base = cal["chosen"], cal["baseline"]
     p = c["policy"]
@@ -347,14 +399,16 @@ def bundle_lines(b: dict) -> list[str]:
              "The adapted teacher saved as `mmedge adapt` writes it, then " + "; ".join(f"`{x}`" for x in b["commands"])
              + f". Export: {b['graphs']} graphs in {b['export_s']:.0f} s; the fp32 ONNX graphs generate the PyTorch "
              f"model's tokens at full depth on the parity prompts ({parity}), and the PyTorch model "
-             f"transformers' own on {b['transformers_identical_generations']:.0%}.", "",
+             f"transformers' own on {b['transformers_identical_generations']:.0%}."
+             + (f" This step was run again on its own (`{b['command']}`, {b['wall_s'] / 60:.0f} min), the other "
+                "sections' figures kept." if "command" in b else ""), "",
              f"Calibration ({cal['prompts']} validation scenes, half captions, half questions; drops bounded at "
              f"their one-sided upper limit, z {cal['z']}: CIDEr {cal['max_drop_cider']:g} points, 1% of the teacher's "
              f"validation CIDEr as in the calibration above (captions score about {round(base['cider'], -2):.0f} here, where "
              f"the default 1 point is about 0.1%), accuracy {100 * cal['max_drop_accuracy']:g} point): **{name} at keep {c['keep_ratio']:g}**, CIDEr "
              f"{c['cider']:.1f} against full depth's {base['cider']:.1f}, accuracy {c['accuracy']:.1f}% against "
              f"{base['accuracy']:.1f}%, {1 - c['layer_passes'] / base['layer_passes']:.1%} fewer decoder layer passes "
-             "per prompt.", "",
+             "per prompt." + task_calibration(cal), "",
              f"`mmedge bench --device host` on the calibrated bundle ({bench['samples']} test scenes x {bench['repeats']} "
              f"passes, settings interleaved, {bench['backend']} fp32, {bench['threads']} thread(s); ms as median "
              "[p10-p90], speed-ups as ratios of medians against full depth):", "",
@@ -366,12 +420,15 @@ def bundle_lines(b: dict) -> list[str]:
 
     for row in bench["rows"]:
         per = row["speedup_per_token"]
-        lines.append(f"| {row['setting']} | {row['keep_ratio']:g} | {row['cider']:.1f} | {row['accuracy']:.1f} | "
+        keep = "per task" if row["keep_ratio"] is None else f"{row['keep_ratio']:g}"
+        lines.append(f"| {row['setting']} | {keep} | {row['cider']:.1f} | {row['accuracy']:.1f} | "
                      f"{row['mean_exit']:.2f} | {ms(row['first_token_ms'])} | {ms(row['ms_per_token'])} | "
                      f"{ms(row['total_ms'])} | {row['speedup_first_token']:.2f}x | "
                      f"{'-' if per is None else f'{per:.2f}x'} |")
+    lines += task_markdown(bench["rows"]).splitlines()
     full, both = bench["rows"][0], bench["rows"][-1]
-    if both["policy"]["kind"] != "full":
+    captions = both["by_task"]["caption"] if "by_task" in both else both  # the captions' calibrated setting
+    if (captions["policy"]["kind"], captions["keep_ratio"]) != ("full", 1.0):
         drop = full["cider"] - both["cider"]
         lines += ["", f"On these {bench['samples'] // 2} test captions the calibrated setting's CIDEr is {both['cider']:.1f} "
                   f"against full depth's {full['cider']:.1f}: "
