@@ -5,8 +5,8 @@ answers) on test scenes.
 
 The four settings run interleaved, prompt by prompt and pass by pass, so that the machine's noise falls on
 all of them alike; a bundle calibrated per task (thresholds.tasks) runs each prompt under its task's
-setting, and every setting is also reported per task; latency is at batch 1 with preprocessing excluded (the engine's own timings); speed-ups
-are ratios of medians within this run.
+setting, and every setting is also reported per task; latency is at batch 1 with preprocessing excluded (the
+engine's own timings); speed-ups are ratios of medians within this run.
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def markdown(result: dict) -> str:
             "the short answers." + ("" if result["calibrated"] else
                                     " The bundle is NOT calibrated: its policy and keep ratio are the defaults.")
             + "\n\n")
-    rows = [[r["setting"], "per task" if r["keep_ratio"] is None else f"{r['keep_ratio']:g}", f"{r['cider']:.1f}", f"{r['accuracy']:.1f}", f"{r['mean_exit']:.2f}",
+    rows = [[r["setting"], "per task" if r["keep_ratio"] is None else f"{r['keep_ratio']:g}", f"{r['cider']:.1f}",
+             f"{r['accuracy']:.1f}", f"{r['mean_exit']:.2f}",
              ms(r["first_token_ms"]), ms(r["ms_per_token"]), ms(r["total_ms"]), f"{r['speedup_first_token']:.2f}x",
              "-" if r["speedup_per_token"] is None else f"{r['speedup_per_token']:.2f}x", f"{r['speedup_total']:.2f}x"]
             for r in result["rows"]]

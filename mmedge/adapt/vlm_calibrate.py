@@ -104,7 +104,8 @@ def evaluate(engine, prompts: Prompts, policy: Policy, keep_ratio: float, max_ne
     return Row(policy.to_dict(), keep_ratio, float(np.mean(cider)) if caps else math.nan,
                float(np.mean(correct)) if qs else math.nan, float(np.mean(passes)),
                float(np.mean(exits)) if exits else 0.0, list(cider), correct,
-               {task: float(np.mean([passes[i] for i in idx])) for task, idx in (("caption", caps), ("answer", qs)) if idx})
+               {task: float(np.mean([passes[i] for i in idx]))
+                for task, idx in (("caption", caps), ("answer", qs)) if idx})
 
 
 def check_arguments(max_drop_accuracy, max_drop_cider, samples, z, data_seed) -> None:

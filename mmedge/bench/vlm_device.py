@@ -169,7 +169,8 @@ def device_markdown(result: dict) -> str:
             + (" The bundle holds settings per task (thresholds.tasks): each prompt runs under its task's."
                if result["thresholds"].get("tasks") else "") + "\n\n")
     rows = [[r["setting"], "per task" if r["keep_ratio"] is None else f"{r['keep_ratio']:g}", num(r["cider"], ".1f"),
-             num(r["accuracy"], ".1f"), num(r["mean_exit"], ".2f"), ms(r["first_token_ms"]), ms(r["ms_per_token"]), ms(r["total_ms"]),
+             num(r["accuracy"], ".1f"), num(r["mean_exit"], ".2f"), ms(r["first_token_ms"]), ms(r["ms_per_token"]),
+             ms(r["total_ms"]),
              *(num(r[k], ".2f") + ("" if r[k] is None else "x")
                for k in ("speedup_first_token", "speedup_per_token", "speedup_total"))] for r in result["rows"]]
     return (head + tabulate(rows, ["setting", "keep", "CIDEr", "accuracy", "mean exit", "first token ms",
