@@ -240,6 +240,45 @@ def test_export_parity_every_target(tiny_caption_bundle):
                                           "step1_k0.5", "fill0"])
 
 
+def test_slim_caption_bundle_captions_as_the_full_one(tiny_caption_bundle, tmp_path, capsys):
+    """`mmedge bundle` on a captioning bundle: one runtime, format and precision and the kept keep ratios, a
+    bundle of the same kind that captions word for word and exit for exit as the full one; the thresholds'
+    keep ratio must be kept, the in-graph variant is the classifier's only."""
+    from mmedge.bundle.slim import bundle_bytes
+    from mmedge.caption.data import scene_captions
+    from mmedge.cli import main
+    from mmedge.runtime.engine import Engine
+
+    out = tmp_path / "slim.mmedge"
+    assert main(["bundle", "--artifact", str(tiny_caption_bundle), "--runtime", "onnxruntime", "--precision", "int8",
+                 "--keep-ratio", "1.0", "--out", str(out)]) == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "caption" and manifest["keep_ratios"] == [1.0]
+    assert manifest["slim"] == {"source": json.loads((tiny_caption_bundle / "manifest.json").read_text())["name"],
+                                "runtime": "onnxruntime", "format": "onnx", "precision": "int8",
+                                "keep_ratios": [1.0], "in_graph": []}
+    assert [(a["runtime"], a["precision"]) for a in manifest["artifacts"]] == [("onnxruntime", "int8")]
+    assert {g["keep_ratio"] for g in manifest["graphs"].values()} == {1.0, None}  # fill graphs: every ratio
+    assert [float(k) for k in manifest["flops"]] == [1.0]
+    assert bundle_bytes(out) < bundle_bytes(tiny_caption_bundle) / 3
+    slim = Engine.load(out, precision="int8")
+    full = Engine.load(tiny_caption_bundle, backend="onnxruntime", precision="int8")
+    images, _ = scene_captions(0, "test", range(3), 48)
+    for image in images:
+        for policy in (Policy("full"), Policy("max_probability", threshold=0.6)):
+            a, b = slim.caption(image, policy=policy), full.caption(image, policy=policy, keep_ratio=1.0)
+            assert (a.tokens, a.exits, a.text) == (b.tokens, b.exits, b.text)
+    assert main(["bundle", "--artifact", str(tiny_caption_bundle), "--runtime", "executorch", "--out",
+                 str(tmp_path / "et.mmedge")]) == 0
+    assert Engine.load(tmp_path / "et.mmedge").backend == "executorch"
+    for extra, said in ((["--keep-ratio", "0.5"], "thresholds use keep ratio 1.0"), (["--in-graph"], "in-graph"),
+                        (["--keep-ratio", "0.3"], "were not exported")):
+        assert main(["bundle", "--artifact", str(tiny_caption_bundle), "--runtime", "onnxruntime", "--out",
+                     str(tmp_path / "refused.mmedge"), *extra]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "refused.mmedge").exists()
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "executorch"])
 def test_engine_caption_equals_torch_decoding(tiny_captioner, tiny_caption_bundle, backend):
     from mmedge.caption.data import scene_captions

@@ -1,6 +1,7 @@
 """Slim bundles: a copy of a bundle holding only what one app ships (one runtime, format and
 precision; chosen keep ratios; optionally the in-graph variant), with its own consistent manifest
-and hashes and the source's calibrated thresholds. No torch: app developers run it too.
+and hashes and the source's calibrated thresholds. Every kind: classifier bundles here, captioning and
+generative VLM bundles through mmedge.bundle.slim_generative. No torch: app developers run it too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mmedge.bundle.manifest import hash_files, load_manifest, write_manifest
+from mmedge.bundle.manifest import CLASSIFIER, bundle_kind, hash_files, load_bundle_manifest, write_manifest
 from mmedge.bundle.publish import check_apart, check_destination
 from mmedge.errors import ConfigError
 from mmedge.fileio import publish_dir
@@ -98,8 +99,15 @@ def slim_bundle(source: str | Path, out: str | Path, runtime: str = "onnxruntime
         raise ConfigError(f"runtime {runtime!r} unknown; choose one of {sorted(RUNNABLE_FORMATS)}", "arguments")
     source, out = Path(source), Path(out)
     check_apart(source, out)  # before anything is read or written: `--out SOURCE --force` would replace it
-    manifest = load_manifest(source)
-    slim, needed = slim_manifest(manifest, runtime, fmt, precision, keep_ratios, in_graph)
+    manifest = load_bundle_manifest(source)
+    kind = bundle_kind(manifest)
+    if kind == CLASSIFIER:
+        slim, needed = slim_manifest(manifest, runtime, fmt, precision, keep_ratios, in_graph)
+    else:
+        from mmedge.bundle.slim_generative import slim_generative_manifest
+
+        slim, needed = slim_generative_manifest(manifest, _choose_artifact(manifest, runtime, fmt, precision),
+                                                keep_ratios, in_graph)
     check_destination(out, force, source)
     if sign_key is not None:
         from mmedge.bundle.signing import load_private_key
@@ -115,9 +123,14 @@ def slim_bundle(source: str | Path, out: str | Path, runtime: str = "onnxruntime
                 shutil.copytree(src, dst)
             else:
                 shutil.copy2(src, dst)
-        slim["files"] = hash_files(tmp)
-        write_manifest(tmp, slim)
-        load_manifest(tmp)  # the slim bundle passes every check a runtime makes
+        if kind == CLASSIFIER:
+            slim["files"] = hash_files(tmp)
+            write_manifest(tmp, slim)
+        else:
+            from mmedge.bundle.slim_generative import write_generative_manifest
+
+            write_generative_manifest(tmp, slim)
+        load_bundle_manifest(tmp, kinds=(kind,))  # the slim bundle passes every check a runtime makes
         if sign_key is not None:
             from mmedge.bundle.signing import sign_bundle
 

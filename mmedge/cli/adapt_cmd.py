@@ -42,7 +42,7 @@ def _rank(value: str) -> int | str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("adapt", help="give a Hugging Face ViLT exits and a prefilter (self-distillation)",
+    p = sub.add_parser("adapt", help="give a Hugging Face ViLT or SmolVLM exits and a prefilter (self-distillation)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", required=True,
                    help="pretrained model: a folder (model + processor) or a hub id where a hub is reachable")

@@ -11,9 +11,13 @@ EPILOG = """examples:
   mmedge bundle --artifact runs/demo/vqa-default.mmedge --runtime executorch --precision int8 --out app/vqa-et.mmedge
   mmedge bundle --artifact runs/demo/vqa-default.mmedge --runtime onnxruntime --format onnx --keep-ratio 1.0 0.25 \\
       --in-graph --out web/vqa.mmedge
+  mmedge bundle --artifact caption.mmedge --runtime executorch --keep-ratio 1.0 --out app/caption.mmedge
+  mmedge bundle --artifact smolvlm.mmedge --runtime onnxruntime --precision int4 --out app/smolvlm.mmedge
 
 The slim bundle keeps the source's calibrated thresholds (their keep ratio must be among those
 kept), has its own manifest and SHA-256 list, and passes every check a runtime makes on load.
+Every kind: classifier, captioning (keep ratios as for classifiers; no in-graph variant) and generative
+VLM bundles (one vision graph serves every keep ratio: runtime, format and precision only).
 """
 
 
@@ -25,7 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--runtime", required=True, choices=("onnxruntime", "executorch", "coreml", "torch"))
     p.add_argument("--format", dest="fmt", choices=("onnx", "ort", "pte", "mlpackage", "safetensors"),
                    help="file format (onnxruntime: ort by default, or onnx)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "int4"),
+                   help="fp32 (default), int8, or int4 (generative VLM bundles exported with it)")
     p.add_argument("--keep-ratio", type=float, nargs="+", dest="keep_ratios",
                    help="keep ratios to keep (default: all exported)")
     p.add_argument("--in-graph", type=float, nargs="*", metavar="RATIO",

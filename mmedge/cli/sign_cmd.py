@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     what.add_argument("--new-key", metavar="DIR", type=writable_dir, help="write a new key pair into DIR and stop")
     what.add_argument("--key", help="private key (PEM) to sign --artifact with")
     what.add_argument("--verify", metavar="PUBLIC_KEY", help="public key (PEM) to verify --artifact against")
-    p.add_argument("--artifact", help="bundle directory made by `mmedge export` (classifier or captioning)")
+    p.add_argument("--artifact", help="bundle directory made by `mmedge export` (any kind: classifier, captioning, generative VLM)")
     p.set_defaults(run=run)
 
 
@@ -49,7 +49,7 @@ def _check_signature_file(bundle) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmedge.bundle import signing
-    from mmedge.bundle.manifest import load_bundle_manifest  # either kind: classifier or captioning
+    from mmedge.bundle.manifest import load_bundle_manifest  # any kind: classifier, captioning, generative VLM
     from mmedge.errors import ConfigError
 
     if args.new_key:

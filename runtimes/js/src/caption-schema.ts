@@ -675,6 +675,55 @@ export const CAPTION_MANIFEST_SCHEMA: Record<string, unknown> = {
           }
         }
       }
+    },
+    "slim": {
+      "type": "object",
+      "additionalProperties": false,
+      "description": "Present in a slim bundle (mmedge bundle): what was kept from which source bundle.",
+      "required": [
+        "source",
+        "runtime",
+        "format",
+        "precision",
+        "keep_ratios",
+        "in_graph"
+      ],
+      "properties": {
+        "source": {
+          "type": "string",
+          "maxLength": 256
+        },
+        "runtime": {
+          "type": "string",
+          "maxLength": 32
+        },
+        "format": {
+          "type": "string",
+          "maxLength": 32
+        },
+        "precision": {
+          "type": "string",
+          "maxLength": 32
+        },
+        "keep_ratios": {
+          "type": "array",
+          "maxItems": 64,
+          "items": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1
+          }
+        },
+        "in_graph": {
+          "type": "array",
+          "maxItems": 64,
+          "items": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1
+          }
+        }
+      }
     }
   },
   "$defs": {
