@@ -360,6 +360,44 @@ def adapted_folder(root, **overrides):
     return save_adapted(model, pre, root / "adapted", str(source)), source
 
 
+def test_eval_scores_an_adapted_vlm_folder_per_keep_ratio_and_other_commands_say_what_to_run(tmp_path, capsys):
+    """`mmedge eval` on an adapted generative VLM: captions (CIDEr) and answers (accuracy) at full depth per keep
+    ratio, equal to the model's own generations scored by vlm_eval; on the scenes and on a caption set on disk
+    (every caption of an image a reference); predict, probe and demo name what to run instead."""
+    from dataset_fixtures import make_coco, make_jsonl
+    from mmedge.adapt import load_adapted
+    from mmedge.adapt.vlm_distill import CAPTION_PROMPT
+    from mmedge.adapt.vlm_eval import per_prompt
+    from mmedge.adapt.vlm_evaluate import scene_examples
+    from mmedge.cli import main
+
+    folder, _ = adapted_folder(tmp_path)
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(folder), "--limit", "4", "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert [r["keep_ratio"] for r in result["rows"]] == [1.0, 0.5] and result["split"] == "test"
+    assert "captions CIDEr" in capsys.readouterr().out
+    model, pre = load_adapted(folder)
+    examples = scene_examples(pre.image_size, "test", 4, 0)
+    for task, (images, texts, refs) in examples.items():
+        said = [pre.decode(model.generate(pre.prompt_ids(t), pre.pixels([im]), 24, pre.stop_ids, keep_ratio=0.5).tokens)
+                for im, t in zip(images, texts)]
+        assert result["rows"][1][task]["quality"] == pytest.approx(np.mean(per_prompt(task, said, refs)))
+        assert result["rows"][1][task]["prompts"] == 2
+    coco, jsonl = make_coco(tmp_path / "coco", 3, "val"), make_jsonl(tmp_path / "own", 3, "val")
+    assert main(["eval", "--model", str(folder), "--data", f"coco:{coco}", "--limit", "2", "--keep-ratios", "1",
+                 "--json", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["rows"][0]) == ["keep_ratio", "visual_tokens", "caption"] and result["split"] == "val"
+    assert result["rows"][0]["caption"]["prompts"] == 2  # images, each with its two captions as references
+    assert main(["eval", "--model", str(folder), "--data", f"jsonl:{jsonl}", "--split", "val", "--limit", "3",
+                 "--keep-ratios", "1", "--no-progress"]) == 0
+    assert "answers accuracy" in capsys.readouterr().out and CAPTION_PROMPT == "describe the image."
+    for command in (["predict", "--image", str(tmp_path / "x.png"), "--text", "hi"], ["probe"], ["demo"]):
+        assert main([command[0], "--model", str(folder), *command[1:]]) == 2
+        assert "Engine.load(B).generate(image, prompt)" in capsys.readouterr().err
+
+
 def test_onnx_bundle_generates_as_transformers_and_as_pytorch(tmp_path, capsys):
     """`mmedge export` of an adapted SmolVLM: a bundle of kind "vlm" whose Engine.load(...).generate(image, prompt)
     (the runtime's own preprocessing and tokenizer, the shared decoding loop on onnxruntime) writes, at full

@@ -45,6 +45,18 @@ def is_generative_dir(directory: str | Path) -> bool:
     return isinstance(saved, dict) and "family" in saved and saved.get("task") == "generate"
 
 
+GENERATIVE_INSTEAD = ("export it (mmedge export --model DIR --out B.mmedge), then generate with the Engine: "
+                      "Engine.load(B).generate(image, prompt) or .caption(image); mmedge calibrate --artifact B.mmedge "
+                      "and mmedge bench --artifact B.mmedge --device host; or mmedge eval --model DIR (captions and "
+                      "answers per keep ratio) (docs/adapt.md)")
+
+
+def instead(directory: str | Path, encoder_instead: str) -> str:
+    """What to run on an adapted folder instead of a command for mmedge's own models: `encoder_instead` for
+    an adapted encoder, GENERATIVE_INSTEAD for a generative VLM."""
+    return GENERATIVE_INSTEAD if is_generative_dir(directory) else encoder_instead
+
+
 def save_adapted(model, preprocessor, directory: str | Path, source: str, metadata: dict[str, str] | None = None,
                  source_dir: Path | None = None) -> Path:
     """Write the folder (each file replaced atomically, config.json last)."""

@@ -38,10 +38,12 @@ class Run:
                 "exit_histogram": self.exit_histogram}
 
 
-def per_prompt(task: str, said: list[str], references: list[str]) -> list[float]:
-    """Each prompt's score (CIDEr x100 per image, whose mean is the corpus CIDEr; or 100 / 0)."""
+def per_prompt(task: str, said: list[str], references: list) -> list[float]:
+    """Each prompt's score (CIDEr x100 per image, whose mean is the corpus CIDEr, against its one reference or
+    its list of them; or 100 / 0)."""
     if task == "caption":
-        return caption_scores(said, [[r] for r in references], meteor=False).cider_per_image
+        return caption_scores(said, [[r] if isinstance(r, str) else list(r) for r in references],
+                              meteor=False).cider_per_image
     return [100.0 * (s == r) for s, r in zip(said, references)]
 
 

@@ -47,14 +47,14 @@ def run_caption(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmedge.adapt.folder import is_adapted_dir
+    from mmedge.adapt.folder import instead, is_adapted_dir
     from mmedge.caption.checkpoint import is_caption_dir
 
     if is_adapted_dir(args.model):  # the demo's scenes, labels and model card are mmedge's own models'
         from mmedge.demo import ADAPTED_INSTEAD
         from mmedge.errors import AdaptedModelUnsupported
 
-        raise AdaptedModelUnsupported("demo", args.model, ADAPTED_INSTEAD)
+        raise AdaptedModelUnsupported("demo", args.model, instead(args.model, ADAPTED_INSTEAD))
     if is_caption_dir(args.model):
         return run_caption(args)
     args.samples = args.samples or 300

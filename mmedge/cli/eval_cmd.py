@@ -14,6 +14,8 @@ EPILOG = """examples:
   mmedge eval --model models/vqa-default --split compositional --limit 500 --json comp.json
   mmedge eval --model runs/vqa2 --data vqa2:/data/vqa2 --split val     # the official soft accuracy
   mmedge eval --model runs/mine --data jsonl:/data/mine --split test   # your own data: accuracy per "type"
+  mmedge eval --model runs/smolvlm-adapted --limit 200                # an adapted generative VLM: CIDEr and
+                                                                      # accuracy per keep ratio at full depth
 """
 
 
@@ -55,8 +57,21 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(result, indent=1)))
         return 0
+    from mmedge.adapt.folder import is_adapted_dir, is_generative_dir, pretrained_teacher
+
+    if is_generative_dir(args.model):
+        from mmedge.adapt import load_adapted
+        from mmedge.adapt.vlm_evaluate import evaluate_generative, format_generative
+
+        model, pre = load_adapted(args.model)
+        result = evaluate_generative(model, pre, args.data, args.split, args.limit, args.keep_ratios, args.data_seed,
+                                     progress=not args.no_progress)
+        result["model"] = str(args.model)
+        print(format_generative(result))
+        if args.json:
+            atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(result, indent=1)))
+        return 0
     model, tokenizer = from_pretrained(args.model)
-    from mmedge.adapt.folder import is_adapted_dir, pretrained_teacher
 
     teacher = pretrained_teacher(args.model) if is_adapted_dir(args.model) else None
     if args.data != "scenes":

@@ -63,15 +63,15 @@ def run(args: argparse.Namespace) -> int:
 
     if is_caption_dir(args.model):
         return run_caption(args)
-    from mmedge.adapt.folder import is_adapted_dir
+    from mmedge.adapt.folder import instead, is_adapted_dir
 
     if is_adapted_dir(args.model):  # TorchPredictor prepares inputs for mmedge's own models
         from mmedge.errors import AdaptedModelUnsupported
 
-        raise AdaptedModelUnsupported("predict", args.model, "export it (mmedge export --model DIR --out B.mmedge "
-                                      "--target onnx) and answer with the Engine: Engine.load(B).predict(image, text) "
-                                      "(two images: predict([left, right], text)); or mmedge eval --model DIR "
-                                      "(docs/adapt.md)")
+        encoder = ("export it (mmedge export --model DIR --out B.mmedge --target onnx) and answer with the Engine: "
+                   "Engine.load(B).predict(image, text) (two images: predict([left, right], text)); or mmedge eval "
+                   "--model DIR (docs/adapt.md)")
+        raise AdaptedModelUnsupported("predict", args.model, instead(args.model, encoder))
     if args.text is None:
         raise ConfigError("--text is required: the question, statement or caption to answer", "arguments")
 

@@ -62,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from mmedge.models.checkpoint import from_pretrained
 
     check_settings(args.split, args.samples, args.keep_ratio, args.data_seed, args.batch_size)
-    from mmedge.adapt.folder import is_adapted_dir
+    from mmedge.adapt.folder import instead, is_adapted_dir
 
     if is_adapted_dir(args.model):
         from mmedge.analysis.probe import ADAPTED_INSTEAD
         from mmedge.errors import AdaptedModelUnsupported
 
-        raise AdaptedModelUnsupported("probe", args.model, ADAPTED_INSTEAD)
+        raise AdaptedModelUnsupported("probe", args.model, instead(args.model, ADAPTED_INSTEAD))
     model, tokenizer = from_pretrained(args.model)
     result = probe(model, tokenizer, args.split, args.samples, args.keep_ratio, args.data_seed, args.batch_size,
                    progress=not args.no_progress)
