@@ -339,11 +339,9 @@ CAPTION_PROMPT = "describe the image."
 RECORD_TASKS = {"vqa2": "vqa", "gqa": "vqa", "jsonl": "vqa", "coco": "caption", "cc": "caption"}
 
 
-def dataset_prompts(data: str, seed: int = 0, split: str = "train"):
-    """data(step, n) over a dataset on disk (NAME:ROOT, read by mmedge.data.sources as `mmedge train` reads
-    it), no labels: its questions (vqa2, gqa, jsonl), or the caption prompt on its images (coco, cc). The
-    order is a permutation fixed by the seed; positions wrap around the split."""
-    from mmedge.adapt.data import _OpenInside, materialise
+def generative_records(data: str, split: str):
+    """(spec, records) of a dataset on disk a generative model reads (one image and a prompt per example):
+    DatasetError naming what to use for another dataset, an empty split or a record with other than one image."""
     from mmedge.data.sources import parse_data_spec, read_records
     from mmedge.errors import DatasetError
 
@@ -358,6 +356,16 @@ def dataset_prompts(data: str, seed: int = 0, split: str = "train"):
     if wrong is not None:
         raise DatasetError(f"{wrong.where}: a generative model reads one image per example, this record names "
                            f"{len(wrong.images)}")
+    return spec, records
+
+
+def dataset_prompts(data: str, seed: int = 0, split: str = "train"):
+    """data(step, n) over a dataset on disk (NAME:ROOT, read by mmedge.data.sources as `mmedge train` reads
+    it), no labels: its questions (vqa2, gqa, jsonl), or the caption prompt on its images (coco, cc). The
+    order is a permutation fixed by the seed; positions wrap around the split."""
+    from mmedge.adapt.data import _OpenInside, materialise
+
+    spec, records = generative_records(data, split)
     order = np.random.default_rng(seed).permutation(len(records))
     caption = RECORD_TASKS[spec.name] == "caption"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from mmedge.errors import ConfigError, DatasetError
+from mmedge.errors import ConfigError
 
 
 def scene_examples(image_size: int, split: str, limit: int, seed: int) -> dict[str, tuple[list, list, list]]:
@@ -33,16 +33,9 @@ def dataset_examples(data: str, split: str, limit: int) -> dict[str, tuple[list,
     """task -> (images, prompt texts, references) of the first `limit` examples of a dataset's split: a caption
     dataset's images (every caption of an image one of its references), or questions with their answer."""
     from mmedge.adapt.data import _OpenInside, materialise
-    from mmedge.adapt.vlm_distill import CAPTION_PROMPT, RECORD_TASKS
-    from mmedge.data.sources import parse_data_spec, read_records
+    from mmedge.adapt.vlm_distill import CAPTION_PROMPT, RECORD_TASKS, generative_records
 
-    spec = parse_data_spec(data)
-    if spec.name not in RECORD_TASKS:
-        raise DatasetError(f"--data {spec.name}: a generative model reads one image and a prompt per example; "
-                           f"use one of {', '.join(RECORD_TASKS)} (or the generated scenes)")
-    records = read_records(spec, RECORD_TASKS[spec.name], split)
-    if not records:
-        raise DatasetError(f"{data}: the {split} split has no records")
+    spec, records = generative_records(data, split)
     if RECORD_TASKS[spec.name] == "caption":
         by_image: dict[Path, list] = {}
         for r in records:
