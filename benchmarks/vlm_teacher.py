@@ -363,11 +363,12 @@ def task_calibration(cal: dict) -> str:
     before the per-task settings."""
     if "tasks" not in cal:
         return ""
+    from mmedge.adapt.vlm_bench import policy_name
+
     base, said = cal["baseline"], []
     for task, row in cal["tasks"].items():
         metric, unit = ("cider", " CIDEr") if task == "caption" else ("accuracy", "%")
-        p = row["policy"]
-        name = f"{p['kind']} >= {p['threshold']:g}" if p["kind"] == "confidence" else p["kind"]
+        name = policy_name(row["policy"])
         saved = 1 - row["task_layer_passes"][task] / base["task_layer_passes"][task]
         said.append(f"{'captions' if task == 'caption' else 'questions'}: **{name} at keep {row['keep_ratio']:g}**, "
                     f"{row[metric]:.1f}{unit} against {base[metric]:.1f}{unit}, {saved:.1%} fewer decoder layer passes "
@@ -388,12 +389,11 @@ def task_calibration(cal: dict) -> str:
 
 
 def bundle_lines(b: dict) -> list[str]:
-    from mmedge.adapt.vlm_bench import task_markdown
+    from mmedge.adapt.vlm_bench import policy_name, task_markdown
 
     cal, bench = b["calibration"], b["bench"]
     c, base = cal["chosen"], cal["baseline"]
-    p = c["policy"]
-    name = f"{p['kind']} >= {p['threshold']:g}" if p["kind"] == "confidence" else p["kind"]
+    name = policy_name(c["policy"])
     parity = ", ".join(f"keep {k}: {v['identical_generations']:.0%}" for k, v in b["parity"]["by_keep_ratio"].items())
     lines = ["", "## Through the bundle (what a user runs)", "",
              "The adapted teacher saved as `mmedge adapt` writes it, then " + "; ".join(f"`{x}`" for x in b["commands"])

@@ -33,21 +33,34 @@ def _choose_artifact(manifest: dict, runtime: str, fmt: str | None, precision: s
     return matches[0]
 
 
+def artifact_files(artifact: dict) -> list[str]:
+    """The bundle paths an artifact needs: its one file (a program or package) or its stages' files, and its
+    external weights."""
+    files = [artifact["file"]] if "file" in artifact else [s["file"] for s in artifact["stages"].values()]
+    return files + ([artifact["external_data"]] if "external_data" in artifact else [])
+
+
+def kept_ratios(exported: list[float], keep_ratios: list[float] | None, thresholds: dict) -> list[float]:
+    """The keep ratios a slim bundle keeps (default: every exported one); ConfigError for one not exported, or
+    a choice without the thresholds' keep ratio."""
+    ratios = exported if not keep_ratios else [float(r) for r in keep_ratios]
+    missing = [r for r in ratios if r not in exported]
+    if missing:
+        raise ConfigError(f"keep ratios {missing} were not exported; the bundle has {exported}", "arguments")
+    if thresholds["keep_ratio"] not in ratios:
+        source = f" ({thresholds['source']})" if "source" in thresholds else ""
+        raise ConfigError(f"the thresholds use keep ratio {thresholds['keep_ratio']}{source}; "
+                          f"keep it, or calibrate the slim bundle afterwards (`mmedge calibrate`) after keeping "
+                          f"{thresholds['keep_ratio']} too", "arguments")
+    return ratios
+
+
 def slim_manifest(manifest: dict, runtime: str, fmt: str | None, precision: str,
                   keep_ratios: list[float] | None, in_graph: bool | list[float]) -> tuple[dict, list[str]]:
     """The slim manifest (without `files`) and the bundle paths it needs copied. `in_graph`: True for
     the in-graph variant of every kept keep ratio, or a list of kept keep ratios."""
     artifact = copy.deepcopy(_choose_artifact(manifest, runtime, fmt, precision))
-    exported = [k["keep_ratio"] for k in manifest["keep_ratios"]]
-    ratios = exported if not keep_ratios else [float(r) for r in keep_ratios]
-    missing = [r for r in ratios if r not in exported]
-    if missing:
-        raise ConfigError(f"keep ratios {missing} were not exported; the bundle has {exported}", "arguments")
-    thresholds = manifest["thresholds"]
-    if thresholds["keep_ratio"] not in ratios:
-        raise ConfigError(f"the thresholds use keep ratio {thresholds['keep_ratio']} ({thresholds['source']}); "
-                          f"keep it, or calibrate the slim bundle afterwards (`mmedge calibrate`) after keeping "
-                          f"{thresholds['keep_ratio']} too", "arguments")
+    ratios = kept_ratios([k["keep_ratio"] for k in manifest["keep_ratios"]], keep_ratios, manifest["thresholds"])
     groups = [k for k in manifest["keep_ratios"] if k["keep_ratio"] in ratios]
     names = [n for g in groups for n in g["stages"]]
     pruning = copy.deepcopy(manifest.get("modality_pruning"))
@@ -58,9 +71,7 @@ def slim_manifest(manifest: dict, runtime: str, fmt: str | None, precision: str,
     if pruning:
         pruning["exit_flops"] = [e for e in pruning["exit_flops"] if e["keep_ratio"] in ratios]
         out["modality_pruning"] = pruning
-    needed = [manifest["tokenizer"]["file"]]
-    needed += [artifact["file"]] if "file" in artifact else [s["file"] for s in artifact["stages"].values()]
-    needed += [artifact["external_data"]] if "external_data" in artifact else []
+    needed = [manifest["tokenizer"]["file"], *artifact_files(artifact)]
     if in_graph:
         if runtime != "onnxruntime" or "in_graph" not in manifest:
             raise ConfigError("the in-graph variant exists only for onnxruntime bundles exported with it "

@@ -9,27 +9,8 @@ from __future__ import annotations
 import copy
 
 from mmedge.bundle.manifest import CAPTION, VLM
+from mmedge.bundle.slim import artifact_files, kept_ratios
 from mmedge.errors import ConfigError
-
-
-def artifact_files(artifact: dict) -> list[str]:
-    """The bundle paths an artifact needs: its one file (a program or package) or its graphs' files, and
-    its external weights."""
-    files = [artifact["file"]] if "file" in artifact else [s["file"] for s in artifact["stages"].values()]
-    return files + ([artifact["external_data"]] if "external_data" in artifact else [])
-
-
-def _kept_ratios(manifest: dict, keep_ratios: list[float] | None) -> list[float]:
-    exported = list(manifest["keep_ratios"])
-    ratios = exported if not keep_ratios else [float(r) for r in keep_ratios]
-    missing = [r for r in ratios if r not in exported]
-    if missing:
-        raise ConfigError(f"keep ratios {missing} were not exported; the bundle has {exported}", "arguments")
-    th = manifest["thresholds"]["keep_ratio"]
-    if th not in ratios:
-        raise ConfigError(f"the thresholds use keep ratio {th}; keep it too, or calibrate the slim bundle "
-                          f"afterwards (`mmedge calibrate`) after keeping {th}", "arguments")
-    return ratios
 
 
 def slim_generative_manifest(manifest: dict, artifact: dict, keep_ratios: list[float] | None,
@@ -47,7 +28,7 @@ def slim_generative_manifest(manifest: dict, artifact: dict, keep_ratios: list[f
                               "any in (0, 1]): there is nothing to leave out; leave out --keep-ratio", "arguments")
         ratios = list(manifest["layout"]["keep_ratios"])
     elif kind == CAPTION:
-        ratios = _kept_ratios(manifest, keep_ratios)
+        ratios = kept_ratios(list(manifest["keep_ratios"]), keep_ratios, manifest["thresholds"])
         graphs = {n: g for n, g in manifest["graphs"].items()  # the fill graphs serve every keep ratio
                   if g["keep_ratio"] is None or g["keep_ratio"] in ratios}
         # an ExecuTorch program or Core ML package holds every graph in its one file: its other methods stay

@@ -128,9 +128,8 @@ class VLMEngine:
         if kv not in KV_MODES:
             raise ConfigError(f"kv {kv!r} unknown; choose one of {list(KV_MODES)}", "arguments")
         # the bundle's settings per task, each overridden by a policy or keep ratio given here
-        tasks = {task: (policy if policy is not None else s["policy"], s["keep_ratio"] if keep_ratio is None else ratio)
-                 for task, s in th.get("tasks", {}).items()}
-        tasks = {task: (_policy(p, th["tasks"][task]), r) for task, (p, r) in tasks.items()}
+        tasks = {task: (_policy(s["policy"] if policy is None else policy, s),
+                        s["keep_ratio"] if keep_ratio is None else ratio) for task, s in th.get("tasks", {}).items()}
         policy = _policy(policy, th) if policy is not None else _policy(th["policy"], th)
         tokenizer = _load_tokenizer(root, manifest)  # checked before any graph is opened
         session = _open(artifact["runtime"], root, artifact, threads)
